@@ -1,0 +1,1 @@
+"""actlake's analysis package (see DESIGN.md); filled by its own issue."""

@@ -1,0 +1,1 @@
+"""actlake's ingest package (see DESIGN.md); filled by its own issue."""

@@ -1,0 +1,38 @@
+"""Errors raised by the dataset format; each message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class ActlakeError(Exception):
+    """Base class of every error actlake raises on purpose."""
+
+
+class DatasetNotFoundError(ActlakeError, FileNotFoundError):
+    """No dataset (no manifest.json) at the given URI."""
+
+
+class DatasetExistsError(ActlakeError, FileExistsError):
+    """mode="create" on a URI that already holds a dataset."""
+
+
+class SchemaMismatchError(ActlakeError, ValueError):
+    """Hooks or columns differ from the dataset's recorded schema."""
+
+
+class UnknownHookError(ActlakeError, KeyError):
+    """A hook name that the dataset does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedDtypeError(ActlakeError, ValueError):
+    """A tensor dtype the format cannot store."""
+
+
+class DatasetLockedError(ActlakeError, RuntimeError):
+    """Another writer holds the dataset's write lock."""
+
+
+class StorageError(ActlakeError, OSError):
+    """A storage operation failed permanently (after retries for transient errors)."""

@@ -1,0 +1,117 @@
+"""Mergeable streaming statistics per hook (count, mean, variance, mean norm, max |x|).
+
+Per-unit moments come from one pass in float64-accumulated torch reductions;
+units merge with Chan et al.'s parallel form of Welford's update, so the
+result does not depend on how rows were split into units or in what order
+units were committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class HookStats:
+    """Running moments of one hook's rows."""
+
+    count: int
+    mean: np.ndarray  #: per-dimension mean, float64
+    m2: np.ndarray  #: per-dimension sum of squared deviations, float64
+    norm_sum: float  #: sum of per-row L2 norms
+    max_abs: float  #: largest |x| seen
+
+    @classmethod
+    def empty(cls, dim: int) -> HookStats:
+        return cls(0, np.zeros(dim), np.zeros(dim), 0.0, 0.0)
+
+    @classmethod
+    def from_rows(cls, rows) -> HookStats:
+        """Moments of a (n, ...) float tensor/array; rows flattened to vectors.
+
+        Example::
+
+            s = HookStats.from_rows(torch.randn(100, 8))
+            s.merge(HookStats.from_rows(torch.randn(50, 8))).count  # 150
+        """
+        import torch
+
+        x = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(np.asarray(rows))
+        x = x.reshape(x.shape[0], -1)
+        n = x.shape[0]
+        if n == 0:
+            return cls.empty(x.shape[1])
+        x64 = x.to(torch.float64)
+        mean = x64.mean(0)
+        m2 = ((x64 - mean) ** 2).sum(0)
+        norms = torch.linalg.vector_norm(x64, dim=1)
+        max_abs = float(x64.abs().max())
+        return cls(n, mean.numpy(), m2.numpy(), float(norms.sum()), max_abs)
+
+    def merge(self, other: HookStats) -> HookStats:
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / n)
+        m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / n)
+        return HookStats(
+            n, mean, m2, self.norm_sum + other.norm_sum, max(self.max_abs, other.max_abs)
+        )
+
+    @property
+    def var(self) -> np.ndarray:
+        """Population variance per dimension."""
+        return self.m2 / max(self.count, 1)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.var)
+
+    @property
+    def mean_norm(self) -> float:
+        return self.norm_sum / max(self.count, 1)
+
+    def summary(self) -> dict:
+        """Small JSON-able digest for the manifest and ``actlake info``."""
+        return {
+            "count": int(self.count),
+            "mean_norm": float(self.mean_norm),
+            "max_abs": float(self.max_abs),
+            "mean_of_mean": float(self.mean.mean()) if self.count else 0.0,
+            "mean_variance": float(self.var.mean()) if self.count else 0.0,
+        }
+
+    # --- serialisation (no pickle) ------------------------------------------
+    def to_json(self) -> dict:
+        enc = lambda a: base64.b64encode(np.ascontiguousarray(a, "<f8").tobytes()).decode()  # noqa: E731
+        return {
+            "count": int(self.count), "mean": enc(self.mean), "m2": enc(self.m2),
+            "norm_sum": float(self.norm_sum), "max_abs": float(self.max_abs),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> HookStats:
+        dec = lambda s: np.frombuffer(base64.b64decode(s), "<f8").copy()  # noqa: E731
+        return cls(int(d["count"]), dec(d["mean"]), dec(d["m2"]), float(d["norm_sum"]), float(d["max_abs"]))
+
+    def to_npz_bytes(self, units: list[int]) -> bytes:
+        buf = io.BytesIO()
+        np.savez(
+            buf, count=np.int64(self.count), mean=self.mean, m2=self.m2, var=self.var,
+            norm_sum=np.float64(self.norm_sum), mean_norm=np.float64(self.mean_norm),
+            max_abs=np.float64(self.max_abs), units=np.asarray(sorted(units), dtype=np.int64),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes) -> tuple[HookStats, list[int]]:
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        s = cls(int(z["count"]), z["mean"], z["m2"], float(z["norm_sum"]), float(z["max_abs"]))
+        return s, [int(u) for u in z["units"]]
