@@ -1,0 +1,1 @@
+"""Running actlake on Ray clusters, and the ``actlake`` command line."""

@@ -1,0 +1,80 @@
+"""Configs of the ``actlake`` subcommands, one dataclass each; the CLI is generated from them.
+
+Each field's docstring (the string under it) becomes its ``--help`` text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simple_parsing import field
+
+
+@dataclass
+class StorageArgs:
+    """Where the data lives, beyond the URI (credentials come from the AWS environment)."""
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL or AWS)."""
+
+    def options(self) -> dict:
+        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+
+
+@dataclass
+class InfoConfig:
+    """Describe a dataset: hooks, rows, units, dtypes, bytes, provenance, statistics."""
+
+    uri: str = field(positional=True)
+    """Dataset URI: a local path, file://, s3://bucket/prefix or any fsspec URI."""
+
+    json: bool = False
+    """Print the whole manifest as JSON."""
+
+
+@dataclass
+class VerifyConfig:
+    """Check every committed file against the manifest (exists, size, checksum, rows, schema)."""
+
+    uri: str = field(positional=True)
+    """Dataset URI."""
+
+    repair: bool = False
+    """Delete files in data/ that no commit record names (left by crashed writers)."""
+
+    no_checksums: bool = False
+    """Skip reading whole files for checksums (sizes, footers and schemas are still checked)."""
+
+
+@dataclass
+class LsConfig:
+    """List the datasets under a prefix."""
+
+    prefix: str = field(positional=True)
+    """A local directory or URI prefix, e.g. s3://bucket/acts."""
+
+    depth: int = 4
+    """How many directory levels below the prefix to search."""
+
+
+@dataclass
+class DemoConfig:
+    """Write a dataset of synthetic activations, then describe, verify and read it back."""
+
+    out: str = "demo-data/synthetic"
+    """Where to write the demo dataset (replaced if it exists)."""
+
+    units: int = 16
+    """Number of work units (one Parquet file each)."""
+
+    rows_per_unit: int = 4096
+    """Rows (tokens) per unit."""
+
+    dim: int = 384
+    """Width of each hook (MiniLM's hidden size)."""
+
+    layers: int = 4
+    """Number of hooks, named resid.0 … resid.N-1."""
+
+    seed: int = 0
+    """Seed of the synthetic activations."""

@@ -1,0 +1,45 @@
+"""Shared test data: deterministic units of activations and metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+HOOKS = {
+    "resid.0": {"shape": [16], "dtype": "float16"},
+    "resid.1": {"shape": [4, 3], "dtype": "bfloat16"},
+    "mlp.0": {"shape": [8], "dtype": "float32"},
+}
+
+
+def unit_columns(unit_id: int, rows: int, hooks: dict = HOOKS, seed: int = 0) -> dict:
+    """Rows of one unit, a pure function of (unit_id, rows, seed): reruns write the same bytes."""
+    rng = np.random.default_rng([seed, unit_id])
+    cols = {
+        "example_id": np.arange(unit_id * rows, (unit_id + 1) * rows, dtype=np.int64),
+        "position": (np.arange(rows) % 7).astype(np.int32),
+        "token_id": rng.integers(0, 50000, rows).astype(np.int32),
+        "label": np.array([f"label-{i % 3}" for i in range(rows)], dtype=object),
+        "score": rng.standard_normal(rows),
+    }
+    for name, spec in hooks.items():
+        x = torch.from_numpy(rng.standard_normal((rows, *spec["shape"])).astype(np.float32) * 3)
+        cols[name] = x.to(getattr(torch, spec["dtype"]))
+    return cols
+
+
+def write_dataset(uri: str, units: int = 4, rows: int = 50, hooks: dict = HOOKS, seed: int = 0, **kwargs):
+    import shards
+
+    with shards.create_dataset(uri, hooks, columns={"label": "string", "score": "float64"}, **kwargs) as w:
+        for u in range(units):
+            w.write_unit(u, unit_columns(u, rows, hooks, seed))
+    return shards.open_dataset(uri, kwargs.get("storage_options"))
+
+
+def raw_bytes(t) -> bytes:
+    """Storage bytes of a tensor (bfloat16 as its 16-bit pattern)."""
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return t.numpy().tobytes()

@@ -1,0 +1,141 @@
+"""Bytes in = bytes out on local disk, for every dtype, encoding and compression."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import shards
+from tests.helpers import HOOKS, raw_bytes, unit_columns, write_dataset
+
+
+@pytest.mark.parametrize("encoding", ["binary", "list"])
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_roundtrip_bytes_exact(tmp_path, encoding, compression):
+    ds = write_dataset(str(tmp_path / "ds"), units=3, rows=40, encoding=encoding, compression=compression)
+    assert ds.num_rows == 120 and len(ds.units) == 3
+    assert ds.manifest["compression"] == compression
+    assert all(h["encoding"] == encoding for h in ds.manifest["hooks"].values())
+    expected = [unit_columns(u, 40) for u in range(3)]
+    got = ds.take(np.arange(120))  # stored dtype kept
+    for name in HOOKS:
+        want = torch.cat([e[name] for e in expected])
+        assert got[name].dtype == want.dtype
+        assert raw_bytes(got[name]) == raw_bytes(want), name
+    assert got["example_id"].tolist() == list(range(120))
+    assert got["label"] == [lab for e in expected for lab in e["label"]]
+    np.testing.assert_array_equal(got["score"].numpy(), np.concatenate([e["score"] for e in expected]))
+    np.testing.assert_array_equal(got["token_id"].numpy(), np.concatenate([e["token_id"] for e in expected]))
+
+
+def test_to_numpy_and_iter_batches_values(tmp_path):
+    ds = write_dataset(str(tmp_path / "ds"), units=2, rows=30)
+    exp = [unit_columns(u, 30) for u in range(2)]
+    f16 = ds.to_numpy("resid.0")
+    assert f16.dtype == np.float16 and f16.shape == (60, 16)
+    assert f16.tobytes() == raw_bytes(torch.cat([e["resid.0"] for e in exp]))
+    bf = ds.to_numpy("resid.1")  # bfloat16 comes back as exact float32
+    np.testing.assert_array_equal(bf, torch.cat([e["resid.1"] for e in exp]).float().numpy())
+    batches = list(ds.iter_batches(batch_size=16, dtype=None))
+    assert [len(b["example_id"]) for b in batches] == [16, 16, 16, 12]
+    x = torch.cat([b["resid.1"] for b in batches])
+    assert x.dtype == torch.bfloat16 and raw_bytes(x) == raw_bytes(torch.cat([e["resid.1"] for e in exp]))
+    f32 = torch.cat([b["mlp.0"] for b in ds.iter_batches("mlp.0", batch_size=7)])
+    assert raw_bytes(f32) == raw_bytes(torch.cat([e["mlp.0"] for e in exp]))
+
+
+def test_file_layout_and_field_metadata(tmp_path):
+    root = tmp_path / "ds"
+    write_dataset(str(root), units=2, rows=10)
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["unit-000000.parquet", "unit-000001.parquet"]
+    assert sorted(p.name for p in (root / "_commits").iterdir()) == ["unit-000000.json", "unit-000001.json"]
+    assert sorted(p.name for p in (root / "stats").iterdir()) == [f"{h}.npz" for h in sorted(HOOKS)]
+    pf = pq.ParquetFile(root / "data" / "unit-000001.parquet")
+    field = pf.schema_arrow.field("resid.1")
+    assert field.type.byte_width == 4 * 3 * 2
+    assert field.metadata[b"actlake.dtype"] == b"bfloat16"
+    assert json.loads(field.metadata[b"actlake.shape"]) == [4, 3]
+    # no dictionary encoding and no min/max statistics on tensor columns
+    col = pf.metadata.row_group(0).column(pf.schema_arrow.get_field_index("resid.0"))
+    assert "RLE_DICTIONARY" not in col.encodings and "PLAIN_DICTIONARY" not in col.encodings
+    assert not col.is_stats_set
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [u["path"] for u in manifest["units"]] == ["data/unit-000000.parquet", "data/unit-000001.parquet"]
+    assert manifest["units"][1]["example_range"] == [10, 19]
+
+
+def test_row_groups_sized_in_bytes(tmp_path):
+    hooks = {"h": {"shape": [1024], "dtype": "float16"}}  # 2 KiB per row
+    with shards.create_dataset(str(tmp_path / "ds"), hooks, row_group_bytes=1 << 20) as w:
+        w.write_unit(0, {"example_id": np.arange(2000), "h": np.zeros((2000, 1024), np.float16)})
+    ds = shards.open_dataset(str(tmp_path / "ds"))
+    groups = ds.units[0]["row_groups"]
+    assert sum(groups) == 2000 and len(groups) == 4 and max(groups) * 2048 <= 1 << 20
+
+
+def test_retry_of_a_unit_leaves_one_copy(tmp_path):
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=3, rows=20)
+    with shards.create_dataset(uri, HOOKS, mode="append") as w:
+        w.write_unit(1, unit_columns(1, 20))  # the same unit again (a retry)
+        w.write_unit(1, unit_columns(1, 20, seed=5))  # and once more with new values: replaces
+    ds = shards.open_dataset(uri)
+    assert ds.num_rows == 60 and len(ds.units) == 3
+    assert len(list((tmp_path / "ds" / "data").iterdir())) == 3
+    ids = torch.cat([b["example_id"] for b in ds.iter_batches(batch_size=64)]).tolist()
+    assert sorted(ids) == list(range(60))
+    got = ds.take(np.arange(20, 40), ["resid.0"], dtype=None)["resid.0"]
+    assert raw_bytes(got) == raw_bytes(unit_columns(1, 20, seed=5)["resid.0"])
+    # stats describe the replacement, not both copies
+    assert ds.stats("resid.0").count == 60
+
+
+def test_append_adds_units_and_keeps_metadata(tmp_path):
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=2, rows=10, provenance={"model": {"name": "m"}})
+    with shards.create_dataset(uri, HOOKS, mode="append") as w:
+        assert w.committed_units == {0, 1}
+        w.write_unit(2, unit_columns(2, 10))
+    ds = shards.open_dataset(uri)
+    assert ds.num_rows == 30 and ds.manifest["provenance"]["model"] == {"name": "m"}
+    assert ds.schema.columns == {"label": "string", "score": "float64"}
+
+
+def test_overwrite_replaces(tmp_path):
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=3, rows=10)
+    old_id = shards.open_dataset(uri).manifest["dataset_id"]
+    write_dataset(uri, units=1, rows=5, mode="overwrite")
+    ds = shards.open_dataset(uri)
+    assert ds.num_rows == 5 and ds.manifest["dataset_id"] != old_id
+    assert len(list((tmp_path / "ds" / "data").iterdir())) == 1
+
+
+def test_inferred_columns_and_empty_dataset(tmp_path):
+    uri = str(tmp_path / "ds")
+    w = shards.create_dataset(uri, {"h": {"shape": [4], "dtype": "float32"}})
+    ds0 = shards.open_dataset(uri)  # the first manifest exists before any unit
+    assert ds0.num_rows == 0 and list(ds0.iter_batches()) == []
+    w.write_unit(7, {"example_id": np.arange(3), "h": np.ones((3, 4), np.float32),
+                     "split": np.array(["a", "b", "c"]), "label": np.array([1, 2, 3])})
+    w.close()
+    ds = shards.open_dataset(uri)
+    assert ds.schema.columns == {"split": "string", "label": "int64"}
+    b = next(iter(ds.iter_batches()))
+    assert b["split"] == ["a", "b", "c"] and b["label"].tolist() == [1, 2, 3]
+    assert b["position"].tolist() == [-1, -1, -1] and b["token_id"].tolist() == [-1, -1, -1]
+
+
+def test_secrets_never_in_manifest(tmp_path):
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=1, rows=5, config={"out": "s3://AKIAXXX:supersecret@bucket/x",
+                                                 "storage": {"key": "AKIAXXX", "secret": "supersecret",
+                                                             "endpoint_url": "http://127.0.0.1:1"},
+                                                 "hf_token": "hf_abc"})
+    text = (tmp_path / "ds" / "manifest.json").read_text()
+    assert "supersecret" not in text and "AKIAXXX" not in text and "hf_abc" not in text
+    assert "http://127.0.0.1:1" in text
