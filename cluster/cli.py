@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from simple_parsing import ArgumentParser
+from simple_parsing import ArgumentParser, DashVariant
 
 from cluster.commands import DemoConfig, InfoConfig, LsConfig, StorageArgs, VerifyConfig
 
@@ -134,12 +134,13 @@ COMMANDS = {
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="actlake", description="Activation datasets: describe, verify, list, demo.")
+    parser = ArgumentParser(prog="actlake", description="Activation datasets: describe, verify, list, demo.",
+                            add_option_string_dash_variants=DashVariant.DASH)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (cfg_cls, _fn) in COMMANDS.items():
         p = sub.add_parser(name, help=(cfg_cls.__doc__ or "").strip().splitlines()[0],
-                           description=cfg_cls.__doc__)
+                           description=cfg_cls.__doc__, add_option_string_dash_variants=DashVariant.DASH)
         p.add_arguments(cfg_cls, dest="cfg")
         p.add_arguments(StorageArgs, dest="storage")
     return parser

@@ -25,10 +25,10 @@ class StorageArgs:
 class InfoConfig:
     """Describe a dataset: hooks, rows, units, dtypes, bytes, provenance, statistics."""
 
-    uri: str = field(positional=True)
+    uri: str = field(positional=True, metavar="URI")
     """Dataset URI: a local path, file://, s3://bucket/prefix or any fsspec URI."""
 
-    json: bool = False
+    json: bool = field(default=False, action="store_true")
     """Print the whole manifest as JSON."""
 
 
@@ -36,13 +36,13 @@ class InfoConfig:
 class VerifyConfig:
     """Check every committed file against the manifest (exists, size, checksum, rows, schema)."""
 
-    uri: str = field(positional=True)
+    uri: str = field(positional=True, metavar="URI")
     """Dataset URI."""
 
-    repair: bool = False
+    repair: bool = field(default=False, action="store_true")
     """Delete files in data/ that no commit record names (left by crashed writers)."""
 
-    no_checksums: bool = False
+    no_checksums: bool = field(default=False, action="store_true")
     """Skip reading whole files for checksums (sizes, footers and schemas are still checked)."""
 
 
@@ -50,7 +50,7 @@ class VerifyConfig:
 class LsConfig:
     """List the datasets under a prefix."""
 
-    prefix: str = field(positional=True)
+    prefix: str = field(positional=True, metavar="PREFIX")
     """A local directory or URI prefix, e.g. s3://bucket/acts."""
 
     depth: int = 4

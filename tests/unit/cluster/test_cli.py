@@ -1,0 +1,46 @@
+"""The actlake command line on real datasets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from cluster.cli import main
+from tests.helpers import write_dataset
+
+
+def test_info_shows_hooks_rows_provenance_stats(tmp_path, capsys):
+    ds = write_dataset(str(tmp_path / "ds"), units=2, rows=10,
+                       provenance={"model": {"name": "all-MiniLM-L6-v2"}, "corpus": {"source": "x.jsonl"}})
+    assert main(["info", ds.uri]) == 0
+    out = capsys.readouterr().out
+    assert "rows      20   units 2" in out
+    assert "resid.1" in out and "[4, 3]" in out and "bfloat16" in out
+    assert "all-MiniLM-L6-v2" in out and "x.jsonl" in out
+    assert f"mean‖x‖ {ds.stats('resid.0').mean_norm:.4g}" in out
+    assert main(["info", "--json", ds.uri]) == 0
+    assert json.loads(capsys.readouterr().out)["num_rows"] == 20
+
+
+def test_ls_finds_nested_datasets(tmp_path, capsys):
+    write_dataset(str(tmp_path / "acts" / "a"), units=1, rows=3)
+    write_dataset(str(tmp_path / "acts" / "team" / "b"), units=2, rows=3)
+    assert main(["ls", str(tmp_path / "acts")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(str(tmp_path / "acts" / "a")) and "rows            3" in lines[0]
+    assert "team/b" in lines[1] and "units      2" in lines[1]
+
+
+def test_errors_exit_2_with_message(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "info", str(tmp_path / "none")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "no actlake dataset at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_lists_commands():
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True, text=True)
+    for cmd in ("info", "verify", "ls", "demo"):
+        assert cmd in r.stdout

@@ -1,0 +1,93 @@
+"""verify finds corrupted units by file name; --repair removes only garbage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shards
+from cluster.cli import main
+from tests.helpers import HOOKS, unit_columns, write_dataset
+
+
+def flip_byte(path, where: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * where)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_clean_dataset_verifies(tmp_path, capsys):
+    write_dataset(str(tmp_path / "ds"), units=3, rows=20)
+    assert shards.verify_dataset(str(tmp_path / "ds")).ok
+    assert main(["verify", str(tmp_path / "ds")]) == 0
+    assert "3 units checked, OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.999])
+def test_flipped_byte_names_the_unit(tmp_path, capsys, where):
+    root = tmp_path / "ds"
+    write_dataset(str(root), units=5, rows=40)
+    flip_byte(root / "data" / "unit-000003.parquet", where)
+    report = shards.verify_dataset(str(root))
+    assert list(report.bad) == ["data/unit-000003.parquet"]
+    assert any("checksum" in p for p in report.bad["data/unit-000003.parquet"])
+    assert main(["verify", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "data/unit-000003.parquet" in out and "FAILED: 1 bad unit" in out
+    assert "unit-000002" not in out
+
+
+def test_missing_and_truncated_units(tmp_path):
+    root = tmp_path / "ds"
+    write_dataset(str(root), units=3, rows=10)
+    (root / "data" / "unit-000000.parquet").unlink()
+    p = root / "data" / "unit-000002.parquet"
+    p.write_bytes(p.read_bytes()[:-100])
+    report = shards.verify_dataset(str(root), checksums=False)
+    assert report.bad["data/unit-000000.parquet"] == ["missing"]
+    assert any("size" in x for x in report.bad["data/unit-000002.parquet"])
+    assert "data/unit-000001.parquet" not in report.bad
+
+
+def test_repair_removes_only_uncommitted_files(tmp_path, capsys):
+    root = tmp_path / "ds"
+    write_dataset(str(root), units=2, rows=10)
+    (root / "data" / "unit-000007.parquet").write_bytes(b"partial")  # a crashed writer's leftover
+    (root / "data" / "unit-000001.parquet.tmp-abc").write_bytes(b"partial")
+    report = shards.verify_dataset(str(root))
+    assert report.ok and sorted(report.garbage) == ["data/unit-000001.parquet.tmp-abc", "data/unit-000007.parquet"]
+    assert main(["verify", "--repair", str(root)]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["unit-000000.parquet", "unit-000001.parquet"]
+    assert shards.open_dataset(str(root)).num_rows == 20
+
+
+def test_repair_refuses_while_a_writer_is_active(tmp_path):
+    root = tmp_path / "ds"
+    write_dataset(str(root), units=1, rows=10)
+    (root / "data" / "unit-000005.parquet").write_bytes(b"in flight")
+    w = shards.create_dataset(str(root), HOOKS, mode="append")
+    with pytest.raises(RuntimeError, match="holds its lock"):
+        shards.verify_dataset(str(root), repair=True)
+    w.write_unit(5, unit_columns(5, 10))
+    w.close()
+    assert shards.verify_dataset(str(root), repair=True).ok
+    assert shards.open_dataset(str(root)).num_rows == 20
+
+
+def test_torch_dataloader_workers(tmp_path):
+    """The IterableDataset wrapper with DataLoader(num_workers=2): every row exactly once."""
+    from torch.utils.data import DataLoader
+
+    ds = write_dataset(str(tmp_path / "ds"), units=4, rows=60)
+    tds = ds.torch_dataset(["resid.0"], batch_size=32, shuffle=True, seed=1)
+    ids = []
+    for batch in DataLoader(tds, batch_size=None, num_workers=2):
+        assert batch["resid.0"].shape[1:] == (16,)
+        ids += batch["example_id"].tolist()
+    assert sorted(ids) == list(range(240))
+    tds.set_epoch(1)
+    ids1 = [i for b in DataLoader(tds, batch_size=None, num_workers=2) for i in b["example_id"].tolist()]
+    assert sorted(ids1) == list(range(240)) and ids1 != ids
+    np.testing.assert_array_equal(np.sort(ids1), np.arange(240))
