@@ -150,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     from shards.errors import ActlakeError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Only our loggers go to DEBUG: botocore's DEBUG output carries request signatures and tokens.
+    logging.getLogger("actlake").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _cfg_cls, fn = COMMANDS[args.command]
     try:
         return fn(args.cfg, args.storage)

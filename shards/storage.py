@@ -51,6 +51,18 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+def _walk_items(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list, tuple)):
+                yield from _walk_items(v)
+            else:
+                yield k, v
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _walk_items(v)
+
+
 def _is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: network trouble, throttling and 5xx answers."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
@@ -86,8 +98,10 @@ class Storage:
         retries: int = 6,
         backoff: float = 0.2,
     ) -> None:
-        self.uri = str(uri).rstrip("/") or "/"
         self.storage_options = dict(storage_options or {})
+        self.uri = self._take_userinfo(str(uri)).rstrip("/") or "/"
+        self._secrets = [str(v) for k, v in _walk_items(self.storage_options)
+                         if isinstance(k, str) and _SECRET_KEY.search(k) and v and len(str(v)) >= 4]
         self.retries = retries
         self.backoff = backoff
         try:
@@ -99,6 +113,26 @@ class Storage:
             ) from None
         self.root = self.root.rstrip("/") if self.root != "/" else self.root
         self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def _take_userinfo(self, uri: str) -> str:
+        """``s3://KEY:SECRET@bucket/x`` -> ``s3://bucket/x`` with key/secret moved to the options."""
+        m = re.match(r"^([a-zA-Z][\w+.-]*)://([^/@]*)@(.*)$", uri)
+        if not m:
+            return uri
+        proto, userinfo, rest = m.groups()
+        user, _, password = userinfo.partition(":")
+        if proto in ("s3", "s3a") and user:
+            self.storage_options.setdefault("key", user)
+            if password:
+                self.storage_options.setdefault("secret", password)
+        return f"{proto}://{rest}"
+
+    def scrub(self, text: str) -> str:
+        """Remove every known secret from a message."""
+        text = redact_uri(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     # --- naming --------------------------------------------------------------
     def path(self, rel: str) -> str:
@@ -119,13 +153,18 @@ class Storage:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
-            except FileNotFoundError:
-                raise
+            except FileNotFoundError as exc:
+                if what in ("read", "stat", "exists", "open"):
+                    raise  # the caller decides what a missing object means
+                raise StorageError(
+                    f"{what} failed for {self.display(rel)}: {self.scrub(str(exc))}. "
+                    "Does the bucket (or parent directory) exist, and may these credentials write to it?"
+                ) from None
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not _is_transient(exc) or attempt == self.retries:
                     raise StorageError(
                         f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
-                        f"{redact_uri(str(exc))}"
+                        f"{self.scrub(str(exc))}"
                     ) from None
                 log.warning(
                     "transient error on %s of %s (attempt %d/%d): %s; retrying in %.1fs",
