@@ -104,8 +104,12 @@ class Storage:
                          if isinstance(k, str) and _SECRET_KEY.search(k) and v and len(str(v)) >= 4]
         self.retries = retries
         self.backoff = backoff
+        fs_options = dict(self.storage_options)
+        if self.uri.startswith(("s3://", "s3a://")):
+            # Other processes (actors, a rerun) add files: a cached listing would hide them.
+            fs_options.setdefault("use_listings_cache", False)
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
+            self.fs, self.root = fsspec.core.url_to_fs(self.uri, **fs_options)
         except (ValueError, ImportError) as exc:
             raise StorageError(
                 f"cannot open {redact_uri(self.uri)!r}: {exc}. Use a local path or an fsspec URI "
