@@ -95,7 +95,8 @@ def cmd_demo(cfg: DemoConfig, st: StorageArgs) -> int:
     t0 = time.perf_counter()
     with shards.create_dataset(cfg.out, hooks, columns={"label": "string"}, mode="overwrite",
                                storage_options=st.options(),
-                               provenance={"model": {"name": "synthetic"}, "corpus": {"source": "demo", "seed": cfg.seed}},
+                               provenance={"model": {"name": "synthetic"},
+                                           "corpus": {"source": "demo", "seed": cfg.seed}},
                                config={"command": "demo", **vars(cfg)}) as w:
         for u in tqdm(range(cfg.units), desc="writing units", unit="unit"):
             n = cfg.rows_per_unit

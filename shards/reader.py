@@ -384,7 +384,8 @@ class Dataset:
         for c, parts in out_parts.items():
             if c in self.schema.hooks:
                 spec = self.schema.hooks[c]
-                arr = (np.concatenate(parts) if parts else np.empty((0, spec.numel), STORAGE_DTYPES[spec.dtype]))[inverse]
+                empty = np.empty((0, spec.numel), STORAGE_DTYPES[spec.dtype])
+                arr = (np.concatenate(parts) if parts else empty)[inverse]
                 t = storage_to_torch(np.ascontiguousarray(arr), spec.dtype).reshape(len(rows), *spec.shape)
                 out[c] = t if dtype is None else t.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
             else:

@@ -94,7 +94,8 @@ class HookSpec:
 def parse_hooks(hooks: dict, default_encoding: str = "binary") -> dict[str, HookSpec]:
     """Validate ``{name: {"shape": [d], "dtype": "float16", ...}}`` into HookSpecs."""
     if not hooks:
-        raise SchemaMismatchError("a dataset needs at least one hook, e.g. hooks={'resid.3': {'shape': [768], 'dtype': 'float16'}}")
+        raise SchemaMismatchError(
+            "a dataset needs at least one hook, e.g. hooks={'resid.3': {'shape': [768], 'dtype': 'float16'}}")
     out = {}
     for name, spec in hooks.items():
         if name in FIXED_COLUMNS:

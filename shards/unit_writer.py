@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from shards.dtypes import storage_to_float32, storage_to_torch, to_storage_numpy
-from shards.errors import SchemaMismatchError, UnsupportedDtypeError
+from shards.errors import SchemaMismatchError
 from shards.manifest import FORMAT_VERSION, dumps, now_iso, unit_commit_path, unit_data_path
 from shards.schema import FIXED_COLUMNS, DatasetSchema, HookSpec, arrow_type
 from shards.stats import HookStats

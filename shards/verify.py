@@ -88,7 +88,7 @@ def verify_dataset(uri: str, storage_options: dict | None = None, checksums: boo
     fp = schema.fingerprint()
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda u: _check_unit(storage, u, fp, arrow_schema, checksums), units))
-    for unit, problems in zip(units, results):
+    for unit, problems in zip(units, results, strict=True):
         report.units_checked += 1
         if problems:
             report.bad[unit["path"]] = problems

@@ -10,8 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from shards.errors import DatasetExistsError, DatasetNotFoundError, SchemaMismatchError
 from shards.lock import WriteLock
 from shards.manifest import (
-    COMMITS_DIR, DATA_DIR, FORMAT_VERSION, LOCK, MANIFEST, STATS_DIR, code_version, dumps, now_iso,
-    parse_unit_name, read_manifest,
+    COMMITS_DIR,
+    DATA_DIR,
+    FORMAT_VERSION,
+    LOCK,
+    MANIFEST,
+    STATS_DIR,
+    code_version,
+    dumps,
+    now_iso,
+    parse_unit_name,
+    read_manifest,
 )
 from shards.schema import COMPRESSIONS, ENCODINGS, DatasetSchema, infer_column_type, parse_hooks
 from shards.stats import HookStats

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from tests.helpers import unit_columns
-
 import shards
+from tests.helpers import unit_columns
 
 BIG = {"resid.0": {"shape": [2048], "dtype": "float16"}, "mlp.0": {"shape": [512], "dtype": "float32"}}
 

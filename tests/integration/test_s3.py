@@ -93,9 +93,8 @@ def test_missing_bucket_is_a_clear_error(s3_endpoint):
 
 def test_transient_outage_is_retried(s3_bucket, s3_endpoint, caplog):
     """A real outage: the S3 port stops answering for ~1.5 s, then a server comes back on it."""
-    from moto.server import ThreadedMotoServer
-
     import boto3
+    from moto.server import ThreadedMotoServer
 
     # a second, private server whose outage does not disturb other tests
     srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
