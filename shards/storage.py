@@ -17,7 +17,8 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import fsspec
@@ -221,6 +222,41 @@ class Storage:
             self.fs.pipe_file(path, bytes(data) if isinstance(data, memoryview) else data)
 
         self.retry("write", rel, local if self.is_local else remote)
+
+    @contextmanager
+    def open_output(self, rel: str) -> Iterator:
+        """A binary file whose content appears at ``rel`` whole, or not at all.
+
+        On disk: a temporary sibling, fsync'ed and renamed on success, removed on
+        failure. On object stores: a (multipart) upload completed on success and
+        aborted on failure, so no partial object is ever visible.
+        """
+        path = self.path(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+            f = open(tmp, "wb")
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                os.replace(tmp, path)
+            except BaseException:
+                f.close()
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            return
+        f = self.fs.open(path, "wb")
+        try:
+            yield f
+        except BaseException:
+            if hasattr(f, "discard"):
+                f.discard()
+            raise
+        finally:
+            f.close()
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` only if absent; return False if it already exists."""

@@ -31,6 +31,41 @@ def checksum(data) -> str:
     return f"{CHECKSUM_ALGO}:{xxhash.xxh3_128_hexdigest(data)}"
 
 
+class HashingSink:
+    """A write-only file that checksums what passes through it on the way to ``raw``.
+
+    Hashing while writing saves a second pass over the file (or holding it all in memory).
+    """
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.size = 0
+        self._hash = xxhash.xxh3_128()
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self.raw.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:  # the owner of ``raw`` closes it
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def checksum(self) -> str:
+        return f"{CHECKSUM_ALGO}:{self._hash.hexdigest()}"
+
+
 def _as_numpy(values) -> np.ndarray:
     try:
         import torch
@@ -124,33 +159,29 @@ class UnitWriter:
                 raise SchemaMismatchError(f"column {name!r} has {len(arr)} rows, example_id has {n}")
         return pa.Table.from_arrays(list(arrays.values()), schema=self.schema.arrow_schema())
 
-    def encode(self, table: pa.Table) -> tuple[pa.Buffer, list[int]]:
-        """Serialise a unit's table to Parquet bytes; return them and the row-group sizes."""
+    def encode(self, table: pa.Table, sink) -> list[int]:
+        """Write a unit's table as Parquet into ``sink``; return the row-group sizes."""
         meta_cols = ["example_id", "position", "token_id", *self.schema.columns]
         rows_per_group = max(1, self.row_group_bytes // max(self.schema.row_bytes, 1))
-        sink = pa.BufferOutputStream()
         file_meta = {"actlake.format_version": str(FORMAT_VERSION),
                      "actlake.hooks": json.dumps({n: h.to_json() for n, h in self.schema.hooks.items()})}
-        schema = table.schema.with_metadata(file_meta)
+        table = table.replace_schema_metadata(file_meta)
         with pq.ParquetWriter(
-            sink, schema,
+            sink, table.schema,
             compression=self.compression.upper() if self.compression != "none" else "NONE",
             use_dictionary=meta_cols,  # never on tensors: random bytes do not repeat
             write_statistics=meta_cols,
             data_page_size=8 << 20,
         ) as w:
-            w.write_table(table.replace_schema_metadata(file_meta), row_group_size=rows_per_group)
+            w.write_table(table, row_group_size=rows_per_group)
         n = table.num_rows
-        groups = [min(rows_per_group, n - s) for s in range(0, n, rows_per_group)] or [0]
-        return sink.getvalue(), groups
+        return [min(rows_per_group, n - s) for s in range(0, n, rows_per_group)] or [0]
 
-    def unit_stats(self, columns: dict) -> dict[str, HookStats]:
-        import torch
-
+    def unit_stats(self, columns: dict, n: int) -> dict[str, HookStats]:
         out = {}
         for name, spec in self.schema.hooks.items():
-            store = to_storage_numpy(columns[name], spec.dtype).reshape(len(_as_numpy(columns["example_id"])), -1)
-            out[name] = HookStats.from_rows(storage_to_torch(store, spec.dtype).to(torch.float32))
+            store = to_storage_numpy(columns[name], spec.dtype).reshape(n, -1)
+            out[name] = HookStats.from_rows(storage_to_torch(store, spec.dtype))
         return out
 
     def write(self, unit_id: int, columns: dict) -> dict:
@@ -161,16 +192,24 @@ class UnitWriter:
         that readers never see and a rerun overwrites.
         """
         table = self.build_table(columns)
-        data, groups = self.encode(table)
-        stats = self.unit_stats(columns) if self.compute_stats else {}
+        stats = self.unit_stats(columns, table.num_rows) if self.compute_stats else {}
+        path = unit_data_path(unit_id)
+
+        def attempt() -> tuple[list[int], HashingSink]:
+            with self.storage.open_output(path) as raw:
+                sink = HashingSink(raw)
+                groups = self.encode(table, sink)
+            return groups, sink
+
+        groups, sink = self.storage.retry("write", path, attempt)
         example_id = table.column("example_id")
         record = {
             "format_version": FORMAT_VERSION,
             "id": int(unit_id),
-            "path": unit_data_path(unit_id),
+            "path": path,
             "rows": table.num_rows,
-            "bytes": data.size,
-            "checksum": checksum(memoryview(data)),
+            "bytes": sink.size,
+            "checksum": sink.checksum(),
             "row_groups": groups,
             "example_range": [int(pc.min(example_id).as_py() or 0),
                               int(pc.max(example_id).as_py() or -1)] if table.num_rows else None,
@@ -179,7 +218,6 @@ class UnitWriter:
             "committed": now_iso(),
             "stats": {n: s.to_json() for n, s in stats.items()},
         }
-        self.storage.put_bytes(record["path"], memoryview(data))
         self.storage.put_bytes(unit_commit_path(unit_id), dumps(record))
         return record
 

@@ -40,12 +40,13 @@ def test_dataset_stats_match_numpy(tmp_path):
         x = ds.to_numpy(h).astype(np.float64).reshape(ds.num_rows, -1)
         s = ds.stats(h)
         assert s.count == ds.num_rows
-        np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(s.var, x.var(0), rtol=1e-9)
-        np.testing.assert_allclose(s.mean_norm, np.linalg.norm(x, axis=1).mean(), rtol=1e-10)
+        # per-chunk reductions run in float32 (see HookStats.from_rows): ~1e-7 relative
+        np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-6, atol=1e-6 * np.abs(x).max())
+        np.testing.assert_allclose(s.var, x.var(0), rtol=1e-5)
+        np.testing.assert_allclose(s.mean_norm, np.linalg.norm(x, axis=1).mean(), rtol=1e-6)
         assert s.max_abs == np.abs(x).max()
         assert ds.manifest["stats"][h]["count"] == ds.num_rows
-        assert abs(ds.manifest["stats"][h]["mean_norm"] - s.mean_norm) < 1e-9
+        assert abs(ds.manifest["stats"][h]["mean_norm"] - s.mean_norm) < 1e-9  # same merged value
 
 
 def test_stats_rebuilt_after_resume(tmp_path):
@@ -61,5 +62,5 @@ def test_stats_rebuilt_after_resume(tmp_path):
     with shards.create_dataset(uri, hooks, mode="append") as w:
         w.write_unit(2, {"example_id": np.arange(40, 60), "a": xs[2]})
     s = shards.open_dataset(uri).stats("a")
-    np.testing.assert_allclose(s.mean, np.concatenate(xs).astype(np.float64).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(s.mean, np.concatenate(xs).astype(np.float64).mean(0), rtol=1e-6, atol=1e-7)
     assert s.count == 60
