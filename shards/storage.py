@@ -224,7 +224,7 @@ class Storage:
         self.retry("write", rel, local if self.is_local else remote)
 
     @contextmanager
-    def open_output(self, rel: str) -> Iterator:
+    def open_output(self, rel: str, fsync: bool = True) -> Iterator:
         """A binary file whose content appears at ``rel`` whole, or not at all.
 
         On disk: a temporary sibling, fsync'ed and renamed on success, removed on
@@ -239,7 +239,8 @@ class Storage:
             try:
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if fsync:
+                    os.fsync(f.fileno())
                 f.close()
                 os.replace(tmp, path)
             except BaseException:

@@ -8,6 +8,7 @@ their commit records into the manifest.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,6 +106,7 @@ class UnitWriter:
     compression: str = "none"
     row_group_bytes: int = 32 << 20
     compute_stats: bool = True
+    fsync: bool = True
 
     def __post_init__(self) -> None:
         self.schema = DatasetSchema.from_json(self.schema_json)
@@ -192,16 +194,19 @@ class UnitWriter:
         that readers never see and a rerun overwrites.
         """
         table = self.build_table(columns)
-        stats = self.unit_stats(columns, table.num_rows) if self.compute_stats else {}
         path = unit_data_path(unit_id)
 
         def attempt() -> tuple[list[int], HashingSink]:
-            with self.storage.open_output(path) as raw:
+            with self.storage.open_output(path, fsync=self.fsync) as raw:
                 sink = HashingSink(raw)
                 groups = self.encode(table, sink)
             return groups, sink
 
-        groups, sink = self.storage.retry("write", path, attempt)
+        # Statistics (torch) and Parquet encoding (Arrow) both release the GIL: run them side by side.
+        with ThreadPoolExecutor(1) as pool:
+            stats_future = pool.submit(self.unit_stats, columns, table.num_rows) if self.compute_stats else None
+            groups, sink = self.storage.retry("write", path, attempt)
+            stats = stats_future.result() if stats_future is not None else {}
         example_id = table.column("example_id")
         record = {
             "format_version": FORMAT_VERSION,
