@@ -26,8 +26,7 @@ test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) tests/benchmarks/bench_reader.py
-	$(PY) tests/benchmarks/bench_writer.py
+	$(PY) tests/benchmarks/bench_reader.py --dims 768 4096 --gb 1.1 --s3 --plot docs/benchmarks_reader.png
 
 clean:
 	rm -rf $(VENV) demo-data bench-data

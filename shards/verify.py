@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.manifest import COMMITS_DIR, DATA_DIR, LOCK, parse_unit_name, read_manifest
@@ -42,7 +43,7 @@ class VerifyReport:
         return out
 
 
-def _check_unit(storage: Storage, unit: dict, schema_fp: str, arrow_schema, checksums: bool) -> list[str]:
+def _check_unit(storage: Storage, unit: dict, arrow_schema, checksums: bool) -> list[str]:
     rel = unit["path"]
     try:
         size = storage.size(rel)
@@ -51,14 +52,12 @@ def _check_unit(storage: Storage, unit: dict, schema_fp: str, arrow_schema, chec
     problems = []
     if size != unit["bytes"]:
         problems.append(f"size {size} != manifest {unit['bytes']}")
-    data = storage.get_bytes(rel) if checksums or problems == [] else None
+    data = storage.get_bytes(rel) if checksums else None  # otherwise only the footer is read
     if data is not None and checksums:
         got = checksum(data)
         if got != unit["checksum"]:
             problems.append(f"checksum {got} != manifest {unit['checksum']}")
     try:
-        import pyarrow as pa
-
         pf = pq.ParquetFile(pa.BufferReader(data)) if data is not None else pq.ParquetFile(storage.open_input(rel))
         if pf.metadata.num_rows != unit["rows"]:
             problems.append(f"{pf.metadata.num_rows} rows != manifest {unit['rows']}")
@@ -85,9 +84,8 @@ def verify_dataset(uri: str, storage_options: dict | None = None, checksums: boo
     arrow_schema = schema.arrow_schema()
     report = VerifyReport(storage.display())
     units = manifest.get("units", [])
-    fp = schema.fingerprint()
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda u: _check_unit(storage, u, fp, arrow_schema, checksums), units))
+        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), units))
     for unit, problems in zip(units, results, strict=True):
         report.units_checked += 1
         if problems:

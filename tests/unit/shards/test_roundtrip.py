@@ -139,3 +139,23 @@ def test_secrets_never_in_manifest(tmp_path):
     text = (tmp_path / "ds" / "manifest.json").read_text()
     assert "supersecret" not in text and "AKIAXXX" not in text and "hf_abc" not in text
     assert "http://127.0.0.1:1" in text
+
+
+def test_resume_when_writer_died_before_its_first_manifest(tmp_path):
+    """Units committed (records written) but no manifest yet: reopening in append mode folds them in."""
+    import os
+
+    uri = tmp_path / "ds"
+    write_dataset(str(uri), units=3, rows=10)
+    os.remove(uri / "manifest.json")
+    for f in (uri / "stats").iterdir():
+        f.unlink()
+    with pytest.raises(shards.DatasetNotFoundError, match="writer died before its first manifest"):
+        shards.open_dataset(str(uri))
+    with shards.create_dataset(str(uri), HOOKS, mode="append") as w:  # columns=None: adopted from the records
+        assert w.committed_units == {0, 1, 2}
+        w.write_unit(3, unit_columns(3, 10))
+    ds = shards.open_dataset(str(uri))
+    assert ds.num_rows == 40 and ds.schema.columns == {"label": "string", "score": "float64"}
+    assert ds.stats("resid.0").count == 40
+    assert sorted(ds.take(np.arange(40))["example_id"].tolist()) == list(range(40))

@@ -116,3 +116,29 @@ def test_take_random_rows(ds):
     assert got["h"][:, 2].tolist() == rows.astype(float).tolist()
     with pytest.raises(IndexError):
         ds.take([ds.num_rows])
+
+
+def test_page_cache_path_equals_arrow_path(tmp_path):
+    """Local uncompressed tensors are read as views of the file's data pages (shards.pages);
+    with several pages per row group and hooks paged differently, batches equal pyarrow's decoding."""
+    uri = str(tmp_path / "paged")
+    hooks = {"wide": {"shape": [4096], "dtype": "float16"}, "narrow": {"shape": [3], "dtype": "bfloat16"}}
+    rng = np.random.default_rng(0)
+    with shards.create_dataset(uri, hooks) as w:
+        for u in range(2):
+            w.write_unit(u, {"example_id": np.arange(u * 3000, (u + 1) * 3000),
+                             "wide": rng.standard_normal((3000, 4096)).astype(np.float16),
+                             "narrow": torch.randn(3000, 3).bfloat16()})
+    ds = shards.open_dataset(uri)
+    pages = ds._mapped_pages(0, "wide")
+    assert pages is not None and len(pages) >= 3 and sum(len(p) for p in pages) == ds._group_rows[0]
+    kw = dict(batch_size=500, shuffle=True, seed=3, shuffle_window=2500, dtype=None)
+    fast = list(ds.iter_batches(**kw))
+    slow_ds = shards.open_dataset(uri)
+    slow_ds.zero_copy = False
+    slow = list(slow_ds.iter_batches(**kw))
+    assert len(fast) == len(slow) == 12
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.equal(a["example_id"], b["example_id"])
+        assert torch.equal(a["wide"], b["wide"])
+        assert torch.equal(a["narrow"].view(torch.int16), b["narrow"].view(torch.int16))
