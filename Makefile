@@ -26,7 +26,7 @@ test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) tests/benchmarks/bench_reader.py --dims 768 4096 --gb 1.1 --s3 --plot docs/benchmarks_reader.png
+	$(PY) tests/benchmarks/bench_reader.py --dims 768 4096 --gb 1.1 --s3 --s3-gb 0.25 --plot docs/benchmarks_reader.png
 
 clean:
 	rm -rf $(VENV) demo-data bench-data
