@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -10,7 +9,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.manifest import COMMITS_DIR, DATA_DIR, LOCK, parse_unit_name, read_manifest
+from shards.lock import WriteLock
+from shards.manifest import COMMITS_DIR, DATA_DIR, parse_unit_name, read_manifest
 from shards.schema import DatasetSchema
 from shards.storage import Storage
 from shards.unit_writer import checksum
@@ -99,14 +99,15 @@ def verify_dataset(uri: str, storage_options: dict | None = None, checksums: boo
         if uid is None or uid not in named:
             report.garbage.append(f"{DATA_DIR}/{f}")
     if repair and report.garbage:
-        if storage.exists(LOCK):
-            holder = json.loads(storage.get_bytes(LOCK))
-            raise RuntimeError(
-                f"not repairing {storage.display()}: a writer holds its lock (host {holder.get('host')}, "
-                f"pid {holder.get('pid')}); its in-flight files look like garbage. Retry when it is done."
-            )
-        for g in report.garbage:
-            storage.delete(g)
-            report.removed.append(g)
-            log.info("removed %s", g)
+        # A live writer's in-flight files look like garbage: repair only under the write lock
+        # (a dead writer's stale lock is taken over, a live one refuses with DatasetLockedError).
+        lock = WriteLock(storage)
+        lock.acquire()
+        try:
+            for g in report.garbage:
+                storage.delete(g)
+                report.removed.append(g)
+                log.info("removed %s", g)
+        finally:
+            lock.release()
     return report

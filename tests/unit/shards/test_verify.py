@@ -67,7 +67,7 @@ def test_repair_refuses_while_a_writer_is_active(tmp_path):
     write_dataset(str(root), units=1, rows=10)
     (root / "data" / "unit-000005.parquet").write_bytes(b"in flight")
     w = shards.create_dataset(str(root), HOOKS, mode="append")
-    with pytest.raises(RuntimeError, match="holds its lock"):
+    with pytest.raises(shards.DatasetLockedError, match="being written by another writer"):
         shards.verify_dataset(str(root), repair=True)
     w.write_unit(5, unit_columns(5, 10))
     w.close()
