@@ -1,0 +1,66 @@
+"""Running a forward pass with hooks: capture several module outputs, stop after the last one."""
+
+from __future__ import annotations
+
+import torch
+
+from ingest.hooks import HookPoint
+
+
+class _StopForward(Exception):
+    """Raised inside a hook once every requested activation is captured."""
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return _first_tensor(out[0])
+    if hasattr(out, "to_tuple"):  # transformers ModelOutput
+        return _first_tensor(out.to_tuple()[0])
+    if isinstance(out, dict):
+        return _first_tensor(next(iter(out.values())))
+    raise TypeError(f"cannot find a tensor in a module output of type {type(out).__name__}")
+
+
+@torch.inference_mode()
+def capture(model, hooks: list[HookPoint], inputs: dict, stop_early: bool = True) -> dict[str, torch.Tensor]:
+    """Activations of ``hooks`` for one batch, as produced by the model (no copy, no cast).
+
+    The forward stops as soon as the last hooked module has fired, so later
+    layers are never computed.
+    """
+    modules = dict(model.named_modules())
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make(hp: HookPoint):
+        def on_output(_module, _args, output):
+            captured[hp.name] = _first_tensor(output)
+            if stop_early and len(captured) == len(hooks):
+                raise _StopForward
+
+        def on_input(_module, args):
+            captured[hp.name] = _first_tensor(args)
+            if stop_early and len(captured) == len(hooks):
+                raise _StopForward
+
+        return on_input, on_output
+
+    try:
+        for hp in hooks:
+            on_input, on_output = make(hp)
+            mod = modules[hp.module]
+            handles.append(mod.register_forward_pre_hook(on_input) if hp.read_input
+                           else mod.register_forward_hook(on_output))
+        try:
+            model(**inputs)
+        except _StopForward:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [hp.name for hp in hooks if hp.name not in captured]
+    if missing:
+        raise RuntimeError(f"hooks {missing} never fired during the forward pass")
+    return captured

