@@ -126,31 +126,75 @@ def cmd_demo(cfg: DemoConfig, st: StorageArgs) -> int:
     return rc
 
 
+def cmd_extract(cfg, _st: None) -> int:
+    from ingest.driver import run_extraction
+
+    summary = run_extraction(cfg)
+    print(json.dumps(summary))
+    return 0
+
+
+def _extract_config_cls():
+    from ingest.config import ExtractConfig
+
+    return ExtractConfig
+
+
 COMMANDS = {
     "info": (InfoConfig, cmd_info),
     "verify": (VerifyConfig, cmd_verify),
     "ls": (LsConfig, cmd_ls),
     "demo": (DemoConfig, cmd_demo),
+    "extract": (_extract_config_cls, cmd_extract),
 }
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="actlake", description="Activation datasets: describe, verify, list, demo.",
+def _load_job_file(path: str, cfg_cls):
+    """A job file (YAML) as a config instance; its values become defaults that flags override."""
+    import dataclasses
+
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if "extract" in data and isinstance(data["extract"], dict):
+        data = data["extract"]
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SystemExit(f"actlake: job file {path}: unknown keys {unknown}; known: {sorted(known)}")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    return cfg_cls(**data)
+
+
+def build_parser(defaults: dict | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog="actlake", description="Activation datasets: extract, describe, verify, list.",
                             add_option_string_dash_variants=DashVariant.DASH)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (cfg_cls, _fn) in COMMANDS.items():
+        if not isinstance(cfg_cls, type):
+            cfg_cls = cfg_cls()
         p = sub.add_parser(name, help=(cfg_cls.__doc__ or "").strip().splitlines()[0],
                            description=cfg_cls.__doc__, add_option_string_dash_variants=DashVariant.DASH)
-        p.add_arguments(cfg_cls, dest="cfg")
-        p.add_arguments(StorageArgs, dest="storage")
+        if name == "extract":
+            p.add_argument("--config", default=None, metavar="JOB.yaml",
+                           help="job file (YAML) with any of the options below; flags override it")
+        p.add_arguments(cfg_cls, dest="cfg", default=(defaults or {}).get(name))
+        if name != "extract":  # extract has its own --endpoint-url
+            p.add_arguments(StorageArgs, dest="storage")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from shards.errors import ActlakeError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = {}
+    if "extract" in argv and "--config" in argv:
+        path = argv[argv.index("--config") + 1]
+        defaults["extract"] = _load_job_file(path, _extract_config_cls())
+    args = build_parser(defaults).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Only our loggers go to DEBUG: botocore's DEBUG output carries request signatures and tokens.
     logging.getLogger("actlake").setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -158,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _cfg_cls, fn = COMMANDS[args.command]
     try:
-        return fn(args.cfg, args.storage)
+        return fn(args.cfg, getattr(args, "storage", None))
     except ActlakeError as exc:
         print(f"actlake {args.command}: error: {exc}", file=sys.stderr)
         return 2

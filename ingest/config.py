@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from simple_parsing import flag
+from simple_parsing import field, flag
 
 POOLS = ("none", "mean", "last", "first")
 
@@ -22,7 +22,7 @@ class ExtractConfig:
     text_field: str = "text"
     """The corpus field holding the text."""
 
-    fields: list[str] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list, nargs="*")
     """Corpus fields to carry into every row as metadata columns (e.g. label id); default: all scalar fields."""
 
     hooks: str = "embed,resid.*"
@@ -37,7 +37,7 @@ class ExtractConfig:
     pool: str = "none"
     """none (one row per token), mean, last or first (one row per example)."""
 
-    exclude_special: bool = False
+    exclude_special: bool = field(default=False, action="store_true")
     """Leave special tokens ([CLS], [SEP], BOS, separators) out of the rows and of pooling."""
 
     dtype: str = "float16"
@@ -67,7 +67,7 @@ class ExtractConfig:
     max_examples: int = 0
     """Use only the first N examples (0: all)."""
 
-    overwrite: bool = False
+    overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""
 
     compression: str = "none"

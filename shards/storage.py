@@ -29,7 +29,10 @@ from shards.errors import StorageError
 log = logging.getLogger("actlake.storage")
 T = TypeVar("T")
 
-_SECRET_KEY = re.compile(r"(key|secret|token|password|passwd|credential|auth|session)", re.I)
+# Whole words of a key name (aws_session_token, hf_token, key, Authorization), not "tokenizer" or "monkey".
+_SECRET_KEY = re.compile(
+    r"(^|[_\-.])(key|secret|token|password|passwd|credentials?|auth|authorization|session|api_?key)([_\-.]|$)",
+    re.I)
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
 
 
