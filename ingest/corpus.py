@@ -84,11 +84,15 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
                               "file (or a folder saved with datasets' save_to_disk)")
         if "://" not in data and not any(c in data for c in "*?[") and not Path(data).exists():
             raise CorpusError(f"corpus file {data!r} does not exist (looked at {Path(data).resolve()})")
+        if Path(data).is_file() and Path(data).stat().st_size == 0:
+            raise CorpusError(f"corpus {data!r} is empty: nothing to extract")
         kwargs = {"storage_options": storage_options} if storage_options else {}
         try:
             ds = datasets.load_dataset(_FORMATS[suffix], data_files=data, split="train", **kwargs)
         except FileNotFoundError as exc:
             raise CorpusError(f"corpus {data!r} not found: {exc}") from None
+        except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as exc:
+            raise CorpusError(f"cannot read corpus {data!r}: {type(exc).__name__}: {exc}") from None
     if len(ds) == 0:
         raise CorpusError(f"corpus {data!r} is empty: nothing to extract")
     missing = [f for f in [text_field, *(fields or [])] if f not in ds.column_names]

@@ -46,8 +46,11 @@ def s3_bucket(s3_endpoint):
 
 
 @pytest.fixture(scope="session")
-def ray_local(tmp_path_factory):
-    """A real local Ray (loopback only), shut down at the end of the session."""
+def ray_local(tmp_path_factory, s3_endpoint):
+    """A real local Ray (loopback only), shut down at the end of the session.
+
+    Started after the S3 server so that its workers inherit the AWS_* environment, as on a real cluster.
+    """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     tmp = tmp_path_factory.mktemp("ray")
     os.environ["RAY_TMPDIR"] = str(tmp)

