@@ -9,7 +9,7 @@ import time
 
 from simple_parsing import ArgumentParser, DashVariant
 
-from cluster.commands import DemoConfig, InfoConfig, LsConfig, StorageArgs, VerifyConfig
+from cluster.commands import DemoConfig, InfoConfig, JobsConfig, LsConfig, StorageArgs, SubmitConfig, VerifyConfig
 
 
 def _human_bytes(n: float) -> str:
@@ -134,6 +134,36 @@ def cmd_extract(cfg, _st: None) -> int:
     return 0
 
 
+def cmd_submit(cfg: SubmitConfig, _st) -> int:
+    from cluster import jobs
+
+    address = cfg.address or jobs.default_address()
+    job_id = jobs.submit(cfg.job_file, address, cfg.command)
+    print(job_id)
+    if cfg.wait:
+        state = jobs.wait_for(address, job_id)
+        print(jobs.logs(address, job_id))
+        print(f"job {job_id}: {state}")
+        return 0 if state == "SUCCEEDED" else 1
+    return 0
+
+
+def cmd_jobs(cfg: JobsConfig, _st) -> int:
+    from cluster import jobs
+
+    address = cfg.address or jobs.default_address()
+    if cfg.action == "status":
+        print(jobs.status(address, cfg.job_id))
+    elif cfg.action == "logs":
+        print(jobs.logs(address, cfg.job_id))
+    elif cfg.action == "stop":
+        print("stopped" if jobs.stop(address, cfg.job_id) else "not running")
+    else:
+        print(f"actlake jobs: unknown action {cfg.action!r}; use status, logs or stop", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _extract_config_cls():
     from ingest.config import ExtractConfig
 
@@ -146,6 +176,8 @@ COMMANDS = {
     "ls": (LsConfig, cmd_ls),
     "demo": (DemoConfig, cmd_demo),
     "extract": (_extract_config_cls, cmd_extract),
+    "submit": (SubmitConfig, cmd_submit),
+    "jobs": (JobsConfig, cmd_jobs),
 }
 
 
@@ -181,7 +213,7 @@ def build_parser(defaults: dict | None = None) -> ArgumentParser:
             p.add_argument("--config", default=None, metavar="JOB.yaml",
                            help="job file (YAML) with any of the options below; flags override it")
         p.add_arguments(cfg_cls, dest="cfg", default=(defaults or {}).get(name))
-        if name != "extract":  # extract has its own --endpoint-url
+        if name not in ("extract", "submit", "jobs"):  # extract has its own --endpoint-url
             p.add_arguments(StorageArgs, dest="storage")
     return parser
 

@@ -78,3 +78,34 @@ class DemoConfig:
 
     seed: int = 0
     """Seed of the synthetic activations."""
+
+
+@dataclass
+class SubmitConfig:
+    """Submit a job file (actlake extract ... as YAML) to a running Ray cluster."""
+
+    job_file: str = field(positional=True, metavar="JOB.yaml")
+    """The job file: the options of `actlake extract` as YAML."""
+
+    address: str | None = None
+    """The cluster's job server, e.g. http://HEAD:8265 (default: RAY_ADDRESS or http://127.0.0.1:8265)."""
+
+    command: str = "extract"
+    """The actlake command the job runs."""
+
+    wait: bool = field(default=False, action="store_true")
+    """Wait for the job to finish and print its logs."""
+
+
+@dataclass
+class JobsConfig:
+    """Status, logs or stop of a submitted job."""
+
+    action: str = field(positional=True, metavar="status|logs|stop")
+    """What to do."""
+
+    job_id: str = field(positional=True, metavar="ID")
+    """The id printed by `actlake submit`."""
+
+    address: str | None = None
+    """The cluster's job server (default: RAY_ADDRESS or http://127.0.0.1:8265)."""

@@ -101,6 +101,8 @@ def _init_ray(cfg: ExtractConfig):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local listeners on loopback only
     if cfg.address:
         ray.init(address=cfg.address, log_to_driver=False)
+    elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster
+        ray.init(log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
@@ -159,7 +161,9 @@ def run_extraction(cfg: ExtractConfig) -> dict:
         todo = [u for u in units if not writer.is_committed(u[0])]
         skipped = len(units) - len(todo)
         log.info("%d work units: %d already committed (skipped), %d to run", len(units), skipped, len(todo))
+        t_sched = time.perf_counter()
         tokens = _schedule(cfg, writer, todo) if todo else 0
+        sched_secs = time.perf_counter() - t_sched
         writer.close()
     except BaseException:
         writer.abort()
@@ -168,7 +172,8 @@ def run_extraction(cfg: ExtractConfig) -> dict:
     secs = time.perf_counter() - t_start
     summary = {"out": ds.storage.display(), "units": len(units), "skipped_units": skipped, "ran_units": len(todo),
                "tokens": tokens, "rows": ds.num_rows, "bytes": ds.manifest["num_bytes"], "seconds": round(secs, 2),
-               "tokens_per_s": round(tokens / secs, 1) if secs else 0.0}
+               "tokens_per_s": round(tokens / secs, 1) if secs else 0.0,
+               "run_seconds": round(sched_secs, 2)}  # actors started, units run and committed
     log.info("done: %s", summary)
     return summary
 

@@ -1,0 +1,51 @@
+"""A two-node local Ray cluster (ray.cluster_utils.Cluster, separate processes) runs a job submitted with
+`actlake submit` end to end into the S3 server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+import shards
+from cluster import jobs
+from cluster.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def two_node_cluster(s3_endpoint):
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "temp_dir": tmp,
+        "object_store_memory": 200 << 20, "memory": 3 << 30})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=200 << 20, memory=3 << 30)
+        cluster.wait_for_nodes()
+        url = cluster.head_node.address_info["webui_url"]
+        yield f"http://{url}"
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_submit_to_two_node_cluster_writes_to_s3(two_node_cluster, s3_bucket, s3_endpoint, tmp_path, capsys):
+    uri = f"{s3_bucket}/acts/submitted"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"data: builtin:concepts?n=40\nhooks: resid.1\nunit_size: 10\nworkers: 2\n"
+                   f"threads_per_worker: 1\nout: {uri}\nendpoint_url: {s3_endpoint}\n")
+    assert main(["submit", str(job), "--address", two_node_cluster, "--wait"]) == 0
+    out = capsys.readouterr().out
+    job_id = out.splitlines()[0].strip()
+    assert jobs.status(two_node_cluster, job_id) == "SUCCEEDED"
+    assert "already committed (skipped)" in jobs.logs(two_node_cluster, job_id)
+    ds = shards.open_dataset(uri)
+    assert len(ds.units) == 4 and ds.num_rows > 40
+    assert shards.verify_dataset(uri).ok
+    assert main(["jobs", "status", job_id, "--address", two_node_cluster]) == 0
