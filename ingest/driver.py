@@ -42,8 +42,10 @@ def plan(cfg: ExtractConfig):
     from ingest.hooks import resolve_hooks
     from ingest.models import load_model, max_positions
     from ingest.text import metadata_columns
+    from shards.storage import Storage
 
     _check_config(cfg)
+    Storage(cfg.out, cfg.storage_options()).probe()  # an unreachable destination fails now, not after the model
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
     if loaded.tokenizer is None:
         raise ExtractConfigError(f"model {cfg.model!r} has no tokenizer next to it; text extraction needs one")

@@ -142,6 +142,21 @@ class Storage:
             text = text.replace(secret, "***")
         return text
 
+    def probe(self) -> None:
+        """Fail within seconds, with a StorageError naming the URI, when the store cannot be reached.
+
+        Normal operations retry transient errors for about a minute (s3fs and
+        botocore retry inside each of our attempts); a job checks its
+        destination with this first, before any work starts.
+        """
+        opts = dict(self.storage_options)
+        if self.uri.startswith(("s3://", "s3a://")):
+            config = dict(opts.get("config_kwargs") or {})
+            config.setdefault("connect_timeout", 5)
+            config.setdefault("retries", {"max_attempts": 1})
+            opts["config_kwargs"] = config
+        Storage(self.uri, opts, retries=1, backoff=0.2).exists("manifest.json")
+
     # --- naming --------------------------------------------------------------
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if rel else self.root

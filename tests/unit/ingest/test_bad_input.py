@@ -58,3 +58,20 @@ def test_inconsistent_options(tmp_path):
     with pytest.raises(ExtractConfigError, match="--pool"):
         plan(cfg(tmp_path, pool="max"))
     assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_s3_endpoint_fails_fast(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from shards.errors import StorageError
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    t = time.time()
+    with pytest.raises(StorageError, match=r"s3://bucket/acts/manifest.json.*Could not connect"):
+        plan(cfg(tmp_path, out="s3://bucket/acts", endpoint_url=f"http://127.0.0.1:{port}"))
+    assert time.time() - t < 30
