@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from shards.errors import ActlakeError
@@ -45,7 +46,16 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
             runtime_env["pip"] = pip
         entrypoint = " ".join(["python -m cluster.cli", command, "--config job.yaml", *(extra_args or [])])
         client = _client(address)
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        job_id = None
+        for attempt in range(30):
+            try:
+                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+                break
+            except RuntimeError as exc:
+                # a freshly started head answers this until its job agent is up
+                if "No available agent" not in str(exc) or attempt == 29:
+                    raise JobError(f"job submission to {address} failed: {exc}") from None
+                time.sleep(2)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if wait:
@@ -54,8 +64,6 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
 
 
 def wait_for(address: str, job_id: str, timeout: float = 3600, poll: float = 1.0) -> str:
-    import time
-
     client = _client(address)
     deadline = time.time() + timeout
     while time.time() < deadline:

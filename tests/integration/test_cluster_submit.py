@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
 import tempfile
 
 import pytest
@@ -16,17 +18,31 @@ from cluster.cli import main
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
-def two_node_cluster(s3_endpoint):
+def two_node_cluster(s3_endpoint, monkeypatch):
     from ray.cluster_utils import Cluster
 
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
+    # its own temp dir, apart from the session's local Ray (ray_current_cluster lives there)
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # the job's `python` must be the one with actlake installed, as on a real cluster's nodes
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    # free ports, not Ray's fixed defaults (8265, 52365), which the session's local Ray may already hold
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "temp_dir": tmp,
+        "dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port(),
         "object_store_memory": 200 << 20, "memory": 3 << 30})
     try:
-        cluster.add_node(num_cpus=1, object_store_memory=200 << 20, memory=3 << 30)
+        cluster.add_node(num_cpus=1, object_store_memory=200 << 20, memory=3 << 30,
+                         dashboard_agent_listen_port=_free_port())
         cluster.wait_for_nodes()
         url = cluster.head_node.address_info["webui_url"]
         yield f"http://{url}"
