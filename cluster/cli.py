@@ -164,6 +164,19 @@ def cmd_jobs(cfg: JobsConfig, _st) -> int:
     return 0
 
 
+def cmd_import(cfg, _st) -> int:
+    from ingest.imports import import_features
+
+    print(json.dumps(import_features(cfg)))
+    return 0
+
+
+def _import_config_cls():
+    from ingest.imports import ImportConfig
+
+    return ImportConfig
+
+
 def _extract_config_cls():
     from ingest.config import ExtractConfig
 
@@ -176,6 +189,7 @@ COMMANDS = {
     "ls": (LsConfig, cmd_ls),
     "demo": (DemoConfig, cmd_demo),
     "extract": (_extract_config_cls, cmd_extract),
+    "import": (_import_config_cls, cmd_import),
     "submit": (SubmitConfig, cmd_submit),
     "jobs": (JobsConfig, cmd_jobs),
 }
@@ -213,7 +227,7 @@ def build_parser(defaults: dict | None = None) -> ArgumentParser:
             p.add_argument("--config", default=None, metavar="JOB.yaml",
                            help="job file (YAML) with any of the options below; flags override it")
         p.add_arguments(cfg_cls, dest="cfg", default=(defaults or {}).get(name))
-        if name not in ("extract", "submit", "jobs"):  # extract has its own --endpoint-url
+        if name not in ("extract", "import", "submit", "jobs"):  # extract and import have their own --endpoint-url
             p.add_arguments(StorageArgs, dest="storage")
     return parser
 

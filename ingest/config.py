@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from simple_parsing import field, flag
 
-POOLS = ("none", "mean", "last", "first")
+POOLS = ("auto", "none", "mean", "last", "first")
+MODALITIES = ("auto", "text", "image")
 
 
 @dataclass
@@ -17,7 +18,11 @@ class ExtractConfig:
     """Model: a local directory, an installed package shipping weights, or 'package.module:function'."""
 
     data: str = "builtin:concepts"
-    """Corpus: builtin:concepts[?n=N&seed=S], a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset."""
+    """Corpus: builtin:concepts[?n=N&seed=S], a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset;
+    images: a folder of images, a table of paths/bytes, a saved dataset with an Image column, or .npz/.mat."""
+
+    modality: str = "auto"
+    """text, image, or auto (image when the model takes pixel_values or --data is an image source)."""
 
     text_field: str = "text"
     """The corpus field holding the text."""
@@ -34,11 +39,42 @@ class ExtractConfig:
     pack: bool = flag(default=False, negative_prefix="--no-")
     """--pack: concatenate examples into full contexts; --no-pack: one example per context, truncated."""
 
-    pool: str = "none"
-    """none (one row per token), mean, last or first (one row per example)."""
+    pool: str = "auto"
+    """Text: none (a row per token; auto), mean, last, first. Images: auto, cls, mean, spatial_mean, flatten,
+    none (a row per patch), or per hook 'resid.*=cls,stage.3=flatten'."""
 
     exclude_special: bool = field(default=False, action="store_true")
     """Leave special tokens ([CLS], [SEP], BOS, separators) out of the rows and of pooling."""
+
+    image_field: str | None = None
+    """Images: the column (table, HF dataset) or variable (.npz/.mat, VAR.FIELD in a struct) holding the images."""
+
+    id_field: str | None = None
+    """Images: the column or variable holding stimulus ids (default: stimulus_id/id, the file stem, or image_NN)."""
+
+    metadata: str | None = None
+    """Images in a folder: a CSV/Parquet sidecar with a row per image (default: metadata.csv in the folder)."""
+
+    on_bad_image: str = "fail"
+    """An image that cannot be decoded: fail (the job stops, naming it) or skip (left out, listed in the manifest)."""
+
+    preprocess: str = "auto"
+    """Images: auto (the model directory's image processor if it has one, else explicit), model, or explicit."""
+
+    resize: str = "auto"
+    """Explicit preprocessing: shorter side in pixels, none, or auto (the model config's image_size)."""
+
+    crop: str = "auto"
+    """Explicit preprocessing: square centre crop in pixels, none, or auto (the resize size)."""
+
+    mean: list[float] = field(default_factory=list, nargs="*")
+    """Explicit preprocessing: per-channel mean (default ImageNet's 0.485 0.456 0.406)."""
+
+    std: list[float] = field(default_factory=list, nargs="*")
+    """Explicit preprocessing: per-channel std (default ImageNet's 0.229 0.224 0.225)."""
+
+    resample: str = "bicubic"
+    """Explicit preprocessing: resampling filter for the resize (bicubic, bilinear, nearest, lanczos)."""
 
     dtype: str = "float16"
     """Stored activation dtype: float16, bfloat16 or float32."""
@@ -59,10 +95,10 @@ class ExtractConfig:
     """GPUs per actor (0 on CPU machines; 1 to give each actor a GPU)."""
 
     batch_size: int = 32
-    """Contexts per forward pass."""
+    """Contexts (or images) per forward pass."""
 
     unit_size: int = 256
-    """Examples per work unit (one Parquet file each); fixed for the life of a dataset."""
+    """Examples (or images) per work unit (one Parquet file each); fixed for the life of a dataset."""
 
     max_examples: int = 0
     """Use only the first N examples (0: all)."""

@@ -7,6 +7,11 @@ Aliases (N = block index):
 - ``mlp.N``: the MLP sub-layer's output (before the residual add)
 - ``mlp_hidden.N``: the MLP's hidden activations after the nonlinearity (for gated
   MLPs, act(gate) * up), i.e. the input of the MLP's output projection
+- ``stage.N`` (CNNs: ResNet, ConvNeXt): the output feature map of stage N
+
+Families: BERT/MiniLM, GPT-2, Llama-style; vision: ViT, DINOv2 (attn/mlp after the
+layer scale, i.e. what is added to the residual), CLIP/SigLIP vision towers, and
+CNNs with ``encoder.stages`` (ResNet, ConvNeXt).
 """
 
 from __future__ import annotations
@@ -29,18 +34,30 @@ class HookPoint:
     block: int | None = None  #: block index, for stopping the forward early
 
 
-# Per family: (blocks path, embed, attn, mlp, mlp output projection, embed reads input?)
+# Per family: (blocks path, embed candidates "a|b" (first present wins), attn, mlp, mlp output projection)
 _FAMILIES = {
     "bert": ("encoder.layer", "embeddings", "{b}.attention", "{b}.output.dense", "{b}.output.dense"),
     "gpt2": ("transformer.h", "transformer.drop", "{b}.attn", "{b}.mlp", "{b}.mlp.c_proj"),
     "llama": ("model.layers", "model.embed_tokens", "{b}.self_attn", "{b}.mlp", "{b}.mlp.down_proj"),
+    "vit": ("layers", "embeddings", "{b}.attention", "{b}.mlp", "{b}.mlp.fc2"),
+    "dinov2": ("encoder.layer", "embeddings", "{b}.layer_scale1", "{b}.layer_scale2", "{b}.mlp.fc2"),
+    "clip_vision": ("encoder.layers", "pre_layrnorm|embeddings", "{b}.self_attn", "{b}.mlp", "{b}.mlp.fc2"),
+    "cnn": ("encoder.stages", "embedder|embeddings", None, None, None),
 }
 
 
 def detect_family(model) -> str | None:
     names = {n for n, _ in model.named_modules()}
+    if "encoder.layer.0.layer_scale1" in names:
+        return "dinov2"
+    if "encoder.layers.0.self_attn" in names and "encoder.layers.0.mlp.fc2" in names:
+        return "clip_vision"
+    if "layers.0.mlp.fc2" in names and "embeddings.patch_embeddings" in names:
+        return "vit"
     if "encoder.layer.0" in names:
         return "bert"
+    if "encoder.stages.0" in names:
+        return "cnn"
     if "transformer.h.0" in names:
         return "gpt2"
     if "model.layers.0" in names:
@@ -60,21 +77,23 @@ def alias_names(model) -> list[str]:
     if fam is None:
         return []
     n = num_blocks(model, fam)
-    return ["embed"] + [f"{kind}.{i}" for kind in ("resid", "attn", "mlp", "mlp_hidden") for i in range(n)]
+    kinds = ("stage",) if fam == "cnn" else ("resid", "attn", "mlp", "mlp_hidden")
+    return ["embed"] + [f"{kind}.{i}" for kind in kinds for i in range(n)]
 
 
 def _alias(model, family: str, name: str) -> HookPoint | None:
     blocks, embed, attn, mlp, proj = _FAMILIES[family]
     if name == "embed":
-        return HookPoint(name, embed, block=-1)
-    m = re.fullmatch(r"(resid|attn|mlp|mlp_hidden)\.(\d+)", name)
+        names = {n for n, _ in model.named_modules()}
+        return HookPoint(name, next((e for e in embed.split("|") if e in names), embed.split("|")[0]), block=-1)
+    m = re.fullmatch(r"(resid|attn|mlp|mlp_hidden|stage)\.(\d+)", name)
     if not m:
         return None
     kind, i = m.group(1), int(m.group(2))
-    if i >= num_blocks(model, family):
+    if i >= num_blocks(model, family) or (kind == "stage") != (family == "cnn"):
         return None
     b = f"{blocks}.{i}"
-    if kind == "resid":
+    if kind in ("resid", "stage"):
         return HookPoint(name, b, block=i)
     if kind == "attn":
         return HookPoint(name, attn.format(b=b), block=i)
@@ -135,6 +154,12 @@ def _block_of(module: str, family: str | None) -> int | None:
 
 
 def _valid_hint(name: str, aliases: list[str], modules: list[str], with_close: bool = True) -> str:  # noqa: ARG001
-    alias_text = (f"Aliases: embed, resid.0-{len([a for a in aliases if a.startswith('resid.')]) - 1}, "
-                  "attn.N, mlp.N, mlp_hidden.N; ") if aliases else "No aliases for this architecture; "
+    stages = len([a for a in aliases if a.startswith("stage.")])
+    if stages:
+        alias_text = f"Aliases: embed, stage.0-{stages - 1}; "
+    elif aliases:
+        alias_text = (f"Aliases: embed, resid.0-{len([a for a in aliases if a.startswith('resid.')]) - 1}, "
+                      "attn.N, mlp.N, mlp_hidden.N; ")
+    else:
+        alias_text = "No aliases for this architecture; "
     return alias_text + "or any module path (see model.named_modules())."

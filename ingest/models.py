@@ -118,7 +118,7 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
 
     config = AutoConfig.from_pretrained(path)
     causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
-    cls = AutoModelForCausalLM if causal else AutoModel
+    cls = AutoModelForCausalLM if causal else _vision_tower_class(config) or AutoModel
     model = cls.from_pretrained(path, dtype=torch_dtype).to(device).eval()
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -126,6 +126,36 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
         tok = None
     name = spec if not Path(spec).exists() else path.resolve().name
     return LoadedModel(model, tok, str(name), str(path), dtype, device)
+
+
+def _vision_tower_class(config):
+    """For image-text models (CLIP, SigLIP) the vision tower alone: extraction runs on images only."""
+    import transformers
+
+    towers = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel", "siglip2": "Siglip2VisionModel"}
+    name = towers.get(getattr(config, "model_type", ""))
+    return getattr(transformers, name) if name else None
+
+
+def is_vision_model(model) -> bool:
+    """Whether the model takes ``pixel_values`` (ViT, CLIP vision, DINOv2, ResNet, ConvNeXt, ...)."""
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    try:
+        params = inspect.signature(forward).parameters if forward else {}
+    except (TypeError, ValueError):
+        return False
+    return "pixel_values" in params and "input_ids" not in params
+
+
+def image_size(model) -> int | None:
+    """The square input size the model was configured for, when its config says."""
+    cfg = getattr(model, "config", None)
+    v = getattr(cfg, "image_size", None) if cfg is not None else None
+    if isinstance(v, (list, tuple)):
+        v = v[0]
+    return int(v) if isinstance(v, int) and v > 0 else None
 
 
 def max_positions(model) -> int | None:

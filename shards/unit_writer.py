@@ -186,8 +186,11 @@ class UnitWriter:
             out[name] = HookStats.from_rows(storage_to_torch(store, spec.dtype))
         return out
 
-    def write(self, unit_id: int, columns: dict) -> dict:
+    def write(self, unit_id: int, columns: dict, skipped: list | None = None) -> dict:
         """Write unit ``unit_id``'s file and commit record; return the commit record.
+
+        ``skipped`` lists the unit's inputs left out on purpose (e.g. unreadable
+        images, by id and reason); it is kept in the record and the manifest.
 
         The file is put whole (an atomic PUT, or temp file + rename on disk),
         then the commit record; a crash in between leaves an unnamed file
@@ -223,6 +226,8 @@ class UnitWriter:
             "committed": now_iso(),
             "stats": {n: s.to_json() for n, s in stats.items()},
         }
+        if skipped:
+            record["skipped"] = list(skipped)
         self.storage.put_bytes(unit_commit_path(unit_id), dumps(record))
         return record
 

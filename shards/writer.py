@@ -238,7 +238,10 @@ class DatasetWriter:
     @staticmethod
     def _manifest_entry(rec: dict) -> dict:
         keys = ("id", "path", "rows", "bytes", "checksum", "row_groups", "example_range", "committed")
-        return {k: rec.get(k) for k in keys}
+        entry = {k: rec.get(k) for k in keys}
+        if rec.get("skipped"):
+            entry["skipped"] = rec["skipped"]
+        return entry
 
     def _write_manifest(self) -> None:
         units = [self.units[u] for u in sorted(self.units)]

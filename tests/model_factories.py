@@ -30,3 +30,49 @@ def tiny_llama():
     cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     return LlamaForCausalLM(cfg).eval(), tok
+
+
+# --- vision: saved as local model directories (config, safetensors weights, image processor) ---------------
+def save_tiny_vit(path, image_size: int = 32, patch_size: int = 8, with_processor: bool = True) -> str:
+    """A random ViT (2 blocks, hidden 32) saved to ``path``; with a ViT image processor resizing to image_size."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    image_size=image_size, patch_size=patch_size)
+    ViTModel(cfg, add_pooling_layer=False).eval().save_pretrained(path)
+    if with_processor:
+        from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+        ViTImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_resnet(path) -> str:
+    """A random ResNet (4 stages, widths 8-64) saved to ``path``, without an image processor."""
+    from transformers import ResNetConfig, ResNetModel
+
+    torch.manual_seed(0)
+    cfg = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], layer_type="basic")
+    ResNetModel(cfg).eval().save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_dinov2(path, image_size: int = 32) -> str:
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                       image_size=image_size, patch_size=8)
+    Dinov2Model(cfg).eval().save_pretrained(path)
+    return str(path)
+
+
+def save_tiny_clip_vision(path, image_size: int = 32) -> str:
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=image_size, patch_size=8)
+    CLIPVisionModel(cfg).eval().save_pretrained(path)
+    return str(path)

@@ -43,7 +43,7 @@ def test_empty_corpus_and_missing_field(tmp_path):
         plan(cfg(tmp_path, data=str(data)))
     with pytest.raises(CorpusError, match="does not exist"):
         plan(cfg(tmp_path, data=str(tmp_path / "missing.jsonl")))
-    specs, columns, n, _prov = plan(cfg(tmp_path, data=str(data), text_field="body"))
+    specs, columns, n, _prov, _cfg = plan(cfg(tmp_path, data=str(data), text_field="body"))
     assert n == 5 and columns == {"y": "int64"} and specs["resid.0"]["shape"] == [384]
 
 
