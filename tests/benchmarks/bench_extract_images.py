@@ -30,8 +30,9 @@ from ingest.driver import run_extraction  # noqa: E402
 from ingest.images import load_image_source  # noqa: E402
 from ingest.models import load_model  # noqa: E402
 from ingest.preprocess import build_preprocessor  # noqa: E402
+from tests.shared_data import DATA  # noqa: E402
 
-STIMULI = ROOT.parent / "shared" / "data" / "net2brain78" / "stimuli"
+STIMULI = DATA / "net2brain78" / "stimuli"
 ARCHS = {
     "vit-s16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
     "vit-ti16": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768),

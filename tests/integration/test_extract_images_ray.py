@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -22,9 +21,9 @@ from ingest.config import ExtractConfig
 from ingest.driver import run_extraction
 from ingest.models import load_model
 from tests.model_factories import save_tiny_vit
+from tests.shared_data import DATA
 
 pytestmark = pytest.mark.integration
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,8 +12,8 @@ import scipy.io
 from PIL import Image
 
 from ingest.images import ImageDecodeError, ImageSourceError, is_image_source, load_image_source
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 STIMULI = DATA / "net2brain78" / "stimuli"
 KRIEGESKORTE = DATA / "kriegeskorte92" / "Kriegeskorte_Neuron2008_supplementalData.mat"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,8 +10,9 @@ import torch
 import shards
 from cluster.cli import main
 from ingest.imports import ImportConfig, import_features
+from tests.shared_data import DATA
 
-N2B = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "net2brain78" / "resnet18_layer3.1.conv2"
+N2B = DATA / "net2brain78" / "resnet18_layer3.1.conv2"
 
 
 def test_net2brain_resnet18_features_bytes_equal(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +11,9 @@ from ingest.image_job import build_image_job
 from ingest.models import load_model
 from ingest.preprocess import build_preprocessor
 from tests.model_factories import save_tiny_clip_vision, save_tiny_dinov2, save_tiny_resnet, save_tiny_vit
+from tests.shared_data import DATA
 
-STIMULI = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "net2brain78" / "stimuli"
+STIMULI = DATA / "net2brain78" / "stimuli"
 
 
 @pytest.fixture(scope="module")
