@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -177,6 +178,32 @@ def _import_config_cls():
     return ImportConfig
 
 
+def cmd_sae_train(cfg, _st) -> int:
+    from analysis.sae.train import train_sae
+
+    print(json.dumps(train_sae(cfg)))
+    return 0
+
+
+def cmd_sae_encode(cfg, _st) -> int:
+    from analysis.sae.encode import encode_dataset
+
+    print(json.dumps(encode_dataset(cfg)))
+    return 0
+
+
+def _sae_train_cls():
+    from analysis.sae.config import SaeTrainConfig
+
+    return SaeTrainConfig
+
+
+def _sae_encode_cls():
+    from analysis.sae.config import SaeEncodeConfig
+
+    return SaeEncodeConfig
+
+
 def _extract_config_cls():
     from ingest.config import ExtractConfig
 
@@ -190,46 +217,75 @@ COMMANDS = {
     "demo": (DemoConfig, cmd_demo),
     "extract": (_extract_config_cls, cmd_extract),
     "import": (_import_config_cls, cmd_import),
+    "sae train": (_sae_train_cls, cmd_sae_train),
+    "sae encode": (_sae_encode_cls, cmd_sae_encode),
     "submit": (SubmitConfig, cmd_submit),
     "jobs": (JobsConfig, cmd_jobs),
 }
 
 
-def _load_job_file(path: str, cfg_cls):
+_JOB_FILE_COMMANDS = ("extract", "sae train", "sae encode")
+
+
+def _load_job_file(path: str, cfg_cls, command: str = "extract"):
     """A job file (YAML) as a config instance; its values become defaults that flags override."""
     import dataclasses
 
     import yaml
 
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if "extract" in data and isinstance(data["extract"], dict):
-        data = data["extract"]
+    if path.startswith("env:"):  # a submitted job: the file's text travels in the environment
+        data = yaml.safe_load(os.environ.get(path[4:], "")) or {}
+    else:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    section = command.split()[-1]
+    if section in data and isinstance(data[section], dict):
+        data = data[section]
+    data = {k.replace("-", "_"): v for k, v in data.items()}
     known = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SystemExit(f"actlake: job file {path}: unknown keys {unknown}; known: {sorted(known)}")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
     return cfg_cls(**data)
 
 
+def _resolve(cfg_cls):
+    return cfg_cls if isinstance(cfg_cls, type) else cfg_cls()
+
+
 def build_parser(defaults: dict | None = None) -> ArgumentParser:
-    parser = ArgumentParser(prog="actlake", description="Activation datasets: extract, describe, verify, list.",
-                            add_option_string_dash_variants=DashVariant.DASH)
+    parser = ArgumentParser(prog="actlake", description="Activation datasets: extract, describe, verify, list, "
+                            "train SAEs.", add_option_string_dash_variants=DashVariant.DASH)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict = {}
     for name, (cfg_cls, _fn) in COMMANDS.items():
-        if not isinstance(cfg_cls, type):
-            cfg_cls = cfg_cls()
-        p = sub.add_parser(name, help=(cfg_cls.__doc__ or "").strip().splitlines()[0],
-                           description=cfg_cls.__doc__, add_option_string_dash_variants=DashVariant.DASH)
-        if name == "extract":
+        cfg_cls = _resolve(cfg_cls)
+        doc = (cfg_cls.__doc__ or "").strip().splitlines()[0]
+        if " " in name:  # "sae train": a sub-command of "sae"
+            group, leaf = name.split(" ", 1)
+            if group not in groups:
+                gp = sub.add_parser(group, help=f"{group} commands", add_option_string_dash_variants=DashVariant.DASH)
+                groups[group] = gp.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+            p = groups[group].add_parser(leaf, help=doc, description=cfg_cls.__doc__,
+                                         add_option_string_dash_variants=DashVariant.DASH)
+        else:
+            p = sub.add_parser(name, help=doc, description=cfg_cls.__doc__,
+                               add_option_string_dash_variants=DashVariant.DASH)
+        if name in _JOB_FILE_COMMANDS:
             p.add_argument("--config", default=None, metavar="JOB.yaml",
                            help="job file (YAML) with any of the options below; flags override it")
         p.add_arguments(cfg_cls, dest="cfg", default=(defaults or {}).get(name))
-        if name not in ("extract", "import", "submit", "jobs"):  # extract and import have their own --endpoint-url
+        if name in ("info", "verify", "ls", "demo"):  # the others have their own --endpoint-url
             p.add_arguments(StorageArgs, dest="storage")
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    words = [a for a in argv if not a.startswith("-")]
+    if len(words) >= 2 and f"{words[0]} {words[1]}" in COMMANDS:
+        return f"{words[0]} {words[1]}"
+    return words[0] if words and words[0] in COMMANDS else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,20 +293,22 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = {}
-    if "extract" in argv and "--config" in argv:
+    command = _command_of(argv)
+    if command in _JOB_FILE_COMMANDS and "--config" in argv:
         path = argv[argv.index("--config") + 1]
-        defaults["extract"] = _load_job_file(path, _extract_config_cls())
+        defaults[command] = _load_job_file(path, _resolve(COMMANDS[command][0]), command)
     args = build_parser(defaults).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Only our loggers go to DEBUG: botocore's DEBUG output carries request signatures and tokens.
     logging.getLogger("actlake").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _cfg_cls, fn = COMMANDS[args.command]
+    name = f"{args.command} {args.subcommand}" if getattr(args, "subcommand", None) else args.command
+    _cfg_cls, fn = COMMANDS[name]
     try:
         return fn(args.cfg, getattr(args, "storage", None))
     except ActlakeError as exc:
-        print(f"actlake {args.command}: error: {exc}", file=sys.stderr)
+        print(f"actlake {name}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from shards.errors import ActlakeError
+
+JOB_ENV = "ACTLAKE_JOB_YAML"
 
 
 class JobError(ActlakeError, RuntimeError):
@@ -31,33 +31,30 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
            pip: list[str] | None = None, wait: bool = False) -> str:
     """Submit ``actlake <command> --config job.yaml`` to the cluster at ``address``; return the job id.
 
-    The job file travels in the job's working directory; the cluster's Python
-    must have actlake installed (or pass ``pip=[...]`` for Ray to install).
-    Credentials are not copied: the job uses the cluster's own environment.
+    The job file's text travels in the job's environment (``ACTLAKE_JOB_YAML``),
+    not as an uploaded working directory: nothing has to be fetched from the
+    cluster's object store by every node. The cluster's Python must have actlake
+    installed (or pass ``pip=[...]`` for Ray to install). Credentials are not
+    copied: the job uses the cluster's own environment.
     """
     path = Path(job_file)
     if not path.is_file():
         raise JobError(f"job file {job_file!r} not found (looked at {path.resolve()})")
-    workdir = Path(tempfile.mkdtemp(prefix="actlake-job-"))
-    try:
-        shutil.copy(path, workdir / "job.yaml")
-        runtime_env: dict = {"working_dir": str(workdir)}
-        if pip:
-            runtime_env["pip"] = pip
-        entrypoint = " ".join(["python -m cluster.cli", command, "--config job.yaml", *(extra_args or [])])
-        client = _client(address)
-        job_id = None
-        for attempt in range(30):
-            try:
-                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-                break
-            except RuntimeError as exc:
-                # a freshly started head answers this until its job agent is up
-                if "No available agent" not in str(exc) or attempt == 29:
-                    raise JobError(f"job submission to {address} failed: {exc}") from None
-                time.sleep(2)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    runtime_env: dict = {"env_vars": {JOB_ENV: path.read_text()}}
+    if pip:
+        runtime_env["pip"] = pip
+    entrypoint = " ".join(["python -m cluster.cli", command, f"--config env:{JOB_ENV}", *(extra_args or [])])
+    client = _client(address)
+    job_id = None
+    for attempt in range(30):
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+            break
+        except RuntimeError as exc:
+            # a freshly started head answers this until its job agent is up
+            if "No available agent" not in str(exc) or attempt == 29:
+                raise JobError(f"job submission to {address} failed: {exc}") from None
+            time.sleep(2)
     if wait:
         wait_for(address, job_id)
     return job_id

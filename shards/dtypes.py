@@ -16,6 +16,7 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
     "float16": np.dtype("<f2"),
     "bfloat16": np.dtype("<u2"),
     "float32": np.dtype("<f4"),
+    "int32": np.dtype("<i4"),  # index tensors (e.g. an SAE's top latent ids); statistics are computed as floats
 }
 
 #: arrow value type used by the list ("FixedSizeList") encoding
@@ -23,6 +24,7 @@ LIST_VALUE_TYPES: dict[str, pa.DataType] = {
     "float16": pa.float16(),
     "bfloat16": pa.float32(),  # Arrow has no bfloat16; float32 holds every bfloat16 exactly
     "float32": pa.float32(),
+    "int32": pa.int32(),
 }
 
 

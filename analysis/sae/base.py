@@ -1,0 +1,115 @@
+"""What every SAE shares: the weights in SAELens' layout, encode/decode, unit-norm decoder rows, AuxK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SaeOutput:
+    """One forward pass: reconstruction, latents, and the architecture's extra loss terms."""
+
+    recon: torch.Tensor
+    latents: torch.Tensor  #: dense (batch, d_sae), zeros where inactive
+    sparsity_loss: torch.Tensor  #: already weighted (L1, L0); 0 for k-sparse architectures
+    extra_recon_loss: torch.Tensor | None = None  #: Matryoshka's prefix losses, summed
+
+
+class SparseAutoencoder(nn.Module):
+    """x -> z = f((x - b_dec) W_enc + b_enc) -> x_hat = z W_dec + b_dec, with W_dec rows at unit norm.
+
+    ``W_enc`` is (d_in, d_sae) and ``W_dec`` (d_sae, d_in), as SAELens stores them.
+    Subclasses define ``activation(pre_acts)`` and the SAELens architecture name.
+    """
+
+    arch: str = "base"
+    saelens_arch: str | None = None  #: how SAELens calls it (None: SAELens has no inference class for it)
+    k_sparse: bool = False  #: exactly-k (TopK family): the AuxK loss applies
+
+    def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, **options) -> None:
+        super().__init__()
+        if d_sae <= 0 or d_in <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got {d_in}, {d_sae}")
+        self.d_in, self.d_sae, self.k = d_in, d_sae, k
+        self.options = options
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.randn(d_sae, d_in, generator=gen)
+        w /= w.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(w)
+        self.W_enc = nn.Parameter(w.t().clone())  # the encoder starts as the decoder's transpose
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+
+    # --- the model --------------------------------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense latents (batch, d_sae)."""
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.W_dec + self.b_dec
+
+    def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        return z.new_zeros(())
+
+    def forward(self, x: torch.Tensor) -> SaeOutput:
+        pre = self.pre_acts(x)
+        z = self.activation(pre)
+        return SaeOutput(self.decode(z), z, self.sparsity_loss(z, pre))
+
+    # --- training helpers ---------------------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Drop the part of W_dec's gradient that would only change the rows' norms (kept at 1)."""
+        if self.W_dec.grad is not None:
+            g = self.W_dec.grad
+            g -= (g * self.W_dec).sum(1, keepdim=True) * self.W_dec
+
+    def auxk_loss(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+        """AuxK (Gao et al. 2024): the top ``k_aux`` dead latents reconstruct the residual error,
+        normalised by the error's variance."""
+        n_dead = int(dead.sum())
+        if n_dead == 0 or k_aux <= 0:
+            return x.new_zeros(())
+        pre = self.pre_acts(x)
+        masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
+        vals, idx = masked.topk(min(k_aux, n_dead), dim=-1)
+        z_aux = torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+        err = (x - out.recon).detach()
+        err_hat = z_aux @ self.W_dec
+        total_var = (err - err.mean(0)).pow(2).sum()
+        return (err_hat - err).pow(2).sum() / total_var.clamp_min(1e-12)
+
+    # --- export -----------------------------------------------------------------------------
+    def export_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors for ``sae_weights.safetensors`` (SAELens names, float32)."""
+        return {n: p.detach().float().contiguous() for n, p in
+                (("W_enc", self.W_enc), ("W_dec", self.W_dec), ("b_enc", self.b_enc), ("b_dec", self.b_dec))}
+
+    def export_cfg(self) -> dict:
+        return {"architecture": self.saelens_arch or self.arch}
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Make a model trained on ``x * scale`` take raw ``x``: latents unchanged, outputs in raw units."""
+        self.W_enc *= scale
+        self.W_dec /= scale
+        self.b_dec /= scale
+
+
+def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Dense activations keeping each row's top ``k`` (ReLU'd) pre-activations."""
+    vals, idx = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))

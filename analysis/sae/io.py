@@ -1,0 +1,62 @@
+"""SAEs on disk in SAELens' layout: ``sae_weights.safetensors`` + ``cfg.json`` at a folder or URI."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from analysis.sae.base import SparseAutoencoder
+from analysis.sae.registry import arch_class
+from shards.storage import Storage
+
+WEIGHTS = "sae_weights.safetensors"
+CFG = "cfg.json"
+
+
+def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None, storage_options: dict | None = None) -> None:
+    """Write ``sae`` (float32) where SAELens' ``SAE.load_from_disk`` and ``load_sae`` read it.
+
+    ``cfg.json`` holds SAELens' fields (d_in, d_sae, architecture, k, ...) and actlake's
+    (``actlake``: arch, options, hook, dataset, training summary).
+    """
+    from safetensors.torch import save
+
+    st = Storage(uri, storage_options or {})
+    cfg = {"d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
+           "normalize_activations": "none", "reshape_activations": "none", **sae.export_cfg(),
+           "metadata": {"hook_name": (extra or {}).get("hook")},
+           "actlake": {"arch": sae.arch, "k": sae.k, "options": sae.options, **(extra or {})}}
+    if sae.saelens_arch == "jumprelu" and sae.arch != "jumprelu":
+        cfg["actlake"]["note"] = f"{sae.arch} trained; exported as a JumpReLU with its inference threshold"
+    st.put_bytes(WEIGHTS, save(sae.export_tensors()))
+    st.put_bytes(CFG, json.dumps(cfg, indent=1, default=str).encode())
+
+
+def load_sae(uri: str, storage_options: dict | None = None) -> SparseAutoencoder:
+    """An SAE saved by ``save_sae`` (or by SAELens: standard, topk, jumprelu), in eval mode, raw units.
+
+    Example::
+
+        sae = load_sae("runs/minilm-topk")
+        z = sae.encode(x)          # (batch, d_sae)
+    """
+    from safetensors.torch import load
+
+    st = Storage(uri, storage_options or {})
+    cfg = json.loads(st.get_bytes(CFG))
+    tensors = load(st.get_bytes(WEIGHTS))
+    ours = cfg.get("actlake") or {}
+    arch = ours.get("arch") or {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(cfg["architecture"])
+    if arch is None:
+        raise ValueError(f"{st.display()}: SAE architecture {cfg['architecture']!r} is not one actlake loads")
+    exported_as_jumprelu = arch in ("batchtopk", "matryoshka")
+    cls = arch_class("jumprelu" if exported_as_jumprelu else arch)
+    sae = cls(cfg["d_in"], cfg["d_sae"], ours.get("k") or cfg.get("k"), **(ours.get("options") or {}))
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(sae, name).copy_(tensors[name])
+        if "threshold" in tensors:
+            sae.log_threshold.copy_(tensors["threshold"].clamp_min(1e-30).log())
+    sae.loaded_cfg = cfg
+    return sae.eval()

@@ -1,0 +1,1 @@
+"""One file per SAE architecture; ``analysis.sae.registry`` names them."""

@@ -1,0 +1,132 @@
+"""SAE training end to end: a killed run resumes to the same weights; Ray Train with 2 workers; MiniLM
+activations against a PCA baseline; encoding into a latent dataset with top-activating token contexts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import shards
+from analysis.sae import load_sae
+from analysis.sae.config import SaeEncodeConfig, SaeTrainConfig
+from analysis.sae.encode import encode_dataset
+from analysis.sae.train import train_sae
+from tests.unit.analysis.sae_data import synthetic_dictionary
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("synth") / "ds")
+    synthetic_dictionary(path)
+    return path
+
+
+def _cli(data: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "cluster.cli", "sae", "train", "--data", data, "--hook", "x", "--arch", "batchtopk",
+            "--k", "4", "--expansion", "4", "--tokens", "600k", "--batch-size", "1024", "--checkpoint-every", "10",
+            "--log-every", "25", "--threads", "1", "--out", str(out)]
+
+
+def test_killed_run_resumes_to_the_same_weights(synth, tmp_path):
+    ref = subprocess.run(_cli(synth, tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(synth, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest.json"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if latest.exists() and json.loads(latest.read_text())["step"] >= 200:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # a real kill mid-run, between checkpoints
+        proc.wait()
+    killed_at = json.loads(latest.read_text())["step"]
+    assert 200 <= killed_at < 586 and not (out / "sae_weights.safetensors").exists()
+    rerun = subprocess.run(_cli(synth, out), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resumed {out} at step {killed_at}" in rerun.stderr
+    a = load_file(tmp_path / "ref" / "sae_weights.safetensors")
+    b = load_file(out / "sae_weights.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # bit for bit: same data order, same optimiser state
+    assert json.loads((out / "training_summary.json").read_text())["steps"] == 586
+
+
+def test_ray_train_two_workers_match_one(ray_local, synth, tmp_path):
+    common = dict(data=synth, hook="x", arch="topk", k="4", expansion="2", tokens="300k", batch_size=1024,
+                  log_every=50, checkpoint_every=0, threads=1)
+    threads = torch.get_num_threads()
+    try:
+        one = train_sae(SaeTrainConfig(out=str(tmp_path / "w1"), workers=1, **common))
+    finally:
+        torch.set_num_threads(threads)
+    two = train_sae(SaeTrainConfig(out=str(tmp_path / "w2"), workers=2, **common))
+    f1 = one["saes"]["x-topk-k4-x2"]["fvu"]
+    f2 = two["saes"]["x-topk-k4-x2"]["fvu"]
+    assert two["steps"] == one["steps"] == 293
+    assert abs(f2 - f1) / f1 < 0.05, (f1, f2)
+    assert load_sae(str(tmp_path / "w2")).d_sae == 64
+
+
+def test_minilm_topk_beats_pca_and_encodes_with_contexts(ray_local, tmp_path):
+    from sklearn.decomposition import PCA
+
+    from ingest.config import ExtractConfig
+    from ingest.driver import run_extraction
+
+    acts = str(tmp_path / "minilm")
+    run_extraction(ExtractConfig(data="builtin:concepts?n=1500", hooks="resid.3", out=acts, workers=1,
+                                 unit_size=500, dtype="float16"))
+    ds = shards.open_dataset(acts)
+    k = 16
+    threads = torch.get_num_threads()
+    try:
+        summary = train_sae(SaeTrainConfig(data=acts, hook="resid.3", arch="topk", k=str(k), expansion="8",
+                                           tokens="400k", batch_size=1024, out=str(tmp_path / "sae"),
+                                           log_every=50, checkpoint_every=0, eval_tokens="100k"))
+    finally:
+        torch.set_num_threads(threads)
+    fvu = summary["saes"]["resid.3-topk-k16-x8"]["fvu"]
+    x = ds.to_numpy("resid.3").astype(np.float64)
+    pca = PCA(n_components=k).fit(x)
+    fvu_pca = 1 - pca.explained_variance_ratio_.sum()
+    print(f"MiniLM resid.3, {ds.num_rows} tokens: TopK k={k} x8 FVU {fvu:.4f}; PCA {k} components FVU {fvu_pca:.4f}")
+    assert fvu < fvu_pca
+    (tmp_path / "fvu.json").write_text(json.dumps({"sae_fvu": fvu, "pca_fvu": fvu_pca}))
+    enc = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=acts, out=str(tmp_path / "latents"),
+                                         top_examples=5))
+    lat = shards.open_dataset(str(tmp_path / "latents"))
+    assert lat.num_rows == ds.num_rows and enc["mean_l0"] == pytest.approx(k)
+    src_meta = ds.metadata_table(["example_id", "position", "label"]).to_pydict()
+    lat_meta = lat.metadata_table(["example_id", "position", "label"]).to_pydict()
+    assert lat_meta == src_meta  # the same ids, row for row
+    sae = load_sae(str(tmp_path / "sae"))
+    rows = [0, 777, ds.num_rows - 1]
+    with torch.no_grad():
+        z = sae.encode(ds.take(rows, hooks=["resid.3"], dtype="float32")["resid.3"])
+    got = lat.take(rows, dtype=None)
+    ref_v, ref_i = z.topk(k, dim=-1)
+    torch.testing.assert_close(got["latent_values"], ref_v)
+    assert torch.equal(got["latent_ids"].long(), ref_i)
+    top = pq.read_table(tmp_path / "latents" / "top_examples.parquet").to_pydict()
+    assert "[[" in top["context"][0] and len(top["latent"]) > 0
+    first = int(top["row"][0])
+    assert top["token_id"][0] == int(ds.take([first], hooks=[], columns=["token_id"])["token_id"][0])

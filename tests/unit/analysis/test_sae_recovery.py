@@ -1,0 +1,107 @@
+"""SAEs recover a known dictionary; SAELens loads what we save; bad input gets clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.sae import create_sae, load_sae, save_sae
+from analysis.sae.config import SaeTrainConfig, parse_count
+from analysis.sae.registry import SaeConfigError
+from analysis.sae.train import SaeRunError, train_sae
+from tests.unit.analysis.sae_data import mean_best_cosine, synthetic_dictionary
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("synth") / "ds")
+    return path, synthetic_dictionary(path)
+
+
+def train(synth, tmp_path, arch, tokens="400k", **kw):
+    data, _ = synth
+    out = str(tmp_path / arch)
+    cfg = SaeTrainConfig(data=data, hook="x", arch=arch, k="4", expansion="2", tokens=tokens, batch_size=1024,
+                         out=out, log_every=50, checkpoint_every=0, threads=1, **kw)
+    return train_sae(cfg), out
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "mp"])
+def test_known_dictionary_is_recovered(synth, tmp_path, arch):
+    summary, out = train(synth, tmp_path, arch)
+    sae = load_sae(out)
+    cos = mean_best_cosine(synth[1], sae.W_dec.detach().numpy())
+    assert cos >= 0.9, f"{arch}: mean best cosine {cos:.3f}"
+    ev = next(iter(summary["saes"].values()))
+    assert ev["l0"] == pytest.approx(4.0, abs=0.5) and ev["fvu"] < 0.3
+    for name in ("metrics.jsonl", "training_curves.png", "latent_frequency.png", "eval.json", "cfg.json"):
+        assert (tmp_path / arch / name).is_file()
+
+
+def test_saved_sae_reproduces_the_trained_one_in_raw_units(synth, tmp_path):
+    """The input normalisation is folded into the weights: the saved SAE takes raw activations."""
+    import shards
+
+    summary, out = train(synth, tmp_path, "topk", tokens="50k")
+    sae = load_sae(out)
+    x = torch.from_numpy(shards.open_dataset(synth[0]).to_numpy("x")[:2000])
+    with torch.no_grad():
+        recon = sae.decode(sae.encode(x))
+    fvu = float((recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert fvu == pytest.approx(summary["saes"]["x-topk-k4-x2"]["fvu"], rel=0.15)
+    assert (sae.encode(x) != 0).sum(1).eq(4).all()
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu", "batchtopk"])
+def test_saelens_loads_our_output(tmp_path, arch):
+    """SAELens (installed beside our pins) loads the saved folder and computes the same latents."""
+    sae_lens = pytest.importorskip("sae_lens")
+    torch.manual_seed(0)
+    ours = create_sae(arch, 16, 64, k=5, seed=3)
+    with torch.no_grad():
+        ours.b_enc.normal_(0, 0.1)
+        ours.b_dec.normal_(0, 0.1)
+        if arch == "jumprelu":
+            ours.log_threshold.fill_(np.log(0.05))
+        if arch == "batchtopk":
+            ours.threshold.fill_(0.07)
+    ours.eval()
+    save_sae(ours, str(tmp_path / arch), {"hook": "resid.1"})
+    cfg = json.loads((tmp_path / arch / "cfg.json").read_text())
+    assert cfg["d_in"] == 16 and cfg["d_sae"] == 64
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path / arch))
+    x = torch.randn(50, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.encode(x), ours.encode(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(theirs.decode(theirs.encode(x)), ours.decode(ours.encode(x)), rtol=1e-5,
+                                   atol=1e-5)
+    back = load_sae(str(tmp_path / arch))
+    torch.testing.assert_close(back.encode(x), ours.encode(x), rtol=1e-5, atol=1e-6)
+
+
+def test_counts_parse():
+    assert parse_count("5M") == 5_000_000 and parse_count("200k") == 200_000 and parse_count("5000000") == 5_000_000
+    assert parse_count("1.5B") == 1_500_000_000
+    with pytest.raises(ValueError, match="not a count"):
+        parse_count("lots")
+
+
+def test_bad_input(synth, tmp_path):
+    data, _ = synth
+    with pytest.raises(SaeConfigError, match=r"hook\(s\) \['resid.3'\] not in dataset.*it has \['x'\]"):
+        train_sae(SaeTrainConfig(data=data, hook="resid.3", out=str(tmp_path / "a")))
+    with pytest.raises(SaeConfigError, match="k=100 is larger than the SAE's width d_sae=64"):
+        train_sae(SaeTrainConfig(data=data, hook="x", k="100", expansion="2", out=str(tmp_path / "b")))
+    with pytest.raises(SaeConfigError, match="unknown SAE architecture 'topkk'.*Did you mean 'topk'"):
+        train_sae(SaeTrainConfig(data=data, hook="x", arch="topkk", out=str(tmp_path / "c")))
+    train_sae(SaeTrainConfig(data=data, hook="x", k="4", expansion="2", tokens="4096", batch_size=1024,
+                             out=str(tmp_path / "run"), threads=1))
+    with pytest.raises(SaeRunError, match=r"already holds a different run \(k: '4' -> '8'\).*--overwrite"):
+        train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
+                                 out=str(tmp_path / "run"), threads=1))
+    summary = train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
+                                       out=str(tmp_path / "run"), threads=1, overwrite=True))
+    assert summary["steps"] == 4
