@@ -31,6 +31,9 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_reader.py --dims 768 4096 --gb 1.1 --s3 --s3-gb 0.25 --plot docs/benchmarks_reader.png
+	$(PY) tests/benchmarks/bench_extract.py --examples 6000 --s3
+	$(PY) tests/benchmarks/bench_extract_images.py --copies 8
+	$(PY) tests/benchmarks/bench_sae.py --tokens 400k
 
 clean:
 	rm -rf $(VENV) demo-data bench-data

@@ -59,16 +59,16 @@ class SaeTrainConfig:
     decay_frac: float = 0.2
     """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
 
-    l1_coeff: float = 5.0
+    l1_coeff: float = 1.0
     """relu: weight of the L1 penalty (on latents times decoder norms, inputs at mean norm sqrt(d))."""
 
     l0_coeff: float = 1.0
     """jumprelu: weight of the L0 penalty."""
 
-    bandwidth: float = 0.001
-    """jumprelu: width of the straight-through kernel."""
+    bandwidth: float = 0.05
+    """jumprelu: width of the straight-through kernel (inputs at mean norm sqrt(d))."""
 
-    threshold_init: float = 0.001
+    threshold_init: float = 0.1
     """jumprelu: initial threshold."""
 
     prefixes: list[int] = field(default_factory=list, nargs="*")

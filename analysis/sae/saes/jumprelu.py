@@ -51,9 +51,9 @@ class JumpReLUSAE(SparseAutoencoder):
 
     def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, **options) -> None:
         super().__init__(d_in, d_sae, k, seed, **options)
-        init = float(options.get("threshold_init", 0.001))
+        init = float(options.get("threshold_init", 0.1))
         self.log_threshold = torch.nn.Parameter(torch.full((d_sae,), math.log(init)))
-        self.bandwidth = float(options.get("bandwidth", 0.001))
+        self.bandwidth = float(options.get("bandwidth", 0.05))
 
     @property
     def threshold(self) -> torch.Tensor:

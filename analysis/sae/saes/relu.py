@@ -15,5 +15,5 @@ class ReluSAE(SparseAutoencoder):
         return torch.relu(pre)
 
     def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        coeff = float(self.options.get("l1_coeff", 5.0))
+        coeff = float(self.options.get("l1_coeff", 1.0))
         return coeff * (z * self.W_dec.norm(dim=1)).sum(-1).mean()

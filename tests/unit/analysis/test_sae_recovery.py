@@ -105,3 +105,20 @@ def test_bad_input(synth, tmp_path):
     summary = train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
                                        out=str(tmp_path / "run"), threads=1, overwrite=True))
     assert summary["steps"] == 4
+
+
+def test_several_saes_from_one_pass_and_a_job_file(synth, tmp_path):
+    """Comma lists train every combination on the same batches; a YAML job file drives `actlake sae train`."""
+    from cluster.cli import main
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"data: {synth[0]}\nhook: x\narch: topk,mp\nk: '2,4'\nexpansion: 2\ntokens: 20k\n"
+                   f"batch_size: 1024\nthreads: 1\ncheckpoint_every: 0\nout: {tmp_path / 'sweep'}\n")
+    assert main(["sae", "train", "--config", str(job), "--log-every", "5"]) == 0
+    summary = json.loads((tmp_path / "sweep" / "training_summary.json").read_text())
+    assert sorted(summary["saes"]) == ["x-mp-k2-x2", "x-mp-k4-x2", "x-topk-k2-x2", "x-topk-k4-x2"]
+    for name, ev in summary["saes"].items():
+        sae = load_sae(str(tmp_path / "sweep" / name))
+        assert sae.k == int(name.split("-k")[1].split("-")[0]) and ev["l0"] <= sae.k + 1e-6
+    run = json.loads((tmp_path / "sweep" / "run.json").read_text())
+    assert run["config"]["log_every"] == 5  # the flag overrode nothing else; the file gave the rest

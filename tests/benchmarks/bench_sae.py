@@ -1,0 +1,162 @@
+"""SAE training: loader overhead, and actlake against SAELens on the same activations, measured in one run.
+
+    python tests/benchmarks/bench_sae.py [--examples 4000] [--tokens 400k] [--json out.jsonl]
+
+Activations: all-MiniLM-L6-v2 resid.3 (d=384, float16) over the built-in corpus, extracted first.
+SAE: TopK, k=32, 16x expansion (6144 latents), batch 4096, the same token budget for everyone.
+
+1. Loader overhead = actlake steps/s reading shuffled batches from the dataset ÷ actlake steps/s on the
+   same batches already in memory (same process, same trainer).
+2. SAELens (``SAETrainer`` + ``TopKTrainingSAE``, fed the same in-memory batches through its
+   ``data_provider``) against actlake from the dataset: time per step, and FVU / L0 of both final SAEs
+   evaluated the same way on the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+import shards  # noqa: E402
+from analysis.sae.config import SaeTrainConfig, parse_count  # noqa: E402
+from analysis.sae.train import Trainer  # noqa: E402
+
+
+def record(**kw) -> dict:
+    kw["date"] = time.strftime("%Y-%m-%d")
+    print(json.dumps(kw), flush=True)
+    return kw
+
+
+@torch.no_grad()
+def fvu_l0(encode, decode, x: torch.Tensor) -> tuple[float, float]:
+    z = encode(x)
+    recon = decode(z)
+    return (float((recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()),
+            float((z != 0).sum(1).float().mean()))
+
+
+def timed_steps(trainer: Trainer, batches, steps: int) -> float:
+    """Steps/s of ``trainer.step`` over ``batches`` (first 2 steps are warm-up, not timed)."""
+    it = iter(batches)
+    for _ in range(2):
+        batch = next(it)
+        batch = batch[0] if isinstance(batch, tuple) else batch
+        trainer.step(batch)
+        trainer.state.step += 1
+    t = time.perf_counter()
+    for _ in range(steps):
+        batch = next(it)
+        batch = batch[0] if isinstance(batch, tuple) else batch
+        trainer.step(batch)
+        trainer.state.step += 1
+    return steps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--examples", type=int, default=4000)
+    p.add_argument("--tokens", default="400k")
+    p.add_argument("--dir", default="bench-data")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    torch.set_num_threads(os.cpu_count() or 2)
+    work = Path(args.dir)
+    data = str(work / "sae-minilm")
+    if not (Path(data) / "manifest.json").exists():
+        from ingest.config import ExtractConfig
+        from ingest.driver import run_extraction
+
+        run_extraction(ExtractConfig(data=f"builtin:concepts?n={args.examples}", hooks="resid.3", out=data,
+                                     unit_size=500))
+        import ray
+
+        ray.shutdown()
+    ds = shards.open_dataset(data)
+    k, expansion, bs = 32, 16, 4096
+    tokens = parse_count(args.tokens)
+    results = []
+    cfg = SaeTrainConfig(data=data, hook="resid.3", arch="topk", k=str(k), expansion=str(expansion),
+                         tokens=str(tokens), batch_size=bs, out=str(work / "sae-actlake"), log_every=10,
+                         checkpoint_every=0, overwrite=True)
+
+    # 1. loader overhead: the same trainer, batches from the dataset vs the same batches in memory
+    shutil.rmtree(work / "sae-actlake", ignore_errors=True)
+    trainer = Trainer(cfg)
+    trainer._init_b_dec()
+    n_steps = 20
+    held = [{"resid.3": b["resid.3"].clone()} for b, _ in itertools.islice(trainer._batches(), n_steps + 2)]
+    trainer.state = type(trainer.state)()
+    mem = timed_steps(trainer, held, n_steps)
+    trainer.state = type(trainer.state)()
+    disk = timed_steps(trainer, trainer._batches(), n_steps)
+    results.append(record(bench="sae-loader-overhead", arch="topk", d_in=384, d_sae=384 * expansion, k=k,
+                          batch=bs, steps_per_s_in_memory=round(mem, 3), steps_per_s_from_dataset=round(disk, 3),
+                          ratio=round(disk / mem, 3)))
+
+    # 2. actlake, end to end from the dataset
+    shutil.rmtree(work / "sae-actlake", ignore_errors=True)
+    t = time.perf_counter()
+    ours = Trainer(cfg).train()
+    ours_s = time.perf_counter() - t
+    from analysis.sae import load_sae
+
+    sae = load_sae(str(work / "sae-actlake"))
+    x_eval = ds.take(list(range(0, ds.num_rows, max(1, ds.num_rows // 20000))), hooks=["resid.3"],
+                     dtype="float32")["resid.3"]
+    f_ours, l0_ours = fvu_l0(sae.encode, sae.decode, x_eval)
+    steps = ours["steps"]
+
+    # 3. SAELens on the same activations, same budget, batches fed from memory
+    from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+
+    it = ds.iter_batches("resid.3", batch_size=bs, shuffle=True, seed=0, drop_last=True, columns=[])
+    batches = [b["resid.3"].clone() for b in it]
+
+    def provider():
+        while True:
+            yield from batches
+
+    sl_sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=384, d_sae=384 * expansion, k=k,
+                                                   normalize_activations="expected_average_only_in"))
+    tcfg = SAETrainerConfig(total_training_samples=steps * bs, train_batch_size_samples=bs, lr=ours_lr(cfg),
+                            lr_warm_up_steps=trainer.warmup, lr_decay_steps=int(steps * cfg.decay_frac),
+                            lr_scheduler_name="constant", device="cpu", n_checkpoints=0,
+                            logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=10)
+    t = time.perf_counter()
+    SAETrainer(tcfg, sl_sae, provider()).fit()
+    sl_s = time.perf_counter() - t
+    sl_sae.eval()
+    f_sl, l0_sl = fvu_l0(lambda x: sl_sae.encode(x), lambda z: sl_sae.decode(z), x_eval)
+    results.append(record(bench="sae-vs-saelens", arch="topk", k=k, d_sae=384 * expansion, batch=bs, steps=steps,
+                          tokens=steps * bs, actlake_seconds=round(ours_s, 1),
+                          actlake_s_per_step=round(ours_s / steps, 3), actlake_fvu=round(f_ours, 4),
+                          actlake_l0=round(l0_ours, 2), saelens_seconds=round(sl_s, 1),
+                          saelens_s_per_step=round(sl_s / steps, 3), saelens_fvu=round(f_sl, 4),
+                          saelens_l0=round(l0_sl, 2), speedup=round(sl_s / ours_s, 3)))
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in results:
+                f.write(json.dumps(r) + "\n")
+
+
+def ours_lr(cfg: SaeTrainConfig) -> float:
+    from analysis.sae.train import default_lr
+
+    return cfg.lr or default_lr(384 * int(cfg.expansion))
+
+
+if __name__ == "__main__":
+    main()
