@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -13,9 +14,22 @@ class SaeOutput:
     """One forward pass: reconstruction, latents, and the architecture's extra loss terms."""
 
     recon: torch.Tensor
-    latents: torch.Tensor  #: dense (batch, d_sae), zeros where inactive
+    latents: torch.Tensor | None  #: dense (batch, d_sae), zeros where inactive; None when only top_* are kept
     sparsity_loss: torch.Tensor  #: already weighted (L1, L0); 0 for k-sparse architectures
     extra_recon_loss: torch.Tensor | None = None  #: Matryoshka's prefix losses, summed
+    pre: torch.Tensor | None = None  #: pre-activations, reused by AuxK
+    top_vals: torch.Tensor | None = None  #: (batch, k) active values, for exactly-k architectures
+    top_idx: torch.Tensor | None = None  #: (batch, k) their latent ids
+
+    def active_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(number of active latents in the batch, per-latent "fired at least once" as bool (d_sae,))."""
+        if self.latents is not None:
+            active = self.latents != 0
+            return active.sum(), active.any(0)
+        on = self.top_vals != 0
+        fired = torch.zeros(self.pre.shape[-1], dtype=torch.bool, device=on.device)
+        fired[self.top_idx[on]] = True
+        return on.sum(), fired
 
 
 class SparseAutoencoder(nn.Module):
@@ -63,7 +77,7 @@ class SparseAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> SaeOutput:
         pre = self.pre_acts(x)
         z = self.activation(pre)
-        return SaeOutput(self.decode(z), z, self.sparsity_loss(z, pre))
+        return SaeOutput(self.decode(z), z, self.sparsity_loss(z, pre), pre=pre)
 
     # --- training helpers ---------------------------------------------------------------------
     @torch.no_grad()
@@ -77,18 +91,23 @@ class SparseAutoencoder(nn.Module):
             g = self.W_dec.grad
             g -= (g * self.W_dec).sum(1, keepdim=True) * self.W_dec
 
+    def sparse_decode(self, vals: torch.Tensor, idx: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """sum_j vals[:, j] * W_dec[idx[:, j]] (+ b_dec): k rows gathered instead of a dense (batch, d_sae)
+        matmul; measurably faster when k << d_sae (see docs/benchmarks.md, SAE training)."""
+        out = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum")
+        return out + self.b_dec if bias else out
+
     def auxk_loss(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
         """AuxK (Gao et al. 2024): the top ``k_aux`` dead latents reconstruct the residual error,
         normalised by the error's variance."""
         n_dead = int(dead.sum())
         if n_dead == 0 or k_aux <= 0:
             return x.new_zeros(())
-        pre = self.pre_acts(x)
+        pre = out.pre if out.pre is not None else self.pre_acts(x)
         masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
         vals, idx = masked.topk(min(k_aux, n_dead), dim=-1)
-        z_aux = torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
         err = (x - out.recon).detach()
-        err_hat = z_aux @ self.W_dec
+        err_hat = self.sparse_decode(torch.relu(vals), idx, bias=False)
         total_var = (err - err.mean(0)).pow(2).sum()
         return (err_hat - err).pow(2).sum() / total_var.clamp_min(1e-12)
 

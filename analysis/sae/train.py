@@ -282,6 +282,7 @@ class Trainer:
         return t
 
     def step(self, batch: dict) -> dict:
+        """One optimiser step of every SAE on ``batch``; returns the step's metrics."""
         cfg = self.cfg
         f = lr_factor(self.state.step, self.steps, self.warmup, cfg.decay_frac)
         for group in self.opt.param_groups:
@@ -303,8 +304,9 @@ class Trainer:
                 loss = loss + cfg.auxk_coeff * aux
             loss.backward()
             with torch.no_grad():
-                fired = (out.latents != 0).any(0).to(torch.int32)
-                sums = torch.stack([err.sum(), (x - x.mean(0)).pow(2).sum(), (out.latents != 0).sum().float(),
+                n_active, fired = out.active_counts()
+                fired = fired.to(torch.int32)
+                sums = torch.stack([err.detach().sum(), (x - x.mean(0)).pow(2).sum(), n_active.float(),
                                     aux.detach(), out.sparsity_loss.detach()])
             stats[spec.name] = (sums, fired)
         for sae in self.saes.values():
@@ -344,6 +346,8 @@ class Trainer:
         for sae in self.saes.values():
             sae.train()
         progress = _Progress(self.steps, self.state.step, self.rank == 0)
+        t_loop = time.perf_counter()
+        self.start_step = self.state.step
         window: list[dict] = []
         batches = self._batches()
         while self.state.step < self.steps:
@@ -368,6 +372,7 @@ class Trainer:
                 self.save_checkpoint()
         progress.close()
         batches.close()
+        self.loop_seconds = time.perf_counter() - t_loop
         result = self.finish(time.perf_counter() - t0) if self.rank == 0 else {}
         return result
 
@@ -391,9 +396,10 @@ class Trainer:
             save_sae(folded, dest.uri, extra, self.so)
             write_report(dest, spec.name, self.state.metrics, ev)
             results[spec.name] = {"uri": dest.display(), **ev["summary"]}
+        ran = self.state.step - self.start_step
         summary = {"out": self.out.display(), "steps": self.state.step, "tokens": self.state.tokens,
-                   "seconds": round(seconds, 2), "steps_per_s": round(self.state.step / max(seconds, 1e-9), 3),
-                   "saes": results}
+                   "seconds": round(seconds, 2), "loop_seconds": round(self.loop_seconds, 2),
+                   "steps_per_s": round(ran / max(self.loop_seconds, 1e-9), 3), "saes": results}
         self.out.put_bytes("training_summary.json", json.dumps(summary, indent=1).encode())
         log.info("done: %s", json.dumps(summary))
         return summary

@@ -32,9 +32,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         z = self.activation(pre)
         recon = self.decode(z)
         if not self.training:
-            return SaeOutput(recon, z, z.new_zeros(()))
+            return SaeOutput(recon, z, z.new_zeros(()), pre=pre)
         extra = z.new_zeros(())
         for m in self.prefixes[:-1]:  # the full dictionary's error is the main loss
             part = z[:, :m] @ self.W_dec[:m] + self.b_dec
             extra = extra + (part - x).pow(2).sum(-1).mean()
-        return SaeOutput(recon, z, z.new_zeros(()), extra)
+        return SaeOutput(recon, z, z.new_zeros(()), extra, pre=pre)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.sae.base import SparseAutoencoder, topk_mask
+from analysis.sae.base import SaeOutput, SparseAutoencoder, topk_mask
 
 
 class TopKSAE(SparseAutoencoder):
@@ -14,6 +14,13 @@ class TopKSAE(SparseAutoencoder):
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return topk_mask(pre, self.k)
+
+    def forward(self, x: torch.Tensor) -> SaeOutput:
+        # training path: only the k active latents are kept (no dense (batch, d_sae) tensor), decoded sparsely
+        pre = self.pre_acts(x)
+        vals, idx = pre.topk(self.k, dim=-1)
+        vals = torch.relu(vals)
+        return SaeOutput(self.sparse_decode(vals, idx), None, x.new_zeros(()), pre=pre, top_vals=vals, top_idx=idx)
 
     def export_cfg(self) -> dict:
         return {"architecture": "topk", "k": self.k}
