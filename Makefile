@@ -30,6 +30,7 @@ test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt eai-sparsify  # the SAE benchmark's second baseline
 	$(PY) tests/benchmarks/bench_reader.py --dims 768 4096 --gb 1.1 --s3 --s3-gb 0.25 --plot docs/benchmarks_reader.png
 	$(PY) tests/benchmarks/bench_extract.py --examples 6000 --s3
 	$(PY) tests/benchmarks/bench_extract_images.py --copies 8

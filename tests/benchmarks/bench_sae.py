@@ -155,6 +155,46 @@ def main() -> None:
                           saelens_s_per_step=round(sl_s / steps, 3), saelens_fvu=round(f_sl, 4),
                           saelens_l0=round(l0_sl, 2), speedup_per_step=round(sl_s / ours["loop_seconds"], 3),
                           speedup_end_to_end=round(sl_s / ours_s, 3)))
+    # 4. EleutherAI sparsify's SparseCoder (TopK with its sparse decoder; the eager one on CPU), trained with
+    #    the same Adam, schedule, AuxK and decoder-norm steps on the same batches from memory
+    try:
+        from sparsify import SparseCoder, SparseCoderConfig
+    except ImportError:
+        SparseCoder = None
+    if SparseCoder is not None:
+        from analysis.sae.train import lr_factor
+
+        torch.manual_seed(0)
+        sp = SparseCoder(384, SparseCoderConfig(expansion_factor=expansion, k=k))
+        sp.b_dec.data = batches[0].mean(0)
+        opt = torch.optim.Adam(sp.parameters(), lr=ours_lr(cfg))
+        since = torch.zeros(sp.num_latents, dtype=torch.long)
+        dead_after = min(10_000_000, tokens // 10)
+        t = time.perf_counter()
+        for step, x in zip(range(steps), provider(), strict=False):
+            for g in opt.param_groups:
+                g["lr"] = ours_lr(cfg) * lr_factor(step, steps, trainer.warmup, cfg.decay_frac)
+            out = sp(x, dead_mask=since > dead_after)
+            (out.fvu + out.auxk_loss / 32).backward()
+            sp.remove_gradient_parallel_to_decoder_directions()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sp.set_decoder_norm_to_unit_norm()
+            fired = torch.zeros(sp.num_latents, dtype=torch.bool)
+            fired[out.latent_indices.flatten()] = True
+            since += bs
+            since[fired] = 0
+        sp_s = time.perf_counter() - t
+        with torch.no_grad():
+            enc = sp.encode(x_eval)
+            recon = sp.decode(enc.top_acts, enc.top_indices)
+            f_sp = float((recon - x_eval).pow(2).sum() / (x_eval - x_eval.mean(0)).pow(2).sum())
+            l0_sp = float((enc.top_acts != 0).sum(1).float().mean())
+        results.append(record(bench="sae-vs-sparsify", arch="topk", k=k, d_sae=384 * expansion, batch=bs,
+                              steps=steps, actlake_s_per_step=round(ours["loop_seconds"] / steps, 3),
+                              actlake_fvu=round(f_ours, 4), sparsify_s_per_step=round(sp_s / steps, 3),
+                              sparsify_fvu=round(f_sp, 4), sparsify_l0=round(l0_sp, 2),
+                              speedup_per_step=round(sp_s / ours["loop_seconds"], 3)))
     if args.json:
         with open(args.json, "a") as f:
             for r in results:
