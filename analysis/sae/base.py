@@ -59,7 +59,7 @@ class SparseAutoencoder(nn.Module):
 
     # --- the model --------------------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc)  # fused bias: one pass over (batch, d_sae)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -104,8 +104,10 @@ class SparseAutoencoder(nn.Module):
         if n_dead == 0 or k_aux <= 0:
             return x.new_zeros(())
         pre = out.pre if out.pre is not None else self.pre_acts(x)
-        masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
-        vals, idx = masked.topk(min(k_aux, n_dead), dim=-1)
+        dead_ids = dead.nonzero().squeeze(1)
+        # top-k among the dead columns only: no full-size masked copy of the pre-activations
+        vals, local = pre.index_select(1, dead_ids).topk(min(k_aux, n_dead), dim=-1)
+        idx = dead_ids[local]
         err = (x - out.recon).detach()
         err_hat = self.sparse_decode(torch.relu(vals), idx, bias=False)
         total_var = (err - err.mean(0)).pow(2).sum()

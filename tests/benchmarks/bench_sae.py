@@ -195,6 +195,14 @@ def main() -> None:
                               actlake_fvu=round(f_ours, 4), sparsify_s_per_step=round(sp_s / steps, 3),
                               sparsify_fvu=round(f_sp, 4), sparsify_l0=round(l0_sp, 2),
                               speedup_per_step=round(sp_s / ours["loop_seconds"], 3)))
+    # 5. actlake with 3x the default learning rate (sparsify's encoder init takes larger effective steps)
+    cfg3 = SaeTrainConfig(**{**cfg.__dict__, "lr": 3 * ours_lr(cfg), "out": str(work / "sae-actlake-lr3")})
+    ours3 = Trainer(cfg3).train()
+    sae3 = load_sae(str(work / "sae-actlake-lr3"))
+    f3, l03 = fvu_l0(sae3.encode, sae3.decode, x_eval)
+    results.append(record(bench="sae-actlake-lr3", arch="topk", k=k, d_sae=384 * expansion, lr=cfg3.lr, steps=steps,
+                          actlake_s_per_step=round(ours3["loop_seconds"] / steps, 3), actlake_fvu=round(f3, 4),
+                          actlake_l0=round(l03, 2)))
     if args.json:
         with open(args.json, "a") as f:
             for r in results:
