@@ -76,3 +76,11 @@ def save_tiny_clip_vision(path, image_size: int = 32) -> str:
                            image_size=image_size, patch_size=8)
     CLIPVisionModel(cfg).eval().save_pretrained(path)
     return str(path)
+
+
+def save_tiny_convnext(path) -> str:
+    from transformers import ConvNextConfig, ConvNextModel
+
+    torch.manual_seed(0)
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])).eval().save_pretrained(path)
+    return str(path)

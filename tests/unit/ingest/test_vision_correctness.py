@@ -10,7 +10,13 @@ from ingest.config import ExtractConfig
 from ingest.image_job import build_image_job
 from ingest.models import load_model
 from ingest.preprocess import build_preprocessor
-from tests.model_factories import save_tiny_clip_vision, save_tiny_dinov2, save_tiny_resnet, save_tiny_vit
+from tests.model_factories import (
+    save_tiny_clip_vision,
+    save_tiny_convnext,
+    save_tiny_dinov2,
+    save_tiny_resnet,
+    save_tiny_vit,
+)
 from tests.shared_data import DATA
 
 STIMULI = DATA / "net2brain78" / "stimuli"
@@ -20,6 +26,7 @@ STIMULI = DATA / "net2brain78" / "stimuli"
 def model_dirs(tmp_path_factory):
     d = tmp_path_factory.mktemp("vision-models")
     return {"vit": save_tiny_vit(d / "vit"), "resnet": save_tiny_resnet(d / "resnet"),
+            "convnext": save_tiny_convnext(d / "convnext"),
             "dinov2": save_tiny_dinov2(d / "dinov2"), "clip": save_tiny_clip_vision(d / "clip")}
 
 
@@ -75,8 +82,9 @@ def test_vit_processor_pixels_equal_explicit_pipeline(model_dirs):
     torch.testing.assert_close(pre(imgs, ["a", "b"]), ref, rtol=0, atol=1e-5)
 
 
-def test_resnet_stages_equal_hidden_states(model_dirs):
-    cols, px, model, job = run_job(model_dirs["resnet"], "embed,stage.*", pool="stage.3=flatten", resize="64")
+@pytest.mark.parametrize("arch", ["resnet", "convnext"])
+def test_cnn_stages_equal_hidden_states(model_dirs, arch):
+    cols, px, model, job = run_job(model_dirs[arch], "embed,stage.*", pool="stage.3=flatten", resize="64")
     hs = hidden_states(model, px)
     assert px.shape == (6, 3, 64, 64)
     torch.testing.assert_close(cols["embed"], hs[0].mean((2, 3)))
