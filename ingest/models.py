@@ -149,13 +149,18 @@ def is_vision_model(model) -> bool:
     return "pixel_values" in params and "input_ids" not in params
 
 
-def image_size(model) -> int | None:
-    """The square input size the model was configured for, when its config says."""
+def config_size(model, key: str) -> int | None:
+    """A positive size from the model's config (``image_size``, ``patch_size``; first of a pair), or None."""
     cfg = getattr(model, "config", None)
-    v = getattr(cfg, "image_size", None) if cfg is not None else None
+    v = getattr(cfg, key, None) if cfg is not None else None
     if isinstance(v, (list, tuple)):
         v = v[0]
     return int(v) if isinstance(v, int) and v > 0 else None
+
+
+def image_size(model) -> int | None:
+    """The square input size the model was configured for, when its config says."""
+    return config_size(model, "image_size")
 
 
 def max_positions(model) -> int | None:

@@ -84,11 +84,9 @@ def prefix_tokens(num_tokens: int, pixel_hw: tuple[int, int], patch_size: int | 
 
 
 def patch_size_of(model) -> int | None:
-    cfg = getattr(model, "config", None)
-    v = getattr(cfg, "patch_size", None) if cfg is not None else None
-    if isinstance(v, (list, tuple)):
-        v = v[0]
-    return int(v) if isinstance(v, int) and v > 0 else None
+    from ingest.models import config_size
+
+    return config_size(model, "patch_size")
 
 
 class VisionExtractor:

@@ -4,13 +4,8 @@ rows in the brain RDMs' order; a killed actor; a rerun that resumes."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
-import time
 
 import numpy as np
-import psutil
 import pytest
 import scipy.io
 import torch
@@ -20,6 +15,7 @@ import shards
 from ingest.config import ExtractConfig
 from ingest.driver import run_extraction
 from ingest.models import load_model
+from tests.integration.actor_kill import kill_an_actor_after
 from tests.model_factories import save_tiny_vit
 from tests.shared_data import DATA
 
@@ -91,11 +87,6 @@ def test_kriegeskorte_92_with_category_metadata(ray_local, tmp_path, vit_dir):
     torch.testing.assert_close(got["resid.1"], hs[2][:, 1:].mean(1).half().float(), rtol=2e-3, atol=2e-3)
 
 
-def _actor_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("ExtractionActor" in part for part in (p.info["cmdline"] or []))]
-
-
 def test_killed_actor_then_rerun_resumes(ray_local, tmp_path, caplog, vit_dir):
     from shards.storage import Storage
 
@@ -104,23 +95,8 @@ def test_killed_actor_then_rerun_resumes(ray_local, tmp_path, caplog, vit_dir):
     mat_path = DATA / "kriegeskorte92" / "Kriegeskorte_Neuron2008_supplementalData.mat"
     cfg = ExtractConfig(model=vit_dir, data=str(mat_path), hooks="resid.*", out=out, workers=2, unit_size=2,
                         batch_size=1)
-    store = Storage(out)
-    killed = []
-
-    def killer():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            pids = _actor_pids()
-            if pids and len(store.list("_commits")) >= 3:
-                os.kill(pids[0], signal.SIGKILL)  # a real kill of a live actor process mid-job
-                killed.append(pids[0])
-                return
-            time.sleep(0.02)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    summary = run_extraction(cfg)
-    t.join()
+    with kill_an_actor_after(Storage(out), commits=3) as killed:  # a real SIGKILL of a live actor
+        summary = run_extraction(cfg)
     assert killed, "no actor was killed"
     assert "actor died while running unit" in caplog.text
     assert summary["ran_units"] == 46

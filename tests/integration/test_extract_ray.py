@@ -9,18 +9,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 
 import shards
 from ingest.config import ExtractConfig
 from ingest.driver import run_extraction
+from tests.integration.actor_kill import kill_an_actor_after
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,11 +64,6 @@ def test_minilm_end_to_end_matches_transformers(ray_local, tmp_path):
             torch.testing.assert_close(got[name], hs[i][0].half().float(), rtol=3e-3, atol=3e-3)
 
 
-def _actor_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("ExtractionActor" in part for part in (p.info["cmdline"] or []))]
-
-
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_killed_actor_unit_is_retried_elsewhere(ray_local, tmp_path, caplog, where, request):
     from shards.storage import Storage
@@ -82,23 +76,8 @@ def test_killed_actor_unit_is_retried_elsewhere(ray_local, tmp_path, caplog, whe
         out, endpoint = str(tmp_path / "acts"), None
     cfg = ExtractConfig(data="builtin:concepts?n=400", out=out, workers=2, unit_size=10,
                         hooks="resid.0,resid.5", batch_size=4, endpoint_url=endpoint)
-    store = Storage(out, cfg.storage_options())
-    killed = []
-
-    def killer():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            pids = _actor_pids()
-            if pids and len(store.list("_commits")) >= 3:
-                os.kill(pids[0], signal.SIGKILL)  # a real kill of a live actor process mid-job
-                killed.append(pids[0])
-                return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    summary = run_extraction(cfg)
-    t.join()
+    with kill_an_actor_after(Storage(out, cfg.storage_options()), commits=3) as killed:
+        summary = run_extraction(cfg)
     assert killed, "no actor was killed"
     assert "actor died while running unit" in caplog.text
     assert summary["ran_units"] == 40
