@@ -75,10 +75,12 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             s = run_extraction(ExtractConfig(**base, out=out, workers=workers, threads_per_worker=cores // workers))
             rates[workers] = s["tokens"] / s["run_seconds"]
+            steady = s["tokens"] / (s["run_seconds"] - s["startup_seconds"])
             results.append(record(bench="extract", workers=workers, threads_per_worker=cores // workers,
                                   tokens=s["tokens"], run_seconds=s["run_seconds"],
-                                  tokens_per_s=round(rates[workers], 1),
-                                  overhead_ratio=round(rates[workers] / fwd, 3)))
+                                  startup_seconds=s["startup_seconds"], tokens_per_s=round(rates[workers], 1),
+                                  overhead_ratio=round(rates[workers] / fwd, 3),
+                                  steady_overhead_ratio=round(steady / fwd, 3)))
             if workers == 1:
                 ds = shards.open_dataset(out)
                 per_hook = ds.manifest["num_bytes"] / ds.num_rows / len(ds.hooks)
