@@ -44,6 +44,15 @@ def train_distributed(cfg: SaeTrainConfig) -> dict:
             ray.init(log_to_driver=False)
         else:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # the output is checked (and with --overwrite cleared) once here, not by every worker at once
+    import json
+
+    from analysis.sae.train import check_output, run_fingerprint
+    from shards.storage import Storage
+
+    out = Storage(cfg.out, cfg.storage_options())
+    if check_output(cfg, out, run_fingerprint(cfg)) == "done":
+        return json.loads(out.get_bytes("training_summary.json"))
     cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     threads = cfg.threads or max(1, cores // cfg.workers)
     config = dataclasses.asdict(dataclasses.replace(cfg, threads=threads))
@@ -61,9 +70,5 @@ def train_distributed(cfg: SaeTrainConfig) -> dict:
         raise result.error
     summary = (result.metrics or {}).get("summary")
     if summary is None:  # reported by rank 0 only on some Ray versions: read what it wrote
-        import json
-
-        from shards.storage import Storage
-
-        summary = json.loads(Storage(cfg.out, cfg.storage_options()).get_bytes("training_summary.json"))
+        summary = json.loads(out.get_bytes("training_summary.json"))
     return summary

@@ -71,6 +71,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> dict:
                   "source": {"uri": ds.storage.display(), "id": ds.manifest.get("id"), "hook": hook}}
     writer = shards.create_dataset(cfg.out, hooks, columns=columns, mode="overwrite" if cfg.overwrite else "create",
                                    provenance=provenance, storage_options=so)
+    wanted_cols = {"example_id", "position", "token_id", *meta_cols}  # other hooks are never read
     n_top = cfg.top_examples
     top_vals = torch.full((sae.d_sae, n_top), -torch.inf)
     top_rows = torch.full((sae.d_sae, n_top), -1, dtype=torch.long)
@@ -78,7 +79,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> dict:
     row0 = 0
     try:
         for ui, unit in enumerate(ds.units):
-            table = ds.read_unit_table(ui)
+            table = ds.read_unit_table(ui, [hook, *(c for c in ds.columns if c in wanted_cols)])
             spec = ds.schema.hooks[hook]
             x_all = storage_to_torch(np.ascontiguousarray(decode_tensor(spec, table.column(hook))), spec.dtype).float()
             vals_p, ids_p = [], []

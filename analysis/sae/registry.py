@@ -46,7 +46,7 @@ def create_sae(arch: str, d_in: int, d_sae: int, k: int | None = None, seed: int
         sae = create_sae("topk", d_in=384, d_sae=6144, k=32)
     """
     cls = arch_class(arch)
-    if cls.k_sparse or cls.arch in ("batchtopk", "matryoshka"):
+    if cls.k_sparse:
         if not k or k <= 0:
             raise SaeConfigError(f"architecture {cls.arch!r} needs k > 0 (active latents per row)")
         if k > d_sae:

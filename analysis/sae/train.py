@@ -88,15 +88,39 @@ def plan_saes(cfg: SaeTrainConfig, ds) -> list[SaeSpec]:
             for expansion in parse_list(cfg.expansion, int):
                 for k in parse_list(cfg.k, int):
                     d_sae = d_in * expansion
-                    if k > d_sae and (cls.k_sparse or cls.arch in ("batchtopk", "matryoshka")):
+                    if k > d_sae and cls.k_sparse:
                         raise SaeConfigError(f"k={k} is larger than the SAE's width d_sae={d_sae} "
                                              f"({expansion} x {d_in}); lower --k or raise --expansion")
-                    name = f"{hook}-{cls.arch}-k{k}-x{expansion}" if cls.k_sparse or cls.arch in (
-                        "batchtopk", "matryoshka") else f"{hook}-{cls.arch}-x{expansion}"
+                    name = (f"{hook}-{cls.arch}-k{k}-x{expansion}" if cls.k_sparse
+                            else f"{hook}-{cls.arch}-x{expansion}")
                     spec = SaeSpec(name, hook, cls.arch, k, expansion, d_in, d_sae, cfg.lr or default_lr(d_sae))
                     if all(s.name != spec.name for s in specs):
                         specs.append(spec)
     return specs
+
+
+def check_output(cfg: SaeTrainConfig, out: Storage, fingerprint: str, clear: bool = True) -> str:
+    """What ``out`` holds for this run: "new", "resume" (a checkpoint of it) or "done" (finished).
+
+    Another run's output is refused naming the changed settings, or with ``--overwrite`` removed
+    (only where ``clear``: in a data-parallel run the driver clears once, before any worker starts).
+    """
+    try:
+        existing = json.loads(out.get_bytes("run.json"))
+    except FileNotFoundError:
+        return "new"
+    if existing.get("fingerprint") != fingerprint:
+        if cfg.overwrite and clear:
+            out.delete_prefix("")
+            return "new"
+        old = existing.get("config", {})
+        diffs = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in _RUN_IDENTITY
+                 if k in old and old.get(k) != getattr(cfg, k)]
+        raise SaeRunError(f"{out.display()} already holds a different run ({'; '.join(diffs) or 'other'}). "
+                          "Use the same settings to resume it, --overwrite to replace it, or another --out.")
+    if out.exists("training_summary.json"):
+        return "done"
+    return "resume" if out.exists(f"{CHECKPOINTS}/latest.json") else "new"
 
 
 def build_sae(cfg: SaeTrainConfig, spec: SaeSpec) -> SparseAutoencoder:
@@ -191,26 +215,6 @@ class Trainer:
                 sae.b_dec.copy_(value)
 
     # --- checkpoints ---------------------------------------------------------------------
-    def _check_out(self) -> bool:
-        """True when a checkpoint of this same run exists (resume); refuse another run's output."""
-        try:
-            existing = json.loads(self.out.get_bytes("run.json"))
-        except FileNotFoundError:
-            existing = None
-        if existing and existing.get("fingerprint") != self.fingerprint:
-            if self.cfg.overwrite:
-                self._clear_out()
-                return False
-            old = existing.get("config", {})
-            diffs = [f"{k}: {old.get(k)!r} -> {getattr(self.cfg, k)!r}" for k in _RUN_IDENTITY
-                     if k in old and old.get(k) != getattr(self.cfg, k)]
-            raise SaeRunError(f"{self.out.display()} already holds a different run ({'; '.join(diffs) or 'other'}). "
-                              "Use the same settings to resume it, --overwrite to replace it, or another --out.")
-        return existing is not None and self.out.exists(f"{CHECKPOINTS}/latest.json")
-
-    def _clear_out(self) -> None:
-        self.out.delete_prefix("")
-
     def save_checkpoint(self) -> None:
         from safetensors.torch import save
 
@@ -333,8 +337,11 @@ class Trainer:
     def train(self) -> dict:
         """Run (or resume) to the token budget; returns the summary (rank 0 writes the outputs)."""
         t0 = time.perf_counter()
-        resume = self._check_out()
-        if resume:
+        found = check_output(self.cfg, self.out, self.fingerprint, clear=self.world == 1)
+        if found == "done":  # rerunning a finished command changes nothing
+            log.info("%s already holds this finished run", self.out.display())
+            return json.loads(self.out.get_bytes("training_summary.json")) if self.rank == 0 else {}
+        if found == "resume":
             self.load_checkpoint()
         else:
             self._init_b_dec()
@@ -455,5 +462,9 @@ def train_sae(cfg: SaeTrainConfig) -> dict:
         from analysis.sae.distributed import train_distributed
 
         return train_distributed(cfg)
+    threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    return Trainer(cfg).train()
+    try:
+        return Trainer(cfg).train()
+    finally:
+        torch.set_num_threads(threads)  # a caller's process keeps its own setting

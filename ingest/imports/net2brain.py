@@ -8,7 +8,7 @@ import posixpath
 
 import numpy as np
 
-from ingest.imports.source import FeatureSource, ImportError_, Layer
+from ingest.imports.source import FeatureImportError, FeatureSource, Layer
 from shards.storage import Storage
 
 
@@ -17,10 +17,10 @@ def load(src: str, stimulus_id: str = "file", storage_options: dict | None = Non
     ``image_01``: the model-name prefix all files share is removed)."""
     st = Storage(src, storage_options or {})
     if not st.fs.isdir(st.root):
-        raise ImportError_(f"Net2Brain features: {src!r} is not a folder (looked at {st.display()})")
+        raise FeatureImportError(f"Net2Brain features: {src!r} is not a folder (looked at {st.display()})")
     files = sorted(p for p in st.fs.ls(st.root, detail=False) if p.endswith(".npz"))
     if not files:
-        raise ImportError_(f"Net2Brain features: no .npz files in {st.display()}")
+        raise FeatureImportError(f"Net2Brain features: no .npz files in {st.display()}")
     stems = [posixpath.splitext(posixpath.basename(p))[0] for p in files]
     ids = stems if stimulus_id == "file" else _image_stems(stems)
 
@@ -38,9 +38,9 @@ def load(src: str, stimulus_id: str = "file", storage_options: dict | None = Non
             for p in files[a:b]:
                 x = read(p)
                 if key not in x:
-                    raise ImportError_(f"{p}: layer {key!r} missing (it is in {files[0]})")
+                    raise FeatureImportError(f"{p}: layer {key!r} missing (it is in {files[0]})")
                 if x[key].size != int(np.prod(shape)):
-                    raise ImportError_(f"{p}: layer {key!r} has shape {x[key].shape}, expected {shape}")
+                    raise FeatureImportError(f"{p}: layer {key!r} has shape {x[key].shape}, expected {shape}")
                 out.append(x[key].reshape(shape))
             return np.stack(out)
 
@@ -53,6 +53,6 @@ def load(src: str, stimulus_id: str = "file", storage_options: dict | None = Non
 def _image_stems(stems: list[str]) -> list[str]:
     prefixes = {s.split("_", 1)[0] for s in stems}
     if len(prefixes) != 1 or any("_" not in s for s in stems):
-        raise ImportError_("--stimulus-id image needs files named {Model}_{image}.npz with one model prefix; "
+        raise FeatureImportError("--stimulus-id image needs files named {Model}_{image}.npz with one model prefix; "
                            f"found prefixes {sorted(prefixes)[:5]}. Use --stimulus-id file.")
     return [s.split("_", 1)[1] for s in stems]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ingest.imports.source import FeatureSource, ImportError_, Layer
+from ingest.imports.source import FeatureImportError, FeatureSource, Layer
 from shards.storage import Storage
 
 
@@ -15,11 +15,11 @@ def load(src: str, id_field: str | None = None, storage_options: dict | None = N
 
     st = Storage(src, storage_options or {})
     if not st.fs.exists(st.root):
-        raise ImportError_(f"Parquet features: {src!r} not found (looked at {st.display()})")
+        raise FeatureImportError(f"Parquet features: {src!r} not found (looked at {st.display()})")
     table = pq.read_table(st.root, filesystem=st.fs)
     key = id_field or next((c for c in ("stimulus_id", "id") if c in table.column_names), None)
     if key is None or key not in table.column_names:
-        raise ImportError_(f"Parquet features: no id column {id_field or 'stimulus_id'!r} in {src!r}; columns: "
+        raise FeatureImportError(f"Parquet features: no id column {id_field or 'stimulus_id'!r} in {src!r}; columns: "
                            f"{table.column_names}. Name it with --id-field.")
     ids = [str(v) for v in table.column(key).to_pylist()]
     layers, meta = {}, {}
@@ -45,7 +45,7 @@ def _stack(col: pa.Array, name: str) -> np.ndarray:
         if lengths is not None:
             distinct = set(lengths.to_pylist())
             if len(distinct) != 1:
-                raise ImportError_(f"column {name!r}: rows have different lengths {sorted(distinct)[:5]}")
+                raise FeatureImportError(f"column {name!r}: rows have different lengths {sorted(distinct)[:5]}")
             width = distinct.pop()
         shape.append(width)
         values = values.flatten()

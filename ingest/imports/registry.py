@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from ingest.imports.source import FeatureSource, ImportError_
+from ingest.imports.source import FeatureImportError, FeatureSource
 
 LAYOUTS = {
     "net2brain": "ingest.imports.net2brain",
@@ -19,7 +19,7 @@ def get_layout(name: str):
     if name not in LAYOUTS:
         close = difflib.get_close_matches(name, list(LAYOUTS), n=2, cutoff=0.4)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ImportError_(f"unknown layout {name!r}.{hint} Layouts: {', '.join(LAYOUTS)}")
+        raise FeatureImportError(f"unknown layout {name!r}.{hint} Layouts: {', '.join(LAYOUTS)}")
     return importlib.import_module(LAYOUTS[name]).load
 
 

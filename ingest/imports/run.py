@@ -11,7 +11,7 @@ import numpy as np
 from simple_parsing import field
 
 from ingest.imports.registry import LAYOUTS, get_layout
-from ingest.imports.source import FeatureSource, ImportError_
+from ingest.imports.source import FeatureImportError, FeatureSource
 
 log = logging.getLogger("actlake.import")
 
@@ -66,11 +66,11 @@ class ImportConfig:
 def _stored_dtype(layer, wanted: str | None) -> str:
     if wanted:
         if wanted not in _STORABLE:
-            raise ImportError_(f"--dtype {wanted!r}: use one of {_STORABLE}")
+            raise FeatureImportError(f"--dtype {wanted!r}: use one of {_STORABLE}")
         return wanted
     if layer.dtype in _STORABLE:
         return layer.dtype
-    raise ImportError_(f"layer {layer.name!r} is {layer.dtype}; actlake stores {', '.join(_STORABLE)}. "
+    raise FeatureImportError(f"layer {layer.name!r} is {layer.dtype}; actlake stores {', '.join(_STORABLE)}. "
                        "Give --dtype float32 (or float16) to convert it.")
 
 
@@ -102,15 +102,15 @@ def import_features(cfg: ImportConfig) -> dict:
                                  storage_options=so)
     source.check()
     if cfg.stimulus_id not in ("file", "image"):
-        raise ImportError_(f"--stimulus-id {cfg.stimulus_id!r}: use file or image")
+        raise FeatureImportError(f"--stimulus-id {cfg.stimulus_id!r}: use file or image")
     if cfg.hooks:
         wanted = [h.strip() for h in cfg.hooks.split(",") if h.strip()]
         missing = [h for h in wanted if h not in source.layers]
         if missing:
-            raise ImportError_(f"layers {missing} not in {cfg.src!r}; it has {sorted(source.layers)}")
+            raise FeatureImportError(f"layers {missing} not in {cfg.src!r}; it has {sorted(source.layers)}")
         source.layers = {h: source.layers[h] for h in wanted}
     if cfg.unit_size <= 0:
-        raise ImportError_(f"--unit-size must be positive, got {cfg.unit_size}")
+        raise FeatureImportError(f"--unit-size must be positive, got {cfg.unit_size}")
     hooks = {name: {"shape": list(layer.shape), "dtype": _stored_dtype(layer, cfg.dtype)}
              for name, layer in source.layers.items()}
     columns = {"stimulus_id": "string", **{k: "string" if isinstance(v[0], str) else
@@ -137,6 +137,8 @@ def import_features(cfg: ImportConfig) -> dict:
         writer.close()
     except BaseException:
         writer.abort()
+        if not writer.committed_units:  # nothing committed: leave no empty dataset that blocks the rerun
+            writer.storage.delete_prefix("")
         raise
     ds = shards.open_dataset(cfg.out, so)
     return {"out": ds.storage.display(), "layout": cfg.layout, "rows": ds.num_rows, "hooks": list(hooks),

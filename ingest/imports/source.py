@@ -10,7 +10,7 @@ import numpy as np
 from shards.errors import ActlakeError
 
 
-class ImportError_(ActlakeError, ValueError):
+class FeatureImportError(ActlakeError, ValueError):
     """The source cannot be imported as asked."""
 
 
@@ -35,9 +35,9 @@ class FeatureSource:
 
     def check(self) -> None:
         if not self.ids:
-            raise ImportError_("the source holds no stimuli")
+            raise FeatureImportError("the source holds no stimuli")
         if len(set(self.ids)) != len(self.ids):
             dup = sorted({i for i in self.ids if self.ids.count(i) > 1})[:5]
-            raise ImportError_(f"stimulus ids are not unique (e.g. {dup})")
+            raise FeatureImportError(f"stimulus ids are not unique (e.g. {dup})")
         if not self.layers:
-            raise ImportError_("the source holds no layers")
+            raise FeatureImportError("the source holds no layers")

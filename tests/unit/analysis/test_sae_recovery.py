@@ -34,6 +34,7 @@ def test_known_dictionary_is_recovered(synth, tmp_path, arch):
     summary, out = train(synth, tmp_path, arch)
     sae = load_sae(out)
     cos = mean_best_cosine(synth[1], sae.W_dec.detach().numpy())
+    print(f"{arch}: mean best cosine to the true atoms {cos:.3f}")
     assert cos >= 0.9, f"{arch}: mean best cosine {cos:.3f}"
     ev = next(iter(summary["saes"].values()))
     assert ev["l0"] == pytest.approx(4.0, abs=0.5) and ev["fvu"] < 0.3
@@ -105,6 +106,11 @@ def test_bad_input(synth, tmp_path):
     summary = train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
                                        out=str(tmp_path / "run"), threads=1, overwrite=True))
     assert summary["steps"] == 4
+    weights = (tmp_path / "run" / "sae_weights.safetensors").stat().st_mtime_ns
+    again = train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
+                                     out=str(tmp_path / "run"), threads=1))
+    assert again == summary  # a finished run is not trained again
+    assert (tmp_path / "run" / "sae_weights.safetensors").stat().st_mtime_ns == weights
 
 
 def test_several_saes_from_one_pass_and_a_job_file(synth, tmp_path):

@@ -12,7 +12,7 @@ from ingest.config import ExtractConfig
 from ingest.image_job import build_image_job
 from ingest.images import ImageDecodeError
 from ingest.imports import ImportConfig, import_features
-from ingest.imports.source import ImportError_
+from ingest.imports.source import FeatureImportError
 from ingest.models import load_model
 from ingest.preprocess import PreprocessError
 from ingest.vision import PoolError
@@ -81,17 +81,17 @@ def test_unknown_vision_hook_lists_aliases(tmp_path, resnet):
 def test_import_mismatched_id_list_length(tmp_path):
     np.save(tmp_path / "fc.npy", np.zeros((5, 4), np.float32))
     (tmp_path / "file_names.txt").write_text("\n".join(f"img{i}.jpg" for i in range(4)))
-    with pytest.raises(ImportError_, match="5 rows but the id list .* has 4 entries"):
+    with pytest.raises(FeatureImportError, match="5 rows but the id list .* has 4 entries"):
         import_features(ImportConfig(src=str(tmp_path), layout="thingsvision", out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
 
 
 def test_import_unknown_layout_and_float64(tmp_path):
-    with pytest.raises(ImportError_, match="unknown layout 'thingvision'.*Did you mean 'thingsvision'"):
+    with pytest.raises(FeatureImportError, match="unknown layout 'thingvision'.*Did you mean 'thingsvision'"):
         import_features(ImportConfig(src=str(tmp_path), layout="thingvision", out=str(tmp_path / "o")))
     np.save(tmp_path / "fc.npy", np.zeros((2, 4)))
     (tmp_path / "file_names.txt").write_text("a.jpg\nb.jpg\n")
-    with pytest.raises(ImportError_, match="float64.*--dtype float32"):
+    with pytest.raises(FeatureImportError, match="float64.*--dtype float32"):
         import_features(ImportConfig(src=str(tmp_path), layout="thingsvision", out=str(tmp_path / "o")))
 
 
@@ -100,5 +100,6 @@ def test_import_truncated_npz_names_the_file(tmp_path):
     np.savez(buf, **{"fc": np.zeros((1, 4), np.float32)})
     (tmp_path / "M_a.npz").write_bytes(buf.getvalue())
     np.savez(tmp_path / "M_b.npz", fc=np.zeros((1, 5), np.float32))
-    with pytest.raises(ImportError_, match="M_b.npz: layer 'fc' has shape"):
+    with pytest.raises(FeatureImportError, match="M_b.npz: layer 'fc' has shape"):
         import_features(ImportConfig(src=str(tmp_path), layout="net2brain", out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()  # the failed import left nothing behind to block a rerun
