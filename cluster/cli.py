@@ -225,6 +225,7 @@ COMMANDS = {
 
 
 _JOB_FILE_COMMANDS = ("extract", "sae train", "sae encode")
+_GROUP_HELP = {"sae": "Sparse autoencoders: train on a dataset's hooks, encode a dataset with a trained SAE."}
 
 
 def _load_job_file(path: str, cfg_cls, command: str = "extract"):
@@ -265,7 +266,8 @@ def build_parser(defaults: dict | None = None) -> ArgumentParser:
         if " " in name:  # "sae train": a sub-command of "sae"
             group, leaf = name.split(" ", 1)
             if group not in groups:
-                gp = sub.add_parser(group, help=f"{group} commands", add_option_string_dash_variants=DashVariant.DASH)
+                gp = sub.add_parser(group, help=_GROUP_HELP.get(group, f"{group} commands"),
+                                    add_option_string_dash_variants=DashVariant.DASH)
                 groups[group] = gp.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
             p = groups[group].add_parser(leaf, help=doc, description=cfg_cls.__doc__,
                                          add_option_string_dash_variants=DashVariant.DASH)

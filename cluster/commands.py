@@ -82,16 +82,16 @@ class DemoConfig:
 
 @dataclass
 class SubmitConfig:
-    """Submit a job file (actlake extract ... as YAML) to a running Ray cluster."""
+    """Submit a job file (the options of actlake extract, sae train or sae encode as YAML) to a Ray cluster."""
 
     job_file: str = field(positional=True, metavar="JOB.yaml")
-    """The job file: the options of `actlake extract` as YAML."""
+    """The job file: the options of the command (see --command) as YAML."""
 
     address: str | None = None
     """The cluster's job server, e.g. http://HEAD:8265 (default: RAY_ADDRESS or http://127.0.0.1:8265)."""
 
     command: str = "extract"
-    """The actlake command the job runs."""
+    """The actlake command the job runs: extract, "sae train" or "sae encode"."""
 
     wait: bool = field(default=False, action="store_true")
     """Wait for the job to finish and print its logs."""
