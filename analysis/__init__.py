@@ -1,1 +1,2 @@
-"""actlake's analysis package (see DESIGN.md); filled by its own issue."""
+"""Everything that consumes activation datasets: SAE training and encoding (``sae/``), and what every analysis
+shares (``common/``); ``registry.py`` names the analyses the CLI offers."""

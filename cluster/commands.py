@@ -6,23 +6,25 @@ Each field's docstring (the string under it) becomes its ``--help`` text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from simple_parsing import field
 
+from shards.config import nested
+from shards.storage import StorageOptions
+
+
+@dataclass(kw_only=True)  # keyword-only: the positional fields of the configs below come first
+class _WithStorage:
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options (endpoint, region, profile, ...)."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+
 
 @dataclass
-class StorageArgs:
-    """Where the data lives, beyond the URI (credentials come from the AWS environment)."""
-
-    endpoint_url: str | None = None
-    """S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL or AWS)."""
-
-    def options(self) -> dict:
-        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
-
-
-@dataclass
-class InfoConfig:
+class InfoConfig(_WithStorage):
     """Describe a dataset: hooks, rows, units, dtypes, bytes, provenance, statistics."""
 
     uri: str = field(positional=True, metavar="URI")
@@ -33,7 +35,7 @@ class InfoConfig:
 
 
 @dataclass
-class VerifyConfig:
+class VerifyConfig(_WithStorage):
     """Check every committed file against the manifest (exists, size, checksum, rows, schema)."""
 
     uri: str = field(positional=True, metavar="URI")
@@ -47,7 +49,7 @@ class VerifyConfig:
 
 
 @dataclass
-class LsConfig:
+class LsConfig(_WithStorage):
     """List the datasets under a prefix."""
 
     prefix: str = field(positional=True, metavar="PREFIX")
@@ -58,7 +60,7 @@ class LsConfig:
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(_WithStorage):
     """Write a dataset of synthetic activations, then describe, verify and read it back."""
 
     out: str = "demo-data/synthetic"
@@ -91,7 +93,7 @@ class SubmitConfig:
     """The cluster's job server, e.g. http://HEAD:8265 (default: RAY_ADDRESS or http://127.0.0.1:8265)."""
 
     command: str = "extract"
-    """The actlake command the job runs: extract, "sae train" or "sae encode"."""
+    """The actlake command the job runs: extract, import, or an analysis ("sae train", "sae encode")."""
 
     wait: bool = field(default=False, action="store_true")
     """Wait for the job to finish and print its logs."""
@@ -101,7 +103,7 @@ class SubmitConfig:
 class JobsConfig:
     """Status, logs or stop of a submitted job."""
 
-    action: str = field(positional=True, metavar="status|logs|stop")
+    action: Literal["status", "logs", "stop"] = field(positional=True)
     """What to do."""
 
     job_id: str = field(positional=True, metavar="ID")

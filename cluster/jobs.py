@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from cluster.commands import JobsConfig, SubmitConfig
+from cluster.jobfiles import ENV_PREFIX
 from shards.errors import ActlakeError
 
 JOB_ENV = "ACTLAKE_JOB_YAML"
@@ -43,7 +45,7 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
     runtime_env: dict = {"env_vars": {JOB_ENV: path.read_text()}}
     if pip:
         runtime_env["pip"] = pip
-    entrypoint = " ".join(["python -m cluster.cli", command, f"--config env:{JOB_ENV}", *(extra_args or [])])
+    entrypoint = " ".join(["python -m cluster.cli", command, f"--config {ENV_PREFIX}{JOB_ENV}", *(extra_args or [])])
     client = _client(address)
     job_id = None
     for attempt in range(30):
@@ -85,3 +87,29 @@ def stop(address: str, job_id: str) -> bool:
 
 def default_address() -> str:
     return os.environ.get("RAY_DASHBOARD_ADDRESS") or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+
+
+def cmd_submit(cfg: SubmitConfig) -> int:
+    """``actlake submit``: the job file's command on a cluster; with --wait its logs and final state."""
+    from cluster.cli import COMMANDS
+
+    if cfg.command not in COMMANDS or not COMMANDS[cfg.command].job_file:
+        raise JobError(f"--command {cfg.command!r}: a job runs one of {[n for n, c in COMMANDS.items() if c.job_file]}")
+    address = cfg.address or default_address()
+    job_id = submit(cfg.job_file, address, cfg.command)
+    print(job_id)
+    if not cfg.wait:
+        return 0
+    state = wait_for(address, job_id)
+    print(logs(address, job_id))
+    print(f"job {job_id}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_jobs(cfg: JobsConfig) -> int:
+    """``actlake jobs status|logs|stop ID``."""
+    address = cfg.address or default_address()
+    actions = {"status": lambda: status(address, cfg.job_id), "logs": lambda: logs(address, cfg.job_id),
+               "stop": lambda: "stopped" if stop(address, cfg.job_id) else "not running"}
+    print(actions[cfg.action]())
+    return 0

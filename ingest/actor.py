@@ -5,72 +5,52 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 
-import numpy as np
+from ingest.plan import ExtractionPlan, WorkUnit
+from shards.commits import CommitRecord
+from shards.unit_writer import UnitWriter
+
+
+@dataclass
+class UnitOutcome:
+    """A unit done: its commit record for the driver to fold in, what it ran, where its time went."""
+
+    record: CommitRecord
+    count: int
+    prepare_s: float
+    forward_s: float
+    write_s: float
 
 
 class ExtractionActor:
-    """One model replica. ``process`` runs a unit's forward passes under a lock and then writes the
-    unit outside it, so with ``max_concurrency=2`` the next unit's forward overlaps this unit's write."""
+    """One model replica. ``process`` prepares a unit's inputs, runs its forward passes under a lock and
+    writes the unit outside it, so with ``max_concurrency=2`` one unit's preparation and writing overlap
+    the other's forward pass."""
 
-    def __init__(self, cfg: dict, unit_writer, threads: int, input_size: list | None = None) -> None:
+    def __init__(self, plan: ExtractionPlan, unit_writer: UnitWriter, threads: int) -> None:
         import torch
 
-        from ingest.config import ExtractConfig
+        from ingest.modalities import get_modality
         from ingest.models import load_model
 
         if threads > 0:
             torch.set_num_threads(threads)
-        self.cfg = ExtractConfig(**cfg)
-        self.loaded = load_model(self.cfg.model, self.cfg.model_dtype,
-                                 "cuda" if self.cfg.num_gpus and torch.cuda.is_available() else "cpu")
+        cfg = plan.config
+        device = "cuda" if cfg.num_gpus and torch.cuda.is_available() else "cpu"
+        self.modality = get_modality(plan.modality)(plan, load_model(cfg.model, cfg.model_dtype, device))
         self.writer = unit_writer
         self.forward_lock = threading.Lock()
-        if self.cfg.modality == "image":
-            from ingest.image_job import build_image_job
-
-            self.image_job = build_image_job(self.cfg, self.loaded, tuple(input_size) if input_size else None)
-            return
-        self._init_text(unit_writer)
-
-    def _init_text(self, unit_writer) -> None:
-        from ingest.corpus import load_corpus
-        from ingest.hooks import resolve_hooks
-        from ingest.text import TextExtractor
-
-        hooks = resolve_hooks(self.loaded.model, self.cfg.hooks)
-        self.corpus = load_corpus(self.cfg.data, self.cfg.text_field, self.cfg.fields,
-                                  storage_options=self.cfg.storage_options())
-        self.meta_fields = [c for c in unit_writer.schema.columns if c not in ("context_id", "context_position")]
-        self.extractor = TextExtractor(self.loaded.model, self.loaded.tokenizer, hooks, self.cfg.context_size,
-                                       self.cfg.pack, self.cfg.pool, self.cfg.exclude_special, self.cfg.dtype,
-                                       self.cfg.batch_size)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def process(self, unit_id: int, start: int, stop: int) -> dict:
-        if self.cfg.modality == "image":
-            return self._process_images(unit_id, start, stop)
-        rows = self.corpus[start:stop]
-        texts = rows[self.cfg.text_field]
-        meta = {name: rows[name] for name in self.meta_fields}
+    def process(self, unit: WorkUnit) -> UnitOutcome:
         t0 = time.perf_counter()
-        with self.forward_lock:
-            cols, n_tokens = self.extractor.run(texts, np.arange(start, stop), meta)
-        t1 = time.perf_counter()
-        record = self.writer.write(unit_id, cols)
-        return {"record": record, "tokens": n_tokens, "forward_s": t1 - t0, "write_s": time.perf_counter() - t1}
-
-    def _process_images(self, unit_id: int, start: int, stop: int) -> dict:
-        job = self.image_job
-        t0 = time.perf_counter()
-        # decoding and preprocessing stay outside the lock: they overlap the other unit's forward pass
-        batches, kept, skipped = job.extractor.prepare(job.source, start, stop)
+        prepared = self.modality.prepare(unit)
         t1 = time.perf_counter()
         with self.forward_lock:
-            cols = job.extractor.run(batches, kept, job.source, job.meta_fields)
+            rows = self.modality.forward(prepared)
         t2 = time.perf_counter()
-        record = self.writer.write(unit_id, cols, skipped=skipped)
-        return {"record": record, "tokens": len(kept), "decode_s": t1 - t0, "forward_s": t2 - t1,
-                "write_s": time.perf_counter() - t2}
+        record = self.writer.write(unit.id, rows.columns, rows.skipped)
+        return UnitOutcome(record, rows.count, t1 - t0, t2 - t1, time.perf_counter() - t2)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from simple_parsing import field, flag
 
-POOLS = ("auto", "none", "mean", "last", "first")
-MODALITIES = ("auto", "text", "image")
+from shards.config import check_choices, check_positive, nested, split_list
+from shards.errors import ConfigError
+from shards.storage import StorageOptions
+
+#: text pools: a row per token, or one per example
+TEXT_POOLS = ("auto", "none", "mean", "last", "first")
 
 
 @dataclass
@@ -21,7 +26,7 @@ class ExtractConfig:
     """Corpus: builtin:concepts[?n=N&seed=S], a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset;
     images: a folder of images, a table of paths/bytes, a saved dataset with an Image column, or .npz/.mat."""
 
-    modality: str = "auto"
+    modality: Literal["auto", "text", "image"] = "auto"
     """text, image, or auto (image when the model takes pixel_values or --data is an image source)."""
 
     text_field: str = "text"
@@ -30,8 +35,8 @@ class ExtractConfig:
     fields: list[str] = field(default_factory=list, nargs="*")
     """Corpus fields to carry into every row as metadata columns (e.g. label id); default: all scalar fields."""
 
-    hooks: str = "embed,resid.*"
-    """Comma-separated hook points: aliases (embed, resid.N, attn.N, mlp.N, mlp_hidden.N), globs, module paths."""
+    hooks: list[str] = field(default_factory=lambda: ["embed", "resid.*"], nargs="*", metavar="HOOK[,HOOK...]")
+    """Hook points: aliases (embed, resid.N, attn.N, mlp.N, mlp_hidden.N, stage.N), globs, module paths."""
 
     context_size: int = 128
     """Tokens per context (at most the model's maximum)."""
@@ -55,10 +60,10 @@ class ExtractConfig:
     metadata: str | None = None
     """Images in a folder: a CSV/Parquet sidecar with a row per image (default: metadata.csv in the folder)."""
 
-    on_bad_image: str = "fail"
+    on_bad_image: Literal["fail", "skip"] = "fail"
     """An image that cannot be decoded: fail (the job stops, naming it) or skip (left out, listed in the manifest)."""
 
-    preprocess: str = "auto"
+    preprocess: Literal["auto", "model", "explicit"] = "auto"
     """Images: auto (the model directory's image processor if it has one, else explicit), model, or explicit."""
 
     resize: str = "auto"
@@ -67,20 +72,20 @@ class ExtractConfig:
     crop: str = "auto"
     """Explicit preprocessing: square centre crop in pixels, none, or auto (the resize size)."""
 
-    mean: list[float] = field(default_factory=list, nargs="*")
+    mean: list[float] = field(default_factory=list, nargs="*", type=str, metavar="M[,M,M]")
     """Explicit preprocessing: per-channel mean (default ImageNet's 0.485 0.456 0.406)."""
 
-    std: list[float] = field(default_factory=list, nargs="*")
+    std: list[float] = field(default_factory=list, nargs="*", type=str, metavar="S[,S,S]")
     """Explicit preprocessing: per-channel std (default ImageNet's 0.229 0.224 0.225)."""
 
-    resample: str = "bicubic"
-    """Explicit preprocessing: resampling filter for the resize (bicubic, bilinear, nearest, lanczos)."""
+    resample: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
+    """Explicit preprocessing: resampling filter for the resize."""
 
-    dtype: str = "float16"
-    """Stored activation dtype: float16, bfloat16 or float32."""
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    """Stored activation dtype."""
 
-    model_dtype: str = "float32"
-    """Dtype the model runs in: float32, float16 or bfloat16."""
+    model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Dtype the model runs in."""
 
     out: str = "demo-data/minilm"
     """Output dataset URI (local path, s3://bucket/prefix, any fsspec URI)."""
@@ -106,11 +111,11 @@ class ExtractConfig:
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""
 
-    compression: str = "none"
-    """Parquet compression of the output: none, lz4 or zstd."""
+    compression: Literal["none", "lz4", "zstd"] = "none"
+    """Parquet compression of the output."""
 
-    endpoint_url: str | None = None
-    """S3-compatible endpoint for --out and --data (default: AWS_ENDPOINT_URL or AWS)."""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options for --data and --out."""
 
     address: str | None = None
     """Ray address to join (default: start a local Ray)."""
@@ -118,5 +123,20 @@ class ExtractConfig:
     max_retries: int = 3
     """Times a unit is retried on another actor after its actor died."""
 
-    def storage_options(self) -> dict:
-        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+    def __post_init__(self) -> None:
+        self.hooks = split_list(self.hooks)
+        self.fields = split_list(self.fields)
+        self.mean, self.std = split_list(self.mean, float), split_list(self.std, float)
+        self.storage = nested(self.storage, StorageOptions)
+        check_choices(self)
+        check_positive(self, "workers", "batch_size", "unit_size", "context_size")
+        if not self.hooks:
+            raise ConfigError("--hooks: name at least one hook point, e.g. --hooks 'embed,resid.*'")
+        if self.pack and self.pool not in ("none", "auto"):
+            raise ConfigError("pooling (--pool mean|last|first) needs one example per context: use --no-pack")
+        if self.pack and self.modality == "image":
+            raise ConfigError("--pack applies to text; images give one row per image (or per patch)")
+        if self.modality == "text" and self.pool not in TEXT_POOLS:
+            raise ConfigError(f"--pool {self.pool!r}: use one of {', '.join(TEXT_POOLS)} for text")
+        if self.max_examples < 0 or self.threads_per_worker < 0 or self.max_retries < 0:
+            raise ConfigError("--max-examples, --threads-per-worker and --max-retries cannot be negative")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from shards.errors import ActlakeError
+from shards.storage import StorageOptions, as_fsspec_options
 
 
 class CorpusError(ActlakeError, ValueError):
@@ -63,7 +64,7 @@ def _parse_builtin(spec: str) -> dict:
 
 
 def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = None, split: str = "train",
-                storage_options: dict | None = None):
+                storage_options: StorageOptions | dict | None = None):
     """A ``datasets.Dataset`` for ``data``: builtin:concepts, a file/glob/URI, or a saved dataset folder.
 
     Checks that it is non-empty and has ``text_field`` (and ``fields``) before any work starts.
@@ -86,7 +87,8 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
             raise CorpusError(f"corpus file {data!r} does not exist (looked at {Path(data).resolve()})")
         if Path(data).is_file() and Path(data).stat().st_size == 0:
             raise CorpusError(f"corpus {data!r} is empty: nothing to extract")
-        kwargs = {"storage_options": storage_options} if storage_options else {}
+        so = as_fsspec_options(storage_options)
+        kwargs = {"storage_options": so} if so else {}
         try:
             ds = datasets.load_dataset(_FORMATS[suffix], data_files=data, split="train", **kwargs)
         except FileNotFoundError as exc:
@@ -102,7 +104,12 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
     return ds
 
 
-def corpus_fingerprint(ds) -> str:
-    """Content hash of the corpus as loaded (HF's fingerprint when present)."""
-    fp = getattr(ds, "_fingerprint", None)
-    return fp or hashlib.sha256(json.dumps(ds[:50], sort_keys=True, default=str).encode()).hexdigest()[:16]
+def corpus_fingerprint(ds, sample: int = 64) -> str:
+    """A hash of the corpus' content: its length, first and last ``sample`` rows.
+
+    Content only (unlike HF's fingerprint, which changes when a file is merely touched), and cheap on
+    corpora of any size; an edit in the middle of a corpus goes unseen.
+    """
+    n = len(ds)
+    head, tail = ds[:sample], ds[max(sample, n - sample):]
+    return hashlib.sha256(json.dumps([n, head, tail], sort_keys=True, default=str).encode()).hexdigest()[:16]

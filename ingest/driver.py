@@ -1,183 +1,68 @@
-"""The extraction driver: validate, split the corpus into units, skip committed ones, schedule the rest on
-Ray actors, retry units of dead actors elsewhere, fold commit records into the manifest."""
+"""The extraction driver: plan the job, split it into units, skip committed ones, schedule the rest on Ray
+actors, retry units of dead actors elsewhere, fold commit records into the manifest."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
-import sys
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from ingest.config import MODALITIES, POOLS, ExtractConfig
+from ingest.actor import ExtractionActor, UnitOutcome
+from ingest.config import ExtractConfig
+from ingest.plan import ExtractionPlan, WorkUnit
 from shards.errors import ActlakeError
+from shards.progress import Progress
+from shards.runtime import connect_ray
+from shards.unit_writer import UnitWriter
 
 log = logging.getLogger("actlake.extract")
 
 
-class ExtractConfigError(ActlakeError, ValueError):
-    """The extraction job is misconfigured."""
+@dataclass
+class ExtractionSummary:
+    """What a run did; ``to_json`` is what ``actlake extract`` prints and logs."""
+
+    out: str
+    modality: str
+    counts: str  #: what ``count`` counts: tokens or images
+    units: int
+    skipped_units: int
+    ran_units: int
+    count: int
+    rows: int
+    bytes: int
+    seconds: float
+    run_seconds: float  #: actors started, units run and committed
+    startup_seconds: float  #: of which: actors started and models loaded
+    skipped_inputs: list[str] = field(default_factory=list)  #: inputs left out (e.g. unreadable images)
+
+    def to_json(self) -> dict:
+        out = {"out": self.out, "modality": self.modality, "units": self.units, "skipped_units": self.skipped_units,
+               "ran_units": self.ran_units, self.counts: self.count, "rows": self.rows, "bytes": self.bytes,
+               "seconds": self.seconds, f"{self.counts}_per_s": round(self.count / self.seconds, 1) if self.seconds
+               else 0.0, "run_seconds": self.run_seconds, "startup_seconds": self.startup_seconds}
+        if self.skipped_inputs:
+            out["skipped_images"] = self.skipped_inputs
+        return out
 
 
-def _check_config(cfg: ExtractConfig) -> None:
-    if cfg.modality not in MODALITIES:
-        raise ExtractConfigError(f"--modality {cfg.modality!r}: use one of {MODALITIES}")
-    if cfg.modality == "text" and cfg.pool not in POOLS:
-        raise ExtractConfigError(f"--pool {cfg.pool!r}: use one of {POOLS} for text")
-    if cfg.pack and cfg.pool not in ("none", "auto"):
-        raise ExtractConfigError("pooling (--pool mean|last|first) needs one example per context: use --no-pack")
-    if cfg.dtype not in ("float16", "bfloat16", "float32"):
-        raise ExtractConfigError(f"--dtype {cfg.dtype!r}: use float16, bfloat16 or float32")
-    for name in ("workers", "batch_size", "unit_size", "context_size"):
-        if getattr(cfg, name) <= 0:
-            raise ExtractConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-
-
-def resolve_modality(cfg: ExtractConfig, loaded) -> ExtractConfig:
-    """The config with ``modality`` (text or image) and, for text, ``pool`` made explicit."""
-    from ingest.images import is_image_source
-    from ingest.models import is_vision_model
-
-    modality = cfg.modality
-    if modality == "auto":
-        vision = is_vision_model(loaded.model)
-        modality = "image" if vision or is_image_source(cfg.data, cfg.storage_options()) else "text"
-    if modality == "text":
-        if cfg.pool not in POOLS:
-            raise ExtractConfigError(f"--pool {cfg.pool!r}: use one of {POOLS} for text")
-        return dataclasses.replace(cfg, modality="text", pool="none" if cfg.pool == "auto" else cfg.pool)
-    if cfg.pack:
-        raise ExtractConfigError("--pack applies to text; images give one row per image (or per patch)")
-    return dataclasses.replace(cfg, modality="image")
-
-
-def plan(cfg: ExtractConfig):
-    """Everything checked before any work starts: model, hooks, inputs, output schema.
-
-    Returns the hook specs, metadata columns, number of examples, provenance and the
-    config with its modality resolved.
-    """
+def plan_extraction(cfg: ExtractConfig) -> ExtractionPlan:
+    """Everything checked before any work starts: destination, model, modality, hooks, inputs, output schema."""
+    from ingest.modalities import choose_modality
     from ingest.models import load_model
     from shards.storage import Storage
 
-    _check_config(cfg)
-    Storage(cfg.out, cfg.storage_options()).probe()  # an unreachable destination fails now, not after the model
+    Storage(cfg.out, cfg.storage).probe()  # an unreachable destination fails now, not after the model
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
-    cfg = resolve_modality(cfg, loaded)
-    if cfg.modality == "image":
-        from ingest.image_job import plan_image
-
-        return (*plan_image(cfg, loaded), cfg)
-    return (*_plan_text(cfg, loaded), cfg)
+    return choose_modality(cfg, loaded).plan(cfg, loaded)
 
 
-def _plan_text(cfg: ExtractConfig, loaded):
-    import torch
-
-    from ingest.capture import capture
-    from ingest.corpus import corpus_fingerprint, load_corpus
-    from ingest.hooks import resolve_hooks
-    from ingest.models import max_positions
-    from ingest.text import metadata_columns
-
-    if loaded.tokenizer is None:
-        raise ExtractConfigError(f"model {cfg.model!r} has no tokenizer next to it; text extraction needs one")
-    hooks = resolve_hooks(loaded.model, cfg.hooks)
-    limit = max_positions(loaded.model)
-    if limit is not None and cfg.context_size > limit:
-        raise ExtractConfigError(f"--context-size {cfg.context_size} exceeds the model's maximum of {limit} positions")
-    corpus = load_corpus(cfg.data, cfg.text_field, cfg.fields, storage_options=cfg.storage_options())
-    n_examples = min(len(corpus), cfg.max_examples) if cfg.max_examples else len(corpus)
-    columns = metadata_columns(corpus.features, cfg.text_field, cfg.fields)
-    if cfg.pack:
-        columns.update({"context_id": "int64", "context_position": "int32"})
-    probe = loaded.tokenizer(["shape probe"], return_tensors="pt")
-    with torch.inference_mode():
-        acts = capture(loaded.model, hooks, dict(probe))
-    hook_specs = {h.name: {"shape": list(acts[h.name].shape[2:]), "dtype": cfg.dtype, "module": h.module}
-                  for h in hooks}
-    provenance = {
-        "model": loaded.provenance(),
-        "corpus": {"source": cfg.data, "text_field": cfg.text_field, "fields": list(columns),
-                   "examples": n_examples, "fingerprint": corpus_fingerprint(corpus)},
-        "tokenizer": {"name": type(loaded.tokenizer).__name__, "vocab_size": loaded.tokenizer.vocab_size,
-                      "padding_stored": False},
-        "packing": {"pack": cfg.pack, "context_size": cfg.context_size, "pool": cfg.pool,
-                    "exclude_special": cfg.exclude_special},
-        "work_units": {"unit_size": cfg.unit_size, "units": math.ceil(n_examples / cfg.unit_size)},
-    }
-    return hook_specs, columns, n_examples, provenance
-
-
-# Fields whose change makes an existing dataset a different job (resuming would mix rows).
-_JOB_IDENTITY = ("model", "data", "modality", "text_field", "hooks", "context_size", "pack", "pool",
-                 "exclude_special", "dtype", "model_dtype", "unit_size", "max_examples", "image_field", "id_field",
-                 "preprocess", "resize", "crop", "mean", "std", "resample")
-
-
-def _check_same_job(writer, cfg: ExtractConfig) -> None:
-    old = writer.manifest.get("config") or {}
-    if not writer.committed_units or not old:
-        return
-    diffs = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in _JOB_IDENTITY
-             if k in old and old.get(k) != getattr(cfg, k)]
-    if diffs:
-        raise ExtractConfigError(
-            f"{writer.storage.display()} holds a dataset made by a different job ({'; '.join(diffs)}). "
-            "Rerun with the same settings to resume it, use --overwrite to replace it, or choose another --out."
-        )
-
-
-def _init_ray(cfg: ExtractConfig):
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local listeners on loopback only
-    if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=False)
-    elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster
-        ray.init(log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    return ray
-
-
-class _Progress:
-    """A tqdm bar (tokens/s, ETA) on a terminal, a log line every 10 s otherwise."""
-
-    def __init__(self, total_units: int, what: str = "tok") -> None:
-        from tqdm.auto import tqdm
-
-        self.what = what
-        self.tty = sys.stderr.isatty()
-        self.bar = tqdm(total=total_units, unit="unit", desc="extracting", disable=not self.tty)
-        self.t0 = self.last_log = time.perf_counter()
-        self.tokens = 0
-        self.done = 0
-        self.total = total_units
-
-    def update(self, tokens: int) -> None:
-        self.tokens += tokens
-        self.done += 1
-        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(1)
-        self.bar.set_postfix_str(f"{rate:,.1f} {self.what}/s")
-        now = time.perf_counter()
-        if not self.tty and (now - self.last_log > 10 or self.done == self.total):
-            eta = (self.total - self.done) * (now - self.t0) / max(self.done, 1)
-            log.info("units %d/%d, %s %s, %.1f %s/s, ETA %.0fs", self.done, self.total, f"{self.tokens:,}",
-                     "images" if self.what == "img" else "tokens", rate, self.what, eta)
-            self.last_log = now
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def run_extraction(cfg: ExtractConfig) -> dict:
-    """Run (or resume) an extraction job; returns the summary it also logs.
+def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
+    """Run (or resume) an extraction job.
 
     Example::
 
@@ -186,116 +71,139 @@ def run_extraction(cfg: ExtractConfig) -> dict:
     import shards
 
     t_start = time.perf_counter()
-    hook_specs, columns, n_examples, provenance, cfg = plan(cfg)
+    plan = plan_extraction(cfg)
+    # The writer refuses another job's dataset (job_identity) before anything is written.
     writer = shards.create_dataset(
-        cfg.out, hook_specs, columns=columns, mode="overwrite" if cfg.overwrite else "append",
-        compression=cfg.compression, provenance=provenance, config=dataclasses.asdict(cfg),
-        storage_options=cfg.storage_options(),
-    )
+        cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
+        compression=cfg.compression, provenance=plan.provenance, config=dataclasses.asdict(plan.config),
+        job_identity=plan.identity, storage_options=cfg.storage)
     try:
-        _check_same_job(writer, cfg)
-        units = [(u, u * cfg.unit_size, min((u + 1) * cfg.unit_size, n_examples))
-                 for u in range(math.ceil(n_examples / cfg.unit_size))]
-        todo = [u for u in units if not writer.is_committed(u[0])]
-        skipped = len(units) - len(todo)
-        log.info("%d work units: %d already committed (skipped), %d to run", len(units), skipped, len(todo))
-        t_sched = time.perf_counter()
-        tokens, startup = _schedule(cfg, writer, todo, provenance) if todo else (0, 0.0)
-        sched_secs = time.perf_counter() - t_sched
+        units = plan.units()
+        todo = [u for u in units if not writer.is_committed(u.id)]
+        log.info("%d work units: %d already committed (skipped), %d to run", len(units), len(units) - len(todo),
+                 len(todo))
+        t_run = time.perf_counter()
+        count, startup = _run_units(plan, writer, todo) if todo else (0, 0.0)
+        run_secs = time.perf_counter() - t_run
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    ds = shards.open_dataset(cfg.out, cfg.storage_options())
-    secs = time.perf_counter() - t_start
-    what = "images" if cfg.modality == "image" else "tokens"
-    summary = {"out": ds.storage.display(), "modality": cfg.modality, "units": len(units), "skipped_units": skipped,
-               "ran_units": len(todo), what: tokens, "rows": ds.num_rows, "bytes": ds.manifest["num_bytes"],
-               "seconds": round(secs, 2), f"{what}_per_s": round(tokens / secs, 1) if secs else 0.0,
-               "run_seconds": round(sched_secs, 2),  # actors started, units run and committed
-               "startup_seconds": round(startup, 2)}  # of which: actors started and models loaded
-    bad = [s for u in ds.manifest["units"] for s in u.get("skipped") or []]
-    if bad:
-        summary["skipped_images"] = [s["stimulus_id"] for s in bad]
-    log.info("done: %s", summary)
+    ds = shards.open_dataset(cfg.out, cfg.storage)
+    summary = ExtractionSummary(
+        ds.storage.display(), plan.modality, _counts(plan), len(units), len(units) - len(todo), len(todo), count,
+        ds.num_rows, ds.manifest.num_bytes, round(time.perf_counter() - t_start, 2), round(run_secs, 2),
+        round(startup, 2), [s.stimulus_id for s in ds.manifest.skipped_inputs()])
+    log.info("done: %s", summary.to_json())
     return summary
 
 
-def _schedule(cfg: ExtractConfig, writer, todo: list[tuple[int, int, int]], provenance: dict) -> tuple[int, float]:
-    """Feed units to a pool of actors (two in flight each); a dead actor's units go to a new actor."""
-    ray = _init_ray(cfg)
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
+def _counts(plan: ExtractionPlan) -> str:
+    from ingest.modalities import get_modality
 
-    from ingest.actor import ExtractionActor
+    return get_modality(plan.modality).counts
 
-    cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    threads = cfg.threads_per_worker or max(1, cores // cfg.workers)
-    actor_cls = ray.remote(ExtractionActor).options(
-        max_concurrency=2, num_cpus=min(threads, cores), num_gpus=cfg.num_gpus, max_restarts=0)
-    unit_writer = writer.unit_writer()
-    cfg_dict = dataclasses.asdict(cfg)
 
-    input_size = (provenance.get("preprocessing") or {}).get("input_size") or None
+def _run_units(plan: ExtractionPlan, writer, todo: list[WorkUnit]) -> tuple[int, float]:
+    """Run ``todo`` on actors, committing each unit as it finishes; (tokens or images run, startup seconds)."""
+    pool = ActorPool(plan, writer.unit_writer())
+    total = 0
+    with Progress(len(todo), "unit", "extracting", log, count=_counts(plan)) as progress:
+        def commit(outcome: UnitOutcome) -> None:
+            nonlocal total
+            for bad in outcome.record.unit.skipped:
+                log.warning("image %r (example %d) skipped: %s", bad.stimulus_id, bad.example_id, bad.reason)
+            writer.commit(outcome.record)
+            total += outcome.count
+            progress.update(1, amount=outcome.count)
 
-    def new_actor():
-        return actor_cls.remote(cfg_dict, unit_writer, threads, input_size)
+        try:
+            startup = pool.start()
+            pool.run(todo, commit)
+        finally:
+            pool.close()
+    return total, startup
 
-    t0 = time.perf_counter()
-    actors = [new_actor() for _ in range(cfg.workers)]
-    try:  # wait for the models to load, so that startup and steady-state throughput can be told apart
-        ray.get([a.pid.remote() for a in actors])
-    except (RayActorError, ActorDiedError, ActorUnavailableError) as exc:
-        raise RuntimeError(f"extraction actors failed to start: {exc}") from None
-    except RayTaskError as exc:
-        if isinstance(exc.cause, ActlakeError):
-            raise exc.cause from None
-        raise
-    startup = time.perf_counter() - t0
-    load = {a: 0 for a in actors}
-    pending = deque(todo)
-    inflight: dict = {}
-    attempts: dict[int, int] = {}
-    progress = _Progress(len(todo), "img" if cfg.modality == "image" else "tok")
-    tokens = 0
-    try:
+
+def _our_error(exc: BaseException) -> BaseException:
+    """An actor's own error (a bad image, a wrong size) reaches the user as itself, not as a Ray traceback."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, ActlakeError) else exc
+
+
+class ActorPool:
+    """Extraction actors, two units in flight each; a dead actor's unit goes to a fresh actor."""
+
+    def __init__(self, plan: ExtractionPlan, unit_writer: UnitWriter) -> None:
+        cfg = plan.config
+        self.ray = connect_ray(cfg.address)
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
+
+        self.died = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
+        cores = int(self.ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+        self.threads = cfg.threads_per_worker or max(1, cores // cfg.workers)
+        self.actor_cls = self.ray.remote(ExtractionActor).options(
+            max_concurrency=2, num_cpus=min(self.threads, cores), num_gpus=cfg.num_gpus, max_restarts=0)
+        self.plan_ref = self.ray.put(plan)  # one copy in the object store, shared by every actor
+        self.unit_writer, self.workers, self.max_retries = unit_writer, cfg.workers, cfg.max_retries
+        self.load: dict = {}  #: actor -> units in flight
+        self.attempts: dict[int, int] = {}
+
+    def _new_actor(self):
+        actor = self.actor_cls.remote(self.plan_ref, self.unit_writer, self.threads)
+        self.load[actor] = 0
+        return actor
+
+    def start(self) -> float:
+        """Start the actors and wait for their models to load; seconds it took."""
+        from ray.exceptions import RayTaskError
+
+        t0 = time.perf_counter()
+        actors = [self._new_actor() for _ in range(self.workers)]
+        try:
+            self.ray.get([a.pid.remote() for a in actors])
+        except self.died as exc:
+            raise RuntimeError(f"extraction actors failed to start: {exc}") from None
+        except RayTaskError as exc:
+            raise _our_error(exc) from None
+        return time.perf_counter() - t0
+
+    def run(self, todo: list[WorkUnit], on_done: Callable[[UnitOutcome], None]) -> None:
+        pending, inflight = deque(todo), {}
         while pending or inflight:
-            for a in list(load):
-                while load.get(a, 3) < 2 and pending:
+            for actor in list(self.load):
+                while self.load.get(actor, 2) < 2 and pending:
                     unit = pending.popleft()
-                    inflight[a.process.remote(*unit)] = (unit, a)
-                    load[a] += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in ready:
-                unit, actor = inflight.pop(ref)
-                if actor in load:
-                    load[actor] -= 1
-                try:
-                    result = ray.get(ref)
-                except (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError) as exc:
-                    attempts[unit[0]] = attempts.get(unit[0], 0) + 1
-                    if attempts[unit[0]] > cfg.max_retries:
-                        raise RuntimeError(f"unit {unit[0]} failed {attempts[unit[0]]} times; last: {exc}") from None
-                    log.warning("actor died while running unit %d (%s); retrying it on another actor",
-                                unit[0], type(exc).__name__)
-                    pending.appendleft(unit)
-                    if actor in load:
-                        del load[actor]
-                        replacement = new_actor()
-                        load[replacement] = 0
-                    continue
-                except RayTaskError as exc:
-                    # our own errors (a bad image, a wrong size) reach the user as themselves, not a traceback
-                    if isinstance(exc.cause, ActlakeError):
-                        raise exc.cause from None
-                    raise
-                for bad in result["record"].get("skipped") or []:
-                    log.warning("image %r (example %d) skipped: %s", bad["stimulus_id"], bad["example_id"],
-                                bad["reason"])
-                writer.commit(result["record"])
-                tokens += result["tokens"]
-                progress.update(result["tokens"])
-    finally:
-        progress.close()
-        for a in list(load):
-            ray.kill(a)  # live actors keep their resources: free them for the next job
-    return tokens, startup
+                    inflight[actor.process.remote(unit)] = (unit, actor)
+                    self.load[actor] += 1
+            ready, _ = self.ray.wait(list(inflight), num_returns=1)
+            unit, actor = inflight.pop(ready[0])
+            outcome = self._result(ready[0], unit, actor, pending)
+            if outcome is not None:
+                on_done(outcome)
+
+    def _result(self, ref, unit: WorkUnit, actor, pending: deque) -> UnitOutcome | None:
+        """The unit's outcome; None when its actor died (the unit is queued again for a fresh actor)."""
+        from ray.exceptions import RayTaskError
+
+        if actor in self.load:
+            self.load[actor] -= 1
+        try:
+            return self.ray.get(ref)
+        except self.died as exc:
+            self.attempts[unit.id] = self.attempts.get(unit.id, 0) + 1
+            if self.attempts[unit.id] > self.max_retries:
+                raise RuntimeError(f"unit {unit.id} failed {self.attempts[unit.id]} times; last: {exc}") from None
+            log.warning("actor died while running unit %d (%s); retrying it on another actor", unit.id,
+                        type(exc).__name__)
+            pending.appendleft(unit)
+            if self.load.pop(actor, None) is not None:
+                self._new_actor()
+            return None
+        except RayTaskError as exc:
+            raise _our_error(exc) from None
+
+    def close(self) -> None:
+        for actor in list(self.load):
+            self.ray.kill(actor)  # live actors keep their resources: free them for the next job
+        self.load.clear()

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from shards.errors import UnknownHookError
+from shards.schema import natural_key
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def resolve_hooks(model, specs: list[str] | str) -> list[HookPoint]:
                 hits = [m for m in modules if m.count(".") == depth and fnmatch.fnmatchcase(m, spec)]
             if not hits:
                 raise UnknownHookError(f"hook pattern {spec!r} matches nothing. {_valid_hint(spec, aliases, modules)}")
-            hits = sorted(hits, key=_natural_key)
+            hits = sorted(hits, key=natural_key)
         else:
             hits = [spec]
         for name in hits:
@@ -137,10 +138,6 @@ def resolve_hooks(model, specs: list[str] | str) -> list[HookPoint]:
                 hp = HookPoint(name, name, block=_block_of(name, family))
             out[hp.name] = hp
     return list(out.values())
-
-
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
 def _block_of(module: str, family: str | None) -> int | None:

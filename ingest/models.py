@@ -8,11 +8,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from shards.dtypes import FLOAT_DTYPES
 from shards.errors import ActlakeError
+from shards.manifest import ModelInfo
 
 log = logging.getLogger("actlake.ingest")
-
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 class ModelLoadError(ActlakeError, FileNotFoundError):
@@ -34,16 +34,12 @@ class LoadedModel:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def provenance(self) -> dict:
+    def info(self) -> ModelInfo:
+        """What the manifest records about the model."""
         cfg = getattr(self.model, "config", None)
-        return {
-            "name": self.name, "path": self.path, "dtype": self.dtype, "device": self.device,
-            "parameters": self.num_parameters,
-            "architecture": (cfg.architectures or [type(self.model).__name__])[0] if cfg is not None
-            and getattr(cfg, "architectures", None) else type(self.model).__name__,
-            "revision": getattr(cfg, "_commit_hash", None) if cfg is not None else None,
-            "max_positions": max_positions(self.model),
-        }
+        architectures = getattr(cfg, "architectures", None) or [type(self.model).__name__]
+        return ModelInfo(self.name, self.path, self.dtype, self.device, self.num_parameters, architectures[0],
+                         getattr(cfg, "_commit_hash", None), max_positions(self.model))
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -78,8 +74,8 @@ def resolve_model_path(spec: str) -> Path:
 def _torch_dtype(name: str):
     import torch
 
-    if name not in DTYPES:
-        raise ValueError(f"unknown model dtype {name!r}; use one of {DTYPES}")
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"unknown model dtype {name!r}; use one of {FLOAT_DTYPES}")
     return getattr(torch, name)
 
 

@@ -1,4 +1,5 @@
-"""Turning a unit of text examples into dataset rows: tokenise, pack or truncate, forward, select, pool."""
+"""Turning a unit of text examples into dataset rows: tokenise, pack or truncate (``prepare``, no model), then
+forward, select and pool (``forward``)."""
 
 from __future__ import annotations
 
@@ -8,26 +9,23 @@ import numpy as np
 import torch
 
 from ingest.capture import capture
+from ingest.columns import RESERVED
 from ingest.hooks import HookPoint
-
-_STORED = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-_VALUE_TYPES = {"string": "string", "large_string": "string", "int64": "int64", "int32": "int32",
-                "int16": "int16", "int8": "int8", "float64": "float64", "float32": "float32", "bool": "bool"}
+from shards.dtypes import get_dtype
+from shards.schema import column_type_of_arrow
 
 
 def metadata_columns(features, text_field: str, fields: list[str]) -> dict[str, str]:
     """Metadata columns to carry, with their types: the given fields, or every scalar field but the text."""
     out = {}
-    names = fields or [n for n in features if n != text_field]
-    for name in names:
-        dtype = getattr(features[name], "dtype", None)
-        if dtype in _VALUE_TYPES:
-            out[name] = _VALUE_TYPES[dtype]
+    for name in fields or [n for n in features if n != text_field]:
+        pa_type = getattr(features[name], "pa_type", None)
+        typ = column_type_of_arrow(pa_type) if pa_type is not None else None
+        if typ is not None:
+            out[name] = typ
         elif fields:
             raise ValueError(f"corpus field {name!r} has type {features[name]}; only scalar fields can be carried")
-    for reserved in ("example_id", "position", "token_id", "context_id", "context_position"):
-        out.pop(reserved, None)
-    return out
+    return {n: t for n, t in out.items() if n not in RESERVED}
 
 
 @dataclass
@@ -39,6 +37,27 @@ class Context:
     position: list[int]  #: index of the token in its example's tokenised sequence; -1 for inserted tokens
     special: list[bool]
 
+    def push(self, token: int, example: int, position: int, special: bool) -> None:
+        self.input_ids.append(token)
+        self.example_id.append(example)
+        self.position.append(position)
+        self.special.append(special)
+
+
+@dataclass
+class TextBatch:
+    """One forward pass: padded inputs, which tokens are stored, and each token's example and position."""
+
+    inputs: dict[str, torch.Tensor]
+    keep: torch.Tensor  #: (B, T) bool: real tokens (special ones left out with exclude_special)
+    example_id: torch.Tensor
+    position: torch.Tensor
+    first_context: int  #: context id of the batch's first row (packed text)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.inputs["attention_mask"].sum())
+
 
 class TextExtractor:
     """Extraction of one unit of text examples with a loaded model (runs inside an actor)."""
@@ -47,19 +66,24 @@ class TextExtractor:
                  exclude_special: bool, dtype: str, batch_size: int) -> None:
         self.model, self.tok, self.hooks = model, tokenizer, hooks
         self.context_size, self.pack, self.pool = context_size, pack, pool
-        self.exclude_special, self.dtype, self.batch_size = exclude_special, dtype, batch_size
+        self.exclude_special, self.batch_size = exclude_special, batch_size
+        self.stored = get_dtype(dtype).torch
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    # --- tokenisation -----------------------------------------------------------
+    # --- tokenisation (no model) -------------------------------------------------------
     def contexts(self, texts: list[str], example_ids: np.ndarray) -> list[Context]:
         if not self.pack:
             enc = self.tok(texts, truncation=True, max_length=self.context_size, return_special_tokens_mask=True)
             return [Context(ids, [int(e)] * len(ids), list(range(len(ids))), [bool(s) for s in sm])
                     for ids, sm, e in zip(enc["input_ids"], enc["special_tokens_mask"], example_ids, strict=True)]
+        return self._packed(texts, example_ids)
+
+    def _packed(self, texts: list[str], example_ids: np.ndarray) -> list[Context]:
+        """Examples back to back in full contexts, each context opened by BOS (or CLS), examples closed by
+        EOS (or SEP)."""
         bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.cls_token_id
         sep = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.sep_token_id
-        enc = self.tok(texts, add_special_tokens=False)["input_ids"]
         out: list[Context] = []
         cur = Context([], [], [], [])
 
@@ -69,83 +93,74 @@ class TextExtractor:
                 out.append(cur)
                 cur = Context([], [], [], [])
             if not cur.input_ids and bos is not None and not (special and tid == bos):
-                cur.input_ids.append(bos)
-                cur.example_id.append(ex)
-                cur.position.append(-1)
-                cur.special.append(True)
-            cur.input_ids.append(tid)
-            cur.example_id.append(ex)
-            cur.position.append(pos)
-            cur.special.append(special)
+                cur.push(bos, ex, -1, True)
+            cur.push(tid, ex, pos, special)
 
-        for ids, e in zip(enc, example_ids, strict=True):
+        for ids, e in zip(self.tok(texts, add_special_tokens=False)["input_ids"], example_ids, strict=True):
             for j, tid in enumerate(ids):
                 push(tid, int(e), j, False)
             if sep is not None:
                 push(sep, int(e), -1, True)
-        if cur.input_ids:
-            out.append(cur)
-        return out
+        return out + ([cur] if cur.input_ids else [])
 
-    # --- forward and rows ---------------------------------------------------------
-    def _batch_inputs(self, batch: list[Context]) -> tuple[dict, torch.Tensor]:
-        t = max(len(c.input_ids) for c in batch)
-        ids = torch.full((len(batch), t), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), t), dtype=torch.long)
+    def _batch(self, batch: list[Context], first_context: int) -> TextBatch:
+        shape = (len(batch), max(len(c.input_ids) for c in batch))
+        ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        mask, special = torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
+        ex, pos = torch.full(shape, -1, dtype=torch.long), torch.full(shape, -1, dtype=torch.int32)
         for i, c in enumerate(batch):
-            ids[i, :len(c.input_ids)] = torch.tensor(c.input_ids)
-            mask[i, :len(c.input_ids)] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}, mask.bool()
+            n = len(c.input_ids)
+            ids[i, :n], mask[i, :n], special[i, :n] = torch.tensor(c.input_ids), True, torch.tensor(c.special)
+            ex[i, :n], pos[i, :n] = torch.tensor(c.example_id), torch.tensor(c.position, dtype=torch.int32)
+        keep = mask & ~special if self.exclude_special else mask
+        return TextBatch({"input_ids": ids, "attention_mask": mask.long()}, keep, ex, pos, first_context)
+
+    def prepare(self, texts: list[str], example_ids: np.ndarray) -> list[TextBatch]:
+        """Tokenised, packed or truncated, padded batches: all the work before the model."""
+        ctxs = self.contexts(texts, example_ids)
+        return [self._batch(ctxs[b:b + self.batch_size], b) for b in range(0, len(ctxs), self.batch_size)]
+
+    # --- forward and rows ----------------------------------------------------------------
+    def forward(self, batches: list[TextBatch], example_ids: np.ndarray, meta: dict[str, list]) -> tuple[dict, int]:
+        """Columns of the unit's rows (hook tensors in the stored dtype) and the number of tokens run."""
+        parts: dict[str, list] = {h.name: [] for h in self.hooks}
+        extra: dict[str, list] = {}
+        for batch in batches:
+            acts = capture(self.model, self.hooks, {k: v.to(self.device) for k, v in batch.inputs.items()})
+            rows = self._rows(acts, batch.keep) if self.pool == "none" else self._pool(acts, batch.keep)
+            for name, r in rows.items():
+                parts[name].append(r.to("cpu", self.stored))
+            for name, col in self._row_columns(batch).items():
+                extra.setdefault(name, []).append(col)
+        cols: dict = {name: torch.cat(p) for name, p in parts.items()}
+        cols.update({name: torch.cat(p).numpy() for name, p in extra.items()})
+        index_of = {int(e): i for i, e in enumerate(example_ids)}
+        rows_of = np.fromiter((index_of[int(e)] for e in cols["example_id"]), dtype=np.int64,
+                              count=len(cols["example_id"]))
+        for name, values in meta.items():
+            cols[name] = np.asarray(values, dtype=object if isinstance(values[0], str) else None)[rows_of]
+        return cols, sum(b.tokens for b in batches)
 
     def run(self, texts: list[str], example_ids: np.ndarray, meta: dict[str, list]) -> tuple[dict, int]:
-        """Columns of the unit's rows (hook tensors in the stored dtype) and the number of tokens run."""
-        ctxs = self.contexts(texts, example_ids)
-        index_of = {int(e): i for i, e in enumerate(example_ids)}
-        parts: dict[str, list] = {h.name: [] for h in self.hooks}
-        ids_p, pos_p, tok_p, ctx_p, cpos_p = [], [], [], [], []
-        n_tokens = 0
-        for b0 in range(0, len(ctxs), self.batch_size):
-            batch = ctxs[b0:b0 + self.batch_size]
-            inputs, mask = self._batch_inputs(batch)
-            n_tokens += int(mask.sum())
-            acts = capture(self.model, self.hooks, inputs)
-            special = torch.zeros_like(mask)
-            for i, c in enumerate(batch):
-                special[i, :len(c.special)] = torch.tensor(c.special)
-            keep = mask & ~special if self.exclude_special else mask
-            ex = torch.full(mask.shape, -1, dtype=torch.long)
-            pos = torch.full(mask.shape, -1, dtype=torch.int32)
-            for i, c in enumerate(batch):
-                ex[i, :len(c.example_id)] = torch.tensor(c.example_id)
-                pos[i, :len(c.position)] = torch.tensor(c.position, dtype=torch.int32)
-            if self.pool == "none":
-                for name, a in acts.items():
-                    parts[name].append(a[keep.to(a.device)].to("cpu", _STORED[self.dtype]))
-                ids_p.append(ex[keep])
-                pos_p.append(pos[keep])
-                tok_p.append(inputs["input_ids"].cpu()[keep].to(torch.int32))
-                if self.pack:
-                    ctx_p.append(torch.arange(b0, b0 + len(batch)).unsqueeze(1).expand_as(mask)[keep])
-                    cpos_p.append(torch.arange(mask.shape[1], dtype=torch.int32).expand_as(mask)[keep])
-            else:
-                rows = self._pool(acts, keep)
-                for name, r in rows.items():
-                    parts[name].append(r.to("cpu", _STORED[self.dtype]))
-                ids_p.append(torch.tensor([c.example_id[0] for c in batch]))
-        cols: dict = {name: torch.cat(p) for name, p in parts.items()}
-        example_id = torch.cat(ids_p).numpy()
-        cols["example_id"] = example_id
-        if self.pool == "none":
-            cols["position"] = torch.cat(pos_p).numpy()
-            cols["token_id"] = torch.cat(tok_p).numpy()
-            if self.pack:
-                cols["context_id"] = torch.cat(ctx_p).numpy()
-                cols["context_position"] = torch.cat(cpos_p).numpy()
-        rows_of = np.fromiter((index_of[int(e)] for e in example_id), dtype=np.int64, count=len(example_id))
-        for name, values in meta.items():
-            arr = np.asarray(values, dtype=object if isinstance(values[0], str) else None)
-            cols[name] = arr[rows_of]
-        return cols, n_tokens
+        """``prepare`` then ``forward``: one unit's columns and its token count."""
+        return self.forward(self.prepare(texts, example_ids), example_ids, meta)
+
+    def _row_columns(self, batch: TextBatch) -> dict[str, torch.Tensor]:
+        """example_id (and for token rows position, token_id, packed contexts) of the rows a batch gives."""
+        keep = batch.keep
+        if self.pool != "none":
+            return {"example_id": batch.example_id[:, 0]}
+        out = {"example_id": batch.example_id[keep], "position": batch.position[keep],
+               "token_id": batch.inputs["input_ids"][keep].to(torch.int32)}
+        if self.pack:
+            rows = torch.arange(batch.first_context, batch.first_context + keep.shape[0])
+            out["context_id"] = rows.unsqueeze(1).expand_as(keep)[keep]
+            out["context_position"] = torch.arange(keep.shape[1], dtype=torch.int32).expand_as(keep)[keep]
+        return out
+
+    @staticmethod
+    def _rows(acts: dict, keep: torch.Tensor) -> dict:
+        return {name: a[keep.to(a.device)] for name, a in acts.items()}
 
     def _pool(self, acts: dict, keep: torch.Tensor) -> dict:
         out = {}

@@ -18,12 +18,13 @@ import torch
 
 from ingest.capture import capture
 from ingest.hooks import HookPoint
-from ingest.images import ImageDecodeError, ImageSource
+from ingest.image_sources import ImageDecodeError, ImageSource
 from ingest.preprocess import Preprocessor
+from shards.dtypes import get_dtype
 from shards.errors import ActlakeError
+from shards.manifest import SkippedInput
 
 IMAGE_POOLS = ("auto", "cls", "mean", "spatial_mean", "flatten", "none")
-_STORED = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 class PoolError(ActlakeError, ValueError):
@@ -93,17 +94,18 @@ class VisionExtractor:
     """Extraction of one unit of images with a loaded model (runs inside an actor)."""
 
     def __init__(self, model, hooks: list[HookPoint], preprocessor: Preprocessor, pools: dict[str, str],
-                 dtype: str, batch_size: int, on_bad_image: str = "fail") -> None:
+                 stored_shapes: dict[str, list[int]], dtype: str, batch_size: int, on_bad_image: str = "fail") -> None:
         self.model, self.hooks, self.pre, self.pools = model, hooks, preprocessor, pools
-        self.dtype, self.batch_size, self.on_bad_image = dtype, batch_size, on_bad_image
+        self.stored_shapes = stored_shapes  #: per hook, the stored row shape
+        self.stored, self.batch_size, self.on_bad_image = get_dtype(dtype).torch, batch_size, on_bad_image
         params = next(model.parameters(), None)
         self.device = params.device if params is not None else torch.device("cpu")
         self.model_dtype = params.dtype if params is not None else torch.float32
         self.patch_size = patch_size_of(model)
         self.per_patch = set(pools.values()) == {"none"}
-        self.stored_shapes: dict[str, list[int]] = {}  #: per hook, the stored row shape (set by the job)
 
-    def prepare(self, source: ImageSource, start: int, stop: int) -> tuple[list[torch.Tensor], list[int], list]:
+    def prepare(self, source: ImageSource, start: int, stop: int) -> tuple[list[torch.Tensor], list[int],
+                                                                          list[SkippedInput]]:
         """Decode and preprocess images [start, stop): pixel batches, the indices kept, the ones skipped."""
         batches, kept, skipped = [], [], []
         images, ids = [], []
@@ -113,7 +115,7 @@ class VisionExtractor:
             except ImageDecodeError as exc:
                 if self.on_bad_image != "skip":
                     raise
-                skipped.append({"stimulus_id": exc.stimulus_id, "example_id": i, "reason": exc.reason})
+                skipped.append(SkippedInput(exc.stimulus_id, i, exc.reason))
                 continue
             ids.append(source.ids[i])
             kept.append(i)
@@ -124,7 +126,7 @@ class VisionExtractor:
             batches.append(self.pre(images, ids))
         return batches, kept, skipped
 
-    def run(self, batches: list[torch.Tensor], kept: list[int], source: ImageSource,
+    def forward(self, batches: list[torch.Tensor], kept: list[int], source: ImageSource,
             meta_fields: list[str]) -> dict:
         """Columns of the unit's rows from preprocessed pixel batches (forward passes happen here)."""
         parts: dict[str, list] = {h.name: [] for h in self.hooks}
@@ -134,14 +136,13 @@ class VisionExtractor:
             acts = capture(self.model, self.hooks, {"pixel_values": px})
             hw = (px.shape[2], px.shape[3])
             for name, a in acts.items():
-                parts[name].append(self._pool(name, a, hw).to("cpu", _STORED[self.dtype]))
+                parts[name].append(self._pool(name, a, hw).to("cpu", self.stored))
             if self.per_patch:
                 p, r, c = self._grid(next(iter(acts.values())), hw)
                 pos_p.append(np.tile(p, len(px)))
                 row_p.append(np.tile(r, len(px)))
                 col_p.append(np.tile(c, len(px)))
-        stored = _STORED[self.dtype]
-        cols: dict = {name: torch.cat(p) if p else torch.empty((0, *self.stored_shapes[name]), dtype=stored)
+        cols: dict = {name: torch.cat(p) if p else torch.empty((0, *self.stored_shapes[name]), dtype=self.stored)
                       for name, p in parts.items()}
         kept_arr = np.asarray(kept, dtype=np.int64)
         reps = 1

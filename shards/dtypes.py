@@ -1,84 +1,109 @@
-"""Tensor dtypes the format stores, and their numpy/torch/arrow views.
+"""The one table of tensor dtypes the format stores, with their numpy, torch and Arrow views.
 
-bfloat16 has no numpy or Arrow type: it is stored and moved around as its raw
-16-bit pattern (``uint16``) and reinterpreted by torch on the way out.
+bfloat16 has no numpy or Arrow type: it is stored and moved around as its raw 16-bit pattern
+(``uint16``) and reinterpreted by torch on the way out. Torch is looked up only when a caller
+asks for a torch view, so ``import shards`` does not load it.
 """
 
 from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from shards.errors import UnsupportedDtypeError
 
-#: dtype name -> (numpy storage dtype, item size in bytes)
-STORAGE_DTYPES: dict[str, np.dtype] = {
-    "float16": np.dtype("<f2"),
-    "bfloat16": np.dtype("<u2"),
-    "float32": np.dtype("<f4"),
-    "int32": np.dtype("<i4"),  # index tensors (e.g. an SAE's top latent ids); statistics are computed as floats
-}
 
-#: arrow value type used by the list ("FixedSizeList") encoding
-LIST_VALUE_TYPES: dict[str, pa.DataType] = {
-    "float16": pa.float16(),
-    "bfloat16": pa.float32(),  # Arrow has no bfloat16; float32 holds every bfloat16 exactly
-    "float32": pa.float32(),
-    "int32": pa.int32(),
-}
+@dataclass(frozen=True)
+class TensorDType:
+    """One storable dtype: its name in manifests, its stored bytes, its list-encoding values."""
+
+    name: str
+    storage: np.dtype  #: numpy dtype of the stored little-endian values
+    list_value: pa.DataType  #: Arrow value type of the ``list`` encoding (bfloat16: exact float32)
+    is_float: bool  #: activations; the rest are index tensors (statistics are still computed as floats)
+
+    @property
+    def itemsize(self) -> int:
+        return self.storage.itemsize
+
+    @property
+    def torch(self):
+        """The torch dtype (imports torch)."""
+        import torch
+
+        return getattr(torch, self.name)
+
+
+DTYPES: dict[str, TensorDType] = {d.name: d for d in (
+    TensorDType("float16", np.dtype("<f2"), pa.float16(), True),
+    TensorDType("bfloat16", np.dtype("<u2"), pa.float32(), True),
+    TensorDType("float32", np.dtype("<f4"), pa.float32(), True),
+    TensorDType("int32", np.dtype("<i4"), pa.int32(), False),  # e.g. an SAE's top latent ids
+)}
+#: the dtypes activations are stored in and models run in
+FLOAT_DTYPES: tuple[str, ...] = tuple(n for n, d in DTYPES.items() if d.is_float)
+
+
+def get_dtype(name: str) -> TensorDType:
+    """The table entry of ``name``; a clear error for dtypes the format cannot store."""
+    try:
+        return DTYPES[name]
+    except (KeyError, TypeError):
+        raise UnsupportedDtypeError(
+            f"unsupported tensor dtype {name!r}; the format stores {sorted(DTYPES)}. "
+            "Cast the activations to one of these before writing."
+        ) from None
 
 
 def check_dtype(name: str) -> str:
-    """Return ``name`` if the format stores it, else raise a clear error."""
-    if name not in STORAGE_DTYPES:
-        raise UnsupportedDtypeError(
-            f"unsupported tensor dtype {name!r}; the format stores {sorted(STORAGE_DTYPES)}. "
-            "Cast the activations to one of these before writing."
-        )
-    return name
+    """``name`` if the format stores it, else a clear error."""
+    return get_dtype(name).name
 
 
-def itemsize(name: str) -> int:
-    return STORAGE_DTYPES[check_dtype(name)].itemsize
+def _torch_module():
+    """torch if something already imported it: a numpy caller never pays for the import."""
+    return sys.modules.get("torch")
+
+
+def is_tensor(value) -> bool:
+    torch = _torch_module()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def as_numpy(values) -> np.ndarray:
+    """A numpy view of a numpy array, torch tensor (moved to the CPU) or list."""
+    if is_tensor(values):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 def dtype_name_of(array) -> str:
     """The format's dtype name for a numpy array or torch tensor."""
-    try:
-        import torch
-
-        if isinstance(array, torch.Tensor):
-            name = str(array.dtype).removeprefix("torch.")
-            return check_dtype(name)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if is_tensor(array):
+        return check_dtype(str(array.dtype).removeprefix("torch."))
     return check_dtype(np.asarray(array).dtype.name)
 
 
 def to_storage_numpy(array, dtype: str) -> np.ndarray:
-    """Turn a numpy array or torch tensor of ``dtype`` into a C-contiguous storage array.
+    """A numpy array or torch tensor of ``dtype`` as a C-contiguous array of its stored values.
 
-    No conversion between dtypes happens here: writing float32 into a float16
-    hook is refused, so that bytes in equal bytes out.
+    No conversion between dtypes happens here: writing float32 into a float16 hook is
+    refused, so that bytes in equal bytes out.
     """
     got = dtype_name_of(array)
     if got != dtype:
         raise UnsupportedDtypeError(
-            f"tensor has dtype {got} but the hook is declared {dtype}; cast it first "
-            f"(e.g. tensor.to(torch.{dtype}))"
+            f"tensor has dtype {got} but the hook is declared {dtype}; cast it first (e.g. tensor.to(torch.{dtype}))"
         )
-    try:
-        import torch
-
-        if isinstance(array, torch.Tensor):
-            t = array.detach().cpu().contiguous()
-            if dtype == "bfloat16":
-                t = t.view(torch.int16)
-                return t.numpy().view(np.uint16)
-            return t.numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    return np.ascontiguousarray(array, dtype=STORAGE_DTYPES[dtype])
+    if is_tensor(array):
+        t = array.detach().cpu().contiguous()
+        if dtype == "bfloat16":
+            return t.view(_torch_module().int16).numpy().view(np.uint16)
+        return t.numpy()
+    return np.ascontiguousarray(array, dtype=DTYPES[dtype].storage)
 
 
 def storage_to_torch(array: np.ndarray, dtype: str):
@@ -86,13 +111,28 @@ def storage_to_torch(array: np.ndarray, dtype: str):
     import torch
 
     t = torch.from_numpy(array)
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+def storage_to_numpy(array: np.ndarray, dtype: str) -> np.ndarray:
+    """A storage array as numpy values: the stored dtype, except bfloat16 (which numpy lacks), widened
+    exactly to float32 by a shift."""
     if dtype == "bfloat16":
-        return t.view(torch.bfloat16)
-    return t
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array
 
 
 def storage_to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
-    """Exact float32 values of a storage array (bfloat16 widened by a shift)."""
-    if dtype == "bfloat16":
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    return array.astype(np.float32)
+    """Exact float32 values of a storage array."""
+    return storage_to_numpy(array, dtype).astype(np.float32, copy=False)
+
+
+def resolve_torch_dtype(dtype, stored: str):
+    """The torch dtype a reader should return: ``dtype`` (a name or a torch dtype), or the stored one for None."""
+    if dtype is None:
+        return get_dtype(stored).torch
+    if isinstance(dtype, str):
+        import torch
+
+        return getattr(torch, dtype)
+    return dtype

@@ -36,3 +36,11 @@ class DatasetLockedError(ActlakeError, RuntimeError):
 
 class StorageError(ActlakeError, OSError):
     """A storage operation failed permanently (after retries for transient errors)."""
+
+
+class JobMismatchError(ActlakeError, ValueError):
+    """A job other than the one that made the dataset tried to append to it (its rows would mix with the first)."""
+
+
+class ConfigError(ActlakeError, ValueError):
+    """A command's configuration is invalid; raised before any work starts."""

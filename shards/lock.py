@@ -19,7 +19,8 @@ import time
 import uuid
 
 from shards.errors import DatasetLockedError
-from shards.manifest import LOCK, now_iso
+from shards.layout import LOCK
+from shards.manifest import now_iso
 from shards.storage import Storage
 
 log = logging.getLogger("actlake.lock")

@@ -1,52 +1,32 @@
-"""The manifest (``manifest.json``): the single commit point of a dataset."""
+"""The manifest (``manifest.json``), the single commit point of a dataset: its typed form, read and written here.
+
+Everything else in actlake reaches the manifest through these dataclasses; the JSON layout they write is
+format v1 (docs/format.md), and every field added since is optional, so v1 readers keep working.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from shards.errors import DatasetNotFoundError
-from shards.storage import Storage
+from shards.layout import COMMITS_DIR, MANIFEST
+from shards.schema import DatasetSchema, HookSpec
+from shards.stats import StatsSummary
+from shards.storage import Storage, redact
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-DATA_DIR = "data"
-COMMITS_DIR = "_commits"
-STATS_DIR = "stats"
-LOCK = "_lock.json"
-
-
-def unit_name(unit_id: int) -> str:
-    """``unit-000017``: the stem shared by a unit's data file and commit record."""
-    if int(unit_id) < 0:
-        raise ValueError(f"unit ids are non-negative integers, got {unit_id}")
-    return f"unit-{int(unit_id):06d}"
-
-
-def unit_data_path(unit_id: int) -> str:
-    return f"{DATA_DIR}/{unit_name(unit_id)}.parquet"
-
-
-def unit_commit_path(unit_id: int) -> str:
-    return f"{COMMITS_DIR}/{unit_name(unit_id)}.json"
-
-
-def parse_unit_name(filename: str) -> int | None:
-    """Unit id of ``unit-000017.parquet`` / ``unit-000017.json``; None for anything else."""
-    stem, _, ext = filename.partition(".")
-    if not stem.startswith("unit-") or ext not in ("parquet", "json"):
-        return None
-    digits = stem[5:]
-    return int(digits) if digits.isdigit() else None
+CHECKSUM_ALGORITHM = "xxh3_128"
 
 
 def code_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("actlake")
-    except Exception:  # noqa: BLE001 - running from a source tree
+    except PackageNotFoundError:  # running from a source tree
         return "0+unknown"
 
 
@@ -54,32 +34,231 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()
+@dataclass(frozen=True)
+class SkippedInput:
+    """An input left out of a unit on purpose (e.g. an unreadable image with ``--on-bad-image skip``)."""
+
+    stimulus_id: str
+    example_id: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SkippedInput:
+        return cls(str(d["stimulus_id"]), int(d["example_id"]), str(d["reason"]))
 
 
-def read_manifest(storage: Storage) -> dict:
+@dataclass(frozen=True)
+class UnitEntry:
+    """One committed unit as the manifest lists it."""
+
+    id: int
+    path: str
+    rows: int
+    bytes: int
+    checksum: str
+    row_groups: tuple[int, ...]
+    example_range: tuple[int, int] | None
+    committed: str
+    skipped: tuple[SkippedInput, ...] = ()
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "path": self.path, "rows": self.rows, "bytes": self.bytes, "checksum": self.checksum,
+             "row_groups": list(self.row_groups),
+             "example_range": list(self.example_range) if self.example_range is not None else None,
+             "committed": self.committed}
+        if self.skipped:
+            d["skipped"] = [s.to_json() for s in self.skipped]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> UnitEntry:
+        er = d.get("example_range")
+        return cls(int(d["id"]), d["path"], int(d["rows"]), int(d["bytes"]), d["checksum"],
+                   tuple(int(r) for r in d["row_groups"]), (int(er[0]), int(er[1])) if er else None,
+                   d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()))
+
+
+def _from_known(cls, d: dict):
+    """A dataclass from the keys of ``d`` it knows (newer writers may add more)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model that made a dataset, as its manifest records it."""
+
+    name: str
+    path: str = ""
+    dtype: str = ""
+    device: str = "cpu"
+    parameters: int = 0
+    architecture: str = ""
+    revision: str | None = None
+    max_positions: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> ModelInfo:
+        return _from_known(cls, d)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset something was computed from: where it was, which dataset, which version, which hooks."""
+
+    uri: str
+    dataset_id: str
+    version: int
+    hooks: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "hooks": list(self.hooks)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> DatasetRef:
+        return cls(d["uri"], d["dataset_id"], int(d.get("version", 0)), tuple(d.get("hooks") or ()))
+
+
+@dataclass
+class Provenance:
+    """Where a dataset came from. ``model`` and ``derived_from`` are read by other parts (typed);
+    ``details`` holds descriptive sections (corpus, tokenizer, images, pooling, ...) shown by ``actlake info``."""
+
+    model: ModelInfo | None = None
+    derived_from: DatasetRef | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.model is not None:
+            out["model"] = self.model.to_json()
+        if self.derived_from is not None:
+            out["derived_from"] = self.derived_from.to_json()
+        return {**out, **redact(self.details)}
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> Provenance:
+        d = dict(d or {})
+        model, derived = d.pop("model", None), d.pop("derived_from", None)
+        return cls(ModelInfo.from_json(model) if isinstance(model, dict) else None,
+                   DatasetRef.from_json(derived) if derived else None, d)
+
+    def updated(self, other: Provenance | None) -> Provenance:
+        """This provenance with ``other``'s fields laid over it."""
+        if other is None:
+            return self
+        return Provenance(other.model or self.model, other.derived_from or self.derived_from,
+                          {**self.details, **other.details})
+
+
+def identity_diff(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every setting that differs (compared as parsed JSON values)."""
+    canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731 - tuples equal lists
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if canon(old.get(k)) != canon(new.get(k))]
+
+
+@dataclass
+class Manifest:
+    """A dataset's committed state: schema, units, statistics, provenance, the job that made it."""
+
+    dataset_id: str
+    schema: DatasetSchema
+    created: str
+    code_version: str
+    compression: str = "none"
+    row_group_bytes: int = 32 << 20
+    checksum_algorithm: str = CHECKSUM_ALGORITHM
+    units: list[UnitEntry] = field(default_factory=list)  #: sorted by unit id
+    stats: dict[str, StatsSummary] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+    config: dict | None = None  #: the job configuration, secrets removed
+    job_identity: dict | None = None  #: the settings that make the job; another job may not append
+    version: int = 0  #: bumped by every manifest write
+    updated: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def hooks(self) -> dict[str, HookSpec]:
+        return self.schema.hooks
+
+    @property
+    def num_rows(self) -> int:
+        return sum(u.rows for u in self.units)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(u.bytes for u in self.units)
+
+    @property
+    def model(self) -> ModelInfo | None:
+        return self.provenance.model
+
+    def skipped_inputs(self) -> list[SkippedInput]:
+        return [s for u in self.units for s in u.skipped]
+
+    def ref(self, uri: str, hooks=()) -> DatasetRef:
+        return DatasetRef(uri, self.dataset_id, self.version, tuple(hooks))
+
+    def to_json(self) -> dict:
+        schema = self.schema.to_json()
+        out = {"format_version": self.format_version, "dataset_id": self.dataset_id, "version": self.version,
+               "created": self.created, "updated": self.updated, "code_version": self.code_version,
+               "compression": self.compression, "row_group_bytes": self.row_group_bytes,
+               "checksum_algorithm": self.checksum_algorithm,
+               "schema": schema, "hooks": schema["hooks"],  # "hooks" repeats schema.hooks for v1 readers
+               "units": [u.to_json() for u in self.units], "num_rows": self.num_rows, "num_bytes": self.num_bytes,
+               "stats": {n: s.to_json() for n, s in self.stats.items()}, "provenance": self.provenance.to_json()}
+        if self.job_identity is not None:
+            out["job"] = self.job_identity
+        if self.config is not None:
+            out["config"] = redact(self.config)
+        return out
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=1) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, d: dict) -> Manifest:
+        return cls(
+            dataset_id=d["dataset_id"], schema=DatasetSchema.from_json(d["schema"]), created=d.get("created", ""),
+            code_version=d.get("code_version", ""), compression=d.get("compression", "none"),
+            row_group_bytes=int(d.get("row_group_bytes", 32 << 20)),
+            checksum_algorithm=d.get("checksum_algorithm", CHECKSUM_ALGORITHM),
+            units=sorted((UnitEntry.from_json(u) for u in d.get("units", [])), key=lambda u: u.id),
+            stats={n: StatsSummary.from_json(s) for n, s in (d.get("stats") or {}).items()},
+            provenance=Provenance.from_json(d.get("provenance")), config=d.get("config"),
+            job_identity=d.get("job"), version=int(d.get("version", 0)), updated=d.get("updated", ""),
+            format_version=int(d["format_version"]))
+
+
+def read_manifest(storage: Storage) -> Manifest:
     """Load and check ``manifest.json``; a clear error when there is none."""
     try:
         raw = storage.get_bytes(MANIFEST)
     except FileNotFoundError:
         hint = ""
-        try:
-            if storage.list(COMMITS_DIR):
-                hint = (" Commit records exist: a writer died before its first manifest; "
-                        "reopen it with create_dataset(..., mode='append') or run "
-                        "`actlake verify --repair` to fold them in.")
-        except Exception:  # noqa: BLE001 - the hint is optional
-            pass
+        if storage.list(COMMITS_DIR):
+            hint = (" Commit records exist: a writer died before its first manifest; reopen it with "
+                    "create_dataset(..., mode='append') or run `actlake verify --repair` to fold them in.")
         raise DatasetNotFoundError(
             f"no actlake dataset at {storage.display()}: {MANIFEST} not found.{hint} "
             "Check the URI (datasets under a prefix: `actlake ls PREFIX`)."
         ) from None
-    manifest = json.loads(raw)
-    version = manifest.get("format_version")
+    data = json.loads(raw)
+    version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise DatasetNotFoundError(
-            f"{storage.display(MANIFEST)} has format_version {version!r}; this actlake reads "
-            f"version {FORMAT_VERSION}. Upgrade actlake."
-        )
-    return manifest
+        raise DatasetNotFoundError(f"{storage.display(MANIFEST)} has format_version {version!r}; this actlake reads "
+                                   f"version {FORMAT_VERSION}. Upgrade actlake.")
+    return Manifest.from_json(data)
+
+
+def write_manifest(storage: Storage, manifest: Manifest) -> None:
+    """Put ``manifest.json`` whole (readers see the old one or the new one, never a part)."""
+    storage.put_bytes(MANIFEST, manifest.dumps())

@@ -10,9 +10,28 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class StatsSummary:
+    """A hook's statistics in a few numbers: what the manifest and ``actlake info`` show."""
+
+    count: int
+    mean_norm: float
+    max_abs: float
+    mean_of_mean: float
+    mean_variance: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> StatsSummary:
+        return cls(int(d["count"]), float(d["mean_norm"]), float(d["max_abs"]), float(d["mean_of_mean"]),
+                   float(d["mean_variance"]))
 
 
 @dataclass
@@ -87,15 +106,11 @@ class HookStats:
     def mean_norm(self) -> float:
         return self.norm_sum / max(self.count, 1)
 
-    def summary(self) -> dict:
-        """Small JSON-able digest for the manifest and ``actlake info``."""
-        return {
-            "count": int(self.count),
-            "mean_norm": float(self.mean_norm),
-            "max_abs": float(self.max_abs),
-            "mean_of_mean": float(self.mean.mean()) if self.count else 0.0,
-            "mean_variance": float(self.var.mean()) if self.count else 0.0,
-        }
+    def summary(self) -> StatsSummary:
+        """The few numbers the manifest keeps."""
+        return StatsSummary(int(self.count), float(self.mean_norm), float(self.max_abs),
+                            float(self.mean.mean()) if self.count else 0.0,
+                            float(self.var.mean()) if self.count else 0.0)
 
     # --- serialisation (no pickle) ------------------------------------------
     def to_json(self) -> dict:
@@ -121,6 +136,7 @@ class HookStats:
 
     @classmethod
     def from_npz_bytes(cls, data: bytes) -> tuple[HookStats, list[int]]:
+        """The merged statistics and the unit ids merged into them."""
         z = np.load(io.BytesIO(data), allow_pickle=False)
         s = cls(int(z["count"]), z["mean"], z["m2"], float(z["norm_sum"]), float(z["max_abs"]))
         return s, [int(u) for u in z["units"]]

@@ -1,30 +1,36 @@
 """Where datasets live: any fsspec URI, with retries and secret-free error messages.
 
-Local paths and ``file://`` use the local filesystem; ``s3://`` goes through
-s3fs, which takes endpoint, region and credentials from the usual AWS
-environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config`` …)
-or from ``storage_options`` (``endpoint_url``, ``key``, ``secret``,
-``client_kwargs``). Other fsspec protocols work as fsspec provides them.
+Local paths and ``file://`` use the local filesystem; ``s3://`` goes through s3fs, which takes endpoint,
+region and credentials from the usual AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``~/.aws/config`` ...) or from the storage options (``StorageOptions`` on the command line, or a dict
+such as ``{"endpoint_url": ..., "key": ..., "secret": ...}`` in Python). Other protocols work as fsspec
+provides them.
+
+Retries have two layers, each with one job: botocore's standard retry mode retries throttling and 5xx
+answers inside every request; ``Storage`` retries what is left when the connection itself fails (the
+exception classes in ``transient_errors``), e.g. while an S3 server restarts.
 """
 
 from __future__ import annotations
 
-import errno
+import functools
+import json
 import logging
 import os
 import posixpath
-import random
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from simple_parsing import field
 
-from shards.errors import StorageError
+from shards.errors import ConfigError, StorageError
+from shards.retry import RetryPolicy, retry
 
 log = logging.getLogger("actlake.storage")
 T = TypeVar("T")
@@ -34,6 +40,7 @@ _SECRET_KEY = re.compile(
     r"(^|[_\-.])(key|secret|token|password|passwd|credentials?|auth|authorization|session|api_?key)([_\-.]|$)",
     re.I)
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+_S3 = ("s3://", "s3a://")
 
 
 def redact_uri(uri: str) -> str:
@@ -44,10 +51,8 @@ def redact_uri(uri: str) -> str:
 def redact(obj: Any) -> Any:
     """Copy of a config/dict tree with secret-looking values replaced by ``"***"``."""
     if isinstance(obj, dict):
-        return {
-            k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
-            for k, v in obj.items()
-        }
+        return {k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]
     if isinstance(obj, str):
@@ -55,35 +60,90 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-def _walk_items(obj):
+def _secret_values(obj: Any) -> list[str]:
+    """Values of secret-looking keys anywhere in a dict tree (to scrub them from messages)."""
     if isinstance(obj, dict):
+        out = []
         for k, v in obj.items():
             if isinstance(v, (dict, list, tuple)):
-                yield from _walk_items(v)
-            else:
-                yield k, v
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _walk_items(v)
+                out += _secret_values(v)
+            elif isinstance(k, str) and _SECRET_KEY.search(k) and v and len(str(v)) >= 4:
+                out.append(str(v))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _secret_values(v)]
+    return []
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: network trouble, throttling and 5xx answers."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    text = f"{type(exc).__name__} {exc}"
-    transient_words = (
-        "SlowDown", "Throttl", "RequestTimeout", "InternalError", "ServiceUnavailable",
-        "503", "500 ", "502", "504", "Connection", "connect", "timed out", "EndpointConnectionError",
-        "ServerDisconnected", "ClientOSError", "reset by peer",
-    )
-    if any(w in text for w in transient_words):
-        return True
-    if isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE):
-        return True
-    return False
+@functools.cache
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """The failures ``Storage`` retries: the connection was refused, reset, closed or timed out."""
+    classes: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import botocore.exceptions as be
+
+        classes += [be.ConnectionError, be.HTTPClientError]  # EndpointConnectionError, ReadTimeoutError, ...
+    except ImportError:  # pragma: no cover - s3fs brings botocore
+        pass
+    try:
+        import aiohttp
+
+        classes.append(aiohttp.ClientConnectionError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(classes)
+
+
+@dataclass
+class StorageOptions:
+    """Where the data lives, beyond the URI (credentials come from the usual environment, never from flags)."""
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL or AWS)."""
+
+    region: str | None = None
+    """Object-store region (default: AWS_DEFAULT_REGION or the profile's)."""
+
+    profile: str | None = None
+    """A named profile of ~/.aws/config and ~/.aws/credentials."""
+
+    anonymous: bool = field(default=False, action="store_true")
+    """Read public buckets without credentials."""
+
+    storage_option: list[str] = field(default_factory=list, nargs="*")
+    """Any other fsspec option as KEY=VALUE (JSON values), e.g. --storage-option requester_pays=true."""
+
+    def __post_init__(self) -> None:
+        self.storage_option = [self.storage_option] if isinstance(self.storage_option, str) else self.storage_option
+        for item in self.storage_option:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise ConfigError(f"--storage-option {item!r}: write KEY=VALUE, e.g. requester_pays=true")
+
+    def to_fsspec(self) -> dict:
+        """The fsspec keyword arguments these options stand for (S3 names; the rest passed through)."""
+        out: dict[str, Any] = {}
+        if self.endpoint_url:
+            out["endpoint_url"] = self.endpoint_url
+        if self.region:
+            out["client_kwargs"] = {"region_name": self.region}
+        if self.profile:
+            out["profile"] = self.profile
+        if self.anonymous:
+            out["anon"] = True
+        for item in self.storage_option:
+            key, _, value = item.partition("=")
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+        return out
+
+
+def as_fsspec_options(options: StorageOptions | dict | None) -> dict:
+    """Storage options as fsspec keyword arguments, from either form."""
+    if isinstance(options, StorageOptions):
+        return options.to_fsspec()
+    return dict(options or {})
 
 
 class Storage:
@@ -95,31 +155,25 @@ class Storage:
         st.put_bytes("manifest.json", b"{}")
     """
 
-    def __init__(
-        self,
-        uri: str,
-        storage_options: dict | None = None,
-        retries: int = 6,
-        backoff: float = 0.2,
-    ) -> None:
-        self.storage_options = dict(storage_options or {})
+    def __init__(self, uri: str, storage_options: StorageOptions | dict | None = None,
+                 policy: RetryPolicy = RetryPolicy()) -> None:
+        self.storage_options = as_fsspec_options(storage_options)
         self.uri = self._take_userinfo(str(uri)).rstrip("/") or "/"
-        self._secrets = [str(v) for k, v in _walk_items(self.storage_options)
-                         if isinstance(k, str) and _SECRET_KEY.search(k) and v and len(str(v)) >= 4]
-        self.retries = retries
-        self.backoff = backoff
+        self._secrets = _secret_values(self.storage_options)
+        self.policy = policy
         fs_options = dict(self.storage_options)
-        if self.uri.startswith(("s3://", "s3a://")):
+        if self.uri.startswith(_S3):
             # Other processes (actors, a rerun) add files: a cached listing would hide them.
             fs_options.setdefault("use_listings_cache", False)
+            config = dict(fs_options.get("config_kwargs") or {})
+            config.setdefault("retries", {"mode": "standard", "max_attempts": 10})  # throttling and 5xx
+            fs_options["config_kwargs"] = config
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.uri, **fs_options)
+            self.fs, root = fsspec.core.url_to_fs(self.uri, **fs_options)
         except (ValueError, ImportError) as exc:
-            raise StorageError(
-                f"cannot open {redact_uri(self.uri)!r}: {exc}. Use a local path or an fsspec URI "
-                "such as s3://bucket/prefix (with s3fs installed)."
-            ) from None
-        self.root = self.root.rstrip("/") if self.root != "/" else self.root
+            raise StorageError(f"cannot open {redact_uri(self.uri)!r}: {self.scrub(str(exc))}. Use a local path or "
+                               "an fsspec URI such as s3://bucket/prefix (with s3fs installed).") from None
+        self.root = root.rstrip("/") if root != "/" else root
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
     def _take_userinfo(self, uri: str) -> str:
@@ -145,17 +199,16 @@ class Storage:
     def probe(self) -> None:
         """Fail within seconds, with a StorageError naming the URI, when the store cannot be reached.
 
-        Normal operations retry transient errors for about a minute (s3fs and
-        botocore retry inside each of our attempts); a job checks its
-        destination with this first, before any work starts.
+        Normal operations retry for about a minute; a job checks its destination with this first,
+        before any work starts.
         """
         opts = dict(self.storage_options)
-        if self.uri.startswith(("s3://", "s3a://")):
+        if self.uri.startswith(_S3):
             config = dict(opts.get("config_kwargs") or {})
             config.setdefault("connect_timeout", 5)
             config.setdefault("retries", {"max_attempts": 1})
             opts["config_kwargs"] = config
-        Storage(self.uri, opts, retries=1, backoff=0.2).exists("manifest.json")
+        Storage(self.uri, opts, RetryPolicy(attempts=1)).exists("manifest.json")
 
     # --- naming --------------------------------------------------------------
     def path(self, rel: str) -> str:
@@ -167,36 +220,37 @@ class Storage:
         return f"{base}/{rel}" if rel else base
 
     def child(self, rel: str) -> Storage:
-        return Storage(f"{self.uri}/{rel}", self.storage_options, self.retries, self.backoff)
+        return Storage(f"{self.uri}/{rel}", self.storage_options, self.policy)
 
-    # --- retry ---------------------------------------------------------------
-    def retry(self, what: str, rel: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``; retry transient errors with jittered exponential backoff."""
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
+    # --- the one retried call ------------------------------------------------
+    def call(self, what: str, rel: str, fn: Callable[[], T], *, missing_ok: bool = False) -> T:
+        """Run ``fn`` (an operation on ``rel``), retrying the classes of ``transient_errors``.
+
+        ``missing_ok``: a FileNotFoundError reaches the caller as itself (a missing object it expects
+        and handles); otherwise a missing bucket or parent is a StorageError that says so. Every other
+        failure becomes a StorageError naming the object, with secrets removed.
+        """
+        def attempt() -> T:
             try:
                 return fn()
             except FileNotFoundError as exc:
-                if what in ("read", "stat", "exists", "open"):
-                    raise  # the caller decides what a missing object means
-                raise StorageError(
-                    f"{what} failed for {self.display(rel)}: {self.scrub(str(exc))}. "
-                    "Does the bucket (or parent directory) exist, and may these credentials write to it?"
-                ) from None
-            except Exception as exc:  # noqa: BLE001 - classified below
-                if not _is_transient(exc) or attempt == self.retries:
-                    raise StorageError(
-                        f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
-                        f"{self.scrub(str(exc))}"
-                    ) from None
-                log.warning(
-                    "transient error on %s of %s (attempt %d/%d): %s; retrying in %.1fs",
-                    what, self.display(rel), attempt + 1, self.retries, type(exc).__name__, delay,
-                )
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
-                self._invalidate()
-        raise AssertionError("unreachable")
+                if missing_ok:
+                    raise
+                raise StorageError(f"{what} failed for {self.display(rel)}: {self.scrub(str(exc))}. Does the bucket "
+                                   "(or parent directory) exist, and may these credentials write to it?") from None
+
+        def on_retry(n: int, exc: BaseException, delay: float) -> None:
+            log.warning("transient error on %s of %s (attempt %d/%d): %s; retrying in %.1fs", what,
+                        self.display(rel), n, self.policy.attempts, type(exc).__name__, delay)
+            self._invalidate()
+
+        try:
+            return retry(attempt, retry_on=transient_errors(), policy=self.policy, on_retry=on_retry)
+        except (FileNotFoundError, StorageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every other store failure, named and scrubbed
+            raise StorageError(f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
+                               f"{self.scrub(str(exc))}") from None
 
     def _invalidate(self) -> None:
         try:
@@ -206,68 +260,66 @@ class Storage:
 
     # --- primitives ----------------------------------------------------------
     def exists(self, rel: str) -> bool:
-        return self.retry("exists", rel, lambda: self.fs.exists(self.path(rel)))
+        return self.call("exists", rel, lambda: self.fs.exists(self.path(rel)))
 
     def get_bytes(self, rel: str) -> bytes:
-        return self.retry("read", rel, lambda: self.fs.cat_file(self.path(rel)))
+        """The object's bytes; FileNotFoundError when it does not exist."""
+        return self.call("read", rel, lambda: self.fs.cat_file(self.path(rel)), missing_ok=True)
 
     def size(self, rel: str) -> int:
-        return int(self.retry("stat", rel, lambda: self.fs.size(self.path(rel))))
+        """The object's size in bytes; FileNotFoundError when it does not exist."""
+        return int(self.call("stat", rel, lambda: self.fs.size(self.path(rel)), missing_ok=True))
+
+    def open_input(self, rel: str):
+        """A seekable binary file for Parquet footers and row groups; FileNotFoundError when missing."""
+        return self.call("open", rel, lambda: self.fs.open(self.path(rel), "rb"), missing_ok=True)
 
     def put_bytes(self, rel: str, data: bytes | memoryview) -> None:
         """Write an object whole: readers see the old object or the new one, never a part.
 
-        On object stores a single PUT (or a completed multipart upload) is
-        atomic. On a local disk we write a temporary sibling and rename it.
+        On object stores a single PUT (or a completed multipart upload) is atomic. On a local disk
+        we write a temporary sibling and rename it.
         """
-        path = self.path(rel)
-
         def local() -> None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+            with self._local_output(rel, fsync=True) as f:
+                f.write(data)
 
         def remote() -> None:
-            self.fs.pipe_file(path, bytes(data) if isinstance(data, memoryview) else data)
+            self.fs.pipe_file(self.path(rel), bytes(data) if isinstance(data, memoryview) else data)
 
-        self.retry("write", rel, local if self.is_local else remote)
+        self.call("write", rel, local if self.is_local else remote)
+
+    @contextmanager
+    def _local_output(self, rel: str, fsync: bool) -> Iterator:
+        path = self.path(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+        f = open(tmp, "wb")
+        try:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, path)
+        except BaseException:
+            f.close()
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     @contextmanager
     def open_output(self, rel: str, fsync: bool = True) -> Iterator:
         """A binary file whose content appears at ``rel`` whole, or not at all.
 
-        On disk: a temporary sibling, fsync'ed and renamed on success, removed on
-        failure. On object stores: a (multipart) upload completed on success and
-        aborted on failure, so no partial object is ever visible.
+        On disk: a temporary sibling, fsync'ed and renamed on success, removed on failure. On object
+        stores: a (multipart) upload completed on success and aborted on failure.
         """
-        path = self.path(rel)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-            f = open(tmp, "wb")
-            try:
+            with self._local_output(rel, fsync) as f:
                 yield f
-                f.flush()
-                if fsync:
-                    os.fsync(f.fileno())
-                f.close()
-                os.replace(tmp, path)
-            except BaseException:
-                f.close()
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
             return
-        f = self.fs.open(path, "wb")
+        f = self.fs.open(self.path(rel), "wb")
         try:
             yield f
         except BaseException:
@@ -304,16 +356,17 @@ class Storage:
                 self.fs.pipe_file(path, data)
                 return True
 
-        return self.retry("create", rel, put)
+        return self.call("create", rel, put)
 
     def delete(self, rel: str) -> None:
+        """Remove an object; one that is already gone is fine."""
         def rm() -> None:
             try:
                 self.fs.rm_file(self.path(rel))
             except FileNotFoundError:
                 pass
 
-        self.retry("delete", rel, rm)
+        self.call("delete", rel, rm)
 
     def delete_prefix(self, rel: str) -> None:
         def rm() -> None:
@@ -321,7 +374,7 @@ class Storage:
             if self.fs.exists(p):
                 self.fs.rm(p, recursive=True)
 
-        self.retry("delete", rel, rm)
+        self.call("delete", rel, rm)
 
     def list(self, rel: str) -> list[str]:
         """Names (not paths) of the files directly under ``rel``; [] if none."""
@@ -341,7 +394,7 @@ class Storage:
                     names.append(name)
             return sorted(names)
 
-        return self.retry("list", rel, ls)
+        return self.call("list", rel, ls)
 
     def walk_dirs(self, rel: str = "", maxdepth: int = 4) -> list[str]:
         """Relative directories under ``rel`` (including itself) holding a manifest.json."""
@@ -349,16 +402,11 @@ class Storage:
 
         def find() -> list[str]:
             self._invalidate()
-            found = self.fs.find(base, maxdepth=maxdepth + 1)
             out = []
-            for f in found:
+            for f in self.fs.find(base, maxdepth=maxdepth + 1):
                 if posixpath.basename(f) == "manifest.json":
                     d = posixpath.dirname(f)
                     out.append(posixpath.relpath(d, self.root) if d != self.root else "")
             return sorted(out)
 
-        return self.retry("list", rel, find)
-
-    def open_input(self, rel: str):
-        """A seekable binary file for Parquet footers and row groups."""
-        return self.retry("open", rel, lambda: self.fs.open(self.path(rel), "rb"))
+        return self.call("list", rel, find)

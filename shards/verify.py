@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shards.checksums import checksum
+from shards.layout import COMMITS_DIR, DATA_DIR, parse_unit_name, unit_commit_path
 from shards.lock import WriteLock
-from shards.manifest import COMMITS_DIR, DATA_DIR, parse_unit_name, read_manifest
-from shards.schema import DatasetSchema
-from shards.storage import Storage
-from shards.unit_writer import checksum
+from shards.manifest import UnitEntry, read_manifest
+from shards.storage import Storage, StorageOptions
 
 log = logging.getLogger("actlake.verify")
 
@@ -43,27 +43,27 @@ class VerifyReport:
         return out
 
 
-def _check_unit(storage: Storage, unit: dict, arrow_schema, checksums: bool) -> list[str]:
-    rel = unit["path"]
+def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool) -> list[str]:
+    rel = unit.path
     try:
         size = storage.size(rel)
     except FileNotFoundError:
         return ["missing"]
     problems = []
-    if size != unit["bytes"]:
-        problems.append(f"size {size} != manifest {unit['bytes']}")
+    if size != unit.bytes:
+        problems.append(f"size {size} != manifest {unit.bytes}")
     data = storage.get_bytes(rel) if checksums else None  # otherwise only the footer is read
-    if data is not None and checksums:
+    if data is not None:
         got = checksum(data)
-        if got != unit["checksum"]:
-            problems.append(f"checksum {got} != manifest {unit['checksum']}")
+        if got != unit.checksum:
+            problems.append(f"checksum {got} != manifest {unit.checksum}")
     try:
         pf = pq.ParquetFile(pa.BufferReader(data)) if data is not None else pq.ParquetFile(storage.open_input(rel))
-        if pf.metadata.num_rows != unit["rows"]:
-            problems.append(f"{pf.metadata.num_rows} rows != manifest {unit['rows']}")
+        if pf.metadata.num_rows != unit.rows:
+            problems.append(f"{pf.metadata.num_rows} rows != manifest {unit.rows}")
         groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-        if groups != list(unit["row_groups"]) and unit["rows"]:
-            problems.append(f"row groups {groups} != manifest {unit['row_groups']}")
+        if groups != list(unit.row_groups) and unit.rows:
+            problems.append(f"row groups {groups} != manifest {list(unit.row_groups)}")
         if not pf.schema_arrow.remove_metadata().equals(arrow_schema.remove_metadata()):
             problems.append("schema differs from the manifest's")
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad unit
@@ -71,7 +71,7 @@ def _check_unit(storage: Storage, unit: dict, arrow_schema, checksums: bool) -> 
     return problems
 
 
-def verify_dataset(uri: str, storage_options: dict | None = None, checksums: bool = True,
+def verify_dataset(uri: str, storage_options: StorageOptions | dict | None = None, checksums: bool = True,
                    repair: bool = False, threads: int = 4) -> VerifyReport:
     """Check every committed unit (existence, size, checksum, rows, schema) and find garbage.
 
@@ -80,19 +80,18 @@ def verify_dataset(uri: str, storage_options: dict | None = None, checksums: boo
     """
     storage = Storage(uri, storage_options)
     manifest = read_manifest(storage)
-    schema = DatasetSchema.from_json(manifest["schema"])
-    arrow_schema = schema.arrow_schema()
+    arrow_schema = manifest.schema.arrow_schema()
     report = VerifyReport(storage.display())
-    units = manifest.get("units", [])
+    units = manifest.units
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), units))
     for unit, problems in zip(units, results, strict=True):
         report.units_checked += 1
         if problems:
-            report.bad[unit["path"]] = problems
-    committed_ids = {u["id"] for u in units}
+            report.bad[unit.path] = problems
+    committed_ids = {u.id for u in units}
     record_ids = {i for i in (parse_unit_name(f) for f in storage.list(COMMITS_DIR)) if i is not None}
-    report.uncommitted_records = [f"{COMMITS_DIR}/unit-{i:06d}.json" for i in sorted(record_ids - committed_ids)]
+    report.uncommitted_records = [unit_commit_path(i) for i in sorted(record_ids - committed_ids)]
     named = committed_ids | record_ids
     for f in storage.list(DATA_DIR):
         uid = parse_unit_name(f)

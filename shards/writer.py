@@ -2,63 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
-from shards.errors import DatasetExistsError, DatasetNotFoundError, SchemaMismatchError
+from shards.codecs import CODECS
+from shards.commits import CommitRecord
+from shards.errors import DatasetExistsError, DatasetNotFoundError, JobMismatchError, SchemaMismatchError
+from shards.layout import COMMITS_DIR, DATA_DIR, MANIFEST, STATS_DIR, parse_unit_name, stats_path
 from shards.lock import WriteLock
 from shards.manifest import (
-    COMMITS_DIR,
-    DATA_DIR,
-    FORMAT_VERSION,
-    LOCK,
-    MANIFEST,
-    STATS_DIR,
+    Manifest,
+    Provenance,
+    UnitEntry,
     code_version,
-    dumps,
+    identity_diff,
     now_iso,
-    parse_unit_name,
     read_manifest,
+    write_manifest,
 )
-from shards.schema import COMPRESSIONS, ENCODINGS, DatasetSchema, infer_column_type, parse_hooks
+from shards.schema import DatasetSchema, infer_column_type, parse_hooks
 from shards.stats import HookStats
-from shards.storage import Storage, redact
+from shards.storage import Storage, StorageOptions
 from shards.unit_writer import UnitWriter
 
 log = logging.getLogger("actlake.writer")
+Mode = Literal["create", "append", "overwrite"]
 MODES = ("create", "append", "overwrite")
+COMPRESSIONS = ("none", "lz4", "zstd")
 
 
-def create_dataset(
-    uri: str,
-    hooks: dict,
-    columns: dict | None = None,
-    mode: str = "create",
-    *,
-    compression: str = "none",
-    encoding: str = "binary",
-    row_group_bytes: int = 32 << 20,
-    provenance: dict | None = None,
-    config: dict | None = None,
-    storage_options: dict | None = None,
-    compute_stats: bool = True,
-    break_lock: bool = False,
-    lock_ttl: float = 300.0,
-    fsync: bool = True,
-) -> DatasetWriter:
-    """Open a dataset for writing.
-
-    ``mode``: ``"create"`` refuses an existing dataset; ``"append"`` opens an
-    existing one with the same schema (or creates it) and keeps its committed
-    units, which is how a killed job resumes; ``"overwrite"`` deletes what is
-    there first. ``columns`` maps metadata column names to types
-    (``{"label": "string"}``); ``None`` infers them from the first unit.
-    ``provenance`` (model, corpus, tokenizer, packing) and ``config`` (the job
-    configuration; secrets are removed) go into the manifest. ``fsync=False``
-    skips flushing unit files to the disk before their commit (local disks
-    only): a killed process still loses nothing, a power cut may.
+def create_dataset(uri: str, hooks: dict, columns: dict | None = None, mode: Mode = "create",
+                   **options) -> DatasetWriter:
+    """Open a dataset for writing (see ``DatasetWriter`` for the options).
 
     Example::
 
@@ -66,218 +43,207 @@ def create_dataset(
         w.write_unit(0, {"example_id": ids, "position": pos, "resid.3": acts})
         w.close()
     """
-    return DatasetWriter(
-        uri, hooks, columns, mode, compression=compression, encoding=encoding,
-        row_group_bytes=row_group_bytes, provenance=provenance, config=config,
-        storage_options=storage_options, compute_stats=compute_stats, break_lock=break_lock,
-        lock_ttl=lock_ttl, fsync=fsync,
-    )
+    return DatasetWriter(uri, hooks, columns, mode, **options)
 
 
 class DatasetWriter:
-    """The one writer of a dataset: holds its lock and folds commit records into the manifest."""
+    """The one writer of a dataset: holds its lock and folds commit records into the manifest.
 
-    def __init__(self, uri, hooks, columns=None, mode="create", *, compression="none", encoding="binary",
-                 row_group_bytes=32 << 20, provenance=None, config=None, storage_options=None,
-                 compute_stats=True, break_lock=False, lock_ttl=300.0, fsync=True) -> None:
+    ``mode``: ``"create"`` refuses an existing dataset; ``"append"`` opens an existing one with the same
+    schema (or creates it) and keeps its committed units, which is how a killed job resumes;
+    ``"overwrite"`` deletes what is there first. ``columns`` maps metadata columns to types
+    (``{"label": "string"}``); None infers them from the first unit. ``provenance`` (model, corpus, ...)
+    and ``config`` (the job configuration; secrets are removed) go into the manifest. ``job_identity``
+    holds the settings that make the job: a dataset with committed units refuses to be appended to by
+    a job whose identity differs, naming the settings that differ. ``fsync=False`` skips flushing unit
+    files to the disk before their commit (local disks only): a killed process still loses nothing, a
+    power cut may.
+    """
+
+    def __init__(self, uri: str, hooks: dict, columns: dict | None = None, mode: Mode = "create", *,
+                 compression: str = "none", encoding: str = "binary", row_group_bytes: int = 32 << 20,
+                 provenance: Provenance | dict | None = None, config: dict | None = None,
+                 job_identity: dict | None = None, storage_options: StorageOptions | dict | None = None,
+                 compute_stats: bool = True, break_lock: bool = False, lock_ttl: float = 300.0,
+                 fsync: bool = True) -> None:
         # Validate everything before touching storage: bad input writes nothing.
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"unknown compression {compression!r}; use one of {COMPRESSIONS}")
-        if encoding not in ENCODINGS:
-            raise ValueError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
+        _check_choice("mode", mode, MODES)
+        _check_choice("compression", compression, COMPRESSIONS)
+        _check_choice("encoding", encoding, tuple(CODECS))
         if row_group_bytes < 1 << 16:
             raise ValueError(f"row_group_bytes={row_group_bytes} is too small; use tens of MB (default 32 MiB)")
-        self.schema = DatasetSchema(parse_hooks(hooks, encoding), {})
-        if columns is not None:
-            self.schema.columns = {n: str(t) for n, t in columns.items()}
-            self.schema.arrow_schema()  # raises on unknown types
+        self.schema = DatasetSchema(parse_hooks(hooks, encoding), {n: str(t) for n, t in (columns or {}).items()})
+        self.schema.arrow_schema()  # raises on unknown column types
         self._columns_fixed = columns is not None
         self.storage = Storage(uri, storage_options)
         self.uri = uri
-        self.compression = compression
-        self.row_group_bytes = int(row_group_bytes)
-        self.compute_stats = compute_stats
-        self.fsync = fsync
-        self._storage_options = dict(storage_options or {})
-        self.units: dict[int, dict] = {}
+        self.compression, self.row_group_bytes = compression, int(row_group_bytes)
+        self.compute_stats, self.fsync = compute_stats, fsync
+        self.job_identity = job_identity
+        self.units: dict[int, UnitEntry] = {}
         self.stats: dict[str, HookStats] = {}
         self._closed = False
-
-        existing = self._existing_manifest()
-        if existing is not None and mode == "create":
-            raise DatasetExistsError(
-                f"a dataset already exists at {self.storage.display()} "
-                f"({len(existing.get('units', []))} committed units). Use mode='append' to resume or "
-                "add units, or mode='overwrite' to replace it."
-            )
-        if existing is not None and mode == "append":
-            self._check_schema(existing)
-
+        self._check_existing(self._existing_manifest(), mode)
         self.lock = WriteLock(self.storage, ttl=lock_ttl)
         self.lock.acquire(break_lock=break_lock)
         try:
-            if mode == "overwrite":
-                for d in (DATA_DIR, COMMITS_DIR, STATS_DIR):
-                    self.storage.delete_prefix(d)
-                self.storage.delete(MANIFEST)
-                existing = None
-            else:
-                existing = self._existing_manifest()  # re-read under the lock
-            self._init_manifest(existing, provenance, config)
-            self._fold_orphan_commits()
-            self._write_manifest()
+            self._open(mode, _as_provenance(provenance), config)
         except BaseException:
             self.lock.release()
             raise
 
     # --- opening -------------------------------------------------------------
-    def _existing_manifest(self) -> dict | None:
+    def _existing_manifest(self) -> Manifest | None:
         try:
             return read_manifest(self.storage)
         except DatasetNotFoundError:
             return None
 
-    def _check_schema(self, manifest: dict) -> None:
-        old = DatasetSchema.from_json(manifest["schema"])
-        if not self._columns_fixed and manifest.get("units"):
-            self.schema.columns = dict(old.columns)
-            self._columns_fixed = True
-        old.check_same(self.schema, self.storage.display())
+    def _check_existing(self, existing: Manifest | None, mode: str) -> None:
+        """Refuse what would mix or lose data, before the lock is taken and anything is written."""
+        if existing is None or mode == "overwrite":
+            return
+        if mode == "create":
+            raise DatasetExistsError(f"a dataset already exists at {self.storage.display()} ({len(existing.units)} "
+                                     "committed units). Use mode='append' to resume or add units, or "
+                                     "mode='overwrite' to replace it.")
+        existing.schema.check_same(self._schema_with_columns_of(existing), self.storage.display())
+        if self.job_identity is not None and existing.units and existing.job_identity is not None:
+            diffs = identity_diff(existing.job_identity, self.job_identity)
+            if diffs:
+                raise JobMismatchError(
+                    f"{self.storage.display()} holds a dataset made by a different job ({'; '.join(diffs)}). Rerun "
+                    "with the same settings to resume it, replace it (mode='overwrite'; --overwrite on the command "
+                    "line), or choose another output.")
 
-    def _init_manifest(self, existing: dict | None, provenance: dict | None, config: dict | None) -> None:
-        if existing is not None:
-            self._check_schema(existing)
-            self.manifest = existing
-            self.units = {u["id"]: u for u in existing.get("units", [])}
-            self._load_stats()
-        else:
-            self.manifest = {
-                "format_version": FORMAT_VERSION,
-                "dataset_id": uuid.uuid4().hex,
-                "created": now_iso(),
-            }
-        self.manifest.update({
-            "compression": self.compression,
-            "row_group_bytes": self.row_group_bytes,
-            "checksum_algorithm": "xxh3_128",
-            "code_version": code_version(),
-        })
-        prov = self.manifest.setdefault("provenance", {})
-        prov.update(redact(provenance or {}))
+    def _schema_with_columns_of(self, existing: Manifest) -> DatasetSchema:
+        """This writer's schema; metadata columns it would infer are taken from a dataset that has units."""
+        if not self._columns_fixed and existing.units:
+            return DatasetSchema(self.schema.hooks, dict(existing.schema.columns))
+        return self.schema
+
+    def _open(self, mode: str, provenance: Provenance, config: dict | None) -> None:
+        if mode == "overwrite":
+            for d in (DATA_DIR, COMMITS_DIR, STATS_DIR):
+                self.storage.delete_prefix(d)
+            self.storage.delete(MANIFEST)
+        existing = self._existing_manifest() if mode != "overwrite" else None  # re-read under the lock
+        self._check_existing(existing, mode)
+        self.manifest = self._adopt(existing) if existing is not None else self._new_manifest()
+        self.manifest.compression, self.manifest.row_group_bytes = self.compression, self.row_group_bytes
+        self.manifest.code_version = code_version()
+        self.manifest.provenance = self.manifest.provenance.updated(provenance)
         if config is not None:
-            self.manifest["config"] = redact(config)
+            self.manifest.config = config
+        self._fold_orphan_commits()
+        self._write_manifest()
+
+    def _new_manifest(self) -> Manifest:
+        return Manifest(dataset_id=uuid.uuid4().hex, schema=self.schema, created=now_iso(),
+                        code_version=code_version(), job_identity=self.job_identity)
+
+    def _adopt(self, existing: Manifest) -> Manifest:
+        """Continue an existing dataset: its schema (column order), units, statistics and job identity."""
+        columns = dict(existing.schema.columns) if existing.units or not self._columns_fixed else self.schema.columns
+        self._columns_fixed = self._columns_fixed or bool(existing.units)
+        self.schema = DatasetSchema(existing.schema.hooks, columns)
+        self.units = {u.id: u for u in existing.units}
+        self._load_stats()
+        if existing.job_identity is None or not existing.units:
+            if existing.units and self.job_identity is not None:
+                log.warning("%s predates job identities: recording this job's (%d committed units cannot be "
+                            "checked against it)", self.storage.display(), len(existing.units))
+            existing.job_identity = self.job_identity
+        return existing
 
     def _load_stats(self) -> None:
         """Merged stats from stats/<hook>.npz, rebuilt from commit records if they disagree."""
         committed = sorted(self.units)
         for name in self.schema.hooks:
             try:
-                stats, units = HookStats.from_npz_bytes(self.storage.get_bytes(f"{STATS_DIR}/{name}.npz"))
+                stats, units = HookStats.from_npz_bytes(self.storage.get_bytes(stats_path(name)))
             except FileNotFoundError:
-                stats, units = None, None
-            if units == committed and stats is not None:
+                continue
+            if units == committed:
                 self.stats[name] = stats
         if len(self.stats) < len(self.schema.hooks) and committed:
             log.info("rebuilding merged statistics from %d commit records", len(committed))
-            self.stats = {}
-            for rec in self._read_records(committed):
-                self._merge_record_stats(rec)
+            self._rebuild_stats()
 
-    def _read_records(self, unit_ids: list[int]) -> list[dict]:
-        from shards.manifest import unit_commit_path
+    def _rebuild_stats(self) -> None:
+        self.stats = {}
+        for record in self._read_records(sorted(self.units)):
+            self._merge_stats(record)
 
-        def one(uid: int) -> dict:
-            return json.loads(self.storage.get_bytes(unit_commit_path(uid)))
-
+    def _read_records(self, unit_ids: list[int]) -> list[CommitRecord]:
         with ThreadPoolExecutor(16) as pool:
-            return list(pool.map(one, unit_ids))
+            return list(pool.map(lambda uid: CommitRecord.read(self.storage, uid), unit_ids))
 
     def _fold_orphan_commits(self) -> None:
         """Commit records the manifest lacks (a writer died after them) are complete units."""
         ids = [u for u in (parse_unit_name(f) for f in self.storage.list(COMMITS_DIR)) if u is not None]
         orphans = sorted(set(ids) - set(self.units))
-        if not orphans:
-            return
         folded = 0
-        for rec in self._read_records(orphans):
-            if not self._columns_fixed and "schema_json" in rec:
-                # The dead writer had inferred its metadata columns: adopt them if hooks agree.
-                theirs = DatasetSchema.from_json(rec["schema_json"])
-                theirs.check_same(self.schema, self.storage.display())
-                self.schema.columns = dict(theirs.columns)
+        for record in self._read_records(orphans):
+            if not self._columns_fixed:
+                # The dead writer had inferred its metadata columns: adopt them if the hooks agree.
+                record.schema.check_same(self.schema, self.storage.display())
+                self.schema = DatasetSchema(self.schema.hooks, dict(record.schema.columns))
                 self._columns_fixed = True
-            if rec.get("schema") != self.schema.fingerprint():
-                log.warning("ignoring commit record of unit %d: written with another schema", rec["id"])
+            if record.schema_fingerprint != self.schema.fingerprint():
+                log.warning("ignoring commit record of unit %d: written with another schema", record.id)
                 continue
-            self._add_record(rec)
+            self._add_record(record)
             folded += 1
         if folded:
             log.info("folded %d committed units that the manifest did not list yet", folded)
 
     # --- committing ------------------------------------------------------------
-    def _merge_record_stats(self, rec: dict) -> None:
-        for name, sj in rec.get("stats", {}).items():
-            s = HookStats.from_json(sj)
+    def _merge_stats(self, record: CommitRecord) -> None:
+        for name, s in record.stats.items():
             self.stats[name] = self.stats[name].merge(s) if name in self.stats else s
 
-    def _add_record(self, rec: dict) -> None:
-        old = self.units.get(rec["id"])
-        if old is not None and old.get("checksum") != rec.get("checksum"):
-            # A rewrite of a committed unit replaces it: rebuild stats without the old copy.
-            self.units[rec["id"]] = self._manifest_entry(rec)
-            self.stats = {}
-            for r in self._read_records(sorted(self.units)):
-                self._merge_record_stats(r)
-            return
+    def _add_record(self, record: CommitRecord) -> None:
+        old = self.units.get(record.id)
+        self.units[record.id] = record.unit
         if old is None:
-            self._merge_record_stats(rec)
-        self.units[rec["id"]] = self._manifest_entry(rec)
-
-    @staticmethod
-    def _manifest_entry(rec: dict) -> dict:
-        keys = ("id", "path", "rows", "bytes", "checksum", "row_groups", "example_range", "committed")
-        entry = {k: rec.get(k) for k in keys}
-        if rec.get("skipped"):
-            entry["skipped"] = rec["skipped"]
-        return entry
+            self._merge_stats(record)
+        elif old.checksum != record.unit.checksum:
+            self._rebuild_stats()  # a rewrite of a committed unit replaces it: no trace of the old copy
 
     def _write_manifest(self) -> None:
-        units = [self.units[u] for u in sorted(self.units)]
-        self.manifest["schema"] = self.schema.to_json()
-        self.manifest["hooks"] = self.manifest["schema"]["hooks"]
-        self.manifest["units"] = units
-        self.manifest["num_rows"] = sum(u["rows"] for u in units)
-        self.manifest["num_bytes"] = sum(u["bytes"] for u in units)
-        self.manifest["stats"] = {n: s.summary() for n, s in self.stats.items()}
-        self.manifest["updated"] = now_iso()
+        m = self.manifest
+        m.schema = self.schema
+        m.units = [self.units[u] for u in sorted(self.units)]
+        m.stats = {n: s.summary() for n, s in self.stats.items()}
+        m.updated = now_iso()
+        m.version += 1
         ids = sorted(self.units)
         for name, s in self.stats.items():
-            self.storage.put_bytes(f"{STATS_DIR}/{name}.npz", s.to_npz_bytes(ids))
-        self.storage.put_bytes(MANIFEST, dumps(self.manifest))
+            self.storage.put_bytes(stats_path(name), s.to_npz_bytes(ids))
+        write_manifest(self.storage, m)
 
     def unit_writer(self) -> UnitWriter:
         """A picklable writer of single units for remote workers (schema must be fixed)."""
-        return UnitWriter(self.uri, self.schema.to_json(), self._storage_options, self.compression,
+        return UnitWriter(self.uri, self.schema, self.storage.storage_options, self.compression,
                           self.row_group_bytes, self.compute_stats, self.fsync)
 
-    def write_unit(self, unit_id: int, columns: dict) -> dict:
+    def write_unit(self, unit_id: int, columns: dict) -> CommitRecord:
         """Write and commit one unit; rewriting a unit id replaces it (one copy, never two)."""
         self._check_open()
         if not self._columns_fixed:
-            reserved = {"example_id", "position", "token_id", *self.schema.hooks}
-            self.schema.columns = {n: infer_column_type(v) for n, v in columns.items() if n not in reserved}
+            reserved = {*self.schema.column_names, *self.schema.hooks}
+            self.schema.columns = {n: infer_column_type(v, n) for n, v in columns.items() if n not in reserved}
             self._columns_fixed = True
         record = self.unit_writer().write(unit_id, columns)
         self.commit(record)
         return record
 
-    def commit(self, record: dict) -> None:
+    def commit(self, record: CommitRecord) -> None:
         """Fold a unit's commit record (from ``write_unit`` or a remote UnitWriter) into the manifest."""
         self._check_open()
-        if record.get("schema") != self.schema.fingerprint():
-            raise SchemaMismatchError(f"commit record of unit {record.get('id')} was written with another schema")
+        if record.schema_fingerprint != self.schema.fingerprint():
+            raise SchemaMismatchError(f"commit record of unit {record.id} was written with another schema")
         self._add_record(record)
         self._write_manifest()
 
@@ -288,9 +254,9 @@ class DatasetWriter:
     def committed_units(self) -> set[int]:
         return set(self.units)
 
-    def set_provenance(self, **fields) -> None:
-        """Add provenance fields (model, corpus, …) to the manifest, secrets removed."""
-        self.manifest.setdefault("provenance", {}).update(redact(fields))
+    def set_provenance(self, provenance: Provenance | dict) -> None:
+        """Add provenance (model, sections such as corpus) to the manifest; written with the next commit."""
+        self.manifest.provenance = self.manifest.provenance.updated(_as_provenance(provenance))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -322,4 +288,15 @@ class DatasetWriter:
             self.abort()
 
 
-__all__ = ["create_dataset", "DatasetWriter", "MODES", "LOCK"]
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; use one of {choices}")
+
+
+def _as_provenance(provenance: Provenance | dict | None) -> Provenance:
+    if isinstance(provenance, Provenance):
+        return provenance
+    return Provenance.from_json(provenance)
+
+
+__all__ = ["COMPRESSIONS", "MODES", "DatasetWriter", "create_dataset"]

@@ -10,13 +10,22 @@ from torch import nn
 
 
 @dataclass
+class AuxKOptions:
+    """The AuxK loss of k-sparse architectures (Gao et al. 2024): dead latents reconstruct the error."""
+
+    auxk_coeff: float = 1 / 32
+    """topk, batchtopk, matryoshka, mp: weight of the AuxK loss."""
+
+    k_aux: int = 0
+    """topk, batchtopk, matryoshka, mp: dead latents used by AuxK (0: d_in / 2)."""
+
+
+@dataclass
 class SaeOutput:
-    """One forward pass: reconstruction, latents, and the architecture's extra loss terms."""
+    """One forward pass: reconstruction, latents, pre-activations."""
 
     recon: torch.Tensor
     latents: torch.Tensor | None  #: dense (batch, d_sae), zeros where inactive; None when only top_* are kept
-    sparsity_loss: torch.Tensor  #: already weighted (L1, L0); 0 for k-sparse architectures
-    extra_recon_loss: torch.Tensor | None = None  #: Matryoshka's prefix losses, summed
     pre: torch.Tensor | None = None  #: pre-activations, reused by AuxK
     top_vals: torch.Tensor | None = None  #: (batch, k) active values, for exactly-k architectures
     top_idx: torch.Tensor | None = None  #: (batch, k) their latent ids
@@ -35,20 +44,20 @@ class SaeOutput:
 class SparseAutoencoder(nn.Module):
     """x -> z = f((x - b_dec) W_enc + b_enc) -> x_hat = z W_dec + b_dec, with W_dec rows at unit norm.
 
-    ``W_enc`` is (d_in, d_sae) and ``W_dec`` (d_sae, d_in), as SAELens stores them.
-    Subclasses define ``activation(pre_acts)`` and the SAELens architecture name.
+    ``W_enc`` is (d_in, d_sae) and ``W_dec`` (d_sae, d_in), as SAELens stores them. Subclasses define
+    ``activation(pre_acts)``, their ``loss_terms`` and the SAELens architecture name; ``options`` is the
+    architecture's options dataclass.
     """
 
     arch: str = "base"
     saelens_arch: str | None = None  #: how SAELens calls it (None: SAELens has no inference class for it)
-    k_sparse: bool = False  #: exactly-k (TopK family): the AuxK loss applies
+    k_sparse: bool = False  #: exactly-k (TopK family)
 
-    def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, **options) -> None:
+    def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, options=None) -> None:
         super().__init__()
         if d_sae <= 0 or d_in <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got {d_in}, {d_sae}")
-        self.d_in, self.d_sae, self.k = d_in, d_sae, k
-        self.options = options
+        self.d_in, self.d_sae, self.k, self.options = d_in, d_sae, k, options
         gen = torch.Generator().manual_seed(seed)
         w = torch.randn(d_sae, d_in, generator=gen)
         w /= w.norm(dim=1, keepdim=True)
@@ -71,13 +80,15 @@ class SparseAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.W_dec + self.b_dec
 
-    def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        return z.new_zeros(())
-
     def forward(self, x: torch.Tensor) -> SaeOutput:
         pre = self.pre_acts(x)
         z = self.activation(pre)
-        return SaeOutput(self.decode(z), z, self.sparsity_loss(z, pre), pre=pre)
+        return SaeOutput(self.decode(z), z, pre=pre)
+
+    def loss_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The architecture's weighted training losses beside the reconstruction error (``dead``: the
+        latents that have not fired for a while)."""
+        return {}
 
     # --- training helpers ---------------------------------------------------------------------
     @torch.no_grad()
@@ -97,21 +108,22 @@ class SparseAutoencoder(nn.Module):
         out = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum")
         return out + self.b_dec if bias else out
 
-    def auxk_loss(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
-        """AuxK (Gao et al. 2024): the top ``k_aux`` dead latents reconstruct the residual error,
-        normalised by the error's variance."""
+    def auxk_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AuxK (Gao et al. 2024), for architectures whose options are ``AuxKOptions``: the top ``k_aux``
+        dead latents reconstruct the residual error, normalised by the error's variance."""
+        opts: AuxKOptions = self.options
+        k_aux = opts.k_aux or self.d_in // 2
         n_dead = int(dead.sum())
-        if n_dead == 0 or k_aux <= 0:
-            return x.new_zeros(())
+        if opts.auxk_coeff <= 0 or n_dead == 0 or k_aux <= 0:
+            return {}
         pre = out.pre if out.pre is not None else self.pre_acts(x)
         dead_ids = dead.nonzero().squeeze(1)
         # top-k among the dead columns only: no full-size masked copy of the pre-activations
         vals, local = pre.index_select(1, dead_ids).topk(min(k_aux, n_dead), dim=-1)
-        idx = dead_ids[local]
         err = (x - out.recon).detach()
-        err_hat = self.sparse_decode(torch.relu(vals), idx, bias=False)
+        err_hat = self.sparse_decode(torch.relu(vals), dead_ids[local], bias=False)
         total_var = (err - err.mean(0)).pow(2).sum()
-        return (err_hat - err).pow(2).sum() / total_var.clamp_min(1e-12)
+        return {"auxk": opts.auxk_coeff * (err_hat - err).pow(2).sum() / total_var.clamp_min(1e-12)}
 
     # --- export -----------------------------------------------------------------------------
     def export_tensors(self) -> dict[str, torch.Tensor]:

@@ -1,11 +1,24 @@
-"""Configs of ``actlake sae train`` and ``actlake sae encode``; the CLI flags are generated from them."""
+"""Configs of ``actlake sae train`` and ``actlake sae encode``; the CLI flags are generated from them.
+
+The architectures' own options (``--l1-coeff``, ``--bandwidth``, ``--prefixes``, ``--auxk-coeff`` ...) come
+from the registry: each architecture file declares them, ``SaeOptions`` merges them.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from simple_parsing import field, flag
+
+import analysis.sae.saes  # noqa: F401 - registers the architectures
+from analysis.sae.registry import get_architecture, merged_options_class
+from shards.config import check_choices, check_positive, nested, split_list
+from shards.errors import ConfigError
+from shards.storage import StorageOptions
+
+SaeOptions = merged_options_class()
 
 
 def parse_count(value: str | int) -> int:
@@ -14,15 +27,9 @@ def parse_count(value: str | int) -> int:
         return value
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgG]?)\s*", str(value).replace("_", ""))
     if not m:
-        raise ValueError(f"{value!r} is not a count: use e.g. 5000000, 5M, 200k or 1.5B")
+        raise ConfigError(f"{value!r} is not a count: use e.g. 5000000, 5M, 200k or 1.5B")
     mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[m.group(2).lower()]
     return int(round(float(m.group(1)) * mult))
-
-
-def parse_list(value: str | int | list, kind=str) -> list:
-    if isinstance(value, (list, tuple)):
-        return [kind(v) for v in value]
-    return [kind(v.strip()) for v in str(value).split(",") if v.strip()]
 
 
 @dataclass
@@ -32,17 +39,17 @@ class SaeTrainConfig:
     data: str = "demo-data/minilm"
     """Activation dataset URI (local path, s3://..., any fsspec URI)."""
 
-    hook: str = "resid.3"
-    """Hook(s) to train on; comma-separated hooks train several SAEs from one pass over the data."""
+    hook: list[str] = field(default_factory=lambda: ["resid.3"], nargs="*", metavar="HOOK[,HOOK...]")
+    """Hook(s) to train on; several hooks train several SAEs from one pass over the data."""
 
-    arch: str = "topk"
-    """Architecture(s): relu (L1), topk, batchtopk, jumprelu, matryoshka, mp; comma-separated for several."""
+    arch: list[str] = field(default_factory=lambda: ["topk"], nargs="*", metavar="ARCH[,ARCH...]")
+    """Architecture(s): relu (L1), topk, batchtopk, jumprelu, matryoshka, mp."""
 
-    k: str = "32"
-    """Active latents per row (topk, batchtopk, matryoshka, mp); comma-separated for several SAEs."""
+    k: list[int] = field(default_factory=lambda: [32], nargs="*", type=str, metavar="K[,K...]")
+    """Active latents per row (topk, batchtopk, matryoshka, mp); several values train several SAEs."""
 
-    expansion: str = "16"
-    """Latents per input dimension (d_sae = expansion x d_in); comma-separated for several SAEs."""
+    expansion: list[int] = field(default_factory=lambda: [16], nargs="*", type=str, metavar="X[,X...]")
+    """Latents per input dimension (d_sae = expansion x d_in); several values train several SAEs."""
 
     tokens: str = "5M"
     """Training tokens (rows): 5M, 200k or 5000000; the data is cycled in new shuffled epochs if needed."""
@@ -59,31 +66,10 @@ class SaeTrainConfig:
     decay_frac: float = 0.2
     """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
 
-    l1_coeff: float = 1.0
-    """relu: weight of the L1 penalty (on latents times decoder norms, inputs at mean norm sqrt(d))."""
-
-    l0_coeff: float = 1.0
-    """jumprelu: weight of the L0 penalty."""
-
-    bandwidth: float = 0.05
-    """jumprelu: width of the straight-through kernel (inputs at mean norm sqrt(d))."""
-
-    threshold_init: float = 0.1
-    """jumprelu: initial threshold."""
-
-    prefixes: list[int] = field(default_factory=list, nargs="*")
-    """matryoshka: nested dictionary sizes (default d_sae/16, /8, /4, /2, d_sae)."""
-
-    auxk_coeff: float = 1 / 32
-    """Weight of the AuxK loss (dead latents reconstruct the error), for k-sparse architectures."""
-
-    k_aux: int = 0
-    """Dead latents used by AuxK (0: d_in / 2)."""
-
     dead_tokens: str = "auto"
     """A latent that has not fired for this many tokens is dead (auto: min(10M, tokens / 10))."""
 
-    b_dec_init: str = "geometric_median"
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     """Decoder bias initialisation: geometric_median (of a sample), mean (the dataset's stored mean), zeros."""
 
     normalize: bool = flag(default=True, negative_prefix="--no-")
@@ -116,14 +102,37 @@ class SaeTrainConfig:
     overwrite: bool = field(default=False, action="store_true")
     """Replace a different run already at --out instead of refusing."""
 
-    endpoint_url: str | None = None
-    """S3-compatible endpoint for --data and --out (default: AWS_ENDPOINT_URL or AWS)."""
+    options: SaeOptions = field(default_factory=SaeOptions)
+    """The architectures' options."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options for --data and --out."""
 
     address: str | None = None
     """Ray address to join for --workers > 1 (default: start a local Ray)."""
 
-    def storage_options(self) -> dict:
-        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+    def __post_init__(self) -> None:
+        self.hook, self.arch = split_list(self.hook), split_list(self.arch)
+        self.k, self.expansion = split_list(self.k, int), split_list(self.expansion, int)
+        self.options, self.storage = nested(self.options, SaeOptions), nested(self.storage, StorageOptions)
+        check_choices(self)
+        check_positive(self, "batch_size", "workers")
+        for name in ("hook", "arch", "k", "expansion"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} needs at least one value")
+        self.arch = [get_architecture(a).name for a in self.arch]
+        for count in (self.tokens, self.eval_tokens, *([self.dead_tokens] if self.dead_tokens != "auto" else [])):
+            parse_count(count)  # a bad count fails here, before any data is read
+        if self.batch_size % self.workers:
+            raise ConfigError(f"--batch-size {self.batch_size} must be divisible by --workers {self.workers}")
+
+    @property
+    def token_count(self) -> int:
+        return parse_count(self.tokens)
+
+
+#: settings that do not change what a run computes: left out of its fingerprint (everything else is in)
+RUN_NEUTRAL = frozenset({"out", "overwrite", "checkpoint_every", "log_every", "threads", "address", "storage"})
 
 
 @dataclass
@@ -157,8 +166,11 @@ class SaeEncodeConfig:
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out."""
 
-    endpoint_url: str | None = None
-    """S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)."""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options for --sae, --data and --out."""
 
-    def storage_options(self) -> dict:
-        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        check_positive(self, "batch_size", "top_examples")
+        if self.top_latents < 0 or self.context < 0:
+            raise ConfigError("--top-latents and --context cannot be negative")

@@ -4,147 +4,153 @@ top-activating rows (with token contexts for text, stimulus ids for images)."""
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
+from analysis.common.results import Results
+from analysis.common.stream import stream_units
 from analysis.sae.config import SaeEncodeConfig
 from analysis.sae.io import load_sae
-from shards.dtypes import storage_to_torch
 from shards.errors import ActlakeError
-from shards.reader import decode_tensor
-from shards.storage import Storage
+from shards.manifest import Provenance
+from shards.reader import Dataset, open_dataset
+from shards.schema import FIXED_COLUMNS
+from shards.writer import create_dataset
 
 log = logging.getLogger("actlake.sae")
+CONFIG = SaeEncodeConfig
 
 
 class SaeEncodeError(ActlakeError, ValueError):
     """The SAE does not fit the dataset."""
 
 
-def _tokenizer_for(ds):
+@dataclass
+class EncodeSummary:
+    out: str
+    rows: int
+    top_latents_per_row: int
+    latents: int
+    latents_never_active: int
+    mean_l0: float
+    top_examples_rows: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class TopExamples:
+    """Per latent, the ``n`` rows (global indices) where it is most active, kept while streaming."""
+
+    def __init__(self, d_sae: int, n: int) -> None:
+        self.values = torch.full((d_sae, n), -torch.inf)
+        self.rows = torch.full((d_sae, n), -1, dtype=torch.long)
+        self.n = n
+
+    def add(self, z: torch.Tensor, first_row: int) -> None:
+        cand_v = torch.cat([self.values, z.t()], dim=1)
+        cand_r = torch.cat([self.rows, torch.arange(first_row, first_row + len(z)).expand(z.shape[1], -1)], 1)
+        self.values, pick = cand_v.topk(self.n, dim=1)
+        self.rows = cand_r.gather(1, pick)
+
+
+def _tokenizer_for(ds: Dataset):
     """The tokenizer of the model that made the dataset, if it loads offline (for readable contexts)."""
-    path = ((ds.manifest.get("provenance") or {}).get("model") or {}).get("path")
-    if not path:
+    model = ds.manifest.model
+    if model is None or not model.path:
         return None
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(model.path)
     except Exception:  # noqa: BLE001 - contexts fall back to token ids
         return None
 
 
+def _encode_unit(sae, rows: dict, m: int, batch_size: int) -> tuple[dict, torch.Tensor]:
+    """One unit's columns: its ids and metadata, the top ``m`` latent values and ids per row (-1 for
+    inactive); and the unit's dense latents."""
+    z = torch.cat([sae.encode(x) for x in rows["x"].split(batch_size)]) if len(rows["x"]) else \
+        rows["x"].new_zeros((0, sae.d_sae))
+    v, i = z.topk(m, dim=-1)
+    cols = {c: values for c, values in rows.items() if c != "x"}
+    cols.update({"latent_values": v, "latent_ids": torch.where(v != 0, i, torch.full_like(i, -1)).to(torch.int32)})
+    return cols, z
+
+
 @torch.no_grad()
-def encode_dataset(cfg: SaeEncodeConfig) -> dict:
-    """Encode ``cfg.data`` with the SAE at ``cfg.sae``; returns a summary.
+def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
+    """Encode ``cfg.data`` with the SAE at ``cfg.sae``.
 
     Example::
 
         encode_dataset(SaeEncodeConfig(sae="runs/minilm-topk", data="demo-data/minilm", out="runs/latents"))
     """
-    import shards
-
     t0 = time.perf_counter()
-    so = cfg.storage_options()
-    sae = load_sae(cfg.sae, so)
-    trained_on = (sae.loaded_cfg.get("actlake") or {}).get("hook")
-    hook = cfg.hook or trained_on
-    ds = shards.open_dataset(cfg.data, so)
+    sae = load_sae(cfg.sae, cfg.storage)
+    ds = open_dataset(cfg.data, cfg.storage)
+    hook = cfg.hook or (sae.loaded_cfg.get("actlake") or {}).get("hook")
     if hook not in ds.hooks:
         raise SaeEncodeError(f"hook {hook!r} not in {ds.storage.display()}; it has {ds.hooks}")
-    d_in = int(np.prod(ds.hook_spec(hook).shape))
-    if d_in != sae.d_in:
-        raise SaeEncodeError(f"the SAE takes {sae.d_in}-dim inputs but hook {hook!r} is {d_in}-dim")
-    m = cfg.top_latents or sae.k or 64
-    m = min(m, sae.d_sae)
-    meta_cols = [c for c in ds.columns if c not in ("example_id", "position", "token_id")]
-    columns = {c: t for c, t in ds.schema.columns.items() if c in meta_cols}
-    hooks = {"latent_values": {"shape": [m], "dtype": "float32"}, "latent_ids": {"shape": [m], "dtype": "int32"}}
-    provenance = {"sae": {"uri": Storage(cfg.sae, so).display(), "arch": sae.arch, "d_sae": sae.d_sae, "k": sae.k},
-                  "source": {"uri": ds.storage.display(), "id": ds.manifest.get("id"), "hook": hook}}
-    writer = shards.create_dataset(cfg.out, hooks, columns=columns, mode="overwrite" if cfg.overwrite else "create",
-                                   provenance=provenance, storage_options=so)
-    wanted_cols = {"example_id", "position", "token_id", *meta_cols}  # other hooks are never read
-    n_top = cfg.top_examples
-    top_vals = torch.full((sae.d_sae, n_top), -torch.inf)
-    top_rows = torch.full((sae.d_sae, n_top), -1, dtype=torch.long)
-    fires = torch.zeros(sae.d_sae, dtype=torch.long)
-    row0 = 0
+    if ds.hook_spec(hook).numel != sae.d_in:
+        raise SaeEncodeError(f"the SAE takes {sae.d_in}-dim inputs but hook {hook!r} is {ds.hook_spec(hook).numel}-dim")
+    m = min(cfg.top_latents or sae.k or 64, sae.d_sae)
+    out = Results(cfg.out, cfg.storage)
+    provenance = Provenance(derived_from=ds.manifest.ref(ds.storage.display(), [hook]), details={
+        "sae": {"uri": Results(cfg.sae, cfg.storage).display(), "arch": sae.arch, "d_sae": sae.d_sae, "k": sae.k}})
+    writer = create_dataset(cfg.out, {"latent_values": {"shape": [m], "dtype": "float32"},
+                                      "latent_ids": {"shape": [m], "dtype": "int32"}},
+                            columns=dict(ds.schema.columns), mode="overwrite" if cfg.overwrite else "create",
+                            provenance=provenance, storage_options=cfg.storage)
+    top, fires, row0 = TopExamples(sae.d_sae, cfg.top_examples), torch.zeros(sae.d_sae, dtype=torch.long), 0
     try:
-        for ui, unit in enumerate(ds.units):
-            table = ds.read_unit_table(ui, [hook, *(c for c in ds.columns if c in wanted_cols)])
-            spec = ds.schema.hooks[hook]
-            x_all = storage_to_torch(np.ascontiguousarray(decode_tensor(spec, table.column(hook))), spec.dtype).float()
-            vals_p, ids_p = [], []
-            for b in range(0, len(x_all), cfg.batch_size):
-                x = x_all[b:b + cfg.batch_size].reshape(-1, d_in)
-                z = sae.encode(x)
-                fires += (z != 0).sum(0)
-                v, i = z.topk(m, dim=-1)
-                i = torch.where(v != 0, i, torch.full_like(i, -1)).to(torch.int32)
-                vals_p.append(v)
-                ids_p.append(i)
-                cand_v = torch.cat([top_vals, z.t()], dim=1)
-                cand_r = torch.cat([top_rows, torch.arange(row0 + b, row0 + b + len(x)).expand(sae.d_sae, -1)], 1)
-                top_vals, pick = cand_v.topk(n_top, dim=1)
-                top_rows = cand_r.gather(1, pick)
-            cols = {"latent_values": torch.cat(vals_p), "latent_ids": torch.cat(ids_p)}
-            for c in ("example_id", "position", "token_id", *meta_cols):
-                if c in table.column_names:
-                    col = table.column(c)
-                    if c == "token_id":
-                        col = pc.fill_null(col, -1)  # null for images and pooled rows
-                    cols[c] = np.asarray(col.to_pylist(), dtype=object) if pa.types.is_string(col.type) or \
-                        pa.types.is_large_string(col.type) else col.to_numpy(zero_copy_only=False)
-            writer.write_unit(unit["id"], cols)
-            row0 += len(x_all)
-            log.info("encoded unit %d/%d", ui + 1, len(ds.units))
+        # one unit of the source per unit of the latents: row order and ids stay the same
+        for unit, rows in stream_units(ds, hook, ds.columns):
+            cols, z = _encode_unit(sae, rows, m, cfg.batch_size)
+            fires += (z != 0).sum(0)
+            top.add(z, row0)
+            writer.write_unit(unit.id, cols)
+            row0 += len(z)
+            log.info("encoded unit %d (%d rows)", unit.id, unit.rows)
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    top = _top_table(ds, top_vals, top_rows, cfg.context)
-    out = Storage(cfg.out, so)
-    buf = io.BytesIO()
-    import pyarrow.parquet as pq
-
-    pq.write_table(top, buf)
-    out.put_bytes("top_examples.parquet", buf.getvalue())
-    summary = {"out": out.display(), "rows": row0, "top_latents_per_row": m, "latents": sae.d_sae,
-               "latents_never_active": int((fires == 0).sum()), "mean_l0": float(fires.sum()) / max(row0, 1),
-               "top_examples_rows": top.num_rows, "seconds": round(time.perf_counter() - t0, 2)}
-    out.put_bytes("encode_summary.json", json.dumps(summary, indent=1).encode())
+    table = _top_table(ds, top, cfg.context)
+    out.table("top_examples.parquet", table)
+    summary = EncodeSummary(out.display(), row0, m, sae.d_sae, int((fires == 0).sum()),
+                            float(fires.sum()) / max(row0, 1), table.num_rows, round(time.perf_counter() - t0, 2))
+    out.json("encode_summary.json", summary.to_json())
     return summary
 
 
-def _top_table(ds, top_vals: torch.Tensor, top_rows: torch.Tensor, context: int) -> pa.Table:
+def _top_table(ds: Dataset, top: TopExamples, context: int) -> pa.Table:
     """One row per (latent, rank) with the activating row's ids, and its token context for text."""
-    keep = torch.isfinite(top_vals) & (top_vals > 0)
+    keep = torch.isfinite(top.values) & (top.values > 0)
     lat, rank = keep.nonzero(as_tuple=True)
-    rows = top_rows[lat, rank].numpy()
-    want = [c for c in ("example_id", "position", "token_id", "stimulus_id") if c in ds.columns]
+    rows = top.rows[lat, rank].numpy()
+    want = [c for c in (*FIXED_COLUMNS, "stimulus_id") if c in ds.columns]
     uniq, inv = np.unique(rows, return_inverse=True)
     meta = ds.take(uniq, hooks=[], columns=want) if len(uniq) else {}
     data = {"latent": lat.numpy().astype(np.int32), "rank": rank.numpy().astype(np.int32),
-            "activation": top_vals[lat, rank].numpy().astype(np.float32), "row": rows}
+            "activation": top.values[lat, rank].numpy().astype(np.float32), "row": rows}
     for c in want:
         v = meta[c]
-        arr = np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=object if c == "stimulus_id" else None)
-        data[c] = arr[inv]
+        data[c] = np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=object if c == "stimulus_id"
+                             else None)[inv]
     has_tokens = "token_id" in want and len(uniq) and bool((np.asarray(meta["token_id"]) >= 0).any())
     if has_tokens and context > 0:
         data["context"] = _contexts(ds, uniq, context)[inv]
     return pa.table(data)
 
 
-def _contexts(ds, rows: np.ndarray, context: int) -> np.ndarray:
+def _contexts(ds: Dataset, rows: np.ndarray, context: int) -> np.ndarray:
     """For each row: the tokens of its example within ``context`` positions, the row's own token marked."""
     tok = _tokenizer_for(ds)
     lo = np.clip(rows - context, 0, ds.num_rows - 1)
@@ -152,17 +158,18 @@ def _contexts(ds, rows: np.ndarray, context: int) -> np.ndarray:
     spans = sorted({int(r) for a, b in zip(lo, hi, strict=True) for r in range(a, b + 1)})
     got = ds.take(spans, hooks=[], columns=["example_id", "token_id"])
     where = {r: i for i, r in enumerate(spans)}
-    ex = got["example_id"].numpy()
-    ids = got["token_id"].numpy()
+    ex, ids = got["example_id"].numpy(), got["token_id"].numpy()
     out = []
     for r, a, b in zip(rows, lo, hi, strict=True):
         own = ex[where[int(r)]]
         parts = []
         for q in range(int(a), int(b) + 1):
             i = where[q]
-            if ex[i] != own or ids[i] < 0:
-                continue
-            text = tok.convert_ids_to_tokens(int(ids[i])) if tok is not None else str(int(ids[i]))
-            parts.append(f"[[{text}]]" if q == r else text)
+            if ex[i] == own and ids[i] >= 0:
+                text = tok.convert_ids_to_tokens(int(ids[i])) if tok is not None else str(int(ids[i]))
+                parts.append(f"[[{text}]]" if q == r else text)
         out.append(" ".join(parts))
     return np.asarray(out, dtype=object)
+
+
+run = encode_dataset

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 
+import analysis.sae.saes  # noqa: F401 - registers the architectures
 from analysis.sae.base import SparseAutoencoder
-from analysis.sae.registry import arch_class
-from shards.storage import Storage
+from analysis.sae.registry import get_architecture
+from shards.storage import Storage, StorageOptions
 
 WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
 
 
-def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None, storage_options: dict | None = None) -> None:
+def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None,
+             storage_options: StorageOptions | dict | None = None) -> None:
     """Write ``sae`` (float32) where SAELens' ``SAE.load_from_disk`` and ``load_sae`` read it.
 
     ``cfg.json`` holds SAELens' fields (d_in, d_sae, architecture, k, ...) and actlake's
@@ -22,18 +25,19 @@ def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None, storag
     """
     from safetensors.torch import save
 
-    st = Storage(uri, storage_options or {})
+    st = Storage(uri, storage_options)
+    options = dataclasses.asdict(sae.options) if dataclasses.is_dataclass(sae.options) else {}
     cfg = {"d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
            "normalize_activations": "none", "reshape_activations": "none", **sae.export_cfg(),
            "metadata": {"hook_name": (extra or {}).get("hook")},
-           "actlake": {"arch": sae.arch, "k": sae.k, "options": sae.options, **(extra or {})}}
+           "actlake": {"arch": sae.arch, "k": sae.k, "options": options, **(extra or {})}}
     if sae.saelens_arch == "jumprelu" and sae.arch != "jumprelu":
         cfg["actlake"]["note"] = f"{sae.arch} trained; exported as a JumpReLU with its inference threshold"
     st.put_bytes(WEIGHTS, save(sae.export_tensors()))
     st.put_bytes(CFG, json.dumps(cfg, indent=1, default=str).encode())
 
 
-def load_sae(uri: str, storage_options: dict | None = None) -> SparseAutoencoder:
+def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> SparseAutoencoder:
     """An SAE saved by ``save_sae`` (or by SAELens: standard, topk, jumprelu), in eval mode, raw units.
 
     Example::
@@ -43,16 +47,18 @@ def load_sae(uri: str, storage_options: dict | None = None) -> SparseAutoencoder
     """
     from safetensors.torch import load
 
-    st = Storage(uri, storage_options or {})
+    st = Storage(uri, storage_options)
     cfg = json.loads(st.get_bytes(CFG))
     tensors = load(st.get_bytes(WEIGHTS))
     ours = cfg.get("actlake") or {}
     arch = ours.get("arch") or {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(cfg["architecture"])
     if arch is None:
         raise ValueError(f"{st.display()}: SAE architecture {cfg['architecture']!r} is not one actlake loads")
-    exported_as_jumprelu = arch in ("batchtopk", "matryoshka")
-    cls = arch_class("jumprelu" if exported_as_jumprelu else arch)
-    sae = cls(cfg["d_in"], cfg["d_sae"], ours.get("k") or cfg.get("k"), **(ours.get("options") or {}))
+    # BatchTopK and Matryoshka are exported as JumpReLUs with their inference threshold
+    target = get_architecture("jumprelu" if get_architecture(arch).sae_class.saelens_arch == "jumprelu" else arch)
+    saved = ours.get("options") or {}
+    options = target.options(**{f.name: saved[f.name] for f in dataclasses.fields(target.options) if f.name in saved})
+    sae = target.sae_class(cfg["d_in"], cfg["d_sae"], ours.get("k") or cfg.get("k"), options=options)
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             getattr(sae, name).copy_(tensors[name])

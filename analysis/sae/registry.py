@@ -1,55 +1,75 @@
-"""SAE architectures by name (one file each under ``saes/``)."""
+"""SAE architectures by name. Each file under ``saes/`` declares its options dataclass and its loss terms and
+registers both here (as SAELens' ``registry.py`` does); ``saes/__init__.py`` lists the files."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from dataclasses import dataclass
 
-from analysis.sae.base import SparseAutoencoder
-from analysis.sae.saes.batchtopk import BatchTopKSAE
-from analysis.sae.saes.jumprelu import JumpReLUSAE
-from analysis.sae.saes.matryoshka import MatryoshkaSAE
-from analysis.sae.saes.mp import MatchingPursuitSAE
-from analysis.sae.saes.relu import ReluSAE
-from analysis.sae.saes.topk import TopKSAE
 from shards.errors import ActlakeError
-
-ARCHITECTURES: dict[str, type[SparseAutoencoder]] = {
-    "relu": ReluSAE,
-    "topk": TopKSAE,
-    "batchtopk": BatchTopKSAE,
-    "jumprelu": JumpReLUSAE,
-    "matryoshka": MatryoshkaSAE,
-    "mp": MatchingPursuitSAE,
-}
-ALIASES = {"standard": "relu", "l1": "relu", "batch_topk": "batchtopk", "matching_pursuit": "mp",
-           "mp_sae": "mp", "matryoshka_batchtopk": "matryoshka"}
 
 
 class SaeConfigError(ActlakeError, ValueError):
     """The SAE cannot be built as asked."""
 
 
-def arch_class(name: str) -> type[SparseAutoencoder]:
-    key = ALIASES.get(name.lower(), name.lower())
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture: its SAE class and its options dataclass (the source of its CLI flags)."""
+
+    name: str
+    sae_class: type
+    options: type
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def k_sparse(self) -> bool:
+        return bool(getattr(self.sae_class, "k_sparse", False))
+
+    def options_from(self, values) -> object:
+        """This architecture's options, taken by name from ``values`` (the run's merged options)."""
+        return self.options(**{f.name: getattr(values, f.name) for f in dataclasses.fields(self.options)})
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    ARCHITECTURES[arch.name] = arch
+    _ALIASES.update({a: arch.name for a in arch.aliases})
+    return arch
+
+
+def get_architecture(name: str) -> Architecture:
+    key = _ALIASES.get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
-        close = difflib.get_close_matches(name, list(ARCHITECTURES) + list(ALIASES), n=3, cutoff=0.4)
+        close = difflib.get_close_matches(name, [*ARCHITECTURES, *_ALIASES], n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise SaeConfigError(f"unknown SAE architecture {name!r}.{hint} Known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[key]
 
 
-def create_sae(arch: str, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, **options) -> SparseAutoencoder:
-    """Build an SAE by architecture name.
+def create_sae(arch: str, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, options=None):
+    """Build an SAE by architecture name (``options``: the architecture's options, default its defaults).
 
     Example::
 
         sae = create_sae("topk", d_in=384, d_sae=6144, k=32)
     """
-    cls = arch_class(arch)
-    if cls.k_sparse:
+    a = get_architecture(arch)
+    if a.k_sparse:
         if not k or k <= 0:
-            raise SaeConfigError(f"architecture {cls.arch!r} needs k > 0 (active latents per row)")
+            raise SaeConfigError(f"architecture {a.name!r} needs k > 0 (active latents per row)")
         if k > d_sae:
-            raise SaeConfigError(f"k={k} is larger than the SAE's width d_sae={d_sae}; lower --k or raise "
-                                 "--expansion")
-    return cls(d_in, d_sae, k, seed, **options)
+            raise SaeConfigError(f"k={k} is larger than the SAE's width d_sae={d_sae}; lower --k or raise --expansion")
+    return a.sae_class(d_in, d_sae, k, seed, options if options is not None else a.options())
+
+
+def merged_options_class() -> type:
+    """One dataclass holding every registered architecture's options (each field once): the run's
+    ``--l1-coeff``, ``--bandwidth``, ... flags. Same-named fields of two architectures share a base class."""
+    bases = tuple(dict.fromkeys(a.options for a in ARCHITECTURES.values()))
+    return dataclass(type("SaeOptions", bases, {"__doc__": "Options of the SAE architectures (each flag names "
+                                                           "the architectures it applies to)."}))

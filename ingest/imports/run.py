@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 from simple_parsing import field
 
 from ingest.imports.registry import LAYOUTS, get_layout
-from ingest.imports.source import FeatureImportError, FeatureSource
+from ingest.imports.source import FeatureImportError, FeatureSource, Layer
+from shards.config import check_choices, check_positive, nested, split_list
+from shards.dtypes import FLOAT_DTYPES
+from shards.manifest import Provenance
+from shards.schema import infer_column_type
+from shards.storage import StorageOptions
 
 log = logging.getLogger("actlake.import")
-
-_STORABLE = ("float16", "bfloat16", "float32")
 
 
 @dataclass
@@ -32,13 +36,13 @@ class ImportConfig:
     out: str = "demo-data/imported"
     """Output dataset URI."""
 
-    dtype: str | None = None
-    """Stored dtype (float16, bfloat16, float32); default: each array's own dtype."""
+    dtype: Literal["float16", "bfloat16", "float32"] | None = None
+    """Stored dtype; default: each array's own dtype."""
 
-    hooks: str | None = None
-    """Comma-separated layers to import (default: all)."""
+    hooks: list[str] = field(default_factory=list, nargs="*", metavar="LAYER[,LAYER...]")
+    """Layers to import (default: all)."""
 
-    stimulus_id: str = "file"
+    stimulus_id: Literal["file", "image"] = "file"
     """net2brain: file (the file's stem, ResNet18_image_01) or image (the image's stem, image_01)."""
 
     ids: str | None = None
@@ -50,28 +54,42 @@ class ImportConfig:
     unit_size: int = 1024
     """Rows per work unit (Parquet file)."""
 
-    compression: str = "none"
-    """Parquet compression: none, lz4 or zstd."""
+    compression: Literal["none", "lz4", "zstd"] = "none"
+    """Parquet compression."""
 
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out."""
 
-    endpoint_url: str | None = None
-    """S3-compatible endpoint for SRC and --out (default: AWS_ENDPOINT_URL or AWS)."""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options for SRC and --out."""
 
-    def storage_options(self) -> dict:
-        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+    def __post_init__(self) -> None:
+        self.hooks = split_list(self.hooks)
+        self.storage = nested(self.storage, StorageOptions)
+        check_choices(self)
+        check_positive(self, "unit_size")
 
 
-def _stored_dtype(layer, wanted: str | None) -> str:
+@dataclass
+class ImportSummary:
+    out: str
+    layout: str
+    rows: int
+    hooks: list[str]
+    bytes: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _stored_dtype(layer: Layer, wanted: str | None) -> str:
     if wanted:
-        if wanted not in _STORABLE:
-            raise FeatureImportError(f"--dtype {wanted!r}: use one of {_STORABLE}")
         return wanted
-    if layer.dtype in _STORABLE:
+    if layer.dtype in FLOAT_DTYPES:
         return layer.dtype
-    raise FeatureImportError(f"layer {layer.name!r} is {layer.dtype}; actlake stores {', '.join(_STORABLE)}. "
-                       "Give --dtype float32 (or float16) to convert it.")
+    raise FeatureImportError(f"layer {layer.name!r} is {layer.dtype}; actlake stores {', '.join(FLOAT_DTYPES)}. "
+                             "Give --dtype float32 (or float16) to convert it.")
 
 
 def _convert(x: np.ndarray, src_dtype: str, dst: str):
@@ -85,8 +103,30 @@ def _convert(x: np.ndarray, src_dtype: str, dst: str):
     return np.ascontiguousarray(x, dtype=dst)  # no copy when the dtype already matches
 
 
-def import_features(cfg: ImportConfig) -> dict:
-    """Import ``cfg.src`` (layout ``cfg.layout``) into ``cfg.out``; returns a summary.
+def _open_source(cfg: ImportConfig) -> FeatureSource:
+    load = get_layout(cfg.layout)
+    source: FeatureSource = load(cfg.src, stimulus_id=cfg.stimulus_id, ids=cfg.ids, id_field=cfg.id_field,
+                                 storage_options=cfg.storage.to_fsspec())
+    source.check()
+    if cfg.hooks:
+        missing = [h for h in cfg.hooks if h not in source.layers]
+        if missing:
+            raise FeatureImportError(f"layers {missing} not in {cfg.src!r}; it has {sorted(source.layers)}")
+        source.layers = {h: source.layers[h] for h in cfg.hooks}
+    return source
+
+
+def _unit_columns(source: FeatureSource, hooks: dict, a: int, b: int) -> dict:
+    cols = {"example_id": np.arange(a, b, dtype=np.int64), "stimulus_id": np.asarray(source.ids[a:b], dtype=object)}
+    for k, v in source.metadata.items():
+        cols[k] = np.asarray(v[a:b], dtype=object if isinstance(v[0], str) else None)
+    for name, layer in source.layers.items():
+        cols[name] = _convert(layer.rows(a, b), layer.dtype, hooks[name]["dtype"])
+    return cols
+
+
+def import_features(cfg: ImportConfig) -> ImportSummary:
+    """Import ``cfg.src`` (layout ``cfg.layout``) into ``cfg.out``.
 
     Example::
 
@@ -96,43 +136,21 @@ def import_features(cfg: ImportConfig) -> dict:
     import shards
 
     t0 = time.perf_counter()
-    load = get_layout(cfg.layout)
-    so = cfg.storage_options()
-    source: FeatureSource = load(cfg.src, stimulus_id=cfg.stimulus_id, ids=cfg.ids, id_field=cfg.id_field,
-                                 storage_options=so)
-    source.check()
-    if cfg.stimulus_id not in ("file", "image"):
-        raise FeatureImportError(f"--stimulus-id {cfg.stimulus_id!r}: use file or image")
-    if cfg.hooks:
-        wanted = [h.strip() for h in cfg.hooks.split(",") if h.strip()]
-        missing = [h for h in wanted if h not in source.layers]
-        if missing:
-            raise FeatureImportError(f"layers {missing} not in {cfg.src!r}; it has {sorted(source.layers)}")
-        source.layers = {h: source.layers[h] for h in wanted}
-    if cfg.unit_size <= 0:
-        raise FeatureImportError(f"--unit-size must be positive, got {cfg.unit_size}")
+    source = _open_source(cfg)
     hooks = {name: {"shape": list(layer.shape), "dtype": _stored_dtype(layer, cfg.dtype)}
              for name, layer in source.layers.items()}
-    columns = {"stimulus_id": "string", **{k: "string" if isinstance(v[0], str) else
-                                            ("float64" if isinstance(v[0], float) else "int64")
-                                            for k, v in source.metadata.items()}}
+    columns = {"stimulus_id": "string", **{k: infer_column_type(v, k) for k, v in source.metadata.items()}}
     n = len(source.ids)
-    provenance = {"import": {"source": cfg.src, "layout": cfg.layout, "stimuli": n,
-                             "original_layers": {k: {"shape": list(v.shape), "dtype": v.dtype}
-                                                 for k, v in source.layers.items()}, **source.provenance}}
+    provenance = Provenance(details={"import": {
+        "source": cfg.src, "layout": cfg.layout, "stimuli": n, **source.provenance,
+        "original_layers": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in source.layers.items()}}})
     writer = shards.create_dataset(cfg.out, hooks, columns=columns, mode="overwrite" if cfg.overwrite else "create",
-                                   compression=cfg.compression, provenance=provenance, storage_options=so)
+                                   compression=cfg.compression, provenance=provenance, storage_options=cfg.storage)
     units = math.ceil(n / cfg.unit_size)
     try:
         for u in range(units):
             a, b = u * cfg.unit_size, min((u + 1) * cfg.unit_size, n)
-            cols = {"example_id": np.arange(a, b, dtype=np.int64),
-                    "stimulus_id": np.asarray(source.ids[a:b], dtype=object)}
-            for k, v in source.metadata.items():
-                cols[k] = np.asarray(v[a:b], dtype=object if isinstance(v[0], str) else None)
-            for name, layer in source.layers.items():
-                cols[name] = _convert(layer.rows(a, b), layer.dtype, hooks[name]["dtype"])
-            writer.write_unit(u, cols)
+            writer.write_unit(u, _unit_columns(source, hooks, a, b))
             log.info("unit %d/%d: rows %d-%d", u + 1, units, a, b - 1)
         writer.close()
     except BaseException:
@@ -140,9 +158,9 @@ def import_features(cfg: ImportConfig) -> dict:
         if not writer.committed_units:  # nothing committed: leave no empty dataset that blocks the rerun
             writer.storage.delete_prefix("")
         raise
-    ds = shards.open_dataset(cfg.out, so)
-    return {"out": ds.storage.display(), "layout": cfg.layout, "rows": ds.num_rows, "hooks": list(hooks),
-            "bytes": ds.manifest["num_bytes"], "seconds": round(time.perf_counter() - t0, 2)}
+    ds = shards.open_dataset(cfg.out, cfg.storage)
+    return ImportSummary(ds.storage.display(), cfg.layout, ds.num_rows, list(hooks), ds.manifest.num_bytes,
+                         round(time.perf_counter() - t0, 2))
 
 
-__all__ = ["LAYOUTS", "ImportConfig", "import_features"]
+__all__ = ["LAYOUTS", "ImportConfig", "ImportSummary", "import_features"]

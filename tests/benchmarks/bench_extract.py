@@ -26,6 +26,7 @@ from ingest.config import ExtractConfig  # noqa: E402
 from ingest.corpus import load_corpus  # noqa: E402
 from ingest.driver import run_extraction  # noqa: E402
 from ingest.models import load_model  # noqa: E402
+from shards.storage import StorageOptions  # noqa: E402
 
 
 def record(**kw) -> dict:
@@ -74,16 +75,16 @@ def main() -> None:
             out = str(Path(args.dir) / f"extract-w{workers}")
             shutil.rmtree(out, ignore_errors=True)
             s = run_extraction(ExtractConfig(**base, out=out, workers=workers, threads_per_worker=cores // workers))
-            rates[workers] = s["tokens"] / s["run_seconds"]
-            steady = s["tokens"] / (s["run_seconds"] - s["startup_seconds"])
+            rates[workers] = s.count / s.run_seconds
+            steady = s.count / (s.run_seconds - s.startup_seconds)
             results.append(record(bench="extract", workers=workers, threads_per_worker=cores // workers,
-                                  tokens=s["tokens"], run_seconds=s["run_seconds"],
-                                  startup_seconds=s["startup_seconds"], tokens_per_s=round(rates[workers], 1),
+                                  tokens=s.count, run_seconds=s.run_seconds,
+                                  startup_seconds=s.startup_seconds, tokens_per_s=round(rates[workers], 1),
                                   overhead_ratio=round(rates[workers] / fwd, 3),
                                   steady_overhead_ratio=round(steady / fwd, 3)))
             if workers == 1:
                 ds = shards.open_dataset(out)
-                per_hook = ds.manifest["num_bytes"] / ds.num_rows / len(ds.hooks)
+                per_hook = ds.manifest.num_bytes / ds.num_rows / len(ds.hooks)
                 results.append(record(bench="size", bytes_per_token_per_hook=round(per_hook, 1),
                                       raw_bytes_per_token_per_hook=384 * 2,
                                       overhead_pct=round(100 * (per_hook / 768 - 1), 2)))
@@ -98,10 +99,10 @@ def main() -> None:
                             for h in ds.hooks:
                                 col = t.column(h).combine_chunks()
                                 cols[h] = np.frombuffer(col.buffers()[1], np.float16).reshape(len(col), 384)
-                            w.write_unit(ds.units[ui]["id"], cols)
-                    size_c = shards.open_dataset(out_c).manifest["num_bytes"]
+                            w.write_unit(ds.units[ui].id, cols)
+                    size_c = shards.open_dataset(out_c).manifest.num_bytes
                     results.append(record(bench="compression", codec=comp, real_activations="MiniLM",
-                                          saved_pct=round(100 * (1 - size_c / ds.manifest["num_bytes"]), 2)))
+                                          saved_pct=round(100 * (1 - size_c / ds.manifest.num_bytes), 2)))
         results.append(record(bench="scaling", two_over_one_actor=round(rates[2] / rates[1], 3)))
         if args.s3:
             import boto3
@@ -114,9 +115,10 @@ def main() -> None:
                 boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                              aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="bench")
                 s = run_extraction(ExtractConfig(**base, out="s3://bench/acts", workers=1,
-                                                 endpoint_url=endpoint, threads_per_worker=cores))
-                results.append(record(bench="extract-s3", tokens_per_s=round(s["tokens"] / s["run_seconds"], 1),
-                                      overhead_ratio=round(s["tokens"] / s["run_seconds"] / fwd, 3)))
+                                                 storage=StorageOptions(endpoint_url=endpoint),
+                                                 threads_per_worker=cores))
+                results.append(record(bench="extract-s3", tokens_per_s=round(s.count / s.run_seconds, 1),
+                                      overhead_ratio=round(s.count / s.run_seconds / fwd, 3)))
             finally:
                 srv.stop()
     finally:

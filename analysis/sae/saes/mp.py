@@ -4,9 +4,17 @@ most aligned with the residual, take its coefficient, subtract its contribution,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from analysis.sae.base import SparseAutoencoder
+from analysis.sae.base import AuxKOptions, SaeOutput, SparseAutoencoder
+from analysis.sae.registry import Architecture, register
+
+
+@dataclass
+class MatchingPursuitOptions(AuxKOptions):
+    """MP's options: AuxK's."""
 
 
 class MatchingPursuitSAE(SparseAutoencoder):
@@ -32,11 +40,12 @@ class MatchingPursuitSAE(SparseAutoencoder):
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.b_dec) @ self.W_dec.t()  # atom alignments (used by AuxK)
 
-    def forward(self, x: torch.Tensor):
-        from analysis.sae.base import SaeOutput
-
+    def forward(self, x: torch.Tensor) -> SaeOutput:
         z = self.encode(x)
-        return SaeOutput(self.decode(z), z, z.new_zeros(()))
+        return SaeOutput(self.decode(z), z)
+
+    def loss_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.auxk_terms(x, out, dead)
 
     def export_tensors(self) -> dict[str, torch.Tensor]:
         out = super().export_tensors()
@@ -50,3 +59,6 @@ class MatchingPursuitSAE(SparseAutoencoder):
     def fold_input_scale(self, scale: float) -> None:
         # atoms stay unit-norm (selection depends on it): only the bias and the latents' units change
         self.b_dec /= scale
+
+
+register(Architecture("mp", MatchingPursuitSAE, MatchingPursuitOptions, aliases=("matching_pursuit", "mp_sae")))

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from analysis.sae.base import SaeOutput, SparseAutoencoder, topk_mask
+from analysis.sae.base import AuxKOptions, SaeOutput, SparseAutoencoder, topk_mask
+from analysis.sae.registry import Architecture, register
+
+
+@dataclass
+class TopKOptions(AuxKOptions):
+    """TopK's options: AuxK's."""
 
 
 class TopKSAE(SparseAutoencoder):
@@ -20,7 +28,13 @@ class TopKSAE(SparseAutoencoder):
         pre = self.pre_acts(x)
         vals, idx = pre.topk(self.k, dim=-1)
         vals = torch.relu(vals)
-        return SaeOutput(self.sparse_decode(vals, idx), None, x.new_zeros(()), pre=pre, top_vals=vals, top_idx=idx)
+        return SaeOutput(self.sparse_decode(vals, idx), None, pre=pre, top_vals=vals, top_idx=idx)
+
+    def loss_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.auxk_terms(x, out, dead)
 
     def export_cfg(self) -> dict:
         return {"architecture": "topk", "k": self.k}
+
+
+register(Architecture("topk", TopKSAE, TopKOptions))

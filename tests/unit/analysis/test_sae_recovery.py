@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.common.rundir import RunMismatchError
 from analysis.sae import create_sae, load_sae, save_sae
 from analysis.sae.config import SaeTrainConfig, parse_count
 from analysis.sae.registry import SaeConfigError
-from analysis.sae.train import SaeRunError, train_sae
+from analysis.sae.train import train_sae
 from tests.unit.analysis.sae_data import mean_best_cosine, synthetic_dictionary
 
 
@@ -36,7 +37,7 @@ def test_known_dictionary_is_recovered(synth, tmp_path, arch):
     cos = mean_best_cosine(synth[1], sae.W_dec.detach().numpy())
     print(f"{arch}: mean best cosine to the true atoms {cos:.3f}")
     assert cos >= 0.9, f"{arch}: mean best cosine {cos:.3f}"
-    ev = next(iter(summary["saes"].values()))
+    ev = next(iter(summary.saes.values()))
     assert ev["l0"] == pytest.approx(4.0, abs=0.5) and ev["fvu"] < 0.3
     for name in ("metrics.jsonl", "training_curves.png", "latent_frequency.png", "eval.json", "cfg.json"):
         assert (tmp_path / arch / name).is_file()
@@ -52,7 +53,7 @@ def test_saved_sae_reproduces_the_trained_one_in_raw_units(synth, tmp_path):
     with torch.no_grad():
         recon = sae.decode(sae.encode(x))
     fvu = float((recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
-    assert fvu == pytest.approx(summary["saes"]["x-topk-k4-x2"]["fvu"], rel=0.15)
+    assert fvu == pytest.approx(summary.saes["x-topk-k4-x2"]["fvu"], rel=0.15)
     assert (sae.encode(x) != 0).sum(1).eq(4).all()
 
 
@@ -100,12 +101,12 @@ def test_bad_input(synth, tmp_path):
         train_sae(SaeTrainConfig(data=data, hook="x", arch="topkk", out=str(tmp_path / "c")))
     train_sae(SaeTrainConfig(data=data, hook="x", k="4", expansion="2", tokens="4096", batch_size=1024,
                              out=str(tmp_path / "run"), threads=1))
-    with pytest.raises(SaeRunError, match=r"already holds a different run \(k: '4' -> '8'\).*--overwrite"):
+    with pytest.raises(RunMismatchError, match=r"already holds a different run \(k: \[4\] -> \[8\]\).*--overwrite"):
         train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
                                  out=str(tmp_path / "run"), threads=1))
     summary = train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
                                        out=str(tmp_path / "run"), threads=1, overwrite=True))
-    assert summary["steps"] == 4
+    assert summary.steps == 4
     weights = (tmp_path / "run" / "sae_weights.safetensors").stat().st_mtime_ns
     again = train_sae(SaeTrainConfig(data=data, hook="x", k="8", expansion="2", tokens="4096", batch_size=1024,
                                      out=str(tmp_path / "run"), threads=1))
@@ -128,3 +129,19 @@ def test_several_saes_from_one_pass_and_a_job_file(synth, tmp_path):
         assert sae.k == int(name.split("-k")[1].split("-")[0]) and ev["l0"] <= sae.k + 1e-6
     run = json.loads((tmp_path / "sweep" / "run.json").read_text())
     assert run["config"]["log_every"] == 5  # the flag overrode nothing else; the file gave the rest
+
+
+def test_outputs_record_the_source_dataset_id(synth, tmp_path):
+    """Regression: cfg.json, run.json and the encoded dataset recorded `None` as the dataset they came from."""
+    from analysis.sae.config import SaeEncodeConfig
+    from analysis.sae.encode import encode_dataset
+
+    data, _ = synth
+    dataset_id = json.loads((__import__("pathlib").Path(data) / "manifest.json").read_text())["dataset_id"]
+    _, out = train(synth, tmp_path, "topk", tokens="8k")
+    cfg = json.loads((tmp_path / "topk" / "cfg.json").read_text())
+    assert cfg["actlake"]["dataset_id"] == dataset_id
+    assert json.loads((tmp_path / "topk" / "run.json").read_text())["dataset"]["dataset_id"] == dataset_id
+    encode_dataset(SaeEncodeConfig(sae=out, data=data, out=str(tmp_path / "latents"), top_examples=2))
+    manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
+    assert manifest["provenance"]["derived_from"]["dataset_id"] == dataset_id

@@ -8,9 +8,10 @@ import pytest
 
 from ingest.config import ExtractConfig
 from ingest.corpus import CorpusError
-from ingest.driver import ExtractConfigError, plan
+from ingest.driver import plan_extraction as plan
 from ingest.models import ModelLoadError
-from shards.errors import UnknownHookError
+from shards.errors import ConfigError, UnknownHookError
+from shards.storage import StorageOptions
 
 
 def cfg(tmp_path, **kw) -> ExtractConfig:
@@ -43,20 +44,25 @@ def test_empty_corpus_and_missing_field(tmp_path):
         plan(cfg(tmp_path, data=str(data)))
     with pytest.raises(CorpusError, match="does not exist"):
         plan(cfg(tmp_path, data=str(tmp_path / "missing.jsonl")))
-    specs, columns, n, _prov, _cfg = plan(cfg(tmp_path, data=str(data), text_field="body"))
-    assert n == 5 and columns == {"y": "int64"} and specs["resid.0"]["shape"] == [384]
+    p = plan(cfg(tmp_path, data=str(data), text_field="body"))
+    assert p.num_examples == 5 and p.columns == {"y": "int64"} and p.hook_specs["resid.0"].shape == (384,)
+    assert p.modality == "text" and p.config.pool == "none" and p.hooks[1].module == "encoder.layer.0"
 
 
 def test_context_size_above_model_maximum(tmp_path):
-    with pytest.raises(ExtractConfigError, match="exceeds the model's maximum of 512"):
+    with pytest.raises(ConfigError, match="exceeds the model's maximum of 512"):
         plan(cfg(tmp_path, context_size=1024))
 
 
 def test_inconsistent_options(tmp_path):
-    with pytest.raises(ExtractConfigError, match="--no-pack"):
+    with pytest.raises(ConfigError, match="--no-pack"):
         plan(cfg(tmp_path, pack=True, pool="mean"))
-    with pytest.raises(ExtractConfigError, match="--pool"):
+    with pytest.raises(ConfigError, match="--pool"):
         plan(cfg(tmp_path, pool="max"))
+    with pytest.raises(ConfigError, match=r"--dtype 'float64': use one of float16, bfloat16, float32"):
+        cfg(tmp_path, dtype="float64")
+    with pytest.raises(ConfigError, match="--batch-size must be positive"):
+        cfg(tmp_path, batch_size=0)
     assert not (tmp_path / "out").exists()
 
 
@@ -73,5 +79,5 @@ def test_unreachable_s3_endpoint_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     t = time.time()
     with pytest.raises(StorageError, match=r"s3://bucket/acts/manifest.json.*Could not connect"):
-        plan(cfg(tmp_path, out="s3://bucket/acts", endpoint_url=f"http://127.0.0.1:{port}"))
+        plan(cfg(tmp_path, out="s3://bucket/acts", storage=StorageOptions(endpoint_url=f"http://127.0.0.1:{port}")))
     assert time.time() - t < 30

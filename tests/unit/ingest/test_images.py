@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from ingest.images import ImageDecodeError, ImageSourceError, is_image_source, load_image_source
+from ingest.image_sources import ImageDecodeError, ImageSourceError, is_image_source, load_image_source
 from tests.shared_data import DATA
 
 STIMULI = DATA / "net2brain78" / "stimuli"

@@ -37,7 +37,7 @@ def test_net2brain_resnet18_features_bytes_equal(tmp_path):
         np.testing.assert_allclose(st.mean, flat.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(st.var, flat.var(0), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(st.mean_norm, np.linalg.norm(flat, axis=1).mean(), rtol=1e-5)
-    prov = ds.manifest["provenance"]["import"]
+    prov = ds.manifest.provenance.details["import"]
     assert prov["layout"] == "net2brain" and prov["original_layers"]["layer3.1.conv2"]["shape"] == [256, 14, 14]
     assert shards.verify_dataset(str(out)).ok
 
@@ -45,7 +45,7 @@ def test_net2brain_resnet18_features_bytes_equal(tmp_path):
 def test_net2brain_image_ids_and_dtype_override(tmp_path):
     summary = import_features(ImportConfig(src=str(N2B), layout="net2brain", out=str(tmp_path / "o"),
                                            stimulus_id="image", dtype="float16", hooks="layer4.1.bn2"))
-    assert summary["rows"] == 78 and summary["hooks"] == ["layer4.1.bn2"]
+    assert summary.rows == 78 and summary.hooks == ["layer4.1.bn2"]
     ds = shards.open_dataset(str(tmp_path / "o"))
     assert ds.metadata_table().column("stimulus_id").to_pylist()[:2] == ["image_01", "image_02"]
     src = np.load(N2B / "ResNet18_image_02.npz")["layer4.1.bn2"].reshape(-1)

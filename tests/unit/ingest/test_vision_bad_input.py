@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from ingest.config import ExtractConfig
-from ingest.image_job import build_image_job
-from ingest.images import ImageDecodeError
+from ingest.image_sources import ImageDecodeError
 from ingest.imports import ImportConfig, import_features
 from ingest.imports.source import FeatureImportError
+from ingest.modalities.image import ImageModality
 from ingest.models import load_model
+from ingest.plan import WorkUnit
 from ingest.preprocess import PreprocessError
 from ingest.vision import PoolError
 from tests.model_factories import save_tiny_resnet, save_tiny_vit
@@ -29,9 +30,11 @@ def vit(tmp_path_factory):
     return save_tiny_vit(tmp_path_factory.mktemp("m") / "vit")
 
 
-def job(model_dir, data, **kw):
+def job(model_dir, data, **kw) -> ImageModality:
+    """An actor's image runner, built from the driver's plan as on Ray."""
     cfg = ExtractConfig(model=model_dir, data=str(data), modality="image", batch_size=8, **kw)
-    return build_image_job(cfg, load_model(model_dir, "float32", "cpu"))
+    loaded = load_model(model_dir, "float32", "cpu")
+    return ImageModality(ImageModality.plan(cfg, loaded), loaded)
 
 
 def test_unreadable_image_fails_naming_it_or_is_skipped(tmp_path, vit):
@@ -40,12 +43,13 @@ def test_unreadable_image_fails_naming_it_or_is_skipped(tmp_path, vit):
     (tmp_path / "img1.png").write_bytes(b"not an image at all")
     j = job(vit, tmp_path, hooks="resid.0")
     with pytest.raises(ImageDecodeError, match="'img1'"):
-        j.extractor.prepare(j.source, 0, 3)
+        j.prepare(WorkUnit(0, 0, 3))
     j = job(vit, tmp_path, hooks="resid.0", on_bad_image="skip")
-    batches, kept, skipped = j.extractor.prepare(j.source, 0, 3)
-    assert kept == [0, 2] and [s["stimulus_id"] for s in skipped] == ["img1"]
-    cols = j.extractor.run(batches, kept, j.source, [])
-    assert cols["stimulus_id"].tolist() == ["img0", "img2"]
+    prepared = j.prepare(WorkUnit(0, 0, 3))
+    assert prepared.kept == [0, 2] and [s.stimulus_id for s in prepared.skipped] == ["img1"]
+    rows = j.forward(prepared)
+    assert rows.columns["stimulus_id"].tolist() == ["img0", "img2"] and rows.count == 2
+    assert [(s.stimulus_id, s.example_id) for s in rows.skipped] == [("img1", 1)]
 
 
 def test_mixed_sizes_without_resize_name_the_images(tmp_path, resnet):
@@ -54,10 +58,9 @@ def test_mixed_sizes_without_resize_name_the_images(tmp_path, resnet):
     Image.new("RGB", (48, 40)).save(tmp_path / "c.png")
     j = job(resnet, tmp_path, hooks="stage.0")  # a ResNet config has no image_size: no resize by default
     with pytest.raises(PreprocessError, match=r"\['c'\].*--resize"):
-        j.extractor.prepare(j.source, 0, 3)
+        j.prepare(WorkUnit(0, 0, 3))
     j = job(resnet, tmp_path, hooks="stage.0", resize="32")
-    batches, kept, _ = j.extractor.prepare(j.source, 0, 3)
-    assert batches[0].shape == (3, 3, 32, 32)
+    assert j.prepare(WorkUnit(0, 0, 3)).batches[0].shape == (3, 3, 32, 32)
 
 
 def test_pool_that_does_not_fit_the_hook(tmp_path, resnet, vit):

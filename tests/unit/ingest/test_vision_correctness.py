@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ingest.config import ExtractConfig
-from ingest.image_job import build_image_job
+from ingest.modalities.image import ImageModality
 from ingest.models import load_model
+from ingest.plan import WorkUnit
 from ingest.preprocess import build_preprocessor
 from tests.model_factories import (
     save_tiny_clip_vision,
@@ -30,15 +31,16 @@ def model_dirs(tmp_path_factory):
             "dinov2": save_tiny_dinov2(d / "dinov2"), "clip": save_tiny_clip_vision(d / "clip")}
 
 
-def run_job(model_dir: str, hooks: str, pool: str = "auto", n: int = 6, **kw):
-    cfg = ExtractConfig(model=model_dir, data=str(STIMULI), hooks=hooks, pool=pool, dtype="float32",
+def run_job(model_dir: str, hooks: str, pool: str = "auto", n: int = 6, start: int = 0, dtype="float32", **kw):
+    """One unit through the driver's plan and an actor's runner, as on Ray; (columns, pixels, model, plan)."""
+    cfg = ExtractConfig(model=model_dir, data=str(STIMULI), hooks=hooks, pool=pool, dtype=dtype,
                         batch_size=4, modality="image", **kw)
     loaded = load_model(model_dir, "float32", "cpu")
-    job = build_image_job(cfg, loaded)
-    batches, kept, skipped = job.extractor.prepare(job.source, 0, n)
-    assert kept == list(range(n)) and skipped == []
-    cols = job.extractor.run(batches, kept, job.source, job.meta_fields)
-    return cols, torch.cat(batches), loaded.model, job
+    plan = ImageModality.plan(cfg, loaded)
+    runner = ImageModality(plan, loaded)
+    prepared = runner.prepare(WorkUnit(0, start, start + n))
+    assert prepared.kept == list(range(start, start + n)) and prepared.skipped == []
+    return runner.forward(prepared).columns, torch.cat(prepared.batches), loaded.model, plan
 
 
 def hidden_states(model, pixels):
@@ -50,11 +52,11 @@ def test_vit_pools_equal_hidden_states(model_dirs):
     cols, px, model, job = run_job(model_dirs["vit"], "embed,resid.*", pool="resid.0=mean,resid.1=flatten")
     hs = hidden_states(model, px)
     assert px.shape == (6, 3, 32, 32)  # the model directory's processor resized 400x400 -> 32x32
-    assert job.pools == {"embed": "cls", "resid.0": "mean", "resid.1": "flatten"}
+    assert job.inputs.pools == {"embed": "cls", "resid.0": "mean", "resid.1": "flatten"}
     torch.testing.assert_close(cols["embed"], hs[0][:, 0])
     torch.testing.assert_close(cols["resid.0"], hs[1][:, 1:].mean(1))  # mean over the 16 patch tokens, CLS out
     torch.testing.assert_close(cols["resid.1"], hs[2].reshape(6, -1))
-    assert job.extractor.stored_shapes["resid.1"] == [17, 32]
+    assert job.inputs.stored_shapes["resid.1"] == [17, 32] and job.hook_specs["resid.1"].shape == (17, 32)
     assert cols["stimulus_id"].tolist() == [f"image_{i:02d}" for i in range(1, 7)]
     assert cols["example_id"].tolist() == list(range(6))
 
@@ -91,7 +93,7 @@ def test_cnn_stages_equal_hidden_states(model_dirs, arch):
     for i in range(3):
         torch.testing.assert_close(cols[f"stage.{i}"], hs[i + 1].mean((2, 3)))
     torch.testing.assert_close(cols["stage.3"], hs[4].reshape(6, -1))
-    assert job.extractor.stored_shapes["stage.3"] == list(hs[4].shape[1:])  # (C, H, W) recorded
+    assert job.inputs.stored_shapes["stage.3"] == list(hs[4].shape[1:])  # (C, H, W) recorded
 
 
 def test_resnet_patch_rows_are_map_locations(model_dirs):
@@ -129,13 +131,8 @@ def test_mlp_hidden_is_the_input_of_the_output_projection(model_dirs):
 
 
 def test_float16_storage_is_the_rounded_value(model_dirs):
-    cfg = ExtractConfig(model=model_dirs["vit"], data=str(STIMULI), hooks="resid.1", dtype="float16",
-                        modality="image", batch_size=2)
-    loaded = load_model(model_dirs["vit"], "float32", "cpu")
-    job = build_image_job(cfg, loaded)
-    batches, kept, _ = job.extractor.prepare(job.source, 10, 13)
-    cols = job.extractor.run(batches, kept, job.source, [])
-    ref = hidden_states(loaded.model, torch.cat(batches))[2][:, 0]
+    cols, px, model, _ = run_job(model_dirs["vit"], "resid.1", n=3, start=10, dtype="float16")
+    ref = hidden_states(model, px)[2][:, 0]
     assert cols["resid.1"].dtype == torch.float16
     assert torch.equal(cols["resid.1"], ref.half())
     assert cols["stimulus_id"].tolist() == ["image_11", "image_12", "image_13"]

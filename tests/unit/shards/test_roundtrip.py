@@ -18,8 +18,8 @@ from tests.helpers import HOOKS, raw_bytes, unit_columns, write_dataset
 def test_roundtrip_bytes_exact(tmp_path, encoding, compression):
     ds = write_dataset(str(tmp_path / "ds"), units=3, rows=40, encoding=encoding, compression=compression)
     assert ds.num_rows == 120 and len(ds.units) == 3
-    assert ds.manifest["compression"] == compression
-    assert all(h["encoding"] == encoding for h in ds.manifest["hooks"].values())
+    assert ds.manifest.compression == compression
+    assert all(h.encoding == encoding for h in ds.manifest.hooks.values())
     expected = [unit_columns(u, 40) for u in range(3)]
     got = ds.take(np.arange(120))  # stored dtype kept
     for name in HOOKS:
@@ -73,7 +73,7 @@ def test_row_groups_sized_in_bytes(tmp_path):
     with shards.create_dataset(str(tmp_path / "ds"), hooks, row_group_bytes=1 << 20) as w:
         w.write_unit(0, {"example_id": np.arange(2000), "h": np.zeros((2000, 1024), np.float16)})
     ds = shards.open_dataset(str(tmp_path / "ds"))
-    groups = ds.units[0]["row_groups"]
+    groups = ds.units[0].row_groups
     assert sum(groups) == 2000 and len(groups) == 4 and max(groups) * 2048 <= 1 << 20
 
 
@@ -101,17 +101,17 @@ def test_append_adds_units_and_keeps_metadata(tmp_path):
         assert w.committed_units == {0, 1}
         w.write_unit(2, unit_columns(2, 10))
     ds = shards.open_dataset(uri)
-    assert ds.num_rows == 30 and ds.manifest["provenance"]["model"] == {"name": "m"}
+    assert ds.num_rows == 30 and ds.manifest.model.name == "m"
     assert ds.schema.columns == {"label": "string", "score": "float64"}
 
 
 def test_overwrite_replaces(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=3, rows=10)
-    old_id = shards.open_dataset(uri).manifest["dataset_id"]
+    old_id = shards.open_dataset(uri).dataset_id
     write_dataset(uri, units=1, rows=5, mode="overwrite")
     ds = shards.open_dataset(uri)
-    assert ds.num_rows == 5 and ds.manifest["dataset_id"] != old_id
+    assert ds.num_rows == 5 and ds.dataset_id != old_id
     assert len(list((tmp_path / "ds" / "data").iterdir())) == 1
 
 
@@ -159,3 +159,16 @@ def test_resume_when_writer_died_before_its_first_manifest(tmp_path):
     assert ds.num_rows == 40 and ds.schema.columns == {"label": "string", "score": "float64"}
     assert ds.stats("resid.0").count == 40
     assert sorted(ds.take(np.arange(40))["example_id"].tolist()) == list(range(40))
+
+
+def test_int32_hook_iterates_in_its_stored_dtype(tmp_path):
+    """Regression: iter_batches(dtype=None) on an int32 hook (e.g. `sae encode`'s latent_ids) raised KeyError."""
+    uri = str(tmp_path / "ds")
+    ids = np.random.default_rng(0).integers(-3, 50_000, (70, 4)).astype(np.int32)
+    with shards.create_dataset(uri, {"latent_ids": {"shape": [4], "dtype": "int32"}}) as w:
+        w.write_unit(0, {"example_id": np.arange(70), "latent_ids": ids})
+    ds = shards.open_dataset(uri)
+    got = torch.cat([b["latent_ids"] for b in ds.iter_batches(batch_size=32, dtype=None)])
+    assert got.dtype == torch.int32 and np.array_equal(got.numpy(), ids)
+    as_float = torch.cat([b["latent_ids"] for b in ds.iter_batches(batch_size=32)])
+    assert as_float.dtype == torch.float32 and np.array_equal(as_float.numpy(), ids.astype(np.float32))

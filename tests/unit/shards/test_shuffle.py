@@ -24,7 +24,7 @@ def ds(tmp_path_factory):
             w.write_unit(u, {"example_id": ids, "h": np.repeat(ids[:, None], 256, 1).astype(np.float32)})
             start += n
     d = shards.open_dataset(uri)
-    assert d.num_rows == sum(sizes) and len(d._group_rows) > len(sizes)
+    assert d.num_rows == sum(sizes) and len(d.group_rows) > len(sizes)
     return d
 
 
@@ -97,7 +97,7 @@ def test_cursor_resume_continues_identically(ds, stop_after):
             if len(seen) == stop_after:
                 break
     cursor = it.cursor
-    assert cursor["offset"] == 64 * stop_after and cursor["epoch"] == 3
+    assert cursor.offset == 64 * stop_after and cursor.epoch == 3
     rest = [b["example_id"].tolist() for b in ds.iter_batches(**{**kw, "epoch": 0}, start=cursor)]
     assert seen + rest == full
 
@@ -130,8 +130,8 @@ def test_page_cache_path_equals_arrow_path(tmp_path):
                              "wide": rng.standard_normal((3000, 4096)).astype(np.float16),
                              "narrow": torch.randn(3000, 3).bfloat16()})
     ds = shards.open_dataset(uri)
-    pages = ds._mapped_pages(0, "wide")
-    assert pages is not None and len(pages) >= 3 and sum(len(p) for p in pages) == ds._group_rows[0]
+    pages = ds._page_rows(0, "wide")
+    assert pages is not None and len(pages) >= 3 and sum(len(p) for p in pages) == ds.group_rows[0]
     kw = dict(batch_size=500, shuffle=True, seed=3, shuffle_window=2500, dtype=None)
     fast = list(ds.iter_batches(**kw))
     slow_ds = shards.open_dataset(uri)

@@ -45,8 +45,8 @@ def test_dataset_stats_match_numpy(tmp_path):
         np.testing.assert_allclose(s.var, x.var(0), rtol=1e-5)
         np.testing.assert_allclose(s.mean_norm, np.linalg.norm(x, axis=1).mean(), rtol=1e-6)
         assert s.max_abs == np.abs(x).max()
-        assert ds.manifest["stats"][h]["count"] == ds.num_rows
-        assert abs(ds.manifest["stats"][h]["mean_norm"] - s.mean_norm) < 1e-9  # same merged value
+        assert ds.manifest.stats[h].count == ds.num_rows
+        assert abs(ds.manifest.stats[h].mean_norm - s.mean_norm) < 1e-9  # same merged value
 
 
 def test_stats_rebuilt_after_resume(tmp_path):

@@ -1,0 +1,38 @@
+"""Running one function per hook: in this process, or as Ray tasks (one per hook, ``workers`` at a time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from shards.progress import Progress
+from shards.runtime import connect_ray
+
+T = TypeVar("T")
+
+
+def map_hooks(fn: Callable[[str], T], hooks: list[str], *, workers: int = 1, address: str | None = None,
+              cpus_per_task: float = 1, logger=None) -> dict[str, T]:
+    """``{hook: fn(hook)}``. With ``workers > 1`` each call is a Ray task (``fn`` must be picklable: a
+    module-level function or a ``functools.partial`` of one), at most ``workers`` running at once."""
+    import logging
+
+    log = logger or logging.getLogger("actlake.analysis")
+    with Progress(len(hooks), "hook", "hooks", log) as progress:
+        if workers <= 1 or len(hooks) <= 1:
+            out = {}
+            for h in hooks:
+                out[h] = fn(h)
+                progress.update()
+            return out
+        ray = connect_ray(address)
+        task = ray.remote(num_cpus=cpus_per_task)(fn)
+        pending, running, results = list(hooks), {}, {}
+        while pending or running:
+            while pending and len(running) < workers:
+                h = pending.pop(0)
+                running[task.remote(h)] = h
+            done, _ = ray.wait(list(running), num_returns=1)
+            results[running.pop(done[0])] = ray.get(done[0])
+            progress.update()
+        return {h: results[h] for h in hooks}

@@ -1,0 +1,35 @@
+"""Analyses by command name: the CLI builds ``actlake <command>`` from this table.
+
+An analysis is a module with its config dataclass as ``CONFIG`` and a ``run(cfg)`` that returns a
+result with ``to_json()``; adding ``actlake probe`` or ``actlake align cka`` is that module and a line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class AnalysisCommand:
+    module: str
+    help: str  #: one line for ``actlake --help`` (the module is imported only when its command runs)
+
+
+ANALYSES: dict[str, AnalysisCommand] = {
+    "sae train": AnalysisCommand("analysis.sae.train", "Train sparse autoencoders on hooks of a dataset "
+                                                       "(one process or Ray Train workers)."),
+    "sae encode": AnalysisCommand("analysis.sae.encode", "Run a trained SAE over a dataset: sparse latents and "
+                                                         "top-activating examples."),
+}
+
+#: help of command groups ("actlake sae ...")
+GROUPS: dict[str, str] = {
+    "sae": "Sparse autoencoders: train on a dataset's hooks, encode a dataset with a trained SAE.",
+}
+
+
+def load_analysis(command: str) -> ModuleType:
+    """The analysis module of ``command`` (it defines ``CONFIG`` and ``run``)."""
+    return importlib.import_module(ANALYSES[command].module)

@@ -1,0 +1,231 @@
+"""One rank of an SAE training run: the dataset, the run directory, checkpoints and results around the loop
+(``analysis.sae.trainer.SaeTrainer``, which does no I/O). The same code runs in one process or in each Ray
+Train worker, where every worker reads its own rank's share of the shuffled data."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from analysis.common.results import Results
+from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, run_settings
+from analysis.common.stream import sample_rows
+from analysis.sae.base import SparseAutoencoder
+from analysis.sae.checkpoints import LATEST, load_checkpoint, save_checkpoint
+from analysis.sae.config import RUN_NEUTRAL, SaeTrainConfig, parse_count
+from analysis.sae.io import save_sae
+from analysis.sae.registry import SaeConfigError, get_architecture
+from analysis.sae.report import evaluate, write_report
+from analysis.sae.trainer import SaeSpec, SaeTrainer, Schedule, TrainerCallbacks, default_lr, geometric_median
+from shards.errors import ActlakeError
+from shards.progress import Progress
+from shards.reader import Dataset, open_dataset
+
+log = logging.getLogger("actlake.sae")
+SUMMARY = "training_summary.json"
+
+
+class SaeRunError(ActlakeError, ValueError):
+    """The run cannot go ahead as configured (too little data, no statistics to normalise with)."""
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run wrote (also ``training_summary.json``)."""
+
+    out: str
+    steps: int
+    tokens: int
+    seconds: float
+    loop_seconds: float
+    steps_per_s: float
+    saes: dict[str, dict] = field(default_factory=dict)  #: name -> {"uri", and the SaeEval numbers}
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainSummary:
+        return cls(**d)
+
+
+def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
+    """Every (hook, arch, expansion, k) combination, checked against the dataset."""
+    missing = [h for h in cfg.hook if h not in ds.hooks]
+    if missing:
+        import difflib
+
+        close = {h: difflib.get_close_matches(h, ds.hooks, n=3, cutoff=0.4) for h in missing}
+        raise SaeConfigError(f"hook(s) {missing} not in dataset {ds.storage.display()} (nearest: {close}); "
+                             f"it has {ds.hooks}")
+    specs: dict[str, SaeSpec] = {}
+    for hook in cfg.hook:
+        d_in = ds.hook_spec(hook).numel
+        for arch in map(get_architecture, cfg.arch):
+            for expansion in cfg.expansion:
+                for k in cfg.k if arch.k_sparse else cfg.k[:1]:
+                    d_sae = d_in * expansion
+                    if arch.k_sparse and k > d_sae:
+                        raise SaeConfigError(f"k={k} is larger than the SAE's width d_sae={d_sae} "
+                                             f"({expansion} x {d_in}); lower --k or raise --expansion")
+                    name = f"{hook}-{arch.name}" + (f"-k{k}" if arch.k_sparse else "") + f"-x{expansion}"
+                    specs.setdefault(name, SaeSpec(name, hook, arch.name, k, expansion, d_in, d_sae,
+                                                   cfg.lr or default_lr(d_sae)))
+    return list(specs.values())
+
+
+def build_sae(cfg: SaeTrainConfig, spec: SaeSpec) -> SparseAutoencoder:
+    arch = get_architecture(spec.arch)
+    return arch.sae_class(spec.d_in, spec.d_sae, spec.k, cfg.seed, arch.options_from(cfg.options))
+
+
+def input_scale(ds: Dataset, hook: str, normalize: bool) -> float:
+    """Inputs go to mean norm sqrt(d), as SAELens and Anthropic do (1 without ``normalize``)."""
+    if not normalize:
+        return 1.0
+    st = ds.stats(hook)
+    if not st.mean_norm:
+        raise SaeRunError(f"hook {hook!r} has no stored statistics to normalise with; use --no-normalize")
+    return math.sqrt(ds.hook_spec(hook).numel) / float(st.mean_norm)
+
+
+def schedule_of(cfg: SaeTrainConfig) -> Schedule:
+    tokens = cfg.token_count
+    steps = max(1, math.ceil(tokens / cfg.batch_size))
+    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else min(1000, max(1, steps // 20))
+    dead = (min(10_000_000, max(tokens // 10, cfg.batch_size)) if cfg.dead_tokens == "auto"
+            else parse_count(cfg.dead_tokens))
+    return Schedule(steps, cfg.batch_size, warmup, cfg.decay_frac, dead, cfg.log_every, cfg.checkpoint_every)
+
+
+def _init_b_dec(cfg: SaeTrainConfig, ds: Dataset, trainer: SaeTrainer) -> None:
+    if cfg.b_dec_init == "zeros":
+        return
+    hooks = sorted({s.hook for s in trainer.specs})
+    # a fixed sample (seed-determined), the same on every rank
+    sample = sample_rows(ds, hooks, 4096, cfg.seed + 1_000_003) if cfg.b_dec_init == "geometric_median" else None
+    for spec in trainer.specs:
+        scale = trainer.scales[spec.hook]
+        value = (torch.as_tensor(ds.stats(spec.hook).mean, dtype=torch.float32).reshape(-1) * scale
+                 if sample is None else geometric_median(sample[spec.hook].float() * scale))
+        with torch.no_grad():
+            trainer.saes[spec.name].b_dec.copy_(value)
+
+
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t
+
+
+class SaeRun:
+    """One rank's share of a run: the dataset, the trainer, the run directory and checkpoints."""
+
+    def __init__(self, cfg: SaeTrainConfig, rank: int = 0, world: int = 1) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.ds = open_dataset(cfg.data, cfg.storage)
+        self.specs = plan_saes(cfg, self.ds)
+        self.out = Results(cfg.out, cfg.storage)
+        self.settings = run_settings(cfg, RUN_NEUTRAL, dataset_id=self.ds.dataset_id)
+        self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST)
+        scales = {h: input_scale(self.ds, h, cfg.normalize) for h in sorted({s.hook for s in self.specs})}
+        self.trainer = SaeTrainer(self.specs, {s.name: build_sae(cfg, s) for s in self.specs}, scales,
+                                  schedule_of(cfg), world, _all_reduce if world > 1 else None)
+
+    def _batches(self):
+        """Shuffled batches from the saved cursor on, epoch after epoch, each with the cursor after it."""
+        st = self.trainer.state
+        while True:
+            it = self.ds.iter_batches(sorted(self.trainer.scales), batch_size=self.trainer.local_bs, shuffle=True,
+                                      seed=self.cfg.seed, epoch=st.epoch, rank=self.rank, world_size=self.world,
+                                      drop_last=True, start=st.cursor, columns=[])
+            got = False
+            gen = iter(it)
+            try:
+                for batch in gen:
+                    got = True
+                    yield batch, it.cursor
+            finally:
+                gen.close()
+            if not got and st.cursor is None:
+                raise SaeRunError(f"dataset {self.ds.storage.display()} has fewer rows ({self.ds.num_rows}) than "
+                                  f"one batch per worker ({self.trainer.local_bs}); lower --batch-size")
+            st.epoch += 1
+            st.cursor = None
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.out.storage, self.trainer.state.step, self.trainer.state_tensors(),
+                        {**self.trainer.state_meta(), "fingerprint": fingerprint_of(self.settings)})
+
+    def _start(self, found: str) -> None:
+        if found == "resume":
+            self.trainer.load_state(*load_checkpoint(self.out.storage))
+            log.info("resumed %s at step %d (epoch %d)", self.out.display(), self.trainer.state.step,
+                     self.trainer.state.epoch)
+            return
+        _init_b_dec(self.cfg, self.ds, self.trainer)
+        if self.rank == 0:
+            ref = self.ds.manifest.ref(self.ds.storage.display(), self.cfg.hook)
+            self.rundir.start(RunRecord(fingerprint_of(self.settings), self.settings, dataclasses.asdict(self.cfg),
+                                        ref, {"seed": self.cfg.seed}))
+
+    def run(self) -> TrainSummary | None:
+        """Train (or resume) to the token budget; rank 0 writes and returns the summary."""
+        t0 = time.perf_counter()
+        found = self.rundir.state(self.settings, self.cfg.overwrite, clear=self.world == 1)
+        if found == "done":  # rerunning a finished command changes nothing
+            log.info("%s already holds this finished run", self.out.display())
+            return TrainSummary.from_json(self.rundir.summary()) if self.rank == 0 else None
+        self._start(found)
+        trainer, lead = self.trainer, self.rank == 0
+        start_step = trainer.state.step
+        with Progress(trainer.schedule.steps, "step", "sae", log, initial=start_step, every=30, enabled=lead) as prog:
+            callbacks = TrainerCallbacks(
+                on_step=lambda row: prog.update(1, note=_brief(row)),
+                on_log=(lambda m: log.info("step %d/%d %s", m["step"], trainer.schedule.steps, _brief(m))) if lead
+                else None,
+                on_checkpoint=self._checkpoint if lead else None)
+            t_loop = time.perf_counter()
+            batches = self._batches()
+            trainer.fit(batches, callbacks)
+            batches.close()
+            loop = time.perf_counter() - t_loop
+        if not lead:
+            return None
+        return self._finish(time.perf_counter() - t0, loop, trainer.state.step - start_step)
+
+    def _finish(self, seconds: float, loop: float, ran: int) -> TrainSummary:
+        """Evaluate, fold the input scale into each SAE, save it with its report; then the summary."""
+        st, results = self.trainer.state, {}
+        for spec in self.specs:
+            folded = copy.deepcopy(self.trainer.saes[spec.name])
+            folded.fold_input_scale(self.trainer.scales[spec.hook])
+            folded.eval()
+            ev, freq = evaluate(folded, self.ds, spec.hook, parse_count(self.cfg.eval_tokens), self.cfg.seed)
+            dest = self.out.child("" if len(self.specs) == 1 else spec.name)
+            save_sae(folded, dest.storage.uri, {
+                "hook": spec.hook, "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
+                "dataset_version": self.ds.version, "input_scale_folded": self.trainer.scales[spec.hook],
+                "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json()},
+                self.cfg.storage)
+            write_report(dest, spec.name, st.metrics, ev, freq)
+            results[spec.name] = {"uri": dest.display(), **ev.to_json()}
+        summary = TrainSummary(self.out.display(), st.step, st.tokens, round(seconds, 2), round(loop, 2),
+                               round(ran / max(loop, 1e-9), 3), results)
+        self.rundir.finish(summary.to_json())
+        log.info("done: %s", json.dumps(summary.to_json()))
+        return summary
+
+
+def _brief(row: dict) -> str:
+    return " ".join(f"{n}: fvu {m['fvu']:.4f} l0 {m['l0']:.1f} dead {m['dead_frac']:.3f}"
+                    for n, m in row.items() if isinstance(m, dict))
+

@@ -1,0 +1,104 @@
+"""Text: a corpus through a language model, a row per token (or per example with a pool)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ingest.capture import capture
+from ingest.columns import CONTEXT_COLUMNS
+from ingest.config import TEXT_POOLS, ExtractConfig
+from ingest.corpus import CorpusError, corpus_fingerprint, load_corpus
+from ingest.hooks import resolve_hooks
+from ingest.modalities.base import Modality
+from ingest.models import LoadedModel, max_positions
+from ingest.plan import ExtractionPlan, UnitRows, WorkUnit, base_identity, base_provenance, stored_hooks
+from ingest.text import TextBatch, TextExtractor, metadata_columns
+from shards.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TextInputs:
+    """The corpus a text job reads, and how it becomes contexts."""
+
+    source: str
+    text_field: str
+    meta_fields: tuple[str, ...]  #: corpus fields carried into every row
+    fingerprint: str  #: the corpus' content hash: actors check they read what the driver planned
+    context_size: int
+    pack: bool
+    pool: str
+    exclude_special: bool
+
+
+@dataclass
+class PreparedText:
+    unit: WorkUnit
+    batches: list[TextBatch]
+    meta: dict[str, list]
+
+
+class TextModality(Modality):
+    name = "text"
+    counts = "tokens"
+
+    @classmethod
+    def detects(cls, cfg: ExtractConfig, loaded: LoadedModel) -> bool:
+        return True  # what is not images is text
+
+    @classmethod
+    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel) -> ExtractionPlan:
+        pool = "none" if cfg.pool == "auto" else cfg.pool
+        if pool not in TEXT_POOLS:
+            raise ConfigError(f"--pool {cfg.pool!r}: use one of {', '.join(TEXT_POOLS)} for text")
+        if loaded.tokenizer is None:
+            raise ConfigError(f"model {cfg.model!r} has no tokenizer next to it; text extraction needs one")
+        limit = max_positions(loaded.model)
+        if limit is not None and cfg.context_size > limit:
+            raise ConfigError(f"--context-size {cfg.context_size} exceeds the model's maximum of {limit} positions")
+        hooks = resolve_hooks(loaded.model, cfg.hooks)
+        corpus = load_corpus(cfg.data, cfg.text_field, cfg.fields, storage_options=cfg.storage)
+        n = min(len(corpus), cfg.max_examples) if cfg.max_examples else len(corpus)
+        meta = metadata_columns(corpus.features, cfg.text_field, cfg.fields)
+        inputs = TextInputs(cfg.data, cfg.text_field, tuple(meta), corpus_fingerprint(corpus), cfg.context_size,
+                            cfg.pack, pool, cfg.exclude_special)
+        with torch.inference_mode():  # one short input tells every hook's per-token shape
+            acts = capture(loaded.model, hooks, dict(loaded.tokenizer(["shape probe"], return_tensors="pt")))
+        settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k != "source"}
+        return ExtractionPlan(
+            config=dataclasses.replace(cfg, modality="text", pool=pool), modality="text", model=loaded.info(),
+            hooks=hooks, hook_specs=stored_hooks(hooks, {h: list(a.shape[2:]) for h, a in acts.items()}, cfg.dtype),
+            columns={**meta, **(CONTEXT_COLUMNS if cfg.pack else {})}, num_examples=n,
+            provenance=base_provenance(
+                loaded, cfg, n,
+                corpus={"source": cfg.data, "text_field": cfg.text_field, "fields": list(meta), "examples": n,
+                        "fingerprint": inputs.fingerprint},
+                tokenizer={"name": type(loaded.tokenizer).__name__, "vocab_size": loaded.tokenizer.vocab_size,
+                           "padding_stored": False},
+                packing={"pack": cfg.pack, "context_size": cfg.context_size, "pool": pool,
+                         "exclude_special": cfg.exclude_special}),
+            identity=base_identity(cfg, loaded, hooks, "text", n, **settings), inputs=inputs)
+
+    def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:
+        inputs: TextInputs = plan.inputs
+        self.inputs = inputs
+        self.corpus = load_corpus(inputs.source, inputs.text_field, list(inputs.meta_fields),
+                                  storage_options=plan.config.storage)
+        if corpus_fingerprint(self.corpus) != inputs.fingerprint:
+            raise CorpusError(f"corpus {inputs.source!r} changed since the job was planned (content hash "
+                              f"{corpus_fingerprint(self.corpus)}, planned {inputs.fingerprint}); rerun the job")
+        self.extractor = TextExtractor(loaded.model, loaded.tokenizer, plan.hooks, inputs.context_size, inputs.pack,
+                                       inputs.pool, inputs.exclude_special, plan.config.dtype, plan.config.batch_size)
+
+    def prepare(self, unit: WorkUnit) -> PreparedText:
+        rows = self.corpus[unit.start:unit.stop]
+        batches = self.extractor.prepare(rows[self.inputs.text_field], np.arange(unit.start, unit.stop))
+        return PreparedText(unit, batches, {name: rows[name] for name in self.inputs.meta_fields})
+
+    def forward(self, prepared: PreparedText) -> UnitRows:
+        ids = np.arange(prepared.unit.start, prepared.unit.stop)
+        cols, tokens = self.extractor.forward(prepared.batches, ids, prepared.meta)
+        return UnitRows(cols, tokens)

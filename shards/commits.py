@@ -1,0 +1,49 @@
+"""Commit records (``_commits/unit-NNNNNN.json``): a unit counts once its record exists.
+
+A record is what a unit writer (in a Ray actor, say) hands to the dataset's one writer, which folds it
+into the manifest: the unit's manifest entry, the schema it was written with, its statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from shards.layout import unit_commit_path
+from shards.manifest import FORMAT_VERSION, UnitEntry
+from shards.schema import DatasetSchema
+from shards.stats import HookStats
+from shards.storage import Storage
+
+
+@dataclass
+class CommitRecord:
+    unit: UnitEntry
+    schema: DatasetSchema
+    stats: dict[str, HookStats] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def id(self) -> int:
+        return self.unit.id
+
+    @property
+    def schema_fingerprint(self) -> str:
+        return self.schema.fingerprint()
+
+    def to_json(self) -> dict:
+        return {"format_version": self.format_version, **self.unit.to_json(), "schema": self.schema_fingerprint,
+                "schema_json": self.schema.to_json(), "stats": {n: s.to_json() for n, s in self.stats.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CommitRecord:
+        return cls(UnitEntry.from_json(d), DatasetSchema.from_json(d["schema_json"]),
+                   {n: HookStats.from_json(s) for n, s in (d.get("stats") or {}).items()},
+                   int(d.get("format_version", FORMAT_VERSION)))
+
+    def write(self, storage: Storage) -> None:
+        storage.put_bytes(unit_commit_path(self.id), (json.dumps(self.to_json(), indent=1) + "\n").encode())
+
+    @classmethod
+    def read(cls, storage: Storage, unit_id: int) -> CommitRecord:
+        return cls.from_json(json.loads(storage.get_bytes(unit_commit_path(unit_id))))

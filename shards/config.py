@@ -1,0 +1,55 @@
+"""What every command's config dataclass shares: Literal choices checked, comma lists, positive counts.
+
+Configs check themselves in ``__post_init__``, so a bad value fails where it is given (a flag, a job
+file, a Python call), before any Ray or data work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from shards.errors import ConfigError
+
+
+def split_list(value, kind=str) -> list:
+    """A list from a list, a comma-separated string, or a list of comma-separated strings (as flags give them)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, (str, int, float)) else list(value)
+    out = []
+    for item in items:
+        parts = [p.strip() for p in item.split(",")] if isinstance(item, str) else [item]
+        out += [kind(p) for p in parts if p != ""]
+    return out
+
+
+def check_choices(cfg) -> None:
+    """Every ``Literal`` field of a config dataclass holds one of its choices."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        choices = _literal_choices(hints.get(f.name))
+        value = getattr(cfg, f.name)
+        if choices and value not in choices:
+            flag = "--" + f.name.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r}: use one of {', '.join(map(str, choices))}")
+
+
+def _literal_choices(hint) -> tuple:
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):  # Optional[Literal[...]]
+        if typing.get_origin(arg) is typing.Literal:
+            return typing.get_args(arg) + (None,)
+    return ()
+
+
+def check_positive(cfg, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
+def nested(value, cls):
+    """A nested config from a dict (a job file, ``dataclasses.asdict``) or as given."""
+    return cls(**value) if isinstance(value, dict) else value

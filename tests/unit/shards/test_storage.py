@@ -1,0 +1,68 @@
+"""Storage options, the one retry mechanism, explicit missing-object semantics, the bounded file cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import shards
+from shards.retry import RetryPolicy, retry
+from shards.storage import Storage, StorageOptions
+from tests.helpers import write_dataset
+
+
+def test_storage_options_become_fsspec_options():
+    opts = StorageOptions(endpoint_url="http://127.0.0.1:9", region="eu-west-1", profile="lab", anonymous=True,
+                          storage_option=["requester_pays=true", "default_block_size=1048576", "acl=private"])
+    assert opts.to_fsspec() == {"endpoint_url": "http://127.0.0.1:9", "client_kwargs": {"region_name": "eu-west-1"},
+                                "profile": "lab", "anon": True, "requester_pays": True,
+                                "default_block_size": 1048576, "acl": "private"}
+    with pytest.raises(shards.ConfigError, match="KEY=VALUE"):
+        StorageOptions(storage_option=["nonsense"])
+
+
+def test_retry_only_the_named_exception_classes():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError("reset by peer")
+        return "ok"
+
+    fast = RetryPolicy(attempts=4, backoff=0.001)
+    assert retry(flaky, retry_on=(ConnectionError,), policy=fast) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ValueError):
+        retry(lambda: calls.append(1) or (_ for _ in ()).throw(ValueError("bad")), retry_on=(ConnectionError,),
+              policy=fast)
+    assert len(calls) == 1  # not retried
+    with pytest.raises(ConnectionError):
+        retry(lambda: (_ for _ in ()).throw(ConnectionError("down")), retry_on=(ConnectionError,),
+              policy=RetryPolicy(attempts=2, backoff=0.001))
+
+
+def test_missing_objects(tmp_path):
+    st = Storage(str(tmp_path / "root"))
+    with pytest.raises(FileNotFoundError):  # missing_ok: the caller handles a missing object
+        st.get_bytes("nothing.json")
+    st.delete("nothing.json")  # deleting what is gone is fine
+    assert st.list("nowhere") == [] and not st.exists("nothing.json")
+
+
+def test_import_shards_loads_no_framework():
+    code = ("import sys, shards; shards.open_dataset; "
+            "print(sorted(m for m in ('torch', 'torch.utils.data', 'ray', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_open_files_are_bounded(tmp_path):
+    ds = write_dataset(str(tmp_path / "ds"), units=24, rows=5)
+    ds.files.capacity = 8
+    ids = [i for b in ds.iter_batches(batch_size=7, shuffle=True, seed=3) for i in b["example_id"].tolist()]
+    assert sorted(ids) == list(range(120)) and len(ds.files) <= 8
+    assert np.array_equal(ds.take([119, 0])["example_id"].numpy(), [119, 0]) and len(ds.files) <= 8
