@@ -9,12 +9,17 @@ from pathlib import Path
 from cluster.commands import JobsConfig, SubmitConfig
 from cluster.jobfiles import ENV_PREFIX
 from shards.errors import ActlakeError
+from shards.retry import RetryPolicy, retry
 
 JOB_ENV = "ACTLAKE_JOB_YAML"
 
 
 class JobError(ActlakeError, RuntimeError):
     """A job could not be submitted or found."""
+
+
+class AgentNotReady(ConnectionError):
+    """A freshly started head's job agent is not up yet (Ray says so only in a RuntimeError's text)."""
 
 
 def _client(address: str):
@@ -47,16 +52,19 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
         runtime_env["pip"] = pip
     entrypoint = " ".join(["python -m cluster.cli", command, f"--config {ENV_PREFIX}{JOB_ENV}", *(extra_args or [])])
     client = _client(address)
-    job_id = None
-    for attempt in range(30):
+
+    def attempt() -> str:
         try:
-            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-            break
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
         except RuntimeError as exc:
-            # a freshly started head answers this until its job agent is up
-            if "No available agent" not in str(exc) or attempt == 29:
-                raise JobError(f"job submission to {address} failed: {exc}") from None
-            time.sleep(2)
+            if "No available agent" in str(exc):
+                raise AgentNotReady(str(exc)) from None
+            raise JobError(f"job submission to {address} failed: {exc}") from None
+
+    try:
+        job_id = retry(attempt, retry_on=(AgentNotReady,), policy=RetryPolicy(attempts=29, backoff=2, max_backoff=2))
+    except AgentNotReady as exc:
+        raise JobError(f"job submission to {address} failed: {exc}") from None
     if wait:
         wait_for(address, job_id)
     return job_id

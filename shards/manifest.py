@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shards.errors import DatasetNotFoundError
 from shards.layout import COMMITS_DIR, MANIFEST
+from shards.records import JsonRecord
 from shards.schema import DatasetSchema, HookSpec
+from shards.secrets import redact
 from shards.stats import StatsSummary
-from shards.storage import Storage, redact
+from shards.storage import Storage
 
 FORMAT_VERSION = 1
 CHECKSUM_ALGORITHM = "xxh3_128"
@@ -35,19 +37,12 @@ def now_iso() -> str:
 
 
 @dataclass(frozen=True)
-class SkippedInput:
+class SkippedInput(JsonRecord):
     """An input left out of a unit on purpose (e.g. an unreadable image with ``--on-bad-image skip``)."""
 
     stimulus_id: str
     example_id: int
     reason: str
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> SkippedInput:
-        return cls(str(d["stimulus_id"]), int(d["example_id"]), str(d["reason"]))
 
 
 @dataclass(frozen=True)
@@ -81,14 +76,8 @@ class UnitEntry:
                    d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()))
 
 
-def _from_known(cls, d: dict):
-    """A dataclass from the keys of ``d`` it knows (newer writers may add more)."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
-
-
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(JsonRecord):
     """The model that made a dataset, as its manifest records it."""
 
     name: str
@@ -99,13 +88,6 @@ class ModelInfo:
     architecture: str = ""
     revision: str | None = None
     max_positions: int | None = None
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> ModelInfo:
-        return _from_known(cls, d)
 
 
 @dataclass(frozen=True)

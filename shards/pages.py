@@ -14,24 +14,23 @@ import mmap
 
 import numpy as np
 import pyarrow.parquet as pq
-from fastparquet import parquet_thrift
-from fastparquet.cencoding import NumpyIO, ThriftObject
 
-_PLAIN = parquet_thrift.Encoding.PLAIN
-_DATA_PAGE, _DATA_PAGE_V2 = parquet_thrift.PageType.DATA_PAGE, parquet_thrift.PageType.DATA_PAGE_V2
 _HEADER_MAX = 1 << 16  # a page header without statistics is tens of bytes; tensor columns carry none
 
 
 def _plain_rows(header) -> int | None:
     """Rows of a data page whose payload is nothing but PLAIN values, else None."""
-    if header.type == _DATA_PAGE:
+    from fastparquet import parquet_thrift  # imported on first use: it loads pandas
+
+    plain, types = parquet_thrift.Encoding.PLAIN, parquet_thrift.PageType
+    if header.type == types.DATA_PAGE:
         h = header.data_page_header
-        return h.num_values if h.encoding == _PLAIN else None
-    if header.type == _DATA_PAGE_V2:
+        return h.num_values if h.encoding == plain else None
+    if header.type == types.DATA_PAGE_V2:
         h = header.data_page_header_v2
         if h.num_nulls or h.definition_levels_byte_length or h.repetition_levels_byte_length:
             return None  # nulls or level bytes: not a plain required column
-        return h.num_values if h.encoding == _PLAIN else None
+        return h.num_values if h.encoding == plain else None
     return None
 
 
@@ -52,6 +51,8 @@ class MappedFile:
         meta = self.metadata.row_group(row_group).column(self._names.index(column))
         if meta.compression != "UNCOMPRESSED" or meta.has_dictionary_page:
             return None
+        from fastparquet.cencoding import NumpyIO, ThriftObject
+
         pos, end = meta.data_page_offset, meta.data_page_offset + meta.total_compressed_size
         pieces, rows = [], 0
         while pos < end:

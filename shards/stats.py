@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from shards.records import JsonRecord
+
 
 @dataclass(frozen=True)
-class StatsSummary:
+class StatsSummary(JsonRecord):
     """A hook's statistics in a few numbers: what the manifest and ``actlake info`` show."""
 
     count: int
@@ -24,14 +26,6 @@ class StatsSummary:
     max_abs: float
     mean_of_mean: float
     mean_variance: float
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> StatsSummary:
-        return cls(int(d["count"]), float(d["mean_norm"]), float(d["max_abs"]), float(d["mean_of_mean"]),
-                   float(d["mean_variance"]))
 
 
 @dataclass

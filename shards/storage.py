@@ -13,12 +13,12 @@ exception classes in ``transient_errors``), e.g. while an S3 server restarts.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import posixpath
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,66 +31,26 @@ from simple_parsing import field
 
 from shards.errors import ConfigError, StorageError
 from shards.retry import RetryPolicy, retry
+from shards.secrets import redact_uri, secret_values
 
 log = logging.getLogger("actlake.storage")
 T = TypeVar("T")
-
-# Whole words of a key name (aws_session_token, hf_token, key, Authorization), not "tokenizer" or "monkey".
-_SECRET_KEY = re.compile(
-    r"(^|[_\-.])(key|secret|token|password|passwd|credentials?|auth|authorization|session|api_?key)([_\-.]|$)",
-    re.I)
-_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
 _S3 = ("s3://", "s3a://")
 
 
-def redact_uri(uri: str) -> str:
-    """Drop ``user:password@`` from a URI before it reaches a log line or error."""
-    return _USERINFO.sub(r"\1", str(uri))
-
-
-def redact(obj: Any) -> Any:
-    """Copy of a config/dict tree with secret-looking values replaced by ``"***"``."""
-    if isinstance(obj, dict):
-        return {k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [redact(v) for v in obj]
-    if isinstance(obj, str):
-        return redact_uri(obj)
-    return obj
-
-
-def _secret_values(obj: Any) -> list[str]:
-    """Values of secret-looking keys anywhere in a dict tree (to scrub them from messages)."""
-    if isinstance(obj, dict):
-        out = []
-        for k, v in obj.items():
-            if isinstance(v, (dict, list, tuple)):
-                out += _secret_values(v)
-            elif isinstance(k, str) and _SECRET_KEY.search(k) and v and len(str(v)) >= 4:
-                out.append(str(v))
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [s for v in obj for s in _secret_values(v)]
-    return []
-
-
-@functools.cache
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """The failures ``Storage`` retries: the connection was refused, reset, closed or timed out."""
+    """The failures ``Storage`` retries: the connection was refused, reset, closed or timed out.
+
+    The object-store clients' own classes are taken from modules already loaded: a client that can
+    raise them has imported them (and a local disk never pays for importing botocore).
+    """
     classes: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    try:
-        import botocore.exceptions as be
-
-        classes += [be.ConnectionError, be.HTTPClientError]  # EndpointConnectionError, ReadTimeoutError, ...
-    except ImportError:  # pragma: no cover - s3fs brings botocore
-        pass
-    try:
-        import aiohttp
-
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is not None:  # EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ...
+        classes += [botocore.ConnectionError, botocore.HTTPClientError]
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
         classes.append(aiohttp.ClientConnectionError)
-    except ImportError:  # pragma: no cover
-        pass
     return tuple(classes)
 
 
@@ -159,7 +119,7 @@ class Storage:
                  policy: RetryPolicy = RetryPolicy()) -> None:
         self.storage_options = as_fsspec_options(storage_options)
         self.uri = self._take_userinfo(str(uri)).rstrip("/") or "/"
-        self._secrets = _secret_values(self.storage_options)
+        self._secrets = secret_values(self.storage_options)
         self.policy = policy
         fs_options = dict(self.storage_options)
         if self.uri.startswith(_S3):

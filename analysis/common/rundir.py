@@ -17,7 +17,8 @@ from typing import Literal
 
 from shards.errors import ActlakeError
 from shards.manifest import DatasetRef, identity_diff
-from shards.storage import Storage, redact
+from shards.secrets import redact
+from shards.storage import Storage
 
 RUN = "run.json"
 LIBRARIES = ("actlake", "torch", "numpy", "pyarrow", "scikit-learn", "scipy", "ray")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ from analysis.sae.io import load_sae
 from shards.errors import ActlakeError
 from shards.manifest import Provenance
 from shards.reader import Dataset, open_dataset
+from shards.records import JsonRecord
 from shards.schema import FIXED_COLUMNS
 from shards.writer import create_dataset
 
@@ -31,7 +32,7 @@ class SaeEncodeError(ActlakeError, ValueError):
 
 
 @dataclass
-class EncodeSummary:
+class EncodeSummary(JsonRecord):
     out: str
     rows: int
     top_latents_per_row: int
@@ -40,9 +41,6 @@ class EncodeSummary:
     mean_l0: float
     top_examples_rows: int
     seconds: float
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class TopExamples:

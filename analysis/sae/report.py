@@ -3,7 +3,7 @@ latent firing-frequency histogram."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,10 +11,11 @@ import torch
 from analysis.common.plots import pyplot
 from analysis.common.results import Results
 from analysis.common.stream import stream_rows
+from shards.records import JsonRecord
 
 
 @dataclass
-class SaeEval:
+class SaeEval(JsonRecord):
     """An SAE's quality on held-out rows (raw units)."""
 
     rows: int
@@ -23,9 +24,6 @@ class SaeEval:
     l0: float
     dead_frac: float  #: latents that never fired on these rows
     dense_frac: float  #: latents firing on more than 10 % of them
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @torch.no_grad()

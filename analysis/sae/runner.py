@@ -27,6 +27,7 @@ from analysis.sae.trainer import SaeSpec, SaeTrainer, Schedule, TrainerCallbacks
 from shards.errors import ActlakeError
 from shards.progress import Progress
 from shards.reader import Dataset, open_dataset
+from shards.records import JsonRecord
 
 log = logging.getLogger("actlake.sae")
 SUMMARY = "training_summary.json"
@@ -37,7 +38,7 @@ class SaeRunError(ActlakeError, ValueError):
 
 
 @dataclass
-class TrainSummary:
+class TrainSummary(JsonRecord):
     """What a finished run wrote (also ``training_summary.json``)."""
 
     out: str
@@ -47,13 +48,6 @@ class TrainSummary:
     loop_seconds: float
     steps_per_s: float
     saes: dict[str, dict] = field(default_factory=dict)  #: name -> {"uri", and the SaeEval numbers}
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> TrainSummary:
-        return cls(**d)
 
 
 def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -16,6 +16,7 @@ from ingest.imports.source import FeatureImportError, FeatureSource, Layer
 from shards.config import check_choices, check_positive, nested, split_list
 from shards.dtypes import FLOAT_DTYPES
 from shards.manifest import Provenance
+from shards.records import JsonRecord
 from shards.schema import infer_column_type
 from shards.storage import StorageOptions
 
@@ -71,16 +72,13 @@ class ImportConfig:
 
 
 @dataclass
-class ImportSummary:
+class ImportSummary(JsonRecord):
     out: str
     layout: str
     rows: int
     hooks: list[str]
     bytes: int
     seconds: float
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _stored_dtype(layer: Layer, wanted: str | None) -> str:

@@ -67,8 +67,10 @@ def bench_write(units: list[np.ndarray], root: Path, d: int) -> tuple[str, Path]
     return uri, flat
 
 
-def bench_read(uri: str, flat: Path, d: int, batch: int, prefetch: int, label: str = "") -> list[np.ndarray]:
+def bench_read(uri: str, flat: Path, d: int, batch: int, prefetch: int, label: str = "",
+               zero_copy: bool = True) -> list[np.ndarray]:
     ds = shards.open_dataset(uri)
+    ds.zero_copy = zero_copy  # False: every tensor column decoded by pyarrow (no page-cache views)
     order: list[np.ndarray] = []
     t = time.perf_counter()
     for b in ds.iter_batches("h", batch_size=batch, shuffle=True, seed=0, columns=["example_id"], prefetch=prefetch):
@@ -77,8 +79,8 @@ def bench_read(uri: str, flat: Path, d: int, batch: int, prefetch: int, label: s
         del x, b
     secs = time.perf_counter() - t
     nbytes = ds.num_rows * d * 2
-    record(bench="read-cold" if label else "read", reader="actlake", d=d, prefetch=prefetch,
-           gbps=round(nbytes / secs / 1e9, 3), note=label)
+    record(bench="read-cold" if label else "read", reader="actlake" if zero_copy else "actlake (pyarrow decode)",
+           d=d, prefetch=prefetch, gbps=round(nbytes / secs / 1e9, 3), note=label)
     return order
 
 
@@ -192,6 +194,7 @@ def main() -> None:
         uri, flat = bench_write(units, root, d)
         bench_read(uri, flat, d, ARGS.batch, prefetch=0, label="cold: first pass in the process")
         order = bench_read(uri, flat, d, ARGS.batch, prefetch=0)
+        bench_read(uri, flat, d, ARGS.batch, prefetch=0, zero_copy=False)
         bench_read(uri, flat, d, ARGS.batch, prefetch=2)
         raw = bench_raw(flat, d, order)
         ours = [r for r in RESULTS if r["bench"] == "read" and r.get("reader") == "actlake" and r["d"] == d]
@@ -224,7 +227,7 @@ def plot(path: str) -> None:
     dims = sorted({r["d"] for r in reads})
     names = []
     for r in reads:
-        name = r["reader"] + (f" (prefetch {r['prefetch']})" if r["reader"] == "actlake" else "")
+        name = r["reader"] + (f" (prefetch {r['prefetch']})" if r["reader"].startswith("actlake") else "")
         if name not in names:
             names.append(name)
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -233,7 +236,8 @@ def plot(path: str) -> None:
         vals = []
         for d in dims:
             match = [r["gbps"] for r in reads if r["d"] == d and
-                     (r["reader"] + (f" (prefetch {r['prefetch']})" if r["reader"] == "actlake" else "")) == name]
+                     (r["reader"] + (f" (prefetch {r['prefetch']})" if r["reader"].startswith("actlake") else ""))
+                     == name]
             vals.append(match[0] if match else 0)
         ax.bar(np.arange(len(dims)) + i * width, vals, width, label=name)
     ax.set_xticks(np.arange(len(dims)) + width * (len(names) - 1) / 2, [f"d = {d}" for d in dims])

@@ -66,3 +66,14 @@ def test_open_files_are_bounded(tmp_path):
     ids = [i for b in ds.iter_batches(batch_size=7, shuffle=True, seed=3) for i in b["example_id"].tolist()]
     assert sorted(ids) == list(range(120)) and len(ds.files) <= 8
     assert np.array_equal(ds.take([119, 0])["example_id"].numpy(), [119, 0]) and len(ds.files) <= 8
+
+
+def test_storage_option_secrets_never_reach_the_manifest(tmp_path):
+    """--storage-option KEY=VALUE strings are secret when their key is (the job config lands in the manifest)."""
+    from dataclasses import asdict
+
+    opts = StorageOptions(storage_option=["secret=SHHH-123", "session_token=TOK-456", "requester_pays=true"])
+    write_dataset(str(tmp_path / "ds"), units=1, rows=3, config={"storage": asdict(opts)})
+    text = (tmp_path / "ds" / "manifest.json").read_text()
+    assert "SHHH-123" not in text and "TOK-456" not in text and "requester_pays=true" in text
+    assert "secret=***" in text

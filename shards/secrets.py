@@ -1,0 +1,46 @@
+"""Keeping secrets out of manifests, run records, log lines and error messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Whole words of a key name (aws_session_token, hf_token, key, Authorization), not "tokenizer" or "monkey".
+_SECRET_KEY = re.compile(
+    r"(^|[_\-.])(key|secret|token|password|passwd|credentials?|auth|authorization|session|api_?key)([_\-.]|$)",
+    re.I)
+_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+_KEY_VALUE = re.compile(r"^([\w.\-]+)=(.+)$", re.S)  # --storage-option KEY=VALUE
+
+
+def redact_uri(uri: str) -> str:
+    """Drop ``user:password@`` from a URI before it reaches a log line or error."""
+    return _USERINFO.sub(r"\1", str(uri))
+
+
+def redact(obj: Any) -> Any:
+    """Copy of a config/dict tree with secret-looking values replaced by ``"***"``."""
+    if isinstance(obj, dict):
+        return {k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        kv = _KEY_VALUE.match(obj)
+        return f"{kv.group(1)}=***" if kv and _SECRET_KEY.search(kv.group(1)) else redact_uri(obj)
+    return obj
+
+
+def secret_values(obj: Any) -> list[str]:
+    """Values of secret-looking keys anywhere in a dict tree (to scrub them from messages)."""
+    if isinstance(obj, dict):
+        out = []
+        for k, v in obj.items():
+            if isinstance(v, (dict, list, tuple)):
+                out += secret_values(v)
+            elif isinstance(k, str) and _SECRET_KEY.search(k) and v and len(str(v)) >= 4:
+                out.append(str(v))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in secret_values(v)]
+    return []
