@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,6 @@ from pathlib import Path
 from shards.dtypes import FLOAT_DTYPES
 from shards.errors import ActlakeError
 from shards.manifest import ModelInfo
-
-log = logging.getLogger("actlake.ingest")
 
 
 class ModelLoadError(ActlakeError, FileNotFoundError):

@@ -8,14 +8,11 @@ The driver resolves the job's options into a ``PreprocessSpec``; every actor bui
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from shards.errors import ActlakeError
-
-log = logging.getLogger("actlake.ingest")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

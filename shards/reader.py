@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,8 +17,6 @@ from shards.schema import INT_NULL, HookSpec
 from shards.shuffle import Slice
 from shards.stats import HookStats
 from shards.storage import Storage, StorageOptions
-
-log = logging.getLogger("actlake.reader")
 
 
 def open_dataset(uri: str, storage_options: StorageOptions | dict | None = None) -> Dataset:

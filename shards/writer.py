@@ -144,9 +144,8 @@ class DatasetWriter:
 
     def _adopt(self, existing: Manifest) -> Manifest:
         """Continue an existing dataset: its schema (column order), units, statistics and job identity."""
-        columns = dict(existing.schema.columns) if existing.units or not self._columns_fixed else self.schema.columns
+        self.schema = DatasetSchema(existing.schema.hooks, dict(self._schema_with_columns_of(existing).columns))
         self._columns_fixed = self._columns_fixed or bool(existing.units)
-        self.schema = DatasetSchema(existing.schema.hooks, columns)
         self.units = {u.id: u for u in existing.units}
         self._load_stats()
         if existing.job_identity is None or not existing.units:
