@@ -44,3 +44,25 @@ def test_help_lists_commands():
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True, text=True)
     for cmd in ("info", "verify", "ls", "demo"):
         assert cmd in r.stdout
+
+
+def test_job_files_flat_nested_sections_and_bad_keys(tmp_path, capsys):
+    from cluster.cli import build_parser
+
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("extract:\n  hooks: resid.1,embed\n  endpoint_url: http://127.0.0.1:9\n  workers: 3\n")
+    argv = ["extract", f"--config={flat}", "--workers", "2"]
+    cfg = build_parser(argv).parse_args(argv).cfg
+    assert cfg.hooks == ["resid.1", "embed"] and cfg.storage.endpoint_url == "http://127.0.0.1:9"
+    assert cfg.workers == 2  # the flag overrides the file
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("storage:\n  region: eu-west-1\nk: '2,4'\n")
+    argv = ["sae", "train", "--config", str(nested)]
+    cfg = build_parser(argv).parse_args(argv).cfg
+    assert cfg.storage.region == "eu-west-1" and cfg.k == [2, 4]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hooks: resid.1\nworkerz: 2\n")
+    assert main(["extract", "--config", str(bad)]) == 2
+    assert "unknown option 'workerz'" in capsys.readouterr().err
+    assert main(["extract", "--batch-size", "0"]) == 2
+    assert "--batch-size must be positive" in capsys.readouterr().err
