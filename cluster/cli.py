@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
                     "Describe a dataset: hooks, rows, units, dtypes, bytes, provenance, statistics."),
     "verify": Command("cluster.commands:VerifyConfig", "cluster.dataset_commands:cmd_verify",
                       "Check every committed file against the manifest (exists, size, checksum, rows, schema)."),
+    "unlock": Command("cluster.commands:UnlockConfig", "cluster.dataset_commands:cmd_unlock",
+                      "Remove a dataset's write lock once you know its writer is dead."),
     "ls": Command("cluster.commands:LsConfig", "cluster.dataset_commands:cmd_ls", "List the datasets under a prefix."),
     "demo": Command("cluster.commands:DemoConfig", "cluster.dataset_commands:cmd_demo",
                     "Write a dataset of synthetic activations, then describe, verify and read it back."),

@@ -10,7 +10,8 @@ from typing import Literal
 
 from simple_parsing import field
 
-from shards.config import nested
+from shards.config import check_positive, nested, take_credentials
+from shards.errors import ConfigError
 from shards.storage import StorageOptions
 
 
@@ -21,6 +22,7 @@ class _WithStorage:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "uri", "prefix", "out")
 
 
 @dataclass
@@ -42,10 +44,30 @@ class VerifyConfig(_WithStorage):
     """Dataset URI."""
 
     repair: bool = field(default=False, action="store_true")
-    """Delete files in data/ that no commit record names (left by crashed writers)."""
+    """Under the write lock: rebuild a missing or damaged manifest and damaged statistics from the commit
+    records, and delete garbage (unit files no commit record names, temporary files of killed writers)."""
+
+    break_lock: bool = field(default=False, action="store_true")
+    """With --repair: take the write lock even if another writer seems to hold it (see `actlake unlock`)."""
+
+    drop_damaged: bool = field(default=False, action="store_true")
+    """With --repair: uncommit missing or damaged units, so that rerunning the job writes them again."""
 
     no_checksums: bool = field(default=False, action="store_true")
     """Skip reading whole files for checksums (sizes, footers and schemas are still checked)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.break_lock or self.drop_damaged) and not self.repair:
+            raise ConfigError("--break-lock and --drop-damaged only act with --repair")
+
+
+@dataclass
+class UnlockConfig(_WithStorage):
+    """Remove a dataset's write lock (after a writer died on another host, or the lock file is damaged)."""
+
+    uri: str = field(positional=True, metavar="URI")
+    """Dataset URI."""
 
 
 @dataclass
@@ -80,6 +102,10 @@ class DemoConfig(_WithStorage):
 
     seed: int = 0
     """Seed of the synthetic activations."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "units", "rows_per_unit", "dim", "layers")
 
 
 @dataclass

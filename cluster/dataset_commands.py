@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 
-from cluster.commands import DemoConfig, InfoConfig, LsConfig, VerifyConfig
+from cluster.commands import DemoConfig, InfoConfig, LsConfig, UnlockConfig, VerifyConfig
 from shards.reader import Dataset, open_dataset
 from shards.storage import Storage
 from shards.verify import verify_dataset
@@ -48,12 +48,30 @@ def cmd_info(cfg: InfoConfig) -> int:
 
 
 def cmd_verify(cfg: VerifyConfig) -> int:
-    report = verify_dataset(cfg.uri, cfg.storage, checksums=not cfg.no_checksums, repair=cfg.repair)
+    report = verify_dataset(cfg.uri, cfg.storage, checksums=not cfg.no_checksums, repair=cfg.repair,
+                            break_lock=cfg.break_lock, drop_damaged=cfg.drop_damaged)
     for line in report.lines():
         print(line)
-    status = "OK" if report.ok else f"FAILED: {len(report.bad)} bad unit(s)"
+    problems = [f"{len(report.bad)} bad unit(s)"] if report.bad else []
+    problems += [f"{len(report.records)} bad commit record(s)"] if report.records else []
+    problems += [f"{len(report.stats)} bad statistics file(s)"] if report.stats else []
+    status = "OK" if report.ok else f"FAILED: {', '.join(problems)}"
     print(f"{report.uri}: {report.units_checked} units checked, {status}")
     return 0 if report.ok else 1
+
+
+def cmd_unlock(cfg: UnlockConfig) -> int:
+    from shards.lock import break_lock
+
+    storage = Storage(cfg.uri, cfg.storage)
+    holder = break_lock(storage)
+    if holder is None:
+        print(f"{storage.display()}: not locked")
+    else:
+        who = "an unreadable lock" if holder.get("unreadable") else \
+            f"the lock of host {holder.get('host')} pid {holder.get('pid')} (since {holder.get('acquired')})"
+        print(f"{storage.display()}: removed {who}")
+    return 0
 
 
 def cmd_ls(cfg: LsConfig) -> int:

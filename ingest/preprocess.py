@@ -52,7 +52,7 @@ def _model_processor(model_dir: str | None):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return AutoImageProcessor.from_pretrained(model_dir)
+        return AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
 
 
 def _pixels(value, auto: int | None, flag: str) -> int | None:

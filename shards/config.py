@@ -53,3 +53,22 @@ def check_positive(cfg, *names: str) -> None:
 def nested(value, cls):
     """A nested config from a dict (a job file, ``dataclasses.asdict``) or as given."""
     return cls(**value) if isinstance(value, dict) else value
+
+
+def take_credentials(cfg, *names: str) -> None:
+    """Move ``KEY:SECRET@`` out of the URI fields ``names`` of ``cfg`` into ``cfg.storage`` (a StorageOptions).
+
+    Credentials in a corpus, data or SAE URI then work as they do for ``--out``, and no URI a config holds,
+    stores, logs or ships carries a secret (the options are redacted wherever a config is written).
+    """
+    from shards.secrets import split_credentials
+
+    for name in names:
+        value = getattr(cfg, name, None)
+        if not isinstance(value, str):
+            continue
+        clean, creds = split_credentials(value)
+        setattr(cfg, name, clean)
+        if creds:
+            keep = [o for o in cfg.storage.storage_option if o.split("=", 1)[0] not in creds]
+            cfg.storage.storage_option = keep + [f"{k}={v}" for k, v in creds.items()]

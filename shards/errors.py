@@ -44,3 +44,15 @@ class JobMismatchError(ActlakeError, ValueError):
 
 class ConfigError(ActlakeError, ValueError):
     """A command's configuration is invalid; raised before any work starts."""
+
+
+class CorruptDataError(ActlakeError, OSError):
+    """A file of a dataset does not match what its manifest says (damaged, truncated, swapped or edited)."""
+
+
+class CorruptManifestError(CorruptDataError):
+    """``manifest.json`` cannot be parsed or contradicts itself."""
+
+
+class FormatVersionError(ActlakeError, ValueError):
+    """The dataset was written in a format version this actlake does not read (or write)."""

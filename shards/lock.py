@@ -24,9 +24,12 @@ from shards.manifest import now_iso
 from shards.storage import Storage
 
 log = logging.getLogger("actlake.lock")
+UNREADABLE_GRACE_S = 1.0  #: how long an unparsable lock gets to become a whole one (a writer creating it)
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0 or -1, 0) would ask about whole process groups
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,8 +47,8 @@ def _pid_alive(pid: int) -> bool:
 class WriteLock:
     """Held by a DatasetWriter from open to close; refreshed by a heartbeat thread."""
 
-    def __init__(self, storage: Storage, ttl: float = 300.0) -> None:
-        self.storage = storage
+    def __init__(self, storage: Storage, ttl: float = 300.0, what: str = "dataset") -> None:
+        self.storage, self.what = storage, what
         self.ttl = ttl
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
@@ -58,34 +61,58 @@ class WriteLock:
         }).encode()
 
     def _stale(self, holder: dict) -> str | None:
-        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
+        if holder.get("host") == socket.gethostname() and not _pid_alive(holder["pid"]):
             return f"its process {holder.get('pid')} on this host is gone"
-        age = time.time() - float(holder.get("heartbeat", 0))
-        if age > float(holder.get("ttl", self.ttl)):
+        age = time.time() - holder["heartbeat"]
+        if age > holder["ttl"]:
             return f"its heartbeat is {age:.0f}s old"
         return None
+
+    def _holder(self) -> dict | None:
+        """The lock's content; None when it is gone. A lock that cannot be parsed (empty, garbled, not an
+        object: left by a disk that filled up while it was created) is read again after a moment, in case a
+        writer is creating it right now, and then counts as stale."""
+        for attempt in range(2):
+            try:
+                raw = self.storage.get_bytes(LOCK)
+            except FileNotFoundError:
+                return None
+            try:
+                holder = json.loads(raw)
+                if isinstance(holder, dict):
+                    holder["heartbeat"], holder["ttl"] = float(holder.get("heartbeat", 0)), float(
+                        holder.get("ttl", self.ttl))
+                    holder["pid"] = int(holder.get("pid", -1))
+                    return holder
+            except (ValueError, TypeError):
+                pass
+            if attempt == 0:
+                time.sleep(UNREADABLE_GRACE_S)
+        return {"unreadable": True}
 
     def acquire(self, break_lock: bool = False) -> None:
         for _ in range(3):
             if self.storage.create_exclusive(LOCK, self._body()):
                 self._start_heartbeat()
                 return
-            try:
-                holder = json.loads(self.storage.get_bytes(LOCK))
-            except (FileNotFoundError, ValueError):
-                continue  # released (or half-written) between our two calls: try again
-            reason = "break_lock=True was given" if break_lock else self._stale(holder)
+            holder = self._holder()
+            if holder is None:
+                continue  # released between our two calls: try again
+            reason = ("break_lock=True was given" if break_lock else
+                      "it cannot be parsed (a writer died while creating it)" if holder.get("unreadable")
+                      else self._stale(holder))
             if reason is None:
                 raise DatasetLockedError(
-                    f"dataset {self.storage.display()} is being written by another writer "
+                    f"{self.what} {self.storage.display()} is being written by another writer "
                     f"(host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('acquired')}). "
                     "Wait for it to finish; if it is dead on another host, its lock expires "
-                    f"{holder.get('ttl', self.ttl):.0f}s after its last heartbeat, or reopen with "
-                    "break_lock=True once you are sure."
+                    f"{holder['ttl']:.0f}s after its last heartbeat, or break it once you are sure: "
+                    f"`actlake unlock {self.storage.display()}` (break_lock=True in Python)."
                 )
             log.warning("taking over the write lock of %s: %s", self.storage.display(), reason)
             self.storage.delete(LOCK)
-        raise DatasetLockedError(f"could not acquire the write lock of {self.storage.display()}")
+        raise DatasetLockedError(f"could not acquire the write lock of {self.storage.display()}; another writer "
+                                 f"keeps taking it. If none is running: `actlake unlock {self.storage.display()}`.")
 
     def _start_heartbeat(self) -> None:
         def beat() -> None:
@@ -104,7 +131,26 @@ class WriteLock:
             self._thread.join(timeout=5)
         try:
             holder = json.loads(self.storage.get_bytes(LOCK))
-            if holder.get("token") == self.token:
+            if isinstance(holder, dict) and holder.get("token") == self.token:
                 self.storage.delete(LOCK)
         except (FileNotFoundError, ValueError):
             pass
+
+    def release_quietly(self) -> None:
+        """Release while another error is on its way to the caller: a failure here (the store is down)
+        is logged, never raised, so the caller sees the error that matters."""
+        try:
+            self.release()
+        except Exception as exc:  # noqa: BLE001 - the original error wins; the lock expires after its ttl
+            log.warning("could not release the write lock of %s (%s); it expires after %.0fs",
+                        self.storage.display(), exc, self.ttl)
+
+
+def break_lock(storage: Storage) -> dict | None:
+    """Remove a dataset's write lock whoever holds it (``actlake unlock``); the holder it had, if any."""
+    holder = WriteLock(storage)._holder()
+    if holder is not None:
+        log.warning("breaking the write lock of %s (holder: %s)", storage.display(),
+                    "unreadable" if holder.get("unreadable") else f"host {holder.get('host')} pid {holder.get('pid')}")
+        storage.delete(LOCK)
+    return holder

@@ -11,11 +11,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shards.errors import DatasetNotFoundError
-from shards.layout import COMMITS_DIR, MANIFEST
+from shards.errors import CorruptManifestError, DatasetNotFoundError, FormatVersionError
+from shards.layout import COMMITS_DIR, MANIFEST, check_unit_id, unit_data_path
 from shards.records import JsonRecord
 from shards.schema import DatasetSchema, HookSpec
-from shards.secrets import redact
+from shards.secrets import redact, redact_uri
 from shards.stats import StatsSummary
 from shards.storage import Storage
 
@@ -70,10 +70,20 @@ class UnitEntry:
 
     @classmethod
     def from_json(cls, d: dict) -> UnitEntry:
+        """Parse and check an entry (from a manifest or a commit record); ValueError naming what is wrong."""
         er = d.get("example_range")
-        return cls(int(d["id"]), d["path"], int(d["rows"]), int(d["bytes"]), d["checksum"],
-                   tuple(int(r) for r in d["row_groups"]), (int(er[0]), int(er[1])) if er else None,
-                   d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()))
+        entry = cls(check_unit_id(d["id"]), d["path"], int(d["rows"]), int(d["bytes"]), str(d["checksum"]),
+                    tuple(int(r) for r in d["row_groups"]), (int(er[0]), int(er[1])) if er else None,
+                    d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()))
+        entry.check()
+        return entry
+
+    def check(self) -> None:
+        """The entry's path is the one its id names (never ``../x`` or absolute); its counts agree."""
+        if self.path != unit_data_path(self.id):
+            raise ValueError(f"unit {self.id} has path {self.path!r}; the format names it {unit_data_path(self.id)!r}")
+        if self.rows < 0 or self.bytes < 0 or sum(self.row_groups) != self.rows:
+            raise ValueError(f"unit {self.id}: rows {self.rows} != sum of row groups {list(self.row_groups)}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,7 @@ class DatasetRef:
     hooks: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return {**asdict(self), "hooks": list(self.hooks)}
+        return {**asdict(self), "uri": redact_uri(self.uri), "hooks": list(self.hooks)}
 
     @classmethod
     def from_json(cls, d: dict) -> DatasetRef:
@@ -197,8 +207,9 @@ class Manifest:
                "schema": schema, "hooks": schema["hooks"],  # "hooks" repeats schema.hooks for v1 readers
                "units": [u.to_json() for u in self.units], "num_rows": self.num_rows, "num_bytes": self.num_bytes,
                "stats": {n: s.to_json() for n, s in self.stats.items()}, "provenance": self.provenance.to_json()}
+        out["units_digest"] = units_digest(out["units"])
         if self.job_identity is not None:
-            out["job"] = self.job_identity
+            out["job"] = redact(self.job_identity)
         if self.config is not None:
             out["config"] = redact(self.config)
         return out
@@ -208,6 +219,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict) -> Manifest:
+        """Parse and check a manifest (see ``check_units``); KeyError/ValueError/TypeError when malformed."""
+        check_units(d)
         return cls(
             dataset_id=d["dataset_id"], schema=DatasetSchema.from_json(d["schema"]), created=d.get("created", ""),
             code_version=d.get("code_version", ""), compression=d.get("compression", "none"),
@@ -218,6 +231,49 @@ class Manifest:
             provenance=Provenance.from_json(d.get("provenance")), config=d.get("config"),
             job_identity=d.get("job"), version=int(d.get("version", 0)), updated=d.get("updated", ""),
             format_version=int(d["format_version"]))
+
+
+def units_digest(units: list[dict]) -> str:
+    """A hash of the manifest's unit list as JSON: an edited or damaged list no longer matches it."""
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(json.dumps(units, sort_keys=True, separators=(",", ":")).encode())
+
+
+def check_units(d: dict) -> None:
+    """Refuse a unit list that would read rows twice or drop some: repeated ids, an edited list."""
+    units = d.get("units", [])
+    ids = [u.get("id") for u in units]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"units {repeated} are listed more than once")
+    digest = d.get("units_digest")  # absent in datasets written before it was added
+    if digest is not None and digest != units_digest(units):
+        raise ValueError("its unit list does not match units_digest (the units were edited or damaged)")
+    if "num_rows" in d and int(d["num_rows"]) != sum(int(u.get("rows", 0)) for u in units):
+        raise ValueError(f"num_rows {d['num_rows']} != the sum of its units' rows")
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """A manifest from its bytes; CorruptManifestError or FormatVersionError naming ``where`` and the fix."""
+    fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptManifestError(f"{where} is not valid JSON ({type(exc).__name__}: {exc}). {fix}") from None
+    if not isinstance(data, dict):
+        raise CorruptManifestError(f"{where} holds a {type(data).__name__}, not a manifest object. {fix}")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise FormatVersionError(f"{where} has format_version {version}; this actlake reads and writes version "
+                                     f"{FORMAT_VERSION}. Upgrade actlake (nothing was read or written).")
+        raise CorruptManifestError(f"{where} has format_version {version!r}, expected {FORMAT_VERSION}. {fix}")
+    try:
+        return Manifest.from_json(data)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CorruptManifestError(f"{where} is damaged: {detail}. {fix}") from None
 
 
 def read_manifest(storage: Storage) -> Manifest:
@@ -233,12 +289,7 @@ def read_manifest(storage: Storage) -> Manifest:
             f"no actlake dataset at {storage.display()}: {MANIFEST} not found.{hint} "
             "Check the URI (datasets under a prefix: `actlake ls PREFIX`)."
         ) from None
-    data = json.loads(raw)
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise DatasetNotFoundError(f"{storage.display(MANIFEST)} has format_version {version!r}; this actlake reads "
-                                   f"version {FORMAT_VERSION}. Upgrade actlake.")
-    return Manifest.from_json(data)
+    return parse_manifest(raw, storage.display(MANIFEST))
 
 
 def write_manifest(storage: Storage, manifest: Manifest) -> None:

@@ -121,18 +121,17 @@ class Dataset:
 
     # --- file access -------------------------------------------------------------
     def _read_group(self, group: int, columns: list[str]) -> pa.Table:
-        rel, gi = self.units[int(self._group_unit[group])].path, int(self._group_index[group])
-        # use_threads=False: one thread decodes fixed-size binary pages ~3x faster here than the pool does
-        return self.storage.call("read", rel, lambda: self.files.get(rel).parquet.read_row_group(
-            gi, columns=columns, use_threads=False), missing_ok=True)
+        unit, gi = self.units[int(self._group_unit[group])], int(self._group_index[group])
+        return self.storage.call("read", unit.path, lambda: self.files.get(unit).read_row_group(gi, columns),
+                                 missing_ok=True)
 
     def _page_rows(self, group: int, hook: str) -> list[np.ndarray] | None:
         """Page-cache views of ``hook``'s rows in ``group`` (local, uncompressed, binary), or None."""
         spec = self.schema.hooks[hook]
         if not self.zero_copy or spec.encoding != "binary":
             return None
-        rel = self.units[int(self._group_unit[group])].path
-        return self.files.get(rel).page_rows(int(self._group_index[group]), hook, spec.row_bytes)
+        unit = self.units[int(self._group_unit[group])]
+        return self.files.get(unit).page_rows(int(self._group_index[group]), hook, spec.row_bytes)
 
     def read_window(self, slices: list[Slice], hooks: list[str], meta: list[str]) -> Window:
         """Rows of several row-group slices: tensor columns as views of the page cache (local, uncompressed)
@@ -244,9 +243,8 @@ class Dataset:
 
     def read_unit_table(self, unit_index: int, columns: list[str] | None = None) -> pa.Table:
         """One unit's Parquet file as an Arrow table (tensor columns still encoded)."""
-        rel = self.units[unit_index].path
-        return self.storage.call("read", rel, lambda: self.files.get(rel).parquet.read(columns=columns),
-                                 missing_ok=True)
+        unit = self.units[unit_index]
+        return self.storage.call("read", unit.path, lambda: self.files.get(unit).read(columns), missing_ok=True)
 
     def to_numpy(self, hook: str, dtype: str | None = None, threads: int = 4) -> np.ndarray:
         """All rows of ``hook`` as one array of shape (rows, *shape).

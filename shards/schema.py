@@ -15,6 +15,7 @@ import pyarrow as pa
 from shards.codecs import get_codec
 from shards.dtypes import DTYPES, as_numpy, check_dtype
 from shards.errors import SchemaMismatchError, UnknownHookError
+from shards.layout import check_name
 
 #: the columns every dataset has, in this order, before metadata and tensors (name -> type)
 FIXED_COLUMNS: dict[str, str] = {"example_id": "int64", "position": "int32", "token_id": "int32"}
@@ -135,6 +136,24 @@ class DatasetSchema:
 
     hooks: dict[str, HookSpec]
     columns: dict[str, str] = field(default_factory=dict)  #: metadata column -> type name
+
+    def __post_init__(self) -> None:
+        # Names become file names (stats/<hook>.npz) and Parquet columns: checked here, so that neither a
+        # user's hook nor a hostile manifest can name a path outside the dataset or shadow another column.
+        for name in self.hooks:
+            try:
+                check_name("hook", name)
+            except ValueError as exc:
+                raise SchemaMismatchError(str(exc)) from None
+        for name in self.columns:
+            try:
+                check_name("metadata column", name)
+            except ValueError as exc:
+                raise SchemaMismatchError(str(exc)) from None
+            if name in FIXED_COLUMNS or name in self.hooks:
+                what = "a fixed column" if name in FIXED_COLUMNS else "a hook"
+                raise SchemaMismatchError(f"metadata column {name!r} has the name of {what}; rename it "
+                                          f"(fixed columns: {list(FIXED_COLUMNS)}, hooks: {list(self.hooks)})")
 
     def arrow_schema(self) -> pa.Schema:
         fields = [pa.field(n, arrow_type(t), nullable=n in NULLABLE_FIXED) for n, t in FIXED_COLUMNS.items()]

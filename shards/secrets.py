@@ -9,13 +9,29 @@ from typing import Any
 _SECRET_KEY = re.compile(
     r"(^|[_\-.])(key|secret|token|password|passwd|credentials?|auth|authorization|session|api_?key)([_\-.]|$)",
     re.I)
-_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s'\"]*@")  # anywhere in a text: URIs inside messages too
+_S3_USERINFO = re.compile(r"^(s3a?)://([^/@]*)@(.*)$", re.S)
 _KEY_VALUE = re.compile(r"^([\w.\-]+)=(.+)$", re.S)  # --storage-option KEY=VALUE
 
 
 def redact_uri(uri: str) -> str:
-    """Drop ``user:password@`` from a URI before it reaches a log line or error."""
+    """Drop ``user:password@`` from a URI, or from every URI in a text, before it is stored, logged, printed
+    or shipped: the one scrubbing function every URI goes through."""
     return _USERINFO.sub(r"\1", str(uri))
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """``s3://KEY:SECRET@bucket/x`` -> (``s3://bucket/x``, {"key": KEY, "secret": SECRET}); other URIs lose any
+    ``user:password@`` too (with no options: only S3's are understood)."""
+    m = _S3_USERINFO.match(str(uri))
+    if m is None:
+        return redact_uri(uri) if _USERINFO.match(str(uri)) else uri, {}
+    proto, userinfo, rest = m.groups()
+    user, _, password = userinfo.partition(":")
+    creds = {"key": user} if user else {}
+    if password:
+        creds["secret"] = password
+    return f"{proto}://{rest}", creds
 
 
 def redact(obj: Any) -> Any:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,9 +28,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from simple_parsing import field
 
-from shards.errors import ConfigError, StorageError
+from shards.errors import ActlakeError, ConfigError, StorageError
 from shards.retry import RetryPolicy, retry
-from shards.secrets import redact_uri, secret_values
+from shards.secrets import redact_uri, secret_values, split_credentials
 
 log = logging.getLogger("actlake.storage")
 T = TypeVar("T")
@@ -93,7 +92,7 @@ class StorageOptions:
         for item in self.storage_option:
             key, _, value = item.partition("=")
             try:
-                out[key] = json.loads(value)
+                out[key] = value if key in ("key", "secret", "token") else json.loads(value)
             except ValueError:
                 out[key] = value
         return out
@@ -138,16 +137,9 @@ class Storage:
 
     def _take_userinfo(self, uri: str) -> str:
         """``s3://KEY:SECRET@bucket/x`` -> ``s3://bucket/x`` with key/secret moved to the options."""
-        m = re.match(r"^([a-zA-Z][\w+.-]*)://([^/@]*)@(.*)$", uri)
-        if not m:
-            return uri
-        proto, userinfo, rest = m.groups()
-        user, _, password = userinfo.partition(":")
-        if proto in ("s3", "s3a") and user:
-            self.storage_options.setdefault("key", user)
-            if password:
-                self.storage_options.setdefault("secret", password)
-        return f"{proto}://{rest}"
+        clean, creds = split_credentials(uri)
+        self.storage_options.update(creds)  # the URI's own credentials win for this URI
+        return clean
 
     def scrub(self, text: str) -> str:
         """Remove every known secret from a message."""
@@ -206,8 +198,8 @@ class Storage:
 
         try:
             return retry(attempt, retry_on=transient_errors(), policy=self.policy, on_retry=on_retry)
-        except (FileNotFoundError, StorageError):
-            raise
+        except (FileNotFoundError, ActlakeError):
+            raise  # missing (the caller asked for it), or already named: a damaged file, a failed store
         except Exception as exc:  # noqa: BLE001 - every other store failure, named and scrubbed
             raise StorageError(f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
                                f"{self.scrub(str(exc))}") from None
@@ -263,9 +255,13 @@ class Storage:
             f.close()
             os.replace(tmp, path)
         except BaseException:
-            f.close()
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            try:
+                f.close()  # raises again when the disk is full (buffered bytes): the removal must still run
+            except OSError:
+                pass
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
             raise
 
     @contextmanager
@@ -298,8 +294,12 @@ class Storage:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except BaseException:
+                os.remove(path)  # an empty lock (disk full) would otherwise lock the dataset until broken
+                raise
             return True
 
         def put() -> bool:

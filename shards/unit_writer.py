@@ -21,7 +21,8 @@ from shards.codecs import get_codec
 from shards.commits import CommitRecord
 from shards.dtypes import as_numpy, storage_to_torch, to_storage_numpy
 from shards.errors import SchemaMismatchError
-from shards.layout import unit_data_path
+from shards.integrity import PAGE_CHECKSUMS_KEY
+from shards.layout import check_unit_id, unit_data_path
 from shards.manifest import FORMAT_VERSION, SkippedInput, UnitEntry, now_iso
 from shards.schema import FIXED_COLUMNS, DatasetSchema, HookSpec, arrow_type
 from shards.stats import HookStats
@@ -99,7 +100,7 @@ class UnitWriter:
         """Write a unit's table as Parquet into ``sink``; return the row-group sizes."""
         meta_cols = self.schema.column_names
         rows_per_group = max(1, self.row_group_bytes // max(self.schema.row_bytes, 1))
-        file_meta = {"actlake.format_version": str(FORMAT_VERSION),
+        file_meta = {"actlake.format_version": str(FORMAT_VERSION), PAGE_CHECKSUMS_KEY.decode(): "crc32",
                      "actlake.hooks": json.dumps({n: h.to_json() for n, h in self.schema.hooks.items()})}
         with pq.ParquetWriter(
             sink, table.schema.with_metadata(file_meta),
@@ -107,6 +108,7 @@ class UnitWriter:
             use_dictionary=meta_cols,  # never on tensors: random bytes do not repeat
             write_statistics=meta_cols,
             data_page_size=8 << 20,
+            write_page_checksum=True,  # CRC32 per page: readers check what they read (docs/format.md)
         ) as w:
             w.write_table(table.replace_schema_metadata(file_meta), row_group_size=rows_per_group)
         n = table.num_rows
@@ -125,6 +127,7 @@ class UnitWriter:
         disk), then the commit record; a crash in between leaves an unnamed file that readers never
         see and a rerun overwrites.
         """
+        unit_id = check_unit_id(unit_id)  # before anything is written: no orphan file for a bad id
         table = self.build_table(columns)
         path = unit_data_path(unit_id)
 

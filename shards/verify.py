@@ -1,4 +1,13 @@
-"""Checking a dataset's files against its manifest, and removing garbage."""
+"""Checking a dataset against its manifest, and repairing what can be repaired without losing data.
+
+``verify_dataset`` checks every committed unit (exists, size, checksum, footer: rows, row groups,
+example ids, schema), every commit record (parses, names its own unit file, agrees with the manifest),
+every statistics file (parses, covers exactly the committed units), and lists garbage. With ``repair``
+it works under the write lock, so a writer cannot commit between the listing and a deletion: it
+rebuilds a missing or damaged manifest and damaged statistics from the commit records, removes garbage
+(only names the format makes: ``shards.cleanup``) and, with ``drop_damaged``, uncommits damaged units so
+that a rerun of the job writes them again. What repair may delete is listed in docs/format.md.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.checksums import checksum
-from shards.layout import COMMITS_DIR, DATA_DIR, parse_unit_name, unit_commit_path
-from shards.lock import WriteLock
-from shards.manifest import UnitEntry, read_manifest
+from shards.cleanup import garbage, readable_records, record_ids
+from shards.errors import CorruptDataError, CorruptManifestError, DatasetNotFoundError
+from shards.integrity import check_footer
+from shards.layout import unit_commit_path
+from shards.manifest import Manifest, UnitEntry, read_manifest
+from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
 
 log = logging.getLogger("actlake.verify")
@@ -20,26 +32,32 @@ log = logging.getLogger("actlake.verify")
 
 @dataclass
 class VerifyReport:
-    """What ``verify_dataset`` found."""
+    """What ``verify_dataset`` found (and, with repair, did)."""
 
     uri: str
     units_checked: int = 0
-    bad: dict[str, list[str]] = field(default_factory=dict)  #: file -> problems
-    garbage: list[str] = field(default_factory=list)  #: files no commit record names
+    bad: dict[str, list[str]] = field(default_factory=dict)  #: unit file -> problems
+    records: dict[str, str] = field(default_factory=dict)  #: commit record -> problem
+    stats: dict[str, str] = field(default_factory=dict)  #: stats file -> problem
+    garbage: list[str] = field(default_factory=list)  #: unit files no commit record names, temp files
     uncommitted_records: list[str] = field(default_factory=list)  #: commit records the manifest lacks
     removed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  #: what repair rebuilt or dropped
 
     @property
     def ok(self) -> bool:
-        return not self.bad
+        return not (self.bad or self.records or self.stats)
 
     def lines(self) -> list[str]:
         out = [f"{f}: {'; '.join(p)}" for f, p in sorted(self.bad.items())]
+        out += [f"{f}: {p}" for f, p in sorted({**self.records, **self.stats}.items())]
+        if self.stats:
+            out.append("damaged statistics: `actlake verify --repair` rebuilds them from the commit records")
         out += [f"{g}: not committed (garbage; `actlake verify --repair` removes it)"
                 for g in self.garbage if g not in self.removed]
         out += [f"{r}: committed but not yet in the manifest (a writer died; reopen in append mode to fold it)"
                 for r in self.uncommitted_records]
-        out += [f"{r}: removed" for r in self.removed]
+        out += [f"{r}: removed" for r in self.removed] + [f"repaired: {r}" for r in self.repaired]
         return out
 
 
@@ -59,11 +77,10 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
             problems.append(f"checksum {got} != manifest {unit.checksum}")
     try:
         pf = pq.ParquetFile(pa.BufferReader(data)) if data is not None else pq.ParquetFile(storage.open_input(rel))
-        if pf.metadata.num_rows != unit.rows:
-            problems.append(f"{pf.metadata.num_rows} rows != manifest {unit.rows}")
-        groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-        if groups != list(unit.row_groups) and unit.rows:
-            problems.append(f"row groups {groups} != manifest {list(unit.row_groups)}")
+        try:
+            check_footer(pf.metadata, None, unit, rel)
+        except CorruptDataError as exc:
+            problems.append(str(exc).split(" is damaged: ", 1)[-1].split(". Nothing", 1)[0])
         if not pf.schema_arrow.remove_metadata().equals(arrow_schema.remove_metadata()):
             problems.append("schema differs from the manifest's")
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad unit
@@ -71,42 +88,98 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
     return problems
 
 
-def verify_dataset(uri: str, storage_options: StorageOptions | dict | None = None, checksums: bool = True,
-                   repair: bool = False, threads: int = 4) -> VerifyReport:
-    """Check every committed unit (existence, size, checksum, rows, schema) and find garbage.
+def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -> set[int]:
+    """Every commit record parses and agrees with the manifest; the ids of those present."""
+    ids = record_ids(storage)
+    records, bad = readable_records(storage, ids)
+    for line in bad:
+        rel, _, problem = line.partition(": ")
+        report.records[rel] = problem
+    listed = {u.id: u for u in manifest.units}
+    for r in records:
+        entry = listed.get(r.id)
+        if entry is not None and (entry.checksum, entry.rows) != (r.unit.checksum, r.unit.rows):
+            report.records[unit_commit_path(r.id)] = "disagrees with the manifest (checksum or rows)"
+    missing = sorted(set(listed) - set(ids))
+    for uid in missing:
+        report.records[unit_commit_path(uid)] = "missing (the manifest lists this unit)"
+    report.uncommitted_records = [unit_commit_path(r.id) for r in records if r.id not in listed]
+    return set(ids)
 
-    With ``repair``, files in ``data/`` that no commit record names (left by
-    crashed writers) are deleted; committed data is never touched.
-    """
-    storage = Storage(uri, storage_options)
-    manifest = read_manifest(storage)
+
+def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, threads: int = 4) -> VerifyReport:
+    """Everything ``verify_dataset`` checks, for a manifest already read; changes nothing."""
     arrow_schema = manifest.schema.arrow_schema()
     report = VerifyReport(storage.display())
-    units = manifest.units
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), units))
-    for unit, problems in zip(units, results, strict=True):
+        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), manifest.units))
+    for unit, problems in zip(manifest.units, results, strict=True):
         report.units_checked += 1
         if problems:
             report.bad[unit.path] = problems
-    committed_ids = {u.id for u in units}
-    record_ids = {i for i in (parse_unit_name(f) for f in storage.list(COMMITS_DIR)) if i is not None}
-    report.uncommitted_records = [unit_commit_path(i) for i in sorted(record_ids - committed_ids)]
-    named = committed_ids | record_ids
-    for f in storage.list(DATA_DIR):
-        uid = parse_unit_name(f)
-        if uid is None or uid not in named:
-            report.garbage.append(f"{DATA_DIR}/{f}")
-    if repair and report.garbage:
-        # A live writer's in-flight files look like garbage: repair only under the write lock
-        # (a dead writer's stale lock is taken over, a live one refuses with DatasetLockedError).
-        lock = WriteLock(storage)
-        lock.acquire()
-        try:
-            for g in report.garbage:
-                storage.delete(g)
-                report.removed.append(g)
-                log.info("removed %s", g)
-        finally:
-            lock.release()
+    present = _check_records(storage, manifest, report)
+    committed = sorted(u.id for u in manifest.units)
+    for hook in manifest.hooks:
+        problem = check_stats_file(storage, hook, committed)
+        if problem:
+            report.stats[f"stats/{hook}.npz"] = problem
+    report.garbage = garbage(storage, present | set(committed))
     return report
+
+
+def verify_dataset(uri: str, storage_options: StorageOptions | dict | None = None, checksums: bool = True,
+                   repair: bool = False, threads: int = 4, break_lock: bool = False,
+                   drop_damaged: bool = False) -> VerifyReport:
+    """Check a dataset (see the module docstring); with ``repair``, fix what can be fixed under the write lock.
+
+    ``break_lock`` (with repair) takes the lock even from a live writer; ``drop_damaged`` (with repair)
+    uncommits units whose files are missing or damaged so that a rerun writes them again.
+    """
+    storage = Storage(uri, storage_options)
+    if not repair:
+        return check_dataset(storage, read_manifest(storage), checksums, threads)
+    return _repair(uri, storage, storage_options, checksums, threads, break_lock, drop_damaged)
+
+
+def _repair(uri: str, storage: Storage, storage_options, checksums: bool, threads: int, break_lock: bool,
+            drop_damaged: bool) -> VerifyReport:
+    from shards.writer import DatasetWriter
+
+    manifest, rebuilt = _manifest_or_records(storage)
+    committed = sorted(u.id for u in manifest.units)
+    damaged_stats = [f"stats/{h}.npz" for h in manifest.hooks if check_stats_file(storage, h, committed)]
+    # The writer holds the lock from here on: the listing below and every deletion see the same files.
+    with DatasetWriter(uri, dict(manifest.hooks), dict(manifest.schema.columns), "append",
+                       compression=manifest.compression, row_group_bytes=manifest.row_group_bytes,
+                       storage_options=storage_options, break_lock=break_lock, rebuild_manifest=rebuilt) as w:
+        report = check_dataset(storage, w.manifest, checksums, threads)
+        if rebuilt:
+            report.repaired.append(f"manifest.json rebuilt from {len(w.manifest.units)} commit records")
+        for rel in report.garbage:
+            storage.delete(rel)
+            report.removed.append(rel)
+            log.info("removed %s", rel)
+        # The writer rebuilt damaged statistics from the commit records when it opened (and writes them again
+        # on close); what was damaged before is reported as repaired.
+        report.repaired += [f"{rel} rebuilt from the commit records" for rel in damaged_stats if not rebuilt]
+        report.stats = {}
+        if drop_damaged and report.bad:
+            ids = [u.id for u in w.manifest.units if u.path in report.bad]
+            w.drop_units(ids)
+            report.repaired += [f"{rel} dropped (rerun the job to write it again)" for rel in sorted(report.bad)]
+            report.records = {r: p for r, p in report.records.items()
+                              if not any(r.endswith(f"unit-{i:06d}.json") for i in ids)}
+            report.bad = {}
+    return report
+
+
+def _manifest_or_records(storage: Storage) -> tuple[Manifest, bool]:
+    """The manifest, or (when it is missing or damaged) one standing in for it made from the commit records."""
+    try:
+        return read_manifest(storage), False
+    except (DatasetNotFoundError, CorruptManifestError) as exc:
+        records, _bad = readable_records(storage, record_ids(storage))
+        if not records:
+            raise type(exc)(f"{exc} There are no commit records to rebuild it from.") from None
+        schema = max((r.schema for r in records), key=lambda s: sum(r.schema == s for r in records))
+        return Manifest("", schema, "", ""), True

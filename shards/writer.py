@@ -7,10 +7,18 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from shards.cleanup import delete_dataset_files, readable_records, record_ids
 from shards.codecs import CODECS
 from shards.commits import CommitRecord
-from shards.errors import DatasetExistsError, DatasetNotFoundError, JobMismatchError, SchemaMismatchError
-from shards.layout import COMMITS_DIR, DATA_DIR, MANIFEST, STATS_DIR, parse_unit_name, stats_path
+from shards.errors import (
+    CorruptDataError,
+    CorruptManifestError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    JobMismatchError,
+    SchemaMismatchError,
+)
+from shards.layout import MANIFEST, check_unit_id, stats_path, unit_commit_path, unit_data_path
 from shards.lock import WriteLock
 from shards.manifest import (
     Manifest,
@@ -24,6 +32,7 @@ from shards.manifest import (
 )
 from shards.schema import DatasetSchema, infer_column_type, parse_hooks
 from shards.stats import HookStats
+from shards.stats_files import read_stats_file
 from shards.storage import Storage, StorageOptions
 from shards.unit_writer import UnitWriter
 
@@ -57,7 +66,8 @@ class DatasetWriter:
     holds the settings that make the job: a dataset with committed units refuses to be appended to by
     a job whose identity differs, naming the settings that differ. ``fsync=False`` skips flushing unit
     files to the disk before their commit (local disks only): a killed process still loses nothing, a
-    power cut may.
+    power cut may. ``rebuild_manifest``: a missing or damaged manifest is rebuilt from the commit
+    records (the damaged one is kept as ``manifest.json.damaged``); ``actlake verify --repair`` uses it.
     """
 
     def __init__(self, uri: str, hooks: dict, columns: dict | None = None, mode: Mode = "create", *,
@@ -65,7 +75,7 @@ class DatasetWriter:
                  provenance: Provenance | dict | None = None, config: dict | None = None,
                  job_identity: dict | None = None, storage_options: StorageOptions | dict | None = None,
                  compute_stats: bool = True, break_lock: bool = False, lock_ttl: float = 300.0,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, rebuild_manifest: bool = False) -> None:
         # Validate everything before touching storage: bad input writes nothing.
         _check_choice("mode", mode, MODES)
         _check_choice("compression", compression, COMPRESSIONS)
@@ -83,21 +93,31 @@ class DatasetWriter:
         self.units: dict[int, UnitEntry] = {}
         self.stats: dict[str, HookStats] = {}
         self._closed = False
-        self._check_existing(self._existing_manifest(), mode)
+        self._rebuild = rebuild_manifest
+        self.created = False  #: this writer made the dataset (there was no manifest)
+        self._check_existing(self._existing_manifest(mode), mode)
         self.lock = WriteLock(self.storage, ttl=lock_ttl)
         self.lock.acquire(break_lock=break_lock)
         try:
             self._open(mode, _as_provenance(provenance), config)
         except BaseException:
-            self.lock.release()
+            self.lock.release_quietly()
             raise
 
     # --- opening -------------------------------------------------------------
-    def _existing_manifest(self) -> Manifest | None:
+    def _existing_manifest(self, mode: str = "append") -> Manifest | None:
+        """The dataset's manifest; None when there is none. A damaged one is refused (CorruptManifestError,
+        naming `verify --repair`) except by overwrite, which replaces it; a newer format is always refused."""
         try:
             return read_manifest(self.storage)
         except DatasetNotFoundError:
             return None
+        except CorruptManifestError:
+            if mode == "overwrite" or self._rebuild:
+                log.warning("%s is damaged; %s", self.storage.display(MANIFEST),
+                            "overwriting the dataset" if mode == "overwrite" else "rebuilding it from commit records")
+                return None
+            raise
 
     def _check_existing(self, existing: Manifest | None, mode: str) -> None:
         """Refuse what would mix or lose data, before the lock is taken and anything is written."""
@@ -124,10 +144,11 @@ class DatasetWriter:
 
     def _open(self, mode: str, provenance: Provenance, config: dict | None) -> None:
         if mode == "overwrite":
-            for d in (DATA_DIR, COMMITS_DIR, STATS_DIR):
-                self.storage.delete_prefix(d)
-            self.storage.delete(MANIFEST)
+            # Only the files this dataset's manifest and commit records name (never a user's files).
+            delete_dataset_files(self.storage, self._existing_manifest(mode), list(self.schema.hooks))
         existing = self._existing_manifest() if mode != "overwrite" else None  # re-read under the lock
+        if existing is None and self._rebuild:
+            self._set_aside_damaged_manifest()
         self._check_existing(existing, mode)
         self.manifest = self._adopt(existing) if existing is not None else self._new_manifest()
         self.manifest.compression, self.manifest.row_group_bytes = self.compression, self.row_group_bytes
@@ -138,7 +159,15 @@ class DatasetWriter:
         self._fold_orphan_commits()
         self._write_manifest()
 
+    def _set_aside_damaged_manifest(self) -> None:
+        """Keep a damaged manifest's bytes as ``manifest.json.damaged`` before a rebuilt one replaces it."""
+        try:
+            self.storage.put_bytes(f"{MANIFEST}.damaged", self.storage.get_bytes(MANIFEST))
+        except FileNotFoundError:
+            pass
+
     def _new_manifest(self) -> Manifest:
+        self.created = True
         return Manifest(dataset_id=uuid.uuid4().hex, schema=self.schema, created=now_iso(),
                         code_version=code_version(), job_identity=self.job_identity)
 
@@ -156,12 +185,15 @@ class DatasetWriter:
         return existing
 
     def _load_stats(self) -> None:
-        """Merged stats from stats/<hook>.npz, rebuilt from commit records if they disagree."""
+        """Merged stats from stats/<hook>.npz, rebuilt from commit records if they disagree or are damaged."""
         committed = sorted(self.units)
         for name in self.schema.hooks:
             try:
-                stats, units = HookStats.from_npz_bytes(self.storage.get_bytes(stats_path(name)))
+                stats, units = read_stats_file(self.storage, name)
             except FileNotFoundError:
+                continue
+            except CorruptDataError as exc:
+                log.warning("%s", exc)
                 continue
             if units == committed:
                 self.stats[name] = stats
@@ -175,15 +207,25 @@ class DatasetWriter:
             self._merge_stats(record)
 
     def _read_records(self, unit_ids: list[int]) -> list[CommitRecord]:
-        with ThreadPoolExecutor(16) as pool:
-            return list(pool.map(lambda uid: CommitRecord.read(self.storage, uid), unit_ids))
+        try:
+            with ThreadPoolExecutor(16) as pool:
+                return list(pool.map(lambda uid: CommitRecord.read(self.storage, uid), unit_ids))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptDataError(f"a commit record of {self.storage.display()} is damaged ({exc}); run "
+                                   f"`actlake verify {self.storage.display()}` to find it") from None
 
     def _fold_orphan_commits(self) -> None:
-        """Commit records the manifest lacks (a writer died after them) are complete units."""
-        ids = [u for u in (parse_unit_name(f) for f in self.storage.list(COMMITS_DIR)) if u is not None]
-        orphans = sorted(set(ids) - set(self.units))
+        """Commit records the manifest lacks (a writer died after them) are complete units.
+
+        Only records named and shaped as the format makes them are folded (``UnitEntry.check``: a path
+        derived from the unit id); an unreadable one is left out with a warning, and ``verify`` names it.
+        """
+        orphans = sorted(set(record_ids(self.storage)) - set(self.units))
+        records, bad = readable_records(self.storage, orphans)
+        for line in bad:
+            log.warning("not folding %s", line)
         folded = 0
-        for record in self._read_records(orphans):
+        for record in records:
             if not self._columns_fixed:
                 # The dead writer had inferred its metadata columns: adopt them if the hooks agree.
                 record.schema.check_same(self.schema, self.storage.display())
@@ -230,6 +272,7 @@ class DatasetWriter:
     def write_unit(self, unit_id: int, columns: dict) -> CommitRecord:
         """Write and commit one unit; rewriting a unit id replaces it (one copy, never two)."""
         self._check_open()
+        unit_id = check_unit_id(unit_id)  # before anything is written
         if not self._columns_fixed:
             reserved = {*self.schema.column_names, *self.schema.hooks}
             self.schema.columns = {n: infer_column_type(v, n) for n, v in columns.items() if n not in reserved}
@@ -244,6 +287,21 @@ class DatasetWriter:
         if record.schema_fingerprint != self.schema.fingerprint():
             raise SchemaMismatchError(f"commit record of unit {record.id} was written with another schema")
         self._add_record(record)
+        self._write_manifest()
+
+    def drop_units(self, unit_ids: list[int]) -> None:
+        """Uncommit units (damaged ones, say) so that a rerun of the job writes them again.
+
+        The commit record goes first, then the manifest without the unit, then its data file: stopped
+        anywhere, the dataset still verifies (at worst with garbage that ``verify --repair`` removes)."""
+        self._check_open()
+        for uid in sorted({check_unit_id(u) for u in unit_ids} & set(self.units)):
+            self.storage.delete(unit_commit_path(uid))
+            del self.units[uid]
+            self._write_manifest()
+            self.storage.delete(unit_data_path(uid))
+            log.warning("dropped unit %d from %s", uid, self.storage.display())
+        self._rebuild_stats()
         self._write_manifest()
 
     def is_committed(self, unit_id: int) -> bool:
@@ -267,15 +325,28 @@ class DatasetWriter:
             return
         try:
             self._write_manifest()
-        finally:
+        except BaseException:
             self._closed = True
-            self.lock.release()
+            self.lock.release_quietly()  # the manifest write's error is the one to report
+            raise
+        self._closed = True
+        self.lock.release()
 
-    def abort(self) -> None:
-        """Release the lock without a final manifest write (committed units stay committed)."""
-        if not self._closed:
-            self._closed = True
-            self.lock.release()
+    def abort(self, remove_if_empty: bool = False) -> None:
+        """Release the lock without a final manifest write (committed units stay committed).
+
+        Called while an error is on its way up: a failure to release is logged, never raised over it.
+        ``remove_if_empty``: a dataset this writer created and committed nothing to is removed, so that a
+        failed job leaves no empty dataset behind."""
+        if self._closed:
+            return
+        self._closed = True
+        if remove_if_empty and self.created and not self.units:
+            try:
+                delete_dataset_files(self.storage, self.manifest, list(self.schema.hooks))
+            except Exception as exc:  # noqa: BLE001 - the job's own error is the one to report
+                log.warning("could not remove the empty dataset at %s: %s", self.storage.display(), exc)
+        self.lock.release_quietly()
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -84,3 +84,21 @@ def save_tiny_convnext(path) -> str:
     torch.manual_seed(0)
     ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])).eval().save_pretrained(path)
     return str(path)
+
+
+#: while this file exists, the next Ray actor that loads ``dies_once_in_actor`` removes it and dies
+DIE_ONCE_MARKER = "/tmp/actlake-test-die-while-loading"
+
+
+def dies_once_in_actor():
+    """``tiny_gpt2``, except that an actor loading it while ``DIE_ONCE_MARKER`` exists dies on the spot
+    (its process exits, as when it is killed or runs out of memory while loading the model)."""
+    import os
+
+    import ray
+
+    in_actor = ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    if in_actor and os.path.exists(DIE_ONCE_MARKER):
+        os.remove(DIE_ONCE_MARKER)
+        os._exit(1)
+    return tiny_gpt2()

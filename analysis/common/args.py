@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from simple_parsing import field
 
 from analysis.common.hooks import in_layer_order
-from shards.config import nested, split_list
+from shards.config import nested, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.reader import Dataset, open_dataset
 from shards.storage import StorageOptions
@@ -29,6 +29,7 @@ class DataArgs:
     def __post_init__(self) -> None:
         self.hooks = split_list(self.hooks)
         self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "data", "out")
         if not self.hooks:
             raise ConfigError("--hooks: name at least one hook, e.g. --hooks 'resid.*'")
 

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from shards.errors import ActlakeError
+from shards.layout import LOCK
 from shards.manifest import DatasetRef, identity_diff
 from shards.secrets import redact
 from shards.storage import Storage
@@ -94,7 +95,7 @@ class RunDir:
             return "new"
         if existing.fingerprint != fingerprint_of(settings):
             if overwrite and clear:
-                self.storage.delete_prefix("")
+                self._clear()
                 return "new"
             diffs = identity_diff(existing.settings, settings)
             raise RunMismatchError(f"{self.storage.display()} already holds a different run "
@@ -103,6 +104,14 @@ class RunDir:
         if self.storage.exists(self.summary_name):
             return "done"
         return "resume" if self.resume_marker and self.storage.exists(self.resume_marker) else "new"
+
+    def _clear(self) -> None:
+        """Remove the other run's files; the write lock this run holds stays."""
+        root = self.storage.root.rstrip("/")
+        for path in self.storage.call("list", "", lambda: self.storage.fs.find(root)):
+            rel = path[len(root):].lstrip("/")
+            if rel and rel != LOCK:
+                self.storage.delete(rel)
 
     def start(self, record: RunRecord) -> None:
         self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())

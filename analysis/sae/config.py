@@ -14,7 +14,7 @@ from simple_parsing import field, flag
 
 import analysis.sae.saes  # noqa: F401 - registers the architectures
 from analysis.sae.registry import get_architecture, merged_options_class
-from shards.config import check_choices, check_positive, nested, split_list
+from shards.config import check_choices, check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.storage import StorageOptions
 
@@ -115,14 +115,25 @@ class SaeTrainConfig:
         self.hook, self.arch = split_list(self.hook), split_list(self.arch)
         self.k, self.expansion = split_list(self.k, int), split_list(self.expansion, int)
         self.options, self.storage = nested(self.options, SaeOptions), nested(self.storage, StorageOptions)
+        take_credentials(self, "data", "out")
         check_choices(self)
         check_positive(self, "batch_size", "workers")
         for name in ("hook", "arch", "k", "expansion"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} needs at least one value")
         self.arch = [get_architecture(a).name for a in self.arch]
-        for count in (self.tokens, self.eval_tokens, *([self.dead_tokens] if self.dead_tokens != "auto" else [])):
-            parse_count(count)  # a bad count fails here, before any data is read
+        counts = {"tokens": self.tokens, "eval_tokens": self.eval_tokens}
+        if self.dead_tokens != "auto":
+            counts["dead_tokens"] = self.dead_tokens
+        for name, count in counts.items():  # a bad count fails here, before any data is read
+            try:
+                value = parse_count(count)
+            except ConfigError as exc:
+                raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
+            if value <= 0 and name == "tokens":
+                raise ConfigError(f"--tokens must be positive, got {count!r}")
+        if self.lr < 0:
+            raise ConfigError(f"--lr must be positive (or 0 for the default schedule's choice), got {self.lr}")
         if self.batch_size % self.workers:
             raise ConfigError(f"--batch-size {self.batch_size} must be divisible by --workers {self.workers}")
 
@@ -171,6 +182,7 @@ class SaeEncodeConfig:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "sae", "data", "out")
         check_positive(self, "batch_size", "top_examples")
         if self.top_latents < 0 or self.context < 0:
             raise ConfigError("--top-latents and --context cannot be negative")

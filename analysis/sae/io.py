@@ -10,6 +10,7 @@ import torch
 import analysis.sae.saes  # noqa: F401 - registers the architectures
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.registry import get_architecture
+from shards.errors import ActlakeError
 from shards.storage import Storage, StorageOptions
 
 WEIGHTS = "sae_weights.safetensors"
@@ -37,6 +38,10 @@ def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None,
     st.put_bytes(CFG, json.dumps(cfg, indent=1, default=str).encode())
 
 
+class SaeNotFoundError(ActlakeError, FileNotFoundError):
+    """No (readable) SAE at the given URI."""
+
+
 def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> SparseAutoencoder:
     """An SAE saved by ``save_sae`` (or by SAELens: standard, topk, jumprelu), in eval mode, raw units.
 
@@ -48,8 +53,14 @@ def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> 
     from safetensors.torch import load
 
     st = Storage(uri, storage_options)
-    cfg = json.loads(st.get_bytes(CFG))
-    tensors = load(st.get_bytes(WEIGHTS))
+    try:
+        cfg = json.loads(st.get_bytes(CFG))
+        tensors = load(st.get_bytes(WEIGHTS))
+    except FileNotFoundError:
+        raise SaeNotFoundError(f"no SAE at {st.display()}: it needs {CFG} and {WEIGHTS} (what `actlake sae train` "
+                               "writes at its --out). Check --sae.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SaeNotFoundError(f"the SAE at {st.display()} is damaged ({type(exc).__name__}: {exc})") from None
     ours = cfg.get("actlake") or {}
     arch = ours.get("arch") or {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(cfg["architecture"])
     if arch is None:

@@ -10,6 +10,8 @@ import torch
 from analysis.sae.config import SaeTrainConfig
 from analysis.sae.distributed import train_distributed
 from analysis.sae.runner import SaeRun, TrainSummary
+from shards.lock import WriteLock
+from shards.storage import Storage
 
 CONFIG = SaeTrainConfig
 
@@ -22,14 +24,20 @@ def run(cfg: SaeTrainConfig) -> TrainSummary:
         run(SaeTrainConfig(data="demo-data/minilm", hook="resid.3", arch="topk", k="32", expansion="16",
                            tokens="1M", out="runs/minilm-topk"))
     """
-    if cfg.workers > 1:
-        return train_distributed(cfg)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    # One run per output at a time, as one writer per dataset: two runs would mix weights and run.json.
+    lock = WriteLock(Storage(cfg.out, cfg.storage), what="SAE output")
+    lock.acquire()
     try:
-        return SaeRun(cfg).run()
+        if cfg.workers > 1:
+            return train_distributed(cfg)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        try:
+            return SaeRun(cfg).run()
+        finally:
+            torch.set_num_threads(threads)  # a caller's process keeps its own setting
     finally:
-        torch.set_num_threads(threads)  # a caller's process keeps its own setting
+        lock.release_quietly()
 
 
 train_sae = run

@@ -13,7 +13,7 @@ from simple_parsing import field
 
 from ingest.imports.registry import LAYOUTS, get_layout
 from ingest.imports.source import FeatureImportError, FeatureSource, Layer
-from shards.config import check_choices, check_positive, nested, split_list
+from shards.config import check_choices, check_positive, nested, split_list, take_credentials
 from shards.dtypes import FLOAT_DTYPES
 from shards.manifest import Provenance
 from shards.records import JsonRecord
@@ -67,6 +67,7 @@ class ImportConfig:
     def __post_init__(self) -> None:
         self.hooks = split_list(self.hooks)
         self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "src", "out", "ids")
         check_choices(self)
         check_positive(self, "unit_size")
 

@@ -155,3 +155,44 @@ def test_cli_refuses_a_different_job_at_the_same_out(ray_local, tmp_path, capsys
     ds = shards.open_dataset(str(out))
     assert sorted(ds.metadata_table(["example_id"]).column(0).to_pylist()) == list(range(10))
     assert shards.verify_dataset(str(out)).ok
+
+
+@pytest.mark.parametrize("retries", [2, 0])
+def test_actor_killed_while_loading_the_model_is_replaced(ray_local, tmp_path, retries):
+    """Issue 9, item 13: an actor that dies while loading the model is retried on a new one (up to
+    --max-retries); with no retries left the job fails with a named error and nothing is lost."""
+    from ingest.driver import ExtractionError
+    from tests.model_factories import DIE_ONCE_MARKER
+
+    out = str(tmp_path / "ds")
+    cfg = ExtractConfig(model="tests.model_factories:dies_once_in_actor", data="builtin:concepts?n=40", out=out,
+                        workers=1, unit_size=10, context_size=32, pool="none", hooks=["resid.1"],
+                        max_retries=retries)
+    Path(DIE_ONCE_MARKER).touch()
+    try:
+        if retries:
+            summary = run_extraction(cfg)
+            assert summary.ran_units == 4 and not Path(DIE_ONCE_MARKER).exists()
+            assert_exactly_once(out, 40)
+        else:
+            with pytest.raises(ExtractionError, match="died while starting 1 times"):
+                run_extraction(cfg)
+            assert not os.path.exists(out) or os.listdir(out) == [] or not Path(out, "manifest.json").exists()
+    finally:
+        Path(DIE_ONCE_MARKER).unlink(missing_ok=True)
+
+
+def test_text_corpus_on_s3_is_read(ray_local, s3_bucket, s3_endpoint, tmp_path):
+    """Issue 9, item 14: the hub stays offline for models (local_files_only) without blocking an fsspec corpus."""
+    import boto3
+
+    rows = [{"text": f"sentence number {i} about a cat", "label": f"l{i % 2}"} for i in range(12)]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(Bucket=s3_bucket[5:], Key="corpus/c.jsonl", Body=body)
+    out = str(tmp_path / "ds")
+    summary = run_extraction(ExtractConfig(model="tests.model_factories:tiny_gpt2", data=f"{s3_bucket}/corpus/c.jsonl",
+                                           out=out, workers=1, unit_size=6, context_size=32, pool="none",
+                                           hooks=["resid.1"], storage=StorageOptions(endpoint_url=s3_endpoint)))
+    assert summary.units == 2
+    ds = assert_exactly_once(out, 12)
+    assert sorted(set(ds.to_pandas(["label"])["label"])) == ["l0", "l1"]

@@ -85,7 +85,8 @@ def test_run_dir_states_and_refusal(tmp_path):
     assert rd.state(settings) == "done" and rd.summary() == {"score": 1.0}
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["config"]["token"] == "***" and "numpy" in record["libraries"]
-    assert rd.state({**settings, "seed": 1}, overwrite=True) == "new" and not (tmp_path / "run").exists()
+    assert rd.state({**settings, "seed": 1}, overwrite=True) == "new"
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
 
 
 def test_results_and_local_fanout(tmp_path):

@@ -145,3 +145,25 @@ def test_outputs_record_the_source_dataset_id(synth, tmp_path):
     encode_dataset(SaeEncodeConfig(sae=out, data=data, out=str(tmp_path / "latents"), top_examples=2))
     manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
     assert manifest["provenance"]["derived_from"]["dataset_id"] == dataset_id
+
+
+def test_second_sae_train_on_the_same_out_is_refused(tmp_path, capsys):
+    """Issue 9, item 16: a run holds its --out's lock, as a dataset writer does; a second run is refused
+    before it writes anything (no weights of one beside the run.json of the other)."""
+    from cluster.cli import main
+    from shards.lock import WriteLock
+    from shards.storage import Storage
+    from tests.helpers import write_dataset
+
+    write_dataset(str(tmp_path / "ds"), units=1, rows=256, hooks={"h": {"shape": [8], "dtype": "float32"}})
+    out = tmp_path / "run"
+    running = WriteLock(Storage(str(out)), what="SAE output")
+    running.acquire()
+    try:
+        rc = main(["sae", "train", "--data", str(tmp_path / "ds"), "--hook", "h", "--arch", "topk", "--k", "2",
+                   "--expansion", "2", "--tokens", "1k", "--batch-size", "64", "--eval-tokens", "128",
+                   "--out", str(out)])
+    finally:
+        running.release()
+    assert rc == 2 and "SAE output" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []

@@ -1,0 +1,39 @@
+"""The merged statistics files (``stats/<hook>.npz``): read with a named error, checked against the manifest."""
+
+from __future__ import annotations
+
+import zipfile
+
+from shards.errors import CorruptDataError
+from shards.layout import stats_path
+from shards.stats import HookStats
+from shards.storage import Storage
+
+
+def read_stats_file(storage: Storage, hook: str) -> tuple[HookStats, list[int]]:
+    """A hook's merged statistics and the unit ids merged into them.
+
+    FileNotFoundError when the file is absent; CorruptDataError naming it when it cannot be parsed
+    (truncated, garbled): writers then rebuild it from the commit records, ``actlake verify --repair`` too.
+    """
+    rel = stats_path(hook)
+    data = storage.get_bytes(rel)
+    try:
+        return HookStats.from_npz_bytes(data)
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as exc:
+        raise CorruptDataError(f"{storage.display(rel)} is damaged ({type(exc).__name__}: {exc}); "
+                               f"`actlake verify --repair {storage.display()}` rebuilds it from the commit "
+                               "records") from None
+
+
+def check_stats_file(storage: Storage, hook: str, committed: list[int]) -> str | None:
+    """What is wrong with a hook's statistics file, or None when it covers exactly the committed units."""
+    try:
+        _stats, units = read_stats_file(storage, hook)
+    except FileNotFoundError:
+        return "missing" if committed else None
+    except CorruptDataError as exc:
+        return f"damaged: {exc.args[0].split(' is damaged ', 1)[-1].split(';')[0]}"
+    if units != sorted(committed):
+        return f"covers {len(units)} units, the manifest lists {len(committed)} (stale or damaged)"
+    return None
