@@ -332,16 +332,17 @@ class DatasetWriter:
         self._closed = True
         self.lock.release()
 
-    def abort(self, remove_if_empty: bool = False) -> None:
+    def abort(self, remove_if_empty: bool = False, remove_created: bool = False) -> None:
         """Release the lock without a final manifest write (committed units stay committed).
 
         Called while an error is on its way up: a failure to release is logged, never raised over it.
         ``remove_if_empty``: a dataset this writer created and committed nothing to is removed, so that a
-        failed job leaves no empty dataset behind."""
+        failed job leaves no empty dataset behind; ``remove_created``: a dataset this writer created is removed
+        whatever it committed (an all-or-nothing job such as an import)."""
         if self._closed:
             return
         self._closed = True
-        if remove_if_empty and self.created and not self.units:
+        if self.created and (remove_created or (remove_if_empty and not self.units)):
             try:
                 delete_dataset_files(self.storage, self.manifest, list(self.schema.hooks))
             except Exception as exc:  # noqa: BLE001 - the job's own error is the one to report

@@ -153,9 +153,9 @@ def import_features(cfg: ImportConfig) -> ImportSummary:
             log.info("unit %d/%d: rows %d-%d", u + 1, units, a, b - 1)
         writer.close()
     except BaseException:
-        writer.abort()
-        if not writer.committed_units:  # nothing committed: leave no empty dataset that blocks the rerun
-            writer.storage.delete_prefix("")
+        # An import is all or nothing: a partial one would pass `verify` as if complete. Only the files of
+        # the dataset this import created are removed (never anything else under --out).
+        writer.abort(remove_created=True)
         raise
     ds = shards.open_dataset(cfg.out, cfg.storage)
     return ImportSummary(ds.storage.display(), cfg.layout, ds.num_rows, list(hooks), ds.manifest.num_bytes,

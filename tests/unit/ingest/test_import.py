@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 import shards
@@ -83,3 +84,27 @@ def test_parquet_layout_list_columns(tmp_path):
     meta = ds.metadata_table().to_pydict()
     assert meta["stimulus_id"] == ["d", "c", "b", "a"] and meta["subject"] == [1, 1, 2, 2]  # the table's order
     assert ds.to_numpy("layer").tobytes() == feats.tobytes()
+
+
+def test_failed_import_leaves_nothing_and_keeps_user_files(tmp_path, monkeypatch):
+    """Issue 9, item 15: an import is all or nothing. The failure after the first committed unit is injected
+    (a source that breaks half-way cannot be made from the real Net2Brain files); the user's own file under
+    --out stays, and nothing that could pass `verify` as a complete dataset is left."""
+    import ingest.imports.run as run
+
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "notes.csv").write_text("mine")
+    real, calls = run._unit_columns, []
+
+    def breaks_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("source file vanished")
+        return real(*a, **k)
+
+    monkeypatch.setattr(run, "_unit_columns", breaks_on_second)
+    with pytest.raises(OSError, match="vanished"):
+        import_features(ImportConfig(src=str(N2B), layout="net2brain", out=str(out), unit_size=32))
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == ["data/notes.csv"]
