@@ -32,7 +32,8 @@ COMMANDS: dict[str, Command] = {
     "info": Command("cluster.commands:InfoConfig", "cluster.dataset_commands:cmd_info",
                     "Describe a dataset: hooks, rows, units, dtypes, bytes, provenance, statistics."),
     "verify": Command("cluster.commands:VerifyConfig", "cluster.dataset_commands:cmd_verify",
-                      "Check every committed file against the manifest (exists, size, checksum, rows, schema)."),
+                      "Check every committed file, commit record and stats file against the manifest; "
+                      "--repair fixes what it can."),
     "unlock": Command("cluster.commands:UnlockConfig", "cluster.dataset_commands:cmd_unlock",
                       "Remove a dataset's write lock once you know its writer is dead."),
     "ls": Command("cluster.commands:LsConfig", "cluster.dataset_commands:cmd_ls", "List the datasets under a prefix."),

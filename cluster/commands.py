@@ -38,7 +38,7 @@ class InfoConfig(_WithStorage):
 
 @dataclass
 class VerifyConfig(_WithStorage):
-    """Check every committed file against the manifest (exists, size, checksum, rows, schema)."""
+    """Check every committed file, commit record and stats file against the manifest; --repair fixes what it can."""
 
     uri: str = field(positional=True, metavar="URI")
     """Dataset URI."""

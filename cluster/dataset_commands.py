@@ -96,7 +96,7 @@ def _demo_unit(rng, u: int, cfg: DemoConfig, hooks: dict, directions) -> dict:
 
     n = cfg.rows_per_unit
     concept = rng.integers(0, 8, n)
-    cols = {"example_id": np.repeat(np.arange(u * n // 64, (u + 1) * n // 64), 64)[:n],
+    cols = {"example_id": np.arange(u * n, (u + 1) * n) // 64,  # 64 tokens per example
             "position": np.tile(np.arange(64, dtype=np.int32), n // 64 + 1)[:n],
             "token_id": rng.integers(0, 30000, n).astype(np.int32),
             "label": np.array([f"concept-{c}" for c in concept], dtype=object)}

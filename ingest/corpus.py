@@ -75,7 +75,7 @@ def parse_builtin(spec: str) -> dict:
 
 
 def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = None, split: str = "train",
-                storage_options: StorageOptions | dict | None = None):
+                storage_options: StorageOptions | dict | None = None, check_text: bool = True):
     """A ``datasets.Dataset`` for ``data``: builtin:concepts, a file/glob/URI, or a saved dataset folder.
 
     Checks that it is non-empty and has ``text_field`` (and ``fields``) before any work starts.
@@ -112,7 +112,8 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
     if missing:
         raise CorpusError(f"corpus {data!r} has no field(s) {missing}; its fields are {ds.column_names}. "
                           "Choose the text with --text-field and metadata with --fields.")
-    check_text_column(ds, text_field, data)
+    if check_text:  # the driver checks once, before any work; actors reload the same (fingerprinted) corpus
+        check_text_column(ds, text_field, data)
     return ds
 
 

@@ -8,6 +8,8 @@ temporary siblings of those. Anything else in the folder, e.g. a user's ``data/n
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from shards.commits import CommitRecord
 from shards.layout import (
@@ -33,16 +35,21 @@ def record_ids(storage: Storage) -> list[int]:
                   if i is not None)
 
 
-def readable_records(storage: Storage, ids: list[int]) -> tuple[list[CommitRecord], list[str]]:
-    """The commit records of ``ids`` that parse and pass their checks, and a problem line for each other."""
-    good, bad = [], []
-    for uid in ids:
+def readable_records(storage: Storage, ids: list[int]) -> tuple[list[CommitRecord], dict[str, str]]:
+    """The commit records of ``ids`` that parse and pass their checks (read 16 at a time: thousands of small
+    objects on S3), and the problem of every other one by its path; records that are gone are skipped."""
+    def read(uid: int) -> CommitRecord | str | None:
         try:
-            good.append(CommitRecord.read(storage, uid))
+            return CommitRecord.read(storage, uid)
         except FileNotFoundError:
-            continue
+            return None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            bad.append(f"{unit_commit_path(uid)}: unreadable commit record ({type(exc).__name__}: {exc})")
+            return f"unreadable commit record ({type(exc).__name__}: {exc})"
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(read, ids))
+    good = [r for r in results if isinstance(r, CommitRecord)]
+    bad = {unit_commit_path(uid): r for uid, r in zip(ids, results, strict=True) if isinstance(r, str)}
     return good, bad
 
 
@@ -79,5 +86,19 @@ def delete_dataset_files(storage: Storage, manifest: Manifest | None, hooks: lis
     for rel in files:
         if rel not in records:
             storage.delete(rel)
-    log.info("removed the %d files of the dataset at %s", len(files), storage.display())
+    if manifest is not None or records:
+        log.info("removed the dataset at %s (%d files named by its manifest and commit records)",
+                 storage.display(), len(files))
     return len(files)
+
+
+def remove_empty_dirs(storage: Storage) -> None:
+    """On a local disk, remove the dataset's folders (and its root) where they are empty, so that a removed
+    dataset leaves no trace; a folder holding anything (a user's file, another writer's lock) stays."""
+    if not storage.is_local:
+        return  # object stores have no folders
+    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, ""):
+        try:
+            os.rmdir(storage.path(rel))
+        except OSError:
+            pass

@@ -47,7 +47,16 @@ class ConfigError(ActlakeError, ValueError):
 
 
 class CorruptDataError(ActlakeError, OSError):
-    """A file of a dataset does not match what its manifest says (damaged, truncated, swapped or edited)."""
+    """A file of a dataset does not match what its manifest says (damaged, truncated, swapped or edited).
+
+    ``problem``: what is wrong, without the file name and the advice (for reports that list many files)."""
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+    def __str__(self) -> str:  # OSError would print its (errno, strerror) form for two arguments
+        return str(self.args[0])
 
 
 class CorruptManifestError(CorruptDataError):

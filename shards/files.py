@@ -128,7 +128,7 @@ class FileCache:
     def _open(self, unit: UnitEntry) -> OpenFile:
         rel, where = unit.path, self.storage.display(unit.path)
         path = self.storage.path(rel) if self.storage.is_local else None
-        source = path if path is not None else self.storage.fs.open(path or self.storage.path(rel), "rb")
+        source = path if path is not None else self.storage.fs.open(self.storage.path(rel), "rb")
         try:
             pf = pq.ParquetFile(source, memory_map=path is not None, page_checksum_verification=True)
         except (OSError, pa.ArrowException) as exc:

@@ -21,9 +21,9 @@ PAGE_CHECKSUMS_KEY = b"actlake.page_checksums"  #: file metadata: "crc32" when e
 
 def corrupt(where: str, problem: str) -> CorruptDataError:
     """The error for a damaged unit file: names it, what is wrong and what to do."""
-    return CorruptDataError(f"{where} is damaged: {problem}. Nothing from it was returned. `actlake verify` lists "
-                            "every damaged unit; restore the file, or drop the unit with `actlake verify --repair "
-                            "--drop-damaged` and rerun the job to rewrite it.")
+    advice = ("Nothing from it was returned. `actlake verify` lists every damaged unit; restore the file, or drop "
+              "the unit with `actlake verify --repair --drop-damaged` and rerun the job to rewrite it.")
+    return CorruptDataError(f"{where} is damaged: {problem}. {advice}", problem)
 
 
 def has_page_checksums(metadata: pq.FileMetaData) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -243,8 +244,8 @@ def units_digest(units: list[dict]) -> str:
 def check_units(d: dict) -> None:
     """Refuse a unit list that would read rows twice or drop some: repeated ids, an edited list."""
     units = d.get("units", [])
-    ids = [u.get("id") for u in units]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(u.get("id") for u in units)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
     if repeated:
         raise ValueError(f"units {repeated} are listed more than once")
     digest = d.get("units_digest")  # absent in datasets written before it was added

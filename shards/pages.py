@@ -35,8 +35,8 @@ def _plain_rows(header) -> int | None:
 
 
 def _crc32():
-    """The fastest CRC32 at hand: ISA-L's runs at 16.7 GB/s on these machines, zlib's at 3.2 (docs/benchmarks.md),
-    which would cost the zero-copy reader about a third of its throughput."""
+    """The fastest CRC32 at hand: ISA-L's runs at 17.1 GB/s on these machines, zlib's at 2.9
+    (tests/benchmarks/bench_crc.py, docs/benchmarks.md): zlib would cost the zero-copy reader a third of its speed."""
     try:
         from isal.isal_zlib import crc32
     except ImportError:  # pragma: no cover - isal is a dependency; zlib gives the same values, slower

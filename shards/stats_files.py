@@ -21,9 +21,9 @@ def read_stats_file(storage: Storage, hook: str) -> tuple[HookStats, list[int]]:
     try:
         return HookStats.from_npz_bytes(data)
     except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as exc:
-        raise CorruptDataError(f"{storage.display(rel)} is damaged ({type(exc).__name__}: {exc}); "
-                               f"`actlake verify --repair {storage.display()}` rebuilds it from the commit "
-                               "records") from None
+        problem = f"{type(exc).__name__}: {exc}"
+        raise CorruptDataError(f"{storage.display(rel)} is damaged ({problem}); `actlake verify --repair "
+                               f"{storage.display()}` rebuilds it from the commit records", problem) from None
 
 
 def check_stats_file(storage: Storage, hook: str, committed: list[int]) -> str | None:
@@ -33,7 +33,7 @@ def check_stats_file(storage: Storage, hook: str, committed: list[int]) -> str |
     except FileNotFoundError:
         return "missing" if committed else None
     except CorruptDataError as exc:
-        return f"damaged: {exc.args[0].split(' is damaged ', 1)[-1].split(';')[0]}"
+        return f"damaged: {exc.problem}"
     if units != sorted(committed):
         return f"covers {len(units)} units, the manifest lists {len(committed)} (stale or damaged)"
     return None

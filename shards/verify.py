@@ -80,7 +80,7 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
         try:
             check_footer(pf.metadata, None, unit, rel)
         except CorruptDataError as exc:
-            problems.append(str(exc).split(" is damaged: ", 1)[-1].split(". Nothing", 1)[0])
+            problems.append(exc.problem)
         if not pf.schema_arrow.remove_metadata().equals(arrow_schema.remove_metadata()):
             problems.append("schema differs from the manifest's")
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad unit
@@ -92,9 +92,7 @@ def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -
     """Every commit record parses and agrees with the manifest; the ids of those present."""
     ids = record_ids(storage)
     records, bad = readable_records(storage, ids)
-    for line in bad:
-        rel, _, problem = line.partition(": ")
-        report.records[rel] = problem
+    report.records.update(bad)
     listed = {u.id: u for u in manifest.units}
     for r in records:
         entry = listed.get(r.id)
@@ -167,8 +165,8 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
             ids = [u.id for u in w.manifest.units if u.path in report.bad]
             w.drop_units(ids)
             report.repaired += [f"{rel} dropped (rerun the job to write it again)" for rel in sorted(report.bad)]
-            report.records = {r: p for r, p in report.records.items()
-                              if not any(r.endswith(f"unit-{i:06d}.json") for i in ids)}
+            dropped = {unit_commit_path(i) for i in ids}
+            report.records = {r: p for r, p in report.records.items() if r not in dropped}
             report.bad = {}
     return report
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from shards.cleanup import delete_dataset_files, readable_records, record_ids
+from shards.cleanup import delete_dataset_files, readable_records, record_ids, remove_empty_dirs
 from shards.codecs import CODECS
 from shards.commits import CommitRecord
 from shards.errors import (
@@ -207,12 +206,13 @@ class DatasetWriter:
             self._merge_stats(record)
 
     def _read_records(self, unit_ids: list[int]) -> list[CommitRecord]:
-        try:
-            with ThreadPoolExecutor(16) as pool:
-                return list(pool.map(lambda uid: CommitRecord.read(self.storage, uid), unit_ids))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptDataError(f"a commit record of {self.storage.display()} is damaged ({exc}); run "
-                                   f"`actlake verify {self.storage.display()}` to find it") from None
+        """The records of committed units; a damaged one stops the writer (its statistics would be wrong)."""
+        records, bad = readable_records(self.storage, unit_ids)
+        if bad:
+            rel, problem = next(iter(bad.items()))
+            raise CorruptDataError(f"{self.storage.display(rel)}: {problem}; run `actlake verify "
+                                   f"{self.storage.display()}` to list damaged files") from None
+        return records
 
     def _fold_orphan_commits(self) -> None:
         """Commit records the manifest lacks (a writer died after them) are complete units.
@@ -222,8 +222,8 @@ class DatasetWriter:
         """
         orphans = sorted(set(record_ids(self.storage)) - set(self.units))
         records, bad = readable_records(self.storage, orphans)
-        for line in bad:
-            log.warning("not folding %s", line)
+        for rel, problem in bad.items():
+            log.warning("not folding %s: %s", rel, problem)
         folded = 0
         for record in records:
             if not self._columns_fixed:
@@ -342,12 +342,16 @@ class DatasetWriter:
         if self._closed:
             return
         self._closed = True
-        if self.created and (remove_created or (remove_if_empty and not self.units)):
-            try:
+        remove = self.created and (remove_created or (remove_if_empty and not self.units))
+        try:
+            if remove:
                 delete_dataset_files(self.storage, self.manifest, list(self.schema.hooks))
-            except Exception as exc:  # noqa: BLE001 - the job's own error is the one to report
-                log.warning("could not remove the empty dataset at %s: %s", self.storage.display(), exc)
+        except Exception as exc:  # noqa: BLE001 - the job's own error is the one to report
+            log.warning("could not remove the dataset at %s: %s", self.storage.display(), exc)
+            remove = False
         self.lock.release_quietly()
+        if remove:
+            remove_empty_dirs(self.storage)  # after the lock is gone: folders this writer made, if now empty
 
     def __enter__(self) -> DatasetWriter:
         return self

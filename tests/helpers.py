@@ -43,3 +43,14 @@ def raw_bytes(t) -> bytes:
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
     return t.numpy().tobytes()
+
+
+def edit_manifest(root, edit) -> None:
+    """Change a dataset's manifest.json in place as a careless (or hostile) editor would: ``edit(dict)``."""
+    import json
+    from pathlib import Path
+
+    path = Path(root) / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))

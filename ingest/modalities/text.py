@@ -86,7 +86,7 @@ class TextModality(Modality):
         inputs: TextInputs = plan.inputs
         self.inputs = inputs
         self.corpus = load_corpus(inputs.source, inputs.text_field, list(inputs.meta_fields),
-                                  storage_options=plan.config.storage)
+                                  storage_options=plan.config.storage, check_text=False)
         if corpus_fingerprint(self.corpus) != inputs.fingerprint:
             raise CorpusError(f"corpus {inputs.source!r} changed since the job was planned (content hash "
                               f"{corpus_fingerprint(self.corpus)}, planned {inputs.fingerprint}); rerun the job")

@@ -24,7 +24,7 @@ from shards.errors import (
     StorageError,
 )
 from shards.storage import Storage
-from tests.helpers import write_dataset
+from tests.helpers import edit_manifest, write_dataset
 
 HOOK = {"h": {"shape": [8], "dtype": "float32"}}
 
@@ -75,10 +75,11 @@ def test_manifest_unit_path_outside_the_format_is_refused(tmp_path, path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=10, hooks=HOOK)
     (tmp_path / "x.parquet").write_bytes((tmp_path / "ds" / "data" / "unit-000000.parquet").read_bytes())
-    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
-    m["units"][1]["path"] = path
-    m.pop("units_digest")  # an attacker who knows the format
-    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(m))
+    def escape(m):
+        m["units"][1]["path"] = path
+        m.pop("units_digest")  # an attacker who knows the format
+
+    edit_manifest(tmp_path / "ds", escape)
     with pytest.raises(CorruptManifestError, match="unit 1 has path"):
         shards.open_dataset(uri)
     with pytest.raises(CorruptManifestError):
@@ -215,9 +216,7 @@ def test_missing_manifest_is_rebuilt_by_repair(tmp_path):
 def test_newer_format_version_is_refused_not_overwritten(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=1, rows=10, hooks=HOOK)
-    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
-    m["format_version"] = 2
-    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(m))
+    edit_manifest(tmp_path / "ds", lambda m: m.update(format_version=2))
     before = tree(tmp_path / "ds")
     for mode in ("append", "create", "overwrite"):
         with pytest.raises(FormatVersionError, match="format_version 2.*version 1"):

@@ -8,7 +8,6 @@ rows. Every read path (zero-copy page views, pyarrow decoding, compressed files,
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 import shards
 from shards.errors import CorruptDataError, CorruptManifestError
-from tests.helpers import write_dataset
+from tests.helpers import edit_manifest, write_dataset
 
 HOOK = {"h": {"shape": [64], "dtype": "float16"}}
 V1 = Path(__file__).resolve().parents[2] / "historical_datasets" / "v1"
@@ -101,16 +100,10 @@ def test_old_dataset_without_page_checksums_is_hashed_on_open(tmp_path):
         read_everything(shards.open_dataset(str(root)))
 
 
-def _edit_manifest(root: Path, edit) -> None:
-    m = json.loads((root / "manifest.json").read_text())
-    edit(m)
-    (root / "manifest.json").write_text(json.dumps(m))
-
-
 def test_manifest_listing_a_unit_twice_is_refused(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=50, hooks=HOOK)
-    _edit_manifest(tmp_path / "ds", lambda m: m["units"].append(m["units"][0]))
+    edit_manifest(tmp_path / "ds", lambda m: m["units"].append(m["units"][0]))
     with pytest.raises(CorruptManifestError, match="units \\[0\\] are listed more than once"):
         shards.open_dataset(uri)
     with pytest.raises(CorruptManifestError):
@@ -125,7 +118,7 @@ def test_manifest_edited_to_fewer_rows_is_refused(tmp_path):
         m["units"][1]["rows"] = m["units"][1]["row_groups"][0] = 20
         m["num_rows"] = 70
 
-    _edit_manifest(tmp_path / "ds", fewer)
+    edit_manifest(tmp_path / "ds", fewer)
     with pytest.raises(CorruptManifestError, match="units_digest"):
         shards.open_dataset(uri)
 
@@ -134,7 +127,7 @@ def test_manifest_edited_to_fewer_rows_is_refused(tmp_path):
 
         m["units_digest"] = units_digest(m["units"])
 
-    _edit_manifest(tmp_path / "ds", recompute)
+    edit_manifest(tmp_path / "ds", recompute)
     with pytest.raises(CorruptDataError, match="unit-000001.parquet is damaged: 50 rows"):
         read_everything(shards.open_dataset(uri))
     report = shards.verify_dataset(uri)
