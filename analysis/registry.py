@@ -22,6 +22,8 @@ ANALYSES: dict[str, AnalysisCommand] = {
                                                        "(one process or Ray Train workers)."),
     "sae encode": AnalysisCommand("analysis.sae.encode", "Run a trained SAE over a dataset: sparse latents and "
                                                          "top-activating examples."),
+    "probe": AnalysisCommand("analysis.probe.run", "Linear probes of a label over every hook: grouped CV, control "
+                                                   "tasks, concept depth, steering directions (a Ray task per hook)."),
 }
 
 #: help of command groups ("actlake sae ...")

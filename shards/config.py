@@ -7,6 +7,7 @@ file, a Python call), before any Ray or data work starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 from shards.errors import ConfigError
@@ -72,3 +73,14 @@ def take_credentials(cfg, *names: str) -> None:
         if creds:
             keep = [o for o in cfg.storage.storage_option if o.split("=", 1)[0] not in creds]
             cfg.storage.storage_option = keep + [f"{k}={v}" for k, v in creds.items()]
+
+
+def parse_count(value: str | int) -> int:
+    """``5M`` -> 5000000, ``200k`` -> 200000, ``1.5B``, or a plain integer."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgG]?)\s*", str(value).replace("_", ""))
+    if not m:
+        raise ConfigError(f"{value!r} is not a count: use e.g. 5000000, 5M, 200k or 1.5B")
+    mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[m.group(2).lower()]
+    return int(round(float(m.group(1)) * mult))

@@ -11,27 +11,33 @@ from shards.runtime import connect_ray
 T = TypeVar("T")
 
 
+def _call(fn: Callable[[str], T], hook: str) -> T:
+    return fn(hook)
+
+
 def map_hooks(fn: Callable[[str], T], hooks: list[str], *, workers: int = 1, address: str | None = None,
               cpus_per_task: float = 1, logger=None) -> dict[str, T]:
     """``{hook: fn(hook)}``. With ``workers > 1`` each call is a Ray task (``fn`` must be picklable: a
-    module-level function or a ``functools.partial`` of one), at most ``workers`` running at once."""
+    function or a ``functools.partial`` of one; it goes to the object store once, however large its
+    arguments), at most ``workers`` running at once."""
     import logging
 
     log = logger or logging.getLogger("actlake.analysis")
     with Progress(len(hooks), "hook", "hooks", log) as progress:
-        if workers <= 1 or len(hooks) <= 1:
+        if (workers <= 1 and not address) or not hooks:
             out = {}
             for h in hooks:
                 out[h] = fn(h)
                 progress.update()
             return out
         ray = connect_ray(address)
-        task = ray.remote(num_cpus=cpus_per_task)(fn)
+        task = ray.remote(num_cpus=cpus_per_task)(_call)
+        fn_ref = ray.put(fn)
         pending, running, results = list(hooks), {}, {}
         while pending or running:
             while pending and len(running) < workers:
                 h = pending.pop(0)
-                running[task.remote(h)] = h
+                running[task.remote(fn_ref, h)] = h
             done, _ = ray.wait(list(running), num_returns=1)
             results[running.pop(done[0])] = ray.get(done[0])
             progress.update()

@@ -6,7 +6,6 @@ from the registry: each architecture file declares them, ``SaeOptions`` merges t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,22 +13,11 @@ from simple_parsing import field, flag
 
 import analysis.sae.saes  # noqa: F401 - registers the architectures
 from analysis.sae.registry import get_architecture, merged_options_class
-from shards.config import check_choices, check_positive, nested, split_list, take_credentials
+from shards.config import check_choices, check_positive, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.storage import StorageOptions
 
 SaeOptions = merged_options_class()
-
-
-def parse_count(value: str | int) -> int:
-    """``5M`` -> 5000000, ``200k`` -> 200000, ``1.5B``, or a plain integer."""
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgG]?)\s*", str(value).replace("_", ""))
-    if not m:
-        raise ConfigError(f"{value!r} is not a count: use e.g. 5000000, 5M, 200k or 1.5B")
-    mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[m.group(2).lower()]
-    return int(round(float(m.group(1)) * mult))
 
 
 @dataclass

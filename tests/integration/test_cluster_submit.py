@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import pytest
 import shards
 from cluster import jobs
 from cluster.cli import main
+from shards.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,3 +67,11 @@ def test_submit_to_two_node_cluster_writes_to_s3(two_node_cluster, s3_bucket, s3
     assert len(ds.units) == 4 and ds.num_rows > 40
     assert shards.verify_dataset(uri).ok
     assert main(["jobs", "status", job_id, "--address", two_node_cluster]) == 0
+    # an analysis as a cluster job: probing, one Ray task per hook on the cluster's nodes
+    probe_job = tmp_path / "probe.yaml"
+    probe_job.write_text(f"data: {uri}\nhooks: resid.1\nlabel: label\nreg: '1'\nworkers: 2\nthreads: 1\n"
+                         f"out: {s3_bucket}/runs/probe\nendpoint_url: {s3_endpoint}\n")
+    capsys.readouterr()
+    assert main(["submit", str(probe_job), "--command", "probe", "--address", two_node_cluster, "--wait"]) == 0
+    summary = json.loads(Storage(f"{s3_bucket}/runs/probe").get_bytes("summary.json"))
+    assert list(summary["hooks"]) == ["resid.1"] and summary["rows_used"] == ds.num_rows

@@ -1,0 +1,63 @@
+"""Probe kinds by name. Each file under ``probes/`` declares its kind (the tasks it solves, its default search
+grid, how it fits a batch of problems) and registers it here; ``probes/__init__.py`` lists the files and
+``analysis.probe`` imports them."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Protocol
+
+from analysis.probe.features import Features
+from analysis.probe.problems import Fit, FitResult, ProbeData
+from shards.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """How hard a probe kind works: iteration caps and tolerances, the minibatch settings when streaming."""
+
+    max_iter: int = 200
+    tol: float = 1e-4  #: largest |gradient| of the (per-item) objective at convergence
+    epochs: int = 8  #: streaming minibatch passes
+    batch_size: int = 4096  #: streaming minibatch rows
+    lr: float = 0.01  #: streaming minibatch Adam learning rate
+
+
+class FitFn(Protocol):
+    def __call__(self, feats: Features, data: ProbeData, fits: list[Fit], opts: SolverOptions) -> FitResult: ...
+
+
+@dataclass(frozen=True)
+class ProbeKind:
+    """A registered probe: its name, the tasks it solves, its ``--reg auto`` grid as penalties per training
+    item (scaled to each fit's scikit-learn units by its training size), and its batched fit."""
+
+    name: str
+    tasks: tuple[str, ...]
+    metric: str
+    reg_name: str  #: what the penalty is called in scikit-learn (``1/C``, ``alpha``)
+    per_item_grid: tuple[float, ...]
+    fit: FitFn
+    exact_search: bool = False  #: the penalty search is cheap and exact on all items (no subsample)
+
+
+PROBES: dict[str, ProbeKind] = {}
+
+
+def register(kind: ProbeKind) -> ProbeKind:
+    PROBES[kind.name] = kind
+    return kind
+
+
+def get_probe(name: str) -> ProbeKind:
+    if name not in PROBES:
+        close = difflib.get_close_matches(name, list(PROBES), n=2, cutoff=0.4)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown probe {name!r}.{hint} Known: {', '.join(PROBES)}")
+    return PROBES[name]
+
+
+def probe_for_task(task: str) -> ProbeKind:
+    """The default probe of a task: the first registered kind that solves it."""
+    return next(k for k in PROBES.values() if task in k.tasks)

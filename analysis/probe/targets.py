@@ -1,0 +1,239 @@
+"""What a probe job predicts, decided once on the driver: which rows (or pooled examples) are items, their labels,
+groups, folds and control targets. Every hook's task receives this plan and only reads its own hook."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analysis.common.join import join_rows
+from analysis.common.tables import read_table
+from shards.errors import ActlakeError
+from shards.reader import Dataset
+
+if TYPE_CHECKING:
+    from analysis.probe.config import ProbeConfig
+
+log = logging.getLogger("actlake.probe")
+MAX_INT_CLASSES = 50  #: an integer label with at most this many values is classified under --task auto
+
+
+class ProbeInputError(ActlakeError, ValueError):
+    """The labels, groups or folds do not allow the probe as asked."""
+
+
+@dataclass
+class ProbePlan:
+    """Items and targets of one probe job (small: a few numbers per item)."""
+
+    task: Literal["classify", "regress"]
+    label: str
+    rows: np.ndarray  #: dataset rows read, sorted
+    item_of_row: np.ndarray  #: for each of ``rows`` the item it belongs to
+    n_items: int
+    pool: str
+    y: np.ndarray  #: (n_items,) class ids or values
+    groups: np.ndarray  #: (n_items,) group ids (no group spans two folds)
+    fold: np.ndarray  #: (n_items,) outer fold
+    folds: int
+    classes: list[str] = field(default_factory=list)
+    control: np.ndarray | None = None  #: (n_items,) control targets
+    search: np.ndarray | None = None  #: (n_items,) bool: the regularisation search's subsample
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        return "accuracy" if self.task == "classify" else "r2"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def targets(self) -> np.ndarray:
+        cols = [self.y] if self.control is None else [self.y, self.control]
+        return np.stack(cols, 1)
+
+
+def _labels(cfg: ProbeConfig, ds: Dataset, meta: pa.Table) -> pa.Array:
+    """One label per dataset row (null where none), from the dataset's column or the joined table."""
+    if not cfg.labels:
+        return meta.column(cfg.label).combine_chunks()
+    table = read_table(cfg.labels, cfg.storage)
+    on = cfg.on_columns
+    missing_cols = [c for c in [*on, cfg.label] if c not in table.column_names]
+    if missing_cols:
+        raise ProbeInputError(f"the labels table {cfg.labels} lacks {missing_cols}; it has {table.column_names}")
+    not_in_ds = [c for c in on if c not in ds.columns]
+    if not_in_ds:
+        raise ProbeInputError(f"--on {','.join(on)}: the dataset has no column {not_in_ds} (it has {ds.columns})")
+    idx = join_rows(meta.select(on), table, on)
+    absent = idx < 0
+    if absent.any() and not cfg.allow_missing_labels:
+        keys = meta.select(on).filter(pa.array(absent))
+        unique = keys.group_by(on).aggregate([])
+        some = unique.slice(0, 5).to_pylist()
+        raise ProbeInputError(f"the labels table {cfg.labels} has no row for {unique.num_rows} of the dataset's "
+                              f"{on} keys ({int(absent.sum())} of {len(idx)} rows), e.g. {some}. Add them, or pass "
+                              "--allow-missing-labels to probe only the labelled rows.")
+    values = table.column(cfg.label).combine_chunks().take(pa.array(np.where(absent, 0, idx)))
+    return pc.if_else(pa.array(absent), pa.nulls(len(idx), values.type), values)
+
+
+def _task(cfg: ProbeConfig, values: pa.Array) -> Literal["classify", "regress"]:
+    t = values.type
+    categorical = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t) or \
+        pa.types.is_dictionary(t)
+    if cfg.task == "regress":
+        if categorical:
+            raise ProbeInputError(f"--task regress: label {cfg.label!r} is a {t} column, not numbers; use --task "
+                                  "classify (or auto)")
+        return "regress"
+    if cfg.task == "classify" or categorical:
+        return "classify"
+    if pa.types.is_integer(t) and len(pc.unique(values)) <= MAX_INT_CLASSES:
+        return "classify"
+    return "regress"
+
+
+def _items(cfg: ProbeConfig, meta: pa.Table, keep: np.ndarray, labels: np.ndarray, token_rows: bool
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows read, item of each row, representative row of each item) for the pooling mode."""
+    rows = np.nonzero(keep)[0]
+    if cfg.pool == "none" or not token_rows:
+        return rows, np.arange(len(rows)), rows
+    ex = meta.column("example_id").to_numpy()[rows]
+    pos = meta.column("position").to_numpy()[rows]
+    uniq, item = np.unique(ex, return_inverse=True)
+    lab = labels[rows]
+    first_label = np.empty(len(uniq), dtype=lab.dtype)
+    first_label[item] = lab
+    if (lab != first_label[item]).any():
+        raise ProbeInputError(f"--pool {cfg.pool}: label {cfg.label!r} differs between tokens of one example; pooling "
+                              "needs one label per example (token-level labels: --pool none)")
+    order = np.lexsort((pos, item))  # rows by (item, position)
+    bounds = np.searchsorted(item[order], np.arange(len(uniq)))
+    ends = np.append(bounds[1:], len(order))
+    rep = rows[order[bounds]] if cfg.pool in ("first", "mean") else rows[order[ends - 1]]
+    if cfg.pool == "mean":
+        return rows, item, rep
+    return rep, np.arange(len(rep)), rep
+
+
+def _folds(cfg: ProbeConfig, task: str, y: np.ndarray, groups: np.ndarray, group_col: str) -> np.ndarray:
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < cfg.folds:
+        raise ProbeInputError(f"only {n_groups} distinct {group_col} value(s) for --folds {cfg.folds}: a group "
+                              f"is never split across folds. Lower --folds (at least 2) or group by a finer column.")
+    splitter = (StratifiedGroupKFold(cfg.folds, shuffle=True, random_state=cfg.seed) if task == "classify"
+                else GroupKFold(cfg.folds, shuffle=True, random_state=cfg.seed))
+    fold = np.full(len(y), -1, dtype=np.int64)
+    import warnings
+
+    with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": stratify as possible
+        warnings.simplefilter("ignore", UserWarning)
+        for f, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+            fold[test] = f
+    return fold
+
+
+def _control(cfg: ProbeConfig, plan: ProbePlan, token_ids: np.ndarray | None) -> np.ndarray | None:
+    """Hewitt & Liang's control tasks: ``type`` gives each token type a fixed label drawn from the label
+    distribution; ``shuffle`` gives each group another group's label (or permutes the items' labels when
+    the label varies within groups)."""
+    rng = np.random.default_rng([cfg.seed, 7919])
+    if cfg.control == "none":
+        return None
+    y = plan.y
+    if cfg.control == "type":
+        if token_ids is None or (token_ids < 0).all():
+            raise ProbeInputError("--control type needs token rows with token ids (text, --pool none); use "
+                                  "--control shuffle for pooled rows or images")
+        types, inverse = np.unique(token_ids, return_inverse=True)
+        draw = rng.choice(y, size=len(types), replace=True)  # the label distribution, one draw per type
+        return draw[inverse]
+    g_uniq, g_inv = np.unique(plan.groups, return_inverse=True)
+    per_group = np.empty(len(g_uniq), dtype=y.dtype)
+    per_group[g_inv] = y
+    if (per_group[g_inv] == y).all():
+        return per_group[rng.permutation(len(g_uniq))][g_inv]
+    return y[rng.permutation(len(y))]
+
+
+def _sample_groups(groups: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """A bool mask of whole groups, taken in a seeded order while at most ``cap`` items are covered."""
+    uniq, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    take = np.zeros(len(uniq), dtype=bool)
+    take[order[np.cumsum(counts[order]) <= cap]] = True
+    if not take.any():
+        take[order[0]] = True
+    return take[inv]
+
+
+def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
+    """Read the labels (and ids) once, check them, and decide items, task, folds and controls."""
+    group_col = cfg.group_column(ds.columns)
+    if group_col not in ds.columns:
+        raise ProbeInputError(f"--group-by {group_col!r} is not a column of {ds.storage.display()} ({ds.columns})")
+    wanted = ["example_id", "position", "token_id", group_col]
+    if not cfg.labels:
+        if cfg.label not in ds.columns:
+            raise ProbeInputError(f"label column {cfg.label!r} is not in {ds.storage.display()}; its columns are "
+                                  f"{ds.columns}. Pass --label COLUMN, or --labels FILE --on example_id to join a "
+                                  "table of labels.")
+        wanted.append(cfg.label)
+    else:
+        wanted += [c for c in cfg.on_columns if c in ds.columns]
+    meta = ds.metadata_table(list(dict.fromkeys(wanted)))
+    values = _labels(cfg, ds, meta)
+    task = _task(cfg, values)
+    notes = [f"task {task}" + (f" (--task auto: label {cfg.label!r} is {values.type})" if cfg.task == "auto" else "")]
+    keep = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if task == "regress":
+        raw = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        keep &= np.isfinite(raw)
+        labels = raw
+    else:
+        labels = np.asarray(values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+    if not keep.any():
+        raise ProbeInputError(f"label {cfg.label!r} is null for every row")
+    if (~keep).any():
+        notes.append(f"{int((~keep).sum())} rows without a label are left out")
+    token_rows = bool((meta.column("position").to_numpy() >= 0).any())
+    rows, item_of_row, rep = _items(cfg, meta, keep, labels, token_rows)
+    groups_raw = meta.column(group_col).to_numpy(zero_copy_only=False)[rep]
+    _, groups = np.unique(groups_raw, return_inverse=True)
+    item_labels = labels[rep]
+    if cfg.max_rows and len(rep) > cfg.max_rows:
+        sel = _sample_groups(groups, cfg.max_rows, cfg.seed)
+        notes.append(f"--max-rows {cfg.max_rows}: {int(sel.sum())} of {len(rep)} items (whole groups, seeded)")
+        new_index = np.cumsum(sel) - 1
+        row_sel = sel[item_of_row]
+        rows, item_of_row = rows[row_sel], new_index[item_of_row[row_sel]]
+        rep, groups, item_labels = rep[sel], groups[sel], item_labels[sel]
+    classes: list[str] = []
+    if task == "classify":
+        classes, y = np.unique(item_labels.astype(str), return_inverse=True)
+        classes = [str(c) for c in classes]
+        if len(classes) < 2:
+            raise ProbeInputError(f"label {cfg.label!r} has a single class ({classes[0]!r}) in the rows probed: "
+                                  "nothing to classify")
+        y = y.astype(np.int64)
+    else:
+        y = item_labels.astype(np.float64)
+    fold = _folds(cfg, task, y, groups, group_col)
+    plan = ProbePlan(task, cfg.label, rows, item_of_row.astype(np.int64), len(rep), cfg.pool if token_rows else "none",
+                     y, groups.astype(np.int64), fold, cfg.folds, classes, notes=notes)
+    tokens = meta.column("token_id").to_numpy(zero_copy_only=False)[rep] if plan.pool == "none" and token_rows \
+        else None
+    plan.control = _control(cfg, plan, tokens)
+    if cfg.reg_search_rows and plan.n_items > cfg.reg_search_rows:
+        plan.search = _sample_groups(groups, cfg.reg_search_rows, cfg.seed + 1)
+    return plan
