@@ -10,7 +10,8 @@ from shards.reader import Dataset
 
 
 def stream_rows(ds: Dataset, hook: str, batch_size: int = 4096, *, shuffle: bool = False, seed: int = 0,
-                columns: list[str] | None = None, max_rows: int | None = None, dtype="float32") -> Iterator[dict]:
+                columns: list[str] | None = None, max_rows: int | None = None, dtype="float32",
+                window: int | None = None) -> Iterator[dict]:
     """Batches of ``hook``'s rows flattened to ``(n, numel)`` (key ``"x"``) with the requested non-tensor
     ``columns`` (default: none), in row order or a seeded shuffle, stopping after ``max_rows`` rows.
 
@@ -21,7 +22,7 @@ def stream_rows(ds: Dataset, hook: str, batch_size: int = 4096, *, shuffle: bool
     """
     limit = ds.num_rows if max_rows is None else min(max_rows, ds.num_rows)
     it = ds.iter_batches(hook, batch_size=max(1, min(batch_size, limit)), shuffle=shuffle, seed=seed,
-                         columns=list(columns or []), dtype=dtype, reuse_buffers=False)
+                         columns=list(columns or []), dtype=dtype, reuse_buffers=False, shuffle_window=window)
     gen = iter(it)
     seen = 0
     try:

@@ -54,7 +54,8 @@ def _selected_batches(ds: Dataset, hook: str, plan: ProbePlan, batch: int = 1638
     """The plan's rows of ``hook`` in row order, as (positions in ``plan.rows``, rows in the stored dtype)."""
     start = 0
     hi = int(plan.rows[-1]) + 1 if len(plan.rows) else 0
-    for b in stream_rows(ds, hook, batch, dtype=None, max_rows=hi):
+    # a window of a few batches: the reader's default ~256 MiB shuffle window would sit beside the items
+    for b in stream_rows(ds, hook, batch, dtype=None, max_rows=hi, window=4 * batch):
         x = b["x"]
         lo, up = np.searchsorted(plan.rows, [start, start + len(x)])
         if up > lo:
