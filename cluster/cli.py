@@ -68,7 +68,7 @@ def build_parser(argv: list[str] | None = None) -> JobFileParser:
     chosen = command_of(argv or [])
     dash = DashVariant.DASH
     parser = JobFileParser(prog="actlake", description="Activation datasets: extract, describe, verify, list; "
-                           "train and apply SAEs.", add_option_string_dash_variants=dash)
+                           "train and apply SAEs; probe every hook.", add_option_string_dash_variants=dash)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict = {}

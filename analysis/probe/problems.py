@@ -45,10 +45,6 @@ class ProbeData:
     n_classes: int  #: 0 for regression
     search: np.ndarray | None = None  #: (n,) bool: items of the regularisation search (None: all)
 
-    @property
-    def n(self) -> int:
-        return len(self.fold)
-
     def masks(self, fits: list[Fit], which: Literal["train", "test"], rows: slice | np.ndarray = slice(None)
               ) -> torch.Tensor:
         """(m, P) bool: which of the items ``rows`` each fit trains (or tests) on."""

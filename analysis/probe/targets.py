@@ -47,10 +47,6 @@ class ProbePlan:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def metric(self) -> str:
-        return "accuracy" if self.task == "classify" else "r2"
-
-    @property
     def n_classes(self) -> int:
         return len(self.classes)
 

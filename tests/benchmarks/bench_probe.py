@@ -82,7 +82,7 @@ def make_dataset(path: str, rows: int, hooks: int, dim: int, seed: int = 0) -> N
     dirs = rng.standard_normal((classes, dim))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     spec = {f"resid.{i}": {"shape": [dim], "dtype": "float16"} for i in range(hooks)}
-    per_unit = 4096 * tokens // tokens  # examples per unit
+    per_unit = 4096  # examples per unit
     with shards.create_dataset(path, spec, columns={"label": "string"}, mode="overwrite") as w:
         for u, start in enumerate(range(0, examples, per_unit)):
             ex = np.arange(start, min(start + per_unit, examples))
