@@ -24,6 +24,10 @@ ANALYSES: dict[str, AnalysisCommand] = {
                                                          "top-activating examples."),
     "probe": AnalysisCommand("analysis.probe.run", "Linear probes of a label over every hook: grouped CV, control "
                                                    "tasks, concept depth, steering directions (a Ray task per hook)."),
+    "stats": AnalysisCommand("analysis.geometry.run", "Layer statistics over every hook: norms, layer change and "
+                                                      "voids, sparsity, massive activations, spectra, intrinsic "
+                                                      "dimension, cluster indices / AQI, logit lens "
+                                                      "(a task per hook)."),
 }
 
 #: help of command groups ("actlake sae ...")

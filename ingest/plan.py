@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.config import ExtractConfig
@@ -45,6 +45,9 @@ class ExtractionPlan:
     provenance: Provenance
     identity: dict  #: the settings that make this job: a dataset made by another job is never appended to
     inputs: Any  #: the modality's resolved inputs (``TextInputs``, ``ImageInputs``)
+    #: files stored with the dataset (name -> bytes); the driver writes them and empties this before
+    #: the plan is shipped to actors
+    artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def units(self) -> list[WorkUnit]:
         size = self.config.unit_size

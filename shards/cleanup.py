@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shards.commits import CommitRecord
 from shards.layout import (
+    ARTIFACTS_DIR,
     COMMITS_DIR,
     DATA_DIR,
     MANIFEST,
@@ -69,6 +70,7 @@ def dataset_files(storage: Storage, manifest: Manifest | None, hooks: list[str] 
     ids = set(record_ids(storage)) | {u.id for u in (manifest.units if manifest else [])}
     files = [p for i in sorted(ids) for p in (unit_data_path(i), unit_commit_path(i))]
     files += [stats_path(h) for h in sorted({*hooks, *(manifest.hooks if manifest else ())})]
+    files += [a.path for a in (manifest.artifacts.values() if manifest else ())]
     return files + garbage(storage, ids)
 
 
@@ -97,7 +99,7 @@ def remove_empty_dirs(storage: Storage) -> None:
     dataset leaves no trace; a folder holding anything (a user's file, another writer's lock) stays."""
     if not storage.is_local:
         return  # object stores have no folders
-    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, ""):
+    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, ARTIFACTS_DIR, ""):
         try:
             os.rmdir(storage.path(rel))
         except OSError:

@@ -14,6 +14,7 @@ MANIFEST = "manifest.json"
 DATA_DIR = "data"
 COMMITS_DIR = "_commits"
 STATS_DIR = "stats"
+ARTIFACTS_DIR = "artifacts"
 LOCK = "_lock.json"
 
 #: unit ids are 0 .. MAX_UNIT_ID (file names stay sortable; Arrow and JSON hold them exactly)
@@ -60,6 +61,11 @@ def unit_commit_path(unit_id: int) -> str:
 
 def stats_path(hook: str) -> str:
     return f"{STATS_DIR}/{check_name('hook', hook)}.npz"
+
+
+def artifact_path(name: str) -> str:
+    """``artifacts/<name>``: a file stored with the dataset (the unembedding for the logit lens, say)."""
+    return f"{ARTIFACTS_DIR}/{check_name('artifact', name)}"
 
 
 def parse_unit_name(filename: str) -> int | None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shards.errors import CorruptManifestError, DatasetNotFoundError, FormatVersionError
-from shards.layout import COMMITS_DIR, MANIFEST, check_unit_id, unit_data_path
+from shards.layout import COMMITS_DIR, MANIFEST, artifact_path, check_unit_id, unit_data_path
 from shards.records import JsonRecord
 from shards.schema import DatasetSchema, HookSpec
 from shards.secrets import redact, redact_uri
@@ -85,6 +85,16 @@ class UnitEntry:
             raise ValueError(f"unit {self.id} has path {self.path!r}; the format names it {unit_data_path(self.id)!r}")
         if self.rows < 0 or self.bytes < 0 or sum(self.row_groups) != self.rows:
             raise ValueError(f"unit {self.id}: rows {self.rows} != sum of row groups {list(self.row_groups)}")
+
+
+@dataclass(frozen=True)
+class ArtifactEntry(JsonRecord):
+    """A file stored with the dataset besides its units (e.g. the model's unembedding for the logit lens)."""
+
+    path: str  #: under the dataset root, ``artifacts/<name>``
+    bytes: int
+    checksum: str
+    kind: str = ""  #: what it holds, e.g. ``unembed``
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ class Manifest:
     provenance: Provenance = field(default_factory=Provenance)
     config: dict | None = None  #: the job configuration, secrets removed
     job_identity: dict | None = None  #: the settings that make the job; another job may not append
+    artifacts: dict[str, ArtifactEntry] = field(default_factory=dict)  #: name -> file stored with the dataset
     version: int = 0  #: bumped by every manifest write
     updated: str = ""
     format_version: int = FORMAT_VERSION
@@ -209,6 +220,8 @@ class Manifest:
                "units": [u.to_json() for u in self.units], "num_rows": self.num_rows, "num_bytes": self.num_bytes,
                "stats": {n: s.to_json() for n, s in self.stats.items()}, "provenance": self.provenance.to_json()}
         out["units_digest"] = units_digest(out["units"])
+        if self.artifacts:
+            out["artifacts"] = {n: a.to_json() for n, a in self.artifacts.items()}
         if self.job_identity is not None:
             out["job"] = redact(self.job_identity)
         if self.config is not None:
@@ -230,8 +243,16 @@ class Manifest:
             units=sorted((UnitEntry.from_json(u) for u in d.get("units", [])), key=lambda u: u.id),
             stats={n: StatsSummary.from_json(s) for n, s in (d.get("stats") or {}).items()},
             provenance=Provenance.from_json(d.get("provenance")), config=d.get("config"),
-            job_identity=d.get("job"), version=int(d.get("version", 0)), updated=d.get("updated", ""),
+            job_identity=d.get("job"), version=int(d.get("version", 0)),
+            artifacts={n: _artifact(n, a) for n, a in (d.get("artifacts") or {}).items()}, updated=d.get("updated", ""),
             format_version=int(d["format_version"]))
+
+
+def _artifact(name: str, d: dict) -> ArtifactEntry:
+    entry = ArtifactEntry.from_json(d)
+    if entry.path != artifact_path(name):  # a damaged record cannot point outside the dataset
+        raise ValueError(f"artifact {name!r} has path {entry.path!r}, expected {artifact_path(name)!r}")
+    return entry
 
 
 def units_digest(units: list[dict]) -> str:

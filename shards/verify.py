@@ -23,7 +23,7 @@ from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptDataError, CorruptManifestError, DatasetNotFoundError
 from shards.integrity import check_footer
 from shards.layout import unit_commit_path
-from shards.manifest import Manifest, UnitEntry, read_manifest
+from shards.manifest import ArtifactEntry, Manifest, UnitEntry, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
 
@@ -121,8 +121,24 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
         problem = check_stats_file(storage, hook, committed)
         if problem:
             report.stats[f"stats/{hook}.npz"] = problem
+    for art in manifest.artifacts.values():
+        problem = _check_artifact(storage, art, checksums)
+        if problem:
+            report.bad[art.path] = [problem]
     report.garbage = garbage(storage, present | set(committed))
     return report
+
+
+def _check_artifact(storage: Storage, art: ArtifactEntry, checksums: bool) -> str | None:
+    try:
+        size = storage.size(art.path)
+    except FileNotFoundError:
+        return "missing"
+    if size != art.bytes:
+        return f"size {size} != manifest {art.bytes}"
+    if checksums and (got := checksum(storage.get_bytes(art.path))) != art.checksum:
+        return f"checksum {got} != manifest {art.checksum}"
+    return None
 
 
 def verify_dataset(uri: str, storage_options: StorageOptions | dict | None = None, checksums: bool = True,

@@ -17,9 +17,10 @@ from shards.errors import (
     JobMismatchError,
     SchemaMismatchError,
 )
-from shards.layout import MANIFEST, check_unit_id, stats_path, unit_commit_path, unit_data_path
+from shards.layout import MANIFEST, artifact_path, check_unit_id, stats_path, unit_commit_path, unit_data_path
 from shards.lock import WriteLock
 from shards.manifest import (
+    ArtifactEntry,
     Manifest,
     Provenance,
     UnitEntry,
@@ -310,6 +311,18 @@ class DatasetWriter:
     @property
     def committed_units(self) -> set[int]:
         return set(self.units)
+
+    def put_artifact(self, name: str, data: bytes, kind: str = "") -> ArtifactEntry:
+        """Store ``data`` as ``artifacts/<name>`` with the dataset, checksummed in the manifest (from the next
+        manifest write on). The same bytes again write nothing."""
+        self._check_open()
+        from shards.checksums import checksum
+
+        entry = ArtifactEntry(artifact_path(name), len(data), checksum(data), kind)
+        if self.manifest.artifacts.get(name) != entry or not self.storage.exists(entry.path):
+            self.storage.put_bytes(entry.path, data)
+            self.manifest.artifacts[name] = entry
+        return entry
 
     def set_provenance(self, provenance: Provenance | dict) -> None:
         """Add provenance (model, sections such as corpus) to the manifest; written with the next commit."""

@@ -1,0 +1,69 @@
+"""Massive activations (Sun et al. 2024, "Massive Activations in Large Language Models"; Gallego-Feliciano
+et al. 2025, "Hidden Dynamics of Massive Activations"): the largest |x| entries with where they occur, and
+the dimensions that carry them. The papers' criterion, with its thresholds as flags: an entry is massive when
+|x| > ``--massive-min`` (100) and |x| > ``--massive-ratio`` (1000) × the median |x| of the hook."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.geometry.registry import Batch, Definition, HookContext, Sample, Statistic, StatResult, register
+
+SOURCE = "Sun et al. 2024, Massive Activations in Large Language Models"
+_FIELDS = ("abs", "value", "row", "dim", "example_id", "position", "token_id")
+
+
+class MassiveAccumulator:
+    """Top-m |x| entries over all rows (exact), per-dimension max |x| and counts above the absolute threshold."""
+
+    def __init__(self, ctx: HookContext) -> None:
+        s = ctx.settings
+        self.ctx, self.m = ctx, int(s.massive_top)
+        self.min_abs, self.ratio = float(s.massive_min), float(s.massive_ratio)
+        self.top = {k: np.zeros(0) for k in _FIELDS}
+        self.max_abs = np.zeros(ctx.width)
+        self.above = np.zeros(ctx.width, np.int64)
+
+    def update(self, b: Batch) -> None:
+        a = np.abs(b.x)
+        np.maximum(self.max_abs, a.max(axis=0), out=self.max_abs)
+        self.above += (a > self.min_abs).sum(axis=0)
+        floor = self.top["abs"].min() if len(self.top["abs"]) >= self.m else -1.0
+        r, c = np.nonzero(a > floor)  # after the first batches only a handful of entries pass
+        if not len(r):
+            return
+        cand = {"abs": a[r, c], "value": b.x[r, c], "row": b.start + r, "dim": c, "example_id": b.example_id[r],
+                "position": b.position[r], "token_id": b.token_id[r]}
+        merged = {k: np.concatenate([self.top[k], cand[k]]) for k in _FIELDS}
+        keep = np.argsort(-merged["abs"], kind="stable")[:self.m]
+        self.top = {k: v[keep] for k, v in merged.items()}
+
+    def finish(self, sample: Sample) -> StatResult:
+        out = StatResult()
+        median = float(np.median(np.abs(sample.x))) if sample.x.size else 0.0
+        cut = max(self.min_abs, self.ratio * median)
+        dims = np.nonzero(self.max_abs > cut)[0]
+        top_abs = float(self.top["abs"][0]) if len(self.top["abs"]) else 0.0
+        out.scalars.update(max_abs=top_abs, median_abs=median,
+                           max_to_median=top_abs / median if median > 0 else None, massive_dims=int(len(dims)),
+                           massive_dim_list=",".join(map(str, dims.tolist())))
+        out.definitions["max_abs"] = Definition("largest |x| over all entries", SOURCE)
+        out.definitions["median_abs"] = Definition("median |x| over the sampled rows' entries", SOURCE, exact=False)
+        out.definitions["max_to_median"] = Definition("max |x| / median |x|", SOURCE, exact=False)
+        out.definitions["massive_dims"] = Definition(
+            f"dimensions with an entry |x| > max(massive_min={self.min_abs:g}, massive_ratio={self.ratio:g} x "
+            "median |x|)", SOURCE, exact=False)
+        rows = []
+        for i in range(len(self.top["abs"])):
+            v = float(self.top["abs"][i])
+            rows.append({"hook": self.ctx.hook, "dim": int(self.top["dim"][i]), "row": int(self.top["row"][i]),
+                         "example_id": int(self.top["example_id"][i]), "position": int(self.top["position"][i]),
+                         "token_id": int(self.top["token_id"][i]), "value": float(self.top["value"][i]),
+                         "ratio_to_median": v / median if median > 0 else None, "massive": bool(v > cut)})
+        out.tables["massive"] = rows
+        out.per_dim.update(max_abs=self.max_abs.copy(), rows_above_massive_min=self.above.copy())
+        return out
+
+
+register(Statistic("massive", "top-m |x| entries with (dim, example_id, position, token_id); massive dimensions",
+                   MassiveAccumulator))
