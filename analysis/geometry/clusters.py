@@ -20,6 +20,7 @@ import numpy as np
 from analysis.geometry.registry import Batch, Definition, HookContext, Sample, Statistic, StatResult, register
 
 AQI_SOURCE = "Borah et al. 2025, Alignment Quality Index (AQI)"
+WORKING_MB = 128  #: scikit-learn's pairwise chunks (its default, 1 GiB, set the run's peak memory)
 
 
 class ClassMoments:
@@ -103,14 +104,16 @@ class ClusterAccumulator:
         self.moments.add(b.x, b.label)
 
     def _sampled(self, sample: Sample) -> dict[str, float | None]:
+        import sklearn
         from sklearn.metrics import davies_bouldin_score, silhouette_score
 
         keep = sample.label >= 0
         x, y = sample.x[keep], sample.label[keep]
         if len(np.unique(y)) < 2 or len(np.unique(y)) >= len(y):
             return {"silhouette": None, "davies_bouldin": None, "dunn": None}
-        return {"silhouette": float(silhouette_score(x, y)), "davies_bouldin": float(davies_bouldin_score(x, y)),
-                "dunn": dunn_index(x, y)}
+        with sklearn.config_context(working_memory=WORKING_MB):  # pairwise distances in chunks of this size
+            return {"silhouette": float(silhouette_score(x, y)), "davies_bouldin": float(davies_bouldin_score(x, y)),
+                    "dunn": dunn_index(x, y)}
 
     def finish(self, sample: Sample) -> StatResult:
         s = self.ctx.settings

@@ -21,7 +21,10 @@ def twonn(x: np.ndarray, discard_fraction: float = 0.1) -> tuple[float, int]:
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 3:
         return float("nan"), 0
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(x).kneighbors()  # each point's two nearest others
+    import sklearn
+
+    with sklearn.config_context(working_memory=128):  # distances in chunks, not 1 GiB at once
+        dist, _ = NearestNeighbors(n_neighbors=2).fit(x).kneighbors()  # each point's two nearest others
     with np.errstate(divide="ignore", invalid="ignore"):
         mu = dist[:, 1] / dist[:, 0]
     mu = mu[np.isfinite(mu)]

@@ -25,18 +25,38 @@ class MassiveAccumulator:
         self.above = np.zeros(ctx.width, np.int64)
 
     def update(self, b: Batch) -> None:
-        a = np.abs(b.x)
-        np.maximum(self.max_abs, a.max(axis=0), out=self.max_abs)
-        self.above += (a > self.min_abs).sum(axis=0)
-        floor = self.top["abs"].min() if len(self.top["abs"]) >= self.m else -1.0
-        r, c = np.nonzero(a > floor)  # after the first batches only a handful of entries pass
+        a = np.abs(b.x.astype(np.float32))  # exact: stored values are float16/bfloat16/float32
+        col_max = a.max(axis=0)
+        np.maximum(self.max_abs, col_max, out=self.max_abs)
+        big = np.nonzero(col_max > self.min_abs)[0]  # counting only where some entry can pass
+        if len(big):
+            self.above[big] += np.count_nonzero(a[:, big] > self.min_abs, axis=0)
+        r, c = self._candidates(a, col_max)
         if not len(r):
             return
-        cand = {"abs": a[r, c], "value": b.x[r, c], "row": b.start + r, "dim": c, "example_id": b.example_id[r],
-                "position": b.position[r], "token_id": b.token_id[r]}
+        cand = {"abs": np.abs(b.x[r, c]), "value": b.x[r, c], "row": b.start + r, "dim": c,
+                "example_id": b.example_id[r], "position": b.position[r], "token_id": b.token_id[r]}
         merged = {k: np.concatenate([self.top[k], cand[k]]) for k in _FIELDS}
         keep = np.argsort(-merged["abs"], kind="stable")[:self.m]
         self.top = {k: v[keep] for k, v in merged.items()}
+
+    def _candidates(self, a: np.ndarray, col_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, dim) of the batch entries that may enter the top m: its own top m, found among the entries
+        above the current m-th largest (after the first batches, few or no columns have any)."""
+        if len(self.top["abs"]) < self.m:
+            k = min(self.m, a.size)
+            flat = np.argpartition(a.ravel(), a.size - k)[a.size - k:]
+            return np.divmod(flat, a.shape[1])
+        floor = self.top["abs"].min()
+        cols = np.nonzero(col_max > floor)[0]
+        if not len(cols):
+            return cols, cols
+        r, c = np.nonzero(a[:, cols] > floor)
+        c = cols[c]
+        if len(r) > self.m:
+            keep = np.argpartition(-a[r, c], self.m - 1)[:self.m]
+            r, c = r[keep], c[keep]
+        return r, c
 
     def finish(self, sample: Sample) -> StatResult:
         out = StatResult()

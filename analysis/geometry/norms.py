@@ -73,7 +73,7 @@ class NormAccumulator:
         self.depth_rel, self.depth_cos = Sums(), Sums()
 
     def update(self, b: Batch) -> None:
-        nrm = row_norms(b.x)
+        nrm = b.norms
         self.norm.add(nrm)
         idx = np.minimum(position_bucket(b.position) + 1, MAX_BUCKET)
         self.bucket_n += np.bincount(idx, minlength=MAX_BUCKET + 1)

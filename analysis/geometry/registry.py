@@ -48,6 +48,11 @@ class Batch:
     attn: np.ndarray | None = None  #: attn.N, mlp.N and the residual entering block N (depth efficiency)
     mlp: np.ndarray | None = None
     resid_in: np.ndarray | None = None
+    norms: np.ndarray | None = None  #: ‖x‖₂ per row, computed once for every family
+
+    def __post_init__(self) -> None:
+        if self.norms is None:
+            self.norms = np.sqrt(np.einsum("ij,ij->i", self.x, self.x))
 
 
 @dataclass

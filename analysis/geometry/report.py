@@ -24,11 +24,13 @@ def norms_figure(rows: list[dict]):
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     xs = np.arange(len(rows))
-    mean, std = np.array(_series(rows, "mean_norm")), np.array(_series(rows, "std_norm"))
-    a.plot(xs, mean, "o-", label="mean ‖x‖")
-    a.fill_between(xs, mean - std, mean + std, alpha=0.2, label="± std")
-    if _has(rows, "norm_p99"):
+    mean = np.array(_series(rows, "mean_norm"))
+    if _has(rows, "norm_p05"):  # percentiles: a band that heavy tails (massive activations) cannot push below 0
+        a.fill_between(xs, _series(rows, "norm_p05"), _series(rows, "norm_p95"), alpha=0.2, label="5th-95th pct")
         a.plot(xs, _series(rows, "norm_p99"), "--", color="gray", label="99th percentile")
+    a.plot(xs, mean, "o-", label="mean ‖x‖")
+    if np.nanmax(mean) > 50 * max(np.nanmin(mean), 1e-12):
+        a.set_yscale("log")
     a.set_ylabel("‖x‖₂")
     a.legend(fontsize=7)
     _layer_axes(a, rows)
@@ -37,7 +39,8 @@ def norms_figure(rows: list[dict]):
         if _has(rows, key):
             b.plot(xs, _series(rows, key), "o-", label=label)
     b.set_title("layer change")
-    b.legend(fontsize=7)
+    if b.lines:
+        b.legend(fontsize=7)
     _layer_axes(b, rows)
     fig.suptitle("norms and change by layer")
     fig.tight_layout()
@@ -90,7 +93,7 @@ def massive_figure(massive: dict[str, list[dict]]):
         vals = [abs(r["value"]) for r in rows]
         ax.scatter(np.full(len(vals), i) + np.linspace(-0.2, 0.2, len(vals)), vals, s=8,
                    c=["tab:red" if r["massive"] else "tab:blue" for r in rows])
-        for r in rows[:3]:  # the largest: which dimension, which token
+        for r in rows[:1]:  # the largest: which dimension, which token
             ax.annotate(f"d{r['dim']} t{r['token_id']}@{r['position']}", (i, abs(r["value"])), fontsize=6)
     ax.set_yscale("log")
     ax.set_xticks(range(len(hooks)), hooks, rotation=45, ha="right", fontsize=7)

@@ -44,17 +44,20 @@ class SpectrumAccumulator:
         d = ctx.width
         self.sy, self.syy = np.zeros(d), np.zeros((d, d))
         self.su, self.nu = np.zeros(d), 0
+        self.buf = np.empty((0, d))
 
     def update(self, b: Batch) -> None:
         if self.shift is None:
             self.shift = b.x.mean(axis=0)
-        y = np.ascontiguousarray(b.x - self.shift)
+        if len(self.buf) < len(b.x):
+            self.buf = np.empty_like(b.x)
+        y = np.subtract(b.x, self.shift, out=self.buf[:len(b.x)])  # no new 8192 x d array per batch
         self.n += len(y)
         self.sy += y.sum(axis=0)
         self.syy += y.T @ y  # numpy runs Aᵀ·A as a symmetric rank-k update (half the flops of a product)
-        nrm = np.sqrt(np.einsum("ij,ij->i", b.x, b.x))
-        ok = nrm > 0
-        self.su += (b.x[ok] / nrm[ok, None]).sum(axis=0)
+        ok = b.norms > 0
+        inv = np.divide(1.0, b.norms, out=np.zeros_like(b.norms), where=ok)
+        self.su += b.x.T @ inv  # Σ x/‖x‖ as one product
         self.nu += int(ok.sum())
 
     def covariance(self) -> np.ndarray:

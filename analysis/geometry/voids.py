@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.geometry.norms import row_norms
 from analysis.geometry.registry import Batch, HookContext, Sample, Statistic, StatResult, register
 
 BLOCK_ROWS = 1 << 20
@@ -59,7 +58,7 @@ class NormBlocks:
         self.emit, self.parts, self.phase, self.rows, self.block = ctx.emit, [], [], 0, 0
 
     def update(self, b: Batch) -> None:
-        self.parts.append(row_norms(b.x).astype(np.float32))
+        self.parts.append(b.norms.astype(np.float32))
         if b.phase is not None:
             self.phase.append(b.phase.astype(bool))
         self.rows += len(b.x)

@@ -75,3 +75,10 @@ def test_submit_to_two_node_cluster_writes_to_s3(two_node_cluster, s3_bucket, s3
     assert main(["submit", str(probe_job), "--command", "probe", "--address", two_node_cluster, "--wait"]) == 0
     summary = json.loads(Storage(f"{s3_bucket}/runs/probe").get_bytes("summary.json"))
     assert list(summary["hooks"]) == ["resid.1"] and summary["rows_used"] == ds.num_rows
+    # layer statistics as a cluster job (one hook, a Ray task on the cluster)
+    stats_job = tmp_path / "stats.yaml"
+    stats_job.write_text(f"data: {uri}\nhooks: resid.1\nlabel: label\nworkers: 2\nthreads: 1\nsample: 200\n"
+                         f"out: {s3_bucket}/runs/stats\nendpoint_url: {s3_endpoint}\n")
+    assert main(["submit", str(stats_job), "--command", "stats", "--address", two_node_cluster, "--wait"]) == 0
+    summary = json.loads(Storage(f"{s3_bucket}/runs/stats").get_bytes("summary.json"))
+    assert summary["values"]["resid.1"]["rows"] == ds.num_rows and summary["values"]["resid.1"]["effective_rank"] > 1
