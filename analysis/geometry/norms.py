@@ -93,15 +93,23 @@ class NormAccumulator:
             cos, _ok = cosine_rows(b.resid_in, update)
             self.depth_cos.add(cos)
 
-    def _position_rows(self) -> list[dict]:
+    def _position_rows(self, sample: Sample) -> list[dict]:
+        """Exact mean and std per position bucket; percentiles from the sampled rows of the bucket."""
         rows = []
+        s_norms = row_norms(sample.x)
+        s_bucket = np.minimum(position_bucket(sample.position) + 1, MAX_BUCKET) if sample.position is not None \
+            else np.full(len(s_norms), -1)
         for i in np.nonzero(self.bucket_n)[0]:
             n = int(self.bucket_n[i])
             mean = self.bucket_s[i] / n
             lo, hi = bucket_range(int(i) - 1)
+            mine = s_norms[s_bucket == i]
+            pct = np.percentile(mine, [5, 50, 95]) if len(mine) else [None] * 3
             rows.append({"hook": self.ctx.hook, "bucket": int(i) - 1, "position_lo": lo, "position_hi": hi,
                          "rows": n, "mean_norm": float(mean),
-                         "std_norm": float(np.sqrt(max(self.bucket_s2[i] / n - mean * mean, 0.0)))})
+                         "std_norm": float(np.sqrt(max(self.bucket_s2[i] / n - mean * mean, 0.0))),
+                         "sampled_rows": int(len(mine)), **{f"norm_p{q:02d}": None if v is None else float(v)
+                                                            for q, v in zip((5, 50, 95), pct, strict=True)}})
         return rows
 
     def finish(self, sample: Sample) -> StatResult:
@@ -114,7 +122,7 @@ class NormAccumulator:
             key = f"norm_p{p:02d}"
             out.scalars[key] = float(np.percentile(sample_norms, p)) if len(sample_norms) else None
             out.definitions[key] = Definition(f"{p}th percentile of ‖x‖₂ (numpy linear interpolation)", exact=False)
-        out.tables["norms_by_position"] = self._position_rows()
+        out.tables["norms_by_position"] = self._position_rows(sample)
         if self.ctx.prev is not None:
             out.scalars.update(change_from=self.ctx.prev, change_cos=self.change_cos.mean(),
                                change_rel=self.change_rel.mean())

@@ -74,7 +74,7 @@ def run_pass(job: HookJob, ds: Dataset, hook: str, emit) -> StatResult:
     columns = ["example_id", "position", "token_id", *([cfg.label] if len(classes) else []),
                *([plan.phase_column] if plan.phase_column else [])]
     hooks = [hook, *_extra_hooks(ctx)]
-    rows, xs, labels, start = plan.sample_rows, [], [], 0
+    rows, xs, labels, positions, start = plan.sample_rows, [], [], [], 0
     it = ds.iter_batches(hooks, batch_size=cfg.batch_size, shuffle=False, columns=columns, dtype=None,
                          reuse_buffers=False, prefetch=2)
     with Progress(ds.num_rows, "row", f"stats {hook}", log, count="rows") as progress:
@@ -84,12 +84,14 @@ def run_pass(job: HookJob, ds: Dataset, hook: str, emit) -> StatResult:
                 acc.update(b)
             lo, hi = np.searchsorted(rows, [start, start + len(b.x)])
             xs.append(b.x[rows[lo:hi] - start])
+            positions.append(b.position[rows[lo:hi] - start])
             if b.label is not None:
                 labels.append(b.label[rows[lo:hi] - start])
             start += len(b.x)
             progress.update(len(b.x), amount=len(b.x))
     sample = Sample(rows, np.concatenate(xs) if xs else np.zeros((0, ctx.width)),
-                    np.concatenate(labels) if labels else None, plan.lens if ctx.lens else None)
+                    np.concatenate(labels) if labels else None, plan.lens if ctx.lens else None,
+                    np.concatenate(positions) if positions else np.zeros(0, np.int32))
     out = StatResult(scalars={"rows": start})
     for acc in accs:
         out.merge(acc.finish(sample))

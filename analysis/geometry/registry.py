@@ -63,6 +63,7 @@ class Sample:
     x: np.ndarray  #: float64 (s, d)
     label: np.ndarray | None = None
     lens: object | None = None  #: the logit lens' inputs (``logit_lens.LensInputs``), when it runs
+    position: np.ndarray | None = None
 
 
 @dataclass

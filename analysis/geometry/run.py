@@ -113,12 +113,17 @@ def void_fractions(plan: StatsPlan, num_rows: int, alpha: float, out: Results) -
     return result
 
 
+def _finite(v):
+    """NaN (an undefined statistic, e.g. TwoNN on too few distinct points) as null: JSON and Parquet agree."""
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
 def _tables(hooks: list[str], outcomes: dict[str, HookOutcome], voids: dict, out: Results) -> list[dict]:
     rows = []
     for h in hooks:
         o = outcomes[h]
         rows.append({"hook": h, "layer_index": layer_index(h), "rows": o.scalars.get("rows"),
-                     **{k: v for k, v in o.scalars.items() if k != "rows"}, **voids.get(h, {})})
+                     **{k: _finite(v) for k, v in o.scalars.items() if k != "rows"}, **voids.get(h, {})})
     keys = list(dict.fromkeys(k for r in rows for k in r))
     out.table("stats.parquet", pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]))
     per_dim = [{"hook": h, "dim": i, **{k: v[i] for k, v in outcomes[h].per_dim.items()}}

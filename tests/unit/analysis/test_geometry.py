@@ -183,6 +183,11 @@ def test_summary_plots_and_per_position(planted):
     pos = _table(out, "norms_by_position.parquet")
     embed = pos[pos.hook == "embed"]
     assert embed.rows.sum() == 1200 and list(embed.position_lo) == [0, 1, 2, 4]
+    _, arr, _ = planted
+    nrm = np.linalg.norm(arr["embed"], axis=1)
+    first = nrm[arr["position"] == 0]
+    row = embed[embed.position_lo == 0].iloc[0]
+    assert rel(row.mean_norm, first.mean()) < 1e-9 and rel(row.norm_p50, np.median(first)) < 1e-9
 
 
 def test_streamed_equals_in_memory_across_batches_and_units(tmp_path):
@@ -236,6 +241,23 @@ def test_bad_input_is_refused_before_work(tmp_path):
     done = _run(tmp_path / "albert", tmp_path / "o4", hooks=["embed", "resid.*"], label=None)
     assert any("layer change skipped between embed (8) and resid.0 (16)" in n for n in done.notes)
     assert done.values["resid.1"]["change_from"] == "resid.0"
+
+
+def test_aqi_on_a_tsne_embedding_is_an_explicit_option():
+    from types import SimpleNamespace
+
+    from analysis.geometry import cluster_indices
+    from analysis.geometry.clusters import _tsne_aqi
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 60)
+    x = rng.standard_normal((180, 10)) + np.eye(3, 10)[y] * 8  # well separated
+    mixed = rng.standard_normal((180, 10))
+    sep, noise = _tsne_aqi(SimpleNamespace(x=x, label=y), 0.5, 0), _tsne_aqi(SimpleNamespace(x=mixed, label=y), 0.5, 0)
+    assert sep > noise and sep > 0.5
+    raw = cluster_indices(x, y)
+    assert 0 < raw["aqi"] <= 1 and raw["aqi"] > cluster_indices(mixed, y)["aqi"]
+    assert StatsConfig(data="x", aqi_space="tsne").aqi_space == "tsne"
 
 
 def test_planted_arrays_are_what_the_docstring_says():
