@@ -25,6 +25,14 @@ def split_list(value, kind=str) -> list:
     return out
 
 
+def did_you_mean(name: str, known, n: int = 2, cutoff: float = 0.4) -> str:
+    """`` Did you mean 'x'?`` for the names in ``known`` closest to ``name``, or an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=n, cutoff=cutoff)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
 def check_choices(cfg) -> None:
     """Every ``Literal`` field of a config dataclass holds one of its choices."""
     hints = typing.get_type_hints(type(cfg))

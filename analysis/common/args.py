@@ -1,4 +1,5 @@
-"""The data arguments of an analysis: which dataset, which hooks, where it lives."""
+"""The data arguments of an analysis (which dataset, which hooks, where it lives), and those of an analysis
+that runs one task per hook (how many at once, where, with how many threads)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from simple_parsing import field
 
 from analysis.common.hooks import in_layer_order
-from shards.config import nested, split_list, take_credentials
+from shards.config import check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.reader import Dataset, open_dataset
 from shards.storage import StorageOptions
@@ -37,3 +38,28 @@ class DataArgs:
         """The dataset, and the hooks asked for (globs expanded) in layer order; unknown names fail here."""
         ds = open_dataset(self.data, self.storage)
         return ds, in_layer_order(ds.schema.resolve_hooks(self.hooks, ds.storage.display()))
+
+
+@dataclass
+class HookTaskArgs(DataArgs):
+    """An analysis that runs one task per hook (in this process or as Ray tasks) into a resumable output."""
+
+    workers: int = 1
+    """Hooks processed at once, each a Ray task (1: in this process)."""
+
+    address: str | None = None
+    """Ray address for --workers > 1 (default: a local Ray)."""
+
+    threads: int = 0
+    """Torch threads per hook (0: the cores divided among the workers)."""
+
+    overwrite: bool = field(default=False, action="store_true")
+    """Replace a different run at --out instead of refusing."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "workers")
+
+
+#: HookTaskArgs' settings (and --out) that do not change what a run computes: out of its fingerprint
+TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage"})

@@ -1,4 +1,5 @@
-"""Running one function per hook: in this process, or as Ray tasks (one per hook, ``workers`` at a time)."""
+"""Running one function per hook: in this process, or as Ray tasks (one per hook, ``workers`` at a time);
+``run_pending_hooks`` skips the hooks a killed run already finished."""
 
 from __future__ import annotations
 
@@ -42,3 +43,29 @@ def map_hooks(fn: Callable[[str], T], hooks: list[str], *, workers: int = 1, add
             results[running.pop(done[0])] = ray.get(done[0])
             progress.update()
         return {h: results[h] for h in hooks}
+
+
+def run_pending_hooks(fn: Callable[[str], object], hooks: list[str], done: Callable[[str], bool], *,
+                      workers: int = 1, address: str | None = None, threads: int = 0, logger=None,
+                      verb: str = "done") -> list[str]:
+    """``fn(hook)`` for every hook not ``done`` yet (``map_hooks``); the hooks it ran.
+
+    In this process with no ``threads`` given, torch uses every core for the duration (Ray tasks set their own).
+    """
+    import logging
+    import os
+
+    import torch
+
+    log = logger or logging.getLogger("actlake.analysis")
+    todo = [h for h in hooks if not done(h)]
+    if len(todo) < len(hooks):
+        log.info("resuming: %d of %d hooks already %s", len(hooks) - len(todo), len(hooks), verb)
+    before = torch.get_num_threads()
+    if not threads and workers <= 1:
+        torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        map_hooks(fn, todo, workers=workers, address=address, logger=log)
+    finally:
+        torch.set_num_threads(before)
+    return todo

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
@@ -122,3 +124,16 @@ class RunDir:
 
     def summary(self) -> dict:
         return json.loads(self.storage.get_bytes(self.summary_name))
+
+
+@contextmanager
+def output_lock(storage: Storage, what: str) -> Iterator[None]:
+    """Hold the output's write lock (two runs never write one output at once), released however the run ends."""
+    from shards.lock import WriteLock
+
+    lock = WriteLock(storage, what=what)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release_quietly()

@@ -7,14 +7,14 @@ from typing import Literal
 
 from simple_parsing import field
 
-from analysis.common.args import DataArgs
+from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
 from analysis.geometry.registry import get_statistic, statistic_names
 from shards.config import check_choices, check_positive, split_list
 from shards.errors import ConfigError
 
 
 @dataclass
-class StatsConfig(DataArgs):
+class StatsConfig(HookTaskArgs):
     """Layer statistics of every hook in one streaming pass per hook (a Ray task each): norms and layer change,
     voids, sparsity, massive activations, spectra, intrinsic dimension, cluster indices and AQI, logit lens."""
 
@@ -69,23 +69,11 @@ class StatsConfig(DataArgs):
     batch_size: int = 8192
     """Rows per streamed batch."""
 
-    workers: int = 1
-    """Hooks processed at once, each a Ray task (1: in this process)."""
-
-    address: str | None = None
-    """Ray address for --workers > 1 (default: a local Ray)."""
-
-    threads: int = 0
-    """Torch/BLAS threads per hook (0: the cores divided among the workers)."""
-
-    overwrite: bool = field(default=False, action="store_true")
-    """Replace a different run at --out instead of refusing."""
-
     def __post_init__(self) -> None:
         super().__post_init__()
         self.stats = split_list(self.stats) or ["all"]
         check_choices(self)
-        check_positive(self, "sample", "batch_size", "workers", "massive_top", "top_k", "massive_ratio")
+        check_positive(self, "sample", "batch_size", "massive_top", "top_k", "massive_ratio")
         for name in self.stats:
             if name != "all":
                 get_statistic(name)
@@ -107,4 +95,4 @@ class StatsConfig(DataArgs):
 
 
 #: settings that do not change what a run computes: left out of its fingerprint
-RUN_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage", "batch_size"})
+RUN_NEUTRAL = TASK_NEUTRAL | {"batch_size"}

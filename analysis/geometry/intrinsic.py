@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.geometry.registry import Definition, HookContext, Sample, Statistic, StatResult, register
+from analysis.geometry.registry import Definition, Sample, SampleOnly, Statistic, StatResult, register
 
 SOURCE = "Facco et al. 2017, Estimating the intrinsic dimension of datasets by a minimal neighborhood information"
 
@@ -37,13 +37,7 @@ def twonn(x: np.ndarray, discard_fraction: float = 0.1) -> tuple[float, int]:
     return float(xs @ ys / (xs @ xs)), n
 
 
-class TwoNNAccumulator:
-    def __init__(self, ctx: HookContext) -> None:
-        self.ctx = ctx
-
-    def update(self, batch) -> None:  # the sample is all it needs
-        pass
-
+class TwoNNAccumulator(SampleOnly):
     def finish(self, sample: Sample) -> StatResult:
         out = StatResult()
         dim, used = twonn(sample.x)

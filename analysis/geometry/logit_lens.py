@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.geometry.registry import Definition, HookContext, Sample, Statistic, StatResult, register
+from analysis.geometry.registry import Definition, Sample, SampleOnly, Statistic, StatResult, register
 from shards.unembed import Unembed
 
 SOURCE = "nostalgebraist 2020, interpreting GPT: the logit lens"
@@ -53,13 +53,7 @@ def lens_scores(unembed: Unembed, x: torch.Tensor, final_x: torch.Tensor, next_t
             "lens_next_rank_median": float(np.median(r)) if len(r) else None}
 
 
-class LensAccumulator:
-    def __init__(self, ctx: HookContext) -> None:
-        self.ctx = ctx
-
-    def update(self, batch) -> None:  # the sample is all it needs
-        pass
-
+class LensAccumulator(SampleOnly):
     def finish(self, sample: Sample) -> StatResult:
         lens: LensInputs = sample.lens
         out = StatResult()

@@ -9,13 +9,13 @@ writes what ``finish`` returns.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from shards.config import did_you_mean
 from shards.errors import ConfigError
 
 
@@ -105,6 +105,16 @@ class Accumulator(Protocol):
     def finish(self, sample: Sample) -> StatResult: ...
 
 
+class SampleOnly:
+    """Base of a family computed on the sample alone: nothing to do per batch."""
+
+    def __init__(self, ctx: HookContext) -> None:
+        self.ctx = ctx
+
+    def update(self, batch: Batch) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Statistic:
     """A registered family: ``make`` returns the hook's accumulator, or None where the family does not apply."""
@@ -131,7 +141,6 @@ def statistic_names() -> list[str]:
 
 def get_statistic(name: str) -> Statistic:
     if name not in STATISTICS:
-        close = difflib.get_close_matches(name, list(STATISTICS), n=2, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"unknown statistic {name!r}.{hint} Known: all, {', '.join(statistic_names())}")
+        raise ConfigError(f"unknown statistic {name!r}.{did_you_mean(name, STATISTICS, cutoff=0.5)} "
+                          f"Known: all, {', '.join(statistic_names())}")
     return STATISTICS[name]

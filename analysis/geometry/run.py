@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,17 +20,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from analysis.common.fanout import map_hooks
+from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
 from analysis.common.results import Results
-from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, run_settings
+from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
 from analysis.geometry.config import RUN_NEUTRAL, StatsConfig
 from analysis.geometry.passes import HookJob, npy_bytes, read_npy, run_pass
 from analysis.geometry.plan import StatsPlan, plan_stats
 from analysis.geometry.registry import Definition
 from analysis.geometry.report import write_plots
 from analysis.geometry.voids import BLOCK_ROWS, SOURCE, VoidCounter
-from shards.lock import WriteLock
 from shards.reader import open_dataset
 from shards.records import JsonRecord
 from shards.storage import Storage
@@ -169,17 +167,9 @@ def _stats(cfg: StatsConfig) -> StatsSummary:
     if state == "new":
         rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
                                ds.manifest.ref(ds.storage.display(), hooks), {"seed": cfg.seed}))
-    todo = [h for h in hooks if not out.storage.exists(f"{HOOKS}/{h}.json")]
-    if len(todo) < len(hooks):
-        log.info("resuming: %d of %d hooks already done", len(hooks) - len(todo), len(hooks))
-    threads = torch.get_num_threads()
-    if not cfg.threads and cfg.workers <= 1:
-        torch.set_num_threads(os.cpu_count() or 1)
-    try:
-        map_hooks(partial(stats_hook, HookJob(cfg, plan)), todo, workers=cfg.workers, address=cfg.address,
-                  logger=log)
-    finally:
-        torch.set_num_threads(threads)
+    run_pending_hooks(partial(stats_hook, HookJob(cfg, plan)), hooks,
+                      lambda h: out.storage.exists(f"{HOOKS}/{h}.json"), workers=cfg.workers, address=cfg.address,
+                      threads=cfg.threads, logger=log)
     outcomes = {h: HookOutcome.from_json(out.read_json(f"{HOOKS}/{h}.json")) for h in hooks}
     voids = void_fractions(plan, ds.num_rows, cfg.void_alpha, out) if "voids" in plan.families else {}
     rows = _tables(hooks, outcomes, voids, out)
@@ -198,12 +188,8 @@ def run(cfg: StatsConfig) -> StatsSummary:
 
         run(StatsConfig(data="demo-data/minilm", hooks=["embed", "resid.*"], label="label", out="runs/stats"))
     """
-    lock = WriteLock(Storage(cfg.out, cfg.storage), what="stats output")
-    lock.acquire()
-    try:
+    with output_lock(Storage(cfg.out, cfg.storage), "stats output"):
         return _stats(cfg)
-    finally:
-        lock.release_quietly()
 
 
 stats = run

@@ -7,7 +7,7 @@ from typing import Literal
 
 from simple_parsing import field
 
-from analysis.common.args import DataArgs
+from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
 from shards.config import check_choices, check_positive, parse_count, split_list
 from shards.errors import ConfigError
 
@@ -15,7 +15,7 @@ ON_CHOICES = ("example_id", "stimulus_id", "example_id,position")
 
 
 @dataclass
-class ProbeConfig(DataArgs):
+class ProbeConfig(HookTaskArgs):
     """Linear probes of a label over every hook of a dataset, cross-validated by group, with control tasks,
     concept depth and steering directions; one Ray task per hook."""
 
@@ -83,23 +83,11 @@ class ProbeConfig(DataArgs):
     epochs: int = 8
     """Streaming minibatch passes (hooks beyond --memory-budget)."""
 
-    workers: int = 1
-    """Hooks probed at once, each a Ray task (1: in this process)."""
-
-    address: str | None = None
-    """Ray address for --workers > 1 (default: a local Ray)."""
-
-    threads: int = 0
-    """Torch threads per hook (0: the cores divided among the workers)."""
-
-    overwrite: bool = field(default=False, action="store_true")
-    """Replace a different run at --out instead of refusing."""
-
     def __post_init__(self) -> None:
         super().__post_init__()
         self.reg = split_list(self.reg)
         check_choices(self)
-        check_positive(self, "workers", "max_iter", "tol", "epochs")
+        check_positive(self, "max_iter", "tol", "epochs")
         if self.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {self.folds}")
         if self.on not in ON_CHOICES:
@@ -140,4 +128,4 @@ class ProbeConfig(DataArgs):
 
 
 #: settings that do not change what a run computes: left out of its fingerprint
-RUN_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage"})
+RUN_NEUTRAL = TASK_NEUTRAL

@@ -4,12 +4,12 @@ grid, how it fits a batch of problems) and registers it here; ``probes/__init__.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Protocol
 
 from analysis.probe.features import Features
 from analysis.probe.problems import Fit, FitResult, ProbeData
+from shards.config import did_you_mean
 from shards.errors import ConfigError
 
 
@@ -52,9 +52,7 @@ def register(kind: ProbeKind) -> ProbeKind:
 
 def get_probe(name: str) -> ProbeKind:
     if name not in PROBES:
-        close = difflib.get_close_matches(name, list(PROBES), n=2, cutoff=0.4)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"unknown probe {name!r}.{hint} Known: {', '.join(PROBES)}")
+        raise ConfigError(f"unknown probe {name!r}.{did_you_mean(name, PROBES)} Known: {', '.join(PROBES)}")
     return PROBES[name]
 
 

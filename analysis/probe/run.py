@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from analysis.common.fanout import map_hooks
+from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
 from analysis.common.results import Results
-from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, run_settings
+from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
 from analysis.probe.config import RUN_NEUTRAL, ProbeConfig
 from analysis.probe.directions import diff_in_means
 from analysis.probe.features import load_features
@@ -32,7 +31,6 @@ from analysis.probe.registry import ProbeKind, SolverOptions, get_probe, probe_f
 from analysis.probe.report import accuracy_figure
 from analysis.probe.summary import HookSummary, concept_depth
 from analysis.probe.targets import ProbeInputError, ProbePlan, plan_probe
-from shards.lock import WriteLock
 from shards.reader import open_dataset
 from shards.records import JsonRecord
 from shards.storage import Storage
@@ -200,17 +198,9 @@ def _probe(cfg: ProbeConfig) -> ProbeSummary:
     if state == "new":
         ref = ds.manifest.ref(ds.storage.display(), hooks)
         rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg), ref, {"seed": cfg.seed}))
-    todo = [h for h in hooks if not out.storage.exists(f"{HOOKS}/{h}.json")]
-    if len(todo) < len(hooks):
-        log.info("resuming: %d of %d hooks already probed", len(hooks) - len(todo), len(hooks))
-    threads = torch.get_num_threads()
-    if not cfg.threads and cfg.workers <= 1:
-        torch.set_num_threads(os.cpu_count() or 1)
-    try:
-        map_hooks(partial(probe_hook, HookJob(cfg, plan, kind.name)), todo, workers=cfg.workers,
-                  address=cfg.address, logger=log)
-    finally:
-        torch.set_num_threads(threads)
+    run_pending_hooks(partial(probe_hook, HookJob(cfg, plan, kind.name)), hooks,
+                      lambda h: out.storage.exists(f"{HOOKS}/{h}.json"), workers=cfg.workers, address=cfg.address,
+                      threads=cfg.threads, logger=log, verb="probed")
     outcomes = {h: HookOutcome.from_json(out.read_json(f"{HOOKS}/{h}.json")) for h in hooks}
     summary = _assemble(cfg, plan, kind, ds, hooks, outcomes, out)
     rundir.finish(summary.to_json())
@@ -225,12 +215,8 @@ def run(cfg: ProbeConfig) -> ProbeSummary:
         run(ProbeConfig(data="demo-data/minilm", hooks=["embed", "resid.*"], label="label", control="type",
                         out="runs/probe-concepts"))
     """
-    lock = WriteLock(Storage(cfg.out, cfg.storage), what="probe output")
-    lock.acquire()
-    try:
+    with output_lock(Storage(cfg.out, cfg.storage), "probe output"):
         return _probe(cfg)
-    finally:
-        lock.release_quietly()
 
 
 probe = run

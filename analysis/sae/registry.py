@@ -4,9 +4,9 @@ registers both here (as SAELens' ``registry.py`` does); ``saes/__init__.py`` lis
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 
+from shards.config import did_you_mean
 from shards.errors import ActlakeError
 
 
@@ -45,8 +45,7 @@ def register(arch: Architecture) -> Architecture:
 def get_architecture(name: str) -> Architecture:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
-        close = difflib.get_close_matches(name, [*ARCHITECTURES, *_ALIASES], n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, [*ARCHITECTURES, *_ALIASES], n=3)
         raise SaeConfigError(f"unknown SAE architecture {name!r}.{hint} Known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[key]
 

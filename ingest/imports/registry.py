@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 
 from ingest.imports.source import FeatureImportError, FeatureSource
+from shards.config import did_you_mean
 
 LAYOUTS = {
     "net2brain": "ingest.imports.net2brain",
@@ -17,9 +17,7 @@ LAYOUTS = {
 def get_layout(name: str):
     """The ``load(src, **options) -> FeatureSource`` of layout ``name``."""
     if name not in LAYOUTS:
-        close = difflib.get_close_matches(name, list(LAYOUTS), n=2, cutoff=0.4)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise FeatureImportError(f"unknown layout {name!r}.{hint} Layouts: {', '.join(LAYOUTS)}")
+        raise FeatureImportError(f"unknown layout {name!r}.{did_you_mean(name, LAYOUTS)} Layouts: {', '.join(LAYOUTS)}")
     return importlib.import_module(LAYOUTS[name]).load
 
 
