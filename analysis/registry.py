@@ -28,11 +28,20 @@ ANALYSES: dict[str, AnalysisCommand] = {
                                                       "voids, sparsity, massive activations, spectra, intrinsic "
                                                       "dimension, cluster indices / AQI, logit lens "
                                                       "(a task per hook)."),
+    "align rsa": AnalysisCommand("analysis.align.rsa_run", "RSA of every hook against brain RDMs: noise ceilings, "
+                                                           "bootstrap CIs, permutation p-values (a task per hook)."),
+    "align cka": AnalysisCommand("analysis.align.pairs_run", "CKA (streamed, exact at any N) and shape distances "
+                                                             "between every pair of hooks of one or two datasets."),
+    "align knn": AnalysisCommand("analysis.align.knn_run", "Mutual k-nearest-neighbour alignment between hooks of "
+                                                           "two datasets (platonic-representation style)."),
+    "align encode": AnalysisCommand("analysis.align.encode_run", "Voxelwise ridge encoding models from every hook to "
+                                                                 "every response column (a task per hook)."),
 }
 
 #: help of command groups ("actlake sae ...")
 GROUPS: dict[str, str] = {
     "sae": "Sparse autoencoders: train on a dataset's hooks, encode a dataset with a trained SAE.",
+    "align": "Model-brain and model-model alignment: RSA, CKA, mutual k-NN, encoding models.",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -46,3 +47,14 @@ class Results:
 
     def read_json(self, name: str):
         return json.loads(self.storage.get_bytes(name))
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """An array as .npy bytes (no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

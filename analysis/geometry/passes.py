@@ -3,7 +3,6 @@ fed to every family's accumulator, the seeded sample kept on the way; then each 
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 
@@ -96,13 +95,3 @@ def run_pass(job: HookJob, ds: Dataset, hook: str, emit) -> StatResult:
     for acc in accs:
         out.merge(acc.finish(sample))
     return out
-
-
-def npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
-
-
-def read_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)

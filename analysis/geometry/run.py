@@ -22,10 +22,10 @@ import torch
 
 from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
-from analysis.common.results import Results
+from analysis.common.results import Results, npy_bytes, read_npy
 from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
 from analysis.geometry.config import RUN_NEUTRAL, StatsConfig
-from analysis.geometry.passes import HookJob, npy_bytes, read_npy, run_pass
+from analysis.geometry.passes import HookJob, run_pass
 from analysis.geometry.plan import StatsPlan, plan_stats
 from analysis.geometry.registry import Definition
 from analysis.geometry.report import write_plots

@@ -1,0 +1,344 @@
+"""``actlake align rsa``: every hook of a dataset against brain RDMs, one task per hook.
+
+The driver reads and checks the brain files, matches stimuli, prepares the brain RDM vectors (NaN policy,
+transform) and their noise ceilings (``plan_rsa``); each hook task builds its model RDM and scores it against
+every target (bootstrap and permutations included) and writes ``OUT/hooks/HOOK.json`` (its bootstrap values in
+``HOOK-boot.npy``, its RDM for the plots in ``HOOK-rdm.npy``); a killed run rerun skips finished hooks. The
+last step writes ``results.parquet``, ``paired.parquet``, ``summary.json`` and the plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+from analysis.align import comparisons, rdms  # noqa: F401  (registers the methods)
+from analysis.align.config import RSA_NEUTRAL, RsaConfig
+from analysis.align.features import StimulusPlan, load_items, plan_stimuli
+from analysis.align.inference import bootstrap, paired_test, percentile_ci, permutation_null, permutation_p
+from analysis.align.inputs import BrainTarget, load_brain_rdms, read_ids
+from analysis.align.registry import get_comparison, get_convention, get_rdm_method
+from analysis.align.report import write_rsa_plots
+from analysis.align.rsa import noise_ceiling, rdm
+from analysis.align.topology import transform
+from analysis.align.vectors import RdmError, condensed
+from analysis.common.fanout import run_pending_hooks
+from analysis.common.hooks import layer_index
+from analysis.common.results import Results, npy_bytes, read_npy
+from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
+from shards.reader import open_dataset
+from shards.records import JsonRecord
+from shards.storage import Storage
+
+log = logging.getLogger("actlake.align")
+CONFIG = RsaConfig
+SUMMARY, HOOKS = "summary.json", "hooks"
+PLOT_RDM_MAX = 2000  #: model RDMs up to this many stimuli are kept for the heatmaps
+
+
+@dataclass
+class PreparedTarget:
+    """A brain target as the hook tasks use it: condensed (subjects × M) after the NaN policy and transform."""
+
+    name: str
+    source: str
+    subjects: list[str]
+    vectors: np.ndarray
+    keep: np.ndarray  #: which of the N(N−1)/2 pairs are compared (False: dropped for NaN)
+    ceiling: tuple[float, float] | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RsaPlan:
+    stimuli: StimulusPlan
+    targets: list[PreparedTarget]
+    notes: list[str]
+
+
+def _subset(target: BrainTarget, order: list[int] | None) -> np.ndarray:
+    if order is None:
+        return target.rdms
+    ix = np.asarray(order)
+    return target.rdms[:, ix][:, :, ix]
+
+
+def _nan_policy(cfg: RsaConfig, t: BrainTarget, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str],
+                                                                              list[str]]:
+    vec = condensed(stack)
+    bad = ~np.isfinite(vec)
+    keep = np.ones(vec.shape[1], dtype=bool)
+    subjects, notes = list(t.subjects), []
+    if not bad.any():
+        return vec, keep, subjects, notes
+    if cfg.nan_policy == "refuse":
+        per = [s for s, b in zip(t.subjects, bad.any(axis=1), strict=True) if b]
+        raise RdmError(f"{t.source}: {int(bad.sum())} dissimilarities are NaN or infinite (subjects {per[:10]}). "
+                       "Say what to do: --nan-policy drop-pairs (compare only the pairs finite in every subject) "
+                       "or --nan-policy drop-subjects")
+    if cfg.nan_policy == "drop-subjects":
+        ok = ~bad.any(axis=1)
+        if ok.sum() == 0:
+            raise RdmError(f"{t.source}: every subject has NaN dissimilarities; use --nan-policy drop-pairs")
+        notes.append(f"{t.name}: dropped {int((~ok).sum())} subjects with NaN dissimilarities")
+        return vec[ok], keep, [s for s, o in zip(subjects, ok, strict=True) if o], notes
+    if cfg.transform != "none":
+        raise RdmError(f"{t.source}: --nan-policy drop-pairs cannot be combined with --transform {cfg.transform} "
+                       "(the transforms need every pair); use --nan-policy drop-subjects")
+    keep = ~bad.any(axis=0)
+    notes.append(f"{t.name}: compared {int(keep.sum())} of {len(keep)} stimulus pairs (the others are NaN)")
+    return vec[:, keep], keep, subjects, notes
+
+
+def plan_rsa(cfg: RsaConfig, ds) -> RsaPlan:
+    """Every check of the inputs; nothing is read from the hooks here."""
+    get_rdm_method(cfg.rdm)
+    cmp = get_comparison(cfg.compare)
+    targets = [load_brain_rdms(uri, cfg.storage, cfg.subject_axis) for uri in cfg.brain]
+    ids = read_ids(cfg.ids, cfg.storage) if cfg.ids else None
+    n = {t.rdms.shape[1] for t in targets}
+    if len(n) > 1:
+        raise RdmError(f"the brain RDMs have different numbers of stimuli: "
+                       f"{ {t.source: t.rdms.shape[1] for t in targets} }")
+    n_brain = n.pop()
+    if ids is not None and len(ids) != n_brain:
+        raise RdmError(f"--ids {cfg.ids} lists {len(ids)} stimuli; the RDMs have {n_brain}")
+    what = f"--ids {cfg.ids}" if ids is not None else "the brain RDMs"
+    splan = plan_stimuli(ds, cfg.key, cfg.pool, ids, cfg.intersect, what, cfg.runs)
+    notes = []
+    if ids is None and len(splan.ids) != n_brain:
+        raise RdmError(f"the dataset has {len(splan.ids)} stimuli ({splan.key}) and the brain RDMs {n_brain}; "
+                       "with no --ids the RDMs must follow the dataset's stimuli in order. Give --ids FILE.")
+    order = [ids.index(s) for s in splan.ids] if ids is not None else None
+    if splan.dropped:
+        notes.append(f"--intersect: {len(splan.dropped)} stimuli present on one side only were dropped; "
+                     f"{len(splan.ids)} remain")
+    if cfg.bootstrap and cfg.bootstrap_over != "subjects" and not cmp.entrywise:
+        raise RdmError(f"--bootstrap over stimuli is not available for --compare {cfg.compare}; "
+                       "use --bootstrap-over subjects")
+    prepared = []
+    for t in targets:
+        vec, keep, subjects, tnotes = _nan_policy(cfg, t, _subset(t, order))
+        vec = transform(vec, cfg.transform, cfg.gt_low, cfg.gt_up, cfg.pooled_quantiles)
+        ceiling = None
+        if cfg.noise_ceiling and len(vec) > 1:
+            ceiling = noise_ceiling(vec, cfg.compare, cfg.convention)
+        elif cfg.noise_ceiling:
+            tnotes.append(f"{t.name}: one RDM, no noise ceiling (it needs several subjects)")
+        if cfg.bootstrap and not keep.all() and cfg.bootstrap_over != "subjects":
+            raise RdmError("--bootstrap over stimuli needs every stimulus pair; with --nan-policy drop-pairs use "
+                           "--bootstrap-over subjects")
+        prepared.append(PreparedTarget(t.name, t.source, subjects, vec, keep, ceiling, tnotes))
+        notes += tnotes
+    return RsaPlan(splan, prepared, notes)
+
+
+@dataclass
+class TargetScores(JsonRecord):
+    target: str
+    subjects: list[str]
+    scores: list[float]  #: per subject (squared under --convention net2brain)
+    mean: float
+    sem: float | None
+    t_p_value: float | None  #: one-sample t-test of the subject scores against 0 (Net2Brain's "Significance")
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None  #: permutation p-value
+
+
+@dataclass
+class HookScores(JsonRecord):
+    hook: str
+    n_stimuli: int
+    targets: list[TargetScores]
+    seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, d: dict) -> HookScores:
+        return cls(d["hook"], d["n_stimuli"], [TargetScores.from_json(t) for t in d["targets"]], d.get("seconds", 0))
+
+
+@dataclass
+class RsaJob:
+    cfg: RsaConfig
+    plan: RsaPlan
+
+
+def _model_vector(job: RsaJob, hook: str) -> tuple[np.ndarray, np.ndarray]:
+    cfg, sp = job.cfg, job.plan.stimuli
+    ds = open_dataset(cfg.data, cfg.storage)
+    x = load_items(ds, hook, sp, cfg.batch_size)
+    if sp.runs is not None:
+        square = rdm(x, cfg.rdm, cfg.convention, standardize=cfg.standardize, conditions=sp.conditions,
+                     runs=sp.runs)
+    else:
+        square = rdm(x, cfg.rdm, cfg.convention, standardize=cfg.standardize)
+    return square, condensed(square)
+
+
+def _score_target(cfg: RsaConfig, t: PreparedTarget, model: np.ndarray) -> tuple[TargetScores, np.ndarray | None]:
+    squared = get_convention(cfg.convention).squared
+    mv = transform(model[t.keep][None], cfg.transform, cfg.gt_low, cfg.gt_up, False)[0]
+    s = get_comparison(cfg.compare).score(mv[None], t.vectors)[0]
+    s = s ** 2 if squared else s
+    many = len(s) > 1
+    ts = TargetScores(t.name, t.subjects, s.tolist(), float(s.mean()),
+                      float(stats.sem(s)) if many else None,
+                      float(stats.ttest_1samp(s, 0).pvalue) if many else None)
+    boot = None
+    if cfg.bootstrap:
+        boot = bootstrap(mv, t.vectors, cfg.compare, cfg.bootstrap, cfg.seed,
+                         cfg.bootstrap_over if many else "stimuli", squared)
+        ts.ci_low, ts.ci_high = percentile_ci(boot)
+    if cfg.permutations:
+        null = permutation_null(mv, t.vectors, cfg.compare, cfg.permutations, cfg.seed, squared)
+        ts.p_value = permutation_p(ts.mean, null)
+    return ts, boot
+
+
+def rsa_hook(job: RsaJob, hook: str) -> HookScores:
+    """One hook against every target; results under ``OUT/hooks/`` (the JSON last: it marks the hook done)."""
+    t0 = time.perf_counter()
+    cfg = job.cfg
+    out = Results(cfg.out, cfg.storage).child(HOOKS)
+    square, model = _model_vector(job, hook)
+    if square.shape[0] <= PLOT_RDM_MAX:
+        out.storage.put_bytes(f"{hook}-rdm.npy", npy_bytes(square.astype(np.float32)))
+    scores, boots = [], []
+    for t in job.plan.targets:
+        ts, boot = _score_target(cfg, t, model)
+        scores.append(ts)
+        boots.append(boot)
+    if cfg.bootstrap:
+        out.storage.put_bytes(f"{hook}-boot.npy", npy_bytes(np.stack(boots)))
+    res = HookScores(hook, len(square), scores, round(time.perf_counter() - t0, 3))
+    out.json(f"{hook}.json", res.to_json())
+    log.info("%s: %s", hook, ", ".join(f"{s.target} {s.mean:.4f}" for s in scores))
+    return res
+
+
+def _rows(cfg: RsaConfig, plan: RsaPlan, hooks: list[str], results: dict[str, HookScores]) -> list[dict]:
+    rows = []
+    for h in hooks:
+        for ts, t in zip(results[h].targets, plan.targets, strict=True):
+            base = {"hook": h, "layer_index": layer_index(h), "target": ts.target, "method": cfg.compare,
+                    "rdm": cfg.rdm, "convention": cfg.convention}
+            nc_lo, nc_hi = t.ceiling if t.ceiling else (None, None)
+            if len(ts.scores) > 1:
+                for subj, s in zip(ts.subjects, ts.scores, strict=True):
+                    rows.append({**base, "subject": subj, "score": s, "ci_low": None, "ci_high": None,
+                                 "p_value": None, "t_p_value": None, "sem": None, "noise_ceiling_low": None,
+                                 "noise_ceiling_high": None})
+            rows.append({**base, "subject": "all", "score": ts.mean, "ci_low": ts.ci_low, "ci_high": ts.ci_high,
+                         "p_value": ts.p_value, "t_p_value": ts.t_p_value, "sem": ts.sem,
+                         "noise_ceiling_low": nc_lo, "noise_ceiling_high": nc_hi})
+    return rows
+
+
+def _paired(cfg: RsaConfig, plan: RsaPlan, hooks: list[str], results: dict[str, HookScores], out: Results
+            ) -> list[dict]:
+    """Each target's best hook against every other hook, on the same subjects and bootstrap resamples."""
+    rows = []
+    boots = {h: read_npy(out.storage.get_bytes(f"{HOOKS}/{h}-boot.npy")) for h in hooks} if cfg.bootstrap else {}
+    for ti, t in enumerate(plan.targets):
+        best = max(hooks, key=lambda h: results[h].targets[ti].mean)
+        for h in hooks:
+            if h == best:
+                continue
+            a, b = np.asarray(results[best].targets[ti].scores), np.asarray(results[h].targets[ti].scores)
+            pt = paired_test(a, b, boots[best][ti] if boots else None, boots[h][ti] if boots else None)
+            rows.append({"target": t.name, "hook": best, "hook2": h, **dataclasses.asdict(pt)})
+    return rows
+
+
+@dataclass
+class RsaSummary(JsonRecord):
+    dataset: str
+    dataset_id: str
+    dataset_version: int
+    hooks: list[str]
+    n_stimuli: int
+    stimulus_key: str
+    rdm: str
+    compare: str
+    convention: dict
+    methods: dict
+    inference: dict
+    targets: dict
+    notes: list[str]
+    out: str = ""
+
+
+def _summary(cfg, ds, hooks, plan, results, rows) -> RsaSummary:
+    conv = get_convention(cfg.convention)
+    targets = {}
+    for ti, t in enumerate(plan.targets):
+        targets[t.name] = {
+            "source": t.source, "subjects": len(t.subjects),
+            "noise_ceiling": {"low": t.ceiling[0], "high": t.ceiling[1],
+                              "convention": cfg.convention} if t.ceiling else None,
+            "hooks": {h: {k: getattr(results[h].targets[ti], k) for k in
+                          ("mean", "sem", "t_p_value", "ci_low", "ci_high", "p_value")} for h in hooks}}
+    return RsaSummary(
+        ds.storage.display(), ds.dataset_id, ds.version, hooks, len(plan.stimuli.ids), plan.stimuli.key, cfg.rdm,
+        cfg.compare, {"name": conv.name, "describe": conv.describe, "reference": conv.reference},
+        {"rdm": get_rdm_method(cfg.rdm).describe[cfg.convention],
+         "compare": get_comparison(cfg.compare).describe,
+         "rsatoolbox_compare": get_comparison(cfg.compare).rsatoolbox_name,
+         "transform": cfg.transform, "standardize": cfg.standardize, "pool": plan.stimuli.pool},
+        {"bootstrap": cfg.bootstrap, "bootstrap_over": cfg.bootstrap_over, "ci": "95% percentile",
+         "permutations": cfg.permutations, "p_value": "one-sided, (1 + #null >= observed) / (1 + n)",
+         "seed": cfg.seed, "t_p_value": "one-sample t-test of subject scores against 0 (scipy.stats.ttest_1samp)"},
+        targets, plan.notes)
+
+
+def _rsa(cfg: RsaConfig):
+    ds, hooks = cfg.open()
+    out = Results(cfg.out, cfg.storage)
+    settings = run_settings(cfg, RSA_NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks)
+    rundir = RunDir(out.storage, SUMMARY, resume_marker=RUN)
+    state = rundir.state(settings, cfg.overwrite)
+    if state == "done":
+        log.info("%s already holds this finished run", out.display())
+        return RsaSummary.from_json(rundir.summary())
+    plan = plan_rsa(cfg, ds)
+    for note in plan.notes:
+        log.info("%s", note)
+    log.info("RSA %s/%s (%s) of %s against %s over %d stimuli", cfg.rdm, cfg.compare, cfg.convention,
+             ", ".join(hooks), ", ".join(t.name for t in plan.targets), len(plan.stimuli.ids))
+    if state == "new":
+        rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
+                               ds.manifest.ref(ds.storage.display(), hooks), {"seed": cfg.seed}))
+    run_pending_hooks(partial(rsa_hook, RsaJob(cfg, plan)), hooks,
+                      lambda h: out.storage.exists(f"{HOOKS}/{h}.json"), workers=cfg.workers, address=cfg.address,
+                      threads=cfg.threads, logger=log)
+    results = {h: HookScores.from_json(out.read_json(f"{HOOKS}/{h}.json")) for h in hooks}
+    rows = _rows(cfg, plan, hooks, results)
+    out.table("results.parquet", pa.Table.from_pylist(rows))
+    paired = _paired(cfg, plan, hooks, results, out) if len(hooks) > 1 else []
+    if paired:
+        out.table("paired.parquet", pa.Table.from_pylist(paired))
+    write_rsa_plots(out, cfg, hooks, rows, plan, {h: out.storage.exists(f"{HOOKS}/{h}-rdm.npy") for h in hooks})
+    summary = _summary(cfg, ds, hooks, plan, results, rows)
+    summary.out = out.display()
+    rundir.finish(summary.to_json())
+    return summary
+
+
+def run(cfg: RsaConfig) -> RsaSummary:
+    """RSA of ``cfg.hooks`` against ``cfg.brain`` (or resume a killed run); returns what ``summary.json`` holds.
+
+    Example::
+
+        run(RsaConfig(data="runs/resnet78", hooks=["layer*"], brain=["fmri_IT_RDMs.npz"], noise_ceiling=True,
+                      convention="net2brain", standardize=True, out="runs/rsa"))
+    """
+    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
+        return _rsa(cfg)
