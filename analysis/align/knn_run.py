@@ -3,7 +3,6 @@ neighbour lists are computed once (blocked: memory O(N·k + block·N)) and share
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -12,12 +11,10 @@ import torch
 
 from analysis.align.config import KnnConfig
 from analysis.align.metrics.knn import knn_overlap, nearest_neighbors
-from analysis.align.pairs import load_matched, plan_pairs
-from analysis.align.pairs_run import PairSummary
+from analysis.align.pairs import load_matched
+from analysis.align.pairs_run import PairSummary, start_pair_run
 from analysis.align.report import write_pair_matrix
-from analysis.common.args import TASK_NEUTRAL
-from analysis.common.results import Results
-from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, output_lock, run_settings
+from analysis.common.rundir import output_lock
 from shards.storage import Storage
 
 log = logging.getLogger("actlake.align")
@@ -27,15 +24,9 @@ SUMMARY = "summary.json"
 
 def _knn(cfg: KnnConfig) -> PairSummary:
     t0 = time.perf_counter()
-    hp = plan_pairs(cfg)
-    out = Results(cfg.out, cfg.storage)
-    settings = run_settings(cfg, TASK_NEUTRAL | {"batch_size", "block"}, dataset_id=hp.ds1.dataset_id,
-                            dataset_version=hp.ds1.version, dataset2_id=hp.ds2.dataset_id)
-    rundir = RunDir(out.storage, SUMMARY)
-    if rundir.state(settings, cfg.overwrite) == "done":
-        return PairSummary.from_json(rundir.summary())
-    rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
-                           hp.ds1.manifest.ref(hp.ds1.storage.display(), hp.views1), {}))
+    hp, out, rundir, done = start_pair_run(cfg, frozenset({"batch_size", "block"}))
+    if done:
+        return done
     side2 = "1" if hp.same else "2"
     cache: dict[tuple[str, str], torch.Tensor] = {}
 

@@ -103,17 +103,25 @@ def rbf_rows(cfg: CkaConfig, hp: HookPairs) -> tuple[list[dict], int]:
     return rows, sum(g.nbytes for g in grams.values())
 
 
-def _cka(cfg: CkaConfig) -> PairSummary:
-    t0 = time.perf_counter()
+def start_pair_run(cfg, neutral: frozenset[str]) -> tuple[HookPairs, Results, RunDir, PairSummary | None]:
+    """Plan the pairs and open the output: (pairs, output, run dir, the finished summary if already done)."""
     hp = plan_pairs(cfg)
     out = Results(cfg.out, cfg.storage)
-    settings = run_settings(cfg, TASK_NEUTRAL | {"batch_size"}, dataset_id=hp.ds1.dataset_id,
+    settings = run_settings(cfg, TASK_NEUTRAL | neutral, dataset_id=hp.ds1.dataset_id,
                             dataset_version=hp.ds1.version, dataset2_id=hp.ds2.dataset_id)
     rundir = RunDir(out.storage, SUMMARY)
     if rundir.state(settings, cfg.overwrite) == "done":
-        return PairSummary.from_json(rundir.summary())
+        return hp, out, rundir, PairSummary.from_json(rundir.summary())
     rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
                            hp.ds1.manifest.ref(hp.ds1.storage.display(), hp.views1), {}))
+    return hp, out, rundir, None
+
+
+def _cka(cfg: CkaConfig) -> PairSummary:
+    t0 = time.perf_counter()
+    hp, out, rundir, done = start_pair_run(cfg, frozenset({"batch_size"}))
+    if done:
+        return done
     log.info("%s CKA of %d hook pairs over %d rows", cfg.kernel, len(hp.pairs), hp.n)
     rows, state_bytes = (linear_rows if cfg.kernel == "linear" else rbf_rows)(cfg, hp)
     out.table("results.parquet", pa.Table.from_pylist(rows))
