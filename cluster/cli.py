@@ -34,6 +34,10 @@ COMMANDS: dict[str, Command] = {
     "verify": Command("cluster.commands:VerifyConfig", "cluster.dataset_commands:cmd_verify",
                       "Check every committed file, commit record and stats file against the manifest; "
                       "--repair fixes what it can."),
+    "versions": Command("cluster.commands:VersionsConfig", "cluster.dataset_commands:cmd_versions",
+                        "List a dataset's versions: time, rows, units, and the job or tick that made each."),
+    "vacuum": Command("cluster.commands:VacuumConfig", "cluster.dataset_commands:cmd_vacuum",
+                      "Remove all but the newest --keep N versions and the files only they name."),
     "unlock": Command("cluster.commands:UnlockConfig", "cluster.dataset_commands:cmd_unlock",
                       "Remove a dataset's write lock once you know its writer is dead."),
     "ls": Command("cluster.commands:LsConfig", "cluster.dataset_commands:cmd_ls", "List the datasets under a prefix."),

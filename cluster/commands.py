@@ -35,6 +35,9 @@ class InfoConfig(_WithStorage):
     json: bool = field(default=False, action="store_true")
     """Print the whole manifest as JSON."""
 
+    version: int | None = None
+    """Describe the dataset as it was at this version (`actlake versions URI` lists them; default: the latest)."""
+
 
 @dataclass
 class VerifyConfig(_WithStorage):
@@ -60,6 +63,38 @@ class VerifyConfig(_WithStorage):
         super().__post_init__()
         if (self.break_lock or self.drop_damaged) and not self.repair:
             raise ConfigError("--break-lock and --drop-damaged only act with --repair")
+
+
+@dataclass
+class VersionsConfig(_WithStorage):
+    """List a dataset's kept versions: time, rows, units and the job or tick that made each."""
+
+    uri: str = field(positional=True, metavar="URI")
+    """Dataset URI."""
+
+    json: bool = field(default=False, action="store_true")
+    """Print one JSON object per version."""
+
+
+@dataclass
+class VacuumConfig(_WithStorage):
+    """Remove old versions and the files only they name (under the write lock)."""
+
+    uri: str = field(positional=True, metavar="URI")
+    """Dataset URI."""
+
+    keep: int = 10
+    """How many of the newest versions to keep readable (at least 1: the latest)."""
+
+    dry_run: bool = field(default=False, action="store_true")
+    """Only say what would be removed."""
+
+    break_lock: bool = field(default=False, action="store_true")
+    """Take the write lock even if another writer seems to hold it (see `actlake unlock`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "keep")
 
 
 @dataclass

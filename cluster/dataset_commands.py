@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 
-from cluster.commands import DemoConfig, InfoConfig, LsConfig, UnlockConfig, VerifyConfig
+from cluster.commands import DemoConfig, InfoConfig, LsConfig, UnlockConfig, VacuumConfig, VerifyConfig, VersionsConfig
 from shards.reader import Dataset, open_dataset
 from shards.storage import Storage
 from shards.verify import verify_dataset
@@ -42,7 +42,7 @@ def describe(ds: Dataset) -> str:
 
 
 def cmd_info(cfg: InfoConfig) -> int:
-    ds = open_dataset(cfg.uri, cfg.storage)
+    ds = open_dataset(cfg.uri, cfg.storage, version=cfg.version)
     print(json.dumps(ds.manifest.to_json(), indent=1) if cfg.json else describe(ds))
     return 0
 
@@ -56,8 +56,32 @@ def cmd_verify(cfg: VerifyConfig) -> int:
     problems += [f"{len(report.records)} bad commit record(s)"] if report.records else []
     problems += [f"{len(report.stats)} bad statistics file(s)"] if report.stats else []
     status = "OK" if report.ok else f"FAILED: {', '.join(problems)}"
-    print(f"{report.uri}: {report.units_checked} units checked, {status}")
+    versions = report.versions_checked
+    span = f" in {len(versions)} versions ({versions[0]}..{versions[-1]})" if len(versions) > 1 else ""
+    print(f"{report.uri}: {report.units_checked} units checked{span}, {status}")
     return 0 if report.ok else 1
+
+
+def cmd_versions(cfg: VersionsConfig) -> int:
+    from shards.versions import versions
+
+    infos = versions(cfg.uri, cfg.storage)
+    if cfg.json:
+        for v in infos:
+            print(json.dumps(dataclasses.asdict(v)))
+        return 0
+    print(f"{'version':>7}  {'time':<20}  {'rows':>12}  {'units':>6}  {'+':>5}  {'-':>5}  {'bytes':>10}  made by")
+    for v in infos:
+        made = " ".join(x for x in (v.operation, v.job, f"tick {v.tick}" if v.tick else "") if x)
+        print(f"{v.version:>7}  {v.time:<20}  {v.rows:>12,}  {v.units:>6}  {v.units_added:>5}  {v.units_removed:>5}  "
+              f"{human_bytes(v.bytes):>10}  {made}")
+    return 0
+
+
+def cmd_vacuum(cfg: VacuumConfig):
+    from shards.versions import vacuum
+
+    return vacuum(cfg.uri, cfg.keep, cfg.storage, dry_run=cfg.dry_run, break_lock=cfg.break_lock)
 
 
 def cmd_unlock(cfg: UnlockConfig) -> int:

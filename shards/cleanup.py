@@ -18,11 +18,13 @@ from shards.layout import (
     DATA_DIR,
     MANIFEST,
     STATS_DIR,
+    VERSIONS_DIR,
     is_temp_file,
+    parse_data_name,
     parse_unit_name,
+    parse_version_name,
     stats_path,
     unit_commit_path,
-    unit_data_path,
 )
 from shards.manifest import Manifest
 from shards.storage import Storage
@@ -54,24 +56,40 @@ def readable_records(storage: Storage, ids: list[int]) -> tuple[list[CommitRecor
     return good, bad
 
 
-def garbage(storage: Storage, named: set[int]) -> list[str]:
-    """Unit files that no commit record or manifest entry names, and temporary files of killed writers."""
+def garbage(storage: Storage, named: set[str]) -> list[str]:
+    """Unit files that no kept version or commit record names (``named``: their paths), and temporary files
+    of killed writers."""
     out = []
-    for d in (DATA_DIR, COMMITS_DIR, STATS_DIR):
+    for d in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR):
         for f in storage.list(d):
-            uid = parse_unit_name(f)
-            if is_temp_file(f) or (d == DATA_DIR and uid is not None and f.endswith(".parquet") and uid not in named):
+            if is_temp_file(f) or (d == DATA_DIR and parse_data_name(f) is not None and f"{d}/{f}" not in named):
                 out.append(f"{d}/{f}")
     return out
 
 
+def _our_stats_files(storage: Storage, hooks: set[str]) -> list[str]:
+    """``stats/<hook>.npz`` (v1) and ``stats/<hook>.vNNNNNNNNN.npz`` (v2) of ``hooks``."""
+    out = []
+    for f in storage.list(STATS_DIR):
+        stem = f[:-len(".npz")] if f.endswith(".npz") else None
+        if stem is None:
+            continue
+        hook, _, tag = stem.rpartition(".v")
+        if stem in hooks or (hook in hooks and tag.isdigit() and len(tag) == 9):
+            out.append(f"{STATS_DIR}/{f}")
+    return out
+
+
 def dataset_files(storage: Storage, manifest: Manifest | None, hooks: list[str] = ()) -> list[str]:
-    """Every file the manifest (possibly None) and the commit records name, plus garbage; what overwrite deletes."""
-    ids = set(record_ids(storage)) | {u.id for u in (manifest.units if manifest else [])}
-    files = [p for i in sorted(ids) for p in (unit_data_path(i), unit_commit_path(i))]
-    files += [stats_path(h) for h in sorted({*hooks, *(manifest.hooks if manifest else ())})]
+    """Every file of the dataset: unit files and commit records, statistics, kept versions, artifacts, garbage
+    (what a v1 overwrite, or the removal of a dataset a failed job created, deletes)."""
+    files = [f"{DATA_DIR}/{f}" for f in storage.list(DATA_DIR) if parse_data_name(f) is not None]
+    files += [unit_commit_path(i) for i in record_ids(storage)]
+    hook_names = {*hooks, *(manifest.hooks if manifest else ())}
+    files += sorted({*_our_stats_files(storage, hook_names), *(stats_path(h) for h in hook_names)})
+    files += [f"{VERSIONS_DIR}/{f}" for f in storage.list(VERSIONS_DIR) if parse_version_name(f) is not None]
     files += [a.path for a in (manifest.artifacts.values() if manifest else ())]
-    return files + garbage(storage, ids)
+    return files + [g for g in garbage(storage, set(files)) if g not in files]
 
 
 def delete_dataset_files(storage: Storage, manifest: Manifest | None, hooks: list[str] = ()) -> int:
@@ -85,9 +103,9 @@ def delete_dataset_files(storage: Storage, manifest: Manifest | None, hooks: lis
     for rel in records:
         storage.delete(rel)
     storage.delete(MANIFEST)
-    for rel in files:
-        if rel not in records:
-            storage.delete(rel)
+    # kept versions before data: stopped half-way, no version names a file that is gone
+    for rel in sorted((f for f in files if f not in records), key=lambda r: not r.startswith(VERSIONS_DIR)):
+        storage.delete(rel)
     if manifest is not None or records:
         log.info("removed the dataset at %s (%d files named by its manifest and commit records)",
                  storage.display(), len(files))
@@ -99,7 +117,7 @@ def remove_empty_dirs(storage: Storage) -> None:
     dataset leaves no trace; a folder holding anything (a user's file, another writer's lock) stays."""
     if not storage.is_local:
         return  # object stores have no folders
-    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, ARTIFACTS_DIR, ""):
+    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR, ARTIFACTS_DIR, ""):
         try:
             os.rmdir(storage.path(rel))
         except OSError:

@@ -16,14 +16,21 @@ COMMITS_DIR = "_commits"
 STATS_DIR = "stats"
 ARTIFACTS_DIR = "artifacts"
 LOCK = "_lock.json"
+VERSIONS_DIR = "_versions"
 
 #: unit ids are 0 .. MAX_UNIT_ID (file names stay sortable; Arrow and JSON hold them exactly)
 MAX_UNIT_ID = 2**31 - 1
 #: hook and metadata column names: letters, digits and ``_ . - : +``, starting with a letter, digit or ``_``
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+\-]{0,199}")
 _UNIT_FILE = re.compile(r"unit-(\d{6,10})\.(parquet|json)")
+#: format v2 data files: ``unit-000017-<attempt>.parquet``, a new name for every attempt (committed files are
+#: immutable; the commit record names the attempt that counts)
+_ATTEMPT_FILE = re.compile(r"(unit-\d{6,10})-([0-9a-f]{8})\.parquet")
+_VERSION_FILE = re.compile(r"v(\d{9})\.json")
+_STATS_FILE = re.compile(r"(.+)\.v(\d{9})\.npz")
 #: temporary siblings that Storage writes on local disks before a rename (``<name>.tmp-<12 hex>``)
-_TEMP_FILE = re.compile(r"(unit-\d{6,10}\.(parquet|json)|manifest\.json|[^/]+\.npz)\.tmp-[0-9a-f]{12}")
+_TEMP_FILE = re.compile(r"(unit-\d{6,10}(-[0-9a-f]{8})?\.(parquet|json)|manifest\.json|v\d{9}\.json|[^/]+\.npz)"
+                        r"\.tmp-[0-9a-f]{12}")
 
 
 def check_unit_id(unit_id) -> int:
@@ -55,6 +62,40 @@ def unit_data_path(unit_id: int) -> str:
     return f"{DATA_DIR}/{unit_name(unit_id)}.parquet"
 
 
+def unit_attempt_path(unit_id: int, attempt: str) -> str:
+    """``data/unit-000017-<attempt>.parquet``: where one attempt at a unit writes (format v2)."""
+    if not re.fullmatch(r"[0-9a-f]{8}", attempt):
+        raise ValueError(f"attempt tag {attempt!r} is not 8 hex digits")
+    return f"{DATA_DIR}/{unit_name(unit_id)}-{attempt}.parquet"
+
+
+def is_unit_data_path(unit_id: int, path: str) -> bool:
+    """Whether ``path`` is one the format names for unit ``unit_id``: the v1 name or a v2 attempt's name."""
+    if path == unit_data_path(unit_id):
+        return True
+    m = _ATTEMPT_FILE.fullmatch(path[len(DATA_DIR) + 1:]) if path.startswith(f"{DATA_DIR}/") else None
+    return m is not None and m.group(1) == unit_name(unit_id)
+
+
+def version_path(version: int) -> str:
+    """``_versions/v000000017.json``: the manifest of version 17, kept after later commits (format v2)."""
+    return f"{VERSIONS_DIR}/v{int(version):09d}.json"
+
+
+def parse_version_name(filename: str) -> int | None:
+    m = _VERSION_FILE.fullmatch(filename)
+    return int(m.group(1)) if m else None
+
+
+def versioned_stats_path(hook: str, version: int) -> str:
+    """``stats/<hook>.v000000017.npz``: a hook's merged statistics as of version 17 (never rewritten)."""
+    return f"{STATS_DIR}/{check_name('hook', hook)}.v{int(version):09d}.npz"
+
+
+def is_stats_file(filename: str) -> bool:
+    return filename.endswith(".npz") and not is_temp_file(filename)
+
+
 def unit_commit_path(unit_id: int) -> str:
     return f"{COMMITS_DIR}/{unit_name(unit_id)}.json"
 
@@ -66,6 +107,14 @@ def stats_path(hook: str) -> str:
 def artifact_path(name: str) -> str:
     """``artifacts/<name>``: a file stored with the dataset (the unembedding for the logit lens, say)."""
     return f"{ARTIFACTS_DIR}/{check_name('artifact', name)}"
+
+
+def parse_data_name(filename: str) -> int | None:
+    """Unit id of a data file name of either format (``unit-000017.parquet``, ``unit-000017-0a1b2c3d.parquet``)."""
+    m = _ATTEMPT_FILE.fullmatch(filename)
+    if m is not None:
+        return parse_unit_name(f"{m.group(1)}.parquet")
+    return parse_unit_name(filename) if filename.endswith(".parquet") else None
 
 
 def parse_unit_name(filename: str) -> int | None:

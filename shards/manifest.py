@@ -1,7 +1,9 @@
 """The manifest (``manifest.json``), the single commit point of a dataset: its typed form, read and written here.
 
 Everything else in actlake reaches the manifest through these dataclasses; the JSON layout they write is
-format v1 (docs/format.md), and every field added since is optional, so v1 readers keep working.
+format v2 (docs/format.md): v1 plus kept versions, attempt-named immutable unit files, versioned statistics,
+the commit that made each version and the ticks of scheduled extraction. v1 datasets are read as they are and
+become v2 on their next commit.
 """
 
 from __future__ import annotations
@@ -13,14 +15,26 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shards.errors import CorruptManifestError, DatasetNotFoundError, FormatVersionError
-from shards.layout import COMMITS_DIR, MANIFEST, artifact_path, check_unit_id, unit_data_path
+from shards.layout import (
+    COMMITS_DIR,
+    MANIFEST,
+    VERSIONS_DIR,
+    artifact_path,
+    check_unit_id,
+    is_unit_data_path,
+    parse_version_name,
+    unit_data_path,
+    version_path,
+)
 from shards.records import JsonRecord
 from shards.schema import DatasetSchema, HookSpec
 from shards.secrets import redact, redact_uri
 from shards.stats import StatsSummary
 from shards.storage import Storage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: formats this actlake reads (v1: one mutable file per unit, no kept versions)
+READABLE_FORMATS = (1, 2)
 CHECKSUM_ALGORITHM = "xxh3_128"
 
 
@@ -81,8 +95,9 @@ class UnitEntry:
 
     def check(self) -> None:
         """The entry's path is the one its id names (never ``../x`` or absolute); its counts agree."""
-        if self.path != unit_data_path(self.id):
-            raise ValueError(f"unit {self.id} has path {self.path!r}; the format names it {unit_data_path(self.id)!r}")
+        if not is_unit_data_path(self.id, self.path):
+            raise ValueError(f"unit {self.id} has path {self.path!r}; the format names it {unit_data_path(self.id)!r} "
+                             f"or data/unit-{self.id:06d}-<8 hex>.parquet")
         if self.rows < 0 or self.bytes < 0 or sum(self.row_groups) != self.rows:
             raise ValueError(f"unit {self.id}: rows {self.rows} != sum of row groups {list(self.row_groups)}")
 
@@ -160,6 +175,67 @@ class Provenance:
                           {**self.details, **other.details})
 
 
+@dataclass(frozen=True)
+class CommitInfo(JsonRecord):
+    """What made a version: ``actlake versions`` lists it."""
+
+    operation: str = ""  #: create, append, overwrite, extract, tick, repair, drop
+    job: str = ""  #: the command or schedule, e.g. ``extract`` or ``schedule nightly``
+    tick: str = ""  #: the tick id, for versions a scheduled tick made
+    units_added: int = 0
+    units_removed: int = 0
+
+
+@dataclass(frozen=True)
+class InputRecord(JsonRecord):
+    """One input a tick covered: a file (or a growing table's new rows) and the example ids it became."""
+
+    path: str  #: the file's URI, credentials removed
+    size: int
+    etag: str  #: the store's ETag, or the modification time where there is none
+    fingerprint: str  #: xxh3 of the size and the first and last 64 KiB (files) or of the covered rows (tables)
+    examples: tuple[int, int]  #: example ids [start, stop)
+    rows: tuple[int, int] | None = None  #: a growing table's rows [start, stop); None for whole files
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "examples": list(self.examples), "rows": list(self.rows) if self.rows else None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> InputRecord:
+        return cls(d["path"], int(d["size"]), str(d["etag"]), str(d["fingerprint"]),
+                   (int(d["examples"][0]), int(d["examples"][1])),
+                   (int(d["rows"][0]), int(d["rows"][1])) if d.get("rows") else None)
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """One tick of scheduled extraction as the manifest records it: planned (inputs and the unit and example ids
+    they get, made durable before any unit is written, so that a killed tick is finished, not planned again),
+    then done."""
+
+    tick: str
+    schedule: str
+    status: str  #: planned | done
+    planned: str  #: time (ISO, UTC)
+    inputs: tuple[InputRecord, ...]
+    units: tuple[int, int]  #: unit ids [start, stop)
+    examples: tuple[int, int]  #: example ids [start, stop)
+    finished: str = ""
+    changed: tuple[str, ...] = ()  #: inputs seen changed after they were extracted (reported, per --on-changed)
+
+    def to_json(self) -> dict:
+        return {"tick": self.tick, "schedule": self.schedule, "status": self.status, "planned": self.planned,
+                "finished": self.finished, "units": list(self.units), "examples": list(self.examples),
+                "inputs": [i.to_json() for i in self.inputs], "changed": list(self.changed)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TickRecord:
+        return cls(d["tick"], d.get("schedule", ""), d["status"], d.get("planned", ""),
+                   tuple(InputRecord.from_json(i) for i in d.get("inputs", [])),
+                   (int(d["units"][0]), int(d["units"][1])), (int(d["examples"][0]), int(d["examples"][1])),
+                   d.get("finished", ""), tuple(d.get("changed") or ()))
+
+
 def identity_diff(old: dict, new: dict) -> list[str]:
     """``key: old -> new`` for every setting that differs (compared as parsed JSON values)."""
     canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731 - tuples equal lists
@@ -187,6 +263,9 @@ class Manifest:
     version: int = 0  #: bumped by every manifest write
     updated: str = ""
     format_version: int = FORMAT_VERSION
+    stats_files: dict[str, str] = field(default_factory=dict)  #: hook -> its statistics file as of this version
+    commit: CommitInfo = field(default_factory=CommitInfo)  #: what made this version
+    ticks: list[TickRecord] = field(default_factory=list)  #: scheduled extraction: what each tick covered
 
     @property
     def hooks(self) -> dict[str, HookSpec]:
@@ -222,6 +301,11 @@ class Manifest:
         out["units_digest"] = units_digest(out["units"])
         if self.artifacts:
             out["artifacts"] = {n: a.to_json() for n, a in self.artifacts.items()}
+        if self.stats_files:
+            out["stats_files"] = dict(self.stats_files)
+        out["commit"] = self.commit.to_json()
+        if self.ticks:
+            out["ticks"] = [t.to_json() for t in self.ticks]
         if self.job_identity is not None:
             out["job"] = redact(self.job_identity)
         if self.config is not None:
@@ -245,7 +329,19 @@ class Manifest:
             provenance=Provenance.from_json(d.get("provenance")), config=d.get("config"),
             job_identity=d.get("job"), version=int(d.get("version", 0)),
             artifacts={n: _artifact(n, a) for n, a in (d.get("artifacts") or {}).items()}, updated=d.get("updated", ""),
-            format_version=int(d["format_version"]))
+            format_version=int(d["format_version"]),
+            stats_files={h: _stats_file(h, p) for h, p in (d.get("stats_files") or {}).items()},
+            commit=CommitInfo.from_json(d.get("commit") or {}),
+            ticks=[TickRecord.from_json(t) for t in d.get("ticks") or ()])
+
+
+def _stats_file(hook: str, path: str) -> str:
+    from shards.layout import stats_path, versioned_stats_path
+
+    prefix = stats_path(hook)[:-len(".npz")] + ".v"
+    if not (path.startswith(prefix) and path.endswith(".npz") and path[len(prefix):-4].isdigit()):
+        raise ValueError(f"stats file of {hook!r} is {path!r}, expected {versioned_stats_path(hook, 1)!r}-like")
+    return path
 
 
 def _artifact(name: str, d: dict) -> ArtifactEntry:
@@ -286,7 +382,7 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
     if not isinstance(data, dict):
         raise CorruptManifestError(f"{where} holds a {type(data).__name__}, not a manifest object. {fix}")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise FormatVersionError(f"{where} has format_version {version}; this actlake reads and writes version "
                                      f"{FORMAT_VERSION}. Upgrade actlake (nothing was read or written).")
@@ -298,8 +394,16 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
         raise CorruptManifestError(f"{where} is damaged: {detail}. {fix}") from None
 
 
-def read_manifest(storage: Storage) -> Manifest:
-    """Load and check ``manifest.json``; a clear error when there is none."""
+def list_versions(storage: Storage) -> list[int]:
+    """The versions whose manifests are kept under ``_versions/`` (format v2), oldest first."""
+    return sorted(v for v in (parse_version_name(f) for f in storage.list(VERSIONS_DIR)) if v is not None)
+
+
+def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
+    """Load and check ``manifest.json`` (the latest version) or the kept manifest of ``version``; a clear error
+    when there is none."""
+    if version is not None:
+        return _read_version(storage, int(version))
     try:
         raw = storage.get_bytes(MANIFEST)
     except FileNotFoundError:
@@ -314,6 +418,30 @@ def read_manifest(storage: Storage) -> Manifest:
     return parse_manifest(raw, storage.display(MANIFEST))
 
 
+def _read_version(storage: Storage, version: int) -> Manifest:
+    try:
+        raw = storage.get_bytes(version_path(version))
+    except FileNotFoundError:
+        latest = read_manifest(storage)
+        if latest.version == version:  # a v1 dataset keeps only its latest version, in manifest.json
+            return latest
+        kept = list_versions(storage)
+        have = (f"versions kept: {kept[0]}..{kept[-1]} ({len(kept)})" if kept else
+                "it keeps no older versions (written before format v2)")
+        raise DatasetNotFoundError(
+            f"{storage.display()} has no version {version}: {have}, latest {latest.version}. `actlake versions "
+            f"{storage.display()}` lists them (`actlake vacuum --keep N` removes old ones).") from None
+    manifest = parse_manifest(raw, storage.display(version_path(version)))
+    if manifest.version != version:
+        raise CorruptManifestError(f"{storage.display(version_path(version))} holds version {manifest.version}")
+    return manifest
+
+
 def write_manifest(storage: Storage, manifest: Manifest) -> None:
-    """Put ``manifest.json`` whole (readers see the old one or the new one, never a part)."""
-    storage.put_bytes(MANIFEST, manifest.dumps())
+    """Keep this version's manifest under ``_versions/`` (format v2), then put ``manifest.json`` whole (readers
+    see the old one or the new one, never a part). Stopped in between, the newest kept version is ahead of
+    ``manifest.json``: the next writer continues from the higher number, and nothing named in it is lost."""
+    data = manifest.dumps()
+    if manifest.format_version >= 2:
+        storage.put_bytes(version_path(manifest.version), data)
+    storage.put_bytes(MANIFEST, data)

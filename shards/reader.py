@@ -19,8 +19,12 @@ from shards.stats import HookStats
 from shards.storage import Storage, StorageOptions
 
 
-def open_dataset(uri: str, storage_options: StorageOptions | dict | None = None) -> Dataset:
+def open_dataset(uri: str, storage_options: StorageOptions | dict | None = None, version: int | None = None) -> Dataset:
     """Open a committed dataset for reading (only units named by its manifest are visible).
+
+    The dataset is read as of one version, the latest unless ``version`` names an older kept one: it keeps
+    reading exactly that version while other jobs append (committed files are never rewritten), and a copy
+    sent to Ray workers or DataLoader processes reads the same version.
 
     Example::
 
@@ -28,7 +32,7 @@ def open_dataset(uri: str, storage_options: StorageOptions | dict | None = None)
         for batch in ds.iter_batches(["resid.3"], batch_size=4096, shuffle=True, seed=0):
             x = batch["resid.3"]          # float32 tensor (4096, 384)
     """
-    return Dataset(uri, storage_options)
+    return Dataset(uri, storage_options, version)
 
 
 def decode_metadata(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -59,11 +63,12 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
 class Dataset:
     """A committed activation dataset (see ``open_dataset``)."""
 
-    def __init__(self, uri: str, storage_options: StorageOptions | dict | None = None) -> None:
+    def __init__(self, uri: str, storage_options: StorageOptions | dict | None = None,
+                 version: int | None = None) -> None:
         self.uri = uri
         self.storage = Storage(uri, storage_options)
         self.storage_options = self.storage.storage_options
-        self.manifest: Manifest = read_manifest(self.storage)
+        self.manifest: Manifest = read_manifest(self.storage, version)
         self.schema = self.manifest.schema
         self.units = self.manifest.units
         groups = np.asarray([(ui, gi, rows) for ui, u in enumerate(self.units) for gi, rows in enumerate(u.row_groups)],
@@ -74,11 +79,11 @@ class Dataset:
         self._stats: dict[str, HookStats] = {}
         self.zero_copy = True  #: read local uncompressed tensors straight from the page cache
 
-    def __getstate__(self) -> dict:  # for DataLoader workers and Ray tasks
-        return {"uri": self.uri, "storage_options": self.storage_options}
+    def __getstate__(self) -> dict:  # for DataLoader workers and Ray tasks: the same version, not the latest
+        return {"uri": self.uri, "storage_options": self.storage_options, "version": self.version}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["uri"], state["storage_options"])
+        self.__init__(state["uri"], state["storage_options"], state.get("version"))
 
     def __repr__(self) -> str:
         return f"Dataset({self.storage.display()!r}, rows={self.num_rows}, units={len(self.units)}, hooks={self.hooks})"
@@ -103,6 +108,7 @@ class Dataset:
 
     @property
     def version(self) -> int:
+        """The version this object reads (every manifest commit makes one; ``actlake versions`` lists them)."""
         return self.manifest.version
 
     def __len__(self) -> int:
@@ -116,7 +122,8 @@ class Dataset:
         """Merged statistics of ``hook`` over all committed units."""
         self.hook_spec(hook)
         if hook not in self._stats:
-            self._stats[hook], _units = HookStats.from_npz_bytes(self.storage.get_bytes(stats_path(hook)))
+            path = self.manifest.stats_files.get(hook, stats_path(hook))  # v2: this version's own file
+            self._stats[hook], _units = HookStats.from_npz_bytes(self.storage.get_bytes(path))
         return self._stats[hook]
 
     # --- file access -------------------------------------------------------------

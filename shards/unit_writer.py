@@ -22,7 +22,7 @@ from shards.commits import CommitRecord
 from shards.dtypes import as_numpy, storage_to_torch, to_storage_numpy
 from shards.errors import SchemaMismatchError
 from shards.integrity import PAGE_CHECKSUMS_KEY
-from shards.layout import check_unit_id, unit_data_path
+from shards.layout import check_unit_id, unit_attempt_path
 from shards.manifest import FORMAT_VERSION, SkippedInput, UnitEntry, now_iso
 from shards.schema import FIXED_COLUMNS, DatasetSchema, HookSpec, arrow_type
 from shards.stats import HookStats
@@ -124,12 +124,15 @@ class UnitWriter:
 
         ``skipped`` lists the unit's inputs left out on purpose (e.g. unreadable images); it is kept
         in the record and the manifest. The file is put whole (an atomic PUT, or temp file + rename on
-        disk), then the commit record; a crash in between leaves an unnamed file that readers never
-        see and a rerun overwrites.
+        disk) under a name of its own (``unit-000017-<attempt>.parquet``: a committed file is never
+        rewritten, so a reader of an older version is never disturbed), then the commit record, which names
+        it; a crash in between leaves an unnamed file that readers never see and ``vacuum`` removes.
         """
+        import uuid
+
         unit_id = check_unit_id(unit_id)  # before anything is written: no orphan file for a bad id
         table = self.build_table(columns)
-        path = unit_data_path(unit_id)
+        path = unit_attempt_path(unit_id, uuid.uuid4().hex[:8])
 
         def attempt() -> tuple[list[int], HashingSink]:
             with self.storage.open_output(path, fsync=self.fsync) as raw:

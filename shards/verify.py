@@ -26,6 +26,7 @@ from shards.layout import unit_commit_path
 from shards.manifest import ArtifactEntry, Manifest, UnitEntry, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
+from shards.versions import kept_manifests
 
 log = logging.getLogger("actlake.verify")
 
@@ -36,9 +37,13 @@ class VerifyReport:
 
     uri: str
     units_checked: int = 0
+    versions_checked: list[int] = field(default_factory=list)  #: every kept version, the latest included
     bad: dict[str, list[str]] = field(default_factory=dict)  #: unit file -> problems
     records: dict[str, str] = field(default_factory=dict)  #: commit record -> problem
     stats: dict[str, str] = field(default_factory=dict)  #: stats file -> problem
+    #: older versions' statistics files that are damaged: derived data, reported but not failing the check (a
+    #: reader pinned to that version gets a clear error from ``Dataset.stats``; its rows are unaffected)
+    old_stats: dict[str, str] = field(default_factory=dict)
     garbage: list[str] = field(default_factory=list)  #: unit files no commit record names, temp files
     uncommitted_records: list[str] = field(default_factory=list)  #: commit records the manifest lacks
     removed: list[str] = field(default_factory=list)
@@ -51,6 +56,7 @@ class VerifyReport:
     def lines(self) -> list[str]:
         out = [f"{f}: {'; '.join(p)}" for f, p in sorted(self.bad.items())]
         out += [f"{f}: {p}" for f, p in sorted({**self.records, **self.stats}.items())]
+        out += [f"{f}: {p} (statistics of an older version; its rows are intact)" for f, p in self.old_stats.items()]
         if self.stats:
             out.append("damaged statistics: `actlake verify --repair` rebuilds them from the commit records")
         out += [f"{g}: not committed (garbage; `actlake verify --repair` removes it)"
@@ -88,8 +94,8 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
     return problems
 
 
-def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -> set[int]:
-    """Every commit record parses and agrees with the manifest; the ids of those present."""
+def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -> set[str]:
+    """Every commit record parses and agrees with the manifest; the unit files the records name."""
     ids = record_ids(storage)
     records, bad = readable_records(storage, ids)
     report.records.update(bad)
@@ -102,30 +108,50 @@ def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -
     for uid in missing:
         report.records[unit_commit_path(uid)] = "missing (the manifest lists this unit)"
     report.uncommitted_records = [unit_commit_path(r.id) for r in records if r.id not in listed]
-    return set(ids)
+    return {r.unit.path for r in records}
 
 
-def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, threads: int = 4) -> VerifyReport:
-    """Everything ``verify_dataset`` checks, for a manifest already read; changes nothing."""
+def _check_version(storage: Storage, manifest: Manifest, report: VerifyReport, checked: set[str], checksums: bool,
+                   threads: int, latest: bool = True) -> None:
+    """The files one version names that no newer version already had checked: units, statistics, artifacts."""
     arrow_schema = manifest.schema.arrow_schema()
-    report = VerifyReport(storage.display())
+    units = [u for u in manifest.units if u.path not in checked]
+    checked.update(u.path for u in units)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), manifest.units))
-    for unit, problems in zip(manifest.units, results, strict=True):
+        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), units))
+    for unit, problems in zip(units, results, strict=True):
         report.units_checked += 1
         if problems:
             report.bad[unit.path] = problems
-    present = _check_records(storage, manifest, report)
     committed = sorted(u.id for u in manifest.units)
     for hook in manifest.hooks:
-        problem = check_stats_file(storage, hook, committed)
+        path = manifest.stats_files.get(hook)
+        if (path or f"stats/{hook}.npz") in checked:
+            continue
+        checked.add(path or f"stats/{hook}.npz")
+        problem = check_stats_file(storage, hook, committed, path)
         if problem:
-            report.stats[f"stats/{hook}.npz"] = problem
+            (report.stats if latest else report.old_stats)[path or f"stats/{hook}.npz"] = problem
     for art in manifest.artifacts.values():
-        problem = _check_artifact(storage, art, checksums)
-        if problem:
+        if art.path not in checked and (problem := _check_artifact(storage, art, checksums)):
             report.bad[art.path] = [problem]
-    report.garbage = garbage(storage, present | set(committed))
+        checked.add(art.path)
+    report.versions_checked.append(manifest.version)
+
+
+def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, threads: int = 4,
+                  all_versions: bool = True) -> VerifyReport:
+    """Everything ``verify_dataset`` checks, for a manifest already read (and, with ``all_versions``, every
+    older kept version: each file once); changes nothing."""
+    report = VerifyReport(storage.display())
+    checked: set[str] = set()
+    versions = kept_manifests(storage, manifest) if all_versions else [manifest]
+    for m in reversed(versions):  # newest first: a damaged file is reported under the path readers use now
+        _check_version(storage, m, report, checked, checksums, threads, latest=m is manifest)
+    report.versions_checked.sort()
+    present = _check_records(storage, manifest, report)
+    named = present | {u.path for m in versions for u in m.units}
+    report.garbage = garbage(storage, named)
     return report
 
 
@@ -161,11 +187,13 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
 
     manifest, rebuilt = _manifest_or_records(storage)
     committed = sorted(u.id for u in manifest.units)
-    damaged_stats = [f"stats/{h}.npz" for h in manifest.hooks if check_stats_file(storage, h, committed)]
+    damaged_stats = [manifest.stats_files.get(h, f"stats/{h}.npz") for h in manifest.hooks
+                     if check_stats_file(storage, h, committed, manifest.stats_files.get(h))]
     # The writer holds the lock from here on: the listing below and every deletion see the same files.
     with DatasetWriter(uri, dict(manifest.hooks), dict(manifest.schema.columns), "append",
                        compression=manifest.compression, row_group_bytes=manifest.row_group_bytes,
                        storage_options=storage_options, break_lock=break_lock, rebuild_manifest=rebuilt) as w:
+        w.flush()  # what the writer folded when it opened is in the manifest the check reads
         report = check_dataset(storage, w.manifest, checksums, threads)
         if rebuilt:
             report.repaired.append(f"manifest.json rebuilt from {len(w.manifest.units)} commit records")

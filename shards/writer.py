@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from typing import Literal
 
@@ -17,15 +19,18 @@ from shards.errors import (
     JobMismatchError,
     SchemaMismatchError,
 )
-from shards.layout import MANIFEST, artifact_path, check_unit_id, stats_path, unit_commit_path, unit_data_path
+from shards.layout import MANIFEST, artifact_path, check_unit_id, unit_commit_path, versioned_stats_path
 from shards.lock import WriteLock
 from shards.manifest import (
+    FORMAT_VERSION,
     ArtifactEntry,
+    CommitInfo,
     Manifest,
     Provenance,
     UnitEntry,
     code_version,
     identity_diff,
+    list_versions,
     now_iso,
     read_manifest,
     write_manifest,
@@ -68,6 +73,13 @@ class DatasetWriter:
     files to the disk before their commit (local disks only): a killed process still loses nothing, a
     power cut may. ``rebuild_manifest``: a missing or damaged manifest is rebuilt from the commit
     records (the damaged one is kept as ``manifest.json.damaged``); ``actlake verify --repair`` uses it.
+
+    Every manifest write that changes the dataset is a new version (format v2): its manifest is kept under
+    ``_versions/`` and committed files are never rewritten, so a reader of an older version keeps reading
+    exactly it. ``commit_interval`` (seconds) folds commit records into the manifest at most that often (a
+    unit counts from its commit record on; the manifest catches up at the next write and at close), so a
+    long job makes a version every few seconds, not one per unit. ``commit_info`` says what made the
+    versions this writer writes (``actlake versions`` shows it).
     """
 
     def __init__(self, uri: str, hooks: dict, columns: dict | None = None, mode: Mode = "create", *,
@@ -75,7 +87,8 @@ class DatasetWriter:
                  provenance: Provenance | dict | None = None, config: dict | None = None,
                  job_identity: dict | None = None, storage_options: StorageOptions | dict | None = None,
                  compute_stats: bool = True, break_lock: bool = False, lock_ttl: float = 300.0,
-                 fsync: bool = True, rebuild_manifest: bool = False) -> None:
+                 fsync: bool = True, rebuild_manifest: bool = False, commit_interval: float = 0.0,
+                 commit_info: CommitInfo | None = None) -> None:
         # Validate everything before touching storage: bad input writes nothing.
         _check_choice("mode", mode, MODES)
         _check_choice("compression", compression, COMPRESSIONS)
@@ -94,7 +107,14 @@ class DatasetWriter:
         self.stats: dict[str, HookStats] = {}
         self._closed = False
         self._rebuild = rebuild_manifest
-        self.created = False  #: this writer made the dataset (there was no manifest)
+        self.created = False  #: this writer made the dataset (there was no manifest and no kept version)
+        self.commit_interval = float(commit_interval)
+        self.commit_info = commit_info or CommitInfo(operation=mode)
+        self._added = self._removed = 0
+        self._last_write = 0.0
+        self._written_key: str | None = None  #: the manifest's content at its last write (None: must write)
+        self._stats_units: tuple[int, ...] | None = None  #: units the manifest's stats files cover
+        self._stats_rebuilt = False  #: damaged or stale statistics files were rebuilt: write new ones
         self._check_existing(self._existing_manifest(mode), mode)
         self.lock = WriteLock(self.storage, ttl=lock_ttl)
         self.lock.acquire(break_lock=break_lock)
@@ -143,21 +163,45 @@ class DatasetWriter:
         return self.schema
 
     def _open(self, mode: str, provenance: Provenance, config: dict | None) -> None:
+        self._kept = list_versions(self.storage)
+        previous = self._existing_manifest(mode)
+        #: versions go on from the highest number ever written (an overwrite keeps the old versions readable)
+        self._floor = max([previous.version if previous else 0, *self._kept])
         if mode == "overwrite":
-            # Only the files this dataset's manifest and commit records name (never a user's files).
-            delete_dataset_files(self.storage, self._existing_manifest(mode), list(self.schema.hooks))
+            self._start_over(previous)
         existing = self._existing_manifest() if mode != "overwrite" else None  # re-read under the lock
         if existing is None and self._rebuild:
             self._set_aside_damaged_manifest()
         self._check_existing(existing, mode)
+        stored_key = _key(existing.to_json()) if existing is not None else None  # before this job's changes
         self.manifest = self._adopt(existing) if existing is not None else self._new_manifest()
         self.manifest.compression, self.manifest.row_group_bytes = self.compression, self.row_group_bytes
         self.manifest.code_version = code_version()
         self.manifest.provenance = self.manifest.provenance.updated(provenance)
         if config is not None:
             self.manifest.config = config
+        if existing is not None and not self._stats_rebuilt:
+            self._written_key = stored_key
+            self._stats_units = tuple(sorted(self.units)) if existing.stats_files else None
         self._fold_orphan_commits()
         self._write_manifest()
+
+    def _start_over(self, previous: Manifest | None) -> None:
+        """``mode="overwrite"``: the dataset starts again empty. Format v2 keeps every committed file and the old
+        versions (a reader of one keeps reading it; ``vacuum`` removes them); only the commit records go, so
+        that no unit of the old dataset is folded into the new one. A v1 dataset's files are named by unit id
+        and would be rewritten in place: they are deleted, as before."""
+        from shards.cleanup import record_ids
+
+        if previous is not None and previous.format_version < 2 and not self._kept:
+            delete_dataset_files(self.storage, previous, list(self.schema.hooks))
+            return
+        for uid in record_ids(self.storage):
+            self.storage.delete(unit_commit_path(uid))
+        if previous is not None:
+            self._removed += len(previous.units)
+            log.info("overwriting %s: version %d (%d units) stays readable as a version until vacuumed",
+                     self.storage.display(), previous.version, len(previous.units))
 
     def _set_aside_damaged_manifest(self) -> None:
         """Keep a damaged manifest's bytes as ``manifest.json.damaged`` before a rebuilt one replaces it."""
@@ -167,7 +211,7 @@ class DatasetWriter:
             pass
 
     def _new_manifest(self) -> Manifest:
-        self.created = True
+        self.created = not self._kept and self._floor == 0
         return Manifest(dataset_id=uuid.uuid4().hex, schema=self.schema, created=now_iso(),
                         code_version=code_version(), job_identity=self.job_identity)
 
@@ -176,7 +220,7 @@ class DatasetWriter:
         self.schema = DatasetSchema(existing.schema.hooks, dict(self._schema_with_columns_of(existing).columns))
         self._columns_fixed = self._columns_fixed or bool(existing.units)
         self.units = {u.id: u for u in existing.units}
-        self._load_stats()
+        self._load_stats(existing)
         if existing.job_identity is None or not existing.units:
             if existing.units and self.job_identity is not None:
                 log.warning("%s predates job identities: recording this job's (%d committed units cannot be "
@@ -184,12 +228,13 @@ class DatasetWriter:
             existing.job_identity = self.job_identity
         return existing
 
-    def _load_stats(self) -> None:
-        """Merged stats from stats/<hook>.npz, rebuilt from commit records if they disagree or are damaged."""
+    def _load_stats(self, manifest: Manifest) -> None:
+        """Merged stats from the manifest's stats files, rebuilt from commit records if they disagree or are
+        damaged."""
         committed = sorted(self.units)
         for name in self.schema.hooks:
             try:
-                stats, units = read_stats_file(self.storage, name)
+                stats, units = read_stats_file(self.storage, name, manifest.stats_files.get(name))
             except FileNotFoundError:
                 continue
             except CorruptDataError as exc:
@@ -200,6 +245,7 @@ class DatasetWriter:
         if len(self.stats) < len(self.schema.hooks) and committed:
             log.info("rebuilding merged statistics from %d commit records", len(committed))
             self._rebuild_stats()
+            self._stats_rebuilt = True
 
     def _rebuild_stats(self) -> None:
         self.stats = {}
@@ -249,21 +295,46 @@ class DatasetWriter:
         old = self.units.get(record.id)
         self.units[record.id] = record.unit
         if old is None:
+            self._added += 1
             self._merge_stats(record)
-        elif old.checksum != record.unit.checksum:
+        elif old.path != record.unit.path or old.checksum != record.unit.checksum:
             self._rebuild_stats()  # a rewrite of a committed unit replaces it: no trace of the old copy
 
-    def _write_manifest(self) -> None:
+    def _content_key(self) -> str:
+        """The manifest as it would be written, less what every write changes (time, version, commit)."""
         m = self.manifest
-        m.schema = self.schema
-        m.units = [self.units[u] for u in sorted(self.units)]
+        m.schema, m.units = self.schema, [self.units[u] for u in sorted(self.units)]
         m.stats = {n: s.summary() for n, s in self.stats.items()}
+        return _key(m.to_json())
+
+    def _write_manifest(self, force: bool = False) -> bool:
+        """Write a new version if the dataset changed since the last write (or ``force``); whether one was."""
+        key = self._content_key()
+        if key == self._written_key and not force:
+            return False
+        m = self.manifest
+        m.format_version = FORMAT_VERSION  # a v1 dataset becomes v2 at its first new commit
+        self._floor = m.version = max(m.version, self._floor) + 1
         m.updated = now_iso()
-        m.version += 1
-        ids = sorted(self.units)
-        for name, s in self.stats.items():
-            self.storage.put_bytes(stats_path(name), s.to_npz_bytes(ids))
+        m.commit = CommitInfo(self.commit_info.operation, self.commit_info.job, self.commit_info.tick,
+                              self._added, self._removed)
+        ids = tuple(sorted(self.units))
+        if ids != self._stats_units or set(m.stats_files) != set(self.stats):
+            # each version names its own statistics files: a reader of an older version gets that version's
+            m.stats_files = {}
+            for name, s in self.stats.items():
+                m.stats_files[name] = versioned_stats_path(name, m.version)
+                self.storage.put_bytes(m.stats_files[name], s.to_npz_bytes(list(ids)))
+            self._stats_units = ids
         write_manifest(self.storage, m)
+        self._written_key, self._added, self._removed = key, 0, 0
+        self._last_write = time.monotonic()
+        return True
+
+    def flush(self) -> bool:
+        """Write the manifest now if anything was committed since its last write; whether a version was made."""
+        self._check_open()
+        return self._write_manifest()
 
     def unit_writer(self) -> UnitWriter:
         """A picklable writer of single units for remote workers (schema must be fixed)."""
@@ -288,19 +359,19 @@ class DatasetWriter:
         if record.schema_fingerprint != self.schema.fingerprint():
             raise SchemaMismatchError(f"commit record of unit {record.id} was written with another schema")
         self._add_record(record)
-        self._write_manifest()
+        if time.monotonic() - self._last_write >= self.commit_interval:
+            self._write_manifest()
 
     def drop_units(self, unit_ids: list[int]) -> None:
         """Uncommit units (damaged ones, say) so that a rerun of the job writes them again.
 
-        The commit record goes first, then the manifest without the unit, then its data file: stopped
-        anywhere, the dataset still verifies (at worst with garbage that ``verify --repair`` removes)."""
+        The commit record goes first, then the manifest without the unit. Its data file stays: older versions
+        name it (``vacuum`` removes it once no kept version does)."""
         self._check_open()
         for uid in sorted({check_unit_id(u) for u in unit_ids} & set(self.units)):
             self.storage.delete(unit_commit_path(uid))
             del self.units[uid]
-            self._write_manifest()
-            self.storage.delete(unit_data_path(uid))
+            self._removed += 1
             log.warning("dropped unit %d from %s", uid, self.storage.display())
         self._rebuild_stats()
         self._write_manifest()
@@ -374,6 +445,13 @@ class DatasetWriter:
             self.close()
         else:
             self.abort()
+
+
+def _key(manifest_json: dict) -> str:
+    """A manifest's content less what every write changes (time, version, commit, code version)."""
+    d = {k: v for k, v in manifest_json.items()
+         if k not in ("updated", "version", "commit", "code_version", "stats_files", "format_version")}
+    return json.dumps(d, sort_keys=True, default=str)
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

@@ -54,3 +54,28 @@ def edit_manifest(root, edit) -> None:
     m = json.loads(path.read_text())
     edit(m)
     path.write_text(json.dumps(m))
+
+
+def unit_rel(root, unit_id: int) -> str:
+    """The data file a dataset's latest manifest names for ``unit_id`` (format v2: ``data/unit-N-<attempt>``)."""
+    import json
+    from pathlib import Path
+
+    units = json.loads((Path(root) / "manifest.json").read_text())["units"]
+    return next(u["path"] for u in units if u["id"] == unit_id)
+
+
+def unit_file(root, unit_id: int):
+    """``unit_rel`` as a local path."""
+    from pathlib import Path
+
+    return Path(root) / unit_rel(root, unit_id)
+
+
+def stats_file(root, hook: str):
+    """The statistics file a dataset's latest manifest names for ``hook`` (format v2: one per version)."""
+    import json
+    from pathlib import Path
+
+    m = json.loads((Path(root) / "manifest.json").read_text())
+    return Path(root) / (m.get("stats_files") or {}).get(hook, f"stats/{hook}.npz")

@@ -24,7 +24,7 @@ from shards.errors import (
     StorageError,
 )
 from shards.storage import Storage
-from tests.helpers import edit_manifest, write_dataset
+from tests.helpers import edit_manifest, stats_file, unit_file, unit_rel, write_dataset
 
 HOOK = {"h": {"shape": [8], "dtype": "float32"}}
 
@@ -43,17 +43,18 @@ def test_truncated_stats_file_fails_verify_and_repair_rebuilds_it(tmp_path, caps
     uri = str(tmp_path / "ds")
     ds = write_dataset(uri, units=3, rows=20, hooks=HOOK)
     mean = ds.stats("h").mean.copy()
-    p = tmp_path / "ds" / "stats" / "h.npz"
+    p = stats_file(tmp_path / "ds", "h")
     p.write_bytes(p.read_bytes()[:40])
     report = shards.verify_dataset(uri)
-    assert not report.ok and "stats/h.npz" in report.stats
+    assert not report.ok and str(p.relative_to(tmp_path / "ds")) in report.stats
     assert main(["verify", uri]) == 1
     assert "bad statistics file" in capsys.readouterr().out
     with shards.create_dataset(uri, HOOK, mode="append") as w:  # a resume is not blocked: it rebuilds them
         w.write_unit(3, cols(3, 20))
+    p = stats_file(tmp_path / "ds", "h")  # the new version's own file
     p.write_bytes(b"garbage")
     assert main(["verify", "--repair", uri]) == 0
-    assert "stats/h.npz rebuilt" in capsys.readouterr().out
+    assert f"{p.relative_to(tmp_path / 'ds')} rebuilt" in capsys.readouterr().out
     ds = shards.open_dataset(uri)
     x = ds.to_numpy("h").astype(np.float64)
     np.testing.assert_allclose(ds.stats("h").mean, x.mean(0), rtol=1e-5, atol=1e-7)  # float32 chunk sums
@@ -74,7 +75,7 @@ def test_damaged_commit_record_fails_verify(tmp_path):
 def test_manifest_unit_path_outside_the_format_is_refused(tmp_path, path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=10, hooks=HOOK)
-    (tmp_path / "x.parquet").write_bytes((tmp_path / "ds" / "data" / "unit-000000.parquet").read_bytes())
+    (tmp_path / "x.parquet").write_bytes((unit_file(tmp_path / "ds", 0)).read_bytes())
     def escape(m):
         m["units"][1]["path"] = path
         m.pop("units_digest")  # an attacker who knows the format
@@ -90,14 +91,14 @@ def test_orphan_commit_record_with_escaping_path_is_not_folded(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=1, rows=10, hooks=HOOK)
     outside = tmp_path / "x.parquet"
-    outside.write_bytes((tmp_path / "ds" / "data" / "unit-000000.parquet").read_bytes())
+    outside.write_bytes((unit_file(tmp_path / "ds", 0)).read_bytes())
     rec = json.loads((tmp_path / "ds" / "_commits" / "unit-000000.json").read_text())
     rec.update(id=5, path="../x.parquet")
     (tmp_path / "ds" / "_commits" / "unit-000005.json").write_text(json.dumps(rec))
     with shards.create_dataset(uri, HOOK, mode="append") as w:
         assert w.committed_units == {0}
     ds = shards.open_dataset(uri)
-    assert [u.path for u in ds.units] == ["data/unit-000000.parquet"] and ds.num_rows == 10
+    assert [u.path for u in ds.units] == [unit_rel(tmp_path / "ds", 0)] and ds.num_rows == 10
     report = shards.verify_dataset(uri)
     assert "_commits/unit-000005.json" in report.records and "path" in report.records["_commits/unit-000005.json"]
     assert outside.exists()
@@ -135,7 +136,7 @@ def test_overwrite_of_a_dataset_removes_only_its_files(tmp_path):
         w.write_unit(0, cols(0))
     left = set(tree(tmp_path / "ds"))
     assert {"data/README.txt", "stats/plot.png"} <= left
-    assert not {"data/unit-000001.parquet", "_commits/unit-000002.json"} & left
+    assert not {"_commits/unit-000001.json", "_commits/unit-000002.json"} & left  # old units are never folded
     assert shards.open_dataset(uri).num_rows == 10 and shards.verify_dataset(uri).ok
 
 
@@ -171,11 +172,11 @@ def test_repair_with_break_lock(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=1, rows=10, hooks=HOOK)
     holder = shards.create_dataset(uri, HOOK, mode="append")
-    (tmp_path / "ds" / "data" / "unit-000009.parquet").write_bytes(b"partial")
+    (tmp_path / "ds" / "data" / "unit-000009-0a1b2c3d.parquet").write_bytes(b"partial")
     try:
         with pytest.raises(DatasetLockedError):
             shards.verify_dataset(uri, repair=True)
-        assert shards.verify_dataset(uri, repair=True, break_lock=True).removed == ["data/unit-000009.parquet"]
+        assert shards.verify_dataset(uri, repair=True, break_lock=True).removed == ["data/unit-000009-0a1b2c3d.parquet"]
     finally:
         holder.abort()
 
@@ -216,10 +217,10 @@ def test_missing_manifest_is_rebuilt_by_repair(tmp_path):
 def test_newer_format_version_is_refused_not_overwritten(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=1, rows=10, hooks=HOOK)
-    edit_manifest(tmp_path / "ds", lambda m: m.update(format_version=2))
+    edit_manifest(tmp_path / "ds", lambda m: m.update(format_version=3))
     before = tree(tmp_path / "ds")
     for mode in ("append", "create", "overwrite"):
-        with pytest.raises(FormatVersionError, match="format_version 2.*version 1"):
+        with pytest.raises(FormatVersionError, match="format_version 3.*version 2"):
             shards.create_dataset(uri, HOOK, mode=mode)
     with pytest.raises(FormatVersionError):
         shards.open_dataset(uri)
@@ -235,7 +236,7 @@ def test_bad_unit_ids_write_nothing(tmp_path, bad):
         with pytest.raises((TypeError, ValueError), match="unit id"):
             w.write_unit(bad, cols(1))
         w.write_unit(1, cols(1))
-    assert sorted(os.listdir(tmp_path / "ds" / "data")) == ["unit-000000.parquet", "unit-000001.parquet"]
+    assert sorted(n[:11] for n in os.listdir(tmp_path / "ds" / "data")) == ["unit-000000", "unit-000001"]
     assert sorted(os.listdir(tmp_path / "ds" / "_commits")) == ["unit-000000.json", "unit-000001.json"]
     with shards.create_dataset(uri, HOOK, mode="append") as w:  # later appends are not blocked
         w.write_unit(2, cols(2))
@@ -254,7 +255,7 @@ def test_repair_computes_garbage_under_the_lock(tmp_path, monkeypatch):
     """The attack's race, forced as it forced it: a writer commits a unit while repair lists data/."""
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=10, hooks=HOOK)
-    (tmp_path / "ds" / "data" / "unit-000009.parquet").write_bytes(b"partial")
+    (tmp_path / "ds" / "data" / "unit-000009-0a1b2c3d.parquet").write_bytes(b"partial")
     real_list, raced = Storage.list, []
 
     def listing_with_a_writer(self, rel):
@@ -272,7 +273,7 @@ def test_repair_computes_garbage_under_the_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(Storage, "list", listing_with_a_writer)
     report = shards.verify_dataset(uri, repair=True)
     monkeypatch.undo()
-    assert report.removed == ["data/unit-000009.parquet"]
+    assert report.removed == ["data/unit-000009-0a1b2c3d.parquet"]
     assert raced[-1] == "refused"  # repair held the lock while it listed
     assert shards.verify_dataset(uri).ok
 

@@ -17,7 +17,7 @@ import pytest
 
 import shards
 from shards.errors import CorruptDataError, CorruptManifestError
-from tests.helpers import edit_manifest, write_dataset
+from tests.helpers import edit_manifest, unit_file, unit_rel, write_dataset
 
 HOOK = {"h": {"shape": [64], "dtype": "float16"}}
 V1 = Path(__file__).resolve().parents[2] / "historical_datasets" / "v1"
@@ -43,10 +43,10 @@ def read_everything(ds, zero_copy: bool = True) -> None:
 def test_flipped_tensor_byte_is_refused_by_every_read_path(tmp_path, compression, zero_copy):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=3, rows=200, hooks=HOOK, compression=compression)
-    flip_in_column(tmp_path / "ds" / "data" / "unit-000001.parquet", "h")
-    with pytest.raises(CorruptDataError, match="unit-000001.parquet"):
+    flip_in_column(unit_file(tmp_path / "ds", 1), "h")
+    with pytest.raises(CorruptDataError, match=r"unit-000001-[0-9a-f]{8}\.parquet"):
         read_everything(shards.open_dataset(uri), zero_copy)
-    with pytest.raises(CorruptDataError, match="unit-000001.parquet"):
+    with pytest.raises(CorruptDataError, match=r"unit-000001-[0-9a-f]{8}\.parquet"):
         shards.open_dataset(uri).to_numpy("h")
     ds = shards.open_dataset(uri)
     ds.take([0, 599])  # rows of the intact units still read
@@ -57,9 +57,9 @@ def test_flipped_tensor_byte_is_refused_by_every_read_path(tmp_path, compression
 def test_unit_copied_over_another_is_refused(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=3, rows=100, hooks=HOOK)
-    data = tmp_path / "ds" / "data"
-    shutil.copyfile(data / "unit-000000.parquet", data / "unit-000002.parquet")  # same size, valid pages
-    with pytest.raises(CorruptDataError, match=r"unit-000002.parquet.*example_id 0\.\.99.*200\.\.299"):
+    root = tmp_path / "ds"
+    shutil.copyfile(unit_file(root, 0), unit_file(root, 2))  # same size, valid pages
+    with pytest.raises(CorruptDataError, match=r"unit-000002-[0-9a-f]{8}.parquet.*example_id 0\.\.99.*200\.\.299"):
         read_everything(shards.open_dataset(uri))
 
 
@@ -67,14 +67,14 @@ def test_unit_copied_over_another_is_refused(tmp_path):
 def test_damaged_footer_names_the_file(tmp_path, damage):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=50, hooks=HOOK)
-    p = tmp_path / "ds" / "data" / "unit-000001.parquet"
+    p = unit_file(tmp_path / "ds", 1)
     raw = bytearray(p.read_bytes())
     if damage == "truncate":
         p.write_bytes(bytes(raw[: len(raw) // 2]))
     else:
         raw[-12:-8] = b"\xff\xff\xff\x7f"  # footer length pointing nowhere
         p.write_bytes(bytes(raw))
-    with pytest.raises(CorruptDataError, match="unit-000001.parquet"):
+    with pytest.raises(CorruptDataError, match=r"unit-000001-[0-9a-f]{8}\.parquet"):
         read_everything(shards.open_dataset(uri))
 
 
@@ -85,18 +85,19 @@ def test_flipped_byte_on_s3_is_refused(s3_bucket, tmp_path):
     write_dataset(uri, units=2, rows=100, hooks=HOOK)
     fs = s3fs.S3FileSystem()
     local = tmp_path / "unit-000000.parquet"
-    fs.get_file(f"{uri}/data/unit-000000.parquet", str(local))
+    rel = shards.open_dataset(uri).units[0].path
+    fs.get_file(f"{uri}/{rel}", str(local))
     flip_in_column(local, "h")
-    fs.put_file(str(local), f"{uri}/data/unit-000000.parquet")
-    with pytest.raises(CorruptDataError, match="unit-000000.parquet"):
+    fs.put_file(str(local), f"{uri}/{rel}")
+    with pytest.raises(CorruptDataError, match=r"unit-000000-[0-9a-f]{8}\.parquet"):
         read_everything(shards.open_dataset(uri))
 
 
 def test_old_dataset_without_page_checksums_is_hashed_on_open(tmp_path):
     root = tmp_path / "v1"
     shutil.copytree(V1 / "multi-dtype", root)
-    flip_in_column(root / "data" / "unit-000001.parquet", "resid.0")
-    with pytest.raises(CorruptDataError, match="unit-000001.parquet.*checksum"):
+    flip_in_column(unit_file(root, 1), "resid.0")
+    with pytest.raises(CorruptDataError, match=r"unit-000001\.parquet.*checksum"):
         read_everything(shards.open_dataset(str(root)))
 
 
@@ -128,10 +129,10 @@ def test_manifest_edited_to_fewer_rows_is_refused(tmp_path):
         m["units_digest"] = units_digest(m["units"])
 
     edit_manifest(tmp_path / "ds", recompute)
-    with pytest.raises(CorruptDataError, match="unit-000001.parquet is damaged: 50 rows"):
+    with pytest.raises(CorruptDataError, match=r"unit-000001-[0-9a-f]{8}\.parquet is damaged: 50 rows"):
         read_everything(shards.open_dataset(uri))
     report = shards.verify_dataset(uri)
-    assert not report.ok and "data/unit-000001.parquet" in report.bad
+    assert not report.ok and unit_rel(tmp_path / "ds", 1) in report.bad
 
 
 def test_intact_dataset_reads_exactly(tmp_path):
@@ -139,5 +140,5 @@ def test_intact_dataset_reads_exactly(tmp_path):
     ds = write_dataset(uri, units=3, rows=100, hooks=HOOK)
     ids = np.concatenate([b["example_id"].numpy() for b in ds.iter_batches(batch_size=64, shuffle=True)])
     assert sorted(ids.tolist()) == list(range(300))
-    assert pq.ParquetFile(tmp_path / "ds" / "data" / "unit-000000.parquet").metadata.metadata[
+    assert pq.ParquetFile(unit_file(tmp_path / "ds", 0)).metadata.metadata[
         b"actlake.page_checksums"] == b"crc32"

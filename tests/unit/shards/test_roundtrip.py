@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import shards
-from tests.helpers import HOOKS, raw_bytes, unit_columns, write_dataset
+from tests.helpers import HOOKS, raw_bytes, unit_columns, unit_file, write_dataset
 
 
 @pytest.mark.parametrize("encoding", ["binary", "list"])
@@ -51,10 +52,15 @@ def test_to_numpy_and_iter_batches_values(tmp_path):
 def test_file_layout_and_field_metadata(tmp_path):
     root = tmp_path / "ds"
     write_dataset(str(root), units=2, rows=10)
-    assert sorted(p.name for p in (root / "data").iterdir()) == ["unit-000000.parquet", "unit-000001.parquet"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    names = sorted(p.name for p in (root / "data").iterdir())  # format v2: unit id plus an attempt tag
+    assert [re.fullmatch(r"unit-(\d{6})-[0-9a-f]{8}\.parquet", n).group(1) for n in names] == ["000000", "000001"]
     assert sorted(p.name for p in (root / "_commits").iterdir()) == ["unit-000000.json", "unit-000001.json"]
-    assert sorted(p.name for p in (root / "stats").iterdir()) == [f"{h}.npz" for h in sorted(HOOKS)]
-    pf = pq.ParquetFile(root / "data" / "unit-000001.parquet")
+    v = manifest["version"]
+    assert manifest["stats_files"] == {h: f"stats/{h}.v{v:09d}.npz" for h in HOOKS}  # this version's own
+    assert all((root / p).is_file() for p in manifest["stats_files"].values())
+    assert sorted(p.name for p in (root / "_versions").iterdir()) == [f"v{i:09d}.json" for i in range(1, v + 1)]
+    pf = pq.ParquetFile(unit_file(root, 1))
     field = pf.schema_arrow.field("resid.1")
     assert field.type.byte_width == 4 * 3 * 2
     assert field.metadata[b"actlake.dtype"] == b"bfloat16"
@@ -63,8 +69,7 @@ def test_file_layout_and_field_metadata(tmp_path):
     col = pf.metadata.row_group(0).column(pf.schema_arrow.get_field_index("resid.0"))
     assert "RLE_DICTIONARY" not in col.encodings and "PLAIN_DICTIONARY" not in col.encodings
     assert not col.is_stats_set
-    manifest = json.loads((root / "manifest.json").read_text())
-    assert [u["path"] for u in manifest["units"]] == ["data/unit-000000.parquet", "data/unit-000001.parquet"]
+    assert [u["path"] for u in manifest["units"]] == [f"data/{n}" for n in names]
     assert manifest["units"][1]["example_range"] == [10, 19]
 
 
@@ -85,7 +90,9 @@ def test_retry_of_a_unit_leaves_one_copy(tmp_path):
         w.write_unit(1, unit_columns(1, 20, seed=5))  # and once more with new values: replaces
     ds = shards.open_dataset(uri)
     assert ds.num_rows == 60 and len(ds.units) == 3
-    assert len(list((tmp_path / "ds" / "data").iterdir())) == 3
+    # each attempt wrote a file of its own; the older versions name the replaced ones until vacuumed
+    assert len(list((tmp_path / "ds" / "data").iterdir())) == 5
+    assert len({u.path for u in ds.units}) == 3
     ids = torch.cat([b["example_id"] for b in ds.iter_batches(batch_size=64)]).tolist()
     assert sorted(ids) == list(range(60))
     got = ds.take(np.arange(20, 40), ["resid.0"], dtype=None)["resid.0"]
@@ -112,7 +119,8 @@ def test_overwrite_replaces(tmp_path):
     write_dataset(uri, units=1, rows=5, mode="overwrite")
     ds = shards.open_dataset(uri)
     assert ds.num_rows == 5 and ds.dataset_id != old_id
-    assert len(list((tmp_path / "ds" / "data").iterdir())) == 1
+    # the old version stays readable (its files are kept until vacuumed)
+    assert len(list((tmp_path / "ds" / "data").iterdir())) == 4
 
 
 def test_inferred_columns_and_empty_dataset(tmp_path):

@@ -7,6 +7,7 @@ import torch
 
 import shards
 from shards.stats import HookStats
+from tests.helpers import stats_file
 
 
 def test_merge_equals_direct_any_split():
@@ -58,7 +59,7 @@ def test_stats_rebuilt_after_resume(tmp_path):
     with shards.create_dataset(uri, hooks) as w:
         w.write_unit(0, {"example_id": np.arange(20), "a": xs[0]})
         w.write_unit(1, {"example_id": np.arange(20, 40), "a": xs[1]})
-    (tmp_path / "ds" / "stats" / "a.npz").unlink()  # as if the writer died before writing it
+    stats_file(tmp_path / "ds", "a").unlink()  # as if the writer died before writing it
     with shards.create_dataset(uri, hooks, mode="append") as w:
         w.write_unit(2, {"example_id": np.arange(40, 60), "a": xs[2]})
     s = shards.open_dataset(uri).stats("a")

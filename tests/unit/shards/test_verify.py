@@ -6,7 +6,7 @@ import pytest
 
 import shards
 from cluster.cli import main
-from tests.helpers import HOOKS, unit_columns, write_dataset
+from tests.helpers import HOOKS, unit_columns, unit_file, unit_rel, write_dataset
 
 
 def flip_byte(path, where: float = 0.5) -> None:
@@ -27,46 +27,48 @@ def test_clean_dataset_verifies(tmp_path, capsys):
 def test_flipped_byte_names_the_unit(tmp_path, capsys, where):
     root = tmp_path / "ds"
     write_dataset(str(root), units=5, rows=40)
-    flip_byte(root / "data" / "unit-000003.parquet", where)
+    flip_byte(unit_file(root, 3), where)
     report = shards.verify_dataset(str(root))
-    assert list(report.bad) == ["data/unit-000003.parquet"]
-    assert any("checksum" in p for p in report.bad["data/unit-000003.parquet"])
+    rel = unit_rel(root, 3)
+    assert list(report.bad) == [rel]
+    assert any("checksum" in p for p in report.bad[rel])
     assert main(["verify", str(root)]) == 1
     out = capsys.readouterr().out
-    assert "data/unit-000003.parquet" in out and "FAILED: 1 bad unit" in out
+    assert rel in out and "FAILED: 1 bad unit" in out
     assert "unit-000002" not in out
 
 
 def test_missing_and_truncated_units(tmp_path):
     root = tmp_path / "ds"
     write_dataset(str(root), units=3, rows=10)
-    (root / "data" / "unit-000000.parquet").unlink()
-    p = root / "data" / "unit-000002.parquet"
+    (unit_file(root, 0)).unlink()
+    p = unit_file(root, 2)
     p.write_bytes(p.read_bytes()[:-100])
     report = shards.verify_dataset(str(root), checksums=False)
-    assert report.bad["data/unit-000000.parquet"] == ["missing"]
-    assert any("size" in x for x in report.bad["data/unit-000002.parquet"])
-    assert "data/unit-000001.parquet" not in report.bad
+    assert report.bad[unit_rel(root, 0)] == ["missing"]
+    assert any("size" in x for x in report.bad[unit_rel(root, 2)])
+    assert unit_rel(root, 1) not in report.bad
 
 
 def test_repair_removes_only_uncommitted_files(tmp_path, capsys):
     root = tmp_path / "ds"
     write_dataset(str(root), units=2, rows=10)
-    (root / "data" / "unit-000007.parquet").write_bytes(b"partial")  # a crashed writer's leftover
+    kept = sorted(p.name for p in (root / "data").iterdir())
+    (root / "data" / "unit-000007-0a1b2c3d.parquet").write_bytes(b"partial")  # a crashed writer's leftover
     (root / "data" / "unit-000001.parquet.tmp-0123456789ab").write_bytes(b"partial")
     report = shards.verify_dataset(str(root))
     assert report.ok
-    assert sorted(report.garbage) == ["data/unit-000001.parquet.tmp-0123456789ab", "data/unit-000007.parquet"]
+    assert sorted(report.garbage) == ["data/unit-000001.parquet.tmp-0123456789ab", "data/unit-000007-0a1b2c3d.parquet"]
     assert main(["verify", "--repair", str(root)]) == 0
     assert "removed" in capsys.readouterr().out
-    assert sorted(p.name for p in (root / "data").iterdir()) == ["unit-000000.parquet", "unit-000001.parquet"]
+    assert sorted(p.name for p in (root / "data").iterdir()) == kept
     assert shards.open_dataset(str(root)).num_rows == 20
 
 
 def test_repair_refuses_while_a_writer_is_active(tmp_path):
     root = tmp_path / "ds"
     write_dataset(str(root), units=1, rows=10)
-    (root / "data" / "unit-000005.parquet").write_bytes(b"in flight")
+    (root / "data" / "unit-000005-0a1b2c3d.parquet").write_bytes(b"in flight")
     w = shards.create_dataset(str(root), HOOKS, mode="append")
     with pytest.raises(shards.DatasetLockedError, match="being written by another writer"):
         shards.verify_dataset(str(root), repair=True)

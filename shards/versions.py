@@ -1,0 +1,125 @@
+"""Dataset versions (format v2): listing them, and ``vacuum``, which removes old versions and the files only they
+name.
+
+Every manifest write that changes a dataset is a version; its manifest is kept as ``_versions/vNNNNNNNNN.json``
+and the files it names are never rewritten, so ``open_dataset(uri, version=N)`` reads exactly what version N
+committed. Nothing is ever deleted except by ``vacuum``, which keeps the newest ``keep`` versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from shards.cleanup import garbage, readable_records, record_ids
+from shards.layout import STATS_DIR, is_temp_file, version_path
+from shards.manifest import Manifest, list_versions, read_manifest
+from shards.storage import Storage, StorageOptions
+
+log = logging.getLogger("actlake.versions")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as ``actlake versions`` lists it."""
+
+    version: int
+    time: str
+    rows: int
+    units: int
+    bytes: int
+    operation: str
+    job: str
+    tick: str
+    dataset_id: str
+    units_added: int
+    units_removed: int
+
+    @classmethod
+    def of(cls, m: Manifest) -> VersionInfo:
+        c = m.commit
+        return cls(m.version, m.updated, m.num_rows, len(m.units), m.num_bytes, c.operation, c.job, c.tick,
+                   m.dataset_id, c.units_added, c.units_removed)
+
+
+def kept_manifests(storage: Storage, latest: Manifest | None = None) -> list[Manifest]:
+    """The manifest of every kept version, oldest first, ending with the latest (read 16 at a time)."""
+    latest = latest or read_manifest(storage)
+    older = [v for v in list_versions(storage) if v < latest.version]
+    with ThreadPoolExecutor(16) as pool:
+        return [*pool.map(lambda v: read_manifest(storage, v), older), latest]
+
+
+def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> list[VersionInfo]:
+    """Every kept version of the dataset at ``uri``, oldest first."""
+    return [VersionInfo.of(m) for m in kept_manifests(Storage(uri, storage_options))]
+
+
+@dataclass
+class VacuumReport:
+    uri: str
+    kept: list[int] = field(default_factory=list)
+    removed_versions: list[int] = field(default_factory=list)
+    removed_files: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_json(self) -> dict:
+        return {"uri": self.uri, "kept_versions": self.kept, "removed_versions": self.removed_versions,
+                "removed_files": len(self.removed_files), "dry_run": self.dry_run}
+
+
+def named_files(m: Manifest) -> set[str]:
+    """Every file one version reads: its units, its statistics files, its artifacts."""
+    return {u.path for u in m.units} | set(m.stats_files.values()) | {a.path for a in m.artifacts.values()}
+
+
+def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | None = None, dry_run: bool = False,
+           break_lock: bool = False) -> VacuumReport:
+    """Remove every version but the newest ``keep``, and the files no kept version (and no commit record) names.
+
+    Runs under the dataset's write lock, so no writer is between writing a unit and committing it. A reader
+    still reading a removed version loses its files: keep as many versions as readers may be pinned to.
+    Order: version manifests first, then data, so that a vacuum stopped half-way leaves no kept version naming
+    a missing file.
+    """
+    from shards.lock import WriteLock
+
+    if keep < 1:
+        raise ValueError(f"--keep {keep}: keep at least the latest version (1)")
+    storage = Storage(uri, storage_options)
+    latest = read_manifest(storage)  # a clear error when there is no dataset
+    lock = WriteLock(storage)
+    lock.acquire(break_lock=break_lock)
+    try:
+        return _vacuum(storage, keep, dry_run)
+    finally:
+        lock.release_quietly()
+
+
+def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
+    latest = read_manifest(storage)  # again, under the lock
+    kept_versions = [v for v in list_versions(storage) if v <= latest.version]
+    drop = kept_versions[:-keep] if len(kept_versions) > keep else []
+    keep_set = [v for v in kept_versions if v not in drop]
+    report = VacuumReport(storage.display(), keep_set or [latest.version], drop, dry_run=dry_run)
+    manifests = [read_manifest(storage, v) for v in keep_set if v != latest.version] + [latest]
+    named = set().union(*(named_files(m) for m in manifests))
+    records, _bad = readable_records(storage, record_ids(storage))
+    named |= {r.unit.path for r in records}  # committed, not yet folded: never garbage
+    stats = [f"{STATS_DIR}/{f}" for f in storage.list(STATS_DIR) if f.endswith(".npz") and not is_temp_file(f)]
+    if latest.stats_files:  # a v1 dataset's ``stats/<hook>.npz`` is still what its latest version reads
+        unneeded_stats = [s for s in stats if s not in named]
+    else:
+        unneeded_stats = [s for s in stats if s not in named and not s.endswith(tuple(f"/{h}.npz" for h in latest.hooks))]
+    files = sorted(set(garbage(storage, named)) | set(unneeded_stats))
+    report.removed_files = files
+    if dry_run:
+        return report
+    for v in drop:
+        storage.delete(version_path(v))
+    for rel in files:
+        storage.delete(rel)
+    log.info("vacuumed %s: removed %d versions and %d files; kept versions %s", storage.display(), len(drop),
+             len(files), keep_set)
+    return report
