@@ -50,7 +50,34 @@ COMMANDS: dict[str, Command] = {
     "submit": Command("cluster.commands:SubmitConfig", "cluster.jobs:cmd_submit",
                       "Submit a job file (the options of a command as YAML) to a Ray cluster."),
     "jobs": Command("cluster.commands:JobsConfig", "cluster.jobs:cmd_jobs", "Status, logs or stop of a submitted job."),
+    "schedule add": Command("cluster.schedule_commands:ScheduleAddConfig", "cluster.schedule_commands:cmd_add",
+                            "Add a schedule: a job file run --every 6h or on --cron, extracting what is new."),
+    "schedule run": Command("cluster.schedule_commands:ScheduleRunConfig", "cluster.schedule_commands:cmd_run",
+                            "Run one tick now: extract what is new since the last tick, then stop."),
+    "schedule serve": Command("cluster.schedule_commands:ScheduleServeConfig", "cluster.schedule_commands:cmd_serve",
+                              "Run due ticks of every schedule, forever (e.g. as a Ray job on the head node)."),
+    "schedule list": Command("cluster.schedule_commands:ScheduleListConfig", "cluster.schedule_commands:cmd_list",
+                             "List schedules: next due time and how the last tick ended."),
+    "schedule history": Command("cluster.schedule_commands:ScheduleHistoryConfig",
+                                "cluster.schedule_commands:cmd_history",
+                                "A schedule's ticks: start, end, inputs found, units written, rows, errors."),
+    "schedule remove": Command("cluster.schedule_commands:ScheduleRemoveConfig", "cluster.schedule_commands:cmd_remove",
+                               "Remove a schedule and its history (its dataset is kept)."),
+    "schedule export": Command("cluster.schedule_commands:ScheduleExportConfig", "cluster.schedule_commands:cmd_export",
+                               "Print a KubeRay RayCronJob (--kuberay) or a CronJob (--cronjob) running the ticks."),
+    "cluster up": Command("cluster.local:ClusterUpConfig", "cluster.local:cmd_up",
+                          "Start a local multi-node Ray cluster on loopback (a head and workers, separate processes)."),
+    "cluster down": Command("cluster.local:ClusterDirConfig", "cluster.local:cmd_down",
+                            "Stop the local cluster: every process it started."),
+    "cluster status": Command("cluster.local:ClusterDirConfig", "cluster.local:cmd_status",
+                              "Addresses and live nodes of the local cluster."),
     **{name: Command(f"{a.module}:CONFIG", f"{a.module}:run", a.help, True) for name, a in ANALYSES.items()},
+}
+
+
+CLUSTER_GROUPS = {
+    "schedule": "Scheduled extraction of growing inputs: add, run a tick, serve, list, history, remove, export.",
+    "cluster": "A local multi-node Ray cluster on loopback, for trying jobs as they run on a real cluster.",
 }
 
 
@@ -81,7 +108,7 @@ def build_parser(argv: list[str] | None = None) -> JobFileParser:
         if " " in name:  # "sae train": a sub-command of "sae"
             group, leaf = name.split(" ", 1)
             if group not in groups:
-                gp = sub.add_parser(group, help=GROUPS.get(group, f"{group} commands"),
+                gp = sub.add_parser(group, help={**GROUPS, **CLUSTER_GROUPS}.get(group, f"{group} commands"),
                                     add_option_string_dash_variants=dash)
                 groups[group] = gp.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
             target = groups[group]

@@ -40,6 +40,7 @@ class ExtractionActor:
         device = "cuda" if cfg.num_gpus and torch.cuda.is_available() else "cpu"
         self.modality = get_modality(plan.modality)(plan, load_model(cfg.model, cfg.model_dtype, device))
         self.writer = unit_writer
+        self.example_base = plan.example_base
         self.forward_lock = threading.Lock()
 
     def pid(self) -> int:
@@ -52,5 +53,13 @@ class ExtractionActor:
         with self.forward_lock:
             rows = self.modality.forward(prepared)
         t2 = time.perf_counter()
+        if self.example_base:  # a scheduled tick: example ids continue after the earlier ticks'
+            import dataclasses
+
+            import numpy as np
+
+            rows.columns["example_id"] = np.asarray(rows.columns["example_id"], dtype=np.int64) + self.example_base
+            rows.skipped = tuple(dataclasses.replace(s, example_id=s.example_id + self.example_base)
+                                 for s in rows.skipped)
         record = self.writer.write(unit.id, rows.columns, rows.skipped)
         return UnitOutcome(record, rows.count, t1 - t0, t2 - t1, time.perf_counter() - t2)

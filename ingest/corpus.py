@@ -74,7 +74,7 @@ def parse_builtin(spec: str) -> dict:
     return out
 
 
-def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = None, split: str = "train",
+def load_corpus(data: str | list[str], text_field: str = "text", fields: list[str] | None = None, split: str = "train",
                 storage_options: StorageOptions | dict | None = None, check_text: bool = True):
     """A ``datasets.Dataset`` for ``data``: builtin:concepts, a file/glob/URI, or a saved dataset folder.
 
@@ -83,6 +83,9 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
     import datasets
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
+    if isinstance(data, (list, tuple)):  # the files a scheduled tick reads, in this order
+        return _check_corpus(_load_files(list(data), storage_options), f"{data[0]} (+{len(data) - 1} more files)",
+                             text_field, fields, check_text)
     if data.startswith(BUILTIN_PREFIX):
         ds = datasets.Dataset.from_list(builtin_concepts(**parse_builtin(data)))
     elif Path(data).is_dir() and (Path(data) / "dataset_info.json").exists():
@@ -106,6 +109,10 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
             raise CorpusError(f"corpus {data!r} not found: {exc}") from None
         except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as exc:
             raise CorpusError(f"cannot read corpus {data!r}: {type(exc).__name__}: {exc}") from None
+    return _check_corpus(ds, data, text_field, fields, check_text)
+
+
+def _check_corpus(ds, data: str, text_field: str, fields, check_text: bool):
     if len(ds) == 0:
         raise CorpusError(f"corpus {data!r} is empty: nothing to extract")
     missing = [f for f in [text_field, *(fields or [])] if f not in ds.column_names]
@@ -115,6 +122,23 @@ def load_corpus(data: str, text_field: str = "text", fields: list[str] | None = 
     if check_text:  # the driver checks once, before any work; actors reload the same (fingerprinted) corpus
         check_text_column(ds, text_field, data)
     return ds
+
+
+def _load_files(files: list[str], storage_options):
+    import datasets
+
+    formats = {_FORMATS.get(next((s for s in _FORMATS if f.split("?")[0].endswith(s)), ""), "") for f in files}
+    if len(formats) != 1 or "" in formats:
+        raise CorpusError(f"the corpus files must share one format (.jsonl, .json, .parquet, .csv or .txt); got "
+                          f"{sorted({f.rsplit('.', 1)[-1] for f in files})}")
+    so = as_fsspec_options(storage_options)
+    try:
+        return datasets.load_dataset(formats.pop(), data_files=files, split="train",
+                                     **({"storage_options": so} if so else {}))
+    except FileNotFoundError as exc:
+        raise CorpusError(f"corpus file not found: {exc}") from None
+    except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as exc:
+        raise CorpusError(f"cannot read corpus files {files[:3]}: {type(exc).__name__}: {exc}") from None
 
 
 def check_text_column(ds, text_field: str, data: str) -> None:

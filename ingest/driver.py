@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 
 from ingest.actor import ExtractionActor, UnitOutcome
 from ingest.config import ExtractConfig
-from ingest.plan import ExtractionPlan, WorkUnit
+from ingest.plan import ExtractionPlan, InputSelection, WorkUnit
 from shards.errors import ActlakeError
+from shards.manifest import CommitInfo
 from shards.progress import Progress
 from shards.runtime import connect_ray
 from shards.unit_writer import UnitWriter
 
 log = logging.getLogger("actlake.extract")
+#: seconds between manifest versions while units commit (each unit counts from its commit record on)
+COMMIT_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -50,15 +53,16 @@ class ExtractionSummary:
         return out
 
 
-def plan_extraction(cfg: ExtractConfig) -> ExtractionPlan:
-    """Everything checked before any work starts: destination, model, modality, hooks, inputs, output schema."""
+def plan_extraction(cfg: ExtractConfig, selection: InputSelection | None = None) -> ExtractionPlan:
+    """Everything checked before any work starts: destination, model, modality, hooks, inputs, output schema;
+    ``selection``: only these inputs (a scheduled tick)."""
     from ingest.modalities import choose_modality
     from ingest.models import load_model
     from shards.storage import Storage
 
     Storage(cfg.out, cfg.storage).probe()  # an unreachable destination fails now, not after the model
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
-    plan = choose_modality(cfg, loaded).plan(cfg, loaded)
+    plan = choose_modality(cfg, loaded).plan(cfg, loaded, selection)
     if cfg.save_unembed:  # a model without an LM head fails here, before any work
         from shards.unembed import UNEMBED, from_module
 
@@ -77,21 +81,11 @@ def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
 
     t_start = time.perf_counter()
     plan = plan_extraction(cfg)
-    # The writer refuses another job's dataset (job_identity) before anything is written.
-    writer = shards.create_dataset(
-        cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
-        compression=cfg.compression, provenance=plan.provenance, config=dataclasses.asdict(plan.config),
-        job_identity=plan.identity, storage_options=cfg.storage)
+    writer = open_output(plan, CommitInfo("overwrite" if cfg.overwrite else "extract", "extract"))
     try:
-        artifacts, plan.artifacts = plan.artifacts, {}  # stored once here; actors never receive them
-        for name, data in artifacts.items():
-            writer.put_artifact(name, data, kind=name.split(".")[0])
         units = plan.units()
-        todo = [u for u in units if not writer.is_committed(u.id)]
-        log.info("%d work units: %d already committed (skipped), %d to run", len(units), len(units) - len(todo),
-                 len(todo))
         t_run = time.perf_counter()
-        count, startup = _run_units(plan, writer, todo) if todo else (0, 0.0)
+        todo, count, startup = extract_units(plan, writer, units)
         run_secs = time.perf_counter() - t_run
         writer.close()
     except BaseException:
@@ -106,15 +100,41 @@ def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
     return summary
 
 
+def open_output(plan: ExtractionPlan, commit_info: CommitInfo):
+    """The dataset writer of a planned job. It refuses another job's dataset (the job identity) before anything
+    is written; commit records are folded into a new version at most every ``COMMIT_INTERVAL_S`` seconds."""
+    import shards
+
+    cfg = plan.config
+    return shards.create_dataset(
+        cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
+        compression=cfg.compression, provenance=plan.provenance, config=dataclasses.asdict(cfg),
+        job_identity=plan.identity, storage_options=cfg.storage, commit_interval=COMMIT_INTERVAL_S,
+        commit_info=commit_info)
+
+
+def extract_units(plan: ExtractionPlan, writer, units: list[WorkUnit], tick: str = "") -> tuple[list, int, float]:
+    """Store the plan's artifacts, then run the ``units`` not committed yet; (units run, tokens or images, startup
+    seconds)."""
+    artifacts, plan.artifacts = plan.artifacts, {}  # stored once here; actors never receive them
+    for name, data in artifacts.items():
+        writer.put_artifact(name, data, kind=name.split(".")[0])
+    todo = [u for u in units if not writer.is_committed(u.id)]
+    log.info("%d work units: %d already committed (skipped), %d to run", len(units), len(units) - len(todo),
+             len(todo))
+    count, startup = _run_units(plan, writer, todo, tick) if todo else (0, 0.0)
+    return todo, count, startup
+
+
 def _counts(plan: ExtractionPlan) -> str:
     from ingest.modalities import get_modality
 
     return get_modality(plan.modality).counts
 
 
-def _run_units(plan: ExtractionPlan, writer, todo: list[WorkUnit]) -> tuple[int, float]:
+def _run_units(plan: ExtractionPlan, writer, todo: list[WorkUnit], tick: str = "") -> tuple[int, float]:
     """Run ``todo`` on actors, committing each unit as it finishes; (tokens or images run, startup seconds)."""
-    pool = ActorPool(plan, writer.unit_writer())
+    pool = ActorPool(plan, writer.unit_writer(tick))
     total = 0
     with Progress(len(todo), "unit", "extracting", log, count=_counts(plan)) as progress:
         def commit(outcome: UnitOutcome) -> None:

@@ -22,6 +22,14 @@ class WorkUnit:
     stop: int
 
 
+@dataclass(frozen=True)
+class InputSelection:
+    """Part of a growing input that one scheduled tick extracts (see ``ingest.incremental``)."""
+
+    files: tuple[str, ...] = ()  #: these files of the job's glob or folder, in this order
+    rows: tuple[int, int] | None = None  #: rows [start, stop) of a growing table (``data`` is one file)
+
+
 @dataclass
 class UnitRows:
     """What a modality's forward pass gives for one unit: its columns, how much it ran, what it left out."""
@@ -48,10 +56,14 @@ class ExtractionPlan:
     #: files stored with the dataset (name -> bytes); the driver writes them and empties this before
     #: the plan is shipped to actors
     artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
+    #: a scheduled tick appends to a dataset: its units and example ids continue after the earlier ticks'
+    unit_base: int = 0
+    example_base: int = 0
 
     def units(self) -> list[WorkUnit]:
+        """Units of examples [start, stop) of this plan's inputs; ids from ``unit_base`` on."""
         size = self.config.unit_size
-        return [WorkUnit(u, u * size, min((u + 1) * size, self.num_examples))
+        return [WorkUnit(self.unit_base + u, u * size, min((u + 1) * size, self.num_examples))
                 for u in range(math.ceil(self.num_examples / size))]
 
 

@@ -73,6 +73,7 @@ class UnitEntry:
     example_range: tuple[int, int] | None
     committed: str
     skipped: tuple[SkippedInput, ...] = ()
+    tick: str = ""  #: the scheduled tick that wrote the unit, if one did
 
     def to_json(self) -> dict:
         d = {"id": self.id, "path": self.path, "rows": self.rows, "bytes": self.bytes, "checksum": self.checksum,
@@ -81,6 +82,8 @@ class UnitEntry:
              "committed": self.committed}
         if self.skipped:
             d["skipped"] = [s.to_json() for s in self.skipped]
+        if self.tick:
+            d["tick"] = self.tick
         return d
 
     @classmethod
@@ -89,7 +92,8 @@ class UnitEntry:
         er = d.get("example_range")
         entry = cls(check_unit_id(d["id"]), d["path"], int(d["rows"]), int(d["bytes"]), str(d["checksum"]),
                     tuple(int(r) for r in d["row_groups"]), (int(er[0]), int(er[1])) if er else None,
-                    d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()))
+                    d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()),
+                    str(d.get("tick", "")))
         entry.check()
         return entry
 

@@ -58,6 +58,7 @@ class UnitWriter:
     row_group_bytes: int = 32 << 20
     compute_stats: bool = True
     fsync: bool = True
+    tick: str = ""  #: recorded in every unit this writer writes (scheduled extraction)
 
     def __post_init__(self) -> None:
         self._storage: Storage | None = None
@@ -148,7 +149,7 @@ class UnitWriter:
         ids = table.column("example_id")
         example_range = (int(pc.min(ids).as_py()), int(pc.max(ids).as_py())) if table.num_rows else None
         entry = UnitEntry(int(unit_id), path, table.num_rows, sink.size, sink.checksum(), tuple(groups),
-                          example_range, now_iso(), tuple(skipped))
+                          example_range, now_iso(), tuple(skipped), self.tick)
         record = CommitRecord(entry, self.schema, stats)
         record.write(self.storage)
         return record

@@ -88,7 +88,7 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
     if keep < 1:
         raise ValueError(f"--keep {keep}: keep at least the latest version (1)")
     storage = Storage(uri, storage_options)
-    latest = read_manifest(storage)  # a clear error when there is no dataset
+    read_manifest(storage)  # a clear error when there is no dataset, before the lock is taken
     lock = WriteLock(storage)
     lock.acquire(break_lock=break_lock)
     try:
@@ -111,7 +111,8 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
     if latest.stats_files:  # a v1 dataset's ``stats/<hook>.npz`` is still what its latest version reads
         unneeded_stats = [s for s in stats if s not in named]
     else:
-        unneeded_stats = [s for s in stats if s not in named and not s.endswith(tuple(f"/{h}.npz" for h in latest.hooks))]
+        v1_stats = tuple(f"/{h}.npz" for h in latest.hooks)
+        unneeded_stats = [s for s in stats if s not in named and not s.endswith(v1_stats)]
     files = sorted(set(garbage(storage, named)) | set(unneeded_stats))
     report.removed_files = files
     if dry_run:

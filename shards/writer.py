@@ -336,10 +336,11 @@ class DatasetWriter:
         self._check_open()
         return self._write_manifest()
 
-    def unit_writer(self) -> UnitWriter:
-        """A picklable writer of single units for remote workers (schema must be fixed)."""
+    def unit_writer(self, tick: str = "") -> UnitWriter:
+        """A picklable writer of single units for remote workers (schema must be fixed); ``tick`` names the
+        scheduled tick its units belong to."""
         return UnitWriter(self.uri, self.schema, self.storage.storage_options, self.compression,
-                          self.row_group_bytes, self.compute_stats, self.fsync)
+                          self.row_group_bytes, self.compute_stats, self.fsync, tick)
 
     def write_unit(self, unit_id: int, columns: dict) -> CommitRecord:
         """Write and commit one unit; rewriting a unit id replaces it (one copy, never two)."""

@@ -120,3 +120,13 @@ def smollm2():
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, local_files_only=True, dtype=torch.float32)
     return model.eval(), tok
+
+
+def slow_tiny_gpt2():
+    """``tiny_gpt2`` whose forward pass takes 50 ms more: units last long enough for a test to kill a tick or an
+    actor in the middle of them."""
+    import time
+
+    model, tok = tiny_gpt2()
+    model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+    return model, tok

@@ -68,6 +68,17 @@ class ImageSource:
     def column_types(self) -> dict[str, str]:
         return {"stimulus_id": "string", **{n: infer_column_type(v, n) for n, v in self.metadata.items()}}
 
+    def subset(self, items: tuple[str, ...] | list[str]) -> ImageSource:
+        """The images whose path/URI is in ``items``, in that order (what a scheduled tick extracts)."""
+        where = {str(item): i for i, item in enumerate(self.items) if isinstance(item, str)}
+        missing = [x for x in items if x not in where]
+        if missing:
+            raise ImageSourceError(f"image source {self.uri!r} no longer holds {len(missing)} planned images "
+                                   f"(e.g. {missing[:3]})")
+        idx = [where[x] for x in items]
+        return ImageSource(self.uri, self.kind, [self.ids[i] for i in idx], [self.items[i] for i in idx],
+                           {k: [v[i] for i in idx] for k, v in self.metadata.items()}, self.storage_options)
+
     def ids_sha256(self, n: int | None = None) -> str:
         """A fingerprint of the first ``n`` ids, in order (what a job read)."""
         return hashlib.sha256(json.dumps(self.ids[:n]).encode()).hexdigest()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ingest.config import ExtractConfig
 from ingest.models import LoadedModel
-from ingest.plan import ExtractionPlan, UnitRows, WorkUnit
+from ingest.plan import ExtractionPlan, InputSelection, UnitRows, WorkUnit
 
 
 class Modality(ABC):
@@ -25,8 +25,9 @@ class Modality(ABC):
 
     @classmethod
     @abstractmethod
-    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel) -> ExtractionPlan:
-        """Check and resolve everything (hooks, inputs, output schema) before any work starts."""
+    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel, selection: InputSelection | None = None) -> ExtractionPlan:
+        """Check and resolve everything (hooks, inputs, output schema) before any work starts; ``selection``
+        restricts the inputs to what a scheduled tick extracts."""
 
     @abstractmethod
     def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:

@@ -15,7 +15,7 @@ from ingest.hooks import resolve_hooks
 from ingest.image_sources import ImageDecodeError, ImageSource, is_image_source, load_image_source
 from ingest.modalities.base import Modality
 from ingest.models import LoadedModel, image_size, is_vision_model
-from ingest.plan import ExtractionPlan, UnitRows, WorkUnit, base_identity, base_provenance, stored_hooks
+from ingest.plan import ExtractionPlan, InputSelection, UnitRows, WorkUnit, base_identity, base_provenance, stored_hooks
 from ingest.preprocess import Preprocessor, PreprocessSpec, resolve_preprocess
 from ingest.vision import VisionExtractor, resolve_pools, stored_shape
 from shards.manifest import SkippedInput
@@ -71,8 +71,10 @@ class ImageModality(Modality):
         return is_vision_model(loaded.model) or is_image_source(cfg.data, cfg.storage)
 
     @classmethod
-    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel) -> ExtractionPlan:
+    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel, selection: InputSelection | None = None) -> ExtractionPlan:
         source = load_image_source(cfg.data, cfg.image_field, cfg.id_field, cfg.fields, cfg.metadata, cfg.storage)
+        if selection is not None and selection.files:
+            source = source.subset(selection.files)
         hooks = resolve_hooks(loaded.model, cfg.hooks)
         model_dir = loaded.path if Path(loaded.path).is_dir() else None
         spec = resolve_preprocess(model_dir, cfg.preprocess, cfg.resize, cfg.crop, cfg.mean or None, cfg.std or None,

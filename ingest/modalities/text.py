@@ -15,7 +15,7 @@ from ingest.corpus import CorpusError, corpus_fingerprint, load_corpus
 from ingest.hooks import resolve_hooks
 from ingest.modalities.base import Modality
 from ingest.models import LoadedModel, max_positions
-from ingest.plan import ExtractionPlan, UnitRows, WorkUnit, base_identity, base_provenance, stored_hooks
+from ingest.plan import ExtractionPlan, InputSelection, UnitRows, WorkUnit, base_identity, base_provenance, stored_hooks
 from ingest.text import TextBatch, TextExtractor, metadata_columns
 from shards.errors import ConfigError
 
@@ -24,7 +24,7 @@ from shards.errors import ConfigError
 class TextInputs:
     """The corpus a text job reads, and how it becomes contexts."""
 
-    source: str
+    source: str | tuple[str, ...]  #: the corpus, or the files of it a scheduled tick reads
     text_field: str
     meta_fields: tuple[str, ...]  #: corpus fields carried into every row
     fingerprint: str  #: the corpus' content hash: actors check they read what the driver planned
@@ -32,6 +32,14 @@ class TextInputs:
     pack: bool
     pool: str
     exclude_special: bool
+    rows: tuple[int, int] | None = None  #: a growing table: the rows [start, stop) this job reads
+
+
+def _open_corpus(inputs: TextInputs, storage, fields=None, check_text: bool = True):
+    corpus = load_corpus(list(inputs.source) if isinstance(inputs.source, tuple) else inputs.source,
+                         inputs.text_field, list(fields if fields is not None else inputs.meta_fields),
+                         storage_options=storage, check_text=check_text)
+    return corpus.select(range(*inputs.rows)) if inputs.rows else corpus
 
 
 @dataclass
@@ -50,7 +58,7 @@ class TextModality(Modality):
         return True  # what is not images is text
 
     @classmethod
-    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel) -> ExtractionPlan:
+    def plan(cls, cfg: ExtractConfig, loaded: LoadedModel, selection: InputSelection | None = None) -> ExtractionPlan:
         pool = "none" if cfg.pool == "auto" else cfg.pool
         if pool not in TEXT_POOLS:
             raise ConfigError(f"--pool {cfg.pool!r}: use one of {', '.join(TEXT_POOLS)} for text")
@@ -60,14 +68,19 @@ class TextModality(Modality):
         if limit is not None and cfg.context_size > limit:
             raise ConfigError(f"--context-size {cfg.context_size} exceeds the model's maximum of {limit} positions")
         hooks = resolve_hooks(loaded.model, cfg.hooks)
-        corpus = load_corpus(cfg.data, cfg.text_field, cfg.fields, storage_options=cfg.storage)
+        sel = selection or InputSelection()
+        source = tuple(sel.files) if sel.files else cfg.data
+        probe = TextInputs(source, cfg.text_field, tuple(cfg.fields), "", 0, False, pool, False, sel.rows)
+        corpus = _open_corpus(probe, cfg.storage, cfg.fields)
+        if len(corpus) == 0:
+            raise CorpusError(f"corpus {cfg.data!r} has no rows to extract here")
         n = min(len(corpus), cfg.max_examples) if cfg.max_examples else len(corpus)
         meta = metadata_columns(corpus.features, cfg.text_field, cfg.fields)
-        inputs = TextInputs(cfg.data, cfg.text_field, tuple(meta), corpus_fingerprint(corpus), cfg.context_size,
-                            cfg.pack, pool, cfg.exclude_special)
+        inputs = TextInputs(source, cfg.text_field, tuple(meta), corpus_fingerprint(corpus), cfg.context_size,
+                            cfg.pack, pool, cfg.exclude_special, sel.rows)
         with torch.inference_mode():  # one short input tells every hook's per-token shape
             acts = capture(loaded.model, hooks, dict(loaded.tokenizer(["shape probe"], return_tensors="pt")))
-        settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k != "source"}
+        settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k not in ("source", "rows")}
         return ExtractionPlan(
             config=dataclasses.replace(cfg, modality="text", pool=pool), modality="text", model=loaded.info(),
             hooks=hooks, hook_specs=stored_hooks(hooks, {h: list(a.shape[2:]) for h, a in acts.items()}, cfg.dtype),
@@ -85,8 +98,7 @@ class TextModality(Modality):
     def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:
         inputs: TextInputs = plan.inputs
         self.inputs = inputs
-        self.corpus = load_corpus(inputs.source, inputs.text_field, list(inputs.meta_fields),
-                                  storage_options=plan.config.storage, check_text=False)
+        self.corpus = _open_corpus(inputs, plan.config.storage, check_text=False)
         if corpus_fingerprint(self.corpus) != inputs.fingerprint:
             raise CorpusError(f"corpus {inputs.source!r} changed since the job was planned (content hash "
                               f"{corpus_fingerprint(self.corpus)}, planned {inputs.fingerprint}); rerun the job")

@@ -1,56 +1,38 @@
-"""A two-node local Ray cluster (ray.cluster_utils.Cluster, separate processes) runs a job submitted with
-`actlake submit` end to end into the S3 server."""
+"""A two-node local Ray cluster (`actlake cluster up`: separate `ray start` processes) runs jobs submitted with
+`actlake submit` end to end into the S3 server, and `actlake cluster down` leaves no process behind."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import sys
-import tempfile
 
 import pytest
 
 import shards
-from cluster import jobs
+from cluster import jobs, local
 from cluster.cli import main
 from shards.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def two_node_cluster(s3_endpoint, monkeypatch):
-    from ray.cluster_utils import Cluster
-
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
-    os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
-    # its own temp dir, apart from the session's local Ray (ray_current_cluster lives there)
-    monkeypatch.setenv("RAY_TMPDIR", tmp)
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+def two_node_cluster(s3_endpoint, tmp_path, monkeypatch):
+    """`actlake cluster up --nodes 2`: a head and a worker as separate `ray start` processes on loopback; at the
+    end `actlake cluster down`, after which no process of the cluster is left."""
     # the job's `python` must be the one with actlake installed, as on a real cluster's nodes
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    # free ports, not Ray's fixed defaults (8265, 52365), which the session's local Ray may already hold
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "temp_dir": tmp,
-        "dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port(),
-        "object_store_memory": 200 << 20, "memory": 3 << 30})
+    d = str(tmp_path / "cluster")
+    assert main(["cluster", "up", "--nodes", "2", "--cpus", "1", "--dir", d]) == 0
+    info = json.loads((tmp_path / "cluster" / "cluster.json").read_text())
     try:
-        cluster.add_node(num_cpus=1, object_store_memory=200 << 20, memory=3 << 30,
-                         dashboard_agent_listen_port=_free_port())
-        cluster.wait_for_nodes()
-        url = cluster.head_node.address_info["webui_url"]
-        yield f"http://{url}"
+        assert local.status(local.ClusterDirConfig(d))["nodes_alive"] == 2
+        yield info["dashboard"]
     finally:
-        cluster.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        assert main(["cluster", "down", "--dir", d]) == 0
+    assert local.cluster_processes(info["temp_dir"]) == [] and not os.path.exists(info["temp_dir"])
+    assert main(["cluster", "status", "--dir", d]) == 2  # nothing recorded any more
 
 
 def test_submit_to_two_node_cluster_writes_to_s3(two_node_cluster, s3_bucket, s3_endpoint, tmp_path, capsys):

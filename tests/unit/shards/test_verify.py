@@ -20,7 +20,8 @@ def test_clean_dataset_verifies(tmp_path, capsys):
     write_dataset(str(tmp_path / "ds"), units=3, rows=20)
     assert shards.verify_dataset(str(tmp_path / "ds")).ok
     assert main(["verify", str(tmp_path / "ds")]) == 0
-    assert "3 units checked, OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 units checked in 4 versions (1..4), OK" in out  # every kept version
 
 
 @pytest.mark.parametrize("where", [0.3, 0.6, 0.999])

@@ -1,0 +1,350 @@
+"""Incremental extraction of a growing input: one scheduled tick.
+
+A tick lists the job's input (files of a glob or folder on any fsspec URI, or the rows of one growing table),
+finds what no earlier tick covered, and extracts only that into new units of the same dataset. Exactly once:
+
+- the tick's plan (its inputs, and the unit and example ids they get) is committed to the manifest as a
+  *planned* tick before any unit is written; a tick killed after that is finished by the next tick (or a rerun)
+  from that record, never planned again, and its committed units are skipped like any resumed job's;
+- ticks of a dataset run one at a time: the dataset's write lock (and the schedule's lease above it);
+- unit ids and example ids continue after every earlier tick's, so they stay unique across ticks.
+
+An input that changed after it was extracted (size or ETag differ and its content fingerprint too) is reported
+(``--on-changed warn``), stops the tick before any work (``fail``), or is extracted again (``reextract``): the
+units holding it, and every other input sharing those units, are dropped and extracted anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ingest.config import ExtractConfig
+from ingest.corpus import _FORMATS, corpus_fingerprint, load_corpus
+from ingest.plan import ExtractionPlan, InputSelection
+from shards.errors import ActlakeError, ConfigError
+from shards.manifest import CommitInfo, InputRecord, Manifest, TickRecord, now_iso, read_manifest
+from shards.secrets import redact_uri
+from shards.storage import Storage
+
+log = logging.getLogger("actlake.schedule")
+OnChanged = Literal["warn", "fail", "reextract"]
+#: settings of a one-off job's identity that describe how much input there was: a growing input changes them
+GROWING_KEYS = ("examples", "fingerprint", "ids_sha256")
+FINGERPRINT_BYTES = 64 << 10
+
+
+class ChangedInputError(ActlakeError, RuntimeError):
+    """An input changed after it was extracted (``--on-changed fail``), or while its tick was unfinished."""
+
+
+class ConcurrentTickError(ActlakeError, RuntimeError):
+    """Another tick committed to the dataset between this tick's listing and its taking the write lock."""
+
+
+@dataclass(frozen=True)
+class FoundInput:
+    """One file of the input as the store lists it."""
+
+    path: str  #: the URI readers open (credentials never in it)
+    size: int
+    etag: str  #: the store's ETag, or the modification time where there is none
+
+
+@dataclass
+class TickResult:
+    """What one tick did; the schedule's history records it."""
+
+    tick: str
+    status: Literal["extracted", "resumed", "nothing new"]
+    inputs_found: int
+    new_inputs: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  #: inputs extracted earlier and no longer listed
+    units_written: int = 0
+    rows: int = 0  #: rows the tick added
+    examples: int = 0
+    version: int = 0  #: the dataset version after the tick
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- listing -----------------------------------------------------------------------
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def input_kind(cfg: ExtractConfig) -> Literal["files", "table"]:
+    """``table``: ``data`` is one file whose rows grow; ``files``: a glob or a folder whose files grow."""
+    st = Storage(cfg.data, cfg.storage)
+    if _is_glob(st.root) or st.fs.isdir(st.root):
+        return "files"
+    if st.fs.isfile(st.root) and st.root.split("?")[0].endswith(tuple(_FORMATS)):
+        return "table"
+    raise ConfigError(f"scheduled extraction reads a glob of files (s3://bucket/crawl/*.jsonl), a folder, or one "
+                      f"table whose rows grow; {cfg.data!r} is none of these (or does not exist yet)")
+
+
+def _extensions(cfg: ExtractConfig) -> tuple[str, ...]:
+    from ingest.image_sources import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS if cfg.modality == "image" else tuple(_FORMATS)
+
+
+def list_inputs(cfg: ExtractConfig) -> list[FoundInput]:
+    """The files of the job's input, sorted by path (a folder: those with the modality's extensions)."""
+    st = Storage(cfg.data, cfg.storage)
+    if _is_glob(st.root):
+        found = st.fs.glob(st.root, detail=True)
+    elif st.fs.isdir(st.root):
+        found = {p: i for p, i in st.fs.find(st.root, detail=True).items()
+                 if p.lower().endswith(_extensions(cfg))}
+    else:
+        found = {st.root: st.fs.info(st.root)}
+    proto = st.fs.protocol[0] if isinstance(st.fs.protocol, (tuple, list)) else st.fs.protocol
+    out = []
+    for path, info in sorted(found.items()):
+        if info.get("type") == "directory":
+            continue
+        uri = path if proto in ("file", "local") else f"{proto}://{path}"
+        etag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        out.append(FoundInput(redact_uri(uri), int(info.get("size") or 0), str(etag).strip('"')))
+    return out
+
+
+def file_fingerprint(cfg: ExtractConfig, path: str, size: int) -> str:
+    """xxh3 of the size and the first and last 64 KiB: cheap on files of any size, and it tells a file that was
+    only touched (new ETag or mtime, same bytes) from one that changed."""
+    import xxhash
+
+    st = Storage(path, cfg.storage)
+    h = xxhash.xxh3_64()
+    h.update(str(size).encode())
+    if size <= 2 * FINGERPRINT_BYTES:
+        h.update(st.fs.cat_file(st.root))
+    else:
+        h.update(st.fs.cat_file(st.root, 0, FINGERPRINT_BYTES))
+        h.update(st.fs.cat_file(st.root, size - FINGERPRINT_BYTES, size))
+    return h.hexdigest()
+
+
+# --- what is new -----------------------------------------------------------------------
+@dataclass
+class TickPlan:
+    """What this tick extracts and how its ids continue."""
+
+    inputs: list[FoundInput]  #: files (or the one table) to extract, in order
+    rows: tuple[int, int] | None  #: a table's new rows
+    changed: list[str]
+    missing: list[str]
+    drop_units: list[int]  #: units of inputs extracted again (``reextract``)
+
+
+def covered_inputs(ticks: list[TickRecord]) -> dict[str, InputRecord]:
+    """The latest record of every input that finished ticks cover (a later tick's record of a file wins)."""
+    out: dict[str, InputRecord] = {}
+    for t in ticks:
+        if t.status == "done":
+            for rec in t.inputs:
+                out[rec.path] = rec
+    return out
+
+
+def _changed_files(cfg: ExtractConfig, listing: list[FoundInput], covered: dict[str, InputRecord]) -> list[str]:
+    out = []
+    for f in listing:
+        rec = covered.get(f.path)
+        if rec is not None and (rec.size, rec.etag) != (f.size, f.etag) and \
+                file_fingerprint(cfg, f.path, f.size) != rec.fingerprint:
+            out.append(f.path)
+    return out
+
+
+def _units_of(manifest: Manifest, recs: list[InputRecord]) -> list[int]:
+    """Units holding any example of ``recs``."""
+    return sorted(u.id for u in manifest.units if u.example_range is not None and any(
+        u.example_range[0] < r.examples[1] and r.examples[0] <= u.example_range[1] for r in recs))
+
+
+def _reextract_closure(manifest: Manifest, covered: dict[str, InputRecord], changed: list[str]) -> tuple[list[str],
+                                                                                                      list[int]]:
+    """The inputs to extract again and the units to drop: the changed inputs' units, and every input sharing
+    one of those units (its other examples would otherwise be left half in the dataset), until closed."""
+    paths, units = set(changed), set()
+    while True:
+        units = set(_units_of(manifest, [covered[p] for p in paths]))
+        more = {p for p, r in covered.items() if _units_of(manifest, [r]) and set(_units_of(manifest, [r])) & units}
+        if more <= paths:
+            return sorted(paths), sorted(units)
+        paths |= more
+
+
+def plan_files(cfg: ExtractConfig, listing: list[FoundInput], manifest: Manifest | None,
+               on_changed: OnChanged) -> TickPlan:
+    covered = covered_inputs(manifest.ticks if manifest else [])
+    new = [f for f in listing if f.path not in covered]
+    listed = {f.path for f in listing}
+    missing = sorted(p for p in covered if p not in listed)
+    changed = _changed_files(cfg, listing, covered)
+    drop: list[int] = []
+    if changed:
+        _report_changed(changed, on_changed)
+        if on_changed == "reextract" and manifest is not None:
+            again, drop = _reextract_closure(manifest, covered, changed)
+            by_path = {f.path: f for f in listing}
+            new = sorted({*new, *(by_path[p] for p in again if p in by_path)}, key=lambda f: f.path)
+    return TickPlan(new, None, changed, missing, drop)
+
+
+def plan_table(cfg: ExtractConfig, listing: list[FoundInput], manifest: Manifest | None,
+               on_changed: OnChanged) -> TickPlan:
+    table = listing[0]
+    prior = covered_inputs(manifest.ticks if manifest else []).get(table.path)
+    if prior is not None and (prior.size, prior.etag) == (table.size, table.etag):
+        return TickPlan([], None, [], [], [])
+    corpus = load_corpus(table.path, cfg.text_field, cfg.fields, storage_options=cfg.storage, check_text=False)
+    start = prior.rows[1] if prior is not None and prior.rows else 0
+    if prior is not None and corpus_fingerprint(corpus.select(range(min(start, len(corpus))))) != prior.fingerprint:
+        _report_changed([table.path], on_changed)
+        if on_changed != "reextract":
+            return TickPlan([], None, [table.path], [], [])
+        drop = [u.id for u in manifest.units] if manifest else []
+        return TickPlan([table], (0, len(corpus)), [table.path], [], drop)
+    if len(corpus) <= start:
+        return TickPlan([], None, [], [], [])
+    return TickPlan([table], (start, len(corpus)), [], [], [])
+
+
+def _report_changed(changed: list[str], on_changed: OnChanged) -> None:
+    if on_changed == "fail":
+        raise ChangedInputError(
+            f"{len(changed)} input(s) changed after they were extracted (e.g. {changed[:3]}); nothing was done. "
+            "Restore them, or rerun with --on-changed warn (keep the extracted rows) or reextract (replace them).")
+    log.warning("%d input(s) changed after they were extracted (%s); %s", len(changed), ", ".join(changed[:3]),
+                "extracting them again" if on_changed == "reextract" else "keeping the rows extracted before")
+
+
+# --- the tick ---------------------------------------------------------------------------
+def tick_identity(identity: dict) -> dict:
+    """A growing job's identity: the one-off job's, less what grows (example counts, content hashes)."""
+    return {**{k: v for k, v in identity.items() if k not in GROWING_KEYS}, "incremental": True}
+
+
+def _next_ids(manifest: Manifest | None) -> tuple[int, int]:
+    """The first unit id and example id no tick and no unit of the dataset has used."""
+    if manifest is None:
+        return 0, 0
+    units = [t.units[1] for t in manifest.ticks] + [u.id + 1 for u in manifest.units]
+    examples = [t.examples[1] for t in manifest.ticks] + [u.example_range[1] + 1 for u in manifest.units
+                                                           if u.example_range is not None]
+    return max(units, default=0), max(examples, default=0)
+
+
+def _example_counts(cfg: ExtractConfig, plan: ExtractionPlan, tp: TickPlan) -> list[int]:
+    """Examples per input, in order (to record which example ids each input became)."""
+    if tp.rows is not None:
+        return [tp.rows[1] - tp.rows[0]]
+    if plan.modality == "image":
+        return [1] * len(tp.inputs)
+    return [len(load_corpus([f.path], cfg.text_field, None, storage_options=cfg.storage, check_text=False))
+            for f in tp.inputs]
+
+
+def _records(cfg: ExtractConfig, plan: ExtractionPlan, tp: TickPlan, example_base: int) -> list[InputRecord]:
+    counts = _example_counts(cfg, plan, tp)
+    if sum(counts) != plan.num_examples:
+        raise ChangedInputError(f"the inputs hold {sum(counts)} examples now, {plan.num_examples} when planned: "
+                                "they are changing while the tick reads them; run the tick again")
+    out, start = [], example_base
+    for f, n in zip(tp.inputs, counts, strict=True):
+        if tp.rows is not None:
+            st = load_corpus(f.path, cfg.text_field, cfg.fields, storage_options=cfg.storage, check_text=False)
+            fp = corpus_fingerprint(st.select(range(tp.rows[1])))
+        else:
+            fp = file_fingerprint(cfg, f.path, f.size)
+        out.append(InputRecord(f.path, f.size, f.etag, fp, (start, start + n), tp.rows))
+        start += n
+    return out
+
+
+def _check_unchanged(cfg: ExtractConfig, tick: TickRecord) -> None:
+    """A planned tick is finished only over the inputs it planned: any of them changed since is refused."""
+    for rec in tick.inputs:
+        st = Storage(rec.path, cfg.storage)
+        info = st.fs.info(st.root)
+        if int(info.get("size") or 0) != rec.size and rec.rows is None:
+            raise ChangedInputError(f"{rec.path} changed while tick {tick.tick} was unfinished (size {info.get('size')}"
+                                    f", planned {rec.size}); restore it, or drop the tick's units with `actlake verify "
+                                    "--repair --drop-damaged` and run again")
+
+
+def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "warn") -> TickResult:
+    """Run one tick of ``cfg`` (its ``data`` a glob, a folder or a growing table; ``out`` the growing dataset).
+
+    Example::
+
+        run_tick(ExtractConfig(data="s3://bucket/crawl/*.jsonl", out="s3://bucket/acts/crawl"), "nightly")
+    """
+    from ingest.driver import extract_units, open_output, plan_extraction
+
+    if cfg.overwrite or cfg.max_examples:
+        raise ConfigError("a scheduled tick appends what is new: its job file cannot set overwrite or max_examples")
+    t0 = time.perf_counter()
+    kind = input_kind(cfg)
+    listing = list_inputs(cfg)
+    out = Storage(cfg.out, cfg.storage)
+    manifest = read_manifest(out) if out.exists("manifest.json") else None
+    ticks = list(manifest.ticks) if manifest else []
+    pending = next((t for t in ticks if t.status == "planned"), None)
+    if pending is not None:
+        log.info("finishing tick %s, which did not finish (%d inputs)", pending.tick, len(pending.inputs))
+        _check_unchanged(cfg, pending)
+        rows = pending.inputs[0].rows if pending.inputs and pending.inputs[0].rows else None
+        tp = TickPlan([FoundInput(r.path, r.size, r.etag) for r in pending.inputs], rows, list(pending.changed), [],
+                      [])
+        tick_id, unit_base, example_base = pending.tick, pending.units[0], pending.examples[0]
+    else:
+        tp = (plan_table if kind == "table" else plan_files)(cfg, listing, manifest, on_changed)
+        tick_id = f"t{len(ticks) + 1:06d}"
+        unit_base, example_base = _next_ids(manifest)
+    if not tp.inputs:
+        log.info("nothing new: %d inputs listed, all extracted by earlier ticks", len(listing))
+        return TickResult("", "nothing new", len(listing), changed=tp.changed, missing=tp.missing,
+                          version=manifest.version if manifest else 0, seconds=round(time.perf_counter() - t0, 2))
+    selection = InputSelection(rows=tp.rows) if tp.rows else InputSelection(files=tuple(f.path for f in tp.inputs))
+    plan = plan_extraction(dataclasses.replace(cfg, data=tp.inputs[0].path) if tp.rows else cfg, selection)
+    plan.identity = tick_identity({**plan.identity, "data": cfg.data})
+    plan.unit_base, plan.example_base = unit_base, example_base
+    records = _records(cfg, plan, tp, example_base) if pending is None else list(pending.inputs)
+    writer = open_output(plan, CommitInfo("tick", f"schedule {schedule}" if schedule else "tick", tick_id))
+    try:
+        if [(t.tick, t.status) for t in writer.manifest.ticks] != [(t.tick, t.status) for t in ticks]:
+            raise ConcurrentTickError(f"another tick committed to {out.display()} while this one was planning; "
+                                      "run the tick again (it will see what the other one extracted)")
+        units = plan.units()
+        record = pending or TickRecord(tick_id, schedule, "planned", now_iso(), tuple(records),
+                                       (unit_base, unit_base + len(units)),
+                                       (example_base, example_base + plan.num_examples), changed=tuple(tp.changed))
+        if pending is None:
+            if tp.drop_units:
+                writer.drop_units(tp.drop_units)
+            writer.manifest.ticks.append(record)
+            writer.flush()  # the plan is durable before any unit is written: a killed tick is finished, not replanned
+        rows_before = sum(u.rows for u in writer.manifest.units)
+        todo, count, _startup = extract_units(plan, writer, units, tick_id)
+        writer.manifest.ticks = [dataclasses.replace(t, status="done", finished=now_iso()) if t.tick == tick_id else t
+                                 for t in writer.manifest.ticks]
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    after = read_manifest(out)
+    return TickResult(tick_id, "resumed" if pending else "extracted", len(listing),
+                      [r.path for r in records], list(tp.changed), tp.missing, len(todo),
+                      after.num_rows - rows_before, plan.num_examples, after.version,
+                      round(time.perf_counter() - t0, 2))
