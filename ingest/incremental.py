@@ -283,6 +283,21 @@ def _check_unchanged(cfg: ExtractConfig, tick: TickRecord) -> None:
                                     "--repair --drop-damaged` and run again")
 
 
+def _what_to_run(cfg: ExtractConfig, kind: str, listing: list[FoundInput], manifest: Manifest | None,
+                 pending: TickRecord | None, on_changed: OnChanged) -> tuple[TickPlan, str, int, int]:
+    """An unfinished tick's plan (finished first, never planned again), else what is new: (plan, tick id, first
+    unit id, first example id)."""
+    if pending is not None:
+        log.info("finishing tick %s, which did not finish (%d inputs)", pending.tick, len(pending.inputs))
+        _check_unchanged(cfg, pending)
+        rows = pending.inputs[0].rows if pending.inputs and pending.inputs[0].rows else None
+        tp = TickPlan([FoundInput(r.path, r.size, r.etag) for r in pending.inputs], rows, list(pending.changed), [],
+                      [])
+        return tp, pending.tick, pending.units[0], pending.examples[0]
+    tp = (plan_table if kind == "table" else plan_files)(cfg, listing, manifest, on_changed)
+    return (tp, f"t{len(manifest.ticks if manifest else []) + 1:06d}", *_next_ids(manifest))
+
+
 def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "warn") -> TickResult:
     """Run one tick of ``cfg`` (its ``data`` a glob, a folder or a growing table; ``out`` the growing dataset).
 
@@ -301,17 +316,7 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
     manifest = read_manifest(out) if out.exists("manifest.json") else None
     ticks = list(manifest.ticks) if manifest else []
     pending = next((t for t in ticks if t.status == "planned"), None)
-    if pending is not None:
-        log.info("finishing tick %s, which did not finish (%d inputs)", pending.tick, len(pending.inputs))
-        _check_unchanged(cfg, pending)
-        rows = pending.inputs[0].rows if pending.inputs and pending.inputs[0].rows else None
-        tp = TickPlan([FoundInput(r.path, r.size, r.etag) for r in pending.inputs], rows, list(pending.changed), [],
-                      [])
-        tick_id, unit_base, example_base = pending.tick, pending.units[0], pending.examples[0]
-    else:
-        tp = (plan_table if kind == "table" else plan_files)(cfg, listing, manifest, on_changed)
-        tick_id = f"t{len(ticks) + 1:06d}"
-        unit_base, example_base = _next_ids(manifest)
+    tp, tick_id, unit_base, example_base = _what_to_run(cfg, kind, listing, manifest, pending, on_changed)
     if not tp.inputs:
         log.info("nothing new: %d inputs listed, all extracted by earlier ticks", len(listing))
         return TickResult("", "nothing new", len(listing), changed=tp.changed, missing=tp.missing,
