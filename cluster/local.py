@@ -24,6 +24,7 @@ from pathlib import Path
 from simple_parsing import field as sp_field
 
 from shards.errors import ActlakeError
+from shards.lock import pid_alive
 
 log = logging.getLogger("actlake.cluster")
 
@@ -128,7 +129,7 @@ def up(cfg: ClusterUpConfig) -> LocalCluster:
     state = Path(cfg.dir)
     if (state / "cluster.json").exists():
         old = LocalCluster.load(cfg.dir)
-        if any(_pid_alive(p) for p in old.pids):
+        if any(pid_alive(p) for p in old.pids):
             raise ClusterError(f"a local cluster is already up ({old.dashboard}); `actlake cluster down` stops it")
     if cfg.nodes < 1 or cfg.cpus < 1:
         raise ClusterError("--nodes and --cpus must be at least 1")
@@ -157,25 +158,11 @@ def _wait(ready, timeout: float, what: str, cluster: LocalCluster, d: str) -> No
     while time.monotonic() < deadline:
         if ready():
             return
-        if not all(_pid_alive(p) for p in cluster.pids):
+        if not all(pid_alive(p) for p in cluster.pids):
             break
         time.sleep(0.5)
     down(ClusterDirConfig(d))
     raise ClusterError(f"the local cluster did not come up ({what} not ready); its logs are in {d}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def cluster_processes(temp_dir: str) -> list[int]:
@@ -189,7 +176,7 @@ def cluster_processes(temp_dir: str) -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if temp_dir.encode() in cmd and _pid_alive(int(entry)):
+        if temp_dir.encode() in cmd and pid_alive(int(entry)):
             out.append(int(entry))
     return out
 
@@ -198,7 +185,7 @@ def down(cfg: ClusterDirConfig) -> dict:
     """Stop every process of the local cluster; what was stopped."""
     cluster = LocalCluster.load(cfg.dir)
     for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        targets = [p for p in cluster.pids if _pid_alive(p)] + cluster_processes(cluster.temp_dir)
+        targets = [p for p in cluster.pids if pid_alive(p)] + cluster_processes(cluster.temp_dir)
         for pid in targets:
             for kill in (os.killpg, os.kill):  # its process group (a node), else the process alone
                 try:
@@ -206,10 +193,10 @@ def down(cfg: ClusterDirConfig) -> dict:
                 except (ProcessLookupError, PermissionError):
                     pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and (any(_pid_alive(p) for p in cluster.pids)
+        while time.monotonic() < deadline and (any(pid_alive(p) for p in cluster.pids)
                                                or cluster_processes(cluster.temp_dir)):
             time.sleep(0.2)
-    left = [p for p in cluster.pids if _pid_alive(p)] + cluster_processes(cluster.temp_dir)
+    left = [p for p in cluster.pids if pid_alive(p)] + cluster_processes(cluster.temp_dir)
     if left:
         raise ClusterError(f"processes {left} of the local cluster did not stop; kill them by hand")
     shutil.rmtree(cluster.temp_dir, ignore_errors=True)
@@ -219,7 +206,7 @@ def down(cfg: ClusterDirConfig) -> dict:
 
 def status(cfg: ClusterDirConfig) -> dict:
     cluster = LocalCluster.load(cfg.dir)
-    alive = [p for p in cluster.pids if _pid_alive(p)]
+    alive = [p for p in cluster.pids if pid_alive(p)]
     return {"address": cluster.address, "dashboard": cluster.dashboard, "nodes_started": len(cluster.pids),
             "node_processes_alive": len(alive), "nodes_alive": _alive_nodes(cluster.dashboard)}
 

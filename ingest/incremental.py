@@ -143,6 +143,7 @@ class TickPlan:
     changed: list[str]
     missing: list[str]
     drop_units: list[int]  #: units of inputs extracted again (``reextract``)
+    table_fingerprint: str = ""  #: a table: the fingerprint of its rows [0, rows[1]) (computed while planning)
 
 
 def covered_inputs(ticks: list[TickRecord]) -> dict[str, InputRecord]:
@@ -175,10 +176,11 @@ def _reextract_closure(manifest: Manifest, covered: dict[str, InputRecord], chan
                                                                                                       list[int]]:
     """The inputs to extract again and the units to drop: the changed inputs' units, and every input sharing
     one of those units (its other examples would otherwise be left half in the dataset), until closed."""
-    paths, units = set(changed), set()
+    held = {p: set(_units_of(manifest, [r])) for p, r in covered.items()}
+    paths = set(changed)
     while True:
-        units = set(_units_of(manifest, [covered[p] for p in paths]))
-        more = {p for p, r in covered.items() if _units_of(manifest, [r]) and set(_units_of(manifest, [r])) & units}
+        units = set().union(*(held[p] for p in paths))
+        more = {p for p, u in held.items() if u & units}
         if more <= paths:
             return sorted(paths), sorted(units)
         paths |= more
@@ -214,10 +216,10 @@ def plan_table(cfg: ExtractConfig, listing: list[FoundInput], manifest: Manifest
         if on_changed != "reextract":
             return TickPlan([], None, [table.path], [], [])
         drop = [u.id for u in manifest.units] if manifest else []
-        return TickPlan([table], (0, len(corpus)), [table.path], [], drop)
+        return TickPlan([table], (0, len(corpus)), [table.path], [], drop, corpus_fingerprint(corpus))
     if len(corpus) <= start:
         return TickPlan([], None, [], [], [])
-    return TickPlan([table], (start, len(corpus)), [], [], [])
+    return TickPlan([table], (start, len(corpus)), [], [], [], corpus_fingerprint(corpus))
 
 
 def _report_changed(changed: list[str], on_changed: OnChanged) -> None:
@@ -262,11 +264,7 @@ def _records(cfg: ExtractConfig, plan: ExtractionPlan, tp: TickPlan, example_bas
                                 "they are changing while the tick reads them; run the tick again")
     out, start = [], example_base
     for f, n in zip(tp.inputs, counts, strict=True):
-        if tp.rows is not None:
-            st = load_corpus(f.path, cfg.text_field, cfg.fields, storage_options=cfg.storage, check_text=False)
-            fp = corpus_fingerprint(st.select(range(tp.rows[1])))
-        else:
-            fp = file_fingerprint(cfg, f.path, f.size)
+        fp = tp.table_fingerprint if tp.rows is not None else file_fingerprint(cfg, f.path, f.size)
         out.append(InputRecord(f.path, f.size, f.etag, fp, (start, start + n), tp.rows))
         start += n
     return out
@@ -322,7 +320,7 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
         return TickResult("", "nothing new", len(listing), changed=tp.changed, missing=tp.missing,
                           version=manifest.version if manifest else 0, seconds=round(time.perf_counter() - t0, 2))
     selection = InputSelection(rows=tp.rows) if tp.rows else InputSelection(files=tuple(f.path for f in tp.inputs))
-    plan = plan_extraction(dataclasses.replace(cfg, data=tp.inputs[0].path) if tp.rows else cfg, selection)
+    plan = plan_extraction(cfg, selection)
     plan.identity = tick_identity({**plan.identity, "data": cfg.data})
     plan.unit_base, plan.example_base = unit_base, example_base
     records = _records(cfg, plan, tp, example_base) if pending is None else list(pending.inputs)

@@ -27,7 +27,8 @@ log = logging.getLogger("actlake.lock")
 UNREADABLE_GRACE_S = 1.0  #: how long an unparsable lock gets to become a whole one (a writer creating it)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is alive (a zombie is not)."""
     if pid <= 0:  # kill(0 or -1, 0) would ask about whole process groups
         return False
     try:
@@ -61,7 +62,7 @@ class WriteLock:
         }).encode()
 
     def _stale(self, holder: dict) -> str | None:
-        if holder.get("host") == socket.gethostname() and not _pid_alive(holder["pid"]):
+        if holder.get("host") == socket.gethostname() and not pid_alive(holder["pid"]):
             return f"its process {holder.get('pid')} on this host is gone"
         age = time.time() - holder["heartbeat"]
         if age > holder["ttl"]:
