@@ -49,12 +49,13 @@ def test_flipped_byte_on_s3(s3_bucket):
     uri = f"{s3_bucket}/flip"
     write_dataset(uri, units=3, rows=20)
     fs = s3fs.S3FileSystem()
-    path = f"{uri[5:]}/data/unit-000001.parquet"
+    rel = next(u.path for u in shards.open_dataset(uri).units if u.id == 1)  # format v2: unit id + attempt
+    path = f"{uri[5:]}/{rel}"
     data = bytearray(fs.cat_file(path))
     data[len(data) // 2] ^= 1
     fs.pipe_file(path, bytes(data))
     report = shards.verify_dataset(uri)
-    assert list(report.bad) == ["data/unit-000001.parquet"]
+    assert list(report.bad) == [rel]
 
 
 def test_second_writer_refused_on_s3(s3_bucket):
