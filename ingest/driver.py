@@ -16,6 +16,7 @@ from ingest.config import ExtractConfig
 from ingest.plan import ExtractionPlan, InputSelection, WorkUnit
 from shards.errors import ActlakeError
 from shards.manifest import CommitInfo
+from shards.mlpweights import MLP_OUT
 from shards.progress import Progress
 from shards.runtime import connect_ray
 from shards.unit_writer import UnitWriter
@@ -67,7 +68,21 @@ def plan_extraction(cfg: ExtractConfig, selection: InputSelection | None = None)
         from shards.unembed import UNEMBED, from_module
 
         plan.artifacts[UNEMBED] = from_module(loaded.model).to_bytes()
+    if cfg.save_weights:
+        plan.artifacts[MLP_OUT] = mlp_out_bytes(loaded.model, plan.hooks)
     return plan
+
+
+def mlp_out_bytes(model, hooks) -> bytes:
+    """The output projections behind the plan's ``mlp_hidden.N`` hooks (--save-weights; none is an error)."""
+    from shards.mlpweights import NoMlpWeightsError, projection, to_bytes
+
+    modules = dict(model.named_modules())
+    weights = {h.name: projection(modules[h.module]) for h in hooks if h.name.startswith("mlp_hidden.")}
+    if not weights:
+        raise NoMlpWeightsError("--save-weights stores the MLP output projections of mlp_hidden.N hooks, and "
+                                "none is extracted; add e.g. --hooks 'mlp_hidden.*'")
+    return to_bytes(weights)
 
 
 def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:

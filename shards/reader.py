@@ -126,6 +126,21 @@ class Dataset:
             self._stats[hook], _units = HookStats.from_npz_bytes(self.storage.get_bytes(path))
         return self._stats[hook]
 
+    def read_artifact(self, name: str, fix: str) -> bytes | None:
+        """The bytes of ``artifacts/<name>`` checked against the manifest's checksum (None when the dataset
+        stores none); ``fix`` ends the error a damaged file raises."""
+        from shards.checksums import checksum
+        from shards.errors import CorruptDataError
+
+        entry = self.manifest.artifacts.get(name)
+        if entry is None:
+            return None
+        data = self.storage.get_bytes(entry.path)
+        if checksum(data) != entry.checksum:
+            problem = f"checksum {checksum(data)} != manifest {entry.checksum}"
+            raise CorruptDataError(f"{self.storage.display(entry.path)}: {problem}. {fix}", problem)
+        return data
+
     # --- file access -------------------------------------------------------------
     def _read_group(self, group: int, columns: list[str]) -> pa.Table:
         unit, gi = self.units[int(self._group_unit[group])], int(self._group_index[group])

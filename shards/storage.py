@@ -98,6 +98,36 @@ class StorageOptions:
         return out
 
 
+#: s3fs options pyarrow's S3 filesystem can stand in for
+_NATIVE_KEYS = {"endpoint_url", "client_kwargs", "anon", "key", "secret", "token", "use_listings_cache",
+                "config_kwargs"}
+
+
+def native_s3(options: dict):
+    """pyarrow's ``S3FileSystem`` equivalent to the s3fs ``options``, or None where it cannot be."""
+    if os.environ.get("ACTLAKE_S3_READER", "pyarrow") == "s3fs" or set(options) - _NATIVE_KEYS:
+        return None
+    if set(options.get("client_kwargs") or {}) - {"region_name"}:
+        return None
+    try:
+        from pyarrow.fs import AwsStandardS3RetryStrategy, S3FileSystem
+    except ImportError:
+        return None
+    kw: dict[str, Any] = {"retry_strategy": AwsStandardS3RetryStrategy(max_attempts=10)}
+    endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    region = (options.get("client_kwargs") or {}).get("region_name") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kw["region"] = region
+    if options.get("anon"):
+        kw["anonymous"] = True
+    if options.get("key"):
+        kw.update(access_key=options["key"], secret_key=options.get("secret"), session_token=options.get("token"))
+    return S3FileSystem(**kw)
+
+
 def as_fsspec_options(options: StorageOptions | dict | None) -> dict:
     """Storage options as fsspec keyword arguments, from either form."""
     if isinstance(options, StorageOptions):
@@ -221,6 +251,23 @@ class Storage:
     def size(self, rel: str) -> int:
         """The object's size in bytes; FileNotFoundError when it does not exist."""
         return int(self.call("stat", rel, lambda: self.fs.size(self.path(rel)), missing_ok=True))
+
+    @property
+    def arrow_fs(self):
+        """pyarrow's native S3 filesystem for this root's options (its reads run in C++ without the GIL and
+        were faster than s3fs's: docs/benchmarks.md), or None: not S3, options only s3fs knows (a profile,
+        other --storage-option keys), ``ACTLAKE_S3_READER=s3fs``, or a pyarrow built without S3."""
+        if not hasattr(self, "_arrow_fs"):
+            self._arrow_fs = native_s3(self.storage_options) if self.uri.startswith(_S3) else None
+        return self._arrow_fs
+
+    def open_read(self, rel: str):
+        """A random-access file for Parquet reads: pyarrow's native S3 file where ``arrow_fs`` allows it,
+        else the fsspec file."""
+        fs = self.arrow_fs
+        if fs is not None:
+            return fs.open_input_file(self.path(rel).split("://", 1)[-1])
+        return self.fs.open(self.path(rel), "rb")
 
     def open_input(self, rel: str):
         """A seekable binary file for Parquet footers and row groups; FileNotFoundError when missing."""

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from shards.checksums import HashingSink
 from shards.codecs import get_codec
 from shards.commits import CommitRecord
-from shards.dtypes import as_numpy, storage_to_torch, to_storage_numpy
+from shards.dtypes import as_numpy, to_storage_numpy
 from shards.errors import SchemaMismatchError
 from shards.integrity import PAGE_CHECKSUMS_KEY
 from shards.layout import check_unit_id, unit_attempt_path
@@ -116,8 +116,8 @@ class UnitWriter:
         return [min(rows_per_group, n - s) for s in range(0, n, rows_per_group)] or [0]
 
     def unit_stats(self, columns: dict, n: int) -> dict[str, HookStats]:
-        return {name: HookStats.from_rows(storage_to_torch(to_storage_numpy(columns[name], spec.dtype).reshape(n, -1),
-                                                           spec.dtype))
+        # numpy on this thread only: no second torch thread team beside the extraction's forward pass
+        return {name: HookStats.from_storage(to_storage_numpy(columns[name], spec.dtype).reshape(n, -1), spec.dtype)
                 for name, spec in self.schema.hooks.items()}
 
     def write(self, unit_id: int, columns: dict, skipped: Sequence[SkippedInput] = ()) -> CommitRecord:
@@ -141,7 +141,7 @@ class UnitWriter:
                 groups = self.encode(table, sink)
             return groups, sink
 
-        # Statistics (torch) and Parquet encoding (Arrow) both release the GIL: run them side by side.
+        # Statistics (numpy) and Parquet encoding (Arrow) both release the GIL: run them side by side.
         with ThreadPoolExecutor(1) as pool:
             stats_future = pool.submit(self.unit_stats, columns, table.num_rows) if self.compute_stats else None
             groups, sink = self.storage.call("write", path, attempt)

@@ -8,23 +8,14 @@ import torch
 
 from analysis.geometry.config import StatsConfig
 from analysis.geometry.logit_lens import LensInputs
-from shards.checksums import checksum
-from shards.errors import CorruptDataError
 from shards.reader import Dataset
 from shards.unembed import UNEMBED, NoUnembeddingError, Unembed, load_unembed
 
 
 def dataset_unembed(ds: Dataset) -> Unembed | None:
     """The unembedding stored with the dataset (checked against its manifest checksum), or None."""
-    entry = ds.manifest.artifacts.get(UNEMBED)
-    if entry is None:
-        return None
-    data = ds.storage.get_bytes(entry.path)
-    if checksum(data) != entry.checksum:
-        problem = f"checksum {checksum(data)} != manifest {entry.checksum}"
-        raise CorruptDataError(f"{ds.storage.display(entry.path)}: {problem}. Extract again with --save-unembed, "
-                               "or pass --model.", problem)
-    return Unembed.from_bytes(data)
+    data = ds.read_artifact(UNEMBED, "Extract again with --save-unembed, or pass --model.")
+    return Unembed.from_bytes(data) if data is not None else None
 
 
 def next_tokens(ds: Dataset, rows: np.ndarray) -> np.ndarray:

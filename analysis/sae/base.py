@@ -13,8 +13,10 @@ from torch import nn
 class AuxKOptions:
     """The AuxK loss of k-sparse architectures (Gao et al. 2024): dead latents reconstruct the error."""
 
-    auxk_coeff: float = 1 / 32
-    """topk, batchtopk, matryoshka, mp: weight of the AuxK loss."""
+    auxk_coeff: float = 0.0
+    """topk, batchtopk, matryoshka, mp, snmf: weight of the AuxK loss (0: off, as sparsify's default; measured
+    at 2M tokens: 1/32 cost 65 % more time per step for the same FVU, docs/benchmarks.md; 1/32 is Gao et
+    al.'s value for long runs where dead latents pile up)."""
 
     k_aux: int = 0
     """topk, batchtopk, matryoshka, mp: dead latents used by AuxK (0: d_in / 2)."""
@@ -41,6 +43,60 @@ class SaeOutput:
         return on.sum(), fired
 
 
+class EncoderPreActs(torch.autograd.Function):
+    """``(x - b_dec) @ W_enc + b_enc`` for inputs that need no gradient (training batches).
+
+    Autograd would compute the input's full gradient ``G @ W_encᵀ`` (batch × d_sae × d_in: a third of a
+    TopK step's matmul time) only to sum it over rows for ``b_dec``; here ``b_dec``'s gradient is
+    ``-(Σ_rows G) @ W_encᵀ``, a vector-matrix product. Measured in docs/benchmarks.md (SAE defaults).
+    """
+
+    @staticmethod
+    def forward(ctx, x, b_dec, w_enc, b_enc):  # noqa: D102 - autograd's API
+        centred = x - b_dec
+        ctx.save_for_backward(centred, w_enc)
+        return torch.addmm(b_enc, centred, w_enc)  # fused bias: one pass over (batch, d_sae)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102 - autograd's API
+        centred, w_enc = ctx.saved_tensors
+        col = grad.sum(0)
+        g_bdec = -(w_enc @ col) if ctx.needs_input_grad[1] else None
+        g_w = centred.t() @ grad if ctx.needs_input_grad[2] else None
+        return None, g_bdec, g_w, col if ctx.needs_input_grad[3] else None
+
+
+class GatheredPreActs(torch.autograd.Function):
+    """Pre-activations at chosen latents only, ``vals[i, j] = pre[i, idx[i, j]]`` (computed without a graph),
+    with their gradients: for k-sparse SAEs only the chosen entries of the (batch × d_sae) pre-activations
+    receive gradient, so ``W_enc``'s gradient is a sparse (CSR, d_sae × batch, k per row of the batch) times
+    dense product instead of a dense matmul over mostly zeros: 5-8x faster at d_sae = 8 d_in here
+    (docs/benchmarks.md, SAE defaults), as sparsify's fused encoder does with an index_add on GPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b_dec, w_enc, b_enc, idx, vals):  # noqa: D102 - autograd's API
+        ctx.save_for_backward(x, b_dec, w_enc, idx)
+        return vals.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102 - autograd's API
+        x, b_dec, w_enc, idx = ctx.saved_tensors
+        n, k = idx.shape
+        d_sae = w_enc.shape[1]
+        flat, g = idx.reshape(-1), grad.reshape(-1)
+        col = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(0, flat, g)  # Σ_rows G
+        g_w = None
+        if ctx.needs_input_grad[2]:
+            order = torch.argsort(flat, stable=True)  # entries grouped by latent: the CSR rows of Gᵀ
+            crow = torch.zeros(d_sae + 1, dtype=torch.int64, device=grad.device)
+            crow[1:] = torch.bincount(flat, minlength=d_sae).cumsum(0)
+            gt = torch.sparse_csr_tensor(crow, order // k, g[order], (d_sae, n))
+            g_w = (gt @ (x - b_dec)).t()
+        g_bdec = -(w_enc @ col) if ctx.needs_input_grad[1] else None
+        return None, g_bdec, g_w, col if ctx.needs_input_grad[3] else None, None, None
+
+
 class SparseAutoencoder(nn.Module):
     """x -> z = f((x - b_dec) W_enc + b_enc) -> x_hat = z W_dec + b_dec, with W_dec rows at unit norm.
 
@@ -52,6 +108,7 @@ class SparseAutoencoder(nn.Module):
     arch: str = "base"
     saelens_arch: str | None = None  #: how SAELens calls it (None: SAELens has no inference class for it)
     k_sparse: bool = False  #: exactly-k (TopK family)
+    uses_b_dec: bool = True  #: False: the model has no bias (b_dec stays 0, not initialised from the data)
 
     def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, options=None) -> None:
         super().__init__()
@@ -62,13 +119,22 @@ class SparseAutoencoder(nn.Module):
         w = torch.randn(d_sae, d_in, generator=gen)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w)
-        self.W_enc = nn.Parameter(w.t().clone())  # the encoder starts as the decoder's transpose
+        self.W_enc = nn.Parameter(w.t().contiguous())  # the encoder starts as the decoder's transpose
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     # --- the model --------------------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc)  # fused bias: one pass over (batch, d_sae)
+        if x.requires_grad:  # rare (attribution through the SAE): plain autograd
+            return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc)
+        return EncoderPreActs.apply(x, self.b_dec, self.W_enc, self.b_enc)
+
+    def gathered_pre_acts(self, x: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """``vals`` (the pre-activations at latents ``idx``, computed without a graph) with their gradient
+        path to the encoder (``GatheredPreActs``); plain autograd when ``x`` itself needs a gradient."""
+        if x.requires_grad or x.device.type != "cpu":  # CSR products are measured on CPU only
+            return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc).gather(1, idx)
+        return GatheredPreActs.apply(x, self.b_dec, self.W_enc, self.b_enc, idx, vals)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -119,9 +185,12 @@ class SparseAutoencoder(nn.Module):
         pre = out.pre if out.pre is not None else self.pre_acts(x)
         dead_ids = dead.nonzero().squeeze(1)
         # top-k among the dead columns only: no full-size masked copy of the pre-activations
-        vals, local = pre.index_select(1, dead_ids).topk(min(k_aux, n_dead), dim=-1)
+        vals, local = pre.index_select(1, dead_ids).topk(min(k_aux, n_dead), dim=-1, sorted=False)
+        ids = dead_ids[local]
+        if not pre.requires_grad:  # the forward kept no graph: the chosen entries get theirs here
+            vals = self.gathered_pre_acts(x, ids, vals)
         err = (x - out.recon).detach()
-        err_hat = self.sparse_decode(torch.relu(vals), dead_ids[local], bias=False)
+        err_hat = self.sparse_decode(torch.relu(vals), ids, bias=False)
         total_var = (err - err.mean(0)).pow(2).sum()
         return {"auxk": opts.auxk_coeff * (err_hat - err).pow(2).sum() / total_var.clamp_min(1e-12)}
 
@@ -146,3 +215,11 @@ def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
     """Dense activations keeping each row's top ``k`` (ReLU'd) pre-activations."""
     vals, idx = pre.topk(k, dim=-1)
     return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+
+
+def residual_directions(sae: SparseAutoencoder, w_out: torch.Tensor) -> torch.Tensor:
+    """Each feature's write to the residual stream, ``W_out @ z`` (d_sae × d_model), for an SAE of MLP hidden
+    activations (``mlp_hidden.N``) and that MLP's output projection ``w_out`` (d_model × d_mlp)."""
+    if w_out.shape[1] != sae.d_in:
+        raise ValueError(f"the MLP output projection takes {w_out.shape[1]} neurons, the SAE {sae.d_in}")
+    return sae.W_dec.detach().float() @ w_out.float().t()

@@ -46,10 +46,14 @@ class SaeTrainConfig:
     """Rows per optimiser step (global, split across workers)."""
 
     lr: float = 0.0
-    """Adam learning rate; 0: 2e-4 / sqrt(d_sae / 2^14), scaled with the number of latents as sparsify does."""
+    """Adam learning rate; 0: 1e-3 / sqrt(d_sae / 2^14) (sparsify's Adam rule x5; docs/benchmarks.md)."""
 
     warmup_steps: int = -1
     """Linear learning-rate warm-up steps (-1: a twentieth of the steps, at most 1000)."""
+
+    encoder_init_norm: float = 0.58
+    """Norm of each latent's encoder column at the start (decoder rows start at 1 and the encoder as their
+    transpose times this; 1.0: the plain transpose). 0.58 ~ nn.Linear's init, as sparsify starts."""
 
     decay_frac: float = 0.2
     """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
@@ -59,6 +63,10 @@ class SaeTrainConfig:
 
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     """Decoder bias initialisation: geometric_median (of a sample), mean (the dataset's stored mean), zeros."""
+
+    min_position: int = 0
+    """Leave out rows at positions below N (1: each context's first token, the attention sink of most causal
+    LMs, ~100x the norm of the other rows; 0: every row). Normalisation and b_dec then come from kept rows."""
 
     normalize: bool = flag(default=True, negative_prefix="--no-")
     """Scale inputs to mean norm sqrt(d) with the dataset's stored statistics (folded into the weights at the end)."""
@@ -72,8 +80,8 @@ class SaeTrainConfig:
     checkpoint_every: int = 1000
     """Save model, optimiser, step and the reader's cursor every N steps (0: only at the end)."""
 
-    log_every: int = 100
-    """Log metrics every N steps."""
+    log_every: int = 0
+    """Log metrics every N steps (0: adapt to the run, about 100 points: steps / 100, at least every step)."""
 
     eval_tokens: str = "64k"
     """Rows of the final evaluation (FVU, L0, firing frequencies)."""
@@ -120,6 +128,12 @@ class SaeTrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
             if value <= 0 and name == "tokens":
                 raise ConfigError(f"--tokens must be positive, got {count!r}")
+        if self.encoder_init_norm <= 0:
+            raise ConfigError(f"--encoder-init-norm must be positive, got {self.encoder_init_norm}")
+        if self.min_position < 0:
+            raise ConfigError(f"--min-position cannot be negative, got {self.min_position}")
+        if self.log_every < 0:
+            raise ConfigError(f"--log-every must be positive (or 0 to adapt to the run length), got {self.log_every}")
         if self.lr < 0:
             raise ConfigError(f"--lr must be positive (or 0 for the default schedule's choice), got {self.lr}")
         if self.batch_size % self.workers:

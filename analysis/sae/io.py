@@ -38,6 +38,27 @@ def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None,
     st.put_bytes(CFG, json.dumps(cfg, indent=1, default=str).encode())
 
 
+RESID = "residual_directions.safetensors"
+
+
+def save_residual_directions(sae: SparseAutoencoder, ds, hook: str, uri: str,
+                             storage_options: StorageOptions | dict | None = None) -> bool:
+    """For an SAE of ``mlp_hidden.N`` whose dataset stores that MLP's output projection (extract
+    --save-weights): write each feature's residual-stream direction ``W_out @ z`` as ``W_resid``
+    (d_sae × d_model) in ``residual_directions.safetensors`` beside the SAE. Whether it was written."""
+    from safetensors.torch import save
+
+    from analysis.sae.base import residual_directions
+    from shards.mlpweights import MLP_OUT, load_mlp_weights
+
+    if not hook.startswith("mlp_hidden.") or MLP_OUT not in ds.manifest.artifacts:
+        return False
+    w_out, _bias = load_mlp_weights(ds, hook)
+    Storage(uri, storage_options).put_bytes(RESID, save({"W_resid": residual_directions(sae, w_out).contiguous()},
+                                                        metadata={"hook": hook}))
+    return True
+
+
 class SaeNotFoundError(ActlakeError, FileNotFoundError):
     """No (readable) SAE at the given URI."""
 

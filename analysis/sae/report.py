@@ -27,12 +27,17 @@ class SaeEval(JsonRecord):
 
 
 @torch.no_grad()
-def evaluate(sae, ds, hook: str, max_rows: int, seed: int = 0, batch_size: int = 4096) -> tuple[SaeEval, np.ndarray]:
-    """The SAE's ``SaeEval`` on up to ``max_rows`` shuffled rows, and each latent's firing frequency."""
+def evaluate(sae, ds, hook: str, max_rows: int, seed: int = 0, batch_size: int = 4096,
+             min_position: int = 0) -> tuple[SaeEval, np.ndarray]:
+    """The SAE's ``SaeEval`` on up to ``max_rows`` shuffled rows (those at positions >= ``min_position``),
+    and each latent's firing frequency."""
     n, sse, l0, sum_x, sum_x2 = 0, 0.0, 0.0, None, 0.0
     fires = torch.zeros(sae.d_sae, dtype=torch.float64)
-    for batch in stream_rows(ds, hook, batch_size, shuffle=True, seed=seed + 7_919, max_rows=max_rows):
-        x = batch["x"]
+    for batch in stream_rows(ds, hook, batch_size, shuffle=True, seed=seed + 7_919, max_rows=max_rows,
+                             columns=["position"] if min_position else None):
+        x = batch["x"] if not min_position else batch["x"][batch["position"] >= min_position]
+        if not len(x):
+            continue
         z = sae.encode(x)
         sse += float((sae.decode(z) - x).double().pow(2).sum())
         active = z != 0
@@ -57,10 +62,13 @@ def write_report(dest: Results, name: str, metrics: list[dict], ev: SaeEval, fre
     if rows:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         tokens = [r["tokens"] for r in rows]
+        from matplotlib.ticker import EngFormatter
+
         for ax, key, label in zip(axes, ("fvu", "l0", "dead_frac"),
                                   ("FVU", "L0 (active latents)", "dead-latent fraction"), strict=True):
             ax.plot(tokens, [r[key] for r in rows])
             ax.set_xlabel("training tokens")
+            ax.xaxis.set_major_formatter(EngFormatter())  # 300k, 2M: raw counts run into each other
             ax.set_title(label)
             if key == "fvu":
                 ax.set_yscale("log")

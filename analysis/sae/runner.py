@@ -20,7 +20,7 @@ from analysis.common.stream import sample_rows
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.checkpoints import LATEST, load_checkpoint, save_checkpoint
 from analysis.sae.config import RUN_NEUTRAL, SaeTrainConfig, parse_count
-from analysis.sae.io import save_sae
+from analysis.sae.io import save_residual_directions, save_sae
 from analysis.sae.registry import SaeConfigError, get_architecture
 from analysis.sae.report import evaluate, write_report
 from analysis.sae.trainer import SaeSpec, SaeTrainer, Schedule, TrainerCallbacks, default_lr, geometric_median
@@ -77,13 +77,37 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
 
 def build_sae(cfg: SaeTrainConfig, spec: SaeSpec) -> SparseAutoencoder:
     arch = get_architecture(spec.arch)
-    return arch.sae_class(spec.d_in, spec.d_sae, spec.k, cfg.seed, arch.options_from(cfg.options))
+    sae = arch.sae_class(spec.d_in, spec.d_sae, spec.k, cfg.seed, arch.options_from(cfg.options))
+    with torch.no_grad():
+        sae.W_enc.mul_(cfg.encoder_init_norm)
+    return sae
 
 
-def input_scale(ds: Dataset, hook: str, normalize: bool) -> float:
-    """Inputs go to mean norm sqrt(d), as SAELens and Anthropic do (1 without ``normalize``)."""
+def kept_sample(ds: Dataset, hooks: list[str], n: int, seed: int, min_position: int) -> dict[str, torch.Tensor]:
+    """A seeded sample of (up to) ``n`` rows at positions >= ``min_position``, the same rows for each hook."""
+    if not min_position:
+        return sample_rows(ds, hooks, n, seed)
+    it = ds.iter_batches(hooks, batch_size=max(1, min(2 * n, ds.num_rows)), shuffle=True, seed=seed,
+                         columns=["position"], reuse_buffers=False)
+    gen = iter(it)
+    try:
+        batch = next(gen)
+    finally:
+        gen.close()
+    keep = torch.nonzero(batch["position"] >= min_position).squeeze(1)[:n]
+    if not len(keep):
+        raise SaeRunError(f"no row of {ds.storage.display()} is at position >= {min_position}; lower --min-position")
+    return {h: batch[h].reshape(len(batch[h]), -1)[keep] for h in hooks}
+
+
+def input_scale(ds: Dataset, hook: str, normalize: bool, min_position: int = 0) -> float:
+    """Inputs go to mean norm sqrt(d), as SAELens and Anthropic do (1 without ``normalize``); measured on the
+    kept rows when some positions are left out (the stored statistics cover every row)."""
     if not normalize:
         return 1.0
+    if min_position:
+        sample = kept_sample(ds, [hook], 65536, 1_000_033, min_position)[hook].float()
+        return math.sqrt(ds.hook_spec(hook).numel) / float(sample.norm(dim=1).mean())
     st = ds.stats(hook)
     if not st.mean_norm:
         raise SaeRunError(f"hook {hook!r} has no stored statistics to normalise with; use --no-normalize")
@@ -96,7 +120,13 @@ def schedule_of(cfg: SaeTrainConfig) -> Schedule:
     warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else min(1000, max(1, steps // 20))
     dead = (min(10_000_000, max(tokens // 10, cfg.batch_size)) if cfg.dead_tokens == "auto"
             else parse_count(cfg.dead_tokens))
-    return Schedule(steps, cfg.batch_size, warmup, cfg.decay_frac, dead, cfg.log_every, cfg.checkpoint_every)
+    return Schedule(steps, cfg.batch_size, warmup, cfg.decay_frac, dead, cfg.log_every or auto_log_every(steps),
+                    cfg.checkpoint_every)
+
+
+def auto_log_every(steps: int, points: int = 100) -> int:
+    """About ``points`` logged points over the run: a short run logs every step, so its curves have shape."""
+    return max(1, steps // points)
 
 
 def _init_b_dec(cfg: SaeTrainConfig, ds: Dataset, trainer: SaeTrainer) -> None:
@@ -104,8 +134,11 @@ def _init_b_dec(cfg: SaeTrainConfig, ds: Dataset, trainer: SaeTrainer) -> None:
         return
     hooks = sorted({s.hook for s in trainer.specs})
     # a fixed sample (seed-determined), the same on every rank
-    sample = sample_rows(ds, hooks, 4096, cfg.seed + 1_000_003) if cfg.b_dec_init == "geometric_median" else None
+    sample = (kept_sample(ds, hooks, 4096, cfg.seed + 1_000_003, cfg.min_position)
+              if cfg.b_dec_init == "geometric_median" else None)
     for spec in trainer.specs:
+        if not trainer.saes[spec.name].uses_b_dec:
+            continue
         scale = trainer.scales[spec.hook]
         value = (torch.as_tensor(ds.stats(spec.hook).mean, dtype=torch.float32).reshape(-1) * scale
                  if sample is None else geometric_median(sample[spec.hook].float() * scale))
@@ -130,7 +163,8 @@ class SaeRun:
         self.out = Results(cfg.out, cfg.storage)
         self.settings = run_settings(cfg, RUN_NEUTRAL, dataset_id=self.ds.dataset_id)
         self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST)
-        scales = {h: input_scale(self.ds, h, cfg.normalize) for h in sorted({s.hook for s in self.specs})}
+        scales = {h: input_scale(self.ds, h, cfg.normalize, cfg.min_position)
+                  for h in sorted({s.hook for s in self.specs})}
         self.trainer = SaeTrainer(self.specs, {s.name: build_sae(cfg, s) for s in self.specs}, scales,
                                   schedule_of(cfg), world, _all_reduce if world > 1 else None)
 
@@ -140,12 +174,16 @@ class SaeRun:
         while True:
             it = self.ds.iter_batches(sorted(self.trainer.scales), batch_size=self.trainer.local_bs, shuffle=True,
                                       seed=self.cfg.seed, epoch=st.epoch, rank=self.rank, world_size=self.world,
-                                      drop_last=True, start=st.cursor, columns=[])
+                                      drop_last=True, start=st.cursor,
+                                      columns=["position"] if self.cfg.min_position else [])
             got = False
             gen = iter(it)
             try:
                 for batch in gen:
                     got = True
+                    if self.cfg.min_position:  # rows left out: the batch shrinks (the trainer counts its rows)
+                        keep = torch.nonzero(batch.pop("position") >= self.cfg.min_position).squeeze(1)
+                        batch = {h: v[keep] for h, v in batch.items()}
                     yield batch, it.cursor
             finally:
                 gen.close()
@@ -203,7 +241,8 @@ class SaeRun:
             folded = copy.deepcopy(self.trainer.saes[spec.name])
             folded.fold_input_scale(self.trainer.scales[spec.hook])
             folded.eval()
-            ev, freq = evaluate(folded, self.ds, spec.hook, parse_count(self.cfg.eval_tokens), self.cfg.seed)
+            ev, freq = evaluate(folded, self.ds, spec.hook, parse_count(self.cfg.eval_tokens), self.cfg.seed,
+                                min_position=self.cfg.min_position)
             dest = self.out.child("" if len(self.specs) == 1 else spec.name)
             save_sae(folded, dest.storage.uri, {
                 "hook": spec.hook, "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
@@ -211,6 +250,7 @@ class SaeRun:
                 "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json()},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)
+            save_residual_directions(folded, self.ds, spec.hook, dest.storage.uri, self.cfg.storage)
             results[spec.name] = {"uri": dest.display(), **ev.to_json()}
         summary = TrainSummary(self.out.display(), st.step, st.tokens, round(seconds, 2), round(loop, 2),
                                round(ran / max(loop, 1e-9), 3), results)

@@ -53,8 +53,9 @@ class TrainerCallbacks:
 
 
 def default_lr(d_sae: int) -> float:
-    """sparsify's rule: 2e-4 at 2^14 latents, scaled by 1/sqrt(d_sae / 2^14)."""
-    return 2e-4 / math.sqrt(d_sae / 2**14)
+    """1e-3 at 2^14 latents, scaled by 1/sqrt(d_sae / 2^14): sparsify's Adam rule (2e-4 at 2^14) times 5,
+    which reached the lowest FVU of the rules measured (docs/benchmarks.md, SAE defaults)."""
+    return 1e-3 / math.sqrt(d_sae / 2**14)
 
 
 def lr_factor(step: int, steps: int, warmup: int, decay_frac: float) -> float:
@@ -131,7 +132,7 @@ class SaeTrainer:
         with torch.no_grad():
             n_active, fired = out.active_counts()
             sums = torch.stack([err.detach().sum(), (x - x.mean(0)).pow(2).sum(), n_active.float(),
-                                *(t.detach() for t in terms.values())])
+                                torch.tensor(float(len(x))), *(t.detach() for t in terms.values())])
         return sums, fired.to(torch.int32), terms
 
     def step(self, batch: dict) -> dict:
@@ -155,14 +156,14 @@ class SaeTrainer:
         return row
 
     def _metrics(self, spec: SaeSpec, sums: torch.Tensor, fired: torch.Tensor, terms: dict) -> dict:
-        bs = self.schedule.batch_size
         sums = self.reduce(sums, "sum")
+        rows = max(float(sums[3]), 1.0)  # the batch's rows (fewer than batch_size when rows are filtered out)
         since = self.since_fired[spec.name]
-        since += bs
+        since += int(rows)
         since[self.reduce(fired, "max").bool()] = 0
-        out = {"mse": float(sums[0]) / bs, "fvu": float(sums[0] / sums[1]), "l0": float(sums[2]) / bs,
+        out = {"mse": float(sums[0]) / rows, "fvu": float(sums[0] / sums[1]), "l0": float(sums[2]) / rows,
                "dead_frac": float((since >= self.schedule.dead_tokens).float().mean())}
-        out.update({name: float(v) / self.world for name, v in zip(terms, sums[3:], strict=True)})
+        out.update({name: float(v) / self.world for name, v in zip(terms, sums[4:], strict=True)})
         return out
 
     def fit(self, batches: Iterator[tuple[dict, Cursor]], callbacks: TrainerCallbacks = TrainerCallbacks()) -> None:

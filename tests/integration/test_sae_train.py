@@ -134,3 +134,37 @@ def test_minilm_topk_beats_pca_and_encodes_with_contexts(ray_local, tmp_path):
     assert "[[" in top["context"][0] and len(top["latent"]) > 0
     first = int(top["row"][0])
     assert top["token_id"][0] == int(ds.take([first], hooks=[], columns=["token_id"])["token_id"][0])
+
+
+@pytest.mark.parametrize("factory", ["tiny_gpt2", "tiny_llama"])
+def test_snmf_on_mlp_hidden_with_the_stored_output_projection(ray_local, tmp_path, factory):
+    """extract --save-weights stores each mlp_hidden.N hook's output projection (GPT-2's Conv1D transposed to
+    nn.Linear's layout): W_out @ hidden + b gives the MLP's output the model computed (the mlp.N hook).
+    A semi-NMF of mlp_hidden.1 then writes its features' residual directions W_out @ z."""
+    from ingest.config import ExtractConfig
+    from ingest.driver import run_extraction
+    from shards.errors import ActlakeError
+    from shards.mlpweights import MLP_OUT, load_mlp_weights
+
+    data = str(tmp_path / "acts")
+    cfg = dict(model=f"tests.model_factories:{factory}", data="builtin:concepts?n=120", workers=1, unit_size=40,
+               pool="none", pack=False, dtype="float32")
+    with pytest.raises(ActlakeError, match="--save-weights stores the MLP output projections of mlp_hidden.N"):
+        run_extraction(ExtractConfig(out=str(tmp_path / "no"), hooks=["resid.1"], save_weights=True, **cfg))
+    run_extraction(ExtractConfig(out=data, hooks=["mlp_hidden.1", "mlp.1"], save_weights=True, **cfg))
+    ds = shards.open_dataset(data)
+    assert MLP_OUT in ds.manifest.artifacts and shards.verify_dataset(data).ok
+    w_out, b_out = load_mlp_weights(ds, "mlp_hidden.1")
+    rows = ds.take(list(range(0, ds.num_rows, 3)), hooks=["mlp_hidden.1", "mlp.1"])
+    torch.testing.assert_close(rows["mlp_hidden.1"] @ w_out.T + (b_out if b_out is not None else 0), rows["mlp.1"],
+                               rtol=1e-4, atol=1e-5)
+    out = tmp_path / "snmf"
+    train_sae(SaeTrainConfig(data=data, hook="mlp_hidden.1", arch="snmf", k="8", expansion="1", tokens="40k",
+                             batch_size=512, out=str(out), checkpoint_every=0, threads=1))
+    sae = load_sae(str(out))
+    w_resid = load_file(str(out / "residual_directions.safetensors"))["W_resid"]
+    torch.testing.assert_close(w_resid, sae.W_dec.detach() @ w_out.T)
+    with torch.no_grad():  # the MLP's output rebuilt from the features' coefficients and residual directions
+        y = sae.encode(rows["mlp_hidden.1"])
+        torch.testing.assert_close(y @ w_resid, sae.decode(y) @ w_out.T, rtol=1e-4, atol=1e-5)
+    assert (y >= 0).all() and ((y != 0).sum(1) <= 8).all()

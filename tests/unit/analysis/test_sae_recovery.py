@@ -25,13 +25,16 @@ def synth(tmp_path_factory):
 def train(synth, tmp_path, arch, tokens="400k", **kw):
     data, _ = synth
     out = str(tmp_path / arch)
+    kw.setdefault("log_every", 50)
     cfg = SaeTrainConfig(data=data, hook="x", arch=arch, k="4", expansion="2", tokens=tokens, batch_size=1024,
-                         out=out, log_every=50, checkpoint_every=0, threads=1, **kw)
+                         out=out, checkpoint_every=0, threads=1, **kw)
     return train_sae(cfg), out
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "mp"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "mp", "snmf"])
 def test_known_dictionary_is_recovered(synth, tmp_path, arch):
+    """The synthetic rows are a planted semi-NMF factorisation too: x = Y Z, Y >= 0 with 4 winners per row,
+    Z of either sign."""
     summary, out = train(synth, tmp_path, arch)
     sae = load_sae(out)
     cos = mean_best_cosine(synth[1], sae.W_dec.detach().numpy())
@@ -47,7 +50,7 @@ def test_saved_sae_reproduces_the_trained_one_in_raw_units(synth, tmp_path):
     """The input normalisation is folded into the weights: the saved SAE takes raw activations."""
     import shards
 
-    summary, out = train(synth, tmp_path, "topk", tokens="50k")
+    summary, out = train(synth, tmp_path, "topk", tokens="50k", log_every=0)
     sae = load_sae(out)
     x = torch.from_numpy(shards.open_dataset(synth[0]).to_numpy("x")[:2000])
     with torch.no_grad():
@@ -55,6 +58,48 @@ def test_saved_sae_reproduces_the_trained_one_in_raw_units(synth, tmp_path):
     fvu = float((recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     assert fvu == pytest.approx(summary.saes["x-topk-k4-x2"]["fvu"], rel=0.15)
     assert (sae.encode(x) != 0).sum(1).eq(4).all()
+    # 49 steps: --log-every adapts (every step), so the training curves have 49 points, not 1
+    metrics = (tmp_path / "topk" / "metrics.jsonl").read_text().splitlines()
+    assert summary.steps == 49 and len(metrics) == 49
+
+
+def test_min_position_leaves_out_attention_sink_rows(tmp_path):
+    """Each context's first row 100x larger (a causal LM's attention sink): --min-position 1 leaves those rows
+    out of the training batches, the input scale, b_dec and the evaluation."""
+    import shards
+    from analysis.sae.runner import input_scale
+
+    rng = np.random.default_rng(0)
+    atoms = rng.standard_normal((32, 16))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    n, ctx = 24000, 8
+    z = np.zeros((n, 32))
+    np.put_along_axis(z, np.argsort(rng.random((n, 32)), axis=1)[:, :2], rng.uniform(0.5, 1.5, (n, 2)), axis=1)
+    x = (z @ atoms).astype(np.float32)
+    pos = np.arange(n) % ctx
+    x[pos == 0] *= 100
+    path = str(tmp_path / "sink")
+    with shards.create_dataset(path, {"x": {"shape": [16], "dtype": "float32"}}) as w:
+        for u in range(3):
+            sl = slice(u * n // 3, (u + 1) * n // 3)
+            w.write_unit(u, {"example_id": np.arange(n)[sl] // ctx, "position": pos[sl], "x": x[sl]})
+    ds = shards.open_dataset(path)
+    kept = x[pos > 0]
+    assert input_scale(ds, "x", True, 1) == pytest.approx(4.0 / np.linalg.norm(kept, axis=1).mean(), rel=0.02)
+    runs = {}
+    for min_pos in (0, 1):
+        out = tmp_path / f"min{min_pos}"
+        runs[min_pos] = train_sae(SaeTrainConfig(data=path, hook="x", k="2", expansion="2", tokens="200k",
+                                                 batch_size=1024, out=str(out), checkpoint_every=0, threads=1,
+                                                 min_position=min_pos, eval_tokens="1M"))
+    ev = runs[1].saes["x-topk-k2-x2"]
+    assert ev["rows"] == int((pos > 0).sum())  # evaluated on the kept rows only
+    sae = load_sae(str(tmp_path / "min1"))
+    with torch.no_grad():
+        xk = torch.from_numpy(kept)
+        fvu = float((sae.decode(sae.encode(xk)) - xk).pow(2).sum() / (xk - xk.mean(0)).pow(2).sum())
+    assert fvu == pytest.approx(ev["fvu"], rel=1e-4) and fvu < 0.2
+    assert runs[0].saes["x-topk-k2-x2"]["rows"] == n
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu", "batchtopk"])
@@ -82,6 +127,53 @@ def test_saelens_loads_our_output(tmp_path, arch):
                                    atol=1e-5)
     back = load_sae(str(tmp_path / arch))
     torch.testing.assert_close(back.encode(x), ours.encode(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_encoder_gradients_equal_plain_autograd(arch):
+    """The training path's hand-written encoder gradients (only the k chosen pre-activations, a CSR product
+    for W_enc; b_dec's through a column sum) equal plain autograd's, AuxK's dead latents included."""
+    grads = []
+    for plain in (False, True):
+        torch.manual_seed(0)
+        sae = create_sae(arch, 24, 96, k=6, seed=2)
+        with torch.no_grad():
+            sae.b_dec.normal_(0, 0.3)
+            sae.b_enc.normal_(0, 0.1)
+        x = torch.randn(64, 24, generator=torch.Generator().manual_seed(1)).requires_grad_(plain)
+        out = sae(x)
+        dead = torch.zeros(96, dtype=torch.bool)
+        dead[::3] = True
+        loss = (out.recon - x).pow(2).sum(-1).mean() + sum(sae.loss_terms(x, out, dead).values())
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and {"W_enc", "b_enc", "b_dec", "W_dec"} <= grads[0].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_snmf_coefficients_are_the_nonnegative_least_squares_solution():
+    """The Y-step: on each row's winners, the multiplicative updates converge to scipy's NNLS solution, stay
+    >= 0, never raise the error from one update count to the next, and zeros stay outside the winners."""
+    from scipy.optimize import nnls
+
+    torch.manual_seed(0)
+    sae = create_sae("snmf", 24, 48, k=5, seed=1)
+    x = torch.randn(40, 24, dtype=torch.float64)
+    sae = sae.double()
+    errors = []
+    for iters in (0, 5, 50, 2000):
+        sae.options.snmf_iters = iters
+        with torch.no_grad():
+            vals, idx = sae.coefficients(sae.pre_acts(x))
+            recon = sae.decode(sae.encode(x))
+        assert (vals >= 0).all() and ((sae.encode(x) != 0).sum(1) <= 5).all()
+        errors.append(float((recon - x).pow(2).sum()))
+    assert all(a >= b - 1e-9 for a, b in zip(errors, errors[1:], strict=False)), errors
+    z = sae.W_dec.detach().numpy()
+    for row in range(len(x)):
+        ref, _ = nnls(z[idx[row].numpy()].T, x[row].numpy())
+        np.testing.assert_allclose(vals[row].numpy(), ref, atol=1e-5)
 
 
 def test_counts_parse():

@@ -77,3 +77,18 @@ def test_storage_option_secrets_never_reach_the_manifest(tmp_path):
     text = (tmp_path / "ds" / "manifest.json").read_text()
     assert "SHHH-123" not in text and "TOK-456" not in text and "requester_pays=true" in text
     assert "secret=***" in text
+
+
+def test_native_s3_client_stands_in_only_for_options_it_knows(monkeypatch):
+    """Unit files on S3 are read through pyarrow's native client where it can take the s3fs options; a
+    profile, an unknown option or ACTLAKE_S3_READER=s3fs keep s3fs."""
+    from shards.storage import native_s3
+
+    monkeypatch.delenv("ACTLAKE_S3_READER", raising=False)
+    fs = native_s3({"endpoint_url": "http://127.0.0.1:9000", "client_kwargs": {"region_name": "eu-west-1"},
+                    "key": "k", "secret": "s", "use_listings_cache": False})
+    assert type(fs).__name__ == "S3FileSystem" and fs.region == "eu-west-1"
+    assert native_s3({"profile": "dev"}) is None
+    assert native_s3({"requester_pays": True}) is None
+    monkeypatch.setenv("ACTLAKE_S3_READER", "s3fs")
+    assert native_s3({}) is None
