@@ -16,7 +16,7 @@ class AuxKOptions:
 
     auxk_coeff: float = 0.0
     """topk, batchtopk, matryoshka, mp, snmf: weight of the AuxK loss (0: off, as sparsify's default; measured
-    at 2M tokens: 1/32 cost 65 % more time per step for the same FVU, docs/benchmarks.md; 1/32 is Gao et
+    at 2M tokens: 1/32 cost 65 percent more time per step for the same FVU, docs/benchmarks.md; 1/32 is Gao et
     al.'s value for long runs where dead latents pile up)."""
 
     k_aux: int = 0

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
-from cluster.cli import main
+import pytest
+
+from cluster.cli import COMMANDS, main
 from tests.helpers import write_dataset
 
 
@@ -44,6 +46,14 @@ def test_help_lists_commands():
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True, text=True)
     for cmd in ("info", "verify", "ls", "demo"):
         assert cmd in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_prints_its_help(name, capsys):
+    """Regression: a '%' in an option's docstring made argparse's --help crash (sae train, issue 14)."""
+    with pytest.raises(SystemExit) as exc:
+        main([*name.split(), "--help"])
+    assert exc.value.code == 0 and "--" in capsys.readouterr().out
 
 
 def test_job_files_flat_nested_sections_and_bad_keys(tmp_path, capsys):
