@@ -62,7 +62,8 @@ class SaeTrainConfig:
     """A latent that has not fired for this many tokens is dead (auto: min(10M, tokens / 10))."""
 
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
-    """Decoder bias initialisation: geometric_median (of a sample), mean (the dataset's stored mean), zeros."""
+    """Decoder bias initialisation: geometric_median (of a sample), mean (the dataset's stored mean; with
+    --min-position, a sample's), zeros."""
 
     min_position: int = 0
     """Leave out rows at positions below N (1: each context's first token, the attention sink of most causal

@@ -52,6 +52,13 @@ class TrainSummary(JsonRecord):
 
 def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
     """Every (hook, arch, expansion, k) combination, checked against the dataset."""
+    if cfg.min_position:  # pooled rows and images have position -1: nothing would be left to train on
+        import pyarrow.compute as pc
+
+        top = pc.max(ds.metadata_table(["position"]).column("position")).as_py()
+        if top is None or top < cfg.min_position:
+            raise SaeConfigError(f"--min-position {cfg.min_position} leaves no row of {ds.storage.display()} "
+                                 f"(its highest position is {top}); lower it, or use 0 for pooled or image rows")
     missing = [h for h in cfg.hook if h not in ds.hooks]
     if missing:
         import difflib
@@ -134,14 +141,18 @@ def _init_b_dec(cfg: SaeTrainConfig, ds: Dataset, trainer: SaeTrainer) -> None:
         return
     hooks = sorted({s.hook for s in trainer.specs})
     # a fixed sample (seed-determined), the same on every rank
+    # (the stored mean covers every row: with --min-position the mean comes from a sample of kept rows too)
     sample = (kept_sample(ds, hooks, 4096, cfg.seed + 1_000_003, cfg.min_position)
-              if cfg.b_dec_init == "geometric_median" else None)
+              if cfg.b_dec_init == "geometric_median" or cfg.min_position else None)
     for spec in trainer.specs:
         if not trainer.saes[spec.name].uses_b_dec:
             continue
         scale = trainer.scales[spec.hook]
-        value = (torch.as_tensor(ds.stats(spec.hook).mean, dtype=torch.float32).reshape(-1) * scale
-                 if sample is None else geometric_median(sample[spec.hook].float() * scale))
+        if sample is None:
+            value = torch.as_tensor(ds.stats(spec.hook).mean, dtype=torch.float32).reshape(-1) * scale
+        else:
+            rows = sample[spec.hook].float() * scale
+            value = geometric_median(rows) if cfg.b_dec_init == "geometric_median" else rows.mean(0)
         with torch.no_grad():
             trainer.saes[spec.name].b_dec.copy_(value)
 

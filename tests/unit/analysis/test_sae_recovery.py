@@ -100,6 +100,8 @@ def test_min_position_leaves_out_attention_sink_rows(tmp_path):
         fvu = float((sae.decode(sae.encode(xk)) - xk).pow(2).sum() / (xk - xk.mean(0)).pow(2).sum())
     assert fvu == pytest.approx(ev["fvu"], rel=1e-4) and fvu < 0.2
     assert runs[0].saes["x-topk-k2-x2"]["rows"] == n
+    with pytest.raises(SaeConfigError, match=r"--min-position 8 leaves no row .*highest position is 7"):
+        train_sae(SaeTrainConfig(data=path, hook="x", min_position=8, out=str(tmp_path / "none")))
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu", "batchtopk"])
