@@ -79,7 +79,7 @@ class HookStats:
         """``from_rows`` for stored values (float16, float32, or bfloat16's uint16 bits), in numpy on the
         calling thread only: the extraction writer computes statistics beside the forward pass, and torch's
         reductions would start a second OpenMP team competing for the cores the forward pass spins on.
-        Same chunking and float64 merging as ``from_rows``; ~the same speed on one thread."""
+        Same chunking and float64 merging as ``from_rows``."""
         from shards.dtypes import storage_to_numpy
 
         x = rows.reshape(rows.shape[0], -1)

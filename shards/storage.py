@@ -254,8 +254,8 @@ class Storage:
 
     @property
     def arrow_fs(self):
-        """pyarrow's native S3 filesystem for this root's options (its reads run in C++ without the GIL and
-        were faster than s3fs's: docs/benchmarks.md), or None: not S3, options only s3fs knows (a profile,
+        """pyarrow's native S3 filesystem for this root's options (its reads run in C++ without the GIL; as
+        fast as s3fs's or faster, docs/benchmarks.md), or None: not S3, options only s3fs knows (a profile,
         other --storage-option keys), ``ACTLAKE_S3_READER=s3fs``, or a pyarrow built without S3."""
         if not hasattr(self, "_arrow_fs"):
             self._arrow_fs = native_s3(self.storage_options) if self.uri.startswith(_S3) else None

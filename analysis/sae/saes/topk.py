@@ -27,7 +27,7 @@ class TopKSAE(SparseAutoencoder):
         # training path: only the k active latents are kept (no dense (batch, d_sae) tensor), decoded sparsely
         with torch.no_grad():  # the dense pre-activations need no graph: only the k chosen get gradients
             pre = self.pre_acts(x)
-            vals, idx = pre.topk(self.k, dim=-1, sorted=False)  # unsorted: ~10 % faster, order is irrelevant
+            vals, idx = pre.topk(self.k, dim=-1, sorted=False)  # unsorted: the order is irrelevant
         vals = torch.relu(self.gathered_pre_acts(x, idx, vals))
         return SaeOutput(self.sparse_decode(vals, idx), None, pre=pre, top_vals=vals, top_idx=idx)
 
