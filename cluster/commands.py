@@ -35,7 +35,7 @@ class InfoConfig(_WithStorage):
     json: bool = field(default=False, action="store_true")
     """Print the whole manifest as JSON."""
 
-    version: int | None = None
+    data_version: int | None = field(default=None, alias=["--version"])
     """Describe the dataset as it was at this version (`actlake versions URI` lists them; default: the latest)."""
 
 

@@ -42,7 +42,7 @@ def describe(ds: Dataset) -> str:
 
 
 def cmd_info(cfg: InfoConfig) -> int:
-    ds = open_dataset(cfg.uri, cfg.storage, version=cfg.version)
+    ds = open_dataset(cfg.uri, cfg.storage, version=cfg.data_version)
     print(json.dumps(ds.manifest.to_json(), indent=1) if cfg.json else describe(ds))
     return 0
 

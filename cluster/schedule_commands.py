@@ -159,8 +159,9 @@ def cmd_add(cfg: ScheduleAddConfig) -> int:
     path = Path(cfg.config)
     if not path.is_file():
         raise ScheduleError(f"job file {cfg.config!r} not found (looked at {path.resolve()})")
-    schedule = Schedule(cfg.name, path.read_text(), iso(parse_time(None)),
-                        parse_duration(cfg.every) if cfg.every else None, cfg.cron, cfg.on_changed)
+    schedule = Schedule(name=cfg.name, job=path.read_text(), created=iso(parse_time(None)),
+                        every_s=parse_duration(cfg.every) if cfg.every else None, cron=cfg.cron,
+                        on_changed=cfg.on_changed)
     job = job_config(schedule, cfg.config)  # a bad job file is refused now, not at the first tick
     from ingest.incremental import input_kind
 

@@ -160,11 +160,7 @@ class ScheduleStore:
     def names(self) -> list[str]:
         import posixpath
 
-        try:
-            hits = self.storage.fs.glob(posixpath.join(self.storage.root, "*", "schedule.json"))
-        except FileNotFoundError:
-            return []
-        return sorted(posixpath.basename(posixpath.dirname(h)) for h in hits)
+        return sorted(posixpath.basename(posixpath.dirname(h)) for h in self.storage.glob("*/schedule.json"))
 
     def get(self, name: str) -> Schedule:
         try:

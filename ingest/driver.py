@@ -26,7 +26,7 @@ log = logging.getLogger("actlake.extract")
 COMMIT_INTERVAL_S = 10.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExtractionSummary:
     """What a run did; ``to_json`` is what ``actlake extract`` prints and logs."""
 
@@ -107,10 +107,12 @@ def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
         writer.abort(remove_if_empty=True)
         raise
     ds = shards.open_dataset(cfg.out, cfg.storage)
-    summary = ExtractionSummary(
-        ds.storage.display(), plan.modality, _counts(plan), len(units), len(units) - len(todo), len(todo), count,
-        ds.num_rows, ds.manifest.num_bytes, round(time.perf_counter() - t_start, 2), round(run_secs, 2),
-        round(startup, 2), [s.stimulus_id for s in ds.manifest.skipped_inputs()])
+    summary = ExtractionSummary(out=ds.storage.display(), modality=plan.modality, counts=_counts(plan),
+                                units=len(units), skipped_units=len(units) - len(todo), ran_units=len(todo),
+                                count=count, rows=ds.num_rows, bytes=ds.manifest.num_bytes,
+                                seconds=round(time.perf_counter() - t_start, 2), run_seconds=round(run_secs, 2),
+                                startup_seconds=round(startup, 2),
+                                skipped_inputs=[s.stimulus_id for s in ds.manifest.skipped_inputs()])
     log.info("done: %s", summary.to_json())
     return summary
 

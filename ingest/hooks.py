@@ -104,6 +104,32 @@ def _alias(model, family: str, name: str) -> HookPoint | None:
     return HookPoint(name, proj.format(b=b), read_input=True, block=i)
 
 
+def _expand(spec: str, aliases: list[str], modules: list[str]) -> list[str]:
+    """The names a spec stands for: itself, or every alias (else direct-child module path) a glob matches."""
+    if not any(c in spec for c in "*?["):
+        return [spec]
+    hits = [a for a in aliases if fnmatch.fnmatchcase(a, spec)]
+    if not hits:
+        # a glob over module paths matches direct children only (model.layers.* = the blocks)
+        depth = spec.count(".")
+        hits = [m for m in modules if m.count(".") == depth and fnmatch.fnmatchcase(m, spec)]
+    if not hits:
+        raise UnknownHookError(f"hook pattern {spec!r} matches nothing. {_valid_hint(spec, aliases, modules)}")
+    return sorted(hits, key=natural_key)
+
+
+def _hook_point(model, family: str | None, name: str, aliases: list[str], modules: list[str]) -> HookPoint:
+    """An alias resolved for the model's family, or a module path; an unknown name names the nearest valid ones."""
+    hp = _alias(model, family, name) if family and name in aliases else None
+    if hp is not None:
+        return hp
+    if name not in modules:
+        close = difflib.get_close_matches(name, aliases + modules, n=5, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownHookError(f"unknown hook {name!r}.{hint} {_valid_hint(name, aliases, modules, with_close=False)}")
+    return HookPoint(name, name, block=_block_of(name, family))
+
+
 def resolve_hooks(model, specs: list[str] | str) -> list[HookPoint]:
     """Turn hook names, globs (``resid.*``, ``model.layers.*``) and module paths into HookPoints.
 
@@ -116,26 +142,8 @@ def resolve_hooks(model, specs: list[str] | str) -> list[HookPoint]:
     aliases = alias_names(model)
     out: dict[str, HookPoint] = {}
     for spec in specs:
-        if any(c in spec for c in "*?["):
-            hits = [a for a in aliases if fnmatch.fnmatchcase(a, spec)]
-            if not hits:
-                # a glob over module paths matches direct children only (model.layers.* = the blocks)
-                depth = spec.count(".")
-                hits = [m for m in modules if m.count(".") == depth and fnmatch.fnmatchcase(m, spec)]
-            if not hits:
-                raise UnknownHookError(f"hook pattern {spec!r} matches nothing. {_valid_hint(spec, aliases, modules)}")
-            hits = sorted(hits, key=natural_key)
-        else:
-            hits = [spec]
-        for name in hits:
-            hp = _alias(model, family, name) if family and name in aliases else None
-            if hp is None:
-                if name not in modules:
-                    close = difflib.get_close_matches(name, aliases + modules, n=5, cutoff=0.5)
-                    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-                    raise UnknownHookError(
-                        f"unknown hook {name!r}.{hint} {_valid_hint(name, aliases, modules, with_close=False)}")
-                hp = HookPoint(name, name, block=_block_of(name, family))
+        for name in _expand(spec, aliases, modules):
+            hp = _hook_point(model, family, name, aliases, modules)
             out[hp.name] = hp
     return list(out.values())
 

@@ -27,7 +27,6 @@ from ingest.corpus import _FORMATS, corpus_fingerprint, load_corpus
 from ingest.plan import ExtractionPlan, InputSelection
 from shards.errors import ActlakeError, ConfigError
 from shards.manifest import CommitInfo, InputRecord, Manifest, TickRecord, now_iso, read_manifest
-from shards.secrets import redact_uri
 from shards.storage import Storage
 
 log = logging.getLogger("actlake.schedule")
@@ -54,7 +53,7 @@ class FoundInput:
     etag: str  #: the store's ETag, or the modification time where there is none
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TickResult:
     """What one tick did; the schedule's history records it."""
 
@@ -82,9 +81,9 @@ def _is_glob(path: str) -> bool:
 def input_kind(cfg: ExtractConfig) -> Literal["files", "table"]:
     """``table``: ``data`` is one file whose rows grow; ``files``: a glob or a folder whose files grow."""
     st = Storage(cfg.data, cfg.storage)
-    if _is_glob(st.root) or st.fs.isdir(st.root):
+    if _is_glob(st.root) or st.is_dir():
         return "files"
-    if st.fs.isfile(st.root) and st.root.split("?")[0].endswith(tuple(_FORMATS)):
+    if st.is_file() and st.root.split("?")[0].endswith(tuple(_FORMATS)):
         return "table"
     raise ConfigError(f"scheduled extraction reads a glob of files (s3://bucket/crawl/*.jsonl), a folder, or one "
                       f"table whose rows grow; {cfg.data!r} is none of these (or does not exist yet)")
@@ -100,20 +99,17 @@ def list_inputs(cfg: ExtractConfig) -> list[FoundInput]:
     """The files of the job's input, sorted by path (a folder: those with the modality's extensions)."""
     st = Storage(cfg.data, cfg.storage)
     if _is_glob(st.root):
-        found = st.fs.glob(st.root, detail=True)
-    elif st.fs.isdir(st.root):
-        found = {p: i for p, i in st.fs.find(st.root, detail=True).items()
-                 if p.lower().endswith(_extensions(cfg))}
+        found = st.glob()
+    elif st.is_dir():
+        found = {p: i for p, i in st.find().items() if p.lower().endswith(_extensions(cfg))}
     else:
-        found = {st.root: st.fs.info(st.root)}
-    proto = st.fs.protocol[0] if isinstance(st.fs.protocol, (tuple, list)) else st.fs.protocol
+        found = {st.root: st.info()}
     out = []
     for path, info in sorted(found.items()):
         if info.get("type") == "directory":
             continue
-        uri = path if proto in ("file", "local") else f"{proto}://{path}"
         etag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
-        out.append(FoundInput(redact_uri(uri), int(info.get("size") or 0), str(etag).strip('"')))
+        out.append(FoundInput(st.uri_of(path), int(info.get("size") or 0), str(etag).strip('"')))
     return out
 
 
@@ -126,10 +122,10 @@ def file_fingerprint(cfg: ExtractConfig, path: str, size: int) -> str:
     h = xxhash.xxh3_64()
     h.update(str(size).encode())
     if size <= 2 * FINGERPRINT_BYTES:
-        h.update(st.fs.cat_file(st.root))
+        h.update(st.get_bytes(""))
     else:
-        h.update(st.fs.cat_file(st.root, 0, FINGERPRINT_BYTES))
-        h.update(st.fs.cat_file(st.root, size - FINGERPRINT_BYTES, size))
+        h.update(st.read_range("", 0, FINGERPRINT_BYTES))
+        h.update(st.read_range("", size - FINGERPRINT_BYTES, size))
     return h.hexdigest()
 
 
@@ -273,8 +269,7 @@ def _records(cfg: ExtractConfig, plan: ExtractionPlan, tp: TickPlan, example_bas
 def _check_unchanged(cfg: ExtractConfig, tick: TickRecord) -> None:
     """A planned tick is finished only over the inputs it planned: any of them changed since is refused."""
     for rec in tick.inputs:
-        st = Storage(rec.path, cfg.storage)
-        info = st.fs.info(st.root)
+        info = Storage(rec.path, cfg.storage).info()
         if int(info.get("size") or 0) != rec.size and rec.rows is None:
             raise ChangedInputError(f"{rec.path} changed while tick {tick.tick} was unfinished (size {info.get('size')}"
                                     f", planned {rec.size}); restore it, or drop the tick's units with `actlake verify "
@@ -296,6 +291,44 @@ def _what_to_run(cfg: ExtractConfig, kind: str, listing: list[FoundInput], manif
     return (tp, f"t{len(manifest.ticks if manifest else []) + 1:06d}", *_next_ids(manifest))
 
 
+def _nothing_new(listing: list[FoundInput], tp: TickPlan, manifest: Manifest | None, t0: float) -> TickResult:
+    log.info("nothing new: %d inputs listed, all extracted by earlier ticks", len(listing))
+    return TickResult(tick="", status="nothing new", inputs_found=len(listing), changed=tp.changed,
+                      missing=tp.missing, version=manifest.version if manifest else 0,
+                      seconds=round(time.perf_counter() - t0, 2))
+
+
+def _plan_tick(cfg: ExtractConfig, tp: TickPlan, pending: TickRecord | None, unit_base: int, example_base: int
+               ) -> tuple[ExtractionPlan, list[InputRecord]]:
+    """The extraction plan of this tick's inputs, its ids continuing the earlier ticks', and each input's record."""
+    from ingest.driver import plan_extraction
+
+    selection = InputSelection(rows=tp.rows) if tp.rows else InputSelection(files=tuple(f.path for f in tp.inputs))
+    plan = plan_extraction(cfg, selection)
+    plan.identity = tick_identity({**plan.identity, "data": cfg.data})
+    plan.unit_base, plan.example_base = unit_base, example_base
+    records = _records(cfg, plan, tp, example_base) if pending is None else list(pending.inputs)
+    return plan, records
+
+
+def _extract_tick(plan: ExtractionPlan, writer, tp: TickPlan, record: TickRecord, pending: TickRecord | None,
+                  seen: list[TickRecord]) -> tuple[list, int]:
+    """Record the tick's plan (a new tick), extract its units and mark it done: (units written, rows before)."""
+    from ingest.driver import extract_units
+
+    if [(t.tick, t.status) for t in writer.ticks] != [(t.tick, t.status) for t in seen]:
+        raise ConcurrentTickError(f"another tick committed to {writer.storage.display()} while this one was "
+                                  "planning; run the tick again (it will see what the other one extracted)")
+    if pending is None:
+        if tp.drop_units:
+            writer.drop_units(tp.drop_units)
+        writer.plan_tick(record)  # durable before any unit is written: a killed tick is finished, not replanned
+    rows_before = sum(u.rows for u in writer.manifest.units)
+    todo, _count, _startup = extract_units(plan, writer, plan.units(), record.tick)
+    writer.finish_tick(record.tick)
+    return todo, rows_before
+
+
 def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "warn") -> TickResult:
     """Run one tick of ``cfg`` (its ``data`` a glob, a folder or a growing table; ``out`` the growing dataset).
 
@@ -303,51 +336,34 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
 
         run_tick(ExtractConfig(data="s3://bucket/crawl/*.jsonl", out="s3://bucket/acts/crawl"), "nightly")
     """
-    from ingest.driver import extract_units, open_output, plan_extraction
+    from ingest.driver import open_output
 
     if cfg.overwrite or cfg.max_examples:
         raise ConfigError("a scheduled tick appends what is new: its job file cannot set overwrite or max_examples")
     t0 = time.perf_counter()
-    kind = input_kind(cfg)
-    listing = list_inputs(cfg)
+    kind, listing = input_kind(cfg), list_inputs(cfg)
     out = Storage(cfg.out, cfg.storage)
     manifest = read_manifest(out) if out.exists("manifest.json") else None
-    ticks = list(manifest.ticks) if manifest else []
-    pending = next((t for t in ticks if t.status == "planned"), None)
+    seen = list(manifest.ticks) if manifest else []
+    pending = next((t for t in seen if t.status == "planned"), None)
     tp, tick_id, unit_base, example_base = _what_to_run(cfg, kind, listing, manifest, pending, on_changed)
     if not tp.inputs:
-        log.info("nothing new: %d inputs listed, all extracted by earlier ticks", len(listing))
-        return TickResult("", "nothing new", len(listing), changed=tp.changed, missing=tp.missing,
-                          version=manifest.version if manifest else 0, seconds=round(time.perf_counter() - t0, 2))
-    selection = InputSelection(rows=tp.rows) if tp.rows else InputSelection(files=tuple(f.path for f in tp.inputs))
-    plan = plan_extraction(cfg, selection)
-    plan.identity = tick_identity({**plan.identity, "data": cfg.data})
-    plan.unit_base, plan.example_base = unit_base, example_base
-    records = _records(cfg, plan, tp, example_base) if pending is None else list(pending.inputs)
-    writer = open_output(plan, CommitInfo("tick", f"schedule {schedule}" if schedule else "tick", tick_id))
+        return _nothing_new(listing, tp, manifest, t0)
+    plan, records = _plan_tick(cfg, tp, pending, unit_base, example_base)
+    record = pending or TickRecord(tick=tick_id, schedule=schedule, status="planned", planned=now_iso(),
+                                   inputs=tuple(records), units=(unit_base, unit_base + len(plan.units())),
+                                   examples=(example_base, example_base + plan.num_examples),
+                                   changed=tuple(tp.changed))
+    writer = open_output(plan, CommitInfo(operation="tick", job=f"schedule {schedule}" if schedule else "tick",
+                                          tick=tick_id))
     try:
-        if [(t.tick, t.status) for t in writer.manifest.ticks] != [(t.tick, t.status) for t in ticks]:
-            raise ConcurrentTickError(f"another tick committed to {out.display()} while this one was planning; "
-                                      "run the tick again (it will see what the other one extracted)")
-        units = plan.units()
-        record = pending or TickRecord(tick_id, schedule, "planned", now_iso(), tuple(records),
-                                       (unit_base, unit_base + len(units)),
-                                       (example_base, example_base + plan.num_examples), changed=tuple(tp.changed))
-        if pending is None:
-            if tp.drop_units:
-                writer.drop_units(tp.drop_units)
-            writer.manifest.ticks.append(record)
-            writer.flush()  # the plan is durable before any unit is written: a killed tick is finished, not replanned
-        rows_before = sum(u.rows for u in writer.manifest.units)
-        todo, count, _startup = extract_units(plan, writer, units, tick_id)
-        writer.manifest.ticks = [dataclasses.replace(t, status="done", finished=now_iso()) if t.tick == tick_id else t
-                                 for t in writer.manifest.ticks]
+        todo, rows_before = _extract_tick(plan, writer, tp, record, pending, seen)
         writer.close()
     except BaseException:
         writer.abort()
         raise
     after = read_manifest(out)
-    return TickResult(tick_id, "resumed" if pending else "extracted", len(listing),
-                      [r.path for r in records], list(tp.changed), tp.missing, len(todo),
-                      after.num_rows - rows_before, plan.num_examples, after.version,
-                      round(time.perf_counter() - t0, 2))
+    return TickResult(tick=tick_id, status="resumed" if pending else "extracted", inputs_found=len(listing),
+                      new_inputs=[r.path for r in records], changed=list(tp.changed), missing=tp.missing,
+                      units_written=len(todo), rows=after.num_rows - rows_before, examples=plan.num_examples,
+                      version=after.version, seconds=round(time.perf_counter() - t0, 2))

@@ -30,8 +30,9 @@ class LoadedModel:
         """What the manifest records about the model."""
         cfg = getattr(self.model, "config", None)
         architectures = getattr(cfg, "architectures", None) or [type(self.model).__name__]
-        return ModelInfo(self.name, self.path, self.dtype, self.device, self.num_parameters, architectures[0],
-                         getattr(cfg, "_commit_hash", None), max_positions(self.model))
+        return ModelInfo(name=self.name, path=self.path, dtype=self.dtype, device=self.device,
+                         parameters=self.num_parameters, architecture=architectures[0],
+                         revision=getattr(cfg, "_commit_hash", None), max_positions=max_positions(self.model))
 
 
 def _torch_dtype(name: str):

@@ -39,7 +39,7 @@ class UnitRows:
     skipped: tuple[SkippedInput, ...] = ()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExtractionPlan:
     """A resolved extraction job: no raw option is resolved again after this (actors receive it whole)."""
 

@@ -25,7 +25,7 @@ class PreprocessError(ActlakeError, ValueError):
     """Images cannot be turned into one batch of pixels as configured."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PreprocessSpec:
     """Resolved preprocessing: the model directory's processor, or explicit sizes and normalisation."""
 
@@ -82,7 +82,7 @@ def resolve_preprocess(model_dir: str | None, mode: str = "auto", resize: str = 
     if mode == "model" and not has_processor:
         raise PreprocessError(f"--preprocess model: no preprocessor_config.json in {model_dir!r}")
     if mode != "explicit" and has_processor:
-        return PreprocessSpec("model", str(model_dir))
+        return PreprocessSpec(source="model", model_dir=str(model_dir))
     size = _pixels(resize, image_size, "resize")
     crop_px = size if crop == "auto" else _pixels(crop, None, "crop")
     mean, std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
@@ -90,7 +90,8 @@ def resolve_preprocess(model_dir: str | None, mode: str = "auto", resize: str = 
         raise PreprocessError(f"--mean and --std need three values each (std > 0); got {list(mean)}, {list(std)}")
     if resample not in RESAMPLES:
         raise PreprocessError(f"--resample {resample!r}: use one of {RESAMPLES}")
-    return PreprocessSpec("explicit", None, size, crop_px, mean, std, resample)
+    return PreprocessSpec(source="explicit", model_dir=None, resize=size, crop=crop_px, mean=mean, std=std,
+                          resample=resample)
 
 
 class Preprocessor:

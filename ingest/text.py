@@ -62,7 +62,7 @@ class TextBatch:
 class TextExtractor:
     """Extraction of one unit of text examples with a loaded model (runs inside an actor)."""
 
-    def __init__(self, model, tokenizer, hooks: list[HookPoint], context_size: int, pack: bool, pool: str,
+    def __init__(self, *, model, tokenizer, hooks: list[HookPoint], context_size: int, pack: bool, pool: str,
                  exclude_special: bool, dtype: str, batch_size: int) -> None:
         self.model, self.tok, self.hooks = model, tokenizer, hooks
         self.context_size, self.pack, self.pool = context_size, pack, pool

@@ -31,8 +31,8 @@ class PoolError(ActlakeError, ValueError):
     """A pool does not fit a hook's output."""
 
 
-def resolve_pools(spec: str, shapes: dict[str, tuple]) -> dict[str, str]:
-    """Per hook, the pool to apply, from ``spec`` and each hook's per-image output shape (no batch dim)."""
+def _parse_pool_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"cls,stage.3=flatten"`` -> the default pool and the (hook pattern, pool) overrides."""
     default, per_hook = "auto", []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if "=" in part:
@@ -40,28 +40,43 @@ def resolve_pools(spec: str, shapes: dict[str, tuple]) -> dict[str, str]:
             per_hook.append((pattern, pool))
         else:
             default = part
-    out = {}
-    for name, shape in shapes.items():
-        pool = next((p for pat, p in per_hook if fnmatch.fnmatchcase(name, pat)), default)
-        if pool not in IMAGE_POOLS:
-            raise PoolError(f"pool {pool!r} for hook {name!r}: use one of {IMAGE_POOLS}")
-        if pool == "auto":
-            pool = {2: "cls", 3: "spatial_mean"}.get(len(shape), "identity")
-        ok = {"cls": 2, "mean": 2, "spatial_mean": 3}.get(pool)
-        if ok is not None and len(shape) != ok:
-            kind = "token outputs (B, T, D)" if ok == 2 else "feature maps (B, C, H, W)"
-            raise PoolError(f"pool {pool!r} needs {kind}; hook {name!r} gives per-image shape {list(shape)}. "
-                            "Use flatten, or auto (cls for tokens, spatial_mean for maps).")
-        out[name] = pool
+    return default, per_hook
+
+
+def _pool_for(name: str, shape: tuple, pool: str) -> str:
+    """``pool`` checked against the hook's output shape (``auto`` resolved: cls for tokens, spatial_mean for maps)."""
+    if pool not in IMAGE_POOLS:
+        raise PoolError(f"pool {pool!r} for hook {name!r}: use one of {IMAGE_POOLS}")
+    if pool == "auto":
+        pool = {2: "cls", 3: "spatial_mean"}.get(len(shape), "identity")
+    ok = {"cls": 2, "mean": 2, "spatial_mean": 3}.get(pool)
+    if ok is not None and len(shape) != ok:
+        kind = "token outputs (B, T, D)" if ok == 2 else "feature maps (B, C, H, W)"
+        raise PoolError(f"pool {pool!r} needs {kind}; hook {name!r} gives per-image shape {list(shape)}. "
+                        "Use flatten, or auto (cls for tokens, spatial_mean for maps).")
+    return pool
+
+
+def _check_patch_rows(pools: dict[str, str], shapes: dict[str, tuple]) -> None:
+    """Per-patch rows (pool none) fill a dataset alone, from hooks with one number of positions."""
+    if "none" not in pools.values():
+        return
+    if set(pools.values()) != {"none"}:
+        raise PoolError(f"per-patch rows (pool none) cannot be mixed with pooled rows in one dataset: {pools}")
+    counts = {n: (s[0] if len(s) == 2 else s[1] * s[2]) for n, s in shapes.items()}
+    if len(set(counts.values())) > 1:
+        raise PoolError(f"per-patch rows need hooks with the same number of positions; got {counts}")
+
+
+def resolve_pools(spec: str, shapes: dict[str, tuple]) -> dict[str, str]:
+    """Per hook, the pool to apply, from ``spec`` and each hook's per-image output shape (no batch dim)."""
+    default, per_hook = _parse_pool_spec(spec)
+    out = {name: _pool_for(name, shape, next((p for pat, p in per_hook if fnmatch.fnmatchcase(name, pat)), default))
+           for name, shape in shapes.items()}
     for pattern, _ in per_hook:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in shapes):
             raise PoolError(f"pool pattern {pattern!r} matches none of the hooks {sorted(shapes)}")
-    if "none" in out.values() and set(out.values()) != {"none"}:
-        raise PoolError(f"per-patch rows (pool none) cannot be mixed with pooled rows in one dataset: {out}")
-    if "none" in out.values():
-        counts = {n: (s[0] if len(s) == 2 else s[1] * s[2]) for n, s in shapes.items()}
-        if len(set(counts.values())) > 1:
-            raise PoolError(f"per-patch rows need hooks with the same number of positions; got {counts}")
+    _check_patch_rows(out, shapes)
     return out
 
 
@@ -93,7 +108,7 @@ def patch_size_of(model) -> int | None:
 class VisionExtractor:
     """Extraction of one unit of images with a loaded model (runs inside an actor)."""
 
-    def __init__(self, model, hooks: list[HookPoint], preprocessor: Preprocessor, pools: dict[str, str],
+    def __init__(self, *, model, hooks: list[HookPoint], preprocessor: Preprocessor, pools: dict[str, str],
                  stored_shapes: dict[str, list[int]], dtype: str, batch_size: int, on_bad_image: str = "fail") -> None:
         self.model, self.hooks, self.pre, self.pools = model, hooks, preprocessor, pools
         self.stored_shapes = stored_shapes  #: per hook, the stored row shape

@@ -122,7 +122,7 @@ class BatchBuffers:
 class BatchIterator:
     """Iterates batches of one rank for one epoch; ``cursor`` says where to resume."""
 
-    def __init__(self, source: WindowSource, hooks: list[str], meta: list[str], batch_size: int, shuffle: bool,
+    def __init__(self, *, source: WindowSource, hooks: list[str], meta: list[str], batch_size: int, shuffle: bool,
                  seed: int, epoch: int, rank: int, world_size: int, drop_last: bool, offset: int,
                  dtypes: dict, prefetch: int, window: int, reuse: bool = True) -> None:
         self.source, self.hooks, self.meta = source, hooks, meta

@@ -37,9 +37,9 @@ class CommitRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> CommitRecord:
-        return cls(UnitEntry.from_json(d), DatasetSchema.from_json(d["schema_json"]),
-                   {n: HookStats.from_json(s) for n, s in (d.get("stats") or {}).items()},
-                   int(d.get("format_version", FORMAT_VERSION)))
+        return cls(unit=UnitEntry.from_json(d), schema=DatasetSchema.from_json(d["schema_json"]),
+                   stats={n: HookStats.from_json(s) for n, s in (d.get("stats") or {}).items()},
+                   format_version=int(d.get("format_version", FORMAT_VERSION)))
 
     def write(self, storage: Storage) -> None:
         storage.put_bytes(unit_commit_path(self.id), (json.dumps(self.to_json(), indent=1) + "\n").encode())

@@ -79,8 +79,7 @@ def take_credentials(cfg, *names: str) -> None:
         clean, creds = split_credentials(value)
         setattr(cfg, name, clean)
         if creds:
-            keep = [o for o in cfg.storage.storage_option if o.split("=", 1)[0] not in creds]
-            cfg.storage.storage_option = keep + [f"{k}={v}" for k, v in creds.items()]
+            cfg.storage.credentials = {**cfg.storage.credentials, **creds}
 
 
 def parse_count(value: str | int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -107,9 +108,11 @@ def _remote_size(source) -> int | None:
 class FileCache:
     """The ``capacity`` most recently used unit files of one dataset, opened on demand (thread-safe)."""
 
-    def __init__(self, storage: Storage, capacity: int = 16) -> None:
+    def __init__(self, storage: Storage, capacity: int = 16,
+                 on_missing: Callable[[UnitEntry], Exception] | None = None) -> None:
         self.storage = storage
         self.capacity = capacity
+        self.on_missing = on_missing  #: the error a missing unit file becomes (the reader says why it is gone)
         self._files: OrderedDict[str, OpenFile] = OrderedDict()
         self._hashed: set[tuple[str, str]] = set()  #: (path, checksum) of old-format files already hashed whole
         self._lock = threading.Lock()
@@ -124,7 +127,12 @@ class FileCache:
             if f is not None:
                 self._files.move_to_end(rel)
                 return f
-        f = self.storage.call("open", rel, lambda: self._open(unit), missing_ok=True)
+        try:
+            f = self.storage.call("open", rel, lambda: self._open(unit), missing_ok=True)
+        except FileNotFoundError:
+            if self.on_missing is None:
+                raise
+            raise self.on_missing(unit) from None
         with self._lock:
             self._files[rel] = f
             while len(self._files) > self.capacity:

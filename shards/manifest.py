@@ -9,12 +9,13 @@ become v2 on their next commit.
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shards.errors import CorruptManifestError, DatasetNotFoundError, FormatVersionError
+from shards.errors import ConfigError, CorruptManifestError, DatasetNotFoundError, FormatVersionError
 from shards.layout import (
     COMMITS_DIR,
     MANIFEST,
@@ -60,7 +61,7 @@ class SkippedInput(JsonRecord):
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnitEntry:
     """One committed unit as the manifest lists it."""
 
@@ -90,10 +91,11 @@ class UnitEntry:
     def from_json(cls, d: dict) -> UnitEntry:
         """Parse and check an entry (from a manifest or a commit record); ValueError naming what is wrong."""
         er = d.get("example_range")
-        entry = cls(check_unit_id(d["id"]), d["path"], int(d["rows"]), int(d["bytes"]), str(d["checksum"]),
-                    tuple(int(r) for r in d["row_groups"]), (int(er[0]), int(er[1])) if er else None,
-                    d.get("committed", ""), tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()),
-                    str(d.get("tick", "")))
+        entry = cls(id=check_unit_id(d["id"]), path=d["path"], rows=int(d["rows"]), bytes=int(d["bytes"]),
+                    checksum=str(d["checksum"]), row_groups=tuple(int(r) for r in d["row_groups"]),
+                    example_range=(int(er[0]), int(er[1])) if er else None, committed=d.get("committed", ""),
+                    skipped=tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()),
+                    tick=str(d.get("tick", "")))
         entry.check()
         return entry
 
@@ -116,7 +118,7 @@ class ArtifactEntry(JsonRecord):
     kind: str = ""  #: what it holds, e.g. ``unembed``
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelInfo(JsonRecord):
     """The model that made a dataset, as its manifest records it."""
 
@@ -144,7 +146,8 @@ class DatasetRef:
 
     @classmethod
     def from_json(cls, d: dict) -> DatasetRef:
-        return cls(d["uri"], d["dataset_id"], int(d.get("version", 0)), tuple(d.get("hooks") or ()))
+        return cls(uri=d["uri"], dataset_id=d["dataset_id"], version=int(d.get("version", 0)),
+                   hooks=tuple(d.get("hooks") or ()))
 
 
 @dataclass
@@ -168,8 +171,8 @@ class Provenance:
     def from_json(cls, d: dict | None) -> Provenance:
         d = dict(d or {})
         model, derived = d.pop("model", None), d.pop("derived_from", None)
-        return cls(ModelInfo.from_json(model) if isinstance(model, dict) else None,
-                   DatasetRef.from_json(derived) if derived else None, d)
+        return cls(model=ModelInfo.from_json(model) if isinstance(model, dict) else None,
+                   derived_from=DatasetRef.from_json(derived) if derived else None, details=d)
 
     def updated(self, other: Provenance | None) -> Provenance:
         """This provenance with ``other``'s fields laid over it."""
@@ -206,12 +209,12 @@ class InputRecord(JsonRecord):
 
     @classmethod
     def from_json(cls, d: dict) -> InputRecord:
-        return cls(d["path"], int(d["size"]), str(d["etag"]), str(d["fingerprint"]),
-                   (int(d["examples"][0]), int(d["examples"][1])),
-                   (int(d["rows"][0]), int(d["rows"][1])) if d.get("rows") else None)
+        return cls(path=d["path"], size=int(d["size"]), etag=str(d["etag"]), fingerprint=str(d["fingerprint"]),
+                   examples=(int(d["examples"][0]), int(d["examples"][1])),
+                   rows=(int(d["rows"][0]), int(d["rows"][1])) if d.get("rows") else None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TickRecord:
     """One tick of scheduled extraction as the manifest records it: planned (inputs and the unit and example ids
     they get, made durable before any unit is written, so that a killed tick is finished, not planned again),
@@ -234,10 +237,11 @@ class TickRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> TickRecord:
-        return cls(d["tick"], d.get("schedule", ""), d["status"], d.get("planned", ""),
-                   tuple(InputRecord.from_json(i) for i in d.get("inputs", [])),
-                   (int(d["units"][0]), int(d["units"][1])), (int(d["examples"][0]), int(d["examples"][1])),
-                   d.get("finished", ""), tuple(d.get("changed") or ()))
+        return cls(tick=d["tick"], schedule=d.get("schedule", ""), status=d["status"], planned=d.get("planned", ""),
+                   inputs=tuple(InputRecord.from_json(i) for i in d.get("inputs", [])),
+                   units=(int(d["units"][0]), int(d["units"][1])),
+                   examples=(int(d["examples"][0]), int(d["examples"][1])), finished=d.get("finished", ""),
+                   changed=tuple(d.get("changed") or ()))
 
 
 def identity_diff(old: dict, new: dict) -> list[str]:
@@ -407,7 +411,7 @@ def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
     """Load and check ``manifest.json`` (the latest version) or the kept manifest of ``version``; a clear error
     when there is none."""
     if version is not None:
-        return _read_version(storage, int(version))
+        return _read_version(storage, check_version(version))
     try:
         raw = storage.get_bytes(MANIFEST)
     except FileNotFoundError:
@@ -422,6 +426,32 @@ def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
     return parse_manifest(raw, storage.display(MANIFEST))
 
 
+def check_version(version) -> int:
+    """``version`` as a version number: a whole number >= 0. ``"2"``, ``2.5`` or ``True`` are refused (each would
+    otherwise read version 2 or 1 without saying so)."""
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral):
+        raise ConfigError(f"version {version!r} ({type(version).__name__}): a dataset version is a whole number "
+                          "such as 3 (`actlake versions URI` lists them)")
+    if version < 0:
+        raise ConfigError(f"version {version}: versions count from 0 (`actlake versions URI` lists them)")
+    return int(version)
+
+
+def _missing_version(storage: Storage, version: int, latest: Manifest) -> DatasetNotFoundError:
+    """Why ``version`` cannot be read: vacuumed (older than what is kept), or not written yet."""
+    kept = list_versions(storage)
+    if not kept:
+        return DatasetNotFoundError(f"{storage.display()} has no version {version}: it keeps no older versions "
+                                    f"(written before format v2); only version {latest.version} can be read")
+    shown = f"{kept[0]}..{kept[-1]} ({len(kept)})" if len(kept) > 1 else str(kept[0])
+    if version > latest.version:
+        return DatasetNotFoundError(f"{storage.display()} has no version {version}: versions kept: {shown}, latest "
+                                    f"{latest.version}; version {version} is not written yet")
+    return DatasetNotFoundError(f"{storage.display()}: version {version} was vacuumed (kept: {shown}, latest "
+                                f"{latest.version}). `actlake versions {storage.display()}` lists the versions kept; "
+                                "`actlake vacuum --keep N` sets how many are kept.")
+
+
 def _read_version(storage: Storage, version: int) -> Manifest:
     try:
         raw = storage.get_bytes(version_path(version))
@@ -429,12 +459,7 @@ def _read_version(storage: Storage, version: int) -> Manifest:
         latest = read_manifest(storage)
         if latest.version == version:  # a v1 dataset keeps only its latest version, in manifest.json
             return latest
-        kept = list_versions(storage)
-        have = (f"versions kept: {kept[0]}..{kept[-1]} ({len(kept)})" if kept else
-                "it keeps no older versions (written before format v2)")
-        raise DatasetNotFoundError(
-            f"{storage.display()} has no version {version}: {have}, latest {latest.version}. `actlake versions "
-            f"{storage.display()}` lists them (`actlake vacuum --keep N` removes old ones).") from None
+        raise _missing_version(storage, version, latest) from None
     manifest = parse_manifest(raw, storage.display(version_path(version)))
     if manifest.version != version:
         raise CorruptManifestError(f"{storage.display(version_path(version))} holds version {manifest.version}")

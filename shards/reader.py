@@ -75,9 +75,24 @@ class Dataset:
                             dtype=np.int64).reshape(-1, 3)  # one row per row group: unit, index in unit, rows
         self._group_unit, self._group_index, self.group_rows = (groups[:, i].copy() for i in range(3))
         self._group_start = np.concatenate([[0], np.cumsum(self.group_rows)]).astype(np.int64)
-        self.files = FileCache(self.storage)
+        self.files = FileCache(self.storage, on_missing=self._missing_file)
         self._stats: dict[str, HookStats] = {}
         self.zero_copy = True  #: read local uncompressed tensors straight from the page cache
+
+    def _missing_file(self, unit) -> Exception:
+        """Why a file this version names is gone: the version was vacuumed while this object read it, or the
+        dataset is damaged."""
+        from shards.errors import CorruptDataError, DatasetNotFoundError
+        from shards.manifest import list_versions
+
+        latest = read_manifest(self.storage)
+        if self.version != latest.version and self.version not in list_versions(self.storage):
+            return DatasetNotFoundError(
+                f"{self.storage.display()}: version {self.version} was vacuumed while it was being read (its file "
+                f"{unit.path} is gone; latest {latest.version}). Open a kept version (`actlake versions`), and "
+                "keep as many versions as readers may be pinned to (`actlake vacuum --keep N`).")
+        return CorruptDataError(f"{self.storage.display(unit.path)}: missing, but version {self.version} names it. "
+                                "Run `actlake verify` (and `--repair`) on the dataset.", "missing")
 
     def __getstate__(self) -> dict:  # for DataLoader workers and Ray tasks: the same version, not the latest
         return {"uri": self.uri, "storage_options": self.storage_options, "version": self.version}
@@ -221,8 +236,9 @@ class Dataset:
             # ~256 MiB of rows, at least a few batches: a bounded buffer that still mixes row groups.
             shuffle_window = max(4 * batch_size, (256 << 20) // max(row_bytes, 1))
         dtypes = {h: resolve_torch_dtype(dtype, self.schema.hooks[h].dtype) for h in hooks}
-        return BatchIterator(self, hooks, meta, batch_size, shuffle, seed, epoch, rank, world_size, drop_last,
-                             offset, dtypes, prefetch, int(shuffle_window), reuse_buffers)
+        return BatchIterator(source=self, hooks=hooks, meta=meta, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                             epoch=epoch, rank=rank, world_size=world_size, drop_last=drop_last, offset=offset,
+                             dtypes=dtypes, prefetch=prefetch, window=int(shuffle_window), reuse=reuse_buffers)
 
     def _take_parts(self, rows: np.ndarray, names: list[str]) -> tuple[dict[str, list], np.ndarray]:
         """Each column's values of ``rows``, grouped by row group, and the permutation back to ``rows``' order."""

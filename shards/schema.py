@@ -101,7 +101,8 @@ class HookSpec:
 
     @classmethod
     def from_json(cls, name: str, d: dict) -> HookSpec:
-        return cls(name, tuple(int(s) for s in d["shape"]), d["dtype"], d.get("encoding", "binary"), d.get("module"))
+        return cls(name=name, shape=tuple(int(s) for s in d["shape"]), dtype=d["dtype"],
+                   encoding=d.get("encoding", "binary"), module=d.get("module"))
 
     @classmethod
     def parse(cls, name: str, spec: dict | HookSpec, default_encoding: str = "binary") -> HookSpec:
@@ -118,8 +119,8 @@ class HookSpec:
             raise SchemaMismatchError(f"hook {name!r} needs a positive shape, e.g. [768]; got {shape!r}")
         encoding = spec.get("encoding", default_encoding)
         get_codec(encoding)
-        return cls(name, tuple(int(s) for s in shape), check_dtype(spec.get("dtype", "float16")), encoding,
-                   spec.get("module"))
+        return cls(name=name, shape=tuple(int(s) for s in shape), dtype=check_dtype(spec.get("dtype", "float16")),
+                   encoding=encoding, module=spec.get("module"))
 
 
 def parse_hooks(hooks: dict, default_encoding: str = "binary") -> dict[str, HookSpec]:
@@ -177,7 +178,7 @@ class DatasetSchema:
     @classmethod
     def from_json(cls, d: dict) -> DatasetSchema:
         hooks = {n: HookSpec.from_json(n, h) for n, h in d["hooks"].items()}
-        return cls(hooks, {c["name"]: c["type"] for c in d["columns"] if c["name"] not in FIXED_COLUMNS})
+        return cls(hooks=hooks, columns={c["name"]: c["type"] for c in d["columns"] if c["name"] not in FIXED_COLUMNS})
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]

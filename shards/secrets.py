@@ -34,10 +34,15 @@ def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
     return f"{proto}://{rest}", creds
 
 
+def _set(value: Any) -> bool:
+    """A value that holds something (not None, '', {} or [])."""
+    return value is not None and not (isinstance(value, (str, dict, list, tuple)) and len(value) == 0)
+
+
 def redact(obj: Any) -> Any:
     """Copy of a config/dict tree with secret-looking values replaced by ``"***"``."""
     if isinstance(obj, dict):
-        return {k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
+        return {k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and _set(v) else redact(v))
                 for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]

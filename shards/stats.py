@@ -40,7 +40,7 @@ class HookStats:
 
     @classmethod
     def empty(cls, dim: int) -> HookStats:
-        return cls(0, np.zeros(dim), np.zeros(dim), 0.0, 0.0)
+        return cls(count=0, mean=np.zeros(dim), m2=np.zeros(dim), norm_sum=0.0, max_abs=0.0)
 
     @classmethod
     def from_rows(cls, rows, chunk_elements: int = 1 << 18) -> HookStats:
@@ -68,9 +68,9 @@ class HookStats:
             mean = c.mean(0)
             centred = c - mean
             lo, hi = torch.aminmax(c)
-            part = cls(c.shape[0], mean.double().numpy(), (centred * centred).sum(0).double().numpy(),
-                       float(torch.linalg.vector_norm(c, dim=1).sum(dtype=torch.float64)),
-                       max(-float(lo), float(hi)))
+            part = cls(count=c.shape[0], mean=mean.double().numpy(), m2=(centred * centred).sum(0).double().numpy(),
+                       norm_sum=float(torch.linalg.vector_norm(c, dim=1).sum(dtype=torch.float64)),
+                       max_abs=max(-float(lo), float(hi)))
             out = out.merge(part)
         return out
 
@@ -90,8 +90,9 @@ class HookStats:
             mean = c.mean(0, dtype=c.dtype)
             centred = c - mean
             sq = np.einsum("ij,ij->i", c, c)
-            part = cls(c.shape[0], mean.astype(np.float64), np.einsum("ij,ij->j", centred, centred).astype(np.float64),
-                       float(np.sqrt(sq).sum(dtype=np.float64)), float(max(-c.min(), c.max())))
+            part = cls(count=c.shape[0], mean=mean.astype(np.float64),
+                       m2=np.einsum("ij,ij->j", centred, centred).astype(np.float64),
+                       norm_sum=float(np.sqrt(sq).sum(dtype=np.float64)), max_abs=float(max(-c.min(), c.max())))
             out = out.merge(part)
         return out
 
@@ -138,7 +139,8 @@ class HookStats:
     @classmethod
     def from_json(cls, d: dict) -> HookStats:
         dec = lambda s: np.frombuffer(base64.b64decode(s), "<f8").copy()  # noqa: E731
-        return cls(int(d["count"]), dec(d["mean"]), dec(d["m2"]), float(d["norm_sum"]), float(d["max_abs"]))
+        return cls(count=int(d["count"]), mean=dec(d["mean"]), m2=dec(d["m2"]), norm_sum=float(d["norm_sum"]),
+                   max_abs=float(d["max_abs"]))
 
     def to_npz_bytes(self, units: list[int]) -> bytes:
         buf = io.BytesIO()
@@ -153,5 +155,6 @@ class HookStats:
     def from_npz_bytes(cls, data: bytes) -> tuple[HookStats, list[int]]:
         """The merged statistics and the unit ids merged into them."""
         z = np.load(io.BytesIO(data), allow_pickle=False)
-        s = cls(int(z["count"]), z["mean"], z["m2"], float(z["norm_sum"]), float(z["max_abs"]))
+        s = cls(count=int(z["count"]), mean=z["mean"], m2=z["m2"], norm_sum=float(z["norm_sum"]),
+                max_abs=float(z["max_abs"]))
         return s, [int(u) for u in z["units"]]

@@ -72,6 +72,10 @@ class StorageOptions:
     storage_option: list[str] = field(default_factory=list, nargs="*")
     """Any other fsspec option as KEY=VALUE (JSON values), e.g. --storage-option requester_pays=true."""
 
+    credentials: dict[str, str] = field(default_factory=dict, cmd=False)
+    """Key, secret and token taken out of a ``KEY:SECRET@`` URI (``take_credentials``): held here once, never
+    a flag, redacted wherever a config is written."""
+
     def __post_init__(self) -> None:
         self.storage_option = [self.storage_option] if isinstance(self.storage_option, str) else self.storage_option
         for item in self.storage_option:
@@ -95,6 +99,7 @@ class StorageOptions:
                 out[key] = value if key in ("key", "secret", "token") else json.loads(value)
             except ValueError:
                 out[key] = value
+        out.update(self.credentials)
         return out
 
 
@@ -402,6 +407,69 @@ class Storage:
             return sorted(names)
 
         return self.call("list", rel, ls)
+
+    # --- input files: a corpus, stimuli, a table to import (the root may be a file, a folder or a glob) ---
+    @property
+    def protocol(self) -> str:
+        proto = self.fs.protocol
+        return proto[0] if isinstance(proto, (tuple, list)) else proto
+
+    def uri_of(self, path: str) -> str:
+        """A path this filesystem returned (``find``, ``glob``) as a URI people and other Storages can use."""
+        return redact_uri(path if self.is_local else f"{self.protocol}://{path}")
+
+    def rel(self, path: str) -> str:
+        """A path this filesystem returned, relative to the root ('' for the root itself)."""
+        return "" if path.rstrip("/") == self.root.rstrip("/") else posixpath.relpath(path, self.root)
+
+    def is_dir(self, rel: str = "") -> bool:
+        return bool(self.call("stat", rel, lambda: self.fs.isdir(self.path(rel))))
+
+    def is_file(self, rel: str = "") -> bool:
+        return bool(self.call("stat", rel, lambda: self.fs.isfile(self.path(rel))))
+
+    def info(self, rel: str = "") -> dict:
+        """The object's details (size, type, ETag or mtime); FileNotFoundError when it does not exist."""
+        return self.call("stat", rel, lambda: self.fs.info(self.path(rel)), missing_ok=True)
+
+    def glob(self, pattern: str = "") -> dict[str, dict]:
+        """Each match of ``pattern`` below the root (``*/schedule.json``; '': the root itself read as a pattern,
+        ``s3://bucket/crawl/*.jsonl``): its path and details."""
+        def matches() -> dict[str, dict]:
+            self._invalidate()
+            try:
+                return dict(self.fs.glob(self.path(pattern), detail=True))
+            except FileNotFoundError:
+                return {}
+
+        return self.call("list", pattern, matches)
+
+    def find(self, rel: str = "") -> dict[str, dict]:
+        """Every file below ``rel``, at any depth: path -> details ({} when there is none)."""
+        def walk() -> dict[str, dict]:
+            self._invalidate()
+            return dict(self.fs.find(self.path(rel).rstrip("/") or "/", detail=True))
+
+        return self.call("list", rel, walk)
+
+    def ls(self, rel: str = "") -> list[str]:
+        """Paths of the files and folders directly under ``rel``, sorted; [] when it does not exist."""
+        def entries() -> list[str]:
+            self._invalidate()
+            try:
+                return sorted(self.fs.ls(self.path(rel), detail=False))
+            except FileNotFoundError:
+                return []
+
+        return self.call("list", rel, entries)
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object; FileNotFoundError when it does not exist."""
+        return self.call("read", rel, lambda: self.fs.cat_file(self.path(rel), start, end), missing_ok=True)
+
+    def read_text(self, rel: str = "", encoding: str = "utf-8") -> str:
+        """An object's text; FileNotFoundError when it does not exist."""
+        return self.get_bytes(rel).decode(encoding)
 
     def walk_dirs(self, rel: str = "", maxdepth: int = 4) -> list[str]:
         """Relative directories under ``rel`` (including itself) holding a manifest.json."""

@@ -27,7 +27,7 @@ class NoUnembeddingError(ActlakeError, ValueError):
     """The model (or dataset) has no unembedding to apply."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Unembed:
     """``logits(x) = norm(x) @ weight.T + bias``, exactly as the model computes its output logits."""
 
@@ -79,9 +79,10 @@ class Unembed:
 
         tensors = load(data)
         meta = safetensors_metadata(data)
-        return cls(tensors["unembed.weight"], tensors.get("unembed.bias"), meta.get("norm", "none"),
-                   tensors.get("norm.weight"), tensors.get("norm.bias"), float(meta.get("eps", 1e-5)),
-                   int(meta.get("num_layers", 0)), meta.get("architecture", ""))
+        return cls(weight=tensors["unembed.weight"], bias=tensors.get("unembed.bias"), norm=meta.get("norm", "none"),
+                   norm_weight=tensors.get("norm.weight"), norm_bias=tensors.get("norm.bias"),
+                   eps=float(meta.get("eps", 1e-5)), num_layers=int(meta.get("num_layers", 0)),
+                   architecture=meta.get("architecture", ""))
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -121,8 +122,9 @@ def from_module(model) -> Unembed:
     cfg = getattr(model, "config", None)
     layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0) or 0)
     bias = head.bias.detach().float() if getattr(head, "bias", None) is not None else None
-    return Unembed(head.weight.detach().float().clone(), bias, norm, None if nw is None else nw.float().clone(),
-                   None if nb is None else nb.float().clone(), eps, layers, arch)
+    return Unembed(weight=head.weight.detach().float().clone(), bias=bias, norm=norm,
+                   norm_weight=None if nw is None else nw.float().clone(),
+                   norm_bias=None if nb is None else nb.float().clone(), eps=eps, num_layers=layers, architecture=arch)
 
 
 def load_unembed(spec: str) -> Unembed:

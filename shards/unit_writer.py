@@ -47,7 +47,7 @@ def _column_array(values, typ: str, n: int, default=None) -> pa.Array:
     return pa.array(flat.tolist() if typ == "string" or flat.dtype == object else flat, arrow_type(typ))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UnitWriter:
     """Writes and commits single units of one dataset (safe to send to Ray actors)."""
 
@@ -148,8 +148,9 @@ class UnitWriter:
             stats = stats_future.result() if stats_future is not None else {}
         ids = table.column("example_id")
         example_range = (int(pc.min(ids).as_py()), int(pc.max(ids).as_py())) if table.num_rows else None
-        entry = UnitEntry(int(unit_id), path, table.num_rows, sink.size, sink.checksum(), tuple(groups),
-                          example_range, now_iso(), tuple(skipped), self.tick)
+        entry = UnitEntry(id=int(unit_id), path=path, rows=table.num_rows, bytes=sink.size, checksum=sink.checksum(),
+                          row_groups=tuple(groups), example_range=example_range, committed=now_iso(),
+                          skipped=tuple(skipped), tick=self.tick)
         record = CommitRecord(entry, self.schema, stats)
         record.write(self.storage)
         return record

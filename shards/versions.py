@@ -20,7 +20,7 @@ from shards.storage import Storage, StorageOptions
 log = logging.getLogger("actlake.versions")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VersionInfo:
     """One version as ``actlake versions`` lists it."""
 
@@ -39,8 +39,9 @@ class VersionInfo:
     @classmethod
     def of(cls, m: Manifest) -> VersionInfo:
         c = m.commit
-        return cls(m.version, m.updated, m.num_rows, len(m.units), m.num_bytes, c.operation, c.job, c.tick,
-                   m.dataset_id, c.units_added, c.units_removed)
+        return cls(version=m.version, time=m.updated, rows=m.num_rows, units=len(m.units), bytes=m.num_bytes,
+                   operation=c.operation, job=c.job, tick=c.tick, dataset_id=m.dataset_id, units_added=c.units_added,
+                   units_removed=c.units_removed)
 
 
 def kept_manifests(storage: Storage, latest: Manifest | None = None) -> list[Manifest]:
@@ -97,24 +98,32 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
         lock.release_quietly()
 
 
+def _still_named(storage: Storage, latest: Manifest, keep_set: list[int]) -> set[str]:
+    """Every file a kept version names, and every unit a commit record names (committed, not yet folded)."""
+    manifests = [read_manifest(storage, v) for v in keep_set if v != latest.version] + [latest]
+    named = set().union(*(named_files(m) for m in manifests))
+    records, _bad = readable_records(storage, record_ids(storage))
+    return named | {r.unit.path for r in records}
+
+
+def _unneeded_stats(storage: Storage, latest: Manifest, named: set[str]) -> list[str]:
+    """Statistics files no kept version reads (a v1 dataset's ``stats/<hook>.npz`` is what its latest reads)."""
+    stats = [f"{STATS_DIR}/{f}" for f in storage.list(STATS_DIR) if f.endswith(".npz") and not is_temp_file(f)]
+    if latest.stats_files:
+        return [s for s in stats if s not in named]
+    v1_stats = tuple(f"/{h}.npz" for h in latest.hooks)
+    return [s for s in stats if s not in named and not s.endswith(v1_stats)]
+
+
 def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
     latest = read_manifest(storage)  # again, under the lock
     kept_versions = [v for v in list_versions(storage) if v <= latest.version]
     drop = kept_versions[:-keep] if len(kept_versions) > keep else []
     keep_set = [v for v in kept_versions if v not in drop]
-    report = VacuumReport(storage.display(), keep_set or [latest.version], drop, dry_run=dry_run)
-    manifests = [read_manifest(storage, v) for v in keep_set if v != latest.version] + [latest]
-    named = set().union(*(named_files(m) for m in manifests))
-    records, _bad = readable_records(storage, record_ids(storage))
-    named |= {r.unit.path for r in records}  # committed, not yet folded: never garbage
-    stats = [f"{STATS_DIR}/{f}" for f in storage.list(STATS_DIR) if f.endswith(".npz") and not is_temp_file(f)]
-    if latest.stats_files:  # a v1 dataset's ``stats/<hook>.npz`` is still what its latest version reads
-        unneeded_stats = [s for s in stats if s not in named]
-    else:
-        v1_stats = tuple(f"/{h}.npz" for h in latest.hooks)
-        unneeded_stats = [s for s in stats if s not in named and not s.endswith(v1_stats)]
-    files = sorted(set(garbage(storage, named)) | set(unneeded_stats))
-    report.removed_files = files
+    named = _still_named(storage, latest, keep_set)
+    files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
+    report = VacuumReport(uri=storage.display(), kept=keep_set or [latest.version], removed_versions=drop,
+                          removed_files=files, dry_run=dry_run)
     if dry_run:
         return report
     for v in drop:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from shards.manifest import (
     CommitInfo,
     Manifest,
     Provenance,
+    TickRecord,
     UnitEntry,
     code_version,
     identity_diff,
@@ -339,8 +341,9 @@ class DatasetWriter:
     def unit_writer(self, tick: str = "") -> UnitWriter:
         """A picklable writer of single units for remote workers (schema must be fixed); ``tick`` names the
         scheduled tick its units belong to."""
-        return UnitWriter(self.uri, self.schema, self.storage.storage_options, self.compression,
-                          self.row_group_bytes, self.compute_stats, self.fsync, tick)
+        return UnitWriter(uri=self.uri, schema=self.schema, storage_options=self.storage.storage_options,
+                          compression=self.compression, row_group_bytes=self.row_group_bytes,
+                          compute_stats=self.compute_stats, fsync=self.fsync, tick=tick)
 
     def write_unit(self, unit_id: int, columns: dict) -> CommitRecord:
         """Write and commit one unit; rewriting a unit id replaces it (one copy, never two)."""
@@ -376,6 +379,28 @@ class DatasetWriter:
             log.warning("dropped unit %d from %s", uid, self.storage.display())
         self._rebuild_stats()
         self._write_manifest()
+
+    @property
+    def ticks(self) -> list[TickRecord]:
+        """The scheduled ticks the dataset records (``actlake schedule``), oldest first."""
+        return list(self.manifest.ticks)
+
+    def plan_tick(self, record: TickRecord) -> None:
+        """Record a tick's plan and commit it at once: durable before any of its units is written, so a killed
+        tick is finished by the next one, never planned again."""
+        self._check_open()
+        if any(t.tick == record.tick for t in self.manifest.ticks):
+            raise ValueError(f"tick {record.tick} is already recorded in {self.storage.display()}")
+        self.manifest.ticks.append(record)
+        self._write_manifest()
+
+    def finish_tick(self, tick: str) -> None:
+        """Mark a planned tick done (written with the next commit, ``close`` at the latest)."""
+        self._check_open()
+        if not any(t.tick == tick for t in self.manifest.ticks):
+            raise ValueError(f"no tick {tick} in {self.storage.display()}")
+        self.manifest.ticks = [dataclasses.replace(t, status="done", finished=now_iso()) if t.tick == tick else t
+                               for t in self.manifest.ticks]
 
     def is_committed(self, unit_id: int) -> bool:
         return int(unit_id) in self.units

@@ -6,7 +6,7 @@ each registered by name (``registry.py``); the same computations as plain functi
 ``ridge_cv``.
 """
 
-from analysis.align import comparisons, rdms  # noqa: F401  (registers the methods)
+from analysis.align import comparisons, metrics, rdms, topology  # noqa: F401  (registers the methods)
 from analysis.align.rsa import compare, noise_ceiling, rdm
 
 __all__ = ["compare", "noise_ceiling", "rdm"]

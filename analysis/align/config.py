@@ -7,10 +7,27 @@ from typing import Literal
 
 from simple_parsing import field
 
-from analysis.align.topology import TRANSFORMS
+import analysis.align  # noqa: F401 - registers the methods whose names and options are the choices here
+from analysis.align.metrics.cka import CkaOptions
+from analysis.align.metrics.knn import KnnOptions
+from analysis.align.registry import (
+    COMPARISONS,
+    CONVENTIONS,
+    METRICS,
+    RDM_METHODS,
+    TRANSFORMS,
+    RdmMethod,
+    get_comparison,
+    get_convention,
+    get_metric,
+    get_rdm_method,
+    get_transform,
+)
 from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
-from shards.config import check_choices, check_positive, split_list
+from analysis.common.options import merged_options, options_of, refuse_foreign_options
+from shards.config import check_choices, check_positive, split_list, take_credentials
 from shards.errors import ConfigError
+from shards.manifest import check_version
 
 
 @dataclass
@@ -42,21 +59,27 @@ class AlignArgs(HookTaskArgs):
         check_positive(self, "batch_size")
 
 
+RdmOptions = merged_options("RdmOptions", (m.options for m in RDM_METHODS.values()),
+                            "Options of the RDM methods (each flag names the method it applies to).", __name__)
+TransformOptions = merged_options("TransformOptions", (t.options for t in TRANSFORMS.values()),
+                                  "Options of the RDM transforms.", __name__)
+
+
 @dataclass
-class RsaConfig(AlignArgs):
+class RsaConfig(RdmOptions, TransformOptions, AlignArgs):
     """Representational similarity analysis of every hook against brain RDMs, with noise ceilings, bootstrap
     confidence intervals, permutation p-values and paired comparison of hooks (a task per hook)."""
 
     brain: list[str] = field(default_factory=list, nargs="*", metavar="RDMFILE[,RDMFILE...]")
     """Brain RDM files (.npz, .npy, .mat; FILE:KEY for one array of several): N x N or subjects x N x N."""
 
-    rdm: Literal["correlation", "euclidean", "cosine", "crossnobis"] = "correlation"
-    """Model RDM: correlation (1 - Pearson), euclidean, cosine, crossnobis (needs --runs)."""
+    rdm: str = field(default="correlation", choices=tuple(RDM_METHODS))
+    """Model RDM (one file each in analysis/align/rdms/; docs/alignment.md)."""
 
-    compare: Literal["spearman", "pearson", "kendall_a", "rho_a", "cosine", "corr_cov", "cosine_cov"] = "spearman"
-    """RDM comparison: spearman, pearson, kendall_a, rho_a, cosine, corr_cov, cosine_cov."""
+    compare: str = field(default="spearman", choices=tuple(COMPARISONS))
+    """RDM comparison (one file each in analysis/align/comparisons/; rsatoolbox's names)."""
 
-    convention: Literal["rsatoolbox", "net2brain"] = "rsatoolbox"
+    convention: str = field(default="rsatoolbox", choices=tuple(CONVENTIONS))
     """Whose numbers to reproduce (docs/alignment.md): rsatoolbox, or net2brain (squared scores, mean-RDM
     ceilings, plain euclidean)."""
 
@@ -78,20 +101,8 @@ class RsaConfig(AlignArgs):
     seed: int = 0
     """Seed of the resamples and permutations (the same for every hook: paired comparisons)."""
 
-    transform: Literal["none", "geotopological", "geodesic", "geotopological+geodesic"] = "none"
+    transform: str = field(default="none", choices=tuple(TRANSFORMS))
     """Topological RSA: transform every RDM before comparing (Lin & Kriegeskorte 2023)."""
-
-    gt_low: float = 0.0
-    """Geo-topological lower quantile (dissimilarities below it become 0)."""
-
-    gt_up: float = 1.0
-    """Geo-topological upper quantile (above it: 1)."""
-
-    pooled_quantiles: bool = field(default=False, action="store_true")
-    """Geo-topological quantiles over all RDMs of a stack at once (rsatoolbox's behaviour) instead of per RDM."""
-
-    runs: str | None = None
-    """Crossnobis: the metadata column naming each row's run (independent measurement)."""
 
     nan_policy: Literal["refuse", "drop-pairs", "drop-subjects"] = "refuse"
     """NaNs in a brain RDM: refuse, drop the stimulus pairs that are NaN in any subject, or drop those subjects."""
@@ -104,16 +115,34 @@ class RsaConfig(AlignArgs):
         self.brain = split_list(self.brain)
         if not self.brain:
             raise ConfigError("--brain: give at least one RDM file, e.g. --brain fmri_IT_RDMs.npz")
-        if self.transform not in TRANSFORMS:
-            raise ConfigError(f"--transform: one of {', '.join(TRANSFORMS)}")
-        if not 0 <= self.gt_low <= self.gt_up <= 1:
-            raise ConfigError(f"--gt-low/--gt-up must satisfy 0 <= low <= up <= 1, got {self.gt_low}, {self.gt_up}")
+        get_comparison(self.compare)
+        get_convention(self.convention)
         if self.bootstrap < 0 or self.permutations < 0:
             raise ConfigError("--bootstrap and --permutations count resamples: 0 or more")
-        if self.rdm == "crossnobis" and not self.runs:
-            raise ConfigError("--rdm crossnobis needs repeated measurements: --runs COLUMN names each row's run")
-        if self.runs and self.rdm != "crossnobis":
-            raise ConfigError("--runs is for --rdm crossnobis")
+        refuse_foreign_options({m.name: m.options for m in RDM_METHODS.values()}, [self.rdm], self, "--rdm")
+        refuse_foreign_options({t.name: t.options for t in TRANSFORMS.values()}, [self.transform], self,
+                               "--transform")
+        self.rdm_options  # noqa: B018 - checks the chosen method's own options
+        self.transform_options  # noqa: B018
+
+    @property
+    def rdm_method(self) -> RdmMethod:
+        return get_rdm_method(self.rdm)
+
+    @property
+    def rdm_options(self):
+        """The chosen RDM method's options (checked), or None."""
+        return options_of(self.rdm_method.options, self)
+
+    @property
+    def transform_options(self):
+        """The chosen transform's options (checked), or None."""
+        return options_of(get_transform(self.transform).options, self)
+
+    @property
+    def runs_column(self) -> str | None:
+        """The column naming each row's run, for a method that compares independent measurements."""
+        return getattr(self, "runs", None) if self.rdm_method.needs_runs else None
 
 
 RSA_NEUTRAL = TASK_NEUTRAL | {"batch_size"}
@@ -126,6 +155,9 @@ class PairArgs(AlignArgs):
     data2: str | None = None
     """Second dataset (default: --data; then every pair of --hooks is compared)."""
 
+    data2_version: int | None = None
+    """Version of --data2 to read (default: its latest when the run starts; recorded in run.json)."""
+
     hooks2: list[str] = field(default_factory=list, nargs="*", metavar="HOOK[,HOOK...]")
     """Hooks of the second dataset (default: --hooks)."""
 
@@ -133,57 +165,55 @@ class PairArgs(AlignArgs):
     """How rows of the two datasets pair up (auto: stimulus_id when both have it and --pool is set, else
     example_id and position)."""
 
+    max_rows: int | None = None
+    """Use only the first N matched rows for the metrics computed in memory (RBF CKA and k-NN hold N x N or
+    N x k values); streamed metrics use every row."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.hooks2 = split_list(self.hooks2)
+        take_credentials(self, "data2")
+        if self.data2_version is not None:
+            self.data2_version = check_version(self.data2_version)
+        for name in self.metric_names():
+            options_of(get_metric(name).options, self)  # a bad option fails here, before any data is read
+
+    def metric_names(self) -> list[str]:
+        """The metrics this command computes."""
+        raise NotImplementedError
+
+
+def streamed_metrics() -> list[str]:
+    """Metrics that can be computed from streamed moments (the choices of ``align cka --metrics``)."""
+    return [name for name, m in METRICS.items() if m.from_moments is not None]
 
 
 @dataclass
-class CkaConfig(PairArgs):
+class CkaConfig(CkaOptions, PairArgs):
     """Centered kernel alignment between every pair of hooks; linear CKA streams over the rows in one pass
     (exact, memory independent of N), RBF CKA holds N x N Gram matrices."""
 
-    kernel: Literal["linear", "rbf"] = "linear"
-    """linear (streamed in feature space) or rbf (median heuristic, in memory)."""
-
-    debiased: bool = field(default=False, action="store_true")
-    """Unbiased HSIC estimator (Song et al. 2012) instead of the biased one."""
-
-    metrics: list[str] = field(default_factory=lambda: ["cka"], nargs="*", metavar="cka,angular,procrustes")
-    """Also compute shape distances from the same moments: angular, procrustes (Williams et al. 2021)."""
-
-    rbf_threshold: float = 1.0
-    """RBF: σ = threshold x the median distance."""
-
-    max_rows: int | None = None
-    """Use only the first N matched rows (RBF needs N x N memory)."""
+    metrics: list[str] = field(default_factory=lambda: ["cka"], nargs="*", metavar="NAME[,NAME...]",
+                               help=f"Metrics from the same moments: {', '.join(streamed_metrics())} (shape "
+                                    "distances: Williams et al. 2021).")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         self.metrics = split_list(self.metrics) or ["cka"]
-        bad = [m for m in self.metrics if m not in ("cka", "angular", "procrustes")]
+        bad = [m for m in self.metrics if m not in streamed_metrics()]
         if bad:
-            raise ConfigError(f"--metrics: unknown {bad}; choose from cka, angular, procrustes")
-        if self.kernel == "rbf" and set(self.metrics) != {"cka"}:
-            raise ConfigError("--metrics angular/procrustes are linear; use them with --kernel linear")
+            raise ConfigError(f"--metrics: unknown {bad}; choose from {', '.join(streamed_metrics())}")
+        super().__post_init__()
+
+    def metric_names(self) -> list[str]:
+        return list(self.metrics)
 
 
 @dataclass
-class KnnConfig(PairArgs):
+class KnnConfig(KnnOptions, PairArgs):
     """Mutual k-nearest-neighbour alignment between every pair of hooks (platonic-representation style)."""
 
-    k: int = 10
-    """Neighbours per row."""
-
-    max_rows: int | None = None
-    """Use only the first N matched rows."""
-
-    block: int = 2048
-    """Rows per block of the neighbour search (memory: block x N similarities)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive(self, "k", "block")
+    def metric_names(self) -> list[str]:
+        return ["mutual_knn"]
 
 
 @dataclass

@@ -3,12 +3,9 @@ task per hook (``ridge.ridge_cv``); a killed run rerun skips finished hooks."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
-import time
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -19,32 +16,39 @@ from analysis.align.features import StimulusPlan, load_items, plan_stimuli
 from analysis.align.inputs import Responses, read_responses
 from analysis.align.ridge import ridge_cv
 from analysis.common.args import TASK_NEUTRAL
-from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
+from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.plots import pyplot
 from analysis.common.results import Results
-from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
 from analysis.common.tables import read_table
 from shards.errors import ConfigError
-from shards.reader import open_dataset
+from shards.reader import Dataset
 from shards.records import JsonRecord
-from shards.storage import Storage
 
 log = logging.getLogger("actlake.align")
 CONFIG = EncodeConfig
-SUMMARY, HOOKS = "summary.json", "hooks"
 
 
-@dataclass
-class EncodeJob:
-    cfg: EncodeConfig
+@dataclass(kw_only=True)
+class EncodePlan:
+    """What every hook's task fits: the stimuli, the responses in their order and the targets' ceilings."""
+
     stimuli: StimulusPlan
     y: np.ndarray  #: stimuli (plan order) × targets, float32
     targets: list[str]
     ceilings: np.ndarray | None
 
 
-def plan_encode(cfg: EncodeConfig, ds) -> EncodeJob:
+@dataclass(kw_only=True)
+class HookFit(JsonRecord):
+    """One hook's outcome (``OUT/hooks/HOOK.json``; the per-target table beside it in ``HOOK.parquet``)."""
+
+    hook: str
+    mean_r: float
+    seconds: float = 0.0
+
+
+def plan_encode(cfg: EncodeConfig, ds: Dataset, hooks: list[str] | None = None) -> EncodePlan:
     resp: Responses = read_responses(cfg.responses, cfg.storage)
     if not np.isfinite(resp.values).all():
         raise ConfigError(f"{cfg.responses}: {int((~np.isfinite(resp.values)).sum())} response values are NaN or "
@@ -64,32 +68,28 @@ def plan_encode(cfg: EncodeConfig, ds) -> EncodeJob:
         if missing:
             raise ConfigError(f"--ceilings lacks {len(missing)} targets, e.g. {missing[:5]}")
         ceilings = np.array([c[tg] for tg in resp.targets], dtype=np.float64)
-    return EncodeJob(cfg, sp, y, resp.targets, ceilings)
+    return EncodePlan(stimuli=sp, y=y, targets=resp.targets, ceilings=ceilings)
 
 
-def encode_hook(job: EncodeJob, hook: str) -> dict:
-    t0 = time.perf_counter()
-    cfg = job.cfg
-    ds = open_dataset(cfg.data, cfg.storage)
-    x = load_items(ds, hook, job.stimuli, cfg.batch_size)
-    res = ridge_cv(x, job.y, cfg.alphas, cfg.folds, cfg.inner_folds, True, cfg.alpha_score, cfg.target_batch,
+def encode_hook(task: HookTask[EncodeConfig, EncodePlan], hook: str) -> HookFit:
+    """Ridge models from one hook of the pinned dataset to every target; their table in ``OUT/hooks/HOOK.parquet``."""
+    cfg, plan = task.cfg, task.plan
+    x = load_items(task.ds, hook, plan.stimuli, cfg.batch_size)
+    res = ridge_cv(x, plan.y, cfg.alphas, cfg.folds, cfg.inner_folds, True, cfg.alpha_score, cfg.target_batch,
                    progress=lambda f, n: log.info("%s: outer fold %d/%d", hook, f, n))
-    cols = {"hook": [hook] * len(job.targets), "layer_index": [layer_index(hook)] * len(job.targets),
-            "target": job.targets, "subject": [None] * len(job.targets), "method": ["ridge_r"] * len(job.targets),
-            "score": res.r, "r2": res.r2, "alpha_median": np.median(res.alphas, axis=0)}
-    if job.ceilings is not None:
-        cols["noise_ceiling_high"] = job.ceilings
-        cols["score_normalized"] = res.r / np.where(job.ceilings > 0, job.ceilings, np.nan)
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf)
-    out = Results(cfg.out, cfg.storage).child(HOOKS)
-    out.storage.put_bytes(f"{hook}.parquet", buf.getvalue())
-    log.info("%s: mean r %.4f over %d targets in %.1fs", hook, float(np.mean(res.r)), len(job.targets),
-             time.perf_counter() - t0)
-    return {"hook": hook, "mean_r": float(np.mean(res.r))}
+    n = len(plan.targets)
+    cols = {"hook": [hook] * n, "layer_index": [layer_index(hook)] * n, "target": plan.targets,
+            "subject": [None] * n, "method": ["ridge_r"] * n, "score": res.r, "r2": res.r2,
+            "alpha_median": np.median(res.alphas, axis=0)}
+    if plan.ceilings is not None:
+        cols["noise_ceiling_high"] = plan.ceilings
+        cols["score_normalized"] = res.r / np.where(plan.ceilings > 0, plan.ceilings, np.nan)
+    task.out.table(f"{hook}.parquet", pa.table(cols))
+    log.info("%s: mean r %.4f over %d targets", hook, float(np.mean(res.r)), n)
+    return HookFit(hook=hook, mean_r=float(np.mean(res.r)))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EncodeSummary(JsonRecord):
     dataset: str
     dataset_id: str
@@ -121,23 +121,18 @@ def _plot(out: Results, hooks: list[str], table: pa.Table) -> None:
     out.figure("encoding_by_layer.png", fig)
 
 
-def _encode(cfg: EncodeConfig) -> EncodeSummary:
-    ds, hooks = cfg.open()
-    out = Results(cfg.out, cfg.storage)
-    settings = run_settings(cfg, TASK_NEUTRAL | {"batch_size", "target_batch"}, dataset_id=ds.dataset_id,
-                            dataset_version=ds.version, hooks=hooks)
-    rundir = RunDir(out.storage, SUMMARY, resume_marker=RUN)
-    state = rundir.state(settings, cfg.overwrite)
-    if state == "done":
-        return EncodeSummary.from_json(rundir.summary())
-    job = plan_encode(cfg, ds)
-    if state == "new":
-        rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
-                               ds.manifest.ref(ds.storage.display(), hooks), {}))
-    log.info("ridge encoding of %d targets from %s over %d stimuli", len(job.targets), ", ".join(hooks),
-             len(job.stimuli.ids))
-    run_pending_hooks(partial(encode_hook, job), hooks, lambda h: out.storage.exists(f"{HOOKS}/{h}.parquet"),
-                      workers=cfg.workers, address=cfg.address, threads=cfg.threads, logger=log)
+CONVENTIONS = ("ridge with intercept (features and targets centred on each training set); alpha per target by inner "
+               "KFold (scikit-learn RidgeCV/GridSearchCV with r2, himalaya RidgeCV with neg_mse); score: Pearson r "
+               "and R² of out-of-fold predictions")
+
+
+def _describe(cfg: EncodeConfig, plan: EncodePlan, ds: Dataset, hooks: list[str]) -> str:
+    return (f"ridge encoding of {len(plan.targets)} targets from {', '.join(hooks)} (version {ds.version}) over "
+            f"{len(plan.stimuli.ids)} stimuli")
+
+
+def _assemble(run: Assembly[EncodeConfig, EncodePlan], fits: dict[str, HookFit]) -> EncodeSummary:
+    cfg, out, hooks = run.cfg, run.out, run.hooks
     table = pa.concat_tables([pq.read_table(io.BytesIO(out.storage.get_bytes(f"{HOOKS}/{h}.parquet")))
                               for h in hooks])
     out.table("results.parquet", table)
@@ -146,17 +141,18 @@ def _encode(cfg: EncodeConfig) -> EncodeSummary:
     for h in hooks:
         r = np.asarray(table.filter(pa.compute.equal(table["hook"], h))["score"])
         per_hook[h] = {"mean_r": float(r.mean()), "median_r": float(np.median(r)), "max_r": float(r.max())}
-    summary = EncodeSummary(ds.storage.display(), ds.dataset_id, ds.version, hooks, len(job.stimuli.ids),
-                            len(job.targets), cfg.folds, cfg.inner_folds, list(cfg.alphas), cfg.alpha_score,
-                            per_hook, "ridge with intercept (features and targets centred on each training set); "
-                            "alpha per target by inner KFold (scikit-learn RidgeCV/GridSearchCV with r2, "
-                            "himalaya RidgeCV with neg_mse); score: Pearson r and R² of out-of-fold predictions",
-                            out.display())
-    rundir.finish(summary.to_json())
-    return summary
+    return EncodeSummary(dataset=run.ds.storage.display(), dataset_id=run.ds.dataset_id,
+                         dataset_version=run.ds.version, hooks=hooks, n_stimuli=len(run.plan.stimuli.ids),
+                         n_targets=len(run.plan.targets), folds=cfg.folds, inner_folds=cfg.inner_folds,
+                         alphas=list(cfg.alphas), alpha_score=cfg.alpha_score, per_hook=per_hook,
+                         conventions=CONVENTIONS, out=out.display())
+
+
+ENCODE = HookAnalysis(name="align", neutral=TASK_NEUTRAL | {"batch_size", "target_batch"}, plan=plan_encode,
+                      hook=encode_hook, outcome=HookFit, assemble=_assemble, summary=EncodeSummary,
+                      seeds=lambda cfg: {}, describe=_describe)
 
 
 def run(cfg: EncodeConfig) -> EncodeSummary:
     """Encoding models of ``cfg.responses`` from every hook; returns what ``summary.json`` holds."""
-    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
-        return _encode(cfg)
+    return run_hook_analysis(ENCODE, cfg)

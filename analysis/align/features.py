@@ -26,7 +26,7 @@ def _names(ids: list[str], n: int = 10) -> str:
     return shown + (f" ... ({len(ids)} in all)" if len(ids) > n else "")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StimulusPlan:
     """Rows → items: ``item_of_row[r]`` is the item (stimulus, or (stimulus, run)) row r belongs to, -1 if
     unused; items in the order of ``ids`` (the brain data's order)."""
@@ -97,7 +97,7 @@ def plan_stimuli(ds: Dataset, key: KeyName, pool: Pool, wanted: list[str] | None
     if pool == "none" and counts.max(initial=0) > 1:
         raise MatchError(f"stimuli have up to {counts.max()} rows each (tokens or patches) in the dataset; "
                          "choose how to pool them: --pool mean|first|last|max")
-    return StimulusPlan(col, ids, stim_of_row, len(ids), pool, dropped=dropped)
+    return StimulusPlan(key=col, ids=ids, item_of_row=stim_of_row, n_items=len(ids), pool=pool, dropped=dropped)
 
 
 def _plan_runs(ds: Dataset, col: str, ids: list[str], stim_of_row: np.ndarray, runs_column: str, pool: Pool,
@@ -112,8 +112,8 @@ def _plan_runs(ds: Dataset, col: str, ids: list[str], stim_of_row: np.ndarray, r
         item_of_row[r] = pairs.setdefault((stim_of_row[r], runs[r]), len(pairs))
     conds = np.array([p[0] for p in pairs], dtype=np.int64)
     run_of_item = np.array([p[1] for p in pairs], dtype=object)
-    return StimulusPlan(col, ids, item_of_row, len(pairs), "mean" if pool == "none" else pool, conds, run_of_item,
-                        dropped)
+    return StimulusPlan(key=col, ids=ids, item_of_row=item_of_row, n_items=len(pairs),
+                        pool="mean" if pool == "none" else pool, conditions=conds, runs=run_of_item, dropped=dropped)
 
 
 def load_items(ds: Dataset, hook: str, plan: StimulusPlan, batch_size: int = 8192) -> np.ndarray:

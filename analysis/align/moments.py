@@ -17,7 +17,7 @@ import numpy as np
 from scipy.linalg.blas import dsyrk
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairMoments:
     """The moments of two centred views, as the metrics read them."""
 
@@ -90,8 +90,8 @@ class CrossMoments:
 
     def pair(self, a: int, b: int) -> PairMoments:
         """The moments of views ``a`` and ``b``."""
-        return PairMoments(self.n, self._centered(a, b), self._centered(a, a), self._centered(b, b),
-                           self._rows(a, b), self._rows(a, a), self._rows(b, b))
+        return PairMoments(n=self.n, xty=self._centered(a, b), xtx=self._centered(a, a), yty=self._centered(b, b),
+                           rows_xy=self._rows(a, b), rows_xx=self._rows(a, a), rows_yy=self._rows(b, b))
 
 
 def pair_moments(x: np.ndarray, y: np.ndarray) -> PairMoments:

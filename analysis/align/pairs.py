@@ -16,7 +16,7 @@ from shards.reader import Dataset, open_dataset
 log = logging.getLogger("actlake.align")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HookPairs:
     """Views (dataset, hook) and the pairs of views to compare; rows of ``ds2`` in ``ds1``'s row order by
     ``rows2`` (None: the same rows), or both sides as pooled stimuli (``plans``)."""
@@ -58,11 +58,16 @@ def _match_rows(cfg, ds1: Dataset, ds2: Dataset) -> tuple[np.ndarray | None, np.
     return rows1, idx[rows1], notes
 
 
-def plan_pairs(cfg) -> HookPairs:
-    """Resolve hooks and pairs, and match rows, before anything is read."""
-    ds1, hooks1 = cfg.open()
-    same = cfg.data2 is None or cfg.data2 == cfg.data
-    ds2 = ds1 if same else open_dataset(cfg.data2, cfg.storage)
+def second_dataset(cfg, ds1: Dataset) -> Dataset:
+    """``--data2`` at ``--data2-version`` (or its latest), or ``ds1`` itself when there is no second dataset."""
+    if cfg.data2 is None or (cfg.data2 == cfg.data and cfg.data2_version in (None, ds1.version)):
+        return ds1
+    return open_dataset(cfg.data2, cfg.storage, cfg.data2_version)
+
+
+def plan_pairs(cfg, ds1: Dataset, hooks1: list[str], ds2: Dataset) -> HookPairs:
+    """Resolve the pairs and match rows of the two pinned datasets, before any hook is read."""
+    same = ds2 is ds1
     hooks2 = ds2.schema.resolve_hooks(cfg.hooks2, ds2.storage.display()) if cfg.hooks2 else list(hooks1)
     if same and not cfg.hooks2:
         pairs = [(a, b) for i, a in enumerate(hooks1) for b in hooks1[i + 1:]]
@@ -76,9 +81,11 @@ def plan_pairs(cfg) -> HookPairs:
         p2 = p1 if same else plan_stimuli(ds2, cfg.key, pool, p1.ids, cfg.intersect, "--data")
         if not same and len(p2.ids) != len(p1.ids):
             p1 = plan_stimuli(ds1, cfg.key, pool, p2.ids, True, "--data2")
-        return HookPairs(ds1, ds2, hooks1, hooks2, pairs, same, None, None, (p1, p2))
+        return HookPairs(ds1=ds1, ds2=ds2, views1=hooks1, views2=hooks2, pairs=pairs, same=same, rows1=None,
+                         rows2=None, plans=(p1, p2))
     rows1, rows2, notes = (None, None, []) if same else _match_rows(cfg, ds1, ds2)
-    return HookPairs(ds1, ds2, hooks1, hooks2, pairs, same, rows1, rows2, notes=notes)
+    return HookPairs(ds1=ds1, ds2=ds2, views1=hooks1, views2=hooks2, pairs=pairs, same=same, rows1=rows1, rows2=rows2,
+                     notes=notes)
 
 
 def stream_matched(hp: HookPairs, views: list[tuple[str, str]], batch_size: int) -> Iterator[list[np.ndarray]]:

@@ -1,9 +1,10 @@
-"""``actlake align cka``: CKA (and shape distances) between every pair of hooks of one or two datasets.
+"""``actlake align cka`` and ``align knn``: alignment metrics between every pair of hooks of one or two datasets.
 
-Linear CKA streams: one pass over the matched rows accumulates the cross moments of every hook
-(``moments.CrossMoments``, float64), from which every pair's biased or debiased CKA, angular and Procrustes
-distance is exact, in memory independent of the number of rows. RBF CKA loads each hook's rows (``--max-rows``)
-and builds N × N Gram matrices.
+Each metric comes from the registry with its own options (``metrics/``) and runs one of two ways: streamed, from
+the cross moments of every view accumulated in one pass over the matched rows (``moments.CrossMoments``,
+float64: linear CKA biased or debiased, angular and Procrustes distances, exact in memory independent of the
+number of rows); or in memory, each view prepared once (an RBF Gram matrix, k-NN neighbour lists; ``--max-rows``)
+and shared by all its pairs.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from analysis.align import metrics  # noqa: F401  (registers the metrics)
-from analysis.align.config import CkaConfig
-from analysis.align.metrics.cka import gram_cka, gram_rbf
+from analysis.align.config import CkaConfig, PairArgs
 from analysis.align.moments import CrossMoments
-from analysis.align.pairs import HookPairs, load_matched, plan_pairs, stream_matched
-from analysis.align.registry import get_metric
+from analysis.align.pairs import HookPairs, load_matched, plan_pairs, second_dataset, stream_matched
+from analysis.align.registry import AlignmentMetric, get_metric
 from analysis.align.report import write_pair_matrix
 from analysis.common.args import TASK_NEUTRAL
-from analysis.common.results import Results
-from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, output_lock, run_settings
+from analysis.common.options import options_of
+from analysis.common.rundir import output_lock
+from analysis.common.runstart import start_run
 from shards.progress import Progress
 from shards.records import JsonRecord
 from shards.storage import Storage
@@ -35,7 +35,7 @@ CONFIG = CkaConfig
 SUMMARY = "summary.json"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairSummary(JsonRecord):
     dataset: str
     dataset_id: str
@@ -48,6 +48,24 @@ class PairSummary(JsonRecord):
     seconds: float
     peak_state_bytes: int = 0
     out: str = ""
+    dataset_version: int = 0
+    dataset2_version: int = 0
+
+
+@dataclass
+class Chosen:
+    """A metric with its options as this run sets them."""
+
+    metric: AlignmentMetric
+    options: object
+
+    @property
+    def method(self) -> str:
+        return self.metric.method_name(self.options)
+
+    def row(self, a: str, b: str, score: float, rows: int) -> dict:
+        opts = dataclasses.asdict(self.options) if self.options is not None else {}
+        return {"hook": a, "hook2": b, "method": self.method, "score": score, "rows": rows, **opts}
 
 
 def _views(hp: HookPairs) -> list[tuple[str, str]]:
@@ -63,7 +81,8 @@ def _side2(hp: HookPairs) -> str:
     return "1" if hp.same else "2"
 
 
-def linear_rows(cfg: CkaConfig, hp: HookPairs) -> tuple[list[dict], int]:
+def streamed_scores(cfg: PairArgs, hp: HookPairs, chosen: list[Chosen]) -> tuple[dict, int]:
+    """{(a, b, method): row} of the streamed metrics from one pass of cross moments; and the state's bytes."""
     views = _views(hp)
     dims = [(hp.ds1 if s == "1" else hp.ds2).hook_spec(h).numel for s, h in views]
     acc = CrossMoments(dims)
@@ -74,72 +93,90 @@ def linear_rows(cfg: CkaConfig, hp: HookPairs) -> tuple[list[dict], int]:
             for batch in stream_matched(hp, views, cfg.batch_size):
                 acc.add(batch)
                 progress.update(len(batch[0]))
-    rows = []
-    method = f"linear_cka{'_debiased' if cfg.debiased else ''}"
+    out = {}
     for a, b in hp.pairs:
         m = acc.pair(views.index(("1", a)), views.index((_side2(hp), b)))
-        for name in cfg.metrics:
-            metric = get_metric(name)
-            value = metric.from_moments(m, debiased=cfg.debiased) if name == "cka" else metric.from_moments(m)
-            rows.append({"hook": a, "hook2": b, "method": method if name == "cka" else name, "score": value,
-                         "rows": m.n})
-    return rows, acc.zz.nbytes + acc.qz.nbytes
+        for c in chosen:
+            out[(a, b, c.method)] = c.row(a, b, c.metric.from_moments(m, c.options), m.n)
+    return out, acc.zz.nbytes + acc.qz.nbytes
 
 
-def rbf_rows(cfg: CkaConfig, hp: HookPairs) -> tuple[list[dict], int]:
-    grams: dict[tuple[str, str], np.ndarray] = {}
+def in_memory_scores(cfg: PairArgs, hp: HookPairs, chosen: list[Chosen]) -> tuple[dict, int]:
+    """{(a, b, method): row} of the metrics computed on rows in memory, each view prepared once; and the bytes
+    the prepared views held."""
+    prepared: dict[tuple[str, str, str], object] = {}
 
-    def gram(side: str, hook: str) -> np.ndarray:
-        if (side, hook) not in grams:
-            grams[(side, hook)] = gram_rbf(load_matched(hp, side, hook, cfg.max_rows, cfg.batch_size),
-                                           cfg.rbf_threshold)
-        return grams[(side, hook)]
+    def view(c: Chosen, side: str, hook: str):
+        key = (side, hook, c.method)
+        if key not in prepared:
+            prepared[key] = c.metric.prepare(load_matched(hp, side, hook, cfg.max_rows, cfg.batch_size), c.options)
+            log.info("%s: %s prepared", hook, c.method)
+        return prepared[key]
 
-    rows = []
+    out = {}
     for a, b in hp.pairs:
-        ka, kb = gram("1", a), gram(_side2(hp), b)
-        rows.append({"hook": a, "hook2": b, "method": f"rbf_cka{'_debiased' if cfg.debiased else ''}",
-                     "score": gram_cka(ka, kb, cfg.debiased), "rows": len(ka)})
-    return rows, sum(g.nbytes for g in grams.values())
+        for c in chosen:
+            va, vb = view(c, "1", a), view(c, _side2(hp), b)
+            out[(a, b, c.method)] = c.row(a, b, c.metric.compare(va, vb, c.options), len(va))
+    return out, sum(int(getattr(v, "nbytes", 0)) for v in prepared.values())
 
 
-def start_pair_run(cfg, neutral: frozenset[str]) -> tuple[HookPairs, Results, RunDir, PairSummary | None]:
-    """Plan the pairs and open the output: (pairs, output, run dir, the finished summary if already done)."""
-    hp = plan_pairs(cfg)
-    out = Results(cfg.out, cfg.storage)
-    settings = run_settings(cfg, TASK_NEUTRAL | neutral, dataset_id=hp.ds1.dataset_id,
-                            dataset_version=hp.ds1.version, dataset2_id=hp.ds2.dataset_id)
-    rundir = RunDir(out.storage, SUMMARY)
-    if rundir.state(settings, cfg.overwrite) == "done":
-        return hp, out, rundir, PairSummary.from_json(rundir.summary())
-    rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
-                           hp.ds1.manifest.ref(hp.ds1.storage.display(), hp.views1), {}))
-    return hp, out, rundir, None
+def pair_rows(cfg: PairArgs, hp: HookPairs) -> tuple[list[dict], int]:
+    """Every pair's score under every metric of ``cfg`` (pair by pair, metrics in the order given)."""
+    chosen = [Chosen(m, options_of(m.options, cfg)) for m in map(get_metric, cfg.metric_names())]
+    streamed = [c for c in chosen if c.metric.runs_streamed(c.options)]
+    memory = [c for c in chosen if not c.metric.runs_streamed(c.options)]
+    scores, state = {}, 0
+    for part, fn in ((streamed, streamed_scores), (memory, in_memory_scores)):
+        if part:
+            got, nbytes = fn(cfg, hp, part)
+            scores.update(got)
+            state += nbytes
+    return [scores[(a, b, c.method)] for a, b in hp.pairs for c in chosen], state
 
 
-def _cka(cfg: CkaConfig) -> PairSummary:
+def _pairs(cfg: PairArgs) -> PairSummary:
     t0 = time.perf_counter()
-    hp, out, rundir, done = start_pair_run(cfg, frozenset({"batch_size"}))
-    if done:
-        return done
-    log.info("%s CKA of %d hook pairs over %d rows", cfg.kernel, len(hp.pairs), hp.n)
-    rows, state_bytes = (linear_rows if cfg.kernel == "linear" else rbf_rows)(cfg, hp)
-    out.table("results.parquet", pa.Table.from_pylist(rows))
-    for name in {r["method"] for r in rows}:
-        write_pair_matrix(out, f"{name}_matrix.png", rows, name, f"{name} ({rows[0]['rows']} rows)")
-    summary = PairSummary(hp.ds1.storage.display(), hp.ds1.dataset_id, hp.ds2.storage.display(), hp.ds2.dataset_id,
-                          hp.n, rows[0]["method"], rows, hp.notes or [], round(time.perf_counter() - t0, 3),
-                          state_bytes, out.display())
-    rundir.finish(summary.to_json())
+    second: dict = {}
+
+    def with_second(ds1) -> dict:  # the second dataset's id and version are part of the run too
+        ds2 = second["ds"] = second_dataset(cfg, ds1)
+        return {"dataset2_id": ds2.dataset_id, "dataset2_version": ds2.version} if ds2 is not ds1 else {}
+
+    run = start_run(cfg, TASK_NEUTRAL | {"batch_size", "block", "data2_version"}, resume_marker=None,
+                    extra=with_second)
+    ds2 = second["ds"]
+    if run.state == "done":
+        log.info("%s already holds this finished run", run.out.display())
+        return PairSummary.from_json(run.rundir.summary())
+    hp = plan_pairs(cfg, run.ds, run.hooks, ds2)
+    run.begin(cfg)
+    log.info("%s of %d hook pairs over %d rows", ", ".join(cfg.metric_names()), len(hp.pairs), hp.n)
+    rows, state_bytes = pair_rows(cfg, hp)
+    run.out.table("results.parquet", pa.Table.from_pylist(rows))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        n = next(r["rows"] for r in rows if r["method"] == name)
+        write_pair_matrix(run.out, f"{name}_matrix.png", rows, name, f"{name} ({n} rows)")
+    summary = PairSummary(
+        dataset=hp.ds1.storage.display(), dataset_id=hp.ds1.dataset_id, dataset2=hp.ds2.storage.display(),
+        dataset2_id=hp.ds2.dataset_id, rows=rows[0]["rows"], method=rows[0]["method"], pairs=rows,
+        notes=hp.notes or [], seconds=round(time.perf_counter() - t0, 3), peak_state_bytes=state_bytes,
+        out=run.out.display(), dataset_version=hp.ds1.version, dataset2_version=hp.ds2.version)
+    run.rundir.finish(summary.to_json())
     return summary
 
 
+def run_pairs(cfg: PairArgs) -> PairSummary:
+    """Every metric of ``cfg`` between hook pairs, under the output's lock; returns what ``summary.json`` holds."""
+    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
+        return _pairs(cfg)
+
+
 def run(cfg: CkaConfig) -> PairSummary:
-    """CKA between hook pairs; returns what ``summary.json`` holds.
+    """CKA (and shape distances) between hook pairs; returns what ``summary.json`` holds.
 
     Example::
 
         run(CkaConfig(data="demo-data/minilm", hooks=["resid.*"], debiased=True, out="runs/cka"))
     """
-    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
-        return _cka(cfg)
+    return run_pairs(cfg)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from shards.config import did_you_mean
 from shards.errors import ConfigError
 
-ConventionName = Literal["rsatoolbox", "net2brain"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,26 @@ class RdmMethod:
     """A dissimilarity: ``compute(x, convention)`` maps stimuli × features (float64) to an N × N RDM.
 
     ``needs_runs``: the method compares independent measurements (crossnobis) and receives ``runs`` too.
+    ``options``: its options dataclass (flags of ``align rsa``), or None.
     """
 
     name: str
     compute: Callable[..., np.ndarray]
     describe: dict[str, str]  #: convention -> what it computes there
     needs_runs: bool = False
+    options: type | None = None
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A transform of condensed RDMs applied before comparing (topological RSA): ``apply(vectors, options)``
+    maps ``(k, M)`` vectors to ``(k, M)``. ``every_pair``: it needs every stimulus pair (no NaN pairs dropped)."""
+
+    name: str
+    apply: Callable[[np.ndarray, object], np.ndarray]
+    describe: str
+    options: type | None = None
+    every_pair: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,36 +77,60 @@ class Convention:
 
 @dataclass(frozen=True)
 class AlignmentMetric:
-    """A model–model metric. ``fn(X, Y, **options)`` on in-memory arrays (rows matched); ``from_moments`` (when
-    not None) computes it exactly from the streamed cross moments of two views (``moments.PairMoments``), so
-    it runs at any number of rows in memory independent of N."""
+    """A model–model metric, computed one of two ways (``streams(options)`` says which):
+
+    - streamed: ``from_moments(moments, options)`` exactly from the cross moments of two views
+      (``moments.PairMoments``), in memory independent of the number of rows;
+    - in memory: ``prepare(x, options)`` once per view (a Gram matrix, neighbour lists), then
+      ``compare(a, b, options)`` per pair.
+
+    ``fn(X, Y, **options)`` is the plain function on two matched arrays; ``options`` the metric's options
+    dataclass (or None); ``method(options)`` the name results carry (``linear_cka_debiased``)."""
 
     name: str
     fn: Callable[..., float]
     describe: str
     reference: str
-    from_moments: Callable[..., float] | None = None
+    from_moments: Callable[[object, object], float] | None = None
+    prepare: Callable[[np.ndarray, object], object] | None = None
+    compare: Callable[[object, object, object], float] | None = None
+    options: type | None = None
+    method: Callable[[object], str] | None = None
+    streams: Callable[[object], bool] | None = None  #: default: whenever ``from_moments`` exists
+
+    def runs_streamed(self, options) -> bool:
+        return self.from_moments is not None and (self.streams is None or self.streams(options))
+
+    def method_name(self, options) -> str:
+        return self.method(options) if self.method is not None else self.name
 
 
 RDM_METHODS: dict[str, RdmMethod] = {}
+TRANSFORMS: dict[str, Transform] = {}
 METRICS: dict[str, AlignmentMetric] = {}
 COMPARISONS: dict[str, Comparison] = {}
 CONVENTIONS: dict[str, Convention] = {}
 
 
+def _register(table: dict[str, T], entry: T) -> T:
+    table[entry.name] = entry
+    return entry
+
+
 def register_rdm(method: RdmMethod) -> RdmMethod:
-    RDM_METHODS[method.name] = method
-    return method
+    return _register(RDM_METHODS, method)
+
+
+def register_transform(t: Transform) -> Transform:
+    return _register(TRANSFORMS, t)
 
 
 def register_comparison(cmp: Comparison) -> Comparison:
-    COMPARISONS[cmp.name] = cmp
-    return cmp
+    return _register(COMPARISONS, cmp)
 
 
 def register_metric(metric: AlignmentMetric) -> AlignmentMetric:
-    METRICS[metric.name] = metric
-    return metric
+    return _register(METRICS, metric)
 
 
 def get_metric(name: str) -> AlignmentMetric:
@@ -107,6 +145,10 @@ def _get(table: dict, kind: str, name: str):
 
 def get_rdm_method(name: str) -> RdmMethod:
     return _get(RDM_METHODS, "RDM method", name)
+
+
+def get_transform(name: str) -> Transform:
+    return _get(TRANSFORMS, "transform", name)
 
 
 def get_comparison(name: str) -> Comparison:

@@ -11,39 +11,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import pyarrow as pa
 from scipy import stats
 
-from analysis.align import comparisons, rdms  # noqa: F401  (registers the methods)
 from analysis.align.config import RSA_NEUTRAL, RsaConfig
 from analysis.align.features import StimulusPlan, load_items, plan_stimuli
 from analysis.align.inference import bootstrap, paired_test, percentile_ci, permutation_null, permutation_p
 from analysis.align.inputs import BrainTarget, load_brain_rdms, read_ids
-from analysis.align.registry import get_comparison, get_convention, get_rdm_method
+from analysis.align.registry import get_comparison, get_convention, get_rdm_method, get_transform
 from analysis.align.report import write_rsa_plots
 from analysis.align.rsa import noise_ceiling, rdm
 from analysis.align.topology import transform
 from analysis.align.vectors import RdmError, condensed
-from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
+from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.results import Results, npy_bytes, read_npy
-from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
-from shards.reader import open_dataset
 from shards.records import JsonRecord
-from shards.storage import Storage
 
 log = logging.getLogger("actlake.align")
 CONFIG = RsaConfig
-SUMMARY, HOOKS = "summary.json", "hooks"
+SUMMARY = "summary.json"
 PLOT_RDM_MAX = 2000  #: model RDMs up to this many stimuli are kept for the heatmaps
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PreparedTarget:
     """A brain target as the hook tasks use it: condensed (subjects × M) after the NaN policy and transform."""
 
@@ -56,7 +50,7 @@ class PreparedTarget:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RsaPlan:
     stimuli: StimulusPlan
     targets: list[PreparedTarget]
@@ -89,18 +83,16 @@ def _nan_policy(cfg: RsaConfig, t: BrainTarget, stack: np.ndarray) -> tuple[np.n
             raise RdmError(f"{t.source}: every subject has NaN dissimilarities; use --nan-policy drop-pairs")
         notes.append(f"{t.name}: dropped {int((~ok).sum())} subjects with NaN dissimilarities")
         return vec[ok], keep, [s for s, o in zip(subjects, ok, strict=True) if o], notes
-    if cfg.transform != "none":
+    if get_transform(cfg.transform).every_pair:
         raise RdmError(f"{t.source}: --nan-policy drop-pairs cannot be combined with --transform {cfg.transform} "
-                       "(the transforms need every pair); use --nan-policy drop-subjects")
+                       "(it needs every pair); use --nan-policy drop-subjects")
     keep = ~bad.any(axis=0)
     notes.append(f"{t.name}: compared {int(keep.sum())} of {len(keep)} stimulus pairs (the others are NaN)")
     return vec[:, keep], keep, subjects, notes
 
 
-def plan_rsa(cfg: RsaConfig, ds) -> RsaPlan:
-    """Every check of the inputs; nothing is read from the hooks here."""
-    get_rdm_method(cfg.rdm)
-    cmp = get_comparison(cfg.compare)
+def _brain_targets(cfg: RsaConfig) -> tuple[list[BrainTarget], list[str] | None, int]:
+    """The brain RDM files, the stimulus ids they follow (--ids) and their number of stimuli."""
     targets = [load_brain_rdms(uri, cfg.storage, cfg.subject_axis) for uri in cfg.brain]
     ids = read_ids(cfg.ids, cfg.storage) if cfg.ids else None
     n = {t.rdms.shape[1] for t in targets}
@@ -110,37 +102,52 @@ def plan_rsa(cfg: RsaConfig, ds) -> RsaPlan:
     n_brain = n.pop()
     if ids is not None and len(ids) != n_brain:
         raise RdmError(f"--ids {cfg.ids} lists {len(ids)} stimuli; the RDMs have {n_brain}")
+    return targets, ids, n_brain
+
+
+def _match_stimuli(cfg: RsaConfig, ds, ids: list[str] | None, n_brain: int
+                   ) -> tuple[StimulusPlan, list[int] | None, list[str]]:
+    """The dataset's stimuli matched to the brain RDMs' order: (plan, RDM index of each, notes)."""
     what = f"--ids {cfg.ids}" if ids is not None else "the brain RDMs"
-    splan = plan_stimuli(ds, cfg.key, cfg.pool, ids, cfg.intersect, what, cfg.runs)
-    notes = []
+    splan = plan_stimuli(ds, cfg.key, cfg.pool, ids, cfg.intersect, what, cfg.runs_column)
     if ids is None and len(splan.ids) != n_brain:
         raise RdmError(f"the dataset has {len(splan.ids)} stimuli ({splan.key}) and the brain RDMs {n_brain}; "
                        "with no --ids the RDMs must follow the dataset's stimuli in order. Give --ids FILE.")
-    order = [ids.index(s) for s in splan.ids] if ids is not None else None
+    notes = []
     if splan.dropped:
         notes.append(f"--intersect: {len(splan.dropped)} stimuli present on one side only were dropped; "
                      f"{len(splan.ids)} remain")
-    if cfg.bootstrap and cfg.bootstrap_over != "subjects" and not cmp.entrywise:
+    return splan, ([ids.index(s) for s in splan.ids] if ids is not None else None), notes
+
+
+def _prepare_target(cfg: RsaConfig, t: BrainTarget, order: list[int] | None) -> PreparedTarget:
+    """One target after the NaN policy and the transform, with its noise ceiling."""
+    vec, keep, subjects, notes = _nan_policy(cfg, t, _subset(t, order))
+    vec = transform(vec, cfg.transform, cfg.transform_options)
+    ceiling = None
+    if cfg.noise_ceiling and len(vec) > 1:
+        ceiling = noise_ceiling(vec, cfg.compare, cfg.convention)
+    elif cfg.noise_ceiling:
+        notes.append(f"{t.name}: one RDM, no noise ceiling (it needs several subjects)")
+    if cfg.bootstrap and not keep.all() and cfg.bootstrap_over != "subjects":
+        raise RdmError("--bootstrap over stimuli needs every stimulus pair; with --nan-policy drop-pairs use "
+                       "--bootstrap-over subjects")
+    return PreparedTarget(name=t.name, source=t.source, subjects=subjects, vectors=vec, keep=keep, ceiling=ceiling,
+                          notes=notes)
+
+
+def plan_rsa(cfg: RsaConfig, ds, hooks: list[str] | None = None) -> RsaPlan:
+    """Every check of the inputs; nothing is read from the hooks here."""
+    if cfg.bootstrap and cfg.bootstrap_over != "subjects" and not get_comparison(cfg.compare).entrywise:
         raise RdmError(f"--bootstrap over stimuli is not available for --compare {cfg.compare}; "
                        "use --bootstrap-over subjects")
-    prepared = []
-    for t in targets:
-        vec, keep, subjects, tnotes = _nan_policy(cfg, t, _subset(t, order))
-        vec = transform(vec, cfg.transform, cfg.gt_low, cfg.gt_up, cfg.pooled_quantiles)
-        ceiling = None
-        if cfg.noise_ceiling and len(vec) > 1:
-            ceiling = noise_ceiling(vec, cfg.compare, cfg.convention)
-        elif cfg.noise_ceiling:
-            tnotes.append(f"{t.name}: one RDM, no noise ceiling (it needs several subjects)")
-        if cfg.bootstrap and not keep.all() and cfg.bootstrap_over != "subjects":
-            raise RdmError("--bootstrap over stimuli needs every stimulus pair; with --nan-policy drop-pairs use "
-                           "--bootstrap-over subjects")
-        prepared.append(PreparedTarget(t.name, t.source, subjects, vec, keep, ceiling, tnotes))
-        notes += tnotes
-    return RsaPlan(splan, prepared, notes)
+    targets, ids, n_brain = _brain_targets(cfg)
+    splan, order, notes = _match_stimuli(cfg, ds, ids, n_brain)
+    prepared = [_prepare_target(cfg, t, order) for t in targets]
+    return RsaPlan(stimuli=splan, targets=prepared, notes=notes + [n for t in prepared for n in t.notes])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TargetScores(JsonRecord):
     target: str
     subjects: list[str]
@@ -153,7 +160,7 @@ class TargetScores(JsonRecord):
     p_value: float | None = None  #: permutation p-value
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HookScores(JsonRecord):
     hook: str
     n_stimuli: int
@@ -162,36 +169,29 @@ class HookScores(JsonRecord):
 
     @classmethod
     def from_json(cls, d: dict) -> HookScores:
-        return cls(d["hook"], d["n_stimuli"], [TargetScores.from_json(t) for t in d["targets"]], d.get("seconds", 0))
+        return cls(hook=d["hook"], n_stimuli=d["n_stimuli"], targets=[TargetScores.from_json(t) for t in d["targets"]],
+                   seconds=d.get("seconds", 0))
 
 
-@dataclass
-class RsaJob:
-    cfg: RsaConfig
-    plan: RsaPlan
-
-
-def _model_vector(job: RsaJob, hook: str) -> tuple[np.ndarray, np.ndarray]:
-    cfg, sp = job.cfg, job.plan.stimuli
-    ds = open_dataset(cfg.data, cfg.storage)
-    x = load_items(ds, hook, sp, cfg.batch_size)
-    if sp.runs is not None:
-        square = rdm(x, cfg.rdm, cfg.convention, standardize=cfg.standardize, conditions=sp.conditions,
-                     runs=sp.runs)
-    else:
-        square = rdm(x, cfg.rdm, cfg.convention, standardize=cfg.standardize)
+def _model_vector(task: HookTask[RsaConfig, RsaPlan], hook: str) -> tuple[np.ndarray, np.ndarray]:
+    cfg, sp = task.cfg, task.plan.stimuli
+    x = load_items(task.ds, hook, sp, cfg.batch_size)
+    square = rdm(x, cfg.rdm, cfg.convention, standardize=cfg.standardize, conditions=sp.conditions, runs=sp.runs)
     return square, condensed(square)
 
 
 def _score_target(cfg: RsaConfig, t: PreparedTarget, model: np.ndarray) -> tuple[TargetScores, np.ndarray | None]:
     squared = get_convention(cfg.convention).squared
-    mv = transform(model[t.keep][None], cfg.transform, cfg.gt_low, cfg.gt_up, False)[0]
+    opts = cfg.transform_options
+    if opts is not None:  # one model RDM: quantiles pooled over a stack of one are its own
+        opts = dataclasses.replace(opts, pooled_quantiles=False)
+    mv = transform(model[t.keep][None], cfg.transform, opts)[0]
     s = get_comparison(cfg.compare).score(mv[None], t.vectors)[0]
     s = s ** 2 if squared else s
     many = len(s) > 1
-    ts = TargetScores(t.name, t.subjects, s.tolist(), float(s.mean()),
-                      float(stats.sem(s)) if many else None,
-                      float(stats.ttest_1samp(s, 0).pvalue) if many else None)
+    ts = TargetScores(target=t.name, subjects=t.subjects, scores=s.tolist(), mean=float(s.mean()),
+                      sem=float(stats.sem(s)) if many else None,
+                      t_p_value=float(stats.ttest_1samp(s, 0).pvalue) if many else None)
     boot = None
     if cfg.bootstrap:
         boot = bootstrap(mv, t.vectors, cfg.compare, cfg.bootstrap, cfg.seed,
@@ -203,25 +203,21 @@ def _score_target(cfg: RsaConfig, t: PreparedTarget, model: np.ndarray) -> tuple
     return ts, boot
 
 
-def rsa_hook(job: RsaJob, hook: str) -> HookScores:
-    """One hook against every target; results under ``OUT/hooks/`` (the JSON last: it marks the hook done)."""
-    t0 = time.perf_counter()
-    cfg = job.cfg
-    out = Results(cfg.out, cfg.storage).child(HOOKS)
-    square, model = _model_vector(job, hook)
+def rsa_hook(task: HookTask[RsaConfig, RsaPlan], hook: str) -> HookScores:
+    """One hook of the pinned dataset against every target; its RDM and bootstrap values beside its result."""
+    cfg, out = task.cfg, task.out
+    square, model = _model_vector(task, hook)
     if square.shape[0] <= PLOT_RDM_MAX:
         out.storage.put_bytes(f"{hook}-rdm.npy", npy_bytes(square.astype(np.float32)))
     scores, boots = [], []
-    for t in job.plan.targets:
+    for t in task.plan.targets:
         ts, boot = _score_target(cfg, t, model)
         scores.append(ts)
         boots.append(boot)
     if cfg.bootstrap:
         out.storage.put_bytes(f"{hook}-boot.npy", npy_bytes(np.stack(boots)))
-    res = HookScores(hook, len(square), scores, round(time.perf_counter() - t0, 3))
-    out.json(f"{hook}.json", res.to_json())
     log.info("%s: %s", hook, ", ".join(f"{s.target} {s.mean:.4f}" for s in scores))
-    return res
+    return HookScores(hook=hook, n_stimuli=len(square), targets=scores)
 
 
 def _rows(cfg: RsaConfig, plan: RsaPlan, hooks: list[str], results: dict[str, HookScores]) -> list[dict]:
@@ -258,7 +254,7 @@ def _paired(cfg: RsaConfig, plan: RsaPlan, hooks: list[str], results: dict[str, 
     return rows
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RsaSummary(JsonRecord):
     dataset: str
     dataset_id: str
@@ -276,7 +272,7 @@ class RsaSummary(JsonRecord):
     out: str = ""
 
 
-def _summary(cfg, ds, hooks, plan, results, rows) -> RsaSummary:
+def _summary(cfg, ds, hooks, plan, results) -> RsaSummary:
     conv = get_convention(cfg.convention)
     targets = {}
     for ti, t in enumerate(plan.targets):
@@ -287,49 +283,40 @@ def _summary(cfg, ds, hooks, plan, results, rows) -> RsaSummary:
             "hooks": {h: {k: getattr(results[h].targets[ti], k) for k in
                           ("mean", "sem", "t_p_value", "ci_low", "ci_high", "p_value")} for h in hooks}}
     return RsaSummary(
-        ds.storage.display(), ds.dataset_id, ds.version, hooks, len(plan.stimuli.ids), plan.stimuli.key, cfg.rdm,
-        cfg.compare, {"name": conv.name, "describe": conv.describe, "reference": conv.reference},
-        {"rdm": get_rdm_method(cfg.rdm).describe[cfg.convention],
-         "compare": get_comparison(cfg.compare).describe,
-         "rsatoolbox_compare": get_comparison(cfg.compare).rsatoolbox_name,
-         "transform": cfg.transform, "standardize": cfg.standardize, "pool": plan.stimuli.pool},
-        {"bootstrap": cfg.bootstrap, "bootstrap_over": cfg.bootstrap_over, "ci": "95% percentile",
-         "permutations": cfg.permutations, "p_value": "one-sided, (1 + #null >= observed) / (1 + n)",
-         "seed": cfg.seed, "t_p_value": "one-sample t-test of subject scores against 0 (scipy.stats.ttest_1samp)"},
-        targets, plan.notes)
+        dataset=ds.storage.display(), dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks,
+        n_stimuli=len(plan.stimuli.ids), stimulus_key=plan.stimuli.key, rdm=cfg.rdm, compare=cfg.compare,
+        convention={"name": conv.name, "describe": conv.describe, "reference": conv.reference},
+        methods={"rdm": get_rdm_method(cfg.rdm).describe[cfg.convention],
+                 "compare": get_comparison(cfg.compare).describe,
+                 "rsatoolbox_compare": get_comparison(cfg.compare).rsatoolbox_name,
+                 "transform": cfg.transform, "standardize": cfg.standardize, "pool": plan.stimuli.pool},
+        inference={"bootstrap": cfg.bootstrap, "bootstrap_over": cfg.bootstrap_over, "ci": "95% percentile",
+                   "permutations": cfg.permutations, "p_value": "one-sided, (1 + #null >= observed) / (1 + n)",
+                   "seed": cfg.seed,
+                   "t_p_value": "one-sample t-test of subject scores against 0 (scipy.stats.ttest_1samp)"},
+        targets=targets, notes=plan.notes)
 
 
-def _rsa(cfg: RsaConfig):
-    ds, hooks = cfg.open()
-    out = Results(cfg.out, cfg.storage)
-    settings = run_settings(cfg, RSA_NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks)
-    rundir = RunDir(out.storage, SUMMARY, resume_marker=RUN)
-    state = rundir.state(settings, cfg.overwrite)
-    if state == "done":
-        log.info("%s already holds this finished run", out.display())
-        return RsaSummary.from_json(rundir.summary())
-    plan = plan_rsa(cfg, ds)
-    for note in plan.notes:
-        log.info("%s", note)
-    log.info("RSA %s/%s (%s) of %s against %s over %d stimuli", cfg.rdm, cfg.compare, cfg.convention,
-             ", ".join(hooks), ", ".join(t.name for t in plan.targets), len(plan.stimuli.ids))
-    if state == "new":
-        rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
-                               ds.manifest.ref(ds.storage.display(), hooks), {"seed": cfg.seed}))
-    run_pending_hooks(partial(rsa_hook, RsaJob(cfg, plan)), hooks,
-                      lambda h: out.storage.exists(f"{HOOKS}/{h}.json"), workers=cfg.workers, address=cfg.address,
-                      threads=cfg.threads, logger=log)
-    results = {h: HookScores.from_json(out.read_json(f"{HOOKS}/{h}.json")) for h in hooks}
+def _describe(cfg: RsaConfig, plan: RsaPlan, ds, hooks: list[str]) -> str:
+    return (f"RSA {cfg.rdm}/{cfg.compare} ({cfg.convention}) of {', '.join(hooks)} (version {ds.version}) against "
+            f"{', '.join(t.name for t in plan.targets)} over {len(plan.stimuli.ids)} stimuli")
+
+
+def _assemble(run: Assembly[RsaConfig, RsaPlan], results: dict[str, HookScores]) -> RsaSummary:
+    cfg, plan, hooks, out = run.cfg, run.plan, run.hooks, run.out
     rows = _rows(cfg, plan, hooks, results)
     out.table("results.parquet", pa.Table.from_pylist(rows))
     paired = _paired(cfg, plan, hooks, results, out) if len(hooks) > 1 else []
     if paired:
         out.table("paired.parquet", pa.Table.from_pylist(paired))
     write_rsa_plots(out, cfg, hooks, rows, plan, {h: out.storage.exists(f"{HOOKS}/{h}-rdm.npy") for h in hooks})
-    summary = _summary(cfg, ds, hooks, plan, results, rows)
+    summary = _summary(cfg, run.ds, hooks, plan, results)
     summary.out = out.display()
-    rundir.finish(summary.to_json())
     return summary
+
+
+RSA = HookAnalysis(name="align", neutral=RSA_NEUTRAL, plan=plan_rsa, hook=rsa_hook, outcome=HookScores,
+                   assemble=_assemble, summary=RsaSummary, describe=_describe)
 
 
 def run(cfg: RsaConfig) -> RsaSummary:
@@ -340,5 +327,4 @@ def run(cfg: RsaConfig) -> RsaSummary:
         run(RsaConfig(data="runs/resnet78", hooks=["layer*"], brain=["fmri_IT_RDMs.npz"], noise_ceiling=True,
                       convention="net2brain", standardize=True, out="runs/rsa"))
     """
-    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
-        return _rsa(cfg)
+    return run_hook_analysis(RSA, cfg)

@@ -8,10 +8,15 @@ Quantiles are computed per RDM: rsatoolbox's ``geotopological_transform`` comput
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.sparse.csgraph import shortest_path
+from simple_parsing import field
 
+from analysis.align.registry import Transform, get_transform, register_transform
 from analysis.align.vectors import square
+from shards.errors import ConfigError
 
 
 def geotopological(vectors: np.ndarray, low: float, up: float, pooled: bool = False) -> np.ndarray:
@@ -45,15 +50,39 @@ def geodesic(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
-#: transforms by name (``--transform``), each ``(vectors, low, up, pooled) -> vectors``
-TRANSFORMS = {
-    "none": lambda v, low, up, pooled: np.array(v, dtype=np.float64, ndmin=2),
-    "geotopological": geotopological,
-    "geodesic": lambda v, low, up, pooled: geodesic(v),
-    "geotopological+geodesic": lambda v, low, up, pooled: geodesic(geotopological(v, low, up, pooled)),
-}
+@dataclass
+class GeoTopologicalOptions:
+    """Options of the geo-topological transforms."""
+
+    gt_low: float = 0.0
+    """Geo-topological lower quantile (dissimilarities below it become 0)."""
+
+    gt_up: float = 1.0
+    """Geo-topological upper quantile (above it: 1)."""
+
+    pooled_quantiles: bool = field(default=False, action="store_true")
+    """Geo-topological quantiles over all RDMs of a stack at once (rsatoolbox's behaviour) instead of per RDM."""
+
+    def check(self) -> None:
+        if not 0 <= self.gt_low <= self.gt_up <= 1:
+            raise ConfigError(f"--gt-low/--gt-up must satisfy 0 <= low <= up <= 1, got {self.gt_low}, {self.gt_up}")
 
 
-def transform(vectors: np.ndarray, name: str, low: float = 0.0, up: float = 1.0, pooled: bool = False) -> np.ndarray:
-    """Apply a named transform (``TRANSFORMS``) to condensed RDMs."""
-    return TRANSFORMS[name](vectors, low, up, pooled)
+def _geotopological(v: np.ndarray, o: GeoTopologicalOptions) -> np.ndarray:
+    return geotopological(v, o.gt_low, o.gt_up, o.pooled_quantiles)
+
+
+register_transform(Transform("none", lambda v, o: np.array(v, dtype=np.float64, ndmin=2), "no transform",
+                             every_pair=False))
+register_transform(Transform("geotopological", _geotopological, "geo-topological (Lin & Kriegeskorte 2023)",
+                             GeoTopologicalOptions))
+register_transform(Transform("geodesic", lambda v, o: geodesic(v),
+                             "geodesic: shortest paths (Lin & Kriegeskorte 2023)"))
+register_transform(Transform("geotopological+geodesic", lambda v, o: geodesic(_geotopological(v, o)),
+                             "geo-topological, then geodesic", GeoTopologicalOptions))
+
+
+def transform(vectors: np.ndarray, name: str, options: GeoTopologicalOptions | None = None) -> np.ndarray:
+    """Apply a registered transform (``--transform``) with its options (default: its defaults) to condensed RDMs."""
+    t = get_transform(name)
+    return t.apply(vectors, options if options is not None else (t.options() if t.options else None))

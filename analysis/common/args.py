@@ -1,5 +1,5 @@
-"""The data arguments of an analysis (which dataset, which hooks, where it lives), and those of an analysis
-that runs one task per hook (how many at once, where, with how many threads)."""
+"""The data arguments of an analysis (which dataset, which version, which hooks, where it lives), and those of an
+analysis that runs one task per hook (how many at once, where, with how many threads)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,21 @@ from simple_parsing import field
 from analysis.common.hooks import in_layer_order
 from shards.config import check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
+from shards.manifest import check_version
 from shards.reader import Dataset, open_dataset
 from shards.storage import StorageOptions
 
 
 @dataclass
 class DataArgs:
-    """The dataset an analysis reads (``--data``, ``--hooks``, storage options)."""
+    """The dataset an analysis reads (``--data``, ``--data-version``, ``--hooks``, storage options)."""
 
     data: str = "demo-data/minilm"
     """Activation dataset URI (local path, s3://bucket/prefix, any fsspec URI)."""
+
+    data_version: int | None = None
+    """Read this version of the dataset (`actlake versions URI` lists them; default: the latest when the run is
+    planned). The version read is recorded in run.json and used by every task, whatever is appended meanwhile."""
 
     hooks: list[str] = field(default_factory=lambda: ["resid.*"], nargs="*", metavar="HOOK[,HOOK...]")
     """Hooks to analyse: names or globs (resid.*), taken in layer order."""
@@ -33,10 +38,13 @@ class DataArgs:
         take_credentials(self, "data", "out")
         if not self.hooks:
             raise ConfigError("--hooks: name at least one hook, e.g. --hooks 'resid.*'")
+        if self.data_version is not None:
+            self.data_version = check_version(self.data_version)
 
-    def open(self) -> tuple[Dataset, list[str]]:
-        """The dataset, and the hooks asked for (globs expanded) in layer order; unknown names fail here."""
-        ds = open_dataset(self.data, self.storage)
+    def open(self, version: int | None = None) -> tuple[Dataset, list[str]]:
+        """The dataset at ``version`` (default: ``--data-version``, else the latest), and the hooks asked for
+        (globs expanded) in layer order; unknown names fail here."""
+        ds = open_dataset(self.data, self.storage, self.data_version if version is None else version)
         return ds, in_layer_order(ds.schema.resolve_hooks(self.hooks, ds.storage.display()))
 
 
@@ -61,5 +69,6 @@ class HookTaskArgs(DataArgs):
         check_positive(self, "workers")
 
 
-#: HookTaskArgs' settings (and --out) that do not change what a run computes: out of its fingerprint
-TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage"})
+#: HookTaskArgs' settings (and --out) that do not change what a run computes: out of its fingerprint. The
+#: version asked for is replaced there by the version read (``dataset_version``).
+TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage", "data_version"})

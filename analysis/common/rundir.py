@@ -69,9 +69,9 @@ class RunRecord:
     @classmethod
     def from_json(cls, d: dict) -> RunRecord:
         ds = d.get("dataset")
-        return cls(d["fingerprint"], d.get("settings") or d.get("config") or {}, d.get("config") or {},
-                   DatasetRef.from_json(ds) if isinstance(ds, dict) else None, d.get("seeds") or {},
-                   d.get("libraries") or {})
+        return cls(fingerprint=d["fingerprint"], settings=d.get("settings") or d.get("config") or {},
+                   config=d.get("config") or {}, dataset=DatasetRef.from_json(ds) if isinstance(ds, dict) else None,
+                   seeds=d.get("seeds") or {}, libraries=d.get("libraries") or {})
 
 
 class RunDir:
@@ -100,18 +100,31 @@ class RunDir:
                 self._clear()
                 return "new"
             diffs = identity_diff(existing.settings, settings)
+            hint = ""
+            if _without_version(existing.settings) == _without_version(settings):  # only the data moved on
+                hint = f" (--data-version {existing.settings.get('dataset_version')} reads what it read)"
             raise RunMismatchError(f"{self.storage.display()} already holds a different run "
-                                   f"({'; '.join(diffs) or 'other settings'}). Use the same settings to resume it, "
-                                   "--overwrite to replace it, or another --out.")
+                                   f"({'; '.join(diffs) or 'other settings'}). Use the same settings to resume it"
+                                   f"{hint}, --overwrite to replace it, or another --out.")
         if self.storage.exists(self.summary_name):
             return "done"
         return "resume" if self.resume_marker and self.storage.exists(self.resume_marker) else "new"
 
+    def unfinished_version(self, settings: dict) -> int | None:
+        """The dataset version an unfinished run of these ``settings`` (bar the version) planned on, or None: a
+        killed run resumes on the version it planned, whatever was committed since."""
+        existing = self.record()
+        if existing is None or self.storage.exists(self.summary_name):
+            return None
+        if _without_version(existing.settings) != _without_version(settings):
+            return None
+        version = existing.settings.get("dataset_version")
+        return int(version) if version is not None else None
+
     def _clear(self) -> None:
         """Remove the other run's files; the write lock this run holds stays."""
-        root = self.storage.root.rstrip("/")
-        for path in self.storage.call("list", "", lambda: self.storage.fs.find(root)):
-            rel = path[len(root):].lstrip("/")
+        for path in self.storage.find():
+            rel = self.storage.rel(path)
             if rel and rel != LOCK:
                 self.storage.delete(rel)
 
@@ -124,6 +137,10 @@ class RunDir:
 
     def summary(self) -> dict:
         return json.loads(self.storage.get_bytes(self.summary_name))
+
+
+def _without_version(settings: dict) -> str:
+    return fingerprint_of({k: v for k, v in settings.items() if k != "dataset_version"})
 
 
 @contextmanager

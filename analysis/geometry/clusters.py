@@ -1,9 +1,10 @@
 """Cluster indices of labelled rows, per layer: where do classes separate?
 
 Exact over all rows (per-class moments, merged batch by batch as Chan et al. 1979): Calinski–Harabasz (as
-scikit-learn), Xie–Beni with hard memberships (Σ‖x − c_y‖² / (n · min_{i≠j}‖c_i − c_j‖²)) and AQI. On the
-seeded sample (they need all pairwise distances): silhouette and Davies–Bouldin (scikit-learn) and Dunn
-(min distance between points of different classes / max class diameter).
+scikit-learn), Xie–Beni with hard memberships (Σ‖x − c_y‖² / (n · min_{i≠j}‖c_i − c_j‖²)) and AQI; and
+Davies–Bouldin (as scikit-learn), in two passes: the class centroids from the first, each row's distance to its
+centroid in the second. On the seeded sample (they need all pairwise distances): silhouette (scikit-learn) and
+Dunn (min distance between points of different classes / max class diameter).
 
 AQI (Borah et al. 2025, "Alignment Quality Index") combines Calinski–Harabasz and Xie–Beni. Public code
 min–max normalises both across the groups of one run and scores a t-SNE/UMAP embedding, so a number depends
@@ -73,6 +74,18 @@ def _class_sums(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(onehot @ x)
 
 
+def davies_bouldin(centroids: np.ndarray, mean_dist: np.ndarray) -> float:
+    """scikit-learn's ``davies_bouldin_score`` from the class centroids (k × d) and each class's mean distance to
+    its centroid: the mean over classes of max_{j≠i} (s_i + s_j) / ‖c_i − c_j‖ (0 when every spread or every
+    centroid distance is ~0; coinciding centroids are left out of the max, as scikit-learn does)."""
+    diff = centroids[:, None, :] - centroids[None, :, :]
+    dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    if np.allclose(mean_dist, 0) or np.allclose(dist, 0):
+        return 0.0
+    dist[dist == 0] = np.inf
+    return float(np.mean(np.max((mean_dist[:, None] + mean_dist[None, :]) / dist, axis=1)))
+
+
 def cluster_indices(x: np.ndarray, labels: np.ndarray, gamma: float = 0.5) -> dict[str, float]:
     """Calinski–Harabasz, Xie–Beni and AQI of rows ``x`` with class ``labels`` (any hashable values)."""
     classes, codes = np.unique(np.asarray(labels), return_inverse=True)
@@ -96,29 +109,45 @@ def dunn_index(x: np.ndarray, labels: np.ndarray) -> float:
 
 
 class ClusterAccumulator:
+    """Class moments in the first pass, distances to the class centroids in the second (``TwoPass``)."""
+
     def __init__(self, ctx: HookContext) -> None:
         self.ctx = ctx
         self.moments = ClassMoments(len(ctx.classes), ctx.width)
+        self.dist_sum = np.zeros(len(ctx.classes))  #: Σ ‖x − c_y‖ per class (second pass)
 
     def update(self, b: Batch) -> None:
         self.moments.add(b.x, b.label)
 
+    def rescan(self, b: Batch) -> None:
+        keep = b.label >= 0
+        dev = b.x[keep] - self.moments.mean[b.label[keep]]
+        self.dist_sum += np.bincount(b.label[keep], weights=np.sqrt(np.einsum("ij,ij->i", dev, dev)),
+                                     minlength=len(self.dist_sum))
+
+    def _davies_bouldin(self) -> float | None:
+        has = self.moments.n > 0
+        k, n = int(has.sum()), float(self.moments.n.sum())
+        if k < 2 or k >= n:  # scikit-learn refuses these label counts
+            return None
+        return davies_bouldin(self.moments.mean[has], self.dist_sum[has] / self.moments.n[has])
+
     def _sampled(self, sample: Sample) -> dict[str, float | None]:
         import sklearn
-        from sklearn.metrics import davies_bouldin_score, silhouette_score
+        from sklearn.metrics import silhouette_score
 
         keep = sample.label >= 0
         x, y = sample.x[keep], sample.label[keep]
         if len(np.unique(y)) < 2 or len(np.unique(y)) >= len(y):
-            return {"silhouette": None, "davies_bouldin": None, "dunn": None}
+            return {"silhouette": None, "dunn": None}
         with sklearn.config_context(working_memory=WORKING_MB):  # pairwise distances in chunks of this size
-            return {"silhouette": float(silhouette_score(x, y)), "davies_bouldin": float(davies_bouldin_score(x, y)),
-                    "dunn": dunn_index(x, y)}
+            return {"silhouette": float(silhouette_score(x, y)), "dunn": dunn_index(x, y)}
 
     def finish(self, sample: Sample) -> StatResult:
         s = self.ctx.settings
         out = StatResult()
         out.scalars.update(self.moments.indices(s.aqi_gamma))
+        out.scalars["davies_bouldin"] = self._davies_bouldin()
         out.scalars.update(self._sampled(sample))
         if s.aqi_space == "tsne":
             out.scalars["aqi_tsne"] = _tsne_aqi(sample, s.aqi_gamma, s.seed)
@@ -131,7 +160,8 @@ class ClusterAccumulator:
             aqi=Definition(f"γ·B/(B+W) + (1−γ)/(1+XB), γ={s.aqi_gamma:g}, raw activation space", AQI_SOURCE),
             silhouette=Definition("mean silhouette (sklearn.metrics.silhouette_score, euclidean)",
                                   "Rousseeuw 1987", exact=False),
-            davies_bouldin=Definition("sklearn.metrics.davies_bouldin_score", "Davies & Bouldin 1979", exact=False),
+            davies_bouldin=Definition("sklearn.metrics.davies_bouldin_score, over all rows (two passes)",
+                                      "Davies & Bouldin 1979"),
             dunn=Definition("min between-class point distance / max class diameter", "Dunn 1974", exact=False))
         return out
 

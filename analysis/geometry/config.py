@@ -21,9 +21,9 @@ class StatsConfig(HookTaskArgs):
     out: str = "runs/stats"
     """Output URI: stats.parquet, per_dim.parquet, massive.parquet, summary.json and plots."""
 
-    stats: list[str] = field(default_factory=lambda: ["all"], nargs="*", metavar="all|NAME[,NAME...]")
-    """Statistic families: all, or any of norms, sparsity, massive, spectrum, intrinsic, clusters, voids,
-    logit_lens (all: those that apply to the dataset)."""
+    stats: list[str] = field(default_factory=lambda: ["all"], nargs="*", metavar="all|NAME[,NAME...]",
+                             help=f"Statistic families: all (those that apply to the dataset), or any of "
+                                  f"{', '.join(statistic_names())}.")
 
     label: str | None = None
     """Metadata column whose classes the cluster indices score (needed by clusters)."""

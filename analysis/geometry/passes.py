@@ -4,26 +4,17 @@ fed to every family's accumulator, the seeded sample kept on the way; then each 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from analysis.geometry.config import StatsConfig
 from analysis.geometry.plan import StatsPlan
-from analysis.geometry.registry import STATISTICS, Batch, HookContext, Sample, StatResult
+from analysis.geometry.registry import STATISTICS, Batch, HookContext, Sample, StatResult, TwoPass
 from shards.progress import Progress
 from shards.reader import Dataset
 
 log = logging.getLogger("actlake.stats")
-
-
-@dataclass
-class HookJob:
-    """What each hook's task receives: the settings and the driver's plan."""
-
-    cfg: StatsConfig
-    plan: StatsPlan
 
 
 def to_float64(t: torch.Tensor) -> np.ndarray:
@@ -38,12 +29,12 @@ def label_codes(values, classes: np.ndarray) -> np.ndarray:
     return np.where(classes[idx] == lab, idx, -1) if len(classes) else np.full(len(lab), -1)
 
 
-def _context(job: HookJob, ds: Dataset, hook: str, emit) -> HookContext:
-    plan = job.plan
-    return HookContext(hook, ds.hook_spec(hook).numel, job.cfg, hook.startswith("mlp_hidden."), plan.classes,
-                       plan.prev.get(hook), plan.sublayers.get(hook) if "norms" in plan.families else None,
-                       hook in plan.lens_hooks and plan.lens is not None,
-                       emit if hook in plan.chain and "voids" in plan.families else None)
+def _context(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, hook: str, emit) -> HookContext:
+    return HookContext(hook=hook, width=ds.hook_spec(hook).numel, settings=cfg,
+                       post_activation=hook.startswith("mlp_hidden."), classes=plan.classes, prev=plan.prev.get(hook),
+                       sublayers=plan.sublayers.get(hook) if "norms" in plan.families else None,
+                       lens=hook in plan.lens_hooks and plan.lens is not None,
+                       emit=emit if hook in plan.chain and "voids" in plan.families else None)
 
 
 def _extra_hooks(ctx: HookContext) -> list[str]:
@@ -57,26 +48,26 @@ def _batch(raw: dict, ctx: HookContext, start: int, classes: np.ndarray, phase: 
     x = to_float64(raw[ctx.hook])
     get = lambda h: to_float64(raw[h]) if h in raw else None  # noqa: E731
     attn, mlp, resid_in = ctx.sublayers or (None, None, None)
-    return Batch(x, start, raw["example_id"].numpy(), raw["position"].numpy(), raw["token_id"].numpy(),
-                 label_codes(raw[ctx.settings.label], classes) if len(classes) else None,
-                 np.asarray(raw[phase], dtype=bool) if phase else None,
-                 get(ctx.prev) if ctx.prev else None, get(attn) if attn else None, get(mlp) if mlp else None,
-                 get(resid_in) if resid_in else None)
+    return Batch(x=x, start=start, example_id=raw["example_id"].numpy(), position=raw["position"].numpy(),
+                 token_id=raw["token_id"].numpy(),
+                 label=label_codes(raw[ctx.settings.label], classes) if len(classes) else None,
+                 phase=np.asarray(raw[phase], dtype=bool) if phase else None, prev=get(ctx.prev) if ctx.prev else None,
+                 attn=get(attn) if attn else None, mlp=get(mlp) if mlp else None,
+                 resid_in=get(resid_in) if resid_in else None)
 
 
-def run_pass(job: HookJob, ds: Dataset, hook: str, emit) -> StatResult:
-    """Stream ``hook`` once and return every family's results (``emit`` stores per-row blocks)."""
-    cfg, plan = job.cfg, job.plan
-    ctx = _context(job, ds, hook, emit)
-    accs = [a for a in (STATISTICS[f].make(ctx) for f in plan.families) if a is not None]
+def _columns(cfg: StatsConfig, plan: StatsPlan, classes: np.ndarray) -> list[str]:
+    return ["example_id", "position", "token_id", *([cfg.label] if len(classes) else []),
+            *([plan.phase_column] if plan.phase_column else [])]
+
+
+def _first_pass(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, ctx: HookContext, accs: list) -> tuple[Sample, int]:
+    """Every batch to every accumulator, keeping the sample's rows on the way; (the sample, rows seen)."""
     classes = np.asarray(plan.classes, dtype=str)
-    columns = ["example_id", "position", "token_id", *([cfg.label] if len(classes) else []),
-               *([plan.phase_column] if plan.phase_column else [])]
-    hooks = [hook, *_extra_hooks(ctx)]
     rows, xs, labels, positions, start = plan.sample_rows, [], [], [], 0
-    it = ds.iter_batches(hooks, batch_size=cfg.batch_size, shuffle=False, columns=columns, dtype=None,
-                         reuse_buffers=False, prefetch=2)
-    with Progress(ds.num_rows, "row", f"stats {hook}", log, count="rows") as progress:
+    it = ds.iter_batches([ctx.hook, *_extra_hooks(ctx)], batch_size=cfg.batch_size, shuffle=False,
+                         columns=_columns(cfg, plan, classes), dtype=None, reuse_buffers=False, prefetch=2)
+    with Progress(ds.num_rows, "row", f"stats {ctx.hook}", log, count="rows") as progress:
         for raw in it:
             b = _batch(raw, ctx, start, classes, plan.phase_column)
             for acc in accs:
@@ -91,7 +82,35 @@ def run_pass(job: HookJob, ds: Dataset, hook: str, emit) -> StatResult:
     sample = Sample(rows, np.concatenate(xs) if xs else np.zeros((0, ctx.width)),
                     np.concatenate(labels) if labels else None, plan.lens if ctx.lens else None,
                     np.concatenate(positions) if positions else np.zeros(0, np.int32))
-    out = StatResult(scalars={"rows": start})
+    return sample, start
+
+
+def _second_pass(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, ctx: HookContext, accs: list) -> None:
+    """The hook's rows once more, for the accumulators that need what the first pass found (``rescan``):
+    Davies–Bouldin's mean distances to the class centroids."""
+    classes = np.asarray(plan.classes, dtype=str)
+    it = ds.iter_batches([ctx.hook], batch_size=cfg.batch_size, shuffle=False,
+                         columns=_columns(cfg, plan, classes), dtype=None, reuse_buffers=False, prefetch=2)
+    start = 0
+    with Progress(ds.num_rows, "row", f"stats {ctx.hook} (second pass)", log, count="rows") as progress:
+        for raw in it:
+            b = _batch(raw, ctx, start, classes, plan.phase_column)
+            for acc in accs:
+                acc.rescan(b)
+            start += len(b.x)
+            progress.update(len(b.x), amount=len(b.x))
+
+
+def run_pass(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, hook: str, emit) -> StatResult:
+    """Stream ``hook`` once (twice where a family needs a second pass) and return every family's results
+    (``emit`` stores per-row blocks)."""
+    ctx = _context(cfg, plan, ds, hook, emit)
+    accs = [a for a in (STATISTICS[f].make(ctx) for f in plan.families) if a is not None]
+    sample, rows = _first_pass(cfg, plan, ds, ctx, accs)
+    again = [a for a in accs if isinstance(a, TwoPass)]
+    if again:
+        _second_pass(cfg, plan, ds, ctx, again)
+    out = StatResult(scalars={"rows": rows})
     for acc in accs:
         out.merge(acc.finish(sample))
     return out

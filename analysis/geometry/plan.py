@@ -48,9 +48,9 @@ def drop_family(plan: StatsPlan, cfg: StatsConfig, family: str, why: str, fix: s
     plan.notes.append(f"{family} skipped: {why}")
 
 
-def plan_chain(plan: StatsPlan, cfg: StatsConfig, ds: Dataset) -> None:
-    plan.chain = [h for h in plan.hooks if is_residual(h)]
-    width = {h: ds.hook_spec(h).numel for h in plan.hooks}
+def _layer_change(plan: StatsPlan, cfg: StatsConfig, width: dict[str, int]) -> list[tuple[str, str]]:
+    """Which consecutive residual hooks the layer change compares (``plan.prev``); the pairs of different widths,
+    which it cannot (an error when norms were named, a note under ``all``)."""
     pairs = list(zip(plan.chain, plan.chain[1:], strict=False))
     bad = [(a, b) for a, b in pairs if width[a] != width[b]]
     if bad and "norms" in plan.families:
@@ -60,11 +60,25 @@ def plan_chain(plan: StatsPlan, cfg: StatsConfig, ds: Dataset) -> None:
                                   "width. Ask for hooks of one width with --hooks, or leave out norms.")
         plan.notes.append(f"layer change skipped between {text}: different widths")
     plan.prev = {b: a for a, b in pairs if width[a] == width[b]}
+    return bad
+
+
+def _sublayers(plan: StatsPlan, ds: Dataset, width: dict[str, int]) -> None:
+    """resid.N -> (attn.N, mlp.N, the residual entering block N), where the dataset holds all three (depth
+    efficiency)."""
     for h in plan.chain:
         n = layer_index(h)
         parts = (f"attn.{n}", f"mlp.{n}", "embed" if n == 0 else f"resid.{n - 1}")
         if h != "embed" and all(p in ds.hooks and ds.hook_spec(p).numel == width[h] for p in parts):
             plan.sublayers[h] = parts
+
+
+def plan_chain(plan: StatsPlan, cfg: StatsConfig, ds: Dataset) -> None:
+    """The residual chain (embed, resid.N in layer order): layer change, sublayers and voids."""
+    plan.chain = [h for h in plan.hooks if is_residual(h)]
+    width = {h: ds.hook_spec(h).numel for h in plan.hooks}
+    bad = _layer_change(plan, cfg, width)
+    _sublayers(plan, ds, width)
     if "voids" in plan.families and len(plan.chain) < 2:
         drop_family(plan, cfg, "voids", f"voids need at least two residual hooks (embed, resid.N); asked for "
                     f"{plan.chain}", "Use --hooks 'embed,resid.*'.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class Definition:
                 **({} if self.exact else {"sample_size": sample_size})}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Batch:
     """Consecutive rows of one hook (float64, ``(n, d)``) starting at global row ``start``, with their ids and,
     where the run needs them, the same rows of other hooks."""
@@ -83,7 +83,7 @@ class StatResult:
             self.tables.setdefault(k, []).extend(rows)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HookContext:
     """What a family knows of a hook before its pass: the settings and the hook's place in the model."""
 
@@ -103,6 +103,14 @@ class Accumulator(Protocol):
     def update(self, batch: Batch) -> None: ...
 
     def finish(self, sample: Sample) -> StatResult: ...
+
+
+@runtime_checkable
+class TwoPass(Protocol):
+    """An accumulator that needs the hook's rows a second time, after ``update`` has seen them all (Davies–Bouldin:
+    distances to class centroids known only at the end of the first pass)."""
+
+    def rescan(self, batch: Batch) -> None: ...
 
 
 class SampleOnly:

@@ -9,38 +9,31 @@ skips the hooks already written. The last step applies the void rule across hook
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
+from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.results import Results, npy_bytes, read_npy
-from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
 from analysis.geometry.config import RUN_NEUTRAL, StatsConfig
-from analysis.geometry.passes import HookJob, run_pass
+from analysis.geometry.passes import run_pass
 from analysis.geometry.plan import StatsPlan, plan_stats
 from analysis.geometry.registry import Definition
 from analysis.geometry.report import write_plots
 from analysis.geometry.voids import BLOCK_ROWS, SOURCE, VoidCounter
-from shards.reader import open_dataset
+from shards.reader import Dataset
 from shards.records import JsonRecord
-from shards.storage import Storage
 
 log = logging.getLogger("actlake.stats")
 CONFIG = StatsConfig
-SUMMARY, HOOKS = "summary.json", "hooks"
 TABLES = ("massive", "norms_by_position", "spectrum")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HookOutcome(JsonRecord):
     """One hook's results (``OUT/hooks/HOOK.json``)."""
 
@@ -52,7 +45,7 @@ class HookOutcome(JsonRecord):
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StatsSummary(JsonRecord):
     """``summary.json``."""
 
@@ -69,26 +62,18 @@ class StatsSummary(JsonRecord):
     out: str = ""
 
 
-def stats_hook(job: HookJob, hook: str) -> HookOutcome:
-    """One hook's pass; its results go under ``OUT/hooks/`` (the JSON last: it marks the hook done)."""
-    t0 = time.perf_counter()
-    cfg = job.cfg
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    ds = open_dataset(cfg.data, cfg.storage)
-    out = Results(cfg.out, cfg.storage).child(HOOKS)
+def stats_hook(task: HookTask[StatsConfig, StatsPlan], hook: str) -> HookOutcome:
+    """One hook's pass over the pinned dataset; per-row norm blocks go under ``OUT/hooks/HOOK/``."""
 
     def emit(name: str, block: int, values: np.ndarray) -> None:
-        out.storage.put_bytes(f"{hook}/{name}-{block:05d}.npy", npy_bytes(values))
+        task.out.storage.put_bytes(f"{hook}/{name}-{block:05d}.npy", npy_bytes(values))
 
-    res = run_pass(job, ds, hook, emit)
-    sample_size = len(job.plan.sample_rows)
-    outcome = HookOutcome(hook, res.scalars, {k: d.to_json(sample_size) for k, d in res.definitions.items()},
-                          {k: np.asarray(v).tolist() for k, v in res.per_dim.items()}, res.tables,
-                          round(time.perf_counter() - t0, 3))
-    out.json(f"{hook}.json", outcome.to_json())
-    log.info("%s: %d rows in %.1fs", hook, res.scalars["rows"], outcome.seconds)
-    return outcome
+    res = run_pass(task.cfg, task.plan, task.ds, hook, emit)
+    sample_size = len(task.plan.sample_rows)
+    log.info("%s: %d rows", hook, res.scalars["rows"])
+    return HookOutcome(hook=hook, scalars=res.scalars,
+                       definitions={k: d.to_json(sample_size) for k, d in res.definitions.items()},
+                       per_dim={k: np.asarray(v).tolist() for k, v in res.per_dim.items()}, tables=res.tables)
 
 
 def void_fractions(plan: StatsPlan, num_rows: int, alpha: float, out: Results) -> dict[str, dict[str, float]]:
@@ -146,39 +131,24 @@ def _definitions(outcomes: dict[str, HookOutcome], plan: StatsPlan, alpha: float
     return defs
 
 
-def _start(cfg: StatsConfig, ds, hooks: list[str], out: Results) -> tuple[RunDir, str, dict]:
-    settings = run_settings(cfg, RUN_NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks)
-    rundir = RunDir(out.storage, SUMMARY, resume_marker=RUN)
-    return rundir, rundir.state(settings, cfg.overwrite), settings
+def _describe(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, hooks: list[str]) -> str:
+    return (f"statistics {', '.join(plan.families)} over {', '.join(hooks)} ({ds.num_rows} rows of version "
+            f"{ds.version}, sample {len(plan.sample_rows)})")
 
 
-def _stats(cfg: StatsConfig) -> StatsSummary:
-    ds, hooks = cfg.open()
-    out = Results(cfg.out, cfg.storage)
-    rundir, state, settings = _start(cfg, ds, hooks, out)
-    if state == "done":
-        log.info("%s already holds this finished run", out.display())
-        return StatsSummary.from_json(rundir.summary())
-    plan = plan_stats(cfg, ds, hooks)  # every check of the input happens here, before any hook is read
-    for note in plan.notes:
-        log.info("%s", note)
-    log.info("statistics %s over %s (%d rows, sample %d)", ", ".join(plan.families), ", ".join(hooks),
-             ds.num_rows, len(plan.sample_rows))
-    if state == "new":
-        rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg),
-                               ds.manifest.ref(ds.storage.display(), hooks), {"seed": cfg.seed}))
-    run_pending_hooks(partial(stats_hook, HookJob(cfg, plan)), hooks,
-                      lambda h: out.storage.exists(f"{HOOKS}/{h}.json"), workers=cfg.workers, address=cfg.address,
-                      threads=cfg.threads, logger=log)
-    outcomes = {h: HookOutcome.from_json(out.read_json(f"{HOOKS}/{h}.json")) for h in hooks}
+def _assemble(run: Assembly[StatsConfig, StatsPlan], outcomes: dict[str, HookOutcome]) -> StatsSummary:
+    cfg, plan, ds, hooks, out = run.cfg, run.plan, run.ds, run.hooks, run.out
     voids = void_fractions(plan, ds.num_rows, cfg.void_alpha, out) if "voids" in plan.families else {}
     rows = _tables(hooks, outcomes, voids, out)
     write_plots(out, rows, outcomes, cfg.label)
-    summary = StatsSummary(ds.storage.display(), ds.dataset_id, ds.version, hooks, plan.families,
-                           len(plan.sample_rows), cfg.seed, _definitions(outcomes, plan, cfg.void_alpha),
-                           {r["hook"]: r for r in rows}, plan.notes, out.display())
-    rundir.finish(summary.to_json())
-    return summary
+    return StatsSummary(dataset=ds.storage.display(), dataset_id=ds.dataset_id, dataset_version=ds.version,
+                        hooks=hooks, families=plan.families, sample_size=len(plan.sample_rows), seed=cfg.seed,
+                        statistics=_definitions(outcomes, plan, cfg.void_alpha), values={r["hook"]: r for r in rows},
+                        notes=plan.notes, out=out.display())
+
+
+STATS = HookAnalysis(name="stats", neutral=RUN_NEUTRAL, plan=plan_stats, hook=stats_hook, outcome=HookOutcome,
+                     assemble=_assemble, summary=StatsSummary, describe=_describe)
 
 
 def run(cfg: StatsConfig) -> StatsSummary:
@@ -188,8 +158,7 @@ def run(cfg: StatsConfig) -> StatsSummary:
 
         run(StatsConfig(data="demo-data/minilm", hooks=["embed", "resid.*"], label="label", out="runs/stats"))
     """
-    with output_lock(Storage(cfg.out, cfg.storage), "stats output"):
-        return _stats(cfg)
+    return run_hook_analysis(STATS, cfg)
 
 
 stats = run

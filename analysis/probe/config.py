@@ -8,6 +8,8 @@ from typing import Literal
 from simple_parsing import field
 
 from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
+from analysis.common.options import RegistryChoices
+from analysis.probe.registry import PROBES, get_probe
 from shards.config import check_choices, check_positive, parse_count, split_list
 from shards.errors import ConfigError
 
@@ -37,8 +39,8 @@ class ProbeConfig(HookTaskArgs):
     task: Literal["auto", "classify", "regress"] = "auto"
     """classify or regress; auto: strings, booleans and integers with few values are classified."""
 
-    probe: Literal["auto", "logistic", "ridge"] = "auto"
-    """The probe: logistic (classification) or ridge (regression); auto picks by task."""
+    probe: str = field(default="auto", choices=RegistryChoices(PROBES, "auto"))
+    """The probe kind (one file each in analysis/probe/probes/); auto: the first kind that solves the task."""
 
     folds: int = 5
     """Cross-validation folds (grouped by --group-by, stratified by class where possible)."""
@@ -87,6 +89,8 @@ class ProbeConfig(HookTaskArgs):
         super().__post_init__()
         self.reg = split_list(self.reg)
         check_choices(self)
+        if self.probe != "auto":
+            get_probe(self.probe)
         check_positive(self, "max_iter", "tol", "epochs")
         if self.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {self.folds}")

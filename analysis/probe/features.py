@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from analysis.common.stream import stream_rows
-from analysis.probe.targets import ProbePlan
+from analysis.probe.targets import ProbeInputError, ProbePlan
 from shards.reader import Dataset
 
 log = logging.getLogger("actlake.probe")
@@ -61,6 +61,9 @@ def _selected_batches(ds: Dataset, hook: str, plan: ProbePlan, batch: int = 1638
         if up > lo:
             yield np.arange(lo, up), x[torch.from_numpy(plan.rows[lo:up] - start)]
         start += len(x)
+    if start < hi:  # never leave items unfilled: the plan and the rows read must be of one version
+        raise ProbeInputError(f"{ds.storage.display()} (version {ds.version}) has {start} rows of {hook}; the probe "
+                              f"was planned on {hi} or more. Plan and read one version (--data-version).")
 
 
 def load_features(ds: Dataset, hook: str, plan: ProbePlan, memory_budget: int) -> Features:

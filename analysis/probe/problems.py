@@ -17,7 +17,7 @@ import torch
 Role = Literal["search", "fold", "control", "final"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Fit:
     """One fit: train on ``train_folds``, score on ``test_folds`` (empty: not scored)."""
 
@@ -75,11 +75,13 @@ class FitResult:
 def outer_fits(folds: int, regs: list[float], control: bool, final_reg: float | None) -> list[Fit]:
     """Each outer fold's fit with its chosen penalty (and its control fit), plus the final fit on every fold."""
     every = tuple(range(folds))
-    fits = [Fit("fold", f, tuple(g for g in every if g != f), (f,), 0, regs[f]) for f in range(folds)]
+    fits = [Fit(role="fold", fold=f, train_folds=tuple(g for g in every if g != f), test_folds=(f,), target=0,
+                reg=regs[f]) for f in range(folds)]
     if control:
-        fits += [Fit("control", f, tuple(g for g in every if g != f), (f,), 1, regs[f]) for f in range(folds)]
+        fits += [Fit(role="control", fold=f, train_folds=tuple(g for g in every if g != f), test_folds=(f,), target=1,
+                     reg=regs[f]) for f in range(folds)]
     if final_reg is not None:
-        fits.append(Fit("final", -1, every, (), 0, final_reg))
+        fits.append(Fit(role="final", fold=-1, train_folds=every, test_folds=(), target=0, reg=final_reg))
     return fits
 
 
@@ -98,7 +100,8 @@ def search_fits(data: ProbeData, grid: list[float], folds: int) -> list[Fit]:
             train = tuple(g for g in others if g not in val)
             # the penalty per training item of the full outer training folds, on this smaller training set
             scale = sub[list(train)].sum() / max(full[others].sum(), 1.0)
-            fits += [Fit("search", f, train, val, 0, reg, data.search is not None, scale) for reg in grid]
+            fits += [Fit(role="search", fold=f, train_folds=train, test_folds=val, target=0, reg=reg,
+                         search_only=data.search is not None, reg_scale=scale) for reg in grid]
     return fits
 
 

@@ -5,12 +5,14 @@ grid, how it fits a batch of problems) and registers it here; ``probes/__init__.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from analysis.probe.features import Features
 from analysis.probe.problems import Fit, FitResult, ProbeData
 from shards.config import did_you_mean
 from shards.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: the features module reads the config, whose --probe choices come from here
+    from analysis.probe.features import Features
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,14 @@ them into ``probe_results.parquet``, ``summary.json``, ``probe_accuracy.png`` an
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from analysis.common.fanout import run_pending_hooks
 from analysis.common.hooks import layer_index
-from analysis.common.results import Results
-from analysis.common.rundir import RUN, RunDir, RunRecord, fingerprint_of, output_lock, run_settings
+from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.probe.config import RUN_NEUTRAL, ProbeConfig
 from analysis.probe.directions import diff_in_means
 from analysis.probe.features import load_features
@@ -31,17 +25,16 @@ from analysis.probe.registry import ProbeKind, SolverOptions, get_probe, probe_f
 from analysis.probe.report import accuracy_figure
 from analysis.probe.summary import HookSummary, concept_depth
 from analysis.probe.targets import ProbeInputError, ProbePlan, plan_probe
-from shards.reader import open_dataset
+from shards.reader import Dataset
 from shards.records import JsonRecord
-from shards.storage import Storage
 
 log = logging.getLogger("actlake.probe")
 CONFIG = ProbeConfig
-SUMMARY, RESULTS, PLOT, DIRECTIONS, HOOKS = ("summary.json", "probe_results.parquet", "probe_accuracy.png",
-                                             "directions.safetensors", "hooks")
+SUMMARY, RESULTS, PLOT, DIRECTIONS = "summary.json", "probe_results.parquet", "probe_accuracy.png", \
+    "directions.safetensors"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HookOutcome(JsonRecord):
     """One hook's results (``OUT/hooks/HOOK.json``; its tensors beside it in ``HOOK.safetensors``)."""
 
@@ -53,7 +46,7 @@ class HookOutcome(JsonRecord):
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProbeSummary(JsonRecord):
     """``summary.json``."""
 
@@ -80,19 +73,22 @@ class ProbeSummary(JsonRecord):
 
 
 @dataclass
-class HookJob:
-    """What each hook's task receives: the configuration, the plan and the probe kind's name."""
+class ProbeRun:
+    """The plan of a probe run: items, folds and targets, and the probe kind that fits them."""
 
-    cfg: ProbeConfig
-    plan: ProbePlan
+    targets: ProbePlan
     kind: str
 
+    @property
+    def notes(self) -> list[str]:
+        return self.targets.notes
 
-def _regs(job: HookJob, kind: ProbeKind, feats, data: ProbeData, opts: SolverOptions) -> list[float]:
+
+def _regs(cfg: ProbeConfig, plan: ProbePlan, kind: ProbeKind, feats, data: ProbeData, opts: SolverOptions
+          ) -> list[float]:
     """Each outer fold's penalty: the one given, or the inner cross-validation's pick on its training folds."""
-    plan = job.plan
     n_train = float(np.mean([(plan.fold != f).sum() for f in range(plan.folds)]))
-    grid = job.cfg.reg_values or [g * n_train for g in kind.per_item_grid]
+    grid = cfg.reg_values or [g * n_train for g in kind.per_item_grid]
     if len(grid) == 1:
         return grid * plan.folds
     fits = search_fits(data, grid, plan.folds)
@@ -109,20 +105,16 @@ def _rows(hook: str, plan: ProbePlan, metric: str, fits: list[Fit], res: FitResu
             for f, s in zip(fits, res.scores, strict=True) if f.role == "fold"]
 
 
-def probe_hook(job: HookJob, hook: str) -> HookOutcome:
-    """Probe one hook and write its results under ``OUT/hooks/`` (the JSON last: it marks the hook done)."""
+def probe_hook(task: HookTask[ProbeConfig, ProbeRun], hook: str) -> HookOutcome:
+    """Probe one hook of the pinned dataset; its tensors go to ``OUT/hooks/HOOK.safetensors``."""
     from safetensors.torch import save
 
-    t0 = time.perf_counter()
-    cfg, plan = job.cfg, job.plan
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    ds = open_dataset(cfg.data, cfg.storage)
-    kind = get_probe(job.kind)
-    feats = load_features(ds, hook, plan, cfg.budget_bytes)
+    cfg, plan = task.cfg, task.plan.targets
+    kind = get_probe(task.plan.kind)
+    feats = load_features(task.ds, hook, plan, cfg.budget_bytes)
     data = ProbeData(plan.fold, plan.targets(), plan.n_classes, None if kind.exact_search else plan.search)
     opts = SolverOptions(cfg.max_iter, cfg.tol, cfg.epochs)
-    regs = _regs(job, kind, feats, data, opts)
+    regs = _regs(cfg, plan, kind, feats, data, opts)
     final_reg = sorted(regs)[len(regs) // 2]
     fits = outer_fits(plan.folds, regs, plan.control is not None, final_reg)
     res = kind.fit(feats, data, fits, opts)
@@ -132,14 +124,9 @@ def probe_hook(job: HookJob, hook: str) -> HookOutcome:
     if plan.task == "classify":
         for c, vec in zip(plan.classes, diff_in_means(feats, plan.y, plan.n_classes), strict=True):
             tensors[f"{hook}/diffmean/{c}"] = vec.contiguous()
-    outcome = HookOutcome(hook, layer_index(hook), rows, float(final_reg), res.notes,
-                          round(time.perf_counter() - t0, 3))
-    out = Results(cfg.out, cfg.storage).child(HOOKS)
-    out.storage.put_bytes(f"{hook}.safetensors", save(tensors, metadata={"hook": hook}))
-    out.json(f"{hook}.json", outcome.to_json())
-    mean = np.mean([r["value"] for r in rows])
-    log.info("%s: %s %.4f over %d folds (%.1fs)", hook, kind.metric, mean, plan.folds, outcome.seconds)
-    return outcome
+    task.out.storage.put_bytes(f"{hook}.safetensors", save(tensors, metadata={"hook": hook}))
+    log.info("%s: %s %.4f over %d folds", hook, kind.metric, np.mean([r["value"] for r in rows]), plan.folds)
+    return HookOutcome(hook=hook, layer_index=layer_index(hook), rows=rows, reg=float(final_reg), solver=res.notes)
 
 
 def _kind(cfg: ProbeConfig, plan: ProbePlan) -> ProbeKind:
@@ -150,17 +137,31 @@ def _kind(cfg: ProbeConfig, plan: ProbePlan) -> ProbeKind:
     return kind
 
 
-def _assemble(cfg: ProbeConfig, plan: ProbePlan, kind: ProbeKind, ds, hooks: list[str],
-              outcomes: dict[str, HookOutcome], out: Results) -> ProbeSummary:
-    """The run's tables, plot and directions from every hook's results."""
-    from safetensors.torch import load, save
+def _plan(cfg: ProbeConfig, ds: Dataset, hooks: list[str]) -> ProbeRun:
+    plan = plan_probe(cfg, ds)
+    return ProbeRun(plan, _kind(cfg, plan).name)
 
+
+def _describe(cfg: ProbeConfig, run: ProbeRun, ds: Dataset, hooks: list[str]) -> str:
+    plan = run.targets
+    return (f"{plan.n_items} items ({len(plan.rows)} rows of version {ds.version}) in {plan.folds} folds by "
+            f"{cfg.group_column(ds.columns)}; probe {run.kind}; hooks {', '.join(hooks)}")
+
+
+def _results_table(hooks: list[str], outcomes: dict[str, HookOutcome]) -> pa.Table:
     rows = [r for h in hooks for r in outcomes[h].rows]
-    table = pa.Table.from_pylist(rows, schema=pa.schema([
+    return pa.Table.from_pylist(rows, schema=pa.schema([
         ("hook", pa.string()), ("layer_index", pa.int32()), ("fold", pa.int32()), ("n_train", pa.int64()),
         ("n_test", pa.int64()), ("metric", pa.string()), ("value", pa.float64()), ("control_value", pa.float64()),
         ("reg", pa.float64())]))
-    out.table(RESULTS, table)
+
+
+def _assemble(run: Assembly[ProbeConfig, ProbeRun], outcomes: dict[str, HookOutcome]) -> ProbeSummary:
+    """The run's tables, plot and directions from every hook's results."""
+    from safetensors.torch import load, save
+
+    cfg, plan, kind, ds, hooks, out = run.cfg, run.plan.targets, get_probe(run.plan.kind), run.ds, run.hooks, run.out
+    out.table(RESULTS, _results_table(hooks, outcomes))
     summaries = {}
     for h in hooks:
         values = [r["value"] for r in outcomes[h].rows]
@@ -174,37 +175,16 @@ def _assemble(cfg: ProbeConfig, plan: ProbePlan, kind: ProbeKind, ds, hooks: lis
         tensors.update(load(out.storage.get_bytes(f"{HOOKS}/{h}.safetensors")))
     out.storage.put_bytes(DIRECTIONS, save(tensors, metadata={"label": plan.label, "classes": ",".join(plan.classes),
                                                               "space": "the hook's stored activation values"}))
-    return ProbeSummary(plan.label, plan.task, plan.classes, {h: s.to_json() for h, s in summaries.items()},
-                        depth.to_json(), ds.dataset_id, int(len(plan.rows)), cfg.seed, kind.metric, kind.name,
-                        kind.reg_name, plan.n_items, plan.folds, cfg.group_column(ds.columns), cfg.control, plan.pool,
-                        ds.storage.display(), ds.version, plan.notes, out.display())
+    return ProbeSummary(
+        label=plan.label, task=plan.task, classes=plan.classes, hooks={h: s.to_json() for h, s in summaries.items()},
+        concept_depth=depth.to_json(), dataset_id=ds.dataset_id, rows_used=int(len(plan.rows)), seed=cfg.seed,
+        metric=kind.metric, probe=kind.name, reg_units=kind.reg_name, items=plan.n_items, folds=plan.folds,
+        group_by=cfg.group_column(ds.columns), control=cfg.control, pool=plan.pool, dataset=ds.storage.display(),
+        dataset_version=ds.version, notes=plan.notes, out=out.display())
 
 
-def _probe(cfg: ProbeConfig) -> ProbeSummary:
-    ds, hooks = cfg.open()
-    out = Results(cfg.out, cfg.storage)
-    settings = run_settings(cfg, RUN_NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks)
-    rundir = RunDir(out.storage, SUMMARY, resume_marker=RUN)
-    state = rundir.state(settings, cfg.overwrite)
-    if state == "done":
-        log.info("%s already holds this finished run", out.display())
-        return ProbeSummary.from_json(rundir.summary())
-    plan = plan_probe(cfg, ds)  # every check of the input happens here, before any hook is read
-    kind = _kind(cfg, plan)
-    for note in plan.notes:
-        log.info("%s", note)
-    log.info("%d items (%d rows) in %d folds by %s; probe %s; hooks %s", plan.n_items, len(plan.rows), plan.folds,
-             cfg.group_column(ds.columns), kind.name, ", ".join(hooks))
-    if state == "new":
-        ref = ds.manifest.ref(ds.storage.display(), hooks)
-        rundir.start(RunRecord(fingerprint_of(settings), settings, dataclasses.asdict(cfg), ref, {"seed": cfg.seed}))
-    run_pending_hooks(partial(probe_hook, HookJob(cfg, plan, kind.name)), hooks,
-                      lambda h: out.storage.exists(f"{HOOKS}/{h}.json"), workers=cfg.workers, address=cfg.address,
-                      threads=cfg.threads, logger=log, verb="probed")
-    outcomes = {h: HookOutcome.from_json(out.read_json(f"{HOOKS}/{h}.json")) for h in hooks}
-    summary = _assemble(cfg, plan, kind, ds, hooks, outcomes, out)
-    rundir.finish(summary.to_json())
-    return summary
+PROBE = HookAnalysis(name="probe", neutral=RUN_NEUTRAL, plan=_plan, hook=probe_hook, outcome=HookOutcome,
+                     assemble=_assemble, summary=ProbeSummary, describe=_describe, verb="probed")
 
 
 def run(cfg: ProbeConfig) -> ProbeSummary:
@@ -215,8 +195,7 @@ def run(cfg: ProbeConfig) -> ProbeSummary:
         run(ProbeConfig(data="demo-data/minilm", hooks=["embed", "resid.*"], label="label", control="type",
                         out="runs/probe-concepts"))
     """
-    with output_lock(Storage(cfg.out, cfg.storage), "probe output"):
-        return _probe(cfg)
+    return run_hook_analysis(PROBE, cfg)
 
 
 probe = run

@@ -22,7 +22,7 @@ def ci95(values) -> tuple[float, float]:
     return float(v.mean() - half), float(v.mean() + half)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HookSummary(JsonRecord):
     """One hook: the mean test score over folds, its spread, the control task and the penalty used."""
 
@@ -39,8 +39,9 @@ class HookSummary(JsonRecord):
         v = np.asarray(values, np.float64)
         mean = float(np.nanmean(v))
         control = float(np.nanmean(controls)) if controls else None
-        return cls(layer, mean, float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0, list(ci95(v)), control,
-                   None if control is None else mean - control, reg)
+        return cls(layer_index=layer, mean=mean, std=float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+                   ci95=list(ci95(v)), control_mean=control, selectivity=None if control is None else mean - control,
+                   reg=reg)
 
 
 @dataclass

@@ -27,7 +27,7 @@ class ProbeInputError(ActlakeError, ValueError):
     """The labels, groups or folds do not allow the probe as asked."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProbePlan:
     """Items and targets of one probe job (small: a few numbers per item)."""
 
@@ -173,9 +173,8 @@ def _sample_groups(groups: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return take[inv]
 
 
-def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
-    """Read the labels (and ids) once, check them, and decide items, task, folds and controls."""
-    group_col = cfg.group_column(ds.columns)
+def _read_meta(cfg: ProbeConfig, ds: Dataset, group_col: str) -> pa.Table:
+    """The id, group and label columns of every row (the label joined from --labels where given)."""
     if group_col not in ds.columns:
         raise ProbeInputError(f"--group-by {group_col!r} is not a column of {ds.storage.display()} ({ds.columns})")
     wanted = ["example_id", "position", "token_id", group_col]
@@ -187,21 +186,43 @@ def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
         wanted.append(cfg.label)
     else:
         wanted += [c for c in cfg.on_columns if c in ds.columns]
-    meta = ds.metadata_table(list(dict.fromkeys(wanted)))
-    values = _labels(cfg, ds, meta)
-    task = _task(cfg, values)
-    notes = [f"task {task}" + (f" (--task auto: label {cfg.label!r} is {values.type})" if cfg.task == "auto" else "")]
+    return ds.metadata_table(list(dict.fromkeys(wanted)))
+
+
+def _row_labels(cfg: ProbeConfig, task: str, values: pa.Array, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's label (floats to regress, strings to classify) and which rows have one."""
     keep = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if task == "regress":
-        raw = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        keep &= np.isfinite(raw)
-        labels = raw
+        labels = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        keep &= np.isfinite(labels)
     else:
         labels = np.asarray(values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False), dtype=object)
     if not keep.any():
         raise ProbeInputError(f"label {cfg.label!r} is null for every row")
     if (~keep).any():
         notes.append(f"{int((~keep).sum())} rows without a label are left out")
+    return labels, keep
+
+
+def _targets(cfg: ProbeConfig, task: str, item_labels: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Classes and class ids (classify), or the values (regress), of the items."""
+    if task != "classify":
+        return [], item_labels.astype(np.float64)
+    classes, y = np.unique(item_labels.astype(str), return_inverse=True)
+    if len(classes) < 2:
+        raise ProbeInputError(f"label {cfg.label!r} has a single class ({classes[0]!r}) in the rows probed: "
+                              "nothing to classify")
+    return [str(c) for c in classes], y.astype(np.int64)
+
+
+def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
+    """Read the labels (and ids) once, check them, and decide items, task, folds and controls."""
+    group_col = cfg.group_column(ds.columns)
+    meta = _read_meta(cfg, ds, group_col)
+    values = _labels(cfg, ds, meta)
+    task = _task(cfg, values)
+    notes = [f"task {task}" + (f" (--task auto: label {cfg.label!r} is {values.type})" if cfg.task == "auto" else "")]
+    labels, keep = _row_labels(cfg, task, values, notes)
     token_rows = bool((meta.column("position").to_numpy() >= 0).any())
     rows, item_of_row, rep = _items(cfg, meta, keep, labels, token_rows)
     groups_raw = meta.column(group_col).to_numpy(zero_copy_only=False)[rep]
@@ -214,19 +235,11 @@ def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
         row_sel = sel[item_of_row]
         rows, item_of_row = rows[row_sel], new_index[item_of_row[row_sel]]
         rep, groups, item_labels = rep[sel], groups[sel], item_labels[sel]
-    classes: list[str] = []
-    if task == "classify":
-        classes, y = np.unique(item_labels.astype(str), return_inverse=True)
-        classes = [str(c) for c in classes]
-        if len(classes) < 2:
-            raise ProbeInputError(f"label {cfg.label!r} has a single class ({classes[0]!r}) in the rows probed: "
-                                  "nothing to classify")
-        y = y.astype(np.int64)
-    else:
-        y = item_labels.astype(np.float64)
+    classes, y = _targets(cfg, task, item_labels)
     fold = _folds(cfg, task, y, groups, group_col)
-    plan = ProbePlan(task, cfg.label, rows, item_of_row.astype(np.int64), len(rep), cfg.pool if token_rows else "none",
-                     y, groups.astype(np.int64), fold, cfg.folds, classes, notes=notes)
+    plan = ProbePlan(task=task, label=cfg.label, rows=rows, item_of_row=item_of_row.astype(np.int64), n_items=len(rep),
+                     pool=cfg.pool if token_rows else "none", y=y, groups=groups.astype(np.int64), fold=fold,
+                     folds=cfg.folds, classes=classes, notes=notes)
     tokens = meta.column("token_id").to_numpy(zero_copy_only=False)[rep] if plan.pool == "none" and token_rows \
         else None
     plan.control = _control(cfg, plan, tokens)

@@ -22,7 +22,7 @@ def save_checkpoint(out: Storage, step: int, tensors: dict[str, torch.Tensor], m
     out.put_bytes(f"{rel}/state.safetensors", save(tensors))
     out.put_bytes(f"{rel}/state.json", json.dumps(meta).encode())
     out.put_bytes(LATEST, json.dumps({"step": step, "path": rel}).encode())
-    for old in out.fs.ls(out.path(CHECKPOINTS), detail=False):
+    for old in out.ls(CHECKPOINTS):
         name = old.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith("step-") and name != f"step-{step:08d}":
             out.delete_prefix(f"{CHECKPOINTS}/{name}")

@@ -15,6 +15,7 @@ import analysis.sae.saes  # noqa: F401 - registers the architectures
 from analysis.sae.registry import get_architecture, merged_options_class
 from shards.config import check_choices, check_positive, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
+from shards.manifest import check_version
 from shards.storage import StorageOptions
 
 SaeOptions = merged_options_class()
@@ -26,6 +27,10 @@ class SaeTrainConfig:
 
     data: str = "demo-data/minilm"
     """Activation dataset URI (local path, s3://..., any fsspec URI)."""
+
+    data_version: int | None = None
+    """Train on this version of the dataset (default: the latest when the run starts; a resumed run keeps the
+    version it started on). Recorded in run.json and the SAE's cfg.json."""
 
     hook: list[str] = field(default_factory=lambda: ["resid.3"], nargs="*", metavar="HOOK[,HOOK...]")
     """Hook(s) to train on; several hooks train several SAEs from one pass over the data."""
@@ -115,20 +120,13 @@ class SaeTrainConfig:
         take_credentials(self, "data", "out")
         check_choices(self)
         check_positive(self, "batch_size", "workers")
+        if self.data_version is not None:
+            self.data_version = check_version(self.data_version)
         for name in ("hook", "arch", "k", "expansion"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} needs at least one value")
         self.arch = [get_architecture(a).name for a in self.arch]
-        counts = {"tokens": self.tokens, "eval_tokens": self.eval_tokens}
-        if self.dead_tokens != "auto":
-            counts["dead_tokens"] = self.dead_tokens
-        for name, count in counts.items():  # a bad count fails here, before any data is read
-            try:
-                value = parse_count(count)
-            except ConfigError as exc:
-                raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
-            if value <= 0 and name == "tokens":
-                raise ConfigError(f"--tokens must be positive, got {count!r}")
+        self._check_counts()
         if self.encoder_init_norm <= 0:
             raise ConfigError(f"--encoder-init-norm must be positive, got {self.encoder_init_norm}")
         if self.min_position < 0:
@@ -140,13 +138,27 @@ class SaeTrainConfig:
         if self.batch_size % self.workers:
             raise ConfigError(f"--batch-size {self.batch_size} must be divisible by --workers {self.workers}")
 
+    def _check_counts(self) -> None:
+        """A bad count (``--tokens 5X``) fails here, before any data is read."""
+        counts = {"tokens": self.tokens, "eval_tokens": self.eval_tokens}
+        if self.dead_tokens != "auto":
+            counts["dead_tokens"] = self.dead_tokens
+        for name, count in counts.items():
+            try:
+                value = parse_count(count)
+            except ConfigError as exc:
+                raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
+            if value <= 0 and name == "tokens":
+                raise ConfigError(f"--tokens must be positive, got {count!r}")
+
     @property
     def token_count(self) -> int:
         return parse_count(self.tokens)
 
 
 #: settings that do not change what a run computes: left out of its fingerprint (everything else is in)
-RUN_NEUTRAL = frozenset({"out", "overwrite", "checkpoint_every", "log_every", "threads", "address", "storage"})
+RUN_NEUTRAL = frozenset({"out", "overwrite", "checkpoint_every", "log_every", "threads", "address", "storage",
+                         "data_version"})
 
 
 @dataclass
@@ -158,6 +170,9 @@ class SaeEncodeConfig:
 
     data: str = "demo-data/minilm"
     """Activation dataset URI to encode."""
+
+    data_version: int | None = None
+    """Encode this version of the dataset (default: the latest; recorded in the output's provenance)."""
 
     hook: str = ""
     """Hook to encode (default: the one the SAE was trained on)."""
@@ -187,5 +202,7 @@ class SaeEncodeConfig:
         self.storage = nested(self.storage, StorageOptions)
         take_credentials(self, "sae", "data", "out")
         check_positive(self, "batch_size", "top_examples")
+        if self.data_version is not None:
+            self.data_version = check_version(self.data_version)
         if self.top_latents < 0 or self.context < 0:
             raise ConfigError("--top-latents and --context cannot be negative")

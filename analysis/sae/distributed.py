@@ -11,10 +11,10 @@ import dataclasses
 import os
 import tempfile
 
-from analysis.common.rundir import RunDir, run_settings
-from analysis.sae.config import RUN_NEUTRAL, SaeTrainConfig
-from analysis.sae.runner import SUMMARY, SaeRun, TrainSummary
-from shards.reader import open_dataset
+from analysis.common.rundir import RunDir
+from analysis.sae.checkpoints import LATEST
+from analysis.sae.config import SaeTrainConfig
+from analysis.sae.runner import SUMMARY, SaeRun, TrainSummary, pin_sae_data
 from shards.runtime import connect_ray
 from shards.storage import Storage
 
@@ -37,10 +37,11 @@ def train_distributed(cfg: SaeTrainConfig) -> TrainSummary:
 
     ray = connect_ray(cfg.address)
     # the output is checked (and with --overwrite cleared) once here, not by every worker at once
-    rundir = RunDir(Storage(cfg.out, cfg.storage), SUMMARY)
-    settings = run_settings(cfg, RUN_NEUTRAL, dataset_id=open_dataset(cfg.data, cfg.storage).dataset_id)
+    rundir = RunDir(Storage(cfg.out, cfg.storage), SUMMARY, resume_marker=LATEST)
+    ds, settings = pin_sae_data(cfg, rundir)
     if rundir.state(settings, cfg.overwrite) == "done":
         return TrainSummary.from_json(rundir.summary())
+    cfg = dataclasses.replace(cfg, data_version=ds.version)  # every worker reads the version pinned here
     cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     threads = cfg.threads or max(1, cores // cfg.workers)
     trainer = TorchTrainer(

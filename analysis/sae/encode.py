@@ -92,7 +92,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
     """
     t0 = time.perf_counter()
     sae = load_sae(cfg.sae, cfg.storage)
-    ds = open_dataset(cfg.data, cfg.storage)
+    ds = open_dataset(cfg.data, cfg.storage, cfg.data_version)
     hook = cfg.hook or (sae.loaded_cfg.get("actlake") or {}).get("hook")
     if hook not in ds.hooks:
         raise SaeEncodeError(f"hook {hook!r} not in {ds.storage.display()}; it has {ds.hooks}")
@@ -122,8 +122,9 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
         raise
     table = _top_table(ds, top, cfg.context)
     out.table("top_examples.parquet", table)
-    summary = EncodeSummary(out.display(), row0, m, sae.d_sae, int((fires == 0).sum()),
-                            float(fires.sum()) / max(row0, 1), table.num_rows, round(time.perf_counter() - t0, 2))
+    summary = EncodeSummary(out=out.display(), rows=row0, top_latents_per_row=m, latents=sae.d_sae,
+                            latents_never_active=int((fires == 0).sum()), mean_l0=float(fires.sum()) / max(row0, 1),
+                            top_examples_rows=table.num_rows, seconds=round(time.perf_counter() - t0, 2))
     out.json("encode_summary.json", summary.to_json())
     return summary
 

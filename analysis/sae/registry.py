@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from analysis.common.options import merged_options
 from shards.config import did_you_mean
 from shards.errors import ActlakeError
 
@@ -66,9 +67,8 @@ def create_sae(arch: str, d_in: int, d_sae: int, k: int | None = None, seed: int
     return a.sae_class(d_in, d_sae, k, seed, options if options is not None else a.options())
 
 
-def merged_options_class() -> type:
+def merged_options_class(module: str = "analysis.sae.config") -> type:
     """One dataclass holding every registered architecture's options (each field once): the run's
     ``--l1-coeff``, ``--bandwidth``, ... flags. Same-named fields of two architectures share a base class."""
-    bases = tuple(dict.fromkeys(a.options for a in ARCHITECTURES.values()))
-    return dataclass(type("SaeOptions", bases, {"__doc__": "Options of the SAE architectures (each flag names "
-                                                           "the architectures it applies to)."}))
+    return merged_options("SaeOptions", (a.options for a in ARCHITECTURES.values()),
+                          "Options of the SAE architectures (each flag names the architectures it applies to).", module)

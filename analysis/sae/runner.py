@@ -16,6 +16,7 @@ import torch
 
 from analysis.common.results import Results
 from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, run_settings
+from analysis.common.runstart import pin_dataset
 from analysis.common.stream import sample_rows
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.checkpoints import LATEST, load_checkpoint, save_checkpoint
@@ -37,7 +38,7 @@ class SaeRunError(ActlakeError, ValueError):
     """The run cannot go ahead as configured (too little data, no statistics to normalise with)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainSummary(JsonRecord):
     """What a finished run wrote (also ``training_summary.json``)."""
 
@@ -77,8 +78,8 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
                         raise SaeConfigError(f"k={k} is larger than the SAE's width d_sae={d_sae} "
                                              f"({expansion} x {d_in}); lower --k or raise --expansion")
                     name = f"{hook}-{arch.name}" + (f"-k{k}" if arch.k_sparse else "") + f"-x{expansion}"
-                    specs.setdefault(name, SaeSpec(name, hook, arch.name, k, expansion, d_in, d_sae,
-                                                   cfg.lr or default_lr(d_sae)))
+                    specs.setdefault(name, SaeSpec(name=name, hook=hook, arch=arch.name, k=k, expansion=expansion,
+                                                   d_in=d_in, d_sae=d_sae, lr=cfg.lr or default_lr(d_sae)))
     return list(specs.values())
 
 
@@ -127,8 +128,8 @@ def schedule_of(cfg: SaeTrainConfig) -> Schedule:
     warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else min(1000, max(1, steps // 20))
     dead = (min(10_000_000, max(tokens // 10, cfg.batch_size)) if cfg.dead_tokens == "auto"
             else parse_count(cfg.dead_tokens))
-    return Schedule(steps, cfg.batch_size, warmup, cfg.decay_frac, dead, cfg.log_every or auto_log_every(steps),
-                    cfg.checkpoint_every)
+    return Schedule(steps=steps, batch_size=cfg.batch_size, warmup=warmup, decay_frac=cfg.decay_frac, dead_tokens=dead,
+                    log_every=cfg.log_every or auto_log_every(steps), checkpoint_every=cfg.checkpoint_every)
 
 
 def auto_log_every(steps: int, points: int = 100) -> int:
@@ -164,16 +165,24 @@ def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     return t
 
 
+def pin_sae_data(cfg: SaeTrainConfig, rundir: RunDir) -> tuple[Dataset, dict]:
+    """The dataset at ``--data-version``, or at the version an unfinished run planned on, or its latest; with the
+    run's settings (the version read among them)."""
+    ds, _hooks, settings = pin_dataset(
+        lambda v: (open_dataset(cfg.data, cfg.storage, v), []), cfg.data_version, rundir,
+        lambda ds, _: run_settings(cfg, RUN_NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version))
+    return ds, settings
+
+
 class SaeRun:
     """One rank's share of a run: the dataset, the trainer, the run directory and checkpoints."""
 
     def __init__(self, cfg: SaeTrainConfig, rank: int = 0, world: int = 1) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.ds = open_dataset(cfg.data, cfg.storage)
-        self.specs = plan_saes(cfg, self.ds)
         self.out = Results(cfg.out, cfg.storage)
-        self.settings = run_settings(cfg, RUN_NEUTRAL, dataset_id=self.ds.dataset_id)
         self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST)
+        self.ds, self.settings = pin_sae_data(cfg, self.rundir)
+        self.specs = plan_saes(cfg, self.ds)
         scales = {h: input_scale(self.ds, h, cfg.normalize, cfg.min_position)
                   for h in sorted({s.hook for s in self.specs})}
         self.trainer = SaeTrainer(self.specs, {s.name: build_sae(cfg, s) for s in self.specs}, scales,
@@ -263,8 +272,8 @@ class SaeRun:
             write_report(dest, spec.name, st.metrics, ev, freq)
             save_residual_directions(folded, self.ds, spec.hook, dest.storage.uri, self.cfg.storage)
             results[spec.name] = {"uri": dest.display(), **ev.to_json()}
-        summary = TrainSummary(self.out.display(), st.step, st.tokens, round(seconds, 2), round(loop, 2),
-                               round(ran / max(loop, 1e-9), 3), results)
+        summary = TrainSummary(out=self.out.display(), steps=st.step, tokens=st.tokens, seconds=round(seconds, 2),
+                               loop_seconds=round(loop, 2), steps_per_s=round(ran / max(loop, 1e-9), 3), saes=results)
         self.rundir.finish(summary.to_json())
         log.info("done: %s", json.dumps(summary.to_json()))
         return summary

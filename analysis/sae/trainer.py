@@ -19,7 +19,7 @@ from analysis.sae.base import SparseAutoencoder
 from shards.batches import Cursor
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SaeSpec:
     """One SAE of the run: which hook it reads, its shape, its learning rate."""
 
@@ -89,7 +89,7 @@ def _no_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     return t
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Schedule:
     """How long and how fast: steps, warm-up, decay, when a latent counts as dead, reporting intervals."""
 

@@ -46,7 +46,7 @@ def load_image_source(uri: str, image_field: str | None = None, id_field: str | 
     st = Storage(uri, so)
     kind = next((k for k in SOURCES.values() if k.matches(uri, st)), None)
     if kind is None:
-        if not st.fs.exists(st.root):
+        if not st.exists(""):
             raise ImageSourceError(f"image source {uri!r} not found (looked at {st.display()})")
         raise ImageSourceError(f"image source {uri!r} is a file of an unknown kind; give a folder of images, "
                                f"a table ({', '.join(table.TABLE_FORMATS)}), a saved HF dataset, or .npz/.mat")

@@ -19,10 +19,10 @@ def matches(uri: str, st: Storage) -> bool:
 
 
 def _read_arrays(uri: str, st: Storage) -> dict[str, np.ndarray]:
-    if not st.fs.exists(st.root):
-        raise ImageSourceError(f"array file {uri!r} not found (looked at {st.display()})")
-    with st.fs.open(st.root, "rb") as f:
-        raw = f.read()
+    try:
+        raw = st.get_bytes("")
+    except FileNotFoundError:
+        raise ImageSourceError(f"array file {uri!r} not found (looked at {st.display()})") from None
     if uri.lower().endswith(".npz"):
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

@@ -143,13 +143,14 @@ def read_table(uri: str, storage_options: dict):
     import pyarrow.parquet as pq
 
     st = Storage(uri, storage_options)
-    if not st.fs.exists(st.root):
-        raise ImageSourceError(f"table {uri!r} not found (looked at {st.display()})")
+    try:
+        f = io.BytesIO(st.get_bytes(""))
+    except FileNotFoundError:
+        raise ImageSourceError(f"table {uri!r} not found (looked at {st.display()})") from None
     low = uri.lower()
-    with st.fs.open(st.root, "rb") as f:
-        if low.endswith(".parquet"):
-            return pq.read_table(f)
-        return pacsv.read_csv(f) if low.endswith(".csv") else pajson.read_json(f)
+    if low.endswith(".parquet"):
+        return pq.read_table(f)
+    return pacsv.read_csv(f) if low.endswith(".csv") else pajson.read_json(f)
 
 
 _IMAGE_FIELD_GUESSES = ("image", "img", "image_path", "path", "file", "filename", "file_name", "image_bytes")

@@ -22,27 +22,25 @@ _SIDECAR_KEYS = ("stimulus_id", "id", "file", "filename", "file_name", "image")
 
 
 def _images(st: Storage) -> list[str]:
-    return sorted(p for p in st.fs.find(st.root.rstrip("/")) if p.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(p for p in st.find() if p.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def matches(uri: str, st: Storage) -> bool:
-    return st.fs.isdir(st.root)
+    return st.is_dir()
 
 
 def detects(uri: str, st: Storage) -> bool:
-    return st.fs.isdir(st.root) and bool(_images(st))
+    return st.is_dir() and bool(_images(st))
 
 
 def load(uri: str, st: Storage, opts: SourceOptions) -> ImageSource:
-    root = st.root.rstrip("/")
     files = _images(st)
-    rel = [posixpath.relpath(p, root) for p in files]
+    rel = [st.rel(p) for p in files]
     stems = [posixpath.splitext(posixpath.basename(r))[0] for r in rel]
     ids = stems if len(set(stems)) == len(stems) else [posixpath.splitext(r)[0] for r in rel]
-    proto = st.fs.protocol[0] if isinstance(st.fs.protocol, (tuple, list)) else st.fs.protocol
-    items = [p if proto in ("file", "local") else f"{proto}://{p}" for p in files]
+    items = [st.uri_of(p) for p in files]
     sidecar = opts.metadata or next((posixpath.join(uri.rstrip("/"), name) for name in _SIDECARS
-                                     if st.fs.exists(posixpath.join(root, name))), None)
+                                     if st.exists(name)), None)
     meta = _join_sidecar(sidecar, ids, rel, opts.storage_options) if sidecar else {}
     return ImageSource(uri, "folder", ids, items, meta, opts.storage_options)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
-
 from ingest.image_sources.base import ImageSource, SourceKind, SourceOptions, ids_from, pick_image_field, scalar_columns
 from shards.storage import Storage
 
@@ -15,7 +13,7 @@ def _image_columns(uri: str) -> list[str]:
 
 
 def matches(uri: str, st: Storage) -> bool:
-    return st.fs.isdir(st.root) and st.fs.exists(posixpath.join(st.root, "dataset_info.json"))
+    return st.is_dir() and st.exists("dataset_info.json")
 
 
 def detects(uri: str, st: Storage) -> bool:

@@ -16,16 +16,16 @@ def load(src: str, stimulus_id: str = "file", storage_options: dict | None = Non
     """``stimulus_id``: ``file`` (the file's stem, ``ResNet18_image_01``) or ``image`` (the image's stem,
     ``image_01``: the model-name prefix all files share is removed)."""
     st = Storage(src, storage_options or {})
-    if not st.fs.isdir(st.root):
+    if not st.is_dir():
         raise FeatureImportError(f"Net2Brain features: {src!r} is not a folder (looked at {st.display()})")
-    files = sorted(p for p in st.fs.ls(st.root, detail=False) if p.endswith(".npz"))
+    files = [st.rel(p) for p in st.ls() if p.endswith(".npz")]
     if not files:
         raise FeatureImportError(f"Net2Brain features: no .npz files in {st.display()}")
     stems = [posixpath.splitext(posixpath.basename(p))[0] for p in files]
     ids = stems if stimulus_id == "file" else _image_stems(stems)
 
     def read(path: str) -> dict[str, np.ndarray]:
-        with st.fs.open(path, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+        with np.load(io.BytesIO(st.get_bytes(path)), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
     first = read(files[0])
@@ -38,9 +38,10 @@ def load(src: str, stimulus_id: str = "file", storage_options: dict | None = Non
             for p in files[a:b]:
                 x = read(p)
                 if key not in x:
-                    raise FeatureImportError(f"{p}: layer {key!r} missing (it is in {files[0]})")
+                    raise FeatureImportError(f"{st.display(p)}: layer {key!r} missing (it is in {files[0]})")
                 if x[key].size != int(np.prod(shape)):
-                    raise FeatureImportError(f"{p}: layer {key!r} has shape {x[key].shape}, expected {shape}")
+                    raise FeatureImportError(f"{st.display(p)}: layer {key!r} has shape {x[key].shape}, "
+                                             f"expected {shape}")
                 out.append(x[key].reshape(shape))
             return np.stack(out)
 

@@ -3,6 +3,8 @@ each), and scalar columns carried as metadata. Rows keep the table's order."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pyarrow as pa
 
@@ -14,9 +16,11 @@ def load(src: str, id_field: str | None = None, storage_options: dict | None = N
     import pyarrow.parquet as pq
 
     st = Storage(src, storage_options or {})
-    if not st.fs.exists(st.root):
-        raise FeatureImportError(f"Parquet features: {src!r} not found (looked at {st.display()})")
-    table = pq.read_table(st.root, filesystem=st.fs)
+    try:
+        parts = [st.rel(p) for p in sorted(st.find()) if p.endswith(".parquet")] if st.is_dir() else [""]
+        table = pa.concat_tables([pq.read_table(io.BytesIO(st.get_bytes(rel))) for rel in parts])
+    except (FileNotFoundError, ValueError):  # missing, or a folder without Parquet files (nothing to concatenate)
+        raise FeatureImportError(f"Parquet features: {src!r} not found (looked at {st.display()})") from None
     key = id_field or next((c for c in ("stimulus_id", "id") if c in table.column_names), None)
     if key is None or key not in table.column_names:
         raise FeatureImportError(f"Parquet features: no id column {id_field or 'stimulus_id'!r} in {src!r}; columns: "

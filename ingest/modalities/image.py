@@ -97,15 +97,17 @@ class ImageModality(Modality):
             preprocessing={**described, "input_size": list(pre.spec.expected_size or [])},
             pooling={h: {"pool": p, "model_shape": list(shapes[h])} for h, p in pools.items()})
         columns = {**source.column_types(), **(PATCH_COLUMNS if set(pools.values()) == {"none"} else {})}
-        return ExtractionPlan(dataclasses.replace(cfg, modality="image"), "image", loaded.info(), hooks,
-                              stored_hooks(hooks, stored, cfg.dtype), columns, n, provenance, identity, inputs)
+        return ExtractionPlan(config=dataclasses.replace(cfg, modality="image"), modality="image", model=loaded.info(),
+                              hooks=hooks, hook_specs=stored_hooks(hooks, stored, cfg.dtype), columns=columns,
+                              num_examples=n, provenance=provenance, identity=identity, inputs=inputs)
 
     def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:
         inputs: ImageInputs = plan.inputs
         self.source = inputs.source
-        self.extractor = VisionExtractor(loaded.model, plan.hooks, Preprocessor(inputs.preprocess), inputs.pools,
-                                         inputs.stored_shapes, plan.config.dtype, plan.config.batch_size,
-                                         inputs.on_bad_image)
+        self.extractor = VisionExtractor(model=loaded.model, hooks=plan.hooks,
+                                         preprocessor=Preprocessor(inputs.preprocess), pools=inputs.pools,
+                                         stored_shapes=inputs.stored_shapes, dtype=plan.config.dtype,
+                                         batch_size=plan.config.batch_size, on_bad_image=inputs.on_bad_image)
 
     def prepare(self, unit: WorkUnit) -> PreparedImages:
         return PreparedImages(unit, *self.extractor.prepare(self.source, unit.start, unit.stop))

@@ -20,7 +20,7 @@ from ingest.text import TextBatch, TextExtractor, metadata_columns
 from shards.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TextInputs:
     """The corpus a text job reads, and how it becomes contexts."""
 
@@ -70,14 +70,16 @@ class TextModality(Modality):
         hooks = resolve_hooks(loaded.model, cfg.hooks)
         sel = selection or InputSelection()
         source = tuple(sel.files) if sel.files else cfg.data
-        probe = TextInputs(source, cfg.text_field, tuple(cfg.fields), "", 0, False, pool, False, sel.rows)
+        probe = TextInputs(source=source, text_field=cfg.text_field, meta_fields=tuple(cfg.fields), fingerprint="",
+                           context_size=0, pack=False, pool=pool, exclude_special=False, rows=sel.rows)
         corpus = _open_corpus(probe, cfg.storage, cfg.fields)
         if len(corpus) == 0:
             raise CorpusError(f"corpus {cfg.data!r} has no rows to extract here")
         n = min(len(corpus), cfg.max_examples) if cfg.max_examples else len(corpus)
         meta = metadata_columns(corpus.features, cfg.text_field, cfg.fields)
-        inputs = TextInputs(source, cfg.text_field, tuple(meta), corpus_fingerprint(corpus), cfg.context_size,
-                            cfg.pack, pool, cfg.exclude_special, sel.rows)
+        inputs = TextInputs(source=source, text_field=cfg.text_field, meta_fields=tuple(meta),
+                            fingerprint=corpus_fingerprint(corpus), context_size=cfg.context_size, pack=cfg.pack,
+                            pool=pool, exclude_special=cfg.exclude_special, rows=sel.rows)
         with torch.inference_mode():  # one short input tells every hook's per-token shape
             acts = capture(loaded.model, hooks, dict(loaded.tokenizer(["shape probe"], return_tensors="pt")))
         settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k not in ("source", "rows")}
@@ -102,8 +104,10 @@ class TextModality(Modality):
         if corpus_fingerprint(self.corpus) != inputs.fingerprint:
             raise CorpusError(f"corpus {inputs.source!r} changed since the job was planned (content hash "
                               f"{corpus_fingerprint(self.corpus)}, planned {inputs.fingerprint}); rerun the job")
-        self.extractor = TextExtractor(loaded.model, loaded.tokenizer, plan.hooks, inputs.context_size, inputs.pack,
-                                       inputs.pool, inputs.exclude_special, plan.config.dtype, plan.config.batch_size)
+        self.extractor = TextExtractor(model=loaded.model, tokenizer=loaded.tokenizer, hooks=plan.hooks,
+                                       context_size=inputs.context_size, pack=inputs.pack, pool=inputs.pool,
+                                       exclude_special=inputs.exclude_special, dtype=plan.config.dtype,
+                                       batch_size=plan.config.batch_size)
 
     def prepare(self, unit: WorkUnit) -> PreparedText:
         rows = self.corpus[unit.start:unit.stop]

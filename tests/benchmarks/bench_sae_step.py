@@ -52,8 +52,8 @@ def bench_dim(d: int) -> dict:
     """Seconds per step of each trainer at width ``d`` (best of two alternating rounds)."""
     n, m, k = 4096, 8 * d, 32
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
-    spec = SaeSpec("a", "h", "topk", k, 8, d, m, 1e-3)
-    schedule = Schedule(10**6, n, 10, 0.2, 10**9)
+    spec = SaeSpec(name="a", hook="h", arch="topk", k=k, expansion=8, d_in=d, d_sae=m, lr=1e-3)
+    schedule = Schedule(steps=10**6, batch_size=n, warmup=10, decay_frac=0.2, dead_tokens=10**9)
     tr = SaeTrainer([spec], {"a": create_sae("topk", d, m, k=k)}, {"h": 1.0}, schedule)
     old = create_sae("topk", d, m, k=k)
     old.__class__ = DenseGradTopK

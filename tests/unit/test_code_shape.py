@@ -23,10 +23,24 @@ def modules() -> dict[str, Path]:
     return out
 
 
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: never run)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skip
+
+
 def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
-    """Our modules that ``path`` imports anywhere (module level or inside functions)."""
+    """Our modules that ``path`` imports anywhere (module level or inside functions; not the imports under
+    ``if TYPE_CHECKING:``, which never run)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -90,3 +104,33 @@ def test_no_function_over_60_lines():
                 if lines > MAX_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert long == []
+
+
+MAX_POSITIONAL = 6
+
+
+def test_wide_records_are_built_by_keyword():
+    """A class given more than six arguments gets them by name: a record of many fields built positionally
+    breaks silently when a field is added or reordered."""
+    wide = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and len(node.args) > MAX_POSITIONAL:
+                callee = ast.unparse(node.func).split(".")[-1]
+                if callee[:1].isupper() or callee == "cls":
+                    wide.append(f"{name}:{node.lineno} {callee}({len(node.args)} positional)")
+    assert wide == []
+
+
+def test_storage_is_touched_through_storage_only():
+    """Filesystem calls go through ``shards.storage.Storage`` (retries, secrets scrubbed), never ``.fs`` directly."""
+    raw = []
+    for name, path in modules().items():
+        if name == "shards.storage":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value
+                if isinstance(owner, ast.Attribute) and owner.attr == "fs":
+                    raw.append(f"{name}:{node.lineno} {ast.unparse(node.func)}")
+    assert raw == []

@@ -8,11 +8,17 @@ needs only the moments of ``analysis.align.moments``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
+from simple_parsing import field
 
 from analysis.align.moments import PairMoments, pair_moments
 from analysis.align.registry import AlignmentMetric, register_metric
 from analysis.align.rsa import as_float64
+from shards.config import check_choices
+from shards.errors import ConfigError
 
 
 def _debiased(dot: float, rows: float, sq_a: float, sq_b: float, n: int) -> float:
@@ -90,6 +96,30 @@ def cka(X, Y, kernel: str = "linear", debiased: bool = False, threshold: float =
     raise ValueError(f"unknown kernel {kernel!r}: linear or rbf")
 
 
-register_metric(AlignmentMetric("cka", cka, "linear (or RBF) centered kernel alignment",
-                                "Kornblith et al. 2019 (google-research/centered-kernel-alignment)",
-                                from_moments=cka_from_moments))
+@dataclass
+class CkaOptions:
+    """Options of CKA."""
+
+    kernel: Literal["linear", "rbf"] = "linear"
+    """linear (streamed in feature space) or rbf (median heuristic, in memory)."""
+
+    debiased: bool = field(default=False, action="store_true")
+    """Unbiased HSIC estimator (Song et al. 2012) instead of the biased one."""
+
+    rbf_threshold: float = 1.0
+    """RBF: σ = threshold x the median distance."""
+
+    def check(self) -> None:
+        check_choices(self)
+        if self.rbf_threshold <= 0:
+            raise ConfigError(f"--rbf-threshold must be positive, got {self.rbf_threshold}")
+
+
+register_metric(AlignmentMetric(
+    "cka", cka, "linear (or RBF) centered kernel alignment",
+    "Kornblith et al. 2019 (google-research/centered-kernel-alignment)",
+    from_moments=lambda m, o: cka_from_moments(m, o.debiased),
+    prepare=lambda x, o: gram_rbf(x, o.rbf_threshold),
+    compare=lambda ka, kb, o: gram_cka(ka, kb, o.debiased),
+    options=CkaOptions, streams=lambda o: o.kernel == "linear",
+    method=lambda o: f"{o.kernel}_cka{'_debiased' if o.debiased else ''}"))

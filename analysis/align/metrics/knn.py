@@ -8,11 +8,14 @@ not N²; platonic-rep builds the N × N similarity and two N × N masks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from analysis.align.registry import AlignmentMetric, register_metric
 from analysis.align.rsa import as_float64
+from shards.config import check_positive
 
 
 def nearest_neighbors(x: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
@@ -57,6 +60,28 @@ def mutual_knn(X, Y, k: int = 10, block: int = 2048) -> float:
     return knn_overlap(nearest_neighbors(_unit(x), k, block), nearest_neighbors(_unit(y), k, block))
 
 
+@dataclass
+class KnnOptions:
+    """Options of mutual k-NN."""
+
+    k: int = 10
+    """Neighbours per row."""
+
+    block: int = 2048
+    """Rows per block of the neighbour search (memory: block x N similarities)."""
+
+    def check(self) -> None:
+        check_positive(self, "k", "block")
+
+
+def _neighbours(x: np.ndarray, o: KnnOptions) -> torch.Tensor:
+    """One view's neighbour lists (computed once, shared by all its pairs)."""
+    if not 0 < o.k < len(x):
+        raise ValueError(f"--k must be between 1 and the number of rows - 1 ({len(x) - 1})")
+    return nearest_neighbors(_unit(x), o.k, o.block)
+
+
 register_metric(AlignmentMetric("mutual_knn", mutual_knn,
                                 "mean fraction of shared k nearest neighbours (cosine, self excluded)",
-                                "Huh et al. 2024 (minyoungg/platonic-rep metrics.mutual_knn)"))
+                                "Huh et al. 2024 (minyoungg/platonic-rep metrics.mutual_knn)",
+                                prepare=_neighbours, compare=lambda a, b, o: knn_overlap(a, b), options=KnnOptions))

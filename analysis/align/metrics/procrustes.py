@@ -43,8 +43,8 @@ def procrustes_distance(X, Y) -> float:
 register_metric(AlignmentMetric("angular", lambda X, Y, **_: angular_distance(X, Y),
                                 "angular shape distance arccos(||X'Y||_* / (||X|| ||Y||))",
                                 "Williams et al. 2021 (netrep LinearMetric alpha=1, score_method='angular')",
-                                from_moments=lambda m, **_: angular_from_moments(m)))
+                                from_moments=lambda m, o: angular_from_moments(m)))
 register_metric(AlignmentMetric("procrustes", lambda X, Y, **_: procrustes_distance(X, Y),
                                 "orthogonal Procrustes distance sqrt(||X||^2 + ||Y||^2 - 2 ||X'Y||_*)",
                                 "Williams et al. 2021 (netrep LinearMetric alpha=1, score_method='euclidean')",
-                                from_moments=lambda m, **_: procrustes_from_moments(m)))
+                                from_moments=lambda m, o: procrustes_from_moments(m)))

@@ -3,10 +3,25 @@ stimulus, unbiased by the measurement noise (Walther et al. 2016; rsatoolbox ``c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from analysis.align.registry import RdmMethod, register_rdm
 from analysis.align.vectors import RdmError
+from shards.errors import ConfigError
+
+
+@dataclass
+class CrossnobisOptions:
+    """Options of the crossnobis RDM."""
+
+    runs: str | None = None
+    """Crossnobis: the metadata column naming each row's run (independent measurement)."""
+
+    def check(self) -> None:
+        if not self.runs:
+            raise ConfigError("--rdm crossnobis needs repeated measurements: --runs COLUMN names each row's run")
 
 
 def _means(x: np.ndarray, cond_idx: np.ndarray, n_cond: int, rows: np.ndarray) -> np.ndarray:
@@ -50,4 +65,4 @@ def crossnobis_rdm(x: np.ndarray, convention: str = "rsatoolbox", conditions=Non
 register_rdm(RdmMethod("crossnobis", crossnobis_rdm, {
     "rsatoolbox": "leave-one-run-out crossnobis / number of channels (calc_rdm_crossnobis, identity noise "
                   "unless a precision is given)",
-    "net2brain": "as rsatoolbox (Net2Brain has no crossnobis)"}, needs_runs=True))
+    "net2brain": "as rsatoolbox (Net2Brain has no crossnobis)"}, needs_runs=True, options=CrossnobisOptions))

@@ -264,3 +264,21 @@ def test_planted_arrays_are_what_the_docstring_says():
     a = planted_geometry_arrays(examples=10)
     np.testing.assert_allclose(a["attn.1"] + a["mlp.1"], a["resid.1"] - a["resid.0"])
     assert np.linalg.matrix_rank(a["resid.1"] - a["resid.1"].mean(0)) == 3
+
+
+def test_davies_bouldin_is_exact_over_all_rows_beyond_the_sample(tmp_path):
+    """Davies–Bouldin in two streaming passes (centroids, then distances to them) equals scikit-learn's over every
+    row, not over the seeded sample (here 1,000 of 24,000 rows)."""
+    from sklearn.metrics import davies_bouldin_score
+
+    ds = planted_geometry_dataset(str(tmp_path / "ds"), examples=4000, units=4)
+    run(StatsConfig(data=ds.uri, hooks=["resid.1", "resid.2"], stats=["clusters"], label="label", sample=1000,
+                    out=str(tmp_path / "out")))
+    stats = _table(tmp_path / "out", "stats.parquet").set_index("hook")
+    y = np.asarray(ds.metadata_table(["label"]).column("label").to_pylist())
+    for h in ("resid.1", "resid.2"):
+        x = ds.to_numpy(h).astype(np.float64)
+        assert len(x) == 24000
+        assert rel(stats.loc[h, "davies_bouldin"], davies_bouldin_score(x, y)) < 1e-9
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["statistics"]["davies_bouldin"]["exact"] is True

@@ -21,7 +21,8 @@ def minilm():
 
 
 def extract(model, tok, hooks, pool="none", dtype="float32", exclude_special=False, pack=False, ctx=64):
-    ex = TextExtractor(model, tok, resolve_hooks(model, hooks), ctx, pack, pool, exclude_special, dtype, 3)
+    ex = TextExtractor(model=model, tokenizer=tok, hooks=resolve_hooks(model, hooks), context_size=ctx, pack=pack,
+                       pool=pool, exclude_special=exclude_special, dtype=dtype, batch_size=3)
     cols, n = ex.run(TEXTS, np.arange(10, 10 + len(TEXTS)), {"label": ["a", "b", "c", "d"]})
     return cols, n
 
