@@ -32,13 +32,21 @@ def describe(ds: Dataset) -> str:
         "hooks:",
     ]
     for name, spec in ds.schema.hooks.items():
-        s = m.stats.get(name)
-        stat = f"  mean‖x‖ {s.mean_norm:.4g}  max|x| {s.max_abs:.4g}  mean var {s.mean_variance:.4g}" if s else ""
+        stat = _stat_text(m.stats.get(name))
         lines.append(f"  {name:<24} {str(list(spec.shape)):<14} {spec.dtype:<9} {spec.encoding:<7}{stat}")
     lines.append(f"columns   {', '.join(ds.columns)}")
     for key, val in m.provenance.to_json().items():
         lines.append(f"{key:<9} {json.dumps(val, sort_keys=True)[:200]}")
     return "\n".join(lines)
+
+
+def _stat_text(s) -> str:
+    """A hook's statistics for ``info``: undefined ones (non-finite activations) said as such, never ``nan``."""
+    if s is None:
+        return ""
+    if s.nonfinite:
+        return f"  {s.nonfinite:,} non-finite values (NaN/inf): statistics undefined"
+    return f"  mean‖x‖ {s.mean_norm:.4g}  max|x| {s.max_abs:.4g}  mean var {s.mean_variance:.4g}"
 
 
 def cmd_info(cfg: InfoConfig) -> int:
@@ -72,6 +80,9 @@ def cmd_versions(cfg: VersionsConfig) -> int:
         return 0
     print(f"{'version':>7}  {'time':<20}  {'rows':>12}  {'units':>6}  {'+':>5}  {'-':>5}  {'bytes':>10}  made by")
     for v in infos:
+        if v.problem:
+            print(f"{v.version:>7}  damaged: {v.problem} (`actlake verify --repair` sets it aside)")
+            continue
         made = " ".join(x for x in (v.operation, v.job, f"tick {v.tick}" if v.tick else "") if x)
         print(f"{v.version:>7}  {v.time:<20}  {v.rows:>12,}  {v.units:>6}  {v.units_added:>5}  {v.units_removed:>5}  "
               f"{human_bytes(v.bytes):>10}  {made}")

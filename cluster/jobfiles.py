@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from simple_parsing import ArgumentParser
 
+from shards.config import check_nested_keys
 from shards.errors import ConfigError
 
 ENV_PREFIX = "env:"
@@ -65,18 +66,32 @@ def _nested_fields(cfg_cls) -> dict[str, str]:
     return out
 
 
+def _default_of(cfg_cls, name: str):
+    f = next(f for f in dataclasses.fields(cfg_cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def normalise(data: dict, cfg_cls, section: str, where: str) -> dict:
     """The job file's options for ``cfg_cls``: its ``section`` if it has one, flat options nested where the
     config nests them; unknown options are refused naming the known ones."""
     if isinstance(data.get(section), dict):
         data = data[section]
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    storage = data.get("storage")
+    if "credentials" in data or (isinstance(storage, dict) and "credentials" in storage):
+        raise ConfigError(f"job file {where}: credentials never go in job files (they are shipped and stored with "
+                          "jobs and schedules); give them to the machines: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a "
+                          "profile (--profile) or a Kubernetes secret")
     top = {f.name for f in dataclasses.fields(cfg_cls)}
     nested = _nested_fields(cfg_cls)
     out: dict = {}
     for key, value in data.items():
         if key in top:
-            out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) and key in nested.values() else value
+            if isinstance(value, dict) and key in nested.values():
+                check_nested_keys(value, type(_default_of(cfg_cls, key)))
+                out[key] = {**out.get(key, {}), **value}
+            else:
+                out[key] = value
         elif key in nested:
             out.setdefault(nested[key], {})[key] = value
         else:

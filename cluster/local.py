@@ -24,7 +24,7 @@ from pathlib import Path
 from simple_parsing import field as sp_field
 
 from shards.errors import ActlakeError
-from shards.lock import pid_alive
+from shards.lock import command_line, pid_alive
 
 log = logging.getLogger("actlake.cluster")
 
@@ -73,6 +73,17 @@ class LocalCluster:
     dashboard: str  #: the job server, for `actlake submit --address`
     temp_dir: str
     pids: list[int] = field(default_factory=list)  #: the `ray start --block` process of each node
+
+    def node_alive(self, pid: int) -> bool:
+        """Whether ``pid`` is a live ``ray start`` of this cluster: a pid recorded in a stale ``cluster.json`` may
+        belong to an unrelated process by now, which is never signalled nor counted."""
+        if not pid_alive(pid):
+            return False
+        cmd = command_line(pid)
+        return "ray" in cmd and " start" in cmd and (self.temp_dir in cmd or self.address in cmd)
+
+    def live_nodes(self) -> list[int]:
+        return [p for p in self.pids if self.node_alive(p)]
 
     @classmethod
     def load(cls, d: str) -> LocalCluster:
@@ -129,7 +140,7 @@ def up(cfg: ClusterUpConfig) -> LocalCluster:
     state = Path(cfg.dir)
     if (state / "cluster.json").exists():
         old = LocalCluster.load(cfg.dir)
-        if any(pid_alive(p) for p in old.pids):
+        if old.live_nodes():
             raise ClusterError(f"a local cluster is already up ({old.dashboard}); `actlake cluster down` stops it")
     if cfg.nodes < 1 or cfg.cpus < 1:
         raise ClusterError("--nodes and --cpus must be at least 1")
@@ -158,7 +169,7 @@ def _wait(ready, timeout: float, what: str, cluster: LocalCluster, d: str) -> No
     while time.monotonic() < deadline:
         if ready():
             return
-        if not all(pid_alive(p) for p in cluster.pids):
+        if len(cluster.live_nodes()) < len(cluster.pids):
             break
         time.sleep(0.5)
     down(ClusterDirConfig(d))
@@ -185,7 +196,7 @@ def down(cfg: ClusterDirConfig) -> dict:
     """Stop every process of the local cluster; what was stopped."""
     cluster = LocalCluster.load(cfg.dir)
     for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        targets = [p for p in cluster.pids if pid_alive(p)] + cluster_processes(cluster.temp_dir)
+        targets = cluster.live_nodes() + cluster_processes(cluster.temp_dir)
         for pid in targets:
             for kill in (os.killpg, os.kill):  # its process group (a node), else the process alone
                 try:
@@ -193,10 +204,9 @@ def down(cfg: ClusterDirConfig) -> dict:
                 except (ProcessLookupError, PermissionError):
                     pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and (any(pid_alive(p) for p in cluster.pids)
-                                               or cluster_processes(cluster.temp_dir)):
+        while time.monotonic() < deadline and (cluster.live_nodes() or cluster_processes(cluster.temp_dir)):
             time.sleep(0.2)
-    left = [p for p in cluster.pids if pid_alive(p)] + cluster_processes(cluster.temp_dir)
+    left = cluster.live_nodes() + cluster_processes(cluster.temp_dir)
     if left:
         raise ClusterError(f"processes {left} of the local cluster did not stop; kill them by hand")
     shutil.rmtree(cluster.temp_dir, ignore_errors=True)
@@ -206,7 +216,7 @@ def down(cfg: ClusterDirConfig) -> dict:
 
 def status(cfg: ClusterDirConfig) -> dict:
     cluster = LocalCluster.load(cfg.dir)
-    alive = [p for p in cluster.pids if pid_alive(p)]
+    alive = cluster.live_nodes()
     return {"address": cluster.address, "dashboard": cluster.dashboard, "nodes_started": len(cluster.pids),
             "node_processes_alive": len(alive), "nodes_alive": _alive_nodes(cluster.dashboard)}
 
@@ -226,4 +236,5 @@ def cmd_down(cfg: ClusterDirConfig) -> int:
 def cmd_status(cfg: ClusterDirConfig) -> int:
     s = status(cfg)
     print(json.dumps(s))
-    return 0 if s["node_processes_alive"] == s["nodes_started"] else 1
+    healthy = s["node_processes_alive"] == s["nodes_started"] and s["nodes_alive"] == s["nodes_started"]
+    return 0 if healthy else 1

@@ -25,6 +25,7 @@ from cluster.schedules import (
     run_tick_now,
 )
 from shards.config import nested
+from shards.errors import ConfigError
 from shards.storage import StorageOptions
 
 log = logging.getLogger("actlake.schedule")
@@ -76,6 +77,10 @@ class ScheduleNameConfig(_WithState):
 @dataclass
 class ScheduleRunConfig(ScheduleNameConfig):
     """Run one tick now: extract what is new since the last tick, then stop."""
+
+    abandon_planned: bool = field(default=False, action="store_true")
+    """An unfinished tick (one of its inputs gone or changed) is abandoned instead of finished: its committed units
+    are dropped, and this tick plans again from what the inputs hold now."""
 
     now: str | None = None
     """The time the tick runs at (ISO, e.g. 2026-11-23T06:00:00Z; default: the clock): sets the next due time."""
@@ -173,7 +178,7 @@ def cmd_add(cfg: ScheduleAddConfig) -> int:
 
 
 def cmd_run(cfg: ScheduleRunConfig) -> int:
-    h = run_tick_now(cfg.store(), cfg.name, parse_time(cfg.now), cfg.address)
+    h = run_tick_now(cfg.store(), cfg.name, parse_time(cfg.now), cfg.address, abandon_planned=cfg.abandon_planned)
     if h.status == "busy":
         print(f"schedule {cfg.name!r}: another tick is running; this one did nothing")
     print(json.dumps(dataclasses.asdict(h)))
@@ -199,7 +204,12 @@ def cmd_serve(cfg: ScheduleServeConfig) -> int:
                 log.error("schedule %s: tick failed: %s: %s", name, type(exc).__name__, exc)
         if cfg.once:
             break
-        upcoming = [parse_time(store.status(n).next_due) for n in store.names()]
+        upcoming = []
+        for n in store.names():
+            try:
+                upcoming.append(parse_time(store.status(n).next_due))
+            except (ScheduleError, ConfigError):
+                continue  # reported by due()
         wait = min([cfg.poll, *((t - parse_time(None)).total_seconds() for t in upcoming)])
         time.sleep(max(1.0, wait))
     return 0
@@ -211,7 +221,11 @@ def cmd_list(cfg: ScheduleListConfig) -> int:
     if not names:
         print(f"no schedules under {store.storage.display()}")
     for n in names:
-        s, st = store.get(n), store.status(n)
+        try:
+            s, st = store.get(n), store.status(n)
+        except (ScheduleError, ConfigError) as exc:
+            print(f"{n:<24} damaged: {exc}")
+            continue
         print(f"{n:<24} {s.describe():<22} next {st.next_due}  ticks {st.ticks:>4}  last {st.last_status or '-'}")
     return 0
 
@@ -243,6 +257,9 @@ def cmd_export(cfg: ScheduleExportConfig) -> int:
     schedule = store.get(cfg.name)
     job_config(schedule)
     state = store.uri if "://" in store.uri else None
+    if store.had_credentials:
+        log.warning("--state carried credentials: they are left out of the manifest; its pods read them from the "
+                    "Kubernetes secret %r (--secret), as the templates do (docs/operations.md)", cfg.secret)
     if state is None:
         log.warning("--state %s is a local folder: pods cannot reach it; use an object-store prefix", store.uri)
     cron = schedule.cron or _every_as_cron(schedule.every_s)

@@ -23,17 +23,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shards.errors import ActlakeError, ConfigError, DatasetLockedError
-from shards.layout import NAME_PATTERN
+from shards.secrets import redact_uri
 from shards.storage import Storage, StorageOptions
 
 log = logging.getLogger("actlake.schedule")
 STATE_ENV = "ACTLAKE_SCHEDULES"
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: a Kubernetes name once ``actlake-tick-`` is put before it (63 characters at most): the export names its jobs so
+SCHEDULE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?")
 
 
 class ScheduleError(ActlakeError, ValueError):
     """A schedule is missing, exists already, or its definition is wrong."""
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a schedule name: lower-case letters, digits and ``-``, a letter or digit at each end, 50
+    characters at most. Checked wherever a name is used, so that no name reaches outside the state prefix."""
+    if isinstance(name, str) and SCHEDULE_NAME.fullmatch(name):
+        return name
+    why = ("it starts with '-' (the shell and actlake read that as a flag)" if str(name).startswith("-") else
+           "it is longer than 50 characters" if len(str(name)) > 50 else "it holds other characters")
+    raise ScheduleError(f"schedule name {name!r}: {why}. Use lower-case letters, digits and '-', starting and "
+                        "ending with a letter or digit, e.g. nightly-crawl (names become Kubernetes names: "
+                        "actlake-tick-NAME)")
 
 
 def default_state() -> str:
@@ -79,8 +93,7 @@ class Schedule:
     on_changed: str = "warn"
 
     def __post_init__(self) -> None:
-        if not NAME_PATTERN.fullmatch(self.name):
-            raise ScheduleError(f"schedule name {self.name!r}: use letters, digits and _ . - (e.g. nightly-crawl)")
+        check_name(self.name)
         if (self.every_s is None) == (self.cron is None):
             raise ScheduleError("give exactly one of --every (e.g. 6h) and --cron (e.g. '0 */6 * * *')")
         if self.cron is not None:
@@ -147,24 +160,42 @@ class ScheduleStore:
     """Schedules under one state prefix."""
 
     def __init__(self, state: str | None = None, storage_options: StorageOptions | dict | None = None) -> None:
-        self.uri = state or default_state()
-        self.storage = Storage(self.uri, storage_options)
+        self.storage = Storage(state or default_state(), storage_options)  # takes KEY:SECRET@ out of the URI
+        self.uri = redact_uri(state or default_state())  #: what is shown and exported: never a credential
+        self.had_credentials = self.uri != (state or default_state())
         self.storage_options = storage_options
 
-    def _get(self, rel: str) -> dict:
-        return json.loads(self.storage.get_bytes(rel))
+    def _get(self, rel: str, cls: type):
+        """A state file as its record; a damaged one (truncated, not JSON, other keys) is a ScheduleError that
+        names it, never a traceback."""
+        raw = self.storage.get_bytes(rel)
+        try:
+            data = json.loads(raw)
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            name = rel.split("/", 1)[0]
+            raise ScheduleError(f"{self.storage.display(rel)} is damaged ({type(exc).__name__}: {exc}). Fix the file, "
+                                f"or remove the schedule (`actlake schedule remove {name}`) and add it again; the "
+                                "dataset is not affected") from None
 
     def _put(self, rel: str, obj) -> None:
         self.storage.put_bytes(rel, (json.dumps(dataclasses.asdict(obj), indent=1) + "\n").encode())
 
     def names(self) -> list[str]:
+        """Schedules under the prefix (folders holding a ``schedule.json`` whose name is a schedule name)."""
         import posixpath
 
-        return sorted(posixpath.basename(posixpath.dirname(h)) for h in self.storage.glob("*/schedule.json"))
+        found = sorted(posixpath.basename(posixpath.dirname(h)) for h in self.storage.glob("*/schedule.json"))
+        bad = [n for n in found if not SCHEDULE_NAME.fullmatch(n)]
+        if bad:
+            log.warning("ignoring %s under %s: not schedule names (lower-case letters, digits and '-')", bad,
+                        self.storage.display())
+        return [n for n in found if n not in bad]
 
     def get(self, name: str) -> Schedule:
+        check_name(name)
         try:
-            return Schedule(**self._get(f"{name}/schedule.json"))
+            return self._get(f"{name}/schedule.json", Schedule)
         except FileNotFoundError:
             known = self.names()
             raise ScheduleError(f"no schedule {name!r} under {self.storage.display()}"
@@ -172,8 +203,9 @@ class ScheduleStore:
                                 ) from None
 
     def status(self, name: str) -> Status:
+        check_name(name)
         try:
-            return Status(**self._get(f"{name}/status.json"))
+            return self._get(f"{name}/status.json", Status)
         except FileNotFoundError:
             return Status(iso(self.get(name).first_due()))
 
@@ -186,26 +218,44 @@ class ScheduleStore:
         return status
 
     def remove(self, name: str) -> None:
-        self.get(name)
+        self.get(name)  # checks the name: nothing outside the prefix is ever removed
         self.storage.delete_prefix(name)
 
     def history(self, name: str) -> list[TickHistory]:
         self.get(name)
         files = sorted(f for f in self.storage.list(f"{name}/history") if f.endswith(".json"))
-        return [TickHistory(**self._get(f"{name}/history/{f}")) for f in files]
+        out = []
+        for f in files:
+            try:
+                out.append(self._get(f"{name}/history/{f}", TickHistory))
+            except ScheduleError as exc:  # one damaged record hides none of the others
+                out.append(TickHistory(run=int(f.split(".")[0]) if f.split(".")[0].isdigit() else 0, start="",
+                                       status="damaged", error=str(exc)))
+        return out
+
+    def close_killed(self, name: str) -> int:
+        """Mark the attempts still ``running`` in the history as ``killed`` (called under the lease: none of them
+        can still run); the highest run number recorded."""
+        last = 0
+        for h in self.history(name):
+            last = max(last, h.run)
+            if h.status == "running":
+                self.write_history(name, dataclasses.replace(
+                    h, status="killed", error="the tick's process ended before the tick did (killed or lost)"))
+        return last
 
     def write_history(self, name: str, h: TickHistory) -> None:
-        self._put(f"{name}/history/{h.run:06d}.json", h)
+        self._put(f"{check_name(name)}/history/{h.run:06d}.json", h)
 
     def write_status(self, name: str, status: Status) -> None:
-        self._put(f"{name}/status.json", status)
+        self._put(f"{check_name(name)}/status.json", status)
 
     def lease(self, name: str):
         """The lease of a schedule: the write-lock mechanism on ``<state>/<name>/`` (a dead holder's is taken
         over: at once on its own host, else after the ttl)."""
         from shards.lock import WriteLock
 
-        return WriteLock(self.storage.child(name), ttl=300.0, what="schedule")
+        return WriteLock(self.storage.child(check_name(name)), ttl=300.0, what="schedule")
 
 
 def job_config(schedule: Schedule, where: str = "schedule"):
@@ -223,7 +273,8 @@ def job_config(schedule: Schedule, where: str = "schedule"):
     return cfg
 
 
-def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | None = None) -> TickHistory:
+def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | None = None,
+                 abandon_planned: bool = False) -> TickHistory:
     """One tick of schedule ``name`` at ``now`` under its lease: extract what is new, record history and the next
     due time. Another tick holding the lease (or the dataset's write lock) makes this one say so and return
     status ``busy`` (nothing written)."""
@@ -241,12 +292,12 @@ def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | 
         return TickHistory(0, iso(now), iso(now), "busy", error="another tick of this schedule is running")
     try:
         status = store.status(name)
-        run = status.ticks + 1
+        run = max(status.ticks, store.close_killed(name)) + 1  # a killed attempt keeps its number and its record
         h = TickHistory(run, iso(now))
         store.write_history(name, h)
         t0 = time.time()
         try:
-            result = run_tick(cfg, schedule=name, on_changed=schedule.on_changed)
+            result = run_tick(cfg, schedule=name, on_changed=schedule.on_changed, abandon_planned=abandon_planned)
             h = dataclasses.replace(h, status=result.status, tick=result.tick, inputs_found=result.inputs_found,
                                     new_inputs=len(result.new_inputs), changed=result.changed,
                                     missing=result.missing, units_written=result.units_written, rows=result.rows,
@@ -266,5 +317,13 @@ def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | 
 
 
 def due(store: ScheduleStore, now: datetime) -> list[str]:
-    """Schedules whose next due time has come."""
-    return [n for n in store.names() if parse_time(store.status(n).next_due) <= now]
+    """Schedules whose next due time has come; a schedule whose state is damaged is reported and left out, so
+    that the others keep ticking."""
+    out = []
+    for n in store.names():
+        try:
+            if parse_time(store.status(n).next_due) <= now:
+                out.append(n)
+        except (ScheduleError, ConfigError) as exc:
+            log.error("schedule %s skipped: %s", n, exc)
+    return out

@@ -84,6 +84,10 @@ class ExtractConfig:
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     """Stored activation dtype."""
 
+    allow_nonfinite: bool = field(default=False, action="store_true")
+    """Write NaN or infinite activations (counted per hook in the manifest) instead of failing on the first unit
+    that holds any (float16 overflows above 65,504: --dtype bfloat16 or float32 avoids that)."""
+
     model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Dtype the model runs in."""
 

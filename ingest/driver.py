@@ -127,7 +127,7 @@ def open_output(plan: ExtractionPlan, commit_info: CommitInfo):
         cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
         compression=cfg.compression, provenance=plan.provenance, config=dataclasses.asdict(cfg),
         job_identity=plan.identity, storage_options=cfg.storage, commit_interval=COMMIT_INTERVAL_S,
-        commit_info=commit_info)
+        commit_info=commit_info, allow_nonfinite=cfg.allow_nonfinite)
 
 
 def extract_units(plan: ExtractionPlan, writer, units: list[WorkUnit], tick: str = "") -> tuple[list, int, float]:

@@ -209,8 +209,10 @@ def plan_table(cfg: ExtractConfig, listing: list[FoundInput], manifest: Manifest
     start = prior.rows[1] if prior is not None and prior.rows else 0
     if prior is not None and corpus_fingerprint(corpus.select(range(min(start, len(corpus))))) != prior.fingerprint:
         _report_changed([table.path], on_changed)
-        if on_changed != "reextract":
-            return TickPlan([], None, [table.path], [], [])
+        if on_changed != "reextract":  # warn: the rows extracted before stay; the new rows are still extracted
+            if len(corpus) <= start:
+                return TickPlan([], None, [table.path], [], [])
+            return TickPlan([table], (start, len(corpus)), [table.path], [], [], corpus_fingerprint(corpus))
         drop = [u.id for u in manifest.units] if manifest else []
         return TickPlan([table], (0, len(corpus)), [table.path], [], drop, corpus_fingerprint(corpus))
     if len(corpus) <= start:
@@ -222,7 +224,9 @@ def _report_changed(changed: list[str], on_changed: OnChanged) -> None:
     if on_changed == "fail":
         raise ChangedInputError(
             f"{len(changed)} input(s) changed after they were extracted (e.g. {changed[:3]}); nothing was done. "
-            "Restore them, or rerun with --on-changed warn (keep the extracted rows) or reextract (replace them).")
+            "Restore them, or choose what to do with them: --on-changed warn keeps the extracted rows, reextract "
+            "replaces them (`actlake extract --on-changed ...`; a schedule's is set when it is added: `actlake "
+            "schedule remove NAME` and `schedule add NAME ... --on-changed warn|reextract`).")
     log.warning("%d input(s) changed after they were extracted (%s); %s", len(changed), ", ".join(changed[:3]),
                 "extracting them again" if on_changed == "reextract" else "keeping the rows extracted before")
 
@@ -266,14 +270,52 @@ def _records(cfg: ExtractConfig, plan: ExtractionPlan, tp: TickPlan, example_bas
     return out
 
 
+ABANDON_HINT = ("restore it, or run `actlake schedule run NAME --abandon-planned` (Python: run_tick(..., "
+                "abandon_planned=True)): the unfinished tick's committed units are dropped and the next tick plans "
+                "again from what the inputs hold now")
+
+
+def _fingerprint_now(cfg: ExtractConfig, rec: InputRecord) -> str:
+    """The fingerprint of what the input holds now, computed as its plan computed it: a file's (size, head and
+    tail), a table's rows [0, planned end)."""
+    if rec.rows is None:
+        return file_fingerprint(cfg, rec.path, int(Storage(rec.path, cfg.storage).info().get("size") or 0))
+    corpus = load_corpus(rec.path, cfg.text_field, cfg.fields, storage_options=cfg.storage, check_text=False)
+    return corpus_fingerprint(corpus.select(range(min(rec.rows[1], len(corpus)))))
+
+
 def _check_unchanged(cfg: ExtractConfig, tick: TickRecord) -> None:
-    """A planned tick is finished only over the inputs it planned: any of them changed since is refused."""
+    """A planned tick is finished only over the inputs it planned, as they were: one that is gone or whose content
+    changed since (same size or not) is refused, or a resumed tick would mix an input's old and new rows."""
     for rec in tick.inputs:
-        info = Storage(rec.path, cfg.storage).info()
-        if int(info.get("size") or 0) != rec.size and rec.rows is None:
-            raise ChangedInputError(f"{rec.path} changed while tick {tick.tick} was unfinished (size {info.get('size')}"
-                                    f", planned {rec.size}); restore it, or drop the tick's units with `actlake verify "
-                                    "--repair --drop-damaged` and run again")
+        try:
+            now = _fingerprint_now(cfg, rec)
+        except FileNotFoundError:
+            raise ChangedInputError(f"{rec.path}, an input of tick {tick.tick}, is gone while the tick is unfinished; "
+                                    f"{ABANDON_HINT}") from None
+        if now != rec.fingerprint:
+            raise ChangedInputError(f"{rec.path} changed while tick {tick.tick} was unfinished (its content "
+                                    f"fingerprint is {now}, planned {rec.fingerprint}); {ABANDON_HINT}")
+
+
+def _abandon(cfg: ExtractConfig, out: Storage, tick: TickRecord, schedule: str) -> None:
+    """Drop an unfinished tick's committed units and mark it abandoned: its inputs count as never extracted."""
+    import shards
+
+    m = read_manifest(out)
+    writer = shards.create_dataset(cfg.out, dict(m.schema.hooks), columns=dict(m.schema.columns), mode="append",
+                                   storage_options=cfg.storage,
+                                   commit_info=CommitInfo(operation="abandon", job=f"schedule {schedule}",
+                                                          tick=tick.tick))
+    try:
+        writer.drop_units([u for u in writer.committed_units if tick.units[0] <= u < tick.units[1]])
+        writer.abandon_tick(tick.tick)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    log.warning("abandoned tick %s of %s: its committed units were dropped; its inputs are planned again",
+                tick.tick, out.display())
 
 
 def _what_to_run(cfg: ExtractConfig, kind: str, listing: list[FoundInput], manifest: Manifest | None,
@@ -329,8 +371,11 @@ def _extract_tick(plan: ExtractionPlan, writer, tp: TickPlan, record: TickRecord
     return todo, rows_before
 
 
-def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "warn") -> TickResult:
+def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "warn",
+             abandon_planned: bool = False) -> TickResult:
     """Run one tick of ``cfg`` (its ``data`` a glob, a folder or a growing table; ``out`` the growing dataset).
+    ``abandon_planned``: an unfinished tick is abandoned (its units dropped) instead of finished, and what is new
+    is planned again (the way out when one of its inputs is gone or changed).
 
     Example::
 
@@ -346,6 +391,10 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
     manifest = read_manifest(out) if out.exists("manifest.json") else None
     seen = list(manifest.ticks) if manifest else []
     pending = next((t for t in seen if t.status == "planned"), None)
+    if pending is not None and abandon_planned:
+        _abandon(cfg, out, pending, schedule)
+        manifest = read_manifest(out)
+        seen, pending = list(manifest.ticks), None
     tp, tick_id, unit_base, example_base = _what_to_run(cfg, kind, listing, manifest, pending, on_changed)
     if not tp.inputs:
         return _nothing_new(listing, tp, manifest, t0)

@@ -42,7 +42,8 @@ class CommitRecord:
                    format_version=int(d.get("format_version", FORMAT_VERSION)))
 
     def write(self, storage: Storage) -> None:
-        storage.put_bytes(unit_commit_path(self.id), (json.dumps(self.to_json(), indent=1) + "\n").encode())
+        storage.put_bytes(unit_commit_path(self.id),
+                          (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode())
 
     @classmethod
     def read(cls, storage: Storage, unit_id: int) -> CommitRecord:

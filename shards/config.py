@@ -59,9 +59,29 @@ def check_positive(cfg, *names: str) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
 
 
+_CREDENTIAL_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+
+
 def nested(value, cls):
-    """A nested config from a dict (a job file, ``dataclasses.asdict``) or as given."""
-    return cls(**value) if isinstance(value, dict) else value
+    """A nested config from a dict (a job file, ``dataclasses.asdict``) or as given; unknown keys are a
+    ConfigError naming them (credentials among them: they never belong in a job file)."""
+    if not isinstance(value, dict):
+        return value
+    check_nested_keys(value, cls)
+    return cls(**value)
+
+
+def check_nested_keys(value: dict, cls) -> None:
+    """Unknown keys of a nested config's dict: a ConfigError naming them (credentials: where they belong)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    secrets = [k for k in unknown if k.lower() in _CREDENTIAL_KEYS]
+    if secrets:
+        raise ConfigError(f"{secrets} in a job file: credentials never go in job files (they are shipped and stored "
+                          "with jobs and schedules). Give them to the machines instead: AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, a profile (--profile), or a Kubernetes secret (docs/operations.md).")
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} under {cls.__name__}; known: {sorted(known)}")
 
 
 def take_credentials(cfg, *names: str) -> None:

@@ -46,6 +46,10 @@ class ConfigError(ActlakeError, ValueError):
     """A command's configuration is invalid; raised before any work starts."""
 
 
+class NonFiniteError(ActlakeError, ValueError):
+    """Activations (or an analysis' input) hold NaN or infinite values where finite ones are needed."""
+
+
 class CorruptDataError(ActlakeError, OSError):
     """A file of a dataset does not match what its manifest says (damaged, truncated, swapped or edited).
 

@@ -45,6 +45,27 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def command_line(pid: int) -> str:
+    """The command line of process ``pid`` on this host (empty when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def refuse_breaking_a_live_holder(storage: Storage, holder: dict, what: str) -> None:
+    """A lock held by a live process on this host is never broken: its writer would go on committing over
+    whoever took the lock, and lose units (it did, before this check)."""
+    if holder.get("unreadable") or holder.get("host") != socket.gethostname() or not pid_alive(holder["pid"]):
+        return
+    cmd = command_line(holder["pid"])
+    raise DatasetLockedError(
+        f"{what} {storage.display()} is held by process {holder['pid']} on this host, which is alive"
+        f"{f' ({cmd[:200]})' if cmd else ''}, since {holder.get('acquired')}. A live holder's lock is never broken: "
+        "wait for it, or stop that process first (its lock is then taken over at once).")
+
+
 class WriteLock:
     """Held by a DatasetWriter from open to close; refreshed by a heartbeat thread."""
 
@@ -99,6 +120,8 @@ class WriteLock:
             holder = self._holder()
             if holder is None:
                 continue  # released between our two calls: try again
+            if break_lock:
+                refuse_breaking_a_live_holder(self.storage, holder, self.what)
             reason = ("break_lock=True was given" if break_lock else
                       "it cannot be parsed (a writer died while creating it)" if holder.get("unreadable")
                       else self._stale(holder))
@@ -151,6 +174,7 @@ def break_lock(storage: Storage) -> dict | None:
     """Remove a dataset's write lock whoever holds it (``actlake unlock``); the holder it had, if any."""
     holder = WriteLock(storage)._holder()
     if holder is not None:
+        refuse_breaking_a_live_holder(storage, holder, "dataset")
         log.warning("breaking the write lock of %s (holder: %s)", storage.display(),
                     "unreadable" if holder.get("unreadable") else f"host {holder.get('host')} pid {holder.get('pid')}")
         storage.delete(LOCK)

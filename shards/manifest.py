@@ -274,6 +274,12 @@ class Manifest:
     stats_files: dict[str, str] = field(default_factory=dict)  #: hook -> its statistics file as of this version
     commit: CommitInfo = field(default_factory=CommitInfo)  #: what made this version
     ticks: list[TickRecord] = field(default_factory=list)  #: scheduled extraction: what each tick covered
+    #: the digest of the previous version's manifest bytes: each version chained to the one before, so that
+    #: `verify` catches an old version rewritten consistently (its own units_digest recomputed)
+    previous_digest: str = ""
+    previous_version: int = 0  #: the version ``previous_digest`` is of (usually this one minus 1)
+    #: the digest of the bytes this manifest was read from (not stored; "" for one built in memory)
+    source_digest: str = field(default="", compare=False, repr=False)
 
     @property
     def hooks(self) -> dict[str, HookSpec]:
@@ -314,6 +320,8 @@ class Manifest:
         out["commit"] = self.commit.to_json()
         if self.ticks:
             out["ticks"] = [t.to_json() for t in self.ticks]
+        if self.previous_digest:
+            out["previous"] = {"version": self.previous_version, "digest": self.previous_digest}
         if self.job_identity is not None:
             out["job"] = redact(self.job_identity)
         if self.config is not None:
@@ -321,7 +329,9 @@ class Manifest:
         return out
 
     def dumps(self) -> bytes:
-        return (json.dumps(self.to_json(), indent=1) + "\n").encode()
+        """Strict JSON (no NaN or Infinity, which other languages' parsers refuse): non-finite statistics are
+        null (``StatsSummary``); anything else non-finite is a bug, raised here before it is written."""
+        return (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode()
 
     @classmethod
     def from_json(cls, d: dict) -> Manifest:
@@ -340,7 +350,9 @@ class Manifest:
             format_version=int(d["format_version"]),
             stats_files={h: _stats_file(h, p) for h, p in (d.get("stats_files") or {}).items()},
             commit=CommitInfo.from_json(d.get("commit") or {}),
-            ticks=[TickRecord.from_json(t) for t in d.get("ticks") or ()])
+            ticks=[TickRecord.from_json(t) for t in d.get("ticks") or ()],
+            previous_digest=str((d.get("previous") or {}).get("digest") or ""),
+            previous_version=int((d.get("previous") or {}).get("version") or 0))
 
 
 def _stats_file(hook: str, path: str) -> str:
@@ -357,6 +369,13 @@ def _artifact(name: str, d: dict) -> ArtifactEntry:
     if entry.path != artifact_path(name):  # a damaged record cannot point outside the dataset
         raise ValueError(f"artifact {name!r} has path {entry.path!r}, expected {artifact_path(name)!r}")
     return entry
+
+
+def bytes_digest(data: bytes) -> str:
+    """The digest a version records of its predecessor's manifest bytes."""
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(data)
 
 
 def units_digest(units: list[dict]) -> str:
@@ -396,7 +415,9 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
                                      f"{FORMAT_VERSION}. Upgrade actlake (nothing was read or written).")
         raise CorruptManifestError(f"{where} has format_version {version!r}, expected {FORMAT_VERSION}. {fix}")
     try:
-        return Manifest.from_json(data)
+        manifest = Manifest.from_json(data)
+        manifest.source_digest = bytes_digest(raw)
+        return manifest
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise CorruptManifestError(f"{where} is damaged: {detail}. {fix}") from None
@@ -474,3 +495,4 @@ def write_manifest(storage: Storage, manifest: Manifest) -> None:
     if manifest.format_version >= 2:
         storage.put_bytes(version_path(manifest.version), data)
     storage.put_bytes(MANIFEST, data)
+    manifest.source_digest = bytes_digest(data)  # what the next version records as its predecessor

@@ -17,15 +17,28 @@ import numpy as np
 from shards.records import JsonRecord
 
 
+def finite_or_none(value: float) -> float | None:
+    """A float as JSON may hold it: NaN and ±inf (statistics of non-finite activations) become null."""
+    return float(value) if np.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class StatsSummary(JsonRecord):
-    """A hook's statistics in a few numbers: what the manifest and ``actlake info`` show."""
+    """A hook's statistics in a few numbers: what the manifest and ``actlake info`` show. Statistics that are
+    undefined (the hook holds NaN or ±inf values, counted in ``nonfinite``) are null."""
 
     count: int
-    mean_norm: float
-    max_abs: float
-    mean_of_mean: float
-    mean_variance: float
+    mean_norm: float | None
+    max_abs: float | None
+    mean_of_mean: float | None
+    mean_variance: float | None
+    nonfinite: int = 0  #: NaN and ±inf values (allowed only with --allow-nonfinite)
+
+    def to_json(self) -> dict:
+        d = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in super().to_json().items()}
+        if not self.nonfinite:
+            del d["nonfinite"]  # manifests of finite datasets stay as they were
+        return d
 
 
 @dataclass
@@ -37,6 +50,7 @@ class HookStats:
     m2: np.ndarray  #: per-dimension sum of squared deviations, float64
     norm_sum: float  #: sum of per-row L2 norms
     max_abs: float  #: largest |x| seen
+    nonfinite: int = 0  #: NaN and ±inf values seen (the moments are then NaN or inf themselves)
 
     @classmethod
     def empty(cls, dim: int) -> HookStats:
@@ -68,9 +82,10 @@ class HookStats:
             mean = c.mean(0)
             centred = c - mean
             lo, hi = torch.aminmax(c)
+            bad = 0 if np.isfinite(float(lo)) and np.isfinite(float(hi)) else int((~torch.isfinite(c)).sum())
             part = cls(count=c.shape[0], mean=mean.double().numpy(), m2=(centred * centred).sum(0).double().numpy(),
                        norm_sum=float(torch.linalg.vector_norm(c, dim=1).sum(dtype=torch.float64)),
-                       max_abs=max(-float(lo), float(hi)))
+                       max_abs=max(-float(lo), float(hi)), nonfinite=bad)
             out = out.merge(part)
         return out
 
@@ -85,16 +100,22 @@ class HookStats:
         x = rows.reshape(rows.shape[0], -1)
         out = cls.empty(x.shape[1])
         chunk = max(16, chunk_elements // max(x.shape[1], 1))
-        for a in range(0, x.shape[0], chunk):
-            c = storage_to_numpy(x[a:a + chunk], dtype).astype(np.float32)  # float64 rows stay float64
-            mean = c.mean(0, dtype=c.dtype)
-            centred = c - mean
-            sq = np.einsum("ij,ij->i", c, c)
-            part = cls(count=c.shape[0], mean=mean.astype(np.float64),
-                       m2=np.einsum("ij,ij->j", centred, centred).astype(np.float64),
-                       norm_sum=float(np.sqrt(sq).sum(dtype=np.float64)), max_abs=float(max(-c.min(), c.max())))
-            out = out.merge(part)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf rows: counted below, the moments undefined
+            for a in range(0, x.shape[0], chunk):
+                out = out.merge(cls._numpy_chunk(storage_to_numpy(x[a:a + chunk], dtype).astype(np.float32)))
         return out
+
+    @classmethod
+    def _numpy_chunk(cls, c: np.ndarray) -> HookStats:
+        """One chunk's moments (float32 products, float64 results; float64 rows stay float64)."""
+        mean = c.mean(0, dtype=c.dtype)
+        centred = c - mean
+        sq = np.einsum("ij,ij->i", c, c)
+        lo, hi = c.min(), c.max()  # NaN or inf here when any value is: counted only then (free otherwise)
+        bad = 0 if np.isfinite(lo) and np.isfinite(hi) else int(np.count_nonzero(~np.isfinite(c)))
+        return cls(count=c.shape[0], mean=mean.astype(np.float64),
+                   m2=np.einsum("ij,ij->j", centred, centred).astype(np.float64),
+                   norm_sum=float(np.sqrt(sq).sum(dtype=np.float64)), max_abs=float(max(-lo, hi)), nonfinite=bad)
 
     def merge(self, other: HookStats) -> HookStats:
         if other.count == 0:
@@ -105,9 +126,8 @@ class HookStats:
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.count / n)
         m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / n)
-        return HookStats(
-            n, mean, m2, self.norm_sum + other.norm_sum, max(self.max_abs, other.max_abs)
-        )
+        return HookStats(count=n, mean=mean, m2=m2, norm_sum=self.norm_sum + other.norm_sum,
+                         max_abs=max(self.max_abs, other.max_abs), nonfinite=self.nonfinite + other.nonfinite)
 
     @property
     def var(self) -> np.ndarray:
@@ -124,23 +144,26 @@ class HookStats:
 
     def summary(self) -> StatsSummary:
         """The few numbers the manifest keeps."""
-        return StatsSummary(int(self.count), float(self.mean_norm), float(self.max_abs),
-                            float(self.mean.mean()) if self.count else 0.0,
-                            float(self.var.mean()) if self.count else 0.0)
+        return StatsSummary(count=int(self.count), mean_norm=float(self.mean_norm), max_abs=float(self.max_abs),
+                            mean_of_mean=float(self.mean.mean()) if self.count else 0.0,
+                            mean_variance=float(self.var.mean()) if self.count else 0.0, nonfinite=int(self.nonfinite))
 
     # --- serialisation (no pickle) ------------------------------------------
     def to_json(self) -> dict:
         enc = lambda a: base64.b64encode(np.ascontiguousarray(a, "<f8").tobytes()).decode()  # noqa: E731
         return {
             "count": int(self.count), "mean": enc(self.mean), "m2": enc(self.m2),
-            "norm_sum": float(self.norm_sum), "max_abs": float(self.max_abs),
+            "norm_sum": finite_or_none(self.norm_sum), "max_abs": finite_or_none(self.max_abs),
+            "nonfinite": int(self.nonfinite),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> HookStats:
         dec = lambda s: np.frombuffer(base64.b64decode(s), "<f8").copy()  # noqa: E731
-        return cls(count=int(d["count"]), mean=dec(d["mean"]), m2=dec(d["m2"]), norm_sum=float(d["norm_sum"]),
-                   max_abs=float(d["max_abs"]))
+        nan = float("nan")
+        return cls(count=int(d["count"]), mean=dec(d["mean"]), m2=dec(d["m2"]),
+                   norm_sum=nan if d["norm_sum"] is None else float(d["norm_sum"]),
+                   max_abs=nan if d["max_abs"] is None else float(d["max_abs"]), nonfinite=int(d.get("nonfinite", 0)))
 
     def to_npz_bytes(self, units: list[int]) -> bytes:
         buf = io.BytesIO()
@@ -148,6 +171,7 @@ class HookStats:
             buf, count=np.int64(self.count), mean=self.mean, m2=self.m2, var=self.var,
             norm_sum=np.float64(self.norm_sum), mean_norm=np.float64(self.mean_norm),
             max_abs=np.float64(self.max_abs), units=np.asarray(sorted(units), dtype=np.int64),
+            nonfinite=np.int64(self.nonfinite),
         )
         return buf.getvalue()
 
@@ -156,5 +180,5 @@ class HookStats:
         """The merged statistics and the unit ids merged into them."""
         z = np.load(io.BytesIO(data), allow_pickle=False)
         s = cls(count=int(z["count"]), mean=z["mean"], m2=z["m2"], norm_sum=float(z["norm_sum"]),
-                max_abs=float(z["max_abs"]))
+                max_abs=float(z["max_abs"]), nonfinite=int(z["nonfinite"]) if "nonfinite" in z.files else 0)
         return s, [int(u) for u in z["units"]]

@@ -20,7 +20,7 @@ from shards.checksums import HashingSink
 from shards.codecs import get_codec
 from shards.commits import CommitRecord
 from shards.dtypes import as_numpy, to_storage_numpy
-from shards.errors import SchemaMismatchError
+from shards.errors import NonFiniteError, SchemaMismatchError
 from shards.integrity import PAGE_CHECKSUMS_KEY
 from shards.layout import check_unit_id, unit_attempt_path
 from shards.manifest import FORMAT_VERSION, SkippedInput, UnitEntry, now_iso
@@ -59,6 +59,7 @@ class UnitWriter:
     compute_stats: bool = True
     fsync: bool = True
     tick: str = ""  #: recorded in every unit this writer writes (scheduled extraction)
+    allow_nonfinite: bool = False  #: write units holding NaN/±inf (counted in the statistics) instead of refusing
 
     def __post_init__(self) -> None:
         self._storage: Storage | None = None
@@ -120,6 +121,18 @@ class UnitWriter:
         return {name: HookStats.from_storage(to_storage_numpy(columns[name], spec.dtype).reshape(n, -1), spec.dtype)
                 for name, spec in self.schema.hooks.items()}
 
+    def _check_finite(self, unit_id: int, stats: dict[str, HookStats]) -> None:
+        """Refuse a unit holding NaN or ±inf activations (unless allowed): they make every statistic and every
+        analysis of the hook undefined. Its file is left unnamed (garbage that ``vacuum`` removes)."""
+        bad = {h: s.nonfinite for h, s in stats.items() if s.nonfinite}
+        if bad and not self.allow_nonfinite:
+            where = ", ".join(f"{h} ({n:,} values)" for h, n in bad.items())
+            raise NonFiniteError(
+                f"unit {unit_id} of {self.storage.display()} holds NaN or infinite activations in {where}. float16 "
+                "overflows above 65,504: extract with --dtype bfloat16 or float32; if the model itself emits them, "
+                "--allow-nonfinite writes them and counts them per hook in the manifest (analyses then refuse "
+                "those hooks)")
+
     def write(self, unit_id: int, columns: dict, skipped: Sequence[SkippedInput] = ()) -> CommitRecord:
         """Write unit ``unit_id``'s file and commit record; return the record.
 
@@ -146,6 +159,7 @@ class UnitWriter:
             stats_future = pool.submit(self.unit_stats, columns, table.num_rows) if self.compute_stats else None
             groups, sink = self.storage.call("write", path, attempt)
             stats = stats_future.result() if stats_future is not None else {}
+        self._check_finite(unit_id, stats)
         ids = table.column("example_id")
         example_range = (int(pc.min(ids).as_py()), int(pc.max(ids).as_py())) if table.num_rows else None
         entry = UnitEntry(id=int(unit_id), path=path, rows=table.num_rows, bytes=sink.size, checksum=sink.checksum(),

@@ -22,11 +22,11 @@ from shards.checksums import checksum
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptDataError, CorruptManifestError, DatasetNotFoundError
 from shards.integrity import check_footer
-from shards.layout import unit_commit_path
+from shards.layout import unit_commit_path, version_path
 from shards.manifest import ArtifactEntry, Manifest, UnitEntry, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
-from shards.versions import kept_manifests
+from shards.versions import chain_problems, read_kept
 
 log = logging.getLogger("actlake.verify")
 
@@ -41,6 +41,7 @@ class VerifyReport:
     bad: dict[str, list[str]] = field(default_factory=dict)  #: unit file -> problems
     records: dict[str, str] = field(default_factory=dict)  #: commit record -> problem
     stats: dict[str, str] = field(default_factory=dict)  #: stats file -> problem
+    versions: dict[str, str] = field(default_factory=dict)  #: kept version file -> problem (damaged, rewritten)
     #: older versions' statistics files that are damaged: derived data, reported but not failing the check (a
     #: reader pinned to that version gets a clear error from ``Dataset.stats``; its rows are unaffected)
     old_stats: dict[str, str] = field(default_factory=dict)
@@ -51,11 +52,13 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.bad or self.records or self.stats)
+        return not (self.bad or self.records or self.stats or self.versions)
 
     def lines(self) -> list[str]:
         out = [f"{f}: {'; '.join(p)}" for f, p in sorted(self.bad.items())]
-        out += [f"{f}: {p}" for f, p in sorted({**self.records, **self.stats}.items())]
+        out += [f"{f}: {p}" for f, p in sorted({**self.records, **self.stats, **self.versions}.items())]
+        if any("damaged" in p for p in self.versions.values()):
+            out.append("damaged kept versions: `actlake verify --repair` sets them aside (they can no longer be read)")
         out += [f"{f}: {p} (statistics of an older version; its rows are intact)" for f, p in self.old_stats.items()]
         if self.stats:
             out.append("damaged statistics: `actlake verify --repair` rebuilds them from the commit records")
@@ -145,7 +148,9 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     older kept version: each file once); changes nothing."""
     report = VerifyReport(storage.display())
     checked: set[str] = set()
-    versions = kept_manifests(storage, manifest) if all_versions else [manifest]
+    versions, damaged = read_kept(storage, manifest) if all_versions else ([manifest], {})
+    report.versions = {version_path(v): f"damaged: {p}" for v, p in damaged.items()}
+    report.versions.update({version_path(v): p for v, p in chain_problems(storage, versions).items()})
     for m in reversed(versions):  # newest first: a damaged file is reported under the path readers use now
         _check_version(storage, m, report, checked, checksums, threads, latest=m is manifest)
     report.versions_checked.sort()
@@ -186,6 +191,7 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
     from shards.writer import DatasetWriter
 
     manifest, rebuilt = _manifest_or_records(storage)
+    set_aside = _set_aside_damaged_versions(storage, manifest) if not rebuilt else []
     committed = sorted(u.id for u in manifest.units)
     damaged_stats = [manifest.stats_files.get(h, f"stats/{h}.npz") for h in manifest.hooks
                      if check_stats_file(storage, h, committed, manifest.stats_files.get(h))]
@@ -197,6 +203,8 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
         report = check_dataset(storage, w.manifest, checksums, threads)
         if rebuilt:
             report.repaired.append(f"manifest.json rebuilt from {len(w.manifest.units)} commit records")
+        report.repaired += [f"{rel} was damaged: set aside as {rel}.damaged (that version can no longer be read)"
+                            for rel in set_aside]
         for rel in report.garbage:
             storage.delete(rel)
             report.removed.append(rel)
@@ -213,6 +221,28 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
             report.records = {r: p for r, p in report.records.items() if r not in dropped}
             report.bad = {}
     return report
+
+
+def _set_aside_damaged_versions(storage: Storage, latest: Manifest) -> list[str]:
+    """Move kept version files that cannot be read aside (``.damaged``, bytes kept): each reader, `versions`,
+    `verify` and `vacuum` then go on with the readable ones. Files of versions ahead of manifest.json (left by a
+    writer that died between the two writes) are set aside too when they cannot be read."""
+    from shards.layout import parse_version_name
+
+    bad = []
+    for f in storage.list(version_path(0).rsplit("/", 1)[0]):
+        v = parse_version_name(f)
+        if v is None or v == latest.version:
+            continue
+        try:
+            read_manifest(storage, v)
+        except (CorruptManifestError, DatasetNotFoundError):
+            rel = version_path(v)
+            storage.put_bytes(f"{rel}.damaged", storage.get_bytes(rel))
+            storage.delete(rel)
+            bad.append(rel)
+            log.warning("set aside the damaged %s", storage.display(rel))
+    return bad
 
 
 def _manifest_or_records(storage: Storage) -> tuple[Manifest, bool]:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shards.cleanup import garbage, readable_records, record_ids
+from shards.errors import CorruptManifestError, FormatVersionError
 from shards.layout import STATS_DIR, is_temp_file, version_path
 from shards.manifest import Manifest, list_versions, read_manifest
 from shards.storage import Storage, StorageOptions
@@ -35,6 +36,12 @@ class VersionInfo:
     dataset_id: str
     units_added: int
     units_removed: int
+    problem: str = ""  #: a damaged kept version: what is wrong with its file (nothing else is known of it)
+
+    @classmethod
+    def damaged(cls, version: int, problem: str) -> VersionInfo:
+        return cls(version=version, time="", rows=0, units=0, bytes=0, operation="damaged", job="", tick="",
+                   dataset_id="", units_added=0, units_removed=0, problem=problem)
 
     @classmethod
     def of(cls, m: Manifest) -> VersionInfo:
@@ -44,17 +51,48 @@ class VersionInfo:
                    units_removed=c.units_removed)
 
 
-def kept_manifests(storage: Storage, latest: Manifest | None = None) -> list[Manifest]:
-    """The manifest of every kept version, oldest first, ending with the latest (read 16 at a time)."""
+def read_kept(storage: Storage, latest: Manifest | None = None) -> tuple[list[Manifest], dict[int, str]]:
+    """The manifest of every kept version that can be read, oldest first, ending with the latest (read 16 at a
+    time), and the damaged ones: version -> what is wrong (one damaged file never hides the others)."""
     latest = latest or read_manifest(storage)
     older = [v for v in list_versions(storage) if v < latest.version]
+
+    def one(v: int) -> Manifest | str:
+        try:
+            return read_manifest(storage, v)
+        except (CorruptManifestError, FormatVersionError) as exc:
+            return str(exc).split(". Run `actlake verify")[0]
+
     with ThreadPoolExecutor(16) as pool:
-        return [*pool.map(lambda v: read_manifest(storage, v), older), latest]
+        got = dict(zip(older, pool.map(one, older), strict=True))
+    return [m for m in got.values() if isinstance(m, Manifest)] + [latest], \
+        {v: m for v, m in got.items() if isinstance(m, str)}
+
+
+def kept_manifests(storage: Storage, latest: Manifest | None = None) -> list[Manifest]:
+    """The manifest of every kept version that can be read, oldest first, ending with the latest."""
+    return read_kept(storage, latest)[0]
 
 
 def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> list[VersionInfo]:
-    """Every kept version of the dataset at ``uri``, oldest first."""
-    return [VersionInfo.of(m) for m in kept_manifests(Storage(uri, storage_options))]
+    """Every kept version of the dataset at ``uri``, oldest first (a damaged one listed with its problem)."""
+    good, bad = read_kept(Storage(uri, storage_options))
+    infos = [VersionInfo.of(m) for m in good] + [VersionInfo.damaged(v, p) for v, p in bad.items()]
+    return sorted(infos, key=lambda i: i.version)
+
+
+def chain_problems(storage: Storage, manifests: list[Manifest]) -> dict[int, str]:
+    """Kept versions whose bytes are not what the next version recorded of them (``previous``): a version
+    rewritten after it was committed, even consistently (its own units_digest recomputed)."""
+
+    by_version = {m.version: m for m in manifests}
+    out = {}
+    for m in manifests:
+        prev = by_version.get(m.previous_version) if m.previous_digest else None
+        if prev is not None and prev.source_digest and prev.source_digest != m.previous_digest:
+            out[prev.version] = (f"rewritten after it was committed: version {m.version} recorded its content as "
+                                 f"{m.previous_digest}, the file now holds {prev.source_digest}")
+    return out
 
 
 @dataclass
@@ -100,7 +138,7 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
 
 def _still_named(storage: Storage, latest: Manifest, keep_set: list[int]) -> set[str]:
     """Every file a kept version names, and every unit a commit record names (committed, not yet folded)."""
-    manifests = [read_manifest(storage, v) for v in keep_set if v != latest.version] + [latest]
+    manifests = [m for m in kept_manifests(storage, latest) if m.version in keep_set or m is latest]
     named = set().union(*(named_files(m) for m in manifests))
     records, _bad = readable_records(storage, record_ids(storage))
     return named | {r.unit.path for r in records}
@@ -120,6 +158,11 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
     kept_versions = [v for v in list_versions(storage) if v <= latest.version]
     drop = kept_versions[:-keep] if len(kept_versions) > keep else []
     keep_set = [v for v in kept_versions if v not in drop]
+    _good, damaged = read_kept(storage, latest)
+    still = sorted(set(damaged) & set(keep_set))
+    if still:  # what it names is unknown: its files could be deleted from under it
+        raise CorruptManifestError(f"{storage.display()}: kept version(s) {still} are damaged ({damaged[still[0]]}). "
+                                   "`actlake verify --repair` sets them aside; then vacuum again.")
     named = _still_named(storage, latest, keep_set)
     files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
     report = VacuumReport(uri=storage.display(), kept=keep_set or [latest.version], removed_versions=drop,

@@ -75,6 +75,8 @@ class DatasetWriter:
     files to the disk before their commit (local disks only): a killed process still loses nothing, a
     power cut may. ``rebuild_manifest``: a missing or damaged manifest is rebuilt from the commit
     records (the damaged one is kept as ``manifest.json.damaged``); ``actlake verify --repair`` uses it.
+    ``allow_nonfinite``: units holding NaN or ±inf activations are written (and counted per hook in the
+    statistics) instead of refused with a ``NonFiniteError`` naming the hook.
 
     Every manifest write that changes the dataset is a new version (format v2): its manifest is kept under
     ``_versions/`` and committed files are never rewritten, so a reader of an older version keeps reading
@@ -90,7 +92,7 @@ class DatasetWriter:
                  job_identity: dict | None = None, storage_options: StorageOptions | dict | None = None,
                  compute_stats: bool = True, break_lock: bool = False, lock_ttl: float = 300.0,
                  fsync: bool = True, rebuild_manifest: bool = False, commit_interval: float = 0.0,
-                 commit_info: CommitInfo | None = None) -> None:
+                 commit_info: CommitInfo | None = None, allow_nonfinite: bool = False) -> None:
         # Validate everything before touching storage: bad input writes nothing.
         _check_choice("mode", mode, MODES)
         _check_choice("compression", compression, COMPRESSIONS)
@@ -104,6 +106,7 @@ class DatasetWriter:
         self.uri = uri
         self.compression, self.row_group_bytes = compression, int(row_group_bytes)
         self.compute_stats, self.fsync = compute_stats, fsync
+        self.allow_nonfinite = allow_nonfinite  #: NaN/±inf values are refused per unit unless allowed (then counted)
         self.job_identity = job_identity
         self.units: dict[int, UnitEntry] = {}
         self.stats: dict[str, HookStats] = {}
@@ -316,6 +319,8 @@ class DatasetWriter:
             return False
         m = self.manifest
         m.format_version = FORMAT_VERSION  # a v1 dataset becomes v2 at its first new commit
+        # chained to the version this one follows, as its bytes were written (verify checks the chain)
+        m.previous_digest, m.previous_version = m.source_digest, (m.version if m.source_digest else 0)
         self._floor = m.version = max(m.version, self._floor) + 1
         m.updated = now_iso()
         m.commit = CommitInfo(self.commit_info.operation, self.commit_info.job, self.commit_info.tick,
@@ -343,7 +348,8 @@ class DatasetWriter:
         scheduled tick its units belong to."""
         return UnitWriter(uri=self.uri, schema=self.schema, storage_options=self.storage.storage_options,
                           compression=self.compression, row_group_bytes=self.row_group_bytes,
-                          compute_stats=self.compute_stats, fsync=self.fsync, tick=tick)
+                          compute_stats=self.compute_stats, fsync=self.fsync, tick=tick,
+                          allow_nonfinite=self.allow_nonfinite)
 
     def write_unit(self, unit_id: int, columns: dict) -> CommitRecord:
         """Write and commit one unit; rewriting a unit id replaces it (one copy, never two)."""
@@ -393,6 +399,13 @@ class DatasetWriter:
             raise ValueError(f"tick {record.tick} is already recorded in {self.storage.display()}")
         self.manifest.ticks.append(record)
         self._write_manifest()
+
+    def abandon_tick(self, tick: str) -> None:
+        """Mark an unfinished tick abandoned (its units dropped by the caller): its inputs count as never
+        extracted, its unit and example ids are never used again."""
+        self._check_open()
+        self.manifest.ticks = [dataclasses.replace(t, status="abandoned", finished=now_iso()) if t.tick == tick else t
+                               for t in self.manifest.ticks]
 
     def finish_tick(self, tick: str) -> None:
         """Mark a planned tick done (written with the next commit, ``close`` at the latest)."""
@@ -476,7 +489,8 @@ class DatasetWriter:
 def _key(manifest_json: dict) -> str:
     """A manifest's content less what every write changes (time, version, commit, code version)."""
     d = {k: v for k, v in manifest_json.items()
-         if k not in ("updated", "version", "commit", "code_version", "stats_files", "format_version")}
+         if k not in ("updated", "version", "commit", "code_version", "stats_files", "format_version",
+                      "previous")}
     return json.dumps(d, sort_keys=True, default=str)
 
 

@@ -79,3 +79,15 @@ def stats_file(root, hook: str):
 
     m = json.loads((Path(root) / "manifest.json").read_text())
     return Path(root) / (m.get("stats_files") or {}).get(hook, f"stats/{hook}.npz")
+
+
+def held_on_another_host(root) -> None:
+    """Make a dataset's write lock look held by a live writer on another machine (its heartbeat fresh): the case
+    `--break-lock` / `actlake unlock` exist for. A live holder on this host is never broken."""
+    import json
+    import time
+    from pathlib import Path
+
+    lock = Path(root) / "_lock.json"
+    holder = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**holder, "host": "another-host", "pid": 4242, "heartbeat": time.time()}))

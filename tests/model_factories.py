@@ -130,3 +130,21 @@ def slow_tiny_gpt2():
     model, tok = tiny_gpt2()
     model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
     return model, tok
+
+
+def overflowing_gpt2():
+    """``tiny_gpt2`` whose embeddings are scaled by 1e6: every block's output exceeds float16's 65,504 (stored as
+    inf in float16, finite in bfloat16 and float32)."""
+    model, tok = tiny_gpt2()
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(1e6)
+        model.transformer.wpe.weight.mul_(1e6)
+    return model, tok
+
+
+def nan_gpt2():
+    """``tiny_gpt2`` whose second block emits NaN (a NaN weight in its MLP output projection)."""
+    model, tok = tiny_gpt2()
+    with torch.no_grad():
+        model.transformer.h[1].mlp.c_proj.weight[0, 0] = float("nan")
+    return model, tok

@@ -148,8 +148,8 @@ def _assemble(run: Assembly[EncodeConfig, EncodePlan], fits: dict[str, HookFit])
                          conventions=CONVENTIONS, out=out.display())
 
 
-ENCODE = HookAnalysis(name="align", neutral=TASK_NEUTRAL | {"batch_size", "target_batch"}, plan=plan_encode,
-                      hook=encode_hook, outcome=HookFit, assemble=_assemble, summary=EncodeSummary,
+ENCODE = HookAnalysis(name="align", command="align encode", neutral=TASK_NEUTRAL | {"batch_size", "target_batch"},
+                      plan=plan_encode, hook=encode_hook, outcome=HookFit, assemble=_assemble, summary=EncodeSummary,
                       seeds=lambda cfg: {}, describe=_describe)
 
 

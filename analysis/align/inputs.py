@@ -9,6 +9,7 @@ import posixpath
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from analysis.align.vectors import RdmError, asymmetry, check_rdm_stack
 from analysis.common.tables import read_table
@@ -148,5 +149,13 @@ def read_responses(uri: str, storage: StorageOptions | dict | None = None, id_co
     if id_column not in t.column_names:
         raise BrainInputError(f"{uri}: no {id_column!r} column (columns: {t.column_names[:10]})")
     targets = [c for c in t.column_names if c != id_column]
+    if not targets:
+        raise BrainInputError(f"{uri}: no response columns beside {id_column!r}: give one numeric column per target "
+                              "(voxel, unit, feature)")
+    other = [f"{c} ({t.schema.field(c).type})" for c in targets
+             if not (pa.types.is_integer(t.schema.field(c).type) or pa.types.is_floating(t.schema.field(c).type))]
+    if other:
+        raise BrainInputError(f"{uri}: response columns must be numbers; {other[:5]} are not. Drop them from the "
+                              "table (metadata belongs in the dataset, or in --ids)")
     values = np.stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in targets], axis=1)
     return Responses([str(v) for v in t.column(id_column).to_pylist()], targets, values)

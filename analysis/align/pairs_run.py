@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from analysis.align import metrics  # noqa: F401  (registers the metrics)
-from analysis.align.config import CkaConfig, PairArgs
+from analysis.align.config import CkaConfig, KnnConfig, PairArgs
 from analysis.align.moments import CrossMoments
 from analysis.align.pairs import HookPairs, load_matched, plan_pairs, second_dataset, stream_matched
 from analysis.align.registry import AlignmentMetric, get_metric
 from analysis.align.report import write_pair_matrix
 from analysis.common.args import TASK_NEUTRAL
+from analysis.common.finite import require_finite
 from analysis.common.options import options_of
 from analysis.common.rundir import output_lock
 from analysis.common.runstart import start_run
@@ -64,8 +66,10 @@ class Chosen:
         return self.metric.method_name(self.options)
 
     def row(self, a: str, b: str, score: float, rows: int) -> dict:
+        """A result row; an undefined score (a hook with zero variance: NaN) is null, never stored as a number."""
         opts = dataclasses.asdict(self.options) if self.options is not None else {}
-        return {"hook": a, "hook2": b, "method": self.method, "score": score, "rows": rows, **opts}
+        return {"hook": a, "hook2": b, "method": self.method, "score": float(score) if math.isfinite(score) else None,
+                "rows": rows, **opts}
 
 
 def _views(hp: HookPairs) -> list[tuple[str, str]]:
@@ -143,13 +147,16 @@ def _pairs(cfg: PairArgs) -> PairSummary:
         ds2 = second["ds"] = second_dataset(cfg, ds1)
         return {"dataset2_id": ds2.dataset_id, "dataset2_version": ds2.version} if ds2 is not ds1 else {}
 
-    run = start_run(cfg, TASK_NEUTRAL | {"batch_size", "block", "data2_version"}, resume_marker=None,
-                    extra=with_second)
+    command = "align knn" if isinstance(cfg, KnnConfig) else "align cka"
+    run = start_run(cfg, TASK_NEUTRAL | {"batch_size", "block", "data2_version"}, command=command,
+                    resume_marker=None, extra=with_second)
     ds2 = second["ds"]
     if run.state == "done":
         log.info("%s already holds this finished run", run.out.display())
         return PairSummary.from_json(run.rundir.summary())
     hp = plan_pairs(cfg, run.ds, run.hooks, ds2)
+    require_finite(hp.ds1, hp.views1, command)
+    require_finite(hp.ds2, hp.views2, command)
     run.begin(cfg)
     log.info("%s of %d hook pairs over %d rows", ", ".join(cfg.metric_names()), len(hp.pairs), hp.n)
     rows, state_bytes = pair_rows(cfg, hp)
@@ -157,10 +164,14 @@ def _pairs(cfg: PairArgs) -> PairSummary:
     for name in dict.fromkeys(r["method"] for r in rows):
         n = next(r["rows"] for r in rows if r["method"] == name)
         write_pair_matrix(run.out, f"{name}_matrix.png", rows, name, f"{name} ({n} rows)")
+    undefined = [f"{r['method']} of {r['hook']} and {r['hook2']} is undefined (a hook with zero variance): null"
+                 for r in rows if r["score"] is None]
+    for note in undefined:
+        log.warning("%s", note)
     summary = PairSummary(
         dataset=hp.ds1.storage.display(), dataset_id=hp.ds1.dataset_id, dataset2=hp.ds2.storage.display(),
         dataset2_id=hp.ds2.dataset_id, rows=rows[0]["rows"], method=rows[0]["method"], pairs=rows,
-        notes=hp.notes or [], seconds=round(time.perf_counter() - t0, 3), peak_state_bytes=state_bytes,
+        notes=[*(hp.notes or []), *undefined], seconds=round(time.perf_counter() - t0, 3), peak_state_bytes=state_bytes,
         out=run.out.display(), dataset_version=hp.ds1.version, dataset2_version=hp.ds2.version)
     run.rundir.finish(summary.to_json())
     return summary

@@ -61,6 +61,7 @@ class Comparison:
     embed: Callable[[np.ndarray], np.ndarray] | None = None
     rank_based: bool = False
     entrywise: bool = True  #: the score ignores which stimulus pair an entry belongs to (not the whitened ones)
+    needs_variance: bool = True  #: undefined for a constant RDM (correlations); a cosine is defined for it
 
 
 @dataclass(frozen=True)

@@ -120,10 +120,22 @@ def _match_stimuli(cfg: RsaConfig, ds, ids: list[str] | None, n_brain: int
     return splan, ([ids.index(s) for s in splan.ids] if ids is not None else None), notes
 
 
+def check_varies(cfg: RsaConfig, vectors: np.ndarray, what: str, names: list[str]) -> None:
+    """A constant RDM has no correlation with anything: refuse it rather than report a score (0, or NaN) that
+    means nothing. A cosine comparison is defined for it."""
+    if not get_comparison(cfg.compare).needs_variance:
+        return
+    flat = [n for n, v in zip(names, np.atleast_2d(vectors), strict=True) if np.ptp(v) == 0]
+    if flat:
+        raise RdmError(f"{what}: the RDM of {flat[:5]} is constant (every dissimilarity equal), so its "
+                       f"--compare {cfg.compare} score is undefined. Leave it out, or compare with --compare cosine.")
+
+
 def _prepare_target(cfg: RsaConfig, t: BrainTarget, order: list[int] | None) -> PreparedTarget:
     """One target after the NaN policy and the transform, with its noise ceiling."""
     vec, keep, subjects, notes = _nan_policy(cfg, t, _subset(t, order))
     vec = transform(vec, cfg.transform, cfg.transform_options)
+    check_varies(cfg, vec, t.source, subjects)
     ceiling = None
     if cfg.noise_ceiling and len(vec) > 1:
         ceiling = noise_ceiling(vec, cfg.compare, cfg.convention)
@@ -207,6 +219,7 @@ def rsa_hook(task: HookTask[RsaConfig, RsaPlan], hook: str) -> HookScores:
     """One hook of the pinned dataset against every target; its RDM and bootstrap values beside its result."""
     cfg, out = task.cfg, task.out
     square, model = _model_vector(task, hook)
+    check_varies(cfg, model, f"hook {hook}", [hook])
     if square.shape[0] <= PLOT_RDM_MAX:
         out.storage.put_bytes(f"{hook}-rdm.npy", npy_bytes(square.astype(np.float32)))
     scores, boots = [], []
@@ -315,8 +328,8 @@ def _assemble(run: Assembly[RsaConfig, RsaPlan], results: dict[str, HookScores])
     return summary
 
 
-RSA = HookAnalysis(name="align", neutral=RSA_NEUTRAL, plan=plan_rsa, hook=rsa_hook, outcome=HookScores,
-                   assemble=_assemble, summary=RsaSummary, describe=_describe)
+RSA = HookAnalysis(name="align", command="align rsa", neutral=RSA_NEUTRAL, plan=plan_rsa, hook=rsa_hook,
+                   outcome=HookScores, assemble=_assemble, summary=RsaSummary, describe=_describe)
 
 
 def run(cfg: RsaConfig) -> RsaSummary:

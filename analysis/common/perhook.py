@@ -20,6 +20,7 @@ from functools import partial
 from typing import Generic, Protocol, TypeVar
 
 from analysis.common.fanout import run_pending_hooks
+from analysis.common.finite import require_finite
 from analysis.common.results import Results
 from analysis.common.rundir import output_lock
 from analysis.common.runstart import StartedRun, start_run
@@ -65,6 +66,7 @@ class HookAnalysis(Generic[C, P, O, S]):
     """What a per-hook analysis supplies to ``run_hook_analysis``."""
 
     name: str  #: its logger is actlake.<name>; its lock says "<name> output"
+    command: str  #: the command, as run.json records it (``align rsa``)
     neutral: frozenset[str]  #: settings that do not change its results (out of the fingerprint)
     plan: Callable[[C, Dataset, list[str]], P]  #: every check of the input; reads no hook
     hook: Callable[[HookTask[C, P], str], O]  #: one hook -> its outcome (a record with to_json)
@@ -97,6 +99,7 @@ def _one_hook(fn: Callable[[HookTask, str], Record], task: HookTask, hook: str) 
 
 def _run(analysis: HookAnalysis, cfg, run: StartedRun):
     log = analysis.log
+    require_finite(run.ds, run.hooks, analysis.command)
     plan = analysis.plan(cfg, run.ds, run.hooks)  # every check of the input happens here, before any hook is read
     for note in getattr(plan, "notes", None) or []:
         log.info("%s", note)
@@ -118,7 +121,7 @@ def run_hook_analysis(analysis: HookAnalysis[C, P, O, S], cfg: C) -> S:
     """Run ``analysis`` over ``cfg``'s hooks (or resume it, or return its finished summary) under the output's
     lock; every hook reads the one version the run pinned."""
     with output_lock(Storage(cfg.out, cfg.storage), f"{analysis.name} output"):
-        run = start_run(cfg, analysis.neutral)
+        run = start_run(cfg, analysis.neutral, command=analysis.command)
         if run.state == "done":
             analysis.log.info("%s already holds this finished run", run.out.display())
             return analysis.summary.from_json(run.rundir.summary())

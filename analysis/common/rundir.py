@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,10 +20,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from shards.errors import ActlakeError
-from shards.layout import LOCK
+from shards.layout import LOCK, MANIFEST
 from shards.manifest import DatasetRef, identity_diff
-from shards.secrets import redact
+from shards.secrets import redact, redact_uri
 from shards.storage import Storage
+
+log = logging.getLogger("actlake.analysis")
+MAX_PREEXISTING = 10_000  #: files of a user's own an output folder may hold beside a run's
 
 RUN = "run.json"
 LIBRARIES = ("actlake", "torch", "numpy", "pyarrow", "scikit-learn", "scipy", "ray")
@@ -60,25 +65,66 @@ class RunRecord:
     dataset: DatasetRef | None = None
     seeds: dict[str, int] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=library_versions)
+    command: str = ""  #: the command that made the run (``stats``, ``align rsa``, ``sae train``)
+    preexisting: list[str] = field(default_factory=list)  #: files under the output before the run: never its own
+    files: list[str] = field(default_factory=list)  #: every file the run wrote (once it finished)
 
     def to_json(self) -> dict:
-        return {"fingerprint": self.fingerprint, "settings": self.settings, "config": redact(self.config),
-                "dataset": self.dataset.to_json() if self.dataset else None, "seeds": self.seeds,
-                "libraries": self.libraries}
+        return {"fingerprint": self.fingerprint, "command": self.command, "settings": self.settings,
+                "config": redact(self.config), "dataset": self.dataset.to_json() if self.dataset else None,
+                "seeds": self.seeds, "libraries": self.libraries, "preexisting": self.preexisting,
+                "files": self.files}
 
     @classmethod
     def from_json(cls, d: dict) -> RunRecord:
         ds = d.get("dataset")
         return cls(fingerprint=d["fingerprint"], settings=d.get("settings") or d.get("config") or {},
                    config=d.get("config") or {}, dataset=DatasetRef.from_json(ds) if isinstance(ds, dict) else None,
-                   seeds=d.get("seeds") or {}, libraries=d.get("libraries") or {})
+                   seeds=d.get("seeds") or {}, libraries=d.get("libraries") or {}, command=d.get("command") or "",
+                   preexisting=list(d.get("preexisting") or []), files=list(d.get("files") or []))
+
+
+def _ancestors(uri: str) -> list[str]:
+    """The URIs of the folders (prefixes) above ``uri``, nearest first, up to the root or the bucket."""
+    scheme, sep, path = uri.partition("://")
+    if not sep:
+        path, scheme = os.path.abspath(uri), ""
+    parts = [p for p in path.split("/") if p]
+    keep = 1 if sep else 0  # a bucket is the top of an object store
+    out = []
+    for n in range(len(parts) - 1, keep - 1, -1):
+        joined = "/".join(parts[:n])
+        out.append(f"{scheme}://{joined}" if sep else "/" + joined)
+    return out
+
+
+def refuse_dataset_output(storage: Storage) -> None:
+    """An analysis' output never is, holds or lies inside a dataset: ``--overwrite`` would delete its files, and
+    its files would mix with the dataset's."""
+    if storage.exists(MANIFEST):
+        raise RunMismatchError(f"--out {storage.display()} is a dataset (it holds {MANIFEST}): an analysis writes "
+                               "its results beside the data, never into it. Choose another --out, e.g. runs/NAME.")
+    for parent in _ancestors(storage.uri):
+        if Storage(parent, storage.storage_options).exists(MANIFEST):
+            raise RunMismatchError(f"--out {storage.display()} lies inside the dataset {redact_uri(parent)}. "
+                                   "Choose an --out outside it, e.g. runs/NAME.")
+    held = storage.walk_dirs("", maxdepth=4)
+    if held:
+        raise RunMismatchError(f"--out {storage.display()} holds the dataset {storage.display(held[0])}: an "
+                               "analysis' output must not contain datasets. Choose another --out.")
 
 
 class RunDir:
-    """The output directory of one run (any URI): ``state`` says what it holds for a run with ``settings``."""
+    """The output directory of one run (any URI): ``state`` says what it holds for a run with ``settings``.
 
-    def __init__(self, storage: Storage, summary: str = "summary.json", resume_marker: str | None = None) -> None:
+    It never holds a dataset (``refuse_dataset_output``), and replacing another run (``--overwrite``) deletes
+    only the files that run wrote: those its ``run.json`` lists once it finished, else every file but the ones
+    that were there before it started (a user's own files in a shared folder survive)."""
+
+    def __init__(self, storage: Storage, summary: str = "summary.json", resume_marker: str | None = None,
+                 command: str = "") -> None:
         self.storage, self.summary_name, self.resume_marker = storage, summary, resume_marker
+        self.command = command
 
     def record(self) -> RunRecord | None:
         try:
@@ -89,26 +135,33 @@ class RunDir:
     def state(self, settings: dict, overwrite: bool = False, clear: bool = True) -> Literal["new", "resume", "done"]:
         """``new``, ``resume`` (a checkpoint of this run) or ``done`` (its summary is written).
 
-        Another run's output is refused naming the settings that differ, or with ``overwrite`` removed
-        (only where ``clear``: in a data-parallel run the driver clears once, before any worker starts).
+        Another run's output is refused naming what differs (the command, or the settings), or with ``overwrite``
+        removed (only where ``clear``: in a data-parallel run the driver clears once, before any worker starts).
         """
+        refuse_dataset_output(self.storage)
         existing = self.record()
         if existing is None:
             return "new"
-        if existing.fingerprint != fingerprint_of(settings):
+        if existing.fingerprint != fingerprint_of(settings) or existing.command != self.command:
             if overwrite and clear:
-                self._clear()
+                self._clear(existing)
                 return "new"
-            diffs = identity_diff(existing.settings, settings)
-            hint = ""
-            if _without_version(existing.settings) == _without_version(settings):  # only the data moved on
-                hint = f" (--data-version {existing.settings.get('dataset_version')} reads what it read)"
-            raise RunMismatchError(f"{self.storage.display()} already holds a different run "
-                                   f"({'; '.join(diffs) or 'other settings'}). Use the same settings to resume it"
-                                   f"{hint}, --overwrite to replace it, or another --out.")
+            raise RunMismatchError(self._mismatch(existing, settings))
         if self.storage.exists(self.summary_name):
             return "done"
         return "resume" if self.resume_marker and self.storage.exists(self.resume_marker) else "new"
+
+    def _mismatch(self, existing: RunRecord, settings: dict) -> str:
+        where = self.storage.display()
+        if existing.command and self.command and existing.command != self.command:
+            return (f"{where} holds an `actlake {existing.command}` run; this is `actlake {self.command}`. Choose "
+                    f"another --out (--overwrite replaces that run: only the files it wrote are deleted).")
+        diffs = identity_diff(existing.settings, settings)
+        hint = ""
+        if _without_version(existing.settings) == _without_version(settings):  # only the data moved on
+            hint = f" (--data-version {existing.settings.get('dataset_version')} reads what it read)"
+        return (f"{where} already holds a different run ({'; '.join(diffs) or 'other settings'}). Use the same "
+                f"settings to resume it{hint}, --overwrite to replace it, or another --out.")
 
     def unfinished_version(self, settings: dict) -> int | None:
         """The dataset version an unfinished run of these ``settings`` (bar the version) planned on, or None: a
@@ -121,18 +174,40 @@ class RunDir:
         version = existing.settings.get("dataset_version")
         return int(version) if version is not None else None
 
-    def _clear(self) -> None:
-        """Remove the other run's files; the write lock this run holds stays."""
-        for path in self.storage.find():
-            rel = self.storage.rel(path)
-            if rel and rel != LOCK:
+    def _files(self) -> list[str]:
+        return sorted(r for r in (self.storage.rel(p) for p in self.storage.find()) if r and r != LOCK)
+
+    def _clear(self, existing: RunRecord) -> None:
+        """Remove the other run's files: the ones it listed when it finished, else all but those that were there
+        before it started; the write lock this run holds stays."""
+        keep = set(existing.preexisting) | {LOCK}
+        own = existing.files or [f for f in self._files() if f not in keep]
+        for rel in [*own, RUN]:
+            if rel not in keep:
                 self.storage.delete(rel)
+        log.info("--overwrite: removed the %d files of the earlier run at %s", len(own), self.storage.display())
 
     def start(self, record: RunRecord) -> None:
+        """Write ``run.json`` for a new run, naming the files already there (a user's own: never deleted)."""
+        record.command = record.command or self.command
+        old = self.record()
+        if old is not None and old.fingerprint == record.fingerprint:  # a restart: what was there stays as listed
+            record.preexisting = old.preexisting
+        else:
+            record.preexisting = [f for f in self._files() if f != RUN]
+        if len(record.preexisting) > MAX_PREEXISTING:
+            raise RunMismatchError(f"--out {self.storage.display()} holds {len(record.preexisting)} files that no "
+                                   "actlake run wrote. Choose an empty folder (or a new prefix) for the results.")
         self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())
 
     def finish(self, summary: dict) -> None:
-        """Write the summary: from now on the run is done and a rerun returns it."""
+        """Record every file the run wrote, then write the summary: from now on the run is done and a rerun
+        returns it."""
+        record = self.record()
+        if record is not None:
+            keep = set(record.preexisting)
+            record.files = sorted({f for f in self._files() if f not in keep} | {RUN, self.summary_name})
+            self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())
         self.storage.put_bytes(self.summary_name, json.dumps(summary, indent=1).encode())
 
     def summary(self) -> dict:

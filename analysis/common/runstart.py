@@ -42,8 +42,8 @@ class StartedRun:
         if self.state != "new":
             return
         ref = self.ds.manifest.ref(self.ds.storage.display(), self.hooks)
-        self.rundir.start(RunRecord(fingerprint_of(self.settings), self.settings, dataclasses.asdict(cfg), ref,
-                                    dict(seeds or {})))
+        self.rundir.start(RunRecord(fingerprint=fingerprint_of(self.settings), settings=self.settings,
+                                    config=dataclasses.asdict(cfg), dataset=ref, seeds=dict(seeds or {})))
 
 
 def pin_dataset(open_at: Opener, requested: int | None, rundir: RunDir,
@@ -62,13 +62,13 @@ def pin_dataset(open_at: Opener, requested: int | None, rundir: RunDir,
     return ds, hooks, settings
 
 
-def start_run(cfg, neutral: frozenset[str], *, summary: str = SUMMARY, resume_marker: str | None = RUN,
-              extra: Callable[[Dataset], dict] | None = None) -> StartedRun:
+def start_run(cfg, neutral: frozenset[str], *, command: str, summary: str = SUMMARY,
+              resume_marker: str | None = RUN, extra: Callable[[Dataset], dict] | None = None) -> StartedRun:
     """Open ``cfg``'s dataset pinned at one version (``cfg``: a ``DataArgs`` with ``out`` and ``overwrite``) and
-    the state of ``cfg.out`` for this run; ``neutral`` settings stay out of its fingerprint, ``extra(dataset)``
-    adds settings of its own (a second dataset's version)."""
+    the state of ``cfg.out`` for this run of ``command``; ``neutral`` settings stay out of its fingerprint,
+    ``extra(dataset)`` adds settings of its own (a second dataset's version)."""
     out = Results(cfg.out, cfg.storage)
-    rundir = RunDir(out.storage, summary, resume_marker=resume_marker)
+    rundir = RunDir(out.storage, summary, resume_marker=resume_marker, command=command)
 
     def settings_of(ds: Dataset, hooks: list[str]) -> dict:
         return run_settings(cfg, neutral, dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks,

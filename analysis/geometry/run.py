@@ -147,8 +147,8 @@ def _assemble(run: Assembly[StatsConfig, StatsPlan], outcomes: dict[str, HookOut
                         notes=plan.notes, out=out.display())
 
 
-STATS = HookAnalysis(name="stats", neutral=RUN_NEUTRAL, plan=plan_stats, hook=stats_hook, outcome=HookOutcome,
-                     assemble=_assemble, summary=StatsSummary, describe=_describe)
+STATS = HookAnalysis(name="stats", command="stats", neutral=RUN_NEUTRAL, plan=plan_stats, hook=stats_hook,
+                     outcome=HookOutcome, assemble=_assemble, summary=StatsSummary, describe=_describe)
 
 
 def run(cfg: StatsConfig) -> StatsSummary:

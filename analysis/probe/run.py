@@ -183,8 +183,8 @@ def _assemble(run: Assembly[ProbeConfig, ProbeRun], outcomes: dict[str, HookOutc
         dataset_version=ds.version, notes=plan.notes, out=out.display())
 
 
-PROBE = HookAnalysis(name="probe", neutral=RUN_NEUTRAL, plan=_plan, hook=probe_hook, outcome=HookOutcome,
-                     assemble=_assemble, summary=ProbeSummary, describe=_describe, verb="probed")
+PROBE = HookAnalysis(name="probe", command="probe", neutral=RUN_NEUTRAL, plan=_plan, hook=probe_hook,
+                     outcome=HookOutcome, assemble=_assemble, summary=ProbeSummary, describe=_describe, verb="probed")
 
 
 def run(cfg: ProbeConfig) -> ProbeSummary:

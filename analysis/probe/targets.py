@@ -196,6 +196,8 @@ def _row_labels(cfg: ProbeConfig, task: str, values: pa.Array, notes: list[str])
         labels = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
         keep &= np.isfinite(labels)
     else:
+        if pa.types.is_floating(values.type):  # a NaN label is no label, never a class "nan"
+            keep &= np.isfinite(values.fill_null(0.0).to_numpy(zero_copy_only=False))
         labels = np.asarray(values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False), dtype=object)
     if not keep.any():
         raise ProbeInputError(f"label {cfg.label!r} is null for every row")

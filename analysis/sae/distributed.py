@@ -37,7 +37,7 @@ def train_distributed(cfg: SaeTrainConfig) -> TrainSummary:
 
     ray = connect_ray(cfg.address)
     # the output is checked (and with --overwrite cleared) once here, not by every worker at once
-    rundir = RunDir(Storage(cfg.out, cfg.storage), SUMMARY, resume_marker=LATEST)
+    rundir = RunDir(Storage(cfg.out, cfg.storage), SUMMARY, resume_marker=LATEST, command="sae train")
     ds, settings = pin_sae_data(cfg, rundir)
     if rundir.state(settings, cfg.overwrite) == "done":
         return TrainSummary.from_json(rundir.summary())

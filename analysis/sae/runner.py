@@ -12,8 +12,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from analysis.common.finite import require_finite
 from analysis.common.results import Results
 from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, run_settings
 from analysis.common.runstart import pin_dataset
@@ -51,6 +53,15 @@ class TrainSummary(JsonRecord):
     saes: dict[str, dict] = field(default_factory=dict)  #: name -> {"uri", and the SaeEval numbers}
 
 
+def _require_variance(ds: Dataset, hooks: list[str]) -> None:
+    """A hook whose every row is the same has nothing to learn (and its FVU, variance explained over zero
+    variance, is undefined)."""
+    flat = [h for h in hooks if h in ds.manifest.stats and not float(np.max(ds.stats(h).var, initial=0.0)) > 0]
+    if flat:
+        raise SaeConfigError(f"hook(s) {flat} of {ds.storage.display()} are constant (zero variance in every "
+                             "dimension): an SAE has nothing to learn from them; choose other hooks")
+
+
 def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
     """Every (hook, arch, expansion, k) combination, checked against the dataset."""
     if cfg.min_position:  # pooled rows and images have position -1: nothing would be left to train on
@@ -67,6 +78,8 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
         close = {h: difflib.get_close_matches(h, ds.hooks, n=3, cutoff=0.4) for h in missing}
         raise SaeConfigError(f"hook(s) {missing} not in dataset {ds.storage.display()} (nearest: {close}); "
                              f"it has {ds.hooks}")
+    require_finite(ds, list(cfg.hook), "sae train")
+    _require_variance(ds, list(cfg.hook))
     specs: dict[str, SaeSpec] = {}
     for hook in cfg.hook:
         d_in = ds.hook_spec(hook).numel
@@ -180,7 +193,7 @@ class SaeRun:
     def __init__(self, cfg: SaeTrainConfig, rank: int = 0, world: int = 1) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
         self.out = Results(cfg.out, cfg.storage)
-        self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST)
+        self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST, command="sae train")
         self.ds, self.settings = pin_sae_data(cfg, self.rundir)
         self.specs = plan_saes(cfg, self.ds)
         scales = {h: input_scale(self.ds, h, cfg.normalize, cfg.min_position)
@@ -226,8 +239,9 @@ class SaeRun:
         _init_b_dec(self.cfg, self.ds, self.trainer)
         if self.rank == 0:
             ref = self.ds.manifest.ref(self.ds.storage.display(), self.cfg.hook)
-            self.rundir.start(RunRecord(fingerprint_of(self.settings), self.settings, dataclasses.asdict(self.cfg),
-                                        ref, {"seed": self.cfg.seed}))
+            self.rundir.start(RunRecord(fingerprint=fingerprint_of(self.settings), settings=self.settings,
+                                        config=dataclasses.asdict(self.cfg), dataset=ref,
+                                        seeds={"seed": self.cfg.seed}))
 
     def run(self) -> TrainSummary | None:
         """Train (or resume) to the token budget; rank 0 writes and returns the summary."""

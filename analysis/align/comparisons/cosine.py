@@ -13,4 +13,5 @@ def _pool(v: np.ndarray) -> np.ndarray:
 
 
 register_comparison(Comparison("cosine", dot_scores(unit_rows), _pool, "cosine",
-                               "cosine similarity of the RDM vectors", embed=unit_rows))
+                               "cosine similarity of the RDM vectors", embed=unit_rows,
+                               needs_variance=False))

@@ -60,7 +60,7 @@ def _pool_corr(v: np.ndarray) -> np.ndarray:
 
 register_comparison(Comparison("cosine_cov", dot_scores(_embed_cosine), _pool_cosine, "cosine_cov",
                                "whitened cosine similarity (cosine of the double-centred second moments)",
-                               embed=_embed_cosine, entrywise=False))
+                               embed=_embed_cosine, entrywise=False, needs_variance=False))
 register_comparison(Comparison("corr_cov", dot_scores(_embed_corr), _pool_corr, "corr_cov",
                                "whitened correlation (the RDM vectors centred, then whitened cosine)",
                                embed=_embed_corr, entrywise=False))

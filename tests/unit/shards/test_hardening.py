@@ -24,7 +24,7 @@ from shards.errors import (
     StorageError,
 )
 from shards.storage import Storage
-from tests.helpers import edit_manifest, stats_file, unit_file, unit_rel, write_dataset
+from tests.helpers import edit_manifest, held_on_another_host, stats_file, unit_file, unit_rel, write_dataset
 
 HOOK = {"h": {"shape": [8], "dtype": "float32"}}
 
@@ -159,6 +159,9 @@ def test_live_lock_refusal_names_unlock_and_unlock_breaks_it(tmp_path, capsys):
     try:
         with pytest.raises(DatasetLockedError, match=f"actlake unlock {uri}"):
             shards.create_dataset(uri, HOOK, mode="append")
+        assert main(["unlock", uri]) == 2  # its holder (this process) is alive on this host
+        assert "which is alive" in capsys.readouterr().err
+        held_on_another_host(tmp_path / "ds")
         assert main(["unlock", uri]) == 0
         assert "removed the lock of host" in capsys.readouterr().out
         with shards.create_dataset(uri, HOOK, mode="append") as w:
@@ -176,6 +179,9 @@ def test_repair_with_break_lock(tmp_path):
     try:
         with pytest.raises(DatasetLockedError):
             shards.verify_dataset(uri, repair=True)
+        with pytest.raises(DatasetLockedError, match="which is alive"):
+            shards.verify_dataset(uri, repair=True, break_lock=True)
+        held_on_another_host(tmp_path / "ds")
         assert shards.verify_dataset(uri, repair=True, break_lock=True).removed == ["data/unit-000009-0a1b2c3d.parquet"]
     finally:
         holder.abort()

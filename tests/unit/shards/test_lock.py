@@ -11,7 +11,8 @@ import time
 import pytest
 
 import shards
-from tests.helpers import HOOKS, unit_columns, write_dataset
+from shards.errors import DatasetLockedError
+from tests.helpers import HOOKS, held_on_another_host, unit_columns, write_dataset
 
 HOLD = """
 import sys, time, shards
@@ -56,6 +57,9 @@ def test_second_writer_process_refused_then_takes_over_after_kill(tmp_path):
 def test_break_lock(tmp_path):
     uri = str(tmp_path / "ds")
     w1 = shards.create_dataset(uri, HOOKS)
+    with pytest.raises(DatasetLockedError, match=f"held by process {os.getpid()} on this host, which is alive"):
+        shards.create_dataset(uri, HOOKS, mode="append", break_lock=True)  # a live holder here: never broken
+    held_on_another_host(tmp_path / "ds")
     w2 = shards.create_dataset(uri, HOOKS, mode="append", break_lock=True)
     w2.write_unit(0, unit_columns(0, 4))
     w2.close()
