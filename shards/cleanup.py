@@ -14,11 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from shards.commits import CommitRecord
 from shards.layout import (
     ARTIFACTS_DIR,
+    CHECKPOINT_DIR,
     COMMITS_DIR,
     DATA_DIR,
+    LEAF_DIR,
+    LOG_DIR,
     MANIFEST,
     STATS_DIR,
     VERSIONS_DIR,
+    is_leaf_name,
     is_temp_file,
     parse_data_name,
     parse_unit_name,
@@ -57,14 +61,32 @@ def readable_records(storage: Storage, ids: list[int]) -> tuple[list[CommitRecor
 
 
 def garbage(storage: Storage, named: set[str]) -> list[str]:
-    """Unit files that no kept version or commit record names (``named``: their paths), and temporary files
-    of killed writers."""
+    """Unit files that no kept version or commit record names (``named``: their paths), temporary files of
+    killed writers, and what a writer killed mid-commit left of format v3's metadata: checkpoints of versions
+    that have no log entry and leaves no checkpoint lists. (Callers that delete hold the write lock: no writer
+    is between writing a leaf and naming it.)"""
     out = []
-    for d in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR):
+    for d in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR, LOG_DIR, CHECKPOINT_DIR, LEAF_DIR):
         for f in storage.list(d):
             if is_temp_file(f) or (d == DATA_DIR and parse_data_name(f) is not None and f"{d}/{f}" not in named):
                 out.append(f"{d}/{f}")
-    return out
+    return out + _unnamed_metadata(storage)
+
+
+def _unnamed_metadata(storage: Storage) -> list[str]:
+    from shards.errors import CorruptManifestError
+    from shards.versionlog import checkpoint_path, list_checkpoints, list_log_versions, read_checkpoint
+
+    logged = set(list_log_versions(storage))
+    orphans = [checkpoint_path(c) for c in list_checkpoints(storage) if c not in logged]
+    listed: set[str] = set()
+    for c in list_checkpoints(storage):
+        try:
+            listed |= {ref.path for ref in read_checkpoint(storage, c).leaves}
+        except CorruptManifestError:
+            return orphans  # a damaged checkpoint may list any leaf: keep them all (repair sets it aside first)
+    leaves = [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if is_leaf_name(f)]
+    return orphans + [rel for rel in leaves if rel not in listed]
 
 
 def _our_stats_files(storage: Storage, hooks: set[str]) -> list[str]:
@@ -88,6 +110,9 @@ def dataset_files(storage: Storage, manifest: Manifest | None, hooks: list[str] 
     hook_names = {*hooks, *(manifest.hooks if manifest else ())}
     files += sorted({*_our_stats_files(storage, hook_names), *(stats_path(h) for h in hook_names)})
     files += [f"{VERSIONS_DIR}/{f}" for f in storage.list(VERSIONS_DIR) if parse_version_name(f) is not None]
+    files += [f"{LOG_DIR}/{f}" for f in storage.list(LOG_DIR) if parse_version_name(f) is not None]
+    files += [f"{CHECKPOINT_DIR}/{f}" for f in storage.list(CHECKPOINT_DIR) if parse_version_name(f) is not None]
+    files += [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if is_leaf_name(f)]
     files += [a.path for a in (manifest.artifacts.values() if manifest else ())]
     return files + [g for g in garbage(storage, set(files)) if g not in files]
 
@@ -104,7 +129,8 @@ def delete_dataset_files(storage: Storage, manifest: Manifest | None, hooks: lis
         storage.delete(rel)
     storage.delete(MANIFEST)
     # kept versions before data: stopped half-way, no version names a file that is gone
-    for rel in sorted((f for f in files if f not in records), key=lambda r: not r.startswith(VERSIONS_DIR)):
+    history = (VERSIONS_DIR, LOG_DIR, CHECKPOINT_DIR)
+    for rel in sorted((f for f in files if f not in records), key=lambda r: not r.startswith(history)):
         storage.delete(rel)
     if manifest is not None or records:
         log.info("removed the dataset at %s (%d files named by its manifest and commit records)",
@@ -117,7 +143,7 @@ def remove_empty_dirs(storage: Storage) -> None:
     dataset leaves no trace; a folder holding anything (a user's file, another writer's lock) stays."""
     if not storage.is_local:
         return  # object stores have no folders
-    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR, ARTIFACTS_DIR, ""):
+    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR, LOG_DIR, LEAF_DIR, CHECKPOINT_DIR, ARTIFACTS_DIR, ""):
         try:
             os.rmdir(storage.path(rel))
         except OSError:

@@ -17,6 +17,9 @@ STATS_DIR = "stats"
 ARTIFACTS_DIR = "artifacts"
 LOCK = "_lock.json"
 VERSIONS_DIR = "_versions"
+LOG_DIR = "_log"  #: format v3: a record per version of what it changed
+CHECKPOINT_DIR = "_checkpoints"  #: format v3: the whole state of some versions
+LEAF_DIR = f"{CHECKPOINT_DIR}/leaves"  #: format v3: immutable pieces of unit lists, named by their digest
 
 #: unit ids are 0 .. MAX_UNIT_ID (file names stay sortable; Arrow and JSON hold them exactly)
 MAX_UNIT_ID = 2**31 - 1
@@ -29,8 +32,9 @@ _ATTEMPT_FILE = re.compile(r"(unit-\d{6,10})-([0-9a-f]{8})\.parquet")
 _VERSION_FILE = re.compile(r"v(\d{9})\.json")
 _STATS_FILE = re.compile(r"(.+)\.v(\d{9})\.npz")
 #: temporary siblings that Storage writes on local disks before a rename (``<name>.tmp-<12 hex>``)
-_TEMP_FILE = re.compile(r"(unit-\d{6,10}(-[0-9a-f]{8})?\.(parquet|json)|manifest\.json|v\d{9}\.json|[^/]+\.npz)"
-                        r"\.tmp-[0-9a-f]{12}")
+_TEMP_FILE = re.compile(r"(unit-\d{6,10}(-[0-9a-f]{8})?\.(parquet|json)|manifest\.json|v\d{9}\.json|[^/]+\.npz|"
+                        r"[0-9a-f]{32}\.parquet)\.tmp-[0-9a-f]{12}")
+_LEAF_FILE = re.compile(r"[0-9a-f]{32}\.parquet")
 
 
 def check_unit_id(unit_id) -> int:
@@ -85,6 +89,27 @@ def version_path(version: int) -> str:
 def parse_version_name(filename: str) -> int | None:
     m = _VERSION_FILE.fullmatch(filename)
     return int(m.group(1)) if m else None
+
+
+def log_path(version: int) -> str:
+    """``_log/v000000017.json``: what version 17 changed (format v3)."""
+    return f"{LOG_DIR}/v{int(version):09d}.json"
+
+
+def checkpoint_path(version: int) -> str:
+    """``_checkpoints/v000000016.json``: the whole state of version 16 and its unit list's leaves (format v3)."""
+    return f"{CHECKPOINT_DIR}/v{int(version):09d}.json"
+
+
+def leaf_path(digest: str) -> str:
+    """``_checkpoints/leaves/<xxh3-128 hex>.parquet``: a piece of unit list, named by the digest of its bytes."""
+    if not _LEAF_FILE.fullmatch(f"{digest}.parquet"):
+        raise ValueError(f"leaf digest {digest!r} is not 32 hex digits")
+    return f"{LEAF_DIR}/{digest}.parquet"
+
+
+def is_leaf_name(filename: str) -> bool:
+    return _LEAF_FILE.fullmatch(filename) is not None
 
 
 def versioned_stats_path(hook: str, version: int) -> str:

@@ -21,10 +21,7 @@ from shards.layout import (
     MANIFEST,
     VERSIONS_DIR,
     artifact_path,
-    check_unit_id,
-    is_unit_data_path,
     parse_version_name,
-    unit_data_path,
     version_path,
 )
 from shards.records import JsonRecord
@@ -32,10 +29,11 @@ from shards.schema import DatasetSchema, HookSpec
 from shards.secrets import redact, redact_uri
 from shards.stats import StatsSummary
 from shards.storage import Storage
+from shards.units import SkippedInput, UnitEntry, units_digest
 
-FORMAT_VERSION = 2
-#: formats this actlake reads (v1: one mutable file per unit, no kept versions)
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+#: formats this actlake reads (v1: one mutable file per unit, no kept versions; v2: every version a full copy)
+READABLE_FORMATS = (1, 2, 3)
 CHECKSUM_ALGORITHM = "xxh3_128"
 
 
@@ -50,62 +48,6 @@ def code_version() -> str:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclass(frozen=True)
-class SkippedInput(JsonRecord):
-    """An input left out of a unit on purpose (e.g. an unreadable image with ``--on-bad-image skip``)."""
-
-    stimulus_id: str
-    example_id: int
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class UnitEntry:
-    """One committed unit as the manifest lists it."""
-
-    id: int
-    path: str
-    rows: int
-    bytes: int
-    checksum: str
-    row_groups: tuple[int, ...]
-    example_range: tuple[int, int] | None
-    committed: str
-    skipped: tuple[SkippedInput, ...] = ()
-    tick: str = ""  #: the scheduled tick that wrote the unit, if one did
-
-    def to_json(self) -> dict:
-        d = {"id": self.id, "path": self.path, "rows": self.rows, "bytes": self.bytes, "checksum": self.checksum,
-             "row_groups": list(self.row_groups),
-             "example_range": list(self.example_range) if self.example_range is not None else None,
-             "committed": self.committed}
-        if self.skipped:
-            d["skipped"] = [s.to_json() for s in self.skipped]
-        if self.tick:
-            d["tick"] = self.tick
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> UnitEntry:
-        """Parse and check an entry (from a manifest or a commit record); ValueError naming what is wrong."""
-        er = d.get("example_range")
-        entry = cls(id=check_unit_id(d["id"]), path=d["path"], rows=int(d["rows"]), bytes=int(d["bytes"]),
-                    checksum=str(d["checksum"]), row_groups=tuple(int(r) for r in d["row_groups"]),
-                    example_range=(int(er[0]), int(er[1])) if er else None, committed=d.get("committed", ""),
-                    skipped=tuple(SkippedInput.from_json(s) for s in d.get("skipped") or ()),
-                    tick=str(d.get("tick", "")))
-        entry.check()
-        return entry
-
-    def check(self) -> None:
-        """The entry's path is the one its id names (never ``../x`` or absolute); its counts agree."""
-        if not is_unit_data_path(self.id, self.path):
-            raise ValueError(f"unit {self.id} has path {self.path!r}; the format names it {unit_data_path(self.id)!r} "
-                             f"or data/unit-{self.id:06d}-<8 hex>.parquet")
-        if self.rows < 0 or self.bytes < 0 or sum(self.row_groups) != self.rows:
-            raise ValueError(f"unit {self.id}: rows {self.rows} != sum of row groups {list(self.row_groups)}")
 
 
 @dataclass(frozen=True)
@@ -280,6 +222,8 @@ class Manifest:
     previous_version: int = 0  #: the version ``previous_digest`` is of (usually this one minus 1)
     #: the digest of the bytes this manifest was read from (not stored; "" for one built in memory)
     source_digest: str = field(default="", compare=False, repr=False)
+    #: the JSON this manifest was read from (a v3 writer continues from its checkpoint and chain)
+    root: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def hooks(self) -> dict[str, HookSpec]:
@@ -287,11 +231,13 @@ class Manifest:
 
     @property
     def num_rows(self) -> int:
-        return sum(u.rows for u in self.units)
+        total = getattr(self.units, "total_rows", None)  # a UnitTable sums a column
+        return int(total) if total is not None else sum(u.rows for u in self.units)
 
     @property
     def num_bytes(self) -> int:
-        return sum(u.bytes for u in self.units)
+        total = getattr(self.units, "total_bytes", None)
+        return int(total) if total is not None else sum(u.bytes for u in self.units)
 
     @property
     def model(self) -> ModelInfo | None:
@@ -304,15 +250,20 @@ class Manifest:
         return DatasetRef(uri, self.dataset_id, self.version, tuple(hooks))
 
     def to_json(self) -> dict:
-        schema = self.schema.to_json()
+        """The whole manifest as format v2 wrote it (the unit list inline): what ``actlake info --json`` shows."""
+        state = self.state_json()
+        units = [u.to_json() for u in self.units]
+        return {**state, "hooks": state["schema"]["hooks"], "units": units, "num_rows": self.num_rows,
+                "num_bytes": self.num_bytes, "units_digest": units_digest(units)}
+
+    def state_json(self) -> dict:
+        """Every field but the unit list: what a v3 version records (its changes in a log entry, all of it in a
+        checkpoint and the root)."""
         out = {"format_version": self.format_version, "dataset_id": self.dataset_id, "version": self.version,
                "created": self.created, "updated": self.updated, "code_version": self.code_version,
                "compression": self.compression, "row_group_bytes": self.row_group_bytes,
-               "checksum_algorithm": self.checksum_algorithm,
-               "schema": schema, "hooks": schema["hooks"],  # "hooks" repeats schema.hooks for v1 readers
-               "units": [u.to_json() for u in self.units], "num_rows": self.num_rows, "num_bytes": self.num_bytes,
+               "checksum_algorithm": self.checksum_algorithm, "schema": self.schema.to_json(),
                "stats": {n: s.to_json() for n, s in self.stats.items()}, "provenance": self.provenance.to_json()}
-        out["units_digest"] = units_digest(out["units"])
         if self.artifacts:
             out["artifacts"] = {n: a.to_json() for n, a in self.artifacts.items()}
         if self.stats_files:
@@ -334,15 +285,20 @@ class Manifest:
         return (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode()
 
     @classmethod
-    def from_json(cls, d: dict) -> Manifest:
-        """Parse and check a manifest (see ``check_units``); KeyError/ValueError/TypeError when malformed."""
-        check_units(d)
+    def from_json(cls, d: dict, units=None) -> Manifest:
+        """Parse and check a manifest (see ``check_units``); KeyError/ValueError/TypeError when malformed.
+        ``units``: the unit list when the JSON does not hold it inline (a v3 root or log state: a UnitTable)."""
+        if units is None:
+            check_units(d)
+            units = sorted((UnitEntry.from_json(u) for u in d.get("units", [])), key=lambda u: u.id)
+        else:
+            units.check()
         return cls(
             dataset_id=d["dataset_id"], schema=DatasetSchema.from_json(d["schema"]), created=d.get("created", ""),
             code_version=d.get("code_version", ""), compression=d.get("compression", "none"),
             row_group_bytes=int(d.get("row_group_bytes", 32 << 20)),
             checksum_algorithm=d.get("checksum_algorithm", CHECKSUM_ALGORITHM),
-            units=sorted((UnitEntry.from_json(u) for u in d.get("units", [])), key=lambda u: u.id),
+            units=units,
             stats={n: StatsSummary.from_json(s) for n, s in (d.get("stats") or {}).items()},
             provenance=Provenance.from_json(d.get("provenance")), config=d.get("config"),
             job_identity=d.get("job"), version=int(d.get("version", 0)),
@@ -378,13 +334,6 @@ def bytes_digest(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def units_digest(units: list[dict]) -> str:
-    """A hash of the manifest's unit list as JSON: an edited or damaged list no longer matches it."""
-    import xxhash
-
-    return xxhash.xxh3_128_hexdigest(json.dumps(units, sort_keys=True, separators=(",", ":")).encode())
-
-
 def check_units(d: dict) -> None:
     """Refuse a unit list that would read rows twice or drop some: repeated ids, an edited list."""
     units = d.get("units", [])
@@ -399,8 +348,9 @@ def check_units(d: dict) -> None:
         raise ValueError(f"num_rows {d['num_rows']} != the sum of its units' rows")
 
 
-def parse_manifest(raw: bytes, where: str) -> Manifest:
-    """A manifest from its bytes; CorruptManifestError or FormatVersionError naming ``where`` and the fix."""
+def parse_manifest(raw: bytes, where: str, storage: Storage | None = None) -> Manifest:
+    """A manifest from its bytes; CorruptManifestError or FormatVersionError naming ``where`` and the fix. A v3
+    root that names its unit list elsewhere (a checkpoint and log entries) reads it from ``storage``."""
     fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
     try:
         data = json.loads(raw)
@@ -415,8 +365,16 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
                                      f"{FORMAT_VERSION}. Upgrade actlake (nothing was read or written).")
         raise CorruptManifestError(f"{where} has format_version {version!r}, expected {FORMAT_VERSION}. {fix}")
     try:
-        manifest = Manifest.from_json(data)
+        units = None
+        if isinstance(data.get("units"), dict):  # v3: the unit list is in a checkpoint and the log
+            from shards.versionlog import root_units
+
+            if storage is None:
+                raise ValueError("its unit list is stored beside it: read it with read_manifest(storage)")
+            units = root_units(storage, data["units"])
+        manifest = Manifest.from_json(data, units)
         manifest.source_digest = bytes_digest(raw)
+        manifest.root = data
         return manifest
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -424,8 +382,11 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
 
 
 def list_versions(storage: Storage) -> list[int]:
-    """The versions whose manifests are kept under ``_versions/`` (format v2), oldest first."""
-    return sorted(v for v in (parse_version_name(f) for f in storage.list(VERSIONS_DIR)) if v is not None)
+    """The kept versions, oldest first: log entries (format v3) and full manifests under ``_versions/`` (v2)."""
+    from shards.versionlog import list_log_versions
+
+    v2 = {v for v in (parse_version_name(f) for f in storage.list(VERSIONS_DIR)) if v is not None}
+    return sorted(v2 | set(list_log_versions(storage)))
 
 
 def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
@@ -444,7 +405,7 @@ def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
             f"no actlake dataset at {storage.display()}: {MANIFEST} not found.{hint} "
             "Check the URI (datasets under a prefix: `actlake ls PREFIX`)."
         ) from None
-    return parse_manifest(raw, storage.display(MANIFEST))
+    return parse_manifest(raw, storage.display(MANIFEST), storage)
 
 
 def check_version(version) -> int:
@@ -474,6 +435,18 @@ def _missing_version(storage: Storage, version: int, latest: Manifest) -> Datase
 
 
 def _read_version(storage: Storage, version: int) -> Manifest:
+    from shards.versionlog import log_path, version_state
+
+    try:
+        state, units, entry = version_state(storage, version)  # format v3: its checkpoint and log entries
+        try:
+            manifest = Manifest.from_json(state, units)
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise CorruptManifestError(f"{storage.display(log_path(version))}: version {version} cannot be "
+                                       f"rebuilt: {exc}") from None
+        return manifest
+    except FileNotFoundError:
+        pass
     try:
         raw = storage.get_bytes(version_path(version))
     except FileNotFoundError:
@@ -481,7 +454,7 @@ def _read_version(storage: Storage, version: int) -> Manifest:
         if latest.version == version:  # a v1 dataset keeps only its latest version, in manifest.json
             return latest
         raise _missing_version(storage, version, latest) from None
-    manifest = parse_manifest(raw, storage.display(version_path(version)))
+    manifest = parse_manifest(raw, storage.display(version_path(version)), storage)
     if manifest.version != version:
         raise CorruptManifestError(f"{storage.display(version_path(version))} holds version {manifest.version}")
     return manifest

@@ -45,6 +45,16 @@ def decode_metadata(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
+def _row_groups(units) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit index, index in the unit, rows) of every row group, in order: from the columns of a format v3 unit
+    table at once (no object per unit), or unit by unit from a list."""
+    if hasattr(units, "row_group_arrays"):
+        return units.row_group_arrays()
+    groups = np.asarray([(ui, gi, rows) for ui, u in enumerate(units) for gi, rows in enumerate(u.row_groups)],
+                        dtype=np.int64).reshape(-1, 3)
+    return tuple(groups[:, i].copy() for i in range(3))
+
+
 def _slice_pages(pages: list[np.ndarray], start: int, stop: int) -> list[np.ndarray]:
     """Rows [start, stop) of a row group stored as consecutive page views."""
     out, pos = [], 0
@@ -71,9 +81,8 @@ class Dataset:
         self.manifest: Manifest = read_manifest(self.storage, version)
         self.schema = self.manifest.schema
         self.units = self.manifest.units
-        groups = np.asarray([(ui, gi, rows) for ui, u in enumerate(self.units) for gi, rows in enumerate(u.row_groups)],
-                            dtype=np.int64).reshape(-1, 3)  # one row per row group: unit, index in unit, rows
-        self._group_unit, self._group_index, self.group_rows = (groups[:, i].copy() for i in range(3))
+        # one entry per row group: its unit, its index in the unit, its rows
+        self._group_unit, self._group_index, self.group_rows = _row_groups(self.units)
         self._group_start = np.concatenate([[0], np.cumsum(self.group_rows)]).astype(np.int64)
         self.files = FileCache(self.storage, on_missing=self._missing_file)
         self._stats: dict[str, HookStats] = {}

@@ -165,20 +165,27 @@ class HookStats:
                    norm_sum=nan if d["norm_sum"] is None else float(d["norm_sum"]),
                    max_abs=nan if d["max_abs"] is None else float(d["max_abs"]), nonfinite=int(d.get("nonfinite", 0)))
 
-    def to_npz_bytes(self, units: list[int]) -> bytes:
+    def to_npz_bytes(self, units) -> bytes:
+        """The file's bytes; ``units``: the unit ids merged in, as a list (formats v1/v2) or an ``IdDigest``
+        (format v3: two numbers instead of every id, so that a commit writes O(d), not O(units))."""
         buf = io.BytesIO()
+        covered = ({"units_count": np.int64(units.count), "units_xor": np.uint64(units.xor)}
+                   if hasattr(units, "xor") else {"units": np.asarray(sorted(units), dtype=np.int64)})
         np.savez(
             buf, count=np.int64(self.count), mean=self.mean, m2=self.m2, var=self.var,
             norm_sum=np.float64(self.norm_sum), mean_norm=np.float64(self.mean_norm),
-            max_abs=np.float64(self.max_abs), units=np.asarray(sorted(units), dtype=np.int64),
-            nonfinite=np.int64(self.nonfinite),
+            max_abs=np.float64(self.max_abs), nonfinite=np.int64(self.nonfinite), **covered,
         )
         return buf.getvalue()
 
     @classmethod
-    def from_npz_bytes(cls, data: bytes) -> tuple[HookStats, list[int]]:
-        """The merged statistics and the unit ids merged into them."""
+    def from_npz_bytes(cls, data: bytes):
+        """The merged statistics and the unit ids merged into them (a list, or an ``IdDigest``)."""
+        from shards.unit_table import IdDigest
+
         z = np.load(io.BytesIO(data), allow_pickle=False)
         s = cls(count=int(z["count"]), mean=z["mean"], m2=z["m2"], norm_sum=float(z["norm_sum"]),
                 max_abs=float(z["max_abs"]), nonfinite=int(z["nonfinite"]) if "nonfinite" in z.files else 0)
-        return s, [int(u) for u in z["units"]]
+        if "units" in z.files:
+            return s, [int(u) for u in z["units"]]
+        return s, IdDigest(int(z["units_count"]), int(z["units_xor"]))

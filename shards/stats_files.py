@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import zipfile
 
+import numpy as np
+
 from shards.errors import CorruptDataError
 from shards.layout import stats_path
 from shards.stats import HookStats
 from shards.storage import Storage
+from shards.unit_table import IdDigest
 
 
-def read_stats_file(storage: Storage, hook: str, path: str | None = None) -> tuple[HookStats, list[int]]:
-    """A hook's merged statistics and the unit ids merged into them.
+def read_stats_file(storage: Storage, hook: str, path: str | None = None) -> tuple[HookStats, object]:
+    """A hook's merged statistics and the unit ids merged into them (a list, or an ``IdDigest``).
 
     FileNotFoundError when the file is absent; CorruptDataError naming it when it cannot be parsed
     (truncated, garbled): writers then rebuild it from the commit records, ``actlake verify --repair`` too.
@@ -26,14 +29,25 @@ def read_stats_file(storage: Storage, hook: str, path: str | None = None) -> tup
                                f"{storage.display()}` rebuilds it from the commit records", problem) from None
 
 
-def check_stats_file(storage: Storage, hook: str, committed: list[int], path: str | None = None) -> str | None:
-    """What is wrong with a hook's statistics file, or None when it covers exactly the committed units."""
+def covers(units, committed, digest: IdDigest | None = None) -> bool:
+    """Whether a statistics file's units (a list, or an ``IdDigest``) are exactly ``committed`` (ids; their
+    ``digest`` when the caller has it)."""
+    if isinstance(units, IdDigest):
+        return units == (digest if digest is not None else IdDigest.of(np.asarray(list(committed), dtype=np.int64)))
+    return list(units) == sorted(committed)
+
+
+def check_stats_file(storage: Storage, hook: str, committed, path: str | None = None,
+                     digest: IdDigest | None = None) -> str | None:
+    """What is wrong with a hook's statistics file, or None when it covers exactly the committed units (ids;
+    their ``digest`` when the caller has it)."""
     try:
         _stats, units = read_stats_file(storage, hook, path)
     except FileNotFoundError:
-        return "missing" if committed else None
+        return "missing" if len(committed) else None
     except CorruptDataError as exc:
         return f"damaged: {exc.problem}"
-    if units != sorted(committed):
-        return f"covers {len(units)} units, the manifest lists {len(committed)} (stale or damaged)"
+    if not covers(units, committed, digest):
+        n = units.count if isinstance(units, IdDigest) else len(units)
+        return f"covers {n} units, the manifest lists {len(committed)} (stale or damaged)"
     return None

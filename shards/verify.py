@@ -22,11 +22,11 @@ from shards.checksums import checksum
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptDataError, CorruptManifestError, DatasetNotFoundError
 from shards.integrity import check_footer
-from shards.layout import unit_commit_path, version_path
-from shards.manifest import ArtifactEntry, Manifest, UnitEntry, read_manifest
+from shards.layout import MANIFEST, unit_commit_path, version_path
+from shards.manifest import ArtifactEntry, Manifest, UnitEntry, parse_manifest, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
-from shards.versions import chain_problems, read_kept
+from shards.versions import chain_problems, root_problem, walk_versions
 
 log = logging.getLogger("actlake.verify")
 
@@ -114,50 +114,101 @@ def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -
     return {r.unit.path for r in records}
 
 
-def _check_version(storage: Storage, manifest: Manifest, report: VerifyReport, checked: set[str], checksums: bool,
-                   threads: int, latest: bool = True) -> None:
-    """The files one version names that no newer version already had checked: units, statistics, artifacts."""
-    arrow_schema = manifest.schema.arrow_schema()
-    units = [u for u in manifest.units if u.path not in checked]
-    checked.update(u.path for u in units)
+def _check_units(storage: Storage, units: list[UnitEntry], arrow_schema, report: VerifyReport, checked: set[str],
+                 checksums: bool, threads: int) -> None:
+    todo = [u for u in units if u.path not in checked]
+    checked.update(u.path for u in todo)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), units))
-    for unit, problems in zip(units, results, strict=True):
+        results = list(pool.map(lambda u: _check_unit(storage, u, arrow_schema, checksums), todo))
+    for unit, problems in zip(todo, results, strict=True):
         report.units_checked += 1
         if problems:
             report.bad[unit.path] = problems
-    committed = sorted(u.id for u in manifest.units)
+
+
+def _check_view(storage: Storage, view, report: VerifyReport, checked: set[str], checksums: bool, threads: int,
+                latest: bool) -> None:
+    """The files one version names that no version walked before already had checked: units, statistics,
+    artifacts."""
+    manifest = view.manifest
+    _check_units(storage, view.new_units, manifest.schema.arrow_schema(), report, checked, checksums, threads)
     for hook in manifest.hooks:
-        path = manifest.stats_files.get(hook)
-        if (path or f"stats/{hook}.npz") in checked:
+        path = manifest.stats_files.get(hook) or f"stats/{hook}.npz"
+        if path in checked and not latest:
             continue
-        checked.add(path or f"stats/{hook}.npz")
-        problem = check_stats_file(storage, hook, committed, path)
+        checked.add(path)
+        problem = check_stats_file(storage, hook, view.units.keys(), manifest.stats_files.get(hook), view.ids)
         if problem:
-            (report.stats if latest else report.old_stats)[path or f"stats/{hook}.npz"] = problem
+            (report.stats if latest else report.old_stats)[path] = problem
     for art in manifest.artifacts.values():
         if art.path not in checked and (problem := _check_artifact(storage, art, checksums)):
             report.bad[art.path] = [problem]
         checked.add(art.path)
-    report.versions_checked.append(manifest.version)
+    report.versions_checked.append(view.version)
 
 
 def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, threads: int = 4,
                   all_versions: bool = True) -> VerifyReport:
     """Everything ``verify_dataset`` checks, for a manifest already read (and, with ``all_versions``, every
-    older kept version: each file once); changes nothing."""
+    older kept version, walked oldest first with one unit list in memory: each file once); changes nothing."""
     report = VerifyReport(storage.display())
     checked: set[str] = set()
-    versions, damaged = read_kept(storage, manifest) if all_versions else ([manifest], {})
-    report.versions = {version_path(v): f"damaged: {p}" for v, p in damaged.items()}
-    report.versions.update({version_path(v): p for v, p in chain_problems(storage, versions).items()})
-    for m in reversed(versions):  # newest first: a damaged file is reported under the path readers use now
-        _check_version(storage, m, report, checked, checksums, threads, latest=m is manifest)
+    named: set[str] = set()
+    walked = []
+    for view in walk_versions(storage, manifest, None if all_versions else []):
+        if isinstance(view, tuple):
+            v, problem = view
+            report.versions[_record_path(storage, v)] = f"damaged: {problem}"
+            walked += _link_of_unreadable(storage, v)  # its record may still tell whether the one before changed
+            continue
+        _check_view(storage, view, report, checked, checksums, threads, latest=view.version == manifest.version)
+        named |= {u.path for u in view.new_units}
+        walked.append(_ChainLink(view.version, view.entry, view.manifest.previous_version,
+                                 view.manifest.previous_digest))
+    for v, problem in chain_problems(storage, walked).items():  # a damaged record is reported as damaged
+        report.versions.setdefault(_record_path(storage, v), problem)
+    try:
+        problem = root_problem(storage, manifest)
+    except CorruptManifestError as exc:  # the latest's own log entry (or its chain) is damaged: reported above
+        problem = None if report.versions else str(exc)
+    if problem is not None:
+        report.versions[MANIFEST] = problem
     report.versions_checked.sort()
     present = _check_records(storage, manifest, report)
-    named = present | {u.path for m in versions for u in m.units}
-    report.garbage = garbage(storage, named)
+    report.garbage = garbage(storage, present | named)
     return report
+
+
+def _link_of_unreadable(storage: Storage, version: int) -> list[_ChainLink]:
+    """The chain link of a version whose unit list cannot be rebuilt, from its log entry when that parses."""
+    from shards.versionlog import read_log
+
+    try:
+        entry, _raw = read_log(storage, version)
+    except (CorruptManifestError, FileNotFoundError):
+        return []
+    return [_ChainLink(version, entry, entry.base, str((entry.previous or {}).get("digest") or ""))]
+
+
+@dataclass
+class _ChainLink:
+    """What the chain check needs of a walked version (not its units)."""
+
+    version: int
+    entry: object
+    previous_version: int
+    previous_digest: str
+
+    @property
+    def manifest(self):
+        return self
+
+
+def _record_path(storage: Storage, version: int) -> str:
+    """A version's record: its log entry (format v3) or its whole manifest (v2)."""
+    from shards.versionlog import log_path
+
+    return log_path(version) if storage.exists(log_path(version)) else version_path(version)
 
 
 def _check_artifact(storage: Storage, art: ArtifactEntry, checksums: bool) -> str | None:
@@ -190,8 +241,8 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
             drop_damaged: bool) -> VerifyReport:
     from shards.writer import DatasetWriter
 
+    _set_aside_a_root_its_log_disagrees_with(storage)
     manifest, rebuilt = _manifest_or_records(storage)
-    set_aside = _set_aside_damaged_versions(storage, manifest) if not rebuilt else []
     committed = sorted(u.id for u in manifest.units)
     damaged_stats = [manifest.stats_files.get(h, f"stats/{h}.npz") for h in manifest.hooks
                      if check_stats_file(storage, h, committed, manifest.stats_files.get(h))]
@@ -200,6 +251,10 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
                        compression=manifest.compression, row_group_bytes=manifest.row_group_bytes,
                        storage_options=storage_options, break_lock=break_lock, rebuild_manifest=rebuilt) as w:
         w.flush()  # what the writer folded when it opened is in the manifest the check reads
+        set_aside = _set_aside_damaged_versions(storage, w.manifest)
+        if set_aside:  # the latest's chain may pass through them: a version with a checkpoint of its own, and
+            w.checkpoint_now()  # the one that was the latest is now an old version: checked as one
+            set_aside += _set_aside_damaged_versions(storage, w.manifest)
         report = check_dataset(storage, w.manifest, checksums, threads)
         if rebuilt:
             report.repaired.append(f"manifest.json rebuilt from {len(w.manifest.units)} commit records")
@@ -228,21 +283,45 @@ def _set_aside_damaged_versions(storage: Storage, latest: Manifest) -> list[str]
     `verify` and `vacuum` then go on with the readable ones. Files of versions ahead of manifest.json (left by a
     writer that died between the two writes) are set aside too when they cannot be read."""
     from shards.layout import parse_version_name
+    from shards.versionlog import list_log_versions, log_path, read_log
 
-    bad = []
-    for f in storage.list(version_path(0).rsplit("/", 1)[0]):
-        v = parse_version_name(f)
-        if v is None or v == latest.version:
-            continue
+    def damaged(rel: str, read) -> bool:
         try:
-            read_manifest(storage, v)
+            read()
+            return False
         except (CorruptManifestError, DatasetNotFoundError):
-            rel = version_path(v)
+            return True
+
+    suspects = [(version_path(v), lambda v=v: parse_manifest(storage.get_bytes(version_path(v)), "", storage))
+                for v in (parse_version_name(f) for f in storage.list(version_path(0).rsplit("/", 1)[0]))
+                if v is not None and v != latest.version]
+    suspects += [(log_path(v), lambda v=v: read_log(storage, v)) for v in list_log_versions(storage)]
+    bad = [rel for rel, read in suspects if damaged(rel, read)]
+    # then the versions that can no longer be rebuilt (their chain passes through a damaged record)
+    bad += [_record_path(storage, v[0]) for v in walk_versions(storage, latest) if isinstance(v, tuple)]
+    for rel in dict.fromkeys(bad):
+        if storage.exists(rel):
             storage.put_bytes(f"{rel}.damaged", storage.get_bytes(rel))
             storage.delete(rel)
-            bad.append(rel)
             log.warning("set aside the damaged %s", storage.display(rel))
-    return bad
+    return list(dict.fromkeys(bad))
+
+
+def _set_aside_a_root_its_log_disagrees_with(storage: Storage) -> None:
+    """An edited v3 root is set aside (``manifest.json.damaged``): the repair then rebuilds the latest version from
+    the commit records."""
+    try:
+        latest = read_manifest(storage)
+    except (DatasetNotFoundError, CorruptManifestError):
+        return
+    try:
+        problem = root_problem(storage, latest)
+    except CorruptManifestError:  # the log is damaged, not the root: the latest reads from it as it is
+        return
+    if problem is not None:
+        storage.put_bytes(f"{MANIFEST}.damaged", storage.get_bytes(MANIFEST))
+        storage.delete(MANIFEST)
+        log.warning("set aside %s: %s", storage.display(MANIFEST), problem)
 
 
 def _manifest_or_records(storage: Storage) -> tuple[Manifest, bool]:

@@ -1,24 +1,47 @@
-"""Dataset versions (format v2): listing them, and ``vacuum``, which removes old versions and the files only they
-name.
+"""Dataset versions: listing them, walking them in bounded memory, and ``vacuum``, which removes old versions and
+the files only they name.
 
-Every manifest write that changes a dataset is a version; its manifest is kept as ``_versions/vNNNNNNNNN.json``
-and the files it names are never rewritten, so ``open_dataset(uri, version=N)`` reads exactly what version N
-committed. Nothing is ever deleted except by ``vacuum``, which keeps the newest ``keep`` versions.
+Every manifest write that changes a dataset is a version. Format v3 keeps, per version, a log entry of what it
+changed (``shards.versionlog``); format v2 kept a whole manifest per version under ``_versions/``. Committed files
+are never rewritten, so ``open_dataset(uri, version=N)`` reads exactly what version N committed. Nothing is ever
+deleted except by ``vacuum``, which keeps the newest ``keep`` versions.
+
+Listing (``versions``) reads the small per-version records only. Walking (``walk_versions``, for ``verify`` and
+``vacuum``) rebuilds the oldest version once and then applies each later version's changes: memory holds one unit
+list, never every version's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptManifestError, FormatVersionError
-from shards.layout import STATS_DIR, is_temp_file, version_path
-from shards.manifest import Manifest, list_versions, read_manifest
+from shards.layout import LEAF_DIR, STATS_DIR, is_temp_file, parse_version_name, version_path
+from shards.manifest import Manifest, UnitEntry, list_versions, read_manifest
 from shards.storage import Storage, StorageOptions
+from shards.unit_table import IdDigest
+from shards.versionlog import (
+    Checkpoint,
+    LogEntry,
+    apply_state,
+    checkpoint_path,
+    digest,
+    dumps,
+    list_checkpoints,
+    list_log_versions,
+    log_path,
+    net_changes,
+    read_checkpoint,
+    read_log,
+    version_state,
+)
 
 log = logging.getLogger("actlake.versions")
+_PROBLEM = (CorruptManifestError, FormatVersionError, KeyError, ValueError, TypeError)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,20 +73,37 @@ class VersionInfo:
                    operation=c.operation, job=c.job, tick=c.tick, dataset_id=m.dataset_id, units_added=c.units_added,
                    units_removed=c.units_removed)
 
+    @classmethod
+    def of_entry(cls, e: LogEntry, dataset_id: str) -> VersionInfo:
+        c, n = e.commit, e.counts
+        return cls(version=e.version, time=e.updated, rows=int(n.get("rows", 0)), units=int(n.get("units", 0)),
+                   bytes=int(n.get("bytes", 0)), operation=c.get("operation", ""), job=c.get("job", ""),
+                   tick=c.get("tick", ""), dataset_id=dataset_id, units_added=int(c.get("units_added", 0)),
+                   units_removed=int(c.get("units_removed", 0)))
+
+
+def _problem(exc: BaseException) -> str:
+    return str(exc).split(". Run `actlake verify")[0]
+
+
+def _v2_versions(storage: Storage) -> list[int]:
+    return sorted(v for v in (parse_version_name(f) for f in storage.list("_versions")) if v is not None)
+
 
 def read_kept(storage: Storage, latest: Manifest | None = None) -> tuple[list[Manifest], dict[int, str]]:
-    """The manifest of every kept version that can be read, oldest first, ending with the latest (read 16 at a
-    time), and the damaged ones: version -> what is wrong (one damaged file never hides the others)."""
+    """The manifest of every kept version that can be read, oldest first, ending with the latest, and the damaged
+    ones: version -> what is wrong. Each version is rebuilt whole: for the few that are wanted (``walk_versions``
+    serves every version in bounded memory)."""
     latest = latest or read_manifest(storage)
     older = [v for v in list_versions(storage) if v < latest.version]
 
     def one(v: int) -> Manifest | str:
         try:
             return read_manifest(storage, v)
-        except (CorruptManifestError, FormatVersionError) as exc:
-            return str(exc).split(". Run `actlake verify")[0]
+        except (*_PROBLEM, FileNotFoundError) as exc:
+            return _problem(exc)
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(8) as pool:
         got = dict(zip(older, pool.map(one, older), strict=True))
     return [m for m in got.values() if isinstance(m, Manifest)] + [latest], \
         {v: m for v, m in got.items() if isinstance(m, str)}
@@ -75,26 +115,184 @@ def kept_manifests(storage: Storage, latest: Manifest | None = None) -> list[Man
 
 
 def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> list[VersionInfo]:
-    """Every kept version of the dataset at ``uri``, oldest first (a damaged one listed with its problem)."""
-    good, bad = read_kept(Storage(uri, storage_options))
-    infos = [VersionInfo.of(m) for m in good] + [VersionInfo.damaged(v, p) for v, p in bad.items()]
-    return sorted(infos, key=lambda i: i.version)
+    """Every kept version of the dataset at ``uri``, oldest first (a damaged one listed with its problem): from
+    the small per-version records (log entries) alone; a v2 version from its whole manifest."""
+    storage = Storage(uri, storage_options)
+    latest = read_manifest(storage)
+    infos: list[VersionInfo] = []
+    for v in _v2_versions(storage):
+        try:
+            infos.append(VersionInfo.of(read_manifest(storage, v)))
+        except (*_PROBLEM, FileNotFoundError) as exc:
+            infos.append(VersionInfo.damaged(v, _problem(exc)))
+    logged = list_log_versions(storage)
+
+    def one(v: int):
+        try:
+            return read_log(storage, v)[0]
+        except _PROBLEM as exc:
+            return _problem(exc)
+
+    with ThreadPoolExecutor(16) as pool:
+        entries = list(pool.map(one, logged))
+    dataset_id = ""
+    for v, e in zip(logged, entries, strict=True):
+        if isinstance(e, str):
+            infos.append(VersionInfo.damaged(v, e))
+            continue
+        dataset_id = e.state.get("dataset_id", dataset_id) or latest.dataset_id
+        infos.append(VersionInfo.of_entry(e, dataset_id))
+    if not infos or (latest.version not in {i.version for i in infos}):
+        infos.append(VersionInfo.of(latest))  # a v1 dataset keeps only its latest version
+    return sorted({i.version: i for i in infos}.values(), key=lambda i: i.version)
 
 
-def chain_problems(storage: Storage, manifests: list[Manifest]) -> dict[int, str]:
+# --- walking every kept version ------------------------------------------------------------------------------------
+@dataclass
+class VersionView:
+    """One version as ``walk_versions`` serves it: its manifest fields, its units (``units``: valid during this
+    step only), the units it named first (``new_units``), the digest of its unit ids."""
+
+    version: int
+    manifest: Manifest  #: the version's fields; its ``units`` is the current unit dict's values
+    units: dict[int, UnitEntry]
+    new_units: list[UnitEntry]
+    ids: IdDigest
+    entry: LogEntry | None = None
+    entry_bytes: bytes | None = None
+    totals: dict = field(default_factory=dict)  #: {"units", "rows", "bytes"} of ``units`` (format v3 steps)
+
+
+def walk_versions(storage: Storage, latest: Manifest, wanted: list[int] | None = None
+                  ) -> Iterator[VersionView | tuple[int, str]]:
+    """Every kept version up to the latest (or the ``wanted`` ones), oldest first: a ``VersionView``, or
+    ``(version, problem)`` for one that cannot be read. Consecutive v3 versions are served by applying each one's
+    log entry to the last (memory: one unit list)."""
+    numbers = sorted(v for v in (wanted if wanted is not None else list_versions(storage)) if v < latest.version)
+    prev: VersionView | None = None
+    for v in numbers:
+        try:
+            view = _step(storage, prev, v)
+        except (*_PROBLEM, FileNotFoundError) as exc:
+            prev = None
+            yield v, _problem(exc)
+            continue
+        prev = view
+        yield view
+    units = {u.id: u for u in latest.units}
+    seen = set(prev.units) if prev is not None else set()
+    yield VersionView(version=latest.version, manifest=latest, units=units,
+                      new_units=[u for i, u in units.items() if i not in seen or prev.units.get(i) != u],
+                      ids=IdDigest.of(list(units)))
+
+
+def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
+    try:
+        entry, raw = read_log(storage, v)
+    except FileNotFoundError:  # a v2 version: its whole manifest
+        m = read_manifest(storage, v)
+        units = {u.id: u for u in m.units}
+        return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
+                           ids=IdDigest.of(list(units)))
+    if prev is None or prev.entry is None or entry.base != prev.version or entry.checkpoint == v:
+        state, table, entry = version_state(storage, v)
+        m = Manifest.from_json(state, table)
+        units = {u.id: u for u in table}
+        return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
+                           ids=IdDigest.of(list(units)), entry=entry, entry_bytes=raw,
+                           totals={"units": len(table), "rows": table.total_rows, "bytes": table.total_bytes})
+    if len({d.get("id") for d in entry.added}) != len(entry.added):
+        net_changes([entry])  # raises, naming the ids listed twice
+    units, ids, new, totals = prev.units, prev.ids, [], dict(prev.totals)
+
+    def count(u: UnitEntry, sign: int) -> None:
+        totals["units"] += sign
+        totals["rows"] += sign * u.rows
+        totals["bytes"] += sign * u.bytes
+
+    for uid in entry.removed:
+        if (old := units.pop(uid, None)) is not None:
+            ids = ids.toggled(uid, added=False)
+            count(old, -1)
+    for d in entry.added:
+        u = UnitEntry.from_json(d)
+        u.check()
+        if (old := units.get(u.id)) is None:
+            ids = ids.toggled(u.id, added=True)
+        else:
+            count(old, -1)
+        count(u, 1)
+        units[u.id] = u
+        new.append(u)
+    wrong = {k: (totals[k], entry.counts[k]) for k in totals if k in entry.counts and entry.counts[k] != totals[k]}
+    if wrong:
+        k, (got, said) = next(iter(wrong.items()))
+        raise CorruptManifestError(f"{storage.display(log_path(v))}: its unit list has {got} {k}, its record says "
+                                   f"{said} (edited or damaged)")
+    state = apply_state(storage, prev.manifest.state_json(), [entry])
+    m = Manifest.from_json(state, _Listed(units))
+    return VersionView(version=v, manifest=m, units=units, new_units=new, ids=ids, entry=entry, entry_bytes=raw,
+                       totals=totals)
+
+
+def root_problem(storage: Storage, latest: Manifest) -> str | None:
+    """What is wrong with a v3 root's unit list: it must be the one the latest version's log entry (and its
+    chain from a checkpoint) makes. An edited ``manifest.json`` (its inline changes or counts) reads on its own;
+    only this comparison tells. None for a v1/v2 manifest, or when they agree."""
+    if not isinstance((latest.root or {}).get("units"), dict):
+        return None
+    try:
+        _state, table, _entry = version_state(storage, latest.version)
+    except FileNotFoundError:
+        return f"names version {latest.version}, which has no log entry"
+    ours = latest.units.table if hasattr(latest.units, "table") else None
+    if ours is not None and ours.equals(table.table):
+        return None
+    if list(latest.units) == list(table):
+        return None
+    return (f"its unit list ({len(latest.units)} units) is not the one version {latest.version}'s log entries make "
+            f"({len(table)} units): edited or damaged. `actlake verify --repair` rebuilds it from the commit records")
+
+
+class _Listed(list):
+    """A version's units as a list (ids sorted) for a walked version's manifest; ``check`` was done per entry."""
+
+    def __init__(self, units: dict[int, UnitEntry]) -> None:
+        super().__init__(units[i] for i in sorted(units))
+
+    def check(self) -> None:
+        pass
+
+
+def chain_problems(storage: Storage, views: list[VersionView]) -> dict[int, str]:
     """Kept versions whose bytes are not what the next version recorded of them (``previous``): a version
-    rewritten after it was committed, even consistently (its own units_digest recomputed)."""
-
-    by_version = {m.version: m for m in manifests}
+    rewritten after it was committed, even consistently (its own digests recomputed)."""
     out = {}
-    for m in manifests:
-        prev = by_version.get(m.previous_version) if m.previous_digest else None
-        if prev is not None and prev.source_digest and prev.source_digest != m.previous_digest:
-            out[prev.version] = (f"rewritten after it was committed: version {m.version} recorded its content as "
-                                 f"{m.previous_digest}, the file now holds {prev.source_digest}")
+    for view in views:
+        prev = (view.entry.previous if view.entry is not None else None) or (
+            {"version": view.manifest.previous_version, "digest": view.manifest.previous_digest}
+            if view.manifest.previous_digest else None)
+        if not prev:
+            continue
+        base = int(prev["version"])
+        got = _record_digest(storage, base)
+        if got is not None and got != prev["digest"]:
+            out[base] = (f"rewritten after it was committed: version {view.version} recorded its content as "
+                         f"{prev['digest']}, the file now holds {got}")
     return out
 
 
+def _record_digest(storage: Storage, version: int) -> str | None:
+    """The digest of a version's record bytes (its log entry; a v2 version's manifest), None when gone."""
+    for rel in (log_path(version), version_path(version)):
+        try:
+            return digest(storage.get_bytes(rel))
+        except FileNotFoundError:
+            continue
+    return None
+
+
+# --- vacuum --------------------------------------------------------------------------------------------------------
 @dataclass
 class VacuumReport:
     uri: str
@@ -119,8 +317,9 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
 
     Runs under the dataset's write lock, so no writer is between writing a unit and committing it. A reader
     still reading a removed version loses its files: keep as many versions as readers may be pinned to.
-    Order: version manifests first, then data, so that a vacuum stopped half-way leaves no kept version naming
-    a missing file.
+    Order: the oldest kept version gets a checkpoint of its own first (format v3: its history before it can go),
+    then version records, then data, so that a vacuum stopped half-way leaves no kept version naming a missing
+    file.
     """
     from shards.lock import WriteLock
 
@@ -136,10 +335,17 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
         lock.release_quietly()
 
 
-def _still_named(storage: Storage, latest: Manifest, keep_set: list[int]) -> set[str]:
-    """Every file a kept version names, and every unit a commit record names (committed, not yet folded)."""
-    manifests = [m for m in kept_manifests(storage, latest) if m.version in keep_set or m is latest]
-    named = set().union(*(named_files(m) for m in manifests))
+def _named_by(storage: Storage, latest: Manifest, keep_set: list[int]) -> set[str]:
+    """Every file a kept version names (walked: one unit list in memory), and every unit a commit record names
+    (committed, not yet folded)."""
+    named: set[str] = set()
+    for view in walk_versions(storage, latest, [v for v in keep_set if v != latest.version]):
+        if isinstance(view, tuple):
+            raise CorruptManifestError(f"{storage.display()}: kept version {view[0]} is damaged ({view[1]}). "
+                                       "`actlake verify --repair` sets it aside; then vacuum again.")
+        m = view.manifest
+        named |= {u.path for u in view.new_units} | set(m.stats_files.values()) | {a.path for a in
+                                                                                  m.artifacts.values()}
     records, _bad = readable_records(storage, record_ids(storage))
     return named | {r.unit.path for r in records}
 
@@ -153,26 +359,80 @@ def _unneeded_stats(storage: Storage, latest: Manifest, named: set[str]) -> list
     return [s for s in stats if s not in named and not s.endswith(v1_stats)]
 
 
+def _own_checkpoint(storage: Storage, version: int) -> None:
+    """Give a v3 version a checkpoint of its own (its state and its unit list as one leaf), so that the log
+    entries and checkpoints before it are no longer needed to read it."""
+    from shards.layout import leaf_path
+    from shards.unit_table import UnitTable
+    from shards.versionlog import LeafRef, leaf_level
+
+    if storage.exists(checkpoint_path(version)):
+        return
+    state, table, entry = version_state(storage, version)
+    leaves = []
+    if len(table):
+        data = table.to_parquet() if isinstance(table, UnitTable) else UnitTable.from_entries(table).to_parquet()
+        d = digest(data)
+        storage.put_bytes(leaf_path(d), data)
+        leaves = [LeafRef(leaf_path(d), d, len(table), leaf_level(len(table)))]
+    cp = Checkpoint(version=version, state={**state, "format_version": 3}, leaves=leaves)
+    storage.put_bytes(checkpoint_path(version), dumps(cp.to_json()))
+
+
+def _reroot(storage: Storage, latest: Manifest, first_kept: int) -> None:
+    """Point the root at the newest checkpoint at or before the latest version (the one ``_own_checkpoint``
+    may have just written), with the chain after it."""
+    import json
+
+    from shards.layout import MANIFEST
+    from shards.versionlog import inline_changes, net_changes
+
+    root = latest.root or {}
+    ref = root.get("units")
+    if not isinstance(ref, dict) or int(ref["checkpoint"]) >= first_kept:
+        return
+    chain = [v for v in ref.get("chain") or [] if v > first_kept]
+    ref = {k: v for k, v in ref.items() if k not in ("added", "removed")}
+    ref.update(checkpoint=first_kept, chain=chain,
+               **inline_changes(*net_changes([read_log(storage, v)[0] for v in chain])))
+    new = {**root, "units": ref}
+    storage.put_bytes(MANIFEST, (json.dumps(new, separators=(",", ":"), allow_nan=False) + "\n").encode())
+
+
+def _history_to_drop(storage: Storage, drop: list[int], first_kept: int) -> list[str]:
+    """The version records of dropped versions, checkpoints before the first kept version, and leaves no kept
+    checkpoint lists."""
+    files = [log_path(v) for v in drop if v in set(list_log_versions(storage))]
+    files += [version_path(v) for v in drop if v in set(_v2_versions(storage))]
+    kept_cps = [c for c in list_checkpoints(storage) if c >= first_kept]
+    files += [checkpoint_path(c) for c in list_checkpoints(storage) if c < first_kept]
+    listed = {ref.path for c in kept_cps for ref in read_checkpoint(storage, c).leaves}
+    files += [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if f"{LEAF_DIR}/{f}" not in listed]
+    return files
+
+
 def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
     latest = read_manifest(storage)  # again, under the lock
-    kept_versions = [v for v in list_versions(storage) if v <= latest.version]
+    kept_versions = [v for v in list_versions(storage) if v <= latest.version] or [latest.version]
     drop = kept_versions[:-keep] if len(kept_versions) > keep else []
     keep_set = [v for v in kept_versions if v not in drop]
-    _good, damaged = read_kept(storage, latest)
-    still = sorted(set(damaged) & set(keep_set))
-    if still:  # what it names is unknown: its files could be deleted from under it
-        raise CorruptManifestError(f"{storage.display()}: kept version(s) {still} are damaged ({damaged[still[0]]}). "
-                                   "`actlake verify --repair` sets them aside; then vacuum again.")
-    named = _still_named(storage, latest, keep_set)
+    first_kept = min(keep_set)
+    if not dry_run and drop and first_kept in set(list_log_versions(storage)):
+        _own_checkpoint(storage, first_kept)
+        _reroot(storage, latest, first_kept)
+        latest = read_manifest(storage)
+    named = _named_by(storage, latest, keep_set)
     files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
-    report = VacuumReport(uri=storage.display(), kept=keep_set or [latest.version], removed_versions=drop,
-                          removed_files=files, dry_run=dry_run)
+    history = _history_to_drop(storage, drop, first_kept) if drop else []
+    report = VacuumReport(uri=storage.display(), kept=keep_set, removed_versions=drop,
+                          removed_files=files + history, dry_run=dry_run)
     if dry_run:
         return report
-    for v in drop:
-        storage.delete(version_path(v))
+    for rel in history:  # version records first, then data: no kept version names a file that is gone
+        storage.delete(rel)
     for rel in files:
         storage.delete(rel)
     log.info("vacuumed %s: removed %d versions and %d files; kept versions %s", storage.display(), len(drop),
              len(files), keep_set)
     return report
+

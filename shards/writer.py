@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Literal
 
 from shards.cleanup import delete_dataset_files, readable_records, record_ids, remove_empty_dirs
@@ -30,18 +31,20 @@ from shards.manifest import (
     Provenance,
     TickRecord,
     UnitEntry,
+    bytes_digest,
     code_version,
     identity_diff,
     list_versions,
     now_iso,
     read_manifest,
-    write_manifest,
 )
 from shards.schema import DatasetSchema, infer_column_type, parse_hooks
 from shards.stats import HookStats
-from shards.stats_files import read_stats_file
+from shards.stats_files import covers, read_stats_file
 from shards.storage import Storage, StorageOptions
+from shards.unit_table import IdDigest
 from shards.unit_writer import UnitWriter
+from shards.versionlog import LogWriter, list_checkpoints
 
 log = logging.getLogger("actlake.writer")
 Mode = Literal["create", "append", "overwrite"]
@@ -117,8 +120,13 @@ class DatasetWriter:
         self.commit_info = commit_info or CommitInfo(operation=mode)
         self._added = self._removed = 0
         self._last_write = 0.0
-        self._written_key: str | None = None  #: the manifest's content at its last write (None: must write)
-        self._stats_units: tuple[int, ...] | None = None  #: units the manifest's stats files cover
+        self._written_state: dict | None = None  #: the state fields at the last write (None: must write)
+        self._pending_added: dict[int, UnitEntry] = {}  #: units added or replaced since the last version
+        self._pending_removed: set[int] = set()  #: units dropped since the last version
+        self._ids = IdDigest()  #: the committed unit ids, summarised (updated per unit: O(1))
+        self._stats_ids: IdDigest | None = None  #: the unit ids the stats files of the last version cover
+        self._rows = self._bytes = 0  #: totals of the committed units (updated per unit)
+        self.log = LogWriter(self.storage)
         self._stats_rebuilt = False  #: damaged or stale statistics files were rebuilt: write new ones
         self._check_existing(self._existing_manifest(mode), mode)
         self.lock = WriteLock(self.storage, ttl=lock_ttl)
@@ -170,24 +178,28 @@ class DatasetWriter:
     def _open(self, mode: str, provenance: Provenance, config: dict | None) -> None:
         self._kept = list_versions(self.storage)
         previous = self._existing_manifest(mode)
-        #: versions go on from the highest number ever written (an overwrite keeps the old versions readable)
-        self._floor = max([previous.version if previous else 0, *self._kept])
+        #: versions go on from the highest number ever written (an overwrite keeps the old versions readable),
+        #: checkpoints included: one a killed writer left without its log entry is never taken for a later one's
+        self._floor = max([previous.version if previous else 0, *self._kept, *list_checkpoints(self.storage)])
         if mode == "overwrite":
             self._start_over(previous)
         existing = self._existing_manifest() if mode != "overwrite" else None  # re-read under the lock
         if existing is None and self._rebuild:
             self._set_aside_damaged_manifest()
         self._check_existing(existing, mode)
-        stored_key = _key(existing.to_json()) if existing is not None else None  # before this job's changes
+        stored_state = _state_key(existing.state_json()) if existing is not None else None  # before this job
         self.manifest = self._adopt(existing) if existing is not None else self._new_manifest()
         self.manifest.compression, self.manifest.row_group_bytes = self.compression, self.row_group_bytes
         self.manifest.code_version = code_version()
         self.manifest.provenance = self.manifest.provenance.updated(provenance)
         if config is not None:
             self.manifest.config = config
+        self.log.adopt(existing.root if existing is not None else None,
+                       existing.source_digest if existing is not None else "", existing)
         if existing is not None and not self._stats_rebuilt:
-            self._written_key = stored_key
-            self._stats_units = tuple(sorted(self.units)) if existing.stats_files else None
+            self._written_state = stored_state
+            self._stats_ids = self._ids if existing.stats_files else None
+        self.manifest.units = _UnitsView(self.units)
         self._fold_orphan_commits()
         self._write_manifest()
 
@@ -203,6 +215,7 @@ class DatasetWriter:
             return
         for uid in record_ids(self.storage):
             self.storage.delete(unit_commit_path(uid))
+        self.log.restart()
         if previous is not None:
             self._removed += len(previous.units)
             log.info("overwriting %s: version %d (%d units) stays readable as a version until vacuumed",
@@ -225,6 +238,9 @@ class DatasetWriter:
         self.schema = DatasetSchema(existing.schema.hooks, dict(self._schema_with_columns_of(existing).columns))
         self._columns_fixed = self._columns_fixed or bool(existing.units)
         self.units = {u.id: u for u in existing.units}
+        ids = existing.units.ids if hasattr(existing.units, "ids") else list(self.units)
+        self._ids = IdDigest.of(ids)
+        self._rows, self._bytes = existing.num_rows, existing.num_bytes
         self._load_stats(existing)
         if existing.job_identity is None or not existing.units:
             if existing.units and self.job_identity is not None:
@@ -245,7 +261,7 @@ class DatasetWriter:
             except CorruptDataError as exc:
                 log.warning("%s", exc)
                 continue
-            if units == committed:
+            if covers(units, committed, self._ids):
                 self.stats[name] = stats
         if len(self.stats) < len(self.schema.hooks) and committed:
             log.info("rebuilding merged statistics from %d commit records", len(committed))
@@ -299,44 +315,64 @@ class DatasetWriter:
     def _add_record(self, record: CommitRecord) -> None:
         old = self.units.get(record.id)
         self.units[record.id] = record.unit
+        self._pending_added[record.id] = record.unit
+        self._pending_removed.discard(record.id)
+        self._rows += record.unit.rows - (old.rows if old else 0)
+        self._bytes += record.unit.bytes - (old.bytes if old else 0)
         if old is None:
+            self._ids = self._ids.toggled(record.id, added=True)
             self._added += 1
             self._merge_stats(record)
         elif old.path != record.unit.path or old.checksum != record.unit.checksum:
             self._rebuild_stats()  # a rewrite of a committed unit replaces it: no trace of the old copy
 
-    def _content_key(self) -> str:
-        """The manifest as it would be written, less what every write changes (time, version, commit)."""
-        m = self.manifest
-        m.schema, m.units = self.schema, [self.units[u] for u in sorted(self.units)]
-        m.stats = {n: s.summary() for n, s in self.stats.items()}
-        return _key(m.to_json())
+    def _remove(self, uid: int) -> None:
+        old = self.units.pop(uid)
+        self._pending_added.pop(uid, None)
+        self._pending_removed.add(uid)
+        self._ids = self._ids.toggled(uid, added=False)
+        self._rows, self._bytes = self._rows - old.rows, self._bytes - old.bytes
+        self._removed += 1
 
     def _write_manifest(self, force: bool = False) -> bool:
-        """Write a new version if the dataset changed since the last write (or ``force``); whether one was."""
-        key = self._content_key()
-        if key == self._written_key and not force:
-            return False
+        """Write a new version if the dataset changed since the last write (or ``force``); whether one was.
+
+        What it writes is proportional to what changed (format v3, ``shards.versionlog``): the statistics files
+        when the units changed (each version names its own), the version's log entry, a checkpoint every
+        ``CHECKPOINT_EVERY`` versions, and the root."""
         m = self.manifest
-        m.format_version = FORMAT_VERSION  # a v1 dataset becomes v2 at its first new commit
-        # chained to the version this one follows, as its bytes were written (verify checks the chain)
-        m.previous_digest, m.previous_version = m.source_digest, (m.version if m.source_digest else 0)
+        m.schema, m.stats = self.schema, {n: s.summary() for n, s in self.stats.items()}
+        state_key = _state_key(m.state_json())
+        if not (self._pending_added or self._pending_removed or force or state_key != self._written_state):
+            return False
+        m.format_version = FORMAT_VERSION  # a v1 or v2 dataset becomes v3 at its first new commit
         self._floor = m.version = max(m.version, self._floor) + 1
         m.updated = now_iso()
         m.commit = CommitInfo(self.commit_info.operation, self.commit_info.job, self.commit_info.tick,
                               self._added, self._removed)
-        ids = tuple(sorted(self.units))
-        if ids != self._stats_units or set(m.stats_files) != set(self.stats):
+        if self._ids != self._stats_ids or set(m.stats_files) != set(self.stats):
             # each version names its own statistics files: a reader of an older version gets that version's
             m.stats_files = {}
             for name, s in self.stats.items():
                 m.stats_files[name] = versioned_stats_path(name, m.version)
-                self.storage.put_bytes(m.stats_files[name], s.to_npz_bytes(list(ids)))
-            self._stats_units = ids
-        write_manifest(self.storage, m)
-        self._written_key, self._added, self._removed = key, 0, 0
+                self.storage.put_bytes(m.stats_files[name], s.to_npz_bytes(self._ids))
+            self._stats_ids = self._ids
+        counts = {"units": len(self.units), "rows": self._rows, "bytes": self._bytes}
+        self.log.record(self._pending_added, self._pending_removed)
+        data = self.log.write(m.state_json(), self.units, self._pending_added, self._pending_removed, counts)
+        m.source_digest = bytes_digest(data)
+        self._written_state = _state_key(m.state_json())
+        self._pending_added, self._pending_removed = {}, set()
+        self._added = self._removed = 0
         self._last_write = time.monotonic()
         return True
+
+    def checkpoint_now(self) -> None:
+        """Write a new version with a checkpoint of every unit (``verify --repair``, after setting aside damaged
+        version records: later versions must not need them)."""
+        self.log.checkpoint = None
+        self.commit_info = CommitInfo("repair", self.commit_info.job, self.commit_info.tick)
+        self._write_manifest(force=True)
 
     def flush(self) -> bool:
         """Write the manifest now if anything was committed since its last write; whether a version was made."""
@@ -380,8 +416,7 @@ class DatasetWriter:
         self._check_open()
         for uid in sorted({check_unit_id(u) for u in unit_ids} & set(self.units)):
             self.storage.delete(unit_commit_path(uid))
-            del self.units[uid]
-            self._removed += 1
+            self._remove(uid)
             log.warning("dropped unit %d from %s", uid, self.storage.display())
         self._rebuild_stats()
         self._write_manifest()
@@ -486,12 +521,31 @@ class DatasetWriter:
             self.abort()
 
 
-def _key(manifest_json: dict) -> str:
-    """A manifest's content less what every write changes (time, version, commit, code version)."""
-    d = {k: v for k, v in manifest_json.items()
-         if k not in ("updated", "version", "commit", "code_version", "stats_files", "format_version",
-                      "previous")}
+def _state_key(state: dict) -> str:
+    """A version's state less what every write changes (time, version, commit, code version): equal keys, no
+    change worth a version. Small: the unit list is not in it."""
+    d = {k: v for k, v in state.items()
+         if k not in ("updated", "version", "commit", "code_version", "stats_files", "format_version", "previous")}
     return json.dumps(d, sort_keys=True, default=str)
+
+
+class _UnitsView(Sequence):
+    """The writer's units in id order, as ``manifest.units`` shows them: sorted when read, not at every commit."""
+
+    def __init__(self, units: dict[int, UnitEntry]) -> None:
+        self._units = units
+
+    def _sorted(self) -> list[UnitEntry]:
+        return [self._units[u] for u in sorted(self._units)]
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def __getitem__(self, i):
+        return self._sorted()[i]
+
+    def __iter__(self):
+        return iter(self._sorted())
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

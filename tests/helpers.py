@@ -56,13 +56,17 @@ def edit_manifest(root, edit) -> None:
     path.write_text(json.dumps(m))
 
 
-def unit_rel(root, unit_id: int) -> str:
-    """The data file a dataset's latest manifest names for ``unit_id`` (format v2: ``data/unit-N-<attempt>``)."""
-    import json
-    from pathlib import Path
+def listed_units(m: dict) -> list[dict]:
+    """The unit entries a root ``manifest.json`` (parsed) lists itself: v1/v2 its ``units``; v3 the changes since
+    its checkpoint (every unit of a small dataset whose checkpoint is its empty first version)."""
+    return m["units"] if isinstance(m["units"], list) else m["units"]["added"]
 
-    units = json.loads((Path(root) / "manifest.json").read_text())["units"]
-    return next(u["path"] for u in units if u["id"] == unit_id)
+
+def unit_rel(root, unit_id: int) -> str:
+    """The data file a dataset's latest version names for ``unit_id`` (format v2+: ``data/unit-N-<attempt>``)."""
+    import shards
+
+    return next(u.path for u in shards.open_dataset(str(root)).units if u.id == unit_id)
 
 
 def unit_file(root, unit_id: int):

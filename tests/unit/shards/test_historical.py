@@ -75,3 +75,48 @@ def test_append_to_a_v1_dataset(tmp_path):
     got = ds.take(np.arange(UNITS * ROWS, ds.num_rows), ["resid.1"], dtype=None)["resid.1"]
     assert raw_bytes(got) == raw_bytes(v1_columns(UNITS)["resid.1"])
     assert shards.verify_dataset(str(root)).ok
+
+
+# --- format v2 (tests/historical_datasets/v2, written by make_v2.py at commit 9abbd2a) ---------------------------
+V2 = Path(__file__).resolve().parents[2] / "historical_datasets" / "v2" / "appended"
+
+
+def _v2_rows(units) -> np.ndarray:
+    from tests.historical_datasets.make_v2 import ROWS as V2_ROWS
+    from tests.historical_datasets.make_v2 import SEED as V2_SEED
+
+    return np.concatenate([unit_columns(u, V2_ROWS, HOOKS, V2_SEED)["example_id"] for u in units])
+
+
+def test_v2_reads_every_kept_version_unchanged():
+    ds = shards.open_dataset(str(V2))
+    assert ds.manifest.format_version == 2 and ds.version == 6
+    units_of = {1: [], 2: [0], 3: [0, 1], 4: [0, 1, 2], 5: [0, 1, 2, 3], 6: [0, 2, 3]}
+    for v, units in units_of.items():
+        old = shards.open_dataset(str(V2), version=v)
+        ids = old.metadata_table(["example_id"]).column(0).to_numpy() if units else np.array([], np.int64)
+        assert np.array_equal(ids, _v2_rows(units) if units else ids), v
+    report = shards.verify_dataset(str(V2))
+    assert report.ok and report.versions_checked == [1, 2, 3, 4, 5, 6]
+
+
+def test_v2_becomes_v3_at_its_next_commit_chained_to_its_last_manifest(tmp_path):
+    from shards.manifest import FORMAT_VERSION
+    from shards.versionlog import digest, log_path, read_log
+
+    uri = tmp_path / "v2"
+    shutil.copytree(V2, uri)
+    before = {v: shards.open_dataset(str(uri), version=v).metadata_table(["example_id"]) for v in range(1, 7)}
+    with shards.create_dataset(str(uri), HOOKS, {"label": "string", "score": "float64"}, mode="append") as w:
+        w.write_unit(4, unit_columns(4, 6, HOOKS, 13))
+    new = shards.open_dataset(str(uri))
+    assert new.manifest.format_version == FORMAT_VERSION == 3 and new.version == 7 and new.num_rows == 24
+    entry, _raw = read_log(shards.storage.Storage(str(uri)), 7)
+    assert entry.previous == {"version": 6, "digest": digest((uri / "_versions" / "v000000006.json").read_bytes())}
+    assert (uri / log_path(7)).exists() and entry.checkpoint == 7  # the first v3 version is a checkpoint
+    for v, table in before.items():  # every v2 version still reads as it did
+        assert shards.open_dataset(str(uri), version=v).metadata_table(["example_id"]).equals(table)
+    report = shards.verify_dataset(str(uri))
+    assert report.ok and report.versions_checked == [1, 2, 3, 4, 5, 6, 7]
+    (uri / "_versions" / "v000000006.json").write_text((uri / "_versions" / "v000000006.json").read_text() + " ")
+    assert "rewritten" in shards.verify_dataset(str(uri)).versions["_versions/v000000006.json"]

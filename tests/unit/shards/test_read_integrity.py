@@ -17,7 +17,7 @@ import pytest
 
 import shards
 from shards.errors import CorruptDataError, CorruptManifestError
-from tests.helpers import edit_manifest, unit_file, unit_rel, write_dataset
+from tests.helpers import edit_manifest, listed_units, unit_file, unit_rel, write_dataset
 
 HOOK = {"h": {"shape": [64], "dtype": "float16"}}
 V1 = Path(__file__).resolve().parents[2] / "historical_datasets" / "v1"
@@ -104,7 +104,7 @@ def test_old_dataset_without_page_checksums_is_hashed_on_open(tmp_path):
 def test_manifest_listing_a_unit_twice_is_refused(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=50, hooks=HOOK)
-    edit_manifest(tmp_path / "ds", lambda m: m["units"].append(m["units"][0]))
+    edit_manifest(tmp_path / "ds", lambda m: listed_units(m).append(listed_units(m)[0]))
     with pytest.raises(CorruptManifestError, match="units \\[0\\] are listed more than once"):
         shards.open_dataset(uri)
     with pytest.raises(CorruptManifestError):
@@ -116,23 +116,21 @@ def test_manifest_edited_to_fewer_rows_is_refused(tmp_path):
     write_dataset(uri, units=2, rows=50, hooks=HOOK)
 
     def fewer(m):
-        m["units"][1]["rows"] = m["units"][1]["row_groups"][0] = 20
-        m["num_rows"] = 70
+        listed_units(m)[1]["rows"] = listed_units(m)[1]["row_groups"][0] = 20
 
     edit_manifest(tmp_path / "ds", fewer)
-    with pytest.raises(CorruptManifestError, match="units_digest"):
+    with pytest.raises(CorruptManifestError, match="its unit list has 70 rows, its record says 100"):
         shards.open_dataset(uri)
 
-    def recompute(m):  # an editor who also fixes the digest: the file's footer still disagrees
-        from shards.manifest import units_digest
-
-        m["units_digest"] = units_digest(m["units"])
+    def recompute(m):  # an editor who also fixes the counts: the file's footer still disagrees
+        m["units"]["rows"] = 70
 
     edit_manifest(tmp_path / "ds", recompute)
     with pytest.raises(CorruptDataError, match=r"unit-000001-[0-9a-f]{8}\.parquet is damaged: 50 rows"):
         read_everything(shards.open_dataset(uri))
     report = shards.verify_dataset(uri)
     assert not report.ok and unit_rel(tmp_path / "ds", 1) in report.bad
+    assert "not the one version" in report.versions["manifest.json"]  # the root against its log entries
 
 
 def test_intact_dataset_reads_exactly(tmp_path):

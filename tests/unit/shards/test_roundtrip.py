@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import shards
-from tests.helpers import HOOKS, raw_bytes, unit_columns, unit_file, write_dataset
+from tests.helpers import HOOKS, listed_units, raw_bytes, unit_columns, unit_file, write_dataset
 
 
 @pytest.mark.parametrize("encoding", ["binary", "list"])
@@ -59,7 +59,8 @@ def test_file_layout_and_field_metadata(tmp_path):
     v = manifest["version"]
     assert manifest["stats_files"] == {h: f"stats/{h}.v{v:09d}.npz" for h in HOOKS}  # this version's own
     assert all((root / p).is_file() for p in manifest["stats_files"].values())
-    assert sorted(p.name for p in (root / "_versions").iterdir()) == [f"v{i:09d}.json" for i in range(1, v + 1)]
+    # format v3: a log entry per version (what it changed), the first a checkpoint
+    assert sorted(p.name for p in (root / "_log").iterdir()) == [f"v{i:09d}.json" for i in range(1, v + 1)]
     pf = pq.ParquetFile(unit_file(root, 1))
     field = pf.schema_arrow.field("resid.1")
     assert field.type.byte_width == 4 * 3 * 2
@@ -69,8 +70,8 @@ def test_file_layout_and_field_metadata(tmp_path):
     col = pf.metadata.row_group(0).column(pf.schema_arrow.get_field_index("resid.0"))
     assert "RLE_DICTIONARY" not in col.encodings and "PLAIN_DICTIONARY" not in col.encodings
     assert not col.is_stats_set
-    assert [u["path"] for u in manifest["units"]] == [f"data/{n}" for n in names]
-    assert manifest["units"][1]["example_range"] == [10, 19]
+    assert [u["path"] for u in listed_units(manifest)] == [f"data/{n}" for n in names]
+    assert listed_units(manifest)[1]["example_range"] == [10, 19]
 
 
 def test_row_groups_sized_in_bytes(tmp_path):

@@ -28,8 +28,23 @@ def dataset(tmp_path_factory):
 
 
 def committed_files(root) -> list[str]:
-    manifest = json.loads((root / "manifest.json").read_text())
-    return [str(root / u["path"]) for u in sorted(manifest["units"], key=lambda u: u["id"])]
+    """The unit files of the latest version, by docs/format.md's recipe (format v3), with JSON and pyarrow."""
+    ref = json.loads((root / "manifest.json").read_text())["units"]
+    cp = json.loads((root / "_checkpoints" / f"v{ref['checkpoint']:09d}.json").read_text())
+    units = {}
+    for leaf in cp["leaves"]:
+        rows = pq.read_table(root / leaf["path"], columns=["id", "path"]).to_pylist()
+        units.update({u["id"]: u["path"] for u in rows})
+    for i in cp["removed"]:
+        units.pop(i, None)
+    changes = ([(ref["added"], ref["removed"])] if "added" in ref else
+               [(e.get("added", []), e.get("removed", [])) for e in
+                (json.loads((root / "_log" / f"v{v:09d}.json").read_text()) for v in ref["chain"])])
+    for added, removed in changes:
+        units.update({u["id"]: u["path"] for u in added})
+        for i in removed:
+            units.pop(i, None)
+    return [str(root / units[i]) for i in sorted(units)]
 
 
 def decode(blobs: list[bytes], spec: dict) -> np.ndarray:
@@ -94,3 +109,28 @@ def test_no_garbage_in_recipe(dataset):
     assert len(glob.glob(str(root / "data" / "*.parquet"))) == UNITS + 1
     assert len(committed_files(root)) == UNITS
     (root / "data" / "unit-000099.parquet").unlink()
+
+
+def test_the_format_recipe_reads_leaves_removals_and_the_log(tmp_path):
+    """docs/format.md's v3 recipe (``committed_files``) against actlake's reader, on a dataset with leaves, removed
+    ids, changes listed in the root and (after a large commit) changes only in the log."""
+    import shards
+
+    root = tmp_path / "ds"
+    with shards.create_dataset(str(root), HOOKS, commit_interval=1e9) as w:
+        for step in range(20):
+            for u in range(step * 20, step * 20 + 20):
+                w.write_unit(u, unit_columns(u, 2))
+            if step in (5, 18):
+                w.drop_units([step])
+            w.flush()
+        cp = json.loads((root / "manifest.json").read_text())["units"]
+        assert "added" in cp and json.loads((root / "_checkpoints" / f"v{cp['checkpoint']:09d}.json").read_text())[
+            "leaves"]
+        assert committed_files(root) == [str(root / u.path) for u in shards.open_dataset(str(root)).units]
+        for u in range(400, 700):  # more than 256 changes since the checkpoint: the root names the log entries
+            w.write_unit(u, unit_columns(u, 2))
+        w.flush()
+    assert "added" not in json.loads((root / "manifest.json").read_text())["units"]
+    expected = [str(root / u.path) for u in shards.open_dataset(str(root)).units]
+    assert committed_files(root) == expected and len(expected) == 700 - 2

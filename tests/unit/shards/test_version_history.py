@@ -1,8 +1,9 @@
-"""Kept versions attacked (issue 24, items 13 and 15) and a live writer's lock (item 3). Each failed before: a
-damaged old `_versions/vNNN.json` made `versions`, `verify`, `verify --repair` and `vacuum --keep 100` fail, each
-saying to run `verify --repair`; a garbage version file ahead of manifest.json broke them after the next append; an
-old version rewritten consistently (a unit dropped, its digest recomputed) passed `verify`; `vacuum --break-lock`
-beside a live writer on this host broke its lock and lost committed units."""
+"""Kept versions attacked (issue 24, items 13 and 15) and a live writer's lock (item 3), as format v3 keeps them
+(a log entry per version). Each failed before: a damaged old version record made `versions`, `verify`, `verify
+--repair` and `vacuum --keep 100` fail, each saying to run `verify --repair`; a garbage version file ahead of
+manifest.json broke them after the next append; an old version rewritten consistently (a unit dropped, its counts
+recomputed) passed `verify`; `vacuum --break-lock` beside a live writer on this host broke its lock and lost
+committed units."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ import pytest
 import shards
 from cluster.cli import main
 from shards.errors import CorruptManifestError, DatasetLockedError
-from shards.layout import version_path
-from shards.manifest import units_digest
+from shards.versionlog import CHECKPOINT_EVERY, log_path
 from shards.versions import vacuum, versions
 from tests.helpers import HOOKS, unit_columns, write_dataset
 
@@ -31,32 +31,41 @@ def _grow(uri: str, units: int) -> None:
             w.write_unit(100 + u, unit_columns(100 + u, 5))
 
 
-def test_a_damaged_old_version_is_reported_and_repair_sets_it_aside(tmp_path, capsys):
+def test_a_damaged_version_record_is_reported_and_repair_sets_it_aside(tmp_path, capsys):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=5)
-    _grow(uri, 2)
-    latest = shards.open_dataset(uri).version
-    damaged = tmp_path / "ds" / version_path(2)
+    _grow(uri, CHECKPOINT_EVERY + 4)  # one-unit versions: no checkpoint after the damaged record
+    latest = shards.open_dataset(uri)
+    v3_rows = shards.open_dataset(uri, version=3).num_rows
+    damaged = tmp_path / "ds" / log_path(4)
     damaged.write_bytes(damaged.read_bytes()[:50])
     listed = versions(uri)
-    assert [v.version for v in listed if v.problem] == [2] and len(listed) == latest
+    assert [v.version for v in listed if v.problem] == [4] and len(listed) == latest.version
     assert main(["versions", uri]) == 0 and "damaged" in capsys.readouterr().out
     report = shards.verify_dataset(uri)
-    assert not report.ok and "damaged" in report.versions[version_path(2)]
-    with pytest.raises(CorruptManifestError, match=r"kept version\(s\) \[2\] are damaged"):
+    assert not report.ok and "damaged" in report.versions[log_path(4)]
+    with pytest.raises(CorruptManifestError, match="damaged"):
         vacuum(uri, keep=100)
+    assert shards.open_dataset(uri).num_rows == latest.num_rows  # the root lists its changes: no log entry needed
     repaired = shards.verify_dataset(uri, repair=True)
-    assert any("set aside" in r for r in repaired.repaired)
-    assert (tmp_path / "ds" / f"{version_path(2)}.damaged").exists()
+    assert any("set aside" in r for r in repaired.repaired) and (tmp_path / "ds" / f"{log_path(4)}.damaged").exists()
     assert shards.verify_dataset(uri).ok and vacuum(uri, keep=100).removed_versions == []
-    assert shards.open_dataset(uri, version=latest - 1).num_rows == shards.open_dataset(uri).num_rows - 5
+    # the versions whose chain passed through version 4 are set aside too; a new version has a checkpoint of its
+    # own, so that the versions after the repair never need them
+    repaired_at = shards.open_dataset(uri).version
+    assert [v.version for v in versions(uri)] == [1, 2, 3, repaired_at] and repaired_at > latest.version
+    assert shards.open_dataset(uri, version=3).num_rows == v3_rows
+    assert shards.open_dataset(uri).num_rows == latest.num_rows
+    _grow(uri, 1)
+    assert shards.verify_dataset(uri).ok and [v.version for v in versions(uri)][-2:] == [repaired_at,
+                                                                                          repaired_at + 1]
 
 
-def test_a_garbage_version_file_ahead_of_the_manifest(tmp_path):
+def test_a_garbage_version_record_ahead_of_the_manifest(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=5)
     ahead = shards.open_dataset(uri).version + 1
-    (tmp_path / "ds" / version_path(ahead)).write_text("{garbage")
+    (tmp_path / "ds" / log_path(ahead)).write_text("{garbage")
     _grow(uri, 1)  # the next writer continues past it
     assert [v.version for v in versions(uri) if v.problem] == [ahead]
     assert not shards.verify_dataset(uri).ok
@@ -70,16 +79,17 @@ def test_a_rewritten_old_version_breaks_the_chain(tmp_path):
     _grow(uri, 2)
     assert shards.verify_dataset(uri).ok
     before = shards.open_dataset(uri, version=3).num_rows
-    path = tmp_path / "ds" / version_path(3)
+    path = tmp_path / "ds" / log_path(3)
     d = json.loads(path.read_text())
-    d["units"] = d["units"][1:]  # a unit dropped from history, and everything made consistent again
-    d["num_rows"] = sum(u["rows"] for u in d["units"])
-    d["num_bytes"] = sum(u["bytes"] for u in d["units"])
-    d["units_digest"] = units_digest(d["units"])
-    path.write_text(json.dumps(d, indent=1) + "\n")
+    assert len(d["added"]) == 1
+    gone = d["added"][0]
+    d["added"] = []
+    for name, less in (("units", 1), ("rows", gone["rows"]), ("bytes", gone["bytes"])):
+        d["counts"][name] -= less
+    path.write_text(json.dumps(d, separators=(",", ":")) + "\n")  # a unit dropped from history, consistently
     assert shards.open_dataset(uri, version=3).num_rows == before - 5  # readable: only the chain tells
     report = shards.verify_dataset(uri)
-    assert not report.ok and "rewritten after it was committed" in report.versions[version_path(3)]
+    assert not report.ok and "rewritten after it was committed" in report.versions[log_path(3)]
 
 
 WRITER = """

@@ -13,6 +13,7 @@ import torch
 import shards
 from cluster.cli import main
 from shards.errors import DatasetLockedError, DatasetNotFoundError
+from shards.manifest import FORMAT_VERSION
 from shards.versions import vacuum, versions
 from tests.helpers import HOOKS, unit_columns, unit_file, write_dataset
 
@@ -106,6 +107,6 @@ def test_v1_dataset_reads_and_becomes_v2_on_its_next_commit(tmp_path):
                                compression=old.manifest.compression) as w:
         w.write_unit(max(u.id for u in old.units) + 1, cols)
     new = shards.open_dataset(str(uri))
-    assert new.manifest.format_version == 2 and new.num_rows == old.num_rows + 5
+    assert new.manifest.format_version == FORMAT_VERSION and new.num_rows == old.num_rows + 5  # upgraded
     assert all_bytes(old) == before and shards.verify_dataset(str(uri)).ok
     assert {u.path for u in old.units} <= {u.path for u in new.units}  # v1 unit files kept as they were

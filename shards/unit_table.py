@@ -1,0 +1,208 @@
+"""A dataset's unit list held as columns (format v3): read from Parquet, checked in vectorised passes, turned into
+``UnitEntry`` objects only when one is asked for.
+
+Why columns: at 100k units, building a Python object per unit cost more than reading the whole list (and every
+reader paid it on open); the reader needs only a few columns of all units at once (ids, rows, row groups), and a
+``UnitEntry`` of the few units it opens. ``IdDigest`` summarises a set of unit ids in two numbers that update in
+O(1) per unit added or removed, for the statistics files (which named every unit id before).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shards.layout import MAX_UNIT_ID
+
+SCHEMA = pa.schema([
+    ("id", pa.int64()), ("path", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()),
+    ("checksum", pa.string()), ("row_groups", pa.list_(pa.int64())), ("example_start", pa.int64()),
+    ("example_stop", pa.int64()), ("committed", pa.string()), ("skipped", pa.string()), ("tick", pa.string()),
+])
+#: the paths the format names for a unit: the v1 name or a v2 attempt's (``shards.layout``), checked in one pass
+_PATH = r"^data/unit-(?P<id>\d{6,10})(?:-[0-9a-f]{8})?\.parquet$"
+
+
+def _mix(ids: np.ndarray) -> np.ndarray:
+    """splitmix64 of each id: a well-spread 64-bit hash, so that XOR-ing them summarises a set."""
+    z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class IdDigest:
+    """A set of unit ids as (count, XOR of their hashes): equal sets give equal digests, and adding or removing an
+    id updates it in O(1) (an id is never in a set twice)."""
+
+    count: int = 0
+    xor: int = 0
+
+    @classmethod
+    def of(cls, ids) -> IdDigest:
+        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        return cls(len(arr), int(np.bitwise_xor.reduce(_mix(arr), initial=np.uint64(0))))
+
+    def toggled(self, unit_id: int, added: bool) -> IdDigest:
+        h = int(_mix(np.asarray([unit_id], dtype=np.int64))[0])
+        return IdDigest(self.count + (1 if added else -1), self.xor ^ h)
+
+
+class UnitTable(Sequence):
+    """Unit entries sorted by id, as an Arrow table; ``table[i]`` is a ``UnitEntry`` (made on demand)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table.combine_chunks() if table.num_rows else table
+        self.ids = self.table.column("id").to_numpy(zero_copy_only=False).astype(np.int64)
+        self._cache: dict[int, object] = {}
+
+    # --- building ---------------------------------------------------------------------------------------------
+    @classmethod
+    def empty(cls) -> UnitTable:
+        return cls(SCHEMA.empty_table())
+
+    @classmethod
+    def from_entries(cls, entries: Iterable) -> UnitTable:
+        """From ``UnitEntry`` objects (any order; an id given twice keeps the last)."""
+        by_id = {e.id: e for e in entries}
+        rows = [by_id[i] for i in sorted(by_id)]
+        return cls(pa.table({
+            "id": pa.array([e.id for e in rows], pa.int64()), "path": [e.path for e in rows],
+            "rows": pa.array([e.rows for e in rows], pa.int64()),
+            "bytes": pa.array([e.bytes for e in rows], pa.int64()),
+            "checksum": [e.checksum for e in rows],
+            "row_groups": pa.array([list(e.row_groups) for e in rows], pa.list_(pa.int64())),
+            "example_start": pa.array([e.example_range[0] if e.example_range else None for e in rows], pa.int64()),
+            "example_stop": pa.array([e.example_range[1] if e.example_range else None for e in rows], pa.int64()),
+            "committed": [e.committed for e in rows],
+            "skipped": [json.dumps([s.to_json() for s in e.skipped]) if e.skipped else None for e in rows],
+            "tick": [e.tick or None for e in rows]}, schema=SCHEMA))
+
+    @classmethod
+    def from_parquet(cls, data: bytes) -> UnitTable:
+        return cls(pq.read_table(io.BytesIO(data), schema=SCHEMA))
+
+    def to_parquet(self) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(self.table, buf, compression="zstd", write_statistics=["id"])
+        return buf.getvalue()
+
+    @staticmethod
+    def layered(tables: list[UnitTable], removed: Iterable[int] = ()) -> UnitTable:
+        """The union of ``tables`` where a later table's entry of an id replaces an earlier one's, less the
+        ``removed`` ids; sorted by id."""
+        parts = [t.table for t in tables if len(t)]
+        if not parts:
+            return UnitTable.empty()
+        table = pa.concat_tables(parts)
+        order = np.arange(table.num_rows)
+        ids = table.column("id").to_numpy()
+        # the last occurrence of each id wins: unique over the reversed ids gives each id's last position
+        _, last = np.unique(ids[::-1], return_index=True)
+        keep = np.sort(order[::-1][last])
+        gone = np.asarray(sorted(set(removed)), dtype=np.int64)
+        if len(gone):
+            keep = keep[~np.isin(ids[keep], gone)]
+        picked = table.take(pa.array(keep))
+        return UnitTable(picked.take(pc.sort_indices(picked, [("id", "ascending")])))
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i) + (len(self) if int(i) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if i not in self._cache:
+            self._cache[i] = self._entry(i)
+        return self._cache[i]
+
+    def __iter__(self) -> Iterator:
+        for batch in self.table.to_batches(max_chunksize=65536):
+            for d in batch.to_pylist():
+                yield self._from_row(d)
+
+    def _entry(self, i: int):
+        return self._from_row(self.table.slice(i, 1).to_pylist()[0])
+
+    @staticmethod
+    def _from_row(d: dict):
+        from shards.units import SkippedInput, UnitEntry
+
+        er = (d["example_start"], d["example_stop"]) if d["example_start"] is not None else None
+        return UnitEntry(id=d["id"], path=d["path"], rows=d["rows"], bytes=d["bytes"], checksum=d["checksum"],
+                         row_groups=tuple(d["row_groups"]), example_range=er, committed=d["committed"] or "",
+                         skipped=tuple(SkippedInput.from_json(s) for s in json.loads(d["skipped"]))
+                         if d["skipped"] else (), tick=d["tick"] or "")
+
+    def column(self, name: str) -> np.ndarray:
+        return self.table.column(name).to_numpy(zero_copy_only=False)
+
+    @property
+    def total_rows(self) -> int:
+        return int(pc.sum(self.table.column("rows")).as_py() or 0)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(pc.sum(self.table.column("bytes")).as_py() or 0)
+
+    def row_group_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every row group of every unit, in order: its unit's index, its index in the unit, its rows."""
+        lists = self.table.column("row_groups").combine_chunks()
+        sizes = np.asarray(lists.value_lengths().to_numpy(zero_copy_only=False), dtype=np.int64)
+        unit = np.repeat(np.arange(len(self), dtype=np.int64), sizes)
+        starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        index = np.arange(len(unit), dtype=np.int64) - starts
+        rows = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+        return unit, index, rows
+
+    def paths(self) -> list[str]:
+        return self.table.column("path").to_pylist()
+
+    def id_digest(self) -> IdDigest:
+        return IdDigest.of(self.ids)
+
+    def check(self) -> None:
+        """What ``UnitEntry.check`` checks, for every unit in a few vectorised passes: ids unique, in range and
+        sorted; each path the one the format names for its id (never ``../x`` or absolute); rows equal to the
+        sum of the row groups. ValueError naming the first offender."""
+        if len(self) == 0:
+            return
+        ids = self.ids
+        if ids.min() < 0 or ids.max() > MAX_UNIT_ID:
+            raise ValueError(f"unit id out of range 0..{MAX_UNIT_ID}")
+        if np.any(np.diff(ids) <= 0):
+            dup = ids[1:][np.diff(ids) == 0]
+            raise ValueError(f"units {sorted(set(dup.tolist()))[:10]} are listed more than once" if len(dup)
+                             else "the unit list is not sorted by id")
+        paths = self.table.column("path")
+        named = pc.extract_regex(paths, _PATH)
+        ok = pc.is_valid(named).to_numpy(zero_copy_only=False)
+        if ok.all():
+            stems = pc.struct_field(named, [0]).to_numpy(zero_copy_only=False).astype(np.int64)  # the id group
+            ok = stems == ids
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise ValueError(f"unit {ids[i]} has path {paths[i].as_py()!r}; the format names it "
+                             f"data/unit-{ids[i]:06d}.parquet or data/unit-{ids[i]:06d}-<8 hex>.parquet")
+        rows = self.column("rows")
+        sums = pc.list_value_length(self.table.column("row_groups"))  # presence; sums below
+        _unit, _index, group_rows = self.row_group_arrays()
+        totals = np.bincount(_unit, weights=group_rows, minlength=len(self)).astype(np.int64)
+        bad = (rows != totals) | (rows < 0) | (self.column("bytes") < 0) | pc.is_null(sums).to_numpy(
+            zero_copy_only=False)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"unit {ids[i]}: rows {rows[i]} != sum of row groups")

@@ -1,0 +1,488 @@
+"""Format v3: every version records what it changed; the unit list lives in shared, immutable leaves.
+
+::
+
+    manifest.json                        the latest version: its state (schema, statistics, provenance, ...) and
+                                         where its unit list is: a checkpoint and the log entries after it
+    _log/v000000123.json                 what version 123 changed: units added and removed, state that changed,
+                                         the version it follows (``base``) and that version's digest (a chain)
+    _checkpoints/v000000112.json         the whole state of version 112 and its unit list as a list of leaves
+                                         (less the ids in ``removed``)
+    _checkpoints/leaves/<digest>.parquet the unit entries of a range of commits, immutable, named by the digest
+                                         of their bytes and shared by every later checkpoint that lists them
+
+A commit writes its log entry and the root: bytes proportional to what it changed. Every ``CHECKPOINT_EVERY``
+versions a checkpoint turns the units added since the last one into one new leaf, and merges the last ``TIER``
+leaves of a level into one leaf of the next level (size-tiered, as log-structured stores do): a unit is copied
+once per level, O(log N) times in all, and a version's unit list is one checkpoint (a few dozen leaves) plus at
+most ``CHECKPOINT_EVERY`` log entries, whatever the number of units. Delta Lake keeps a log entry per commit and a
+full checkpoint every 10 (every checkpoint a copy of the whole list); Iceberg shares manifest files between
+snapshots. Measured (docs/benchmarks.md): at 100k units a commit writes a few kB and opening reads ~1 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from shards.errors import CorruptDataError, CorruptManifestError
+from shards.layout import CHECKPOINT_DIR, LOG_DIR, MANIFEST, checkpoint_path, leaf_path, log_path
+from shards.storage import Storage
+from shards.unit_table import UnitTable
+
+CHECKPOINT_EVERY = 16  #: log entries after a checkpoint before the next one, once LEAF_MIN units changed
+CHECKPOINT_MAX = 64  #: log entries after a checkpoint before the next one, whatever changed (tiny commits)
+LEAF_MIN = 256  #: units changed since the checkpoint that make a new leaf worth its file
+TIER = 4  #: leaves of one level merged into one of the next
+LEAF0 = 256  #: the unit count of a level-0 leaf's size class (a leaf of a whole dataset gets its level by size)
+INLINE_MAX = 256  #: changes since the checkpoint a root lists itself (beyond, readers read the log entries)
+FULL_COMPACTION = 4096  #: tombstones at which every leaf is merged into one (removals are rare: repair, re-extract)
+#: state fields every version writes anew (never kept in a log entry's state changes)
+PER_VERSION = ("version", "updated", "commit", "format_version", "previous", "code_version")
+#: state fields a log entry does not repeat: the statistics files are named by the version that wrote them
+#: (``stats_at``) and their summaries are read from them (a few hundred bytes saved per version)
+DERIVED = ("stats", "stats_files")
+
+
+def digest(data: bytes) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def dumps(obj: dict) -> bytes:
+    """Compact strict JSON: no NaN/Infinity (other languages' parsers refuse them)."""
+    return (json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+#: what every error about damaged metadata ends with
+REPAIR = (" `actlake verify --repair URI` rebuilds the latest version from the commit records and sets aside the "
+          "versions that can no longer be read.")
+
+
+def damaged(message: str) -> CorruptManifestError:
+    return CorruptManifestError(message + REPAIR)
+
+
+def _loads(raw: bytes, where: str) -> dict:
+    try:
+        d = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise damaged(f"{where} is not valid JSON ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(d, dict):
+        raise damaged(f"{where} holds a {type(d).__name__}, not an object.")
+    return d
+
+
+@dataclass(frozen=True)
+class LeafRef:
+    """One leaf of a checkpoint's unit list."""
+
+    path: str
+    digest: str
+    units: int
+    level: int
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "digest": self.digest, "units": self.units, "level": self.level}
+
+    @classmethod
+    def from_json(cls, d: dict) -> LeafRef:
+        ref = cls(str(d["path"]), str(d["digest"]), int(d["units"]), int(d.get("level", 0)))
+        if ref.path != leaf_path(ref.digest):  # a damaged or hostile record cannot point outside the leaves
+            raise ValueError(f"leaf path {ref.path!r} is not {leaf_path(ref.digest)!r}")
+        return ref
+
+
+@dataclass
+class LogEntry:
+    """What one version changed (``_log/vNNNNNNNNN.json``)."""
+
+    version: int
+    base: int  #: the version this one follows (its state plus these changes is this version's)
+    checkpoint: int  #: the checkpoint the chain to this version starts from (== version: this version has one)
+    previous: dict | None  #: {"version": base, "digest": of base's record bytes}: the chain
+    updated: str
+    commit: dict
+    added: list[dict] = field(default_factory=list)  #: unit entries (as the format writes them)
+    removed: list[int] = field(default_factory=list)
+    state: dict = field(default_factory=dict)  #: state fields that changed (not the DERIVED ones)
+    counts: dict = field(default_factory=dict)  #: {"units", "rows", "bytes"} after this version
+    stats_at: int | None = None  #: this version wrote statistics files (``stats/<hook>.v<stats_at>.npz``)
+
+    def to_json(self) -> dict:
+        # empty fields are left out: a one-unit version's record is mostly that unit's entry
+        # so are the commit's unit counts when they are the lengths of ``added`` and ``removed`` (from_json
+        # restores them): with them, a one-unit version's record was ~13 % larger
+        derived = {"units_added": len(self.added), "units_removed": len(self.removed)}
+        commit = {k: v for k, v in self.commit.items() if v not in ("", None) and derived.get(k, -1) != v}
+        out = {"format_version": 3, "version": self.version, "base": self.base, "checkpoint": self.checkpoint,
+               "previous": self.previous, "updated": self.updated, "commit": commit, "added": self.added}
+        for name, value in (("removed", self.removed), ("state", self.state), ("stats_at", self.stats_at)):
+            if value:
+                out[name] = value
+        out["counts"] = self.counts
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> LogEntry:
+        added, removed = list(d.get("added") or []), [int(i) for i in d.get("removed") or []]
+        commit = {"units_added": len(added), "units_removed": len(removed), **(d.get("commit") or {})}
+        return cls(version=int(d["version"]), base=int(d["base"]), checkpoint=int(d["checkpoint"]),
+                   previous=d.get("previous"), updated=str(d.get("updated", "")), commit=commit,
+                   added=added, removed=removed,
+                   state=dict(d.get("state") or {}), counts=dict(d.get("counts") or {}),
+                   stats_at=int(d["stats_at"]) if d.get("stats_at") is not None else None)
+
+
+@dataclass
+class Checkpoint:
+    """The whole state of one version and its unit list as leaves (``_checkpoints/vNNNNNNNNN.json``)."""
+
+    version: int
+    state: dict
+    leaves: list[LeafRef]
+    removed: list[int] = field(default_factory=list)  #: ids in the leaves that are no longer units
+
+    def to_json(self) -> dict:
+        return {"format_version": 3, "version": self.version, "state": self.state,
+                "leaves": [leaf.to_json() for leaf in self.leaves], "removed": self.removed}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Checkpoint:
+        return cls(version=int(d["version"]), state=dict(d["state"]),
+                   leaves=[LeafRef.from_json(x) for x in d.get("leaves") or []],
+                   removed=[int(i) for i in d.get("removed") or []])
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+def read_log(storage: Storage, version: int) -> tuple[LogEntry, bytes]:
+    """A version's log entry and its bytes; FileNotFoundError when there is none."""
+    raw = storage.get_bytes(log_path(version))
+    try:
+        return LogEntry.from_json(_loads(raw, storage.display(log_path(version)))), raw
+    except (KeyError, ValueError, TypeError) as exc:
+        raise damaged(f"{storage.display(log_path(version))} is damaged: {exc}.") from None
+
+
+def read_checkpoint(storage: Storage, version: int) -> Checkpoint:
+    rel = checkpoint_path(version)
+    try:
+        return Checkpoint.from_json(_loads(storage.get_bytes(rel), storage.display(rel)))
+    except FileNotFoundError:
+        raise damaged(f"{storage.display(rel)} is missing: the metadata of version {version} is incomplete."
+                      ) from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise damaged(f"{storage.display(rel)} is damaged: {exc}.") from None
+
+
+def read_leaf(storage: Storage, ref: LeafRef) -> UnitTable:
+    """A leaf, checked against the digest its checkpoint records."""
+    try:
+        data = storage.get_bytes(ref.path)
+    except FileNotFoundError:
+        raise damaged(f"{storage.display(ref.path)} is missing (a leaf of the unit list).") from None
+    if digest(data) != ref.digest:
+        raise damaged(f"{storage.display(ref.path)} is damaged: its digest is not {ref.digest}.")
+    table = UnitTable.from_parquet(data)
+    if len(table) != ref.units:
+        raise damaged(f"{storage.display(ref.path)} holds {len(table)} units, its record says {ref.units}.")
+    return table
+
+
+def checkpoint_units(storage: Storage, cp: Checkpoint) -> UnitTable:
+    """A checkpoint's unit list: its leaves in order (a later leaf's entry of an id wins), less ``removed``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        tables = list(pool.map(lambda ref: read_leaf(storage, ref), cp.leaves))
+    return UnitTable.layered(tables, cp.removed)
+
+
+def net_changes(entries: list[LogEntry]) -> tuple[dict[int, object], set[int]]:
+    """The unit changes of ``entries`` applied in order, as one change: entries added or replaced (by id) and
+    ids removed."""
+    from shards.units import UnitEntry
+
+    added: dict[int, object] = {}
+    removed: set[int] = set()
+    for e in entries:
+        if len({d.get("id") for d in e.added}) != len(e.added):
+            raise damaged(f"{log_path(e.version)}: units {_repeated(d.get('id') for d in e.added)} are listed more "
+                          "than once.")
+        for uid in e.removed:
+            added.pop(uid, None)
+            removed.add(uid)
+        for d in e.added:
+            u = UnitEntry.from_json(d)
+            added[u.id] = u
+            removed.discard(u.id)
+    return added, removed
+
+
+def apply_changes(base: UnitTable, added: dict[int, object], removed: set[int]) -> UnitTable:
+    """``base`` with units ``added`` (a later entry of an id replaces the earlier) and ``removed``."""
+    if not (added or removed):
+        return base
+    return UnitTable.layered([base, UnitTable.from_entries(added.values())], sorted(removed))
+
+
+def apply_entries(base: UnitTable, entries: list[LogEntry]) -> UnitTable:
+    """``base`` with the unit changes of ``entries`` applied in order."""
+    return apply_changes(base, *net_changes(entries))
+
+
+def root_changes(ref: dict) -> tuple[dict[int, object], set[int]] | None:
+    """The changes since the checkpoint a root lists itself (``added``/``removed``), or None when it names
+    only the log entries that hold them (more than INLINE_MAX units changed)."""
+    from shards.units import UnitEntry
+
+    if "added" not in ref:
+        return None
+    listed = [UnitEntry.from_json(d) for d in ref["added"]]
+    added = {u.id: u for u in listed}
+    if len(added) != len(listed):
+        raise ValueError(f"units {_repeated(u.id for u in listed)} are listed more than once")
+    return added, {int(i) for i in ref.get("removed") or []}
+
+
+def _repeated(ids) -> list[int]:
+    from collections import Counter
+
+    return sorted(i for i, n in Counter(ids).items() if n > 1)
+
+
+def check_counts(table: UnitTable, counts: dict, where: str) -> UnitTable:
+    """A unit list against the counts its version recorded (``{"units", "rows", "bytes"}``): an edited list (a unit
+    dropped, rows changed) whose counts were not edited too is refused here, on open."""
+    for name, got in (("units", len(table)), ("rows", table.total_rows), ("bytes", table.total_bytes)):
+        if name in counts and int(counts[name]) != got:
+            raise damaged(f"{where}: its unit list has {got} {name}, its record says {counts[name]} (edited or "
+                          "damaged).")
+    return table
+
+
+def chain_to(storage: Storage, entry: LogEntry, checkpoints: set[int]) -> tuple[int, list[LogEntry]]:
+    """The newest checkpoint on ``entry``'s chain (its own, or one ``vacuum`` wrote at a later version) and the
+    log entries after it up to ``entry``, oldest first (at most CHECKPOINT_EVERY)."""
+    chain = [entry]
+    while chain[-1].version not in checkpoints:
+        base = chain[-1].base
+        if chain[-1].version <= entry.checkpoint or len(chain) > 2 * CHECKPOINT_MAX:
+            raise damaged(f"{storage.display(log_path(entry.version))}: its chain does not reach a checkpoint "
+                          f"(checkpoint {entry.checkpoint} is missing).")
+        chain.append(read_log(storage, base)[0])
+    return chain[-1].version, list(reversed(chain[:-1]))
+
+
+def apply_state(storage: Storage, state: dict, entries: list[LogEntry]) -> dict:
+    """``state`` with the state changes of ``entries`` applied in order; the last one's per-version fields; the
+    statistics files (and their summaries, read from them) of the last version that wrote some."""
+    from shards.layout import versioned_stats_path
+    from shards.stats_files import read_stats_file
+
+    state = dict(state)
+    stats_at = None
+    for e in entries:
+        state.update(e.state)
+        stats_at = e.stats_at or stats_at
+    if entries:
+        last = entries[-1]
+        state.update(version=last.version, updated=last.updated, commit=last.commit, previous=last.previous)
+    if stats_at is not None:
+        hooks = list((state.get("schema") or {}).get("hooks") or {})
+        state["stats_files"] = {h: versioned_stats_path(h, stats_at) for h in hooks}
+        state["stats"] = {}
+        for h, p in state["stats_files"].items():
+            try:
+                state["stats"][h] = read_stats_file(storage, h, p)[0].summary().to_json()
+            except (FileNotFoundError, CorruptDataError):
+                # the version's rows are intact: it stays readable without this summary; reading the hook's
+                # statistics names the file, and `verify` reports it (the latest's, repair rebuilds)
+                continue
+    return state
+
+
+def version_state(storage: Storage, version: int) -> tuple[dict, UnitTable, LogEntry]:
+    """The state (manifest fields) and unit list of a v3 version, from its checkpoint and log entries."""
+    entry, _raw = read_log(storage, version)
+    start, chain = chain_to(storage, entry, set(list_checkpoints(storage)))
+    cp = read_checkpoint(storage, start)
+    state = apply_state(storage, cp.state, chain)
+    if not chain:
+        state.update(version=entry.version, updated=entry.updated, commit=entry.commit, previous=entry.previous)
+    units = check_counts(apply_entries(checkpoint_units(storage, cp), chain), entry.counts,
+                         storage.display(log_path(version)))
+    return state, units, entry
+
+
+def root_units(storage: Storage, units_ref: dict) -> UnitTable:
+    """The latest version's unit list, from what its root names: a checkpoint, and the changes since that the
+    root lists itself or the log entries after the checkpoint (read 16 at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cp = read_checkpoint(storage, int(units_ref["checkpoint"]))
+    inline = root_changes(units_ref)
+    if inline is not None:
+        return check_counts(apply_changes(checkpoint_units(storage, cp), *inline), units_ref, MANIFEST)
+
+    def one(v) -> LogEntry:
+        try:
+            return read_log(storage, int(v))[0]
+        except FileNotFoundError:
+            raise damaged(f"{storage.display(log_path(v))} is missing: {MANIFEST} names it.") from None
+
+    with ThreadPoolExecutor(16) as pool:
+        entries = list(pool.map(one, units_ref.get("chain") or []))
+    return check_counts(apply_entries(checkpoint_units(storage, cp), entries), units_ref, MANIFEST)
+
+
+def list_log_versions(storage: Storage) -> list[int]:
+    out = []
+    for f in storage.list(LOG_DIR):
+        if f.startswith("v") and f.endswith(".json") and f[1:-5].isdigit() and len(f) == 15:
+            out.append(int(f[1:-5]))
+    return sorted(out)
+
+
+def list_checkpoints(storage: Storage) -> list[int]:
+    return sorted(int(f[1:-5]) for f in storage.list(CHECKPOINT_DIR)
+                  if f.startswith("v") and f.endswith(".json") and f[1:-5].isdigit() and len(f) == 15)
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+def inline_changes(added: dict[int, object], removed: set[int]) -> dict:
+    """What a root lists of the changes since its checkpoint: all of them when at most INLINE_MAX units changed
+    (a reader then reads the root, the checkpoint and its leaves, no log entry), else nothing."""
+    if len(added) + len(removed) > INLINE_MAX:
+        return {}
+    return {"added": [u.to_json() for _, u in sorted(added.items())], "removed": sorted(removed)}
+
+
+def leaf_level(units: int) -> int:
+    return max(0, int(math.log(max(units, 1) / LEAF0, TIER))) if units > LEAF0 else 0
+
+
+class LogWriter:
+    """The writer's side of format v3: each version's log entry and root, checkpoints every CHECKPOINT_EVERY
+    versions. It knows the chain since the last checkpoint and the units added since (for the next leaf)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.checkpoint: int | None = None  #: None: the next version writes a checkpoint of every unit
+        self.leaves: list[LeafRef] = []
+        self.removed: set[int] = set()
+        self.chain: list[int] = []  #: versions after the checkpoint
+        self.since_added: dict[int, object] = {}  #: units added (or replaced) since the checkpoint
+        self.since_removed: set[int] = set()
+        self.base: tuple[int, str] | None = None  #: (version, digest of its record bytes) this version follows
+        self.state: dict = {}  #: the last version's state fields
+
+    def adopt(self, root: dict | None, source_digest: str, manifest) -> None:
+        """Continue from an existing dataset (``manifest``, read from ``root`` whose bytes have
+        ``source_digest``): a v3 root (its checkpoint and chain), or a v1/v2 manifest (the next version starts
+        the log with a checkpoint of every unit, chained to the v2 version's bytes)."""
+        if manifest is None or root is None:
+            return
+        self.state = {k: v for k, v in manifest.state_json().items() if k not in PER_VERSION}
+        version = int(root.get("version", 0))  # v1 manifests have no version number (they are version 0)
+        if int(root.get("format_version", 0)) < 3:
+            if int(root.get("format_version", 0)) >= 2 and source_digest:
+                self.base = (version, source_digest)
+            return
+        ref = root["units"]
+        cp = read_checkpoint(self.storage, int(ref["checkpoint"]))
+        self.checkpoint, self.leaves, self.removed = cp.version, cp.leaves, set(cp.removed)
+        self.chain = [int(v) for v in ref.get("chain") or []]
+        changes = root_changes(ref)
+        if changes is None:
+            changes = net_changes([read_log(self.storage, v)[0] for v in self.chain])
+        self.since_added, self.since_removed = changes
+        _entry, raw = read_log(self.storage, version)
+        self.base = (version, digest(raw))
+
+    def restart(self) -> None:
+        """An overwrite: the next version is a checkpoint of the new (empty) dataset, chained to nothing."""
+        self.checkpoint, self.leaves, self.removed, self.chain = None, [], set(), []
+        self.since_added, self.since_removed, self.base = {}, set(), None
+
+    def record(self, added: dict[int, object], removed: set[int]) -> None:
+        """Unit changes of the version being made (before ``write``)."""
+        for uid in removed:
+            self.since_added.pop(uid, None)
+            self.since_removed.add(uid)
+        for uid, u in added.items():
+            self.since_added[uid] = u
+            self.since_removed.discard(uid)
+
+    def write(self, state: dict, units: dict[int, object], added: dict[int, object], removed: set[int],
+              counts: dict) -> bytes:
+        """Write one version: its checkpoint when due, its log entry, then the root (the commit point). Returns
+        the root's bytes. ``units``: every unit of the version (read only for a first checkpoint)."""
+        version = int(state["version"])
+        churn = len(self.since_added) + len(self.since_removed)
+        due = (self.checkpoint is None or len(self.chain) >= CHECKPOINT_MAX
+               or (len(self.chain) >= CHECKPOINT_EVERY and churn >= LEAF_MIN))
+        changed = {k: v for k, v in state.items()
+                   if k not in PER_VERSION and k not in DERIVED and self.state.get(k) != v}
+        wrote_stats = state.get("stats_files") != self.state.get("stats_files") and state.get("stats_files")
+        entry = LogEntry(version=version, base=self.base[0] if self.base else 0,
+                         checkpoint=version if due else self.checkpoint,
+                         previous={"version": self.base[0], "digest": self.base[1]} if self.base else None,
+                         updated=state.get("updated", ""), commit=state.get("commit") or {},
+                         added=[u.to_json() for _, u in sorted(added.items())], removed=sorted(removed),
+                         state=changed, counts=counts, stats_at=version if wrote_stats else None)
+        if due:
+            self._checkpoint(version, state, units, entry)
+        raw = dumps(entry.to_json())
+        self.storage.put_bytes(log_path(version), raw)  # before the root: a version is never named before it exists
+        chain = [] if due else [*self.chain, version]
+        ref = {"checkpoint": entry.checkpoint, "chain": chain, **counts,
+               **inline_changes(self.since_added, self.since_removed)}
+        data = dumps({**state, "format_version": 3, "previous": entry.previous, "units": ref})
+        self.storage.put_bytes(MANIFEST, data)
+        self.base = (version, digest(raw))
+        self.state = {k: v for k, v in state.items() if k not in PER_VERSION}
+        self.chain = chain
+        return data
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    def _checkpoint(self, version: int, state: dict, units: dict[int, object], entry: LogEntry) -> None:
+        if self.checkpoint is None:  # a new dataset, an overwrite, or the first v3 version of a v1/v2 dataset
+            self.leaves, self.removed = [], set()
+            fresh = UnitTable.from_entries(units.values())
+            if len(fresh):
+                self.leaves = [self._put_leaf(fresh, leaf_level(len(fresh)))]
+        else:
+            self.removed = (self.removed | self.since_removed) - set(self.since_added)
+            new = UnitTable.from_entries(self.since_added.values())
+            if len(new):
+                self.leaves = [*self.leaves, self._put_leaf(new, 0)]
+            self._merge_tiers()
+            if len(self.removed) > FULL_COMPACTION:
+                top = max((x.level for x in self.leaves), default=0)
+                self.leaves, self.removed = self._merge(self.leaves, top), set()
+        cp = Checkpoint(version=version, state={**state, "format_version": 3, "previous": entry.previous},
+                        leaves=list(self.leaves), removed=sorted(self.removed))
+        self.storage.put_bytes(checkpoint_path(version), dumps(cp.to_json()))
+        self.checkpoint, self.chain, self.since_added, self.since_removed = version, [], {}, set()
+
+    def _put_leaf(self, table: UnitTable, level: int) -> LeafRef:
+        data = table.to_parquet()
+        d = digest(data)
+        ref = LeafRef(leaf_path(d), d, len(table), level)
+        if not self.storage.exists(ref.path):
+            self.storage.put_bytes(ref.path, data)
+        return ref
+
+    def _merge(self, leaves: list[LeafRef], level: int) -> list[LeafRef]:
+        tables = [read_leaf(self.storage, ref) for ref in leaves]
+        merged = UnitTable.layered(tables, self.removed)
+        return [self._put_leaf(merged, level)] if len(merged) else []
+
+    def _merge_tiers(self) -> None:
+        """While the last TIER leaves are of one level, merge them into one leaf of the next level."""
+        while len(self.leaves) >= TIER and len({x.level for x in self.leaves[-TIER:]}) == 1:
+            level = self.leaves[-1].level
+            self.leaves = [*self.leaves[:-TIER], *self._merge(self.leaves[-TIER:], level + 1)]

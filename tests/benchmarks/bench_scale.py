@@ -1,0 +1,285 @@
+"""The format's metadata costs as a dataset grows: tiny units (2 rows of 4 float16 values each), so that only the
+manifest, the version records and their checks show.
+
+    python tests/benchmarks/bench_scale.py --sizes 1000 5000 20000 100000 --out docs/results/scale.jsonl
+    python tests/benchmarks/bench_scale.py --sizes 1000 5000 20000 --s3          # on moto's S3 server
+    python tests/benchmarks/bench_scale.py --storage 1000x100                     # 1,000 commits of 100 units
+    python tests/benchmarks/bench_scale.py --storage 3100x10 --s3                 # the 31k-unit, 10-hour job
+    python tests/benchmarks/bench_scale.py --plot docs/results/scale-*.jsonl      # docs/benchmarks_scale.png
+
+One dataset grows through the sizes (built in commits of ``--build-batch`` units). At each size N:
+
+- ``commit_s``: one more unit written and committed (a new version), mean over ``--commits`` commits in a row
+  (so any periodic checkpoint is amortised) and their median;
+- ``writer_open_s``: opening a writer on it (append mode) and closing it without a change;
+- ``open_s``: ``open_dataset`` (median of 5); ``first_batch_s``: open and the first shuffled batch of 256 rows;
+- ``metadata_bytes``: manifest.json and every version record (``_versions/``, ``_log/``, ``_checkpoints/``),
+  statistics files apart;
+- ``verify_s`` / ``verify_rss_mb`` and ``versions_s`` / ``versions_rss_mb``: ``actlake verify`` (all kept
+  versions, checksums of every unit file) and ``actlake versions``, each in a fresh process (peak RSS of that
+  process).
+
+``--storage CxU``: a fresh dataset, C commits of U units each; the bytes of all version metadata against one copy
+of the final unit list (as JSON, the way format v2 writes it: the basis of "N copies"). Results are appended to
+``--out`` as JSON lines (one per size, tagged with the format version the checkout writes) and fitted: the
+exponent b of cost ~ N^b between the smallest and the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+HOOKS = {"h": {"shape": [4], "dtype": "float16"}}
+META_DIRS = ("_versions", "_log", "_checkpoints")
+
+
+def unit(uid: int) -> dict:
+    return {"example_id": np.array([2 * uid, 2 * uid + 1], dtype=np.int64),
+            "position": np.zeros(2, np.int32), "h": np.full((2, 4), uid % 7, np.float16)}
+
+
+def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int) -> list[float]:
+    """Units [start, stop) committed ``batch`` at a time (one version per batch); the seconds of each commit
+    (``flush``: fold the batch's records, write the new version)."""
+    import shards
+
+    flushes = []
+    with shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts, commit_interval=1e9) as w:
+        for u in range(start, stop):
+            w.write_unit(u, unit(u))
+            if (u + 1 - start) % batch == 0:
+                t0 = time.perf_counter()
+                w.flush()
+                flushes.append(time.perf_counter() - t0)
+    return flushes
+
+
+def commits(uri: str, opts: dict | None, first: int, n: int) -> list[float]:
+    """``n`` commits of one unit each, ids from ``first``; the seconds of each (write, fold, new version)."""
+    import shards
+
+    out = []
+    with shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts, commit_interval=1e9) as w:
+        for u in range(first, first + n):
+            t0 = time.perf_counter()
+            w.write_unit(u, unit(u))
+            w.flush()
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def timed(fn, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def metadata_bytes(storage) -> dict:
+    total = {"manifest": storage.size("manifest.json")}
+    for d in META_DIRS:
+        found = storage.find(d)
+        total[d] = int(sum(int(i.get("size") or 0) for i in found.values()))
+    stats = storage.find("stats")
+    total["stats_files"] = int(sum(int(i.get("size") or 0) for i in stats.values()))
+    total["versions_total"] = total["manifest"] + sum(total[d] for d in META_DIRS)
+    return total
+
+
+def in_process(code: str, env: dict) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of ``code`` run by a fresh Python (its own peak: RUSAGE_CHILDREN would report
+    the largest child so far)."""
+    report = "\nimport resource; print('RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code + report], check=True, cwd=ROOT, env=env,
+                         capture_output=True, text=True).stdout
+    seconds = time.perf_counter() - t0
+    return seconds, int(out.rsplit("RSS_KB", 1)[1].split()[0]) / 1024
+
+
+def measure(uri: str, opts: dict | None, n: int, n_commits: int, env: dict) -> dict:
+    import shards
+    from shards.manifest import FORMAT_VERSION
+    from shards.storage import Storage
+
+    st = Storage(uri, opts)
+    got = commits(uri, opts, 10_000_000 + n, n_commits)
+    t0 = time.perf_counter()
+    shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts).close()
+    writer_open = time.perf_counter() - t0
+    open_s = timed(lambda: shards.open_dataset(uri, opts))
+
+    def first_batch() -> None:
+        ds = shards.open_dataset(uri, opts)
+        it = iter(ds.iter_batches("h", batch_size=256, shuffle=True, seed=0, prefetch=0, shuffle_window=1024))
+        next(it)
+        it.close()
+
+    first = timed(first_batch, 3)
+    opts_arg = json.dumps(opts or {})
+    verify_s, verify_rss = in_process(
+        f"import shards; r = shards.verify_dataset({uri!r}, {opts_arg}); assert r.ok, r.lines()[:5]", env)
+    versions_s, versions_rss = in_process(
+        f"from shards.versions import versions; print(len(versions({uri!r}, {opts_arg})))", env)
+    ds = shards.open_dataset(uri, opts)
+    return {"n_units": len(ds.units), "format_version": FORMAT_VERSION, "versions": ds.version,
+            "commit_s": statistics.mean(got), "commit_median_s": statistics.median(got),
+            "writer_open_s": writer_open, "open_s": open_s, "first_batch_s": first,
+            "verify_s": verify_s, "verify_rss_mb": verify_rss, "versions_s": versions_s,
+            "versions_rss_mb": versions_rss, **{f"bytes_{k}": v for k, v in metadata_bytes(st).items()}}
+
+
+def fit(rows: list[dict], key: str) -> float | None:
+    """The exponent b of ``key ~ n^b`` between the smallest and the largest size."""
+    pts = [(r["n_units"], r[key]) for r in rows if r.get(key)]
+    if len(pts) < 2:
+        return None
+    (n0, c0), (n1, c1) = pts[0], pts[-1]
+    return round(float(np.log(c1 / c0) / np.log(n1 / n0)), 3)
+
+
+def storage_test(uri: str, opts: dict | None, n_commits: int, per_commit: int) -> dict:
+    import shards
+    from shards.manifest import FORMAT_VERSION
+    from shards.storage import Storage
+
+    t0 = time.perf_counter()
+    flushes = grow(uri, opts, 0, n_commits * per_commit, per_commit)
+    seconds = time.perf_counter() - t0
+    open_s = timed(lambda: shards.open_dataset(uri, opts))
+    ds = shards.open_dataset(uri, opts)
+    one_copy = len(json.dumps([u.to_json() for u in ds.units], indent=1).encode())
+    one_copy_compact = len(json.dumps([u.to_json() for u in ds.units], separators=(",", ":")).encode())
+    meta = metadata_bytes(Storage(uri, opts))
+    return {"storage_test": f"{n_commits}x{per_commit}", "format_version": FORMAT_VERSION, "versions": ds.version,
+            "n_units": len(ds.units), "seconds": round(seconds, 1), "commit_s_total": round(sum(flushes), 2),
+            "commit_s_first100": statistics.mean(flushes[:100]), "commit_s_last100": statistics.mean(flushes[-100:]),
+            "open_s": open_s, "one_copy_json_bytes": one_copy,
+            "one_copy_compact_json_bytes": one_copy_compact, **{f"bytes_{k}": v for k, v in meta.items()},
+            "copies": round(meta["versions_total"] / one_copy, 2)}
+
+
+def s3_server() -> tuple[str, object]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="scale")
+    return "s3://scale", server
+
+
+PANELS = (("commit_s", "commit one more unit (s)"), ("writer_open_s", "open a writer (s)"),
+          ("open_s", "open_dataset (s)"), ("first_batch_s", "open + first batch (s)"),
+          ("verify_s", "verify, all versions (s)"), ("verify_rss_mb", "verify peak RSS (MB)"),
+          ("versions_s", "`versions` (s)"), ("bytes_versions_total", "version metadata (bytes)"))
+
+
+def plot(paths: list[str], out: str) -> None:
+    """Log-log panels of every cost against N, one line per (format, where), from ``--out`` files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
+    runs: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "size" in r:
+            runs.setdefault((r["label"], r["where"]), []).append(r)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+        for (label, where), pts in sorted(runs.items()):
+            pts = sorted(pts, key=lambda r: r["n_units"])
+            xs, ys = [r["n_units"] for r in pts], [r[key] for r in pts]
+            b = fit(pts, key)
+            ax.loglog(xs, ys, "o-" if label.startswith("v3") else "s--",
+                      label=f"{label} {where}" + (f" (b={b:.2f})" if b is not None else ""))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("units in the dataset")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Format metadata costs against dataset size (tiny units; b: fitted exponent, cost ~ N^b)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 5000, 20000, 100000])
+    ap.add_argument("--build-batch", type=int, default=1000, help="units per commit while growing")
+    ap.add_argument("--commits", type=int, default=32, help="one-unit commits timed at each size")
+    ap.add_argument("--s3", action="store_true", help="on moto's S3 server on loopback instead of local disk")
+    ap.add_argument("--storage", default=None, help="CxU: C commits of U units, then the bytes of all versions "
+                    "(3100x10 is the 31k-unit, 10-hour job of issue 25: a fold every 10 s)")
+    ap.add_argument("--dir", default=str(ROOT / "bench-data" / "scale"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--label", default="")
+    ap.add_argument("--plot", nargs="*", default=None, help="plot these --out files to --png and stop")
+    ap.add_argument("--png", default=str(ROOT / "docs" / "benchmarks_scale.png"))
+    a = ap.parse_args()
+    if a.plot:
+        plot(a.plot, a.png)
+        return
+    from shards.manifest import FORMAT_VERSION
+
+    server = None
+    if a.s3:
+        base, server = s3_server()
+    else:
+        base = a.dir
+        shutil.rmtree(base, ignore_errors=True)
+        Path(base).mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rows = []
+    try:
+        if a.storage:
+            c, u = (int(x) for x in a.storage.split("x"))
+            rows.append({"where": "s3" if a.s3 else "local", **storage_test(f"{base}/storage", None, c, u)})
+            print(json.dumps(rows[-1]), flush=True)
+        uri, have = f"{base}/grow", 0
+        for n in a.sizes if not a.storage else []:
+            t0 = time.perf_counter()
+            grow(uri, None, have, n, a.build_batch)
+            built = time.perf_counter() - t0
+            have = n
+            row = {"label": a.label or f"v{FORMAT_VERSION}", "where": "s3" if a.s3 else "local", "size": n,
+                   "build_s": round(built, 1), **measure(uri, None, n, a.commits, env)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        grown = [r for r in rows if "size" in r]
+        if len(grown) > 1:
+            fits = {k: fit(grown, k) for k in ("commit_s", "writer_open_s", "open_s", "first_batch_s", "verify_s",
+                                               "versions_s", "bytes_manifest", "bytes_versions_total")}
+            rows.append({"label": grown[0]["label"], "where": grown[0]["where"], "fitted_exponents": fits})
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    if a.out:
+        with open(a.out, "a") as f:
+            for r in rows:
+                f.write(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), **r}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
