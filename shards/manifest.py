@@ -348,9 +348,10 @@ def check_units(d: dict) -> None:
         raise ValueError(f"num_rows {d['num_rows']} != the sum of its units' rows")
 
 
-def parse_manifest(raw: bytes, where: str, storage: Storage | None = None) -> Manifest:
+def parse_manifest(raw: bytes, where: str, storage: Storage | None = None, lazy: bool = False) -> Manifest:
     """A manifest from its bytes; CorruptManifestError or FormatVersionError naming ``where`` and the fix. A v3
-    root that names its unit list elsewhere (a checkpoint and log entries) reads it from ``storage``."""
+    root that names its unit list elsewhere (a checkpoint and log entries) reads it from ``storage`` (``lazy``:
+    when first used, see ``LazyUnitTable``)."""
     fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
     try:
         data = json.loads(raw)
@@ -371,7 +372,7 @@ def parse_manifest(raw: bytes, where: str, storage: Storage | None = None) -> Ma
 
             if storage is None:
                 raise ValueError("its unit list is stored beside it: read it with read_manifest(storage)")
-            units = root_units(storage, data["units"])
+            units = root_units(storage, data["units"], lazy)
         manifest = Manifest.from_json(data, units)
         manifest.source_digest = bytes_digest(raw)
         manifest.root = data
@@ -389,9 +390,9 @@ def list_versions(storage: Storage) -> list[int]:
     return sorted(v2 | set(list_log_versions(storage)))
 
 
-def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
+def read_manifest(storage: Storage, version: int | None = None, lazy: bool = False) -> Manifest:
     """Load and check ``manifest.json`` (the latest version) or the kept manifest of ``version``; a clear error
-    when there is none."""
+    when there is none. ``lazy``: a v3 root's unit list is read when first used (readers: ``open_dataset``)."""
     if version is not None:
         return _read_version(storage, check_version(version))
     try:
@@ -405,7 +406,7 @@ def read_manifest(storage: Storage, version: int | None = None) -> Manifest:
             f"no actlake dataset at {storage.display()}: {MANIFEST} not found.{hint} "
             "Check the URI (datasets under a prefix: `actlake ls PREFIX`)."
         ) from None
-    return parse_manifest(raw, storage.display(MANIFEST), storage)
+    return parse_manifest(raw, storage.display(MANIFEST), storage, lazy)
 
 
 def check_version(version) -> int:

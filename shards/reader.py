@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -78,15 +79,34 @@ class Dataset:
         self.uri = uri
         self.storage = Storage(uri, storage_options)
         self.storage_options = self.storage.storage_options
-        self.manifest: Manifest = read_manifest(self.storage, version)
+        self.manifest: Manifest = read_manifest(self.storage, version, lazy=True)
         self.schema = self.manifest.schema
-        self.units = self.manifest.units
-        # one entry per row group: its unit, its index in the unit, its rows
-        self._group_unit, self._group_index, self.group_rows = _row_groups(self.units)
-        self._group_start = np.concatenate([[0], np.cumsum(self.group_rows)]).astype(np.int64)
+        self.units = self.manifest.units  #: a v3 dataset's is read when first used (``LazyUnitTable``)
         self.files = FileCache(self.storage, on_missing=self._missing_file)
         self._stats: dict[str, HookStats] = {}
         self.zero_copy = True  #: read local uncompressed tensors straight from the page cache
+
+    @functools.cached_property
+    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One entry per row group: its unit, its index in the unit, its rows; and each group's first row."""
+        unit, index, rows = _row_groups(self.units)
+        return unit, index, rows, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+
+    @property
+    def _group_unit(self) -> np.ndarray:
+        return self._groups[0]
+
+    @property
+    def _group_index(self) -> np.ndarray:
+        return self._groups[1]
+
+    @property
+    def group_rows(self) -> np.ndarray:
+        return self._groups[2]
+
+    @property
+    def _group_start(self) -> np.ndarray:
+        return self._groups[3]
 
     def _missing_file(self, unit) -> Exception:
         """Why a file this version names is gone: the version was vacuumed while this object read it, or the
@@ -124,7 +144,7 @@ class Dataset:
 
     @property
     def num_rows(self) -> int:
-        return int(self._group_start[-1])
+        return self.manifest.num_rows  # a v3 root's count: no unit list read for it
 
     @property
     def dataset_id(self) -> str:

@@ -193,11 +193,24 @@ def read_leaf(storage: Storage, ref: LeafRef) -> UnitTable:
 
 def checkpoint_units(storage: Storage, cp: Checkpoint) -> UnitTable:
     """A checkpoint's unit list: its leaves in order (a later leaf's entry of an id wins), less ``removed``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(8) as pool:
-        tables = list(pool.map(lambda ref: read_leaf(storage, ref), cp.leaves))
+    tables = _in_parallel(lambda ref: read_leaf(storage, ref), cp.leaves)
     return UnitTable.layered(tables, cp.removed)
+
+
+_POOL = None
+
+
+def _in_parallel(fn, items: list) -> list:
+    """``fn`` over ``items`` in a thread pool shared by every open (object stores answer reads in parallel;
+    starting threads per open cost more than a small dataset's whole open). Tasks never wait on the pool."""
+    global _POOL
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(16, thread_name_prefix="actlake-meta")
+    return list(_POOL.map(fn, items))
 
 
 def net_changes(entries: list[LogEntry]) -> tuple[dict[int, object], set[int]]:
@@ -229,8 +242,27 @@ def apply_changes(base: UnitTable, added: dict[int, object], removed: set[int]) 
 
 
 def apply_entries(base: UnitTable, entries: list[LogEntry]) -> UnitTable:
-    """``base`` with the unit changes of ``entries`` applied in order."""
-    return apply_changes(base, *net_changes(entries))
+    """``base`` with the unit changes of ``entries`` applied in order (entries as JSON: no ``UnitEntry`` per unit;
+    the table is checked as a whole by whoever makes a manifest of it)."""
+    added: dict[int, dict] = {}
+    removed: set[int] = set()
+    for e in entries:
+        if len({d.get("id") for d in e.added}) != len(e.added):
+            raise damaged(f"{log_path(e.version)}: units {_repeated(d.get('id') for d in e.added)} are listed more "
+                          "than once.")
+        for uid in e.removed:
+            added.pop(uid, None)
+            removed.add(uid)
+        for d in e.added:
+            added[int(d["id"])] = d
+            removed.discard(int(d["id"]))
+    return _apply_dicts(base, list(added.values()), removed)
+
+
+def _apply_dicts(base: UnitTable, added: list[dict], removed: set[int]) -> UnitTable:
+    if not (added or removed):
+        return base
+    return UnitTable.layered([base, UnitTable.from_json_entries(added)], sorted(removed))
 
 
 def root_changes(ref: dict) -> tuple[dict[int, object], set[int]] | None:
@@ -317,15 +349,32 @@ def version_state(storage: Storage, version: int) -> tuple[dict, UnitTable, LogE
     return state, units, entry
 
 
-def root_units(storage: Storage, units_ref: dict) -> UnitTable:
+def root_units(storage: Storage, units_ref: dict, lazy: bool = False):
     """The latest version's unit list, from what its root names: a checkpoint, and the changes since that the
-    root lists itself or the log entries after the checkpoint (read 16 at a time)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    root lists itself or the log entries after the checkpoint (read 16 at a time). ``lazy``: read the checkpoint
+    record and check what the root lists now, the rest when first used (a ``LazyUnitTable``)."""
     cp = read_checkpoint(storage, int(units_ref["checkpoint"]))
-    inline = root_changes(units_ref)
-    if inline is not None:
-        return check_counts(apply_changes(checkpoint_units(storage, cp), *inline), units_ref, MANIFEST)
+    for name in ("units", "rows", "bytes"):
+        int(units_ref[name])  # KeyError/ValueError: a damaged root, named now
+    if "added" in units_ref:  # the changes since the checkpoint, listed in the root itself
+        listed = units_ref["added"]
+        if len({d.get("id") for d in listed}) != len(listed):
+            raise ValueError(f"units {_repeated(d.get('id') for d in listed)} are listed more than once")
+        removed = {int(i) for i in units_ref.get("removed") or []}
+
+        def load() -> UnitTable:
+            return check_counts(_apply_dicts(checkpoint_units(storage, cp), listed, removed), units_ref, MANIFEST)
+    else:
+        def load() -> UnitTable:
+            return _from_chain(storage, cp, units_ref)
+    if lazy:
+        from shards.unit_table import LazyUnitTable
+
+        return LazyUnitTable(load, units_ref, storage.display(MANIFEST))
+    return load()
+
+
+def _from_chain(storage: Storage, cp: Checkpoint, units_ref: dict) -> UnitTable:
 
     def one(v) -> LogEntry:
         try:
@@ -333,8 +382,7 @@ def root_units(storage: Storage, units_ref: dict) -> UnitTable:
         except FileNotFoundError:
             raise damaged(f"{storage.display(log_path(v))} is missing: {MANIFEST} names it.") from None
 
-    with ThreadPoolExecutor(16) as pool:
-        entries = list(pool.map(one, units_ref.get("chain") or []))
+    entries = _in_parallel(one, list(units_ref.get("chain") or []))
     return check_counts(apply_entries(checkpoint_units(storage, cp), entries), units_ref, MANIFEST)
 
 

@@ -36,6 +36,7 @@ from shards.manifest import (
     identity_diff,
     list_versions,
     now_iso,
+    parse_manifest,
     read_manifest,
 )
 from shards.schema import DatasetSchema, infer_column_type, parse_hooks
@@ -142,7 +143,7 @@ class DatasetWriter:
         """The dataset's manifest; None when there is none. A damaged one is refused (CorruptManifestError,
         naming `verify --repair`) except by overwrite, which replaces it; a newer format is always refused."""
         try:
-            return read_manifest(self.storage)
+            return self._read_root()
         except DatasetNotFoundError:
             return None
         except CorruptManifestError:
@@ -151,6 +152,21 @@ class DatasetWriter:
                             "overwriting the dataset" if mode == "overwrite" else "rebuilding it from commit records")
                 return None
             raise
+
+    def _read_root(self) -> Manifest:
+        """``manifest.json`` parsed, once per distinct content: opening reads it before and after taking the
+        lock (a writer may commit in between), and parsing a large dataset's unit list twice cost as much as
+        the rest of the open."""
+        try:
+            raw = self.storage.get_bytes(MANIFEST)
+        except FileNotFoundError:
+            return read_manifest(self.storage)  # the error that names what to do
+        memo = getattr(self, "_root_memo", None)
+        if memo is not None and memo[0] == raw:
+            return memo[1]
+        manifest = parse_manifest(raw, self.storage.display(MANIFEST), self.storage)
+        self._root_memo = (raw, manifest)
+        return manifest
 
     def _check_existing(self, existing: Manifest | None, mode: str) -> None:
         """Refuse what would mix or lose data, before the lock is taken and anything is written."""

@@ -102,9 +102,9 @@ def metadata_bytes(storage) -> dict:
 
 
 def in_process(code: str, env: dict) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of ``code`` run by a fresh Python (its own peak: RUSAGE_CHILDREN would report
-    the largest child so far)."""
-    report = "\nimport resource; print('RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Seconds and peak RSS (MB) of ``code`` run by a fresh Python: its own VmHWM (getrusage's ru_maxrss keeps the
+    forking parent's peak across exec on Linux, and RUSAGE_CHILDREN the largest child so far)."""
+    report = ("\nprint('RSS_KB', [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])")
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code + report], check=True, cwd=ROOT, env=env,
                          capture_output=True, text=True).stdout
@@ -113,12 +113,14 @@ def in_process(code: str, env: dict) -> tuple[float, float]:
 
 
 def measure(uri: str, opts: dict | None, n: int, n_commits: int, env: dict) -> dict:
+    """Every cost at size ``n``; the timed commits add units ``n .. n + n_commits - 1`` (ids in the order a job
+    commits them)."""
     import shards
     from shards.manifest import FORMAT_VERSION
     from shards.storage import Storage
 
     st = Storage(uri, opts)
-    got = commits(uri, opts, 10_000_000 + n, n_commits)
+    got = commits(uri, opts, n, n_commits)
     t0 = time.perf_counter()
     shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts).close()
     writer_open = time.perf_counter() - t0
@@ -261,7 +263,7 @@ def main() -> None:
             t0 = time.perf_counter()
             grow(uri, None, have, n, a.build_batch)
             built = time.perf_counter() - t0
-            have = n
+            have = n + a.commits  # measure() commits the next ids
             row = {"label": a.label or f"v{FORMAT_VERSION}", "where": "s3" if a.s3 else "local", "size": n,
                    "build_s": round(built, 1), **measure(uri, None, n, a.commits, env)}
             rows.append(row)
