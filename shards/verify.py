@@ -31,6 +31,9 @@ from shards.versions import chain_problems, root_problem, walk_versions
 log = logging.getLogger("actlake.verify")
 
 
+RECORDS_AT_ONCE = 4096  # commit records parsed at a time by verify (bounded memory at any unit count)
+
+
 @dataclass
 class VerifyReport:
     """What ``verify_dataset`` found (and, with repair, did)."""
@@ -100,18 +103,20 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
 def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -> set[str]:
     """Every commit record parses and agrees with the manifest; the unit files the records name."""
     ids = record_ids(storage)
-    records, bad = readable_records(storage, ids)
-    report.records.update(bad)
-    listed = {u.id: u for u in manifest.units}
-    for r in records:
-        entry = listed.get(r.id)
-        if entry is not None and (entry.checksum, entry.rows) != (r.unit.checksum, r.unit.rows):
-            report.records[unit_commit_path(r.id)] = "disagrees with the manifest (checksum or rows)"
-    missing = sorted(set(listed) - set(ids))
-    for uid in missing:
+    listed = {u.id: (u.checksum, u.rows) for u in manifest.units}
+    paths: set[str] = set()
+    for start in range(0, len(ids), RECORDS_AT_ONCE):  # in chunks: a parsed record weighs ~2 KB
+        records, bad = readable_records(storage, ids[start:start + RECORDS_AT_ONCE])
+        report.records.update(bad)
+        for r in records:
+            paths.add(r.unit.path)
+            if r.id not in listed:
+                report.uncommitted_records.append(unit_commit_path(r.id))
+            elif listed[r.id] != (r.unit.checksum, r.unit.rows):
+                report.records[unit_commit_path(r.id)] = "disagrees with the manifest (checksum or rows)"
+    for uid in sorted(set(listed) - set(ids)):
         report.records[unit_commit_path(uid)] = "missing (the manifest lists this unit)"
-    report.uncommitted_records = [unit_commit_path(r.id) for r in records if r.id not in listed]
-    return {r.unit.path for r in records}
+    return paths
 
 
 def _check_units(storage: Storage, units: list[UnitEntry], arrow_schema, report: VerifyReport, checked: set[str],
@@ -163,8 +168,8 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
             continue
         _check_view(storage, view, report, checked, checksums, threads, latest=view.version == manifest.version)
         named |= {u.path for u in view.new_units}
-        walked.append(_ChainLink(view.version, view.entry, view.manifest.previous_version,
-                                 view.manifest.previous_digest))
+        walked.append(_ChainLink(view.version, view.entry.previous if view.entry is not None else None,
+                                 view.manifest.previous_version, view.manifest.previous_digest))
     for v, problem in chain_problems(storage, walked).items():  # a damaged record is reported as damaged
         report.versions.setdefault(_record_path(storage, v), problem)
     try:
@@ -187,17 +192,22 @@ def _link_of_unreadable(storage: Storage, version: int) -> list[_ChainLink]:
         entry, _raw = read_log(storage, version)
     except (CorruptManifestError, FileNotFoundError):
         return []
-    return [_ChainLink(version, entry, entry.base, str((entry.previous or {}).get("digest") or ""))]
+    return [_ChainLink(version, entry.previous, entry.base, str((entry.previous or {}).get("digest") or ""))]
 
 
 @dataclass
 class _ChainLink:
-    """What the chain check needs of a walked version (not its units)."""
+    """What the chain check needs of a walked version: its ``previous`` link, not its log entry (whose units,
+    kept for every version, would hold the whole history in memory)."""
 
     version: int
-    entry: object
+    previous: dict | None  # the log entry's ``previous``; None for a version written by format v2
     previous_version: int
     previous_digest: str
+
+    @property
+    def entry(self):
+        return self if self.previous is not None else None
 
     @property
     def manifest(self):
