@@ -118,7 +118,7 @@ def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> 
     """Every kept version of the dataset at ``uri``, oldest first (a damaged one listed with its problem): from
     the small per-version records (log entries) alone; a v2 version from its whole manifest."""
     storage = Storage(uri, storage_options)
-    latest = read_manifest(storage)
+    latest = read_manifest(storage, lazy=True)  # its unit list is not needed
     infos: list[VersionInfo] = []
     for v in _v2_versions(storage):
         try:
@@ -133,15 +133,16 @@ def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> 
         except _PROBLEM as exc:
             return _problem(exc)
 
-    with ThreadPoolExecutor(16) as pool:
-        entries = list(pool.map(one, logged))
     dataset_id = ""
-    for v, e in zip(logged, entries, strict=True):
-        if isinstance(e, str):
-            infos.append(VersionInfo.damaged(v, e))
-            continue
-        dataset_id = e.state.get("dataset_id", dataset_id) or latest.dataset_id
-        infos.append(VersionInfo.of_entry(e, dataset_id))
+    with ThreadPoolExecutor(16) as pool:
+        for start in range(0, len(logged), 256):  # a few entries at a time: each holds its version's unit entries
+            chunk = logged[start:start + 256]
+            for v, e in zip(chunk, pool.map(one, chunk), strict=True):
+                if isinstance(e, str):
+                    infos.append(VersionInfo.damaged(v, e))
+                    continue
+                dataset_id = e.state.get("dataset_id", dataset_id) or latest.dataset_id
+                infos.append(VersionInfo.of_entry(e, dataset_id))
     if not infos or (latest.version not in {i.version for i in infos}):
         infos.append(VersionInfo.of(latest))  # a v1 dataset keeps only its latest version
     return sorted({i.version: i for i in infos}.values(), key=lambda i: i.version)

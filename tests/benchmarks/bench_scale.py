@@ -51,11 +51,15 @@ def unit(uid: int) -> dict:
             "position": np.zeros(2, np.int32), "h": np.full((2, 4), uid % 7, np.float16)}
 
 
-def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int) -> list[float]:
+def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int,
+         roots: list[int] | None = None) -> list[float]:
     """Units [start, stop) committed ``batch`` at a time (one version per batch); the seconds of each commit
-    (``flush``: fold the batch's records, write the new version)."""
+    (``flush``: fold the batch's records, write the new version). ``roots``: gets the size of manifest.json after
+    each commit (what every commit uploads besides its log entry)."""
     import shards
+    from shards.storage import Storage
 
+    st = Storage(uri, opts)
     flushes = []
     with shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts, commit_interval=1e9) as w:
         for u in range(start, stop):
@@ -64,6 +68,8 @@ def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int) -> list
                 t0 = time.perf_counter()
                 w.flush()
                 flushes.append(time.perf_counter() - t0)
+                if roots is not None:
+                    roots.append(st.size("manifest.json"))
     return flushes
 
 
@@ -161,7 +167,8 @@ def storage_test(uri: str, opts: dict | None, n_commits: int, per_commit: int) -
     from shards.storage import Storage
 
     t0 = time.perf_counter()
-    flushes = grow(uri, opts, 0, n_commits * per_commit, per_commit)
+    roots: list[int] = []
+    flushes = grow(uri, opts, 0, n_commits * per_commit, per_commit, roots)
     seconds = time.perf_counter() - t0
     open_s = timed(lambda: shards.open_dataset(uri, opts))
     ds = shards.open_dataset(uri, opts)
@@ -173,7 +180,8 @@ def storage_test(uri: str, opts: dict | None, n_commits: int, per_commit: int) -
             "commit_s_first100": statistics.mean(flushes[:100]), "commit_s_last100": statistics.mean(flushes[-100:]),
             "open_s": open_s, "one_copy_json_bytes": one_copy,
             "one_copy_compact_json_bytes": one_copy_compact, **{f"bytes_{k}": v for k, v in meta.items()},
-            "copies": round(meta["versions_total"] / one_copy, 2)}
+            "copies": round(meta["versions_total"] / one_copy, 2),
+            "root_bytes_uploaded": sum(roots), "root_bytes_max": max(roots, default=0)}
 
 
 def s3_server() -> tuple[str, object]:
