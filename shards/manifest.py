@@ -348,17 +348,24 @@ def check_units(d: dict) -> None:
         raise ValueError(f"num_rows {d['num_rows']} != the sum of its units' rows")
 
 
-def parse_manifest(raw: bytes, where: str, storage: Storage | None = None, lazy: bool = False) -> Manifest:
-    """A manifest from its bytes; CorruptManifestError or FormatVersionError naming ``where`` and the fix. A v3
-    root that names its unit list elsewhere (a checkpoint and log entries) reads it from ``storage`` (``lazy``:
-    when first used, see ``LazyUnitTable``)."""
-    fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
+def json_object(raw: bytes, where: str, what: str, fix: str) -> dict:
+    """``raw`` parsed as one JSON object; otherwise CorruptManifestError naming ``where``, what was expected and
+    ``fix`` (metadata files: manifests, log entries, checkpoints)."""
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptManifestError(f"{where} is not valid JSON ({type(exc).__name__}: {exc}). {fix}") from None
     if not isinstance(data, dict):
-        raise CorruptManifestError(f"{where} holds a {type(data).__name__}, not a manifest object. {fix}")
+        raise CorruptManifestError(f"{where} holds a {type(data).__name__}, not {what}. {fix}")
+    return data
+
+
+def parse_manifest(raw: bytes, where: str, storage: Storage | None = None, lazy: bool = False) -> Manifest:
+    """A manifest from its bytes; CorruptManifestError or FormatVersionError naming ``where`` and the fix. A v3
+    root that names its unit list elsewhere (a checkpoint and log entries) reads it from ``storage`` (``lazy``:
+    when first used, see ``LazyUnitTable``)."""
+    fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
+    data = json_object(raw, where, "a manifest object", fix)
     version = data.get("format_version")
     if version not in READABLE_FORMATS:
         if isinstance(version, int) and version > FORMAT_VERSION:

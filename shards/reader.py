@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,15 @@ def _row_groups(units) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(groups[:, i].copy() for i in range(3))
 
 
+class _RowGroups(NamedTuple):
+    """One entry per row group of a dataset, in order."""
+
+    unit: np.ndarray  #: the index of its unit
+    index: np.ndarray  #: its index in the unit
+    rows: np.ndarray
+    start: np.ndarray  #: its first row in the dataset (one more entry: the row count)
+
+
 def _slice_pages(pages: list[np.ndarray], start: int, stop: int) -> list[np.ndarray]:
     """Rows [start, stop) of a row group stored as consecutive page views."""
     out, pos = [], 0
@@ -87,26 +97,14 @@ class Dataset:
         self.zero_copy = True  #: read local uncompressed tensors straight from the page cache
 
     @functools.cached_property
-    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One entry per row group: its unit, its index in the unit, its rows; and each group's first row."""
+    def _groups(self) -> _RowGroups:
         unit, index, rows = _row_groups(self.units)
-        return unit, index, rows, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
-
-    @property
-    def _group_unit(self) -> np.ndarray:
-        return self._groups[0]
-
-    @property
-    def _group_index(self) -> np.ndarray:
-        return self._groups[1]
+        return _RowGroups(unit, index, rows, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64))
 
     @property
     def group_rows(self) -> np.ndarray:
-        return self._groups[2]
-
-    @property
-    def _group_start(self) -> np.ndarray:
-        return self._groups[3]
+        """The rows of every row group, in order (what shuffling and rank plans are made of)."""
+        return self._groups.rows
 
     def _missing_file(self, unit) -> Exception:
         """Why a file this version names is gone: the version was vacuumed while this object read it, or the
@@ -187,7 +185,7 @@ class Dataset:
 
     # --- file access -------------------------------------------------------------
     def _read_group(self, group: int, columns: list[str]) -> pa.Table:
-        unit, gi = self.units[int(self._group_unit[group])], int(self._group_index[group])
+        unit, gi = self.units[int(self._groups.unit[group])], int(self._groups.index[group])
         return self.storage.call("read", unit.path, lambda: self.files.get(unit).read_row_group(gi, columns),
                                  missing_ok=True)
 
@@ -196,8 +194,8 @@ class Dataset:
         spec = self.schema.hooks[hook]
         if not self.zero_copy or spec.encoding != "binary":
             return None
-        unit = self.units[int(self._group_unit[group])]
-        return self.files.get(unit).page_rows(int(self._group_index[group]), hook, spec.row_bytes)
+        unit = self.units[int(self._groups.unit[group])]
+        return self.files.get(unit).page_rows(int(self._groups.index[group]), hook, spec.row_bytes)
 
     def read_window(self, slices: list[Slice], hooks: list[str], meta: list[str]) -> Window:
         """Rows of several row-group slices: tensor columns as views of the page cache (local, uncompressed)
@@ -271,12 +269,12 @@ class Dataset:
 
     def _take_parts(self, rows: np.ndarray, names: list[str]) -> tuple[dict[str, list], np.ndarray]:
         """Each column's values of ``rows``, grouped by row group, and the permutation back to ``rows``' order."""
-        groups = np.searchsorted(self._group_start, rows, side="right") - 1
+        groups = np.searchsorted(self._groups.start, rows, side="right") - 1
         parts: dict[str, list] = {c: [] for c in names}
         order = []
         for g in np.unique(groups):
             sel = np.nonzero(groups == g)[0]
-            table = self._read_group(int(g), names).take(pa.array(rows[sel] - self._group_start[g]))
+            table = self._read_group(int(g), names).take(pa.array(rows[sel] - self._groups.start[g]))
             for c in names:
                 spec = self.schema.hooks.get(c)
                 parts[c].append(get_codec(spec.encoding).decode(spec, table.column(c)) if spec

@@ -66,13 +66,9 @@ def damaged(message: str) -> CorruptManifestError:
 
 
 def _loads(raw: bytes, where: str) -> dict:
-    try:
-        d = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise damaged(f"{where} is not valid JSON ({type(exc).__name__}: {exc}).") from None
-    if not isinstance(d, dict):
-        raise damaged(f"{where} holds a {type(d).__name__}, not an object.")
-    return d
+    from shards.manifest import json_object
+
+    return json_object(raw, where, "an object", REPAIR.strip())
 
 
 @dataclass(frozen=True)
@@ -193,14 +189,14 @@ def read_leaf(storage: Storage, ref: LeafRef) -> UnitTable:
 
 def checkpoint_units(storage: Storage, cp: Checkpoint) -> UnitTable:
     """A checkpoint's unit list: its leaves in order (a later leaf's entry of an id wins), less ``removed``."""
-    tables = _in_parallel(lambda ref: read_leaf(storage, ref), cp.leaves)
+    tables = in_parallel(lambda ref: read_leaf(storage, ref), cp.leaves)
     return UnitTable.layered(tables, cp.removed)
 
 
 _POOL = None
 
 
-def _in_parallel(fn, items: list) -> list:
+def in_parallel(fn, items: list) -> list:
     """``fn`` over ``items`` in a thread pool shared by every open (object stores answer reads in parallel;
     starting threads per open cost more than a small dataset's whole open). Tasks never wait on the pool."""
     global _POOL
@@ -213,49 +209,43 @@ def _in_parallel(fn, items: list) -> list:
     return list(_POOL.map(fn, items))
 
 
-def net_changes(entries: list[LogEntry]) -> tuple[dict[int, object], set[int]]:
-    """The unit changes of ``entries`` applied in order, as one change: entries added or replaced (by id) and
-    ids removed."""
-    from shards.units import UnitEntry
-
-    added: dict[int, object] = {}
+def _net(entries: list[LogEntry]) -> tuple[dict[int, dict], set[int]]:
+    """The unit changes of ``entries`` applied in order, as one change, on the entries' JSON: unit entries added
+    or replaced (by id; a later one wins) and ids removed."""
+    added: dict[int, dict] = {}
     removed: set[int] = set()
     for e in entries:
-        if len({d.get("id") for d in e.added}) != len(e.added):
-            raise damaged(f"{log_path(e.version)}: units {_repeated(d.get('id') for d in e.added)} are listed more "
-                          "than once.")
+        ids = [_unit_id(e, d) for d in e.added]
+        if len(set(ids)) != len(ids):
+            raise damaged(f"{log_path(e.version)}: units {_repeated(ids)} are listed more than once.")
         for uid in e.removed:
             added.pop(uid, None)
             removed.add(uid)
-        for d in e.added:
-            u = UnitEntry.from_json(d)
-            added[u.id] = u
-            removed.discard(u.id)
+        for uid, d in zip(ids, e.added, strict=True):
+            added[uid] = d
+            removed.discard(uid)
     return added, removed
 
 
-def apply_changes(base: UnitTable, added: dict[int, object], removed: set[int]) -> UnitTable:
-    """``base`` with units ``added`` (a later entry of an id replaces the earlier) and ``removed``."""
-    if not (added or removed):
-        return base
-    return UnitTable.layered([base, UnitTable.from_entries(added.values())], sorted(removed))
+def _unit_id(entry: LogEntry, d: object) -> int:
+    try:
+        return int(d["id"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise damaged(f"{log_path(entry.version)}: a unit entry in `added` has no integer id.") from None
+
+
+def net_changes(entries: list[LogEntry]) -> tuple[dict[int, object], set[int]]:
+    """``_net`` with each added unit as a (checked) ``UnitEntry``."""
+    from shards.units import UnitEntry
+
+    added, removed = _net(entries)
+    return {uid: UnitEntry.from_json(d) for uid, d in added.items()}, removed
 
 
 def apply_entries(base: UnitTable, entries: list[LogEntry]) -> UnitTable:
     """``base`` with the unit changes of ``entries`` applied in order (entries as JSON: no ``UnitEntry`` per unit;
     the table is checked as a whole by whoever makes a manifest of it)."""
-    added: dict[int, dict] = {}
-    removed: set[int] = set()
-    for e in entries:
-        if len({d.get("id") for d in e.added}) != len(e.added):
-            raise damaged(f"{log_path(e.version)}: units {_repeated(d.get('id') for d in e.added)} are listed more "
-                          "than once.")
-        for uid in e.removed:
-            added.pop(uid, None)
-            removed.add(uid)
-        for d in e.added:
-            added[int(d["id"])] = d
-            removed.discard(int(d["id"]))
+    added, removed = _net(entries)
     return _apply_dicts(base, list(added.values()), removed)
 
 
@@ -382,7 +372,7 @@ def _from_chain(storage: Storage, cp: Checkpoint, units_ref: dict) -> UnitTable:
         except FileNotFoundError:
             raise damaged(f"{storage.display(log_path(v))} is missing: {MANIFEST} names it.") from None
 
-    entries = _in_parallel(one, list(units_ref.get("chain") or []))
+    entries = in_parallel(one, list(units_ref.get("chain") or []))
     return check_counts(apply_entries(checkpoint_units(storage, cp), entries), units_ref, MANIFEST)
 
 

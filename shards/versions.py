@@ -31,6 +31,7 @@ from shards.versionlog import (
     checkpoint_path,
     digest,
     dumps,
+    in_parallel,
     list_checkpoints,
     list_log_versions,
     log_path,
@@ -134,15 +135,14 @@ def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> 
             return _problem(exc)
 
     dataset_id = ""
-    with ThreadPoolExecutor(16) as pool:
-        for start in range(0, len(logged), 256):  # a few entries at a time: each holds its version's unit entries
-            chunk = logged[start:start + 256]
-            for v, e in zip(chunk, pool.map(one, chunk), strict=True):
-                if isinstance(e, str):
-                    infos.append(VersionInfo.damaged(v, e))
-                    continue
-                dataset_id = e.state.get("dataset_id", dataset_id) or latest.dataset_id
-                infos.append(VersionInfo.of_entry(e, dataset_id))
+    for start in range(0, len(logged), 256):  # a few entries at a time: each holds its version's unit entries
+        chunk = logged[start:start + 256]
+        for v, e in zip(chunk, in_parallel(one, chunk), strict=True):
+            if isinstance(e, str):
+                infos.append(VersionInfo.damaged(v, e))
+                continue
+            dataset_id = e.state.get("dataset_id", dataset_id) or latest.dataset_id
+            infos.append(VersionInfo.of_entry(e, dataset_id))
     if not infos or (latest.version not in {i.version for i in infos}):
         infos.append(VersionInfo.of(latest))  # a v1 dataset keeps only its latest version
     return sorted({i.version: i for i in infos}.values(), key=lambda i: i.version)
@@ -202,8 +202,7 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
                            ids=IdDigest.of(list(units)), entry=entry, entry_bytes=raw,
                            totals={"units": len(table), "rows": table.total_rows, "bytes": table.total_bytes})
-    if len({d.get("id") for d in entry.added}) != len(entry.added):
-        net_changes([entry])  # raises, naming the ids listed twice
+    added, removed = net_changes([entry])  # raises naming a unit listed twice or without an id
     units, ids, new, totals = prev.units, prev.ids, [], dict(prev.totals)
 
     def count(u: UnitEntry, sign: int) -> None:
@@ -211,12 +210,11 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         totals["rows"] += sign * u.rows
         totals["bytes"] += sign * u.bytes
 
-    for uid in entry.removed:
+    for uid in removed:
         if (old := units.pop(uid, None)) is not None:
             ids = ids.toggled(uid, added=False)
             count(old, -1)
-    for d in entry.added:
-        u = UnitEntry.from_json(d)
+    for u in added.values():
         u.check()
         if (old := units.get(u.id)) is None:
             ids = ids.toggled(u.id, added=True)

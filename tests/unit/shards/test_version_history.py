@@ -92,6 +92,21 @@ def test_a_rewritten_old_version_breaks_the_chain(tmp_path):
     assert not report.ok and "rewritten after it was committed" in report.versions[log_path(3)]
 
 
+
+def test_a_log_entry_whose_unit_has_no_id_is_reported_as_damaged(tmp_path):
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=3, rows=5)
+    _grow(uri, 1)
+    path = tmp_path / "ds" / log_path(3)
+    d = json.loads(path.read_text())
+    del d["added"][0]["id"]
+    path.write_text(json.dumps(d, separators=(",", ":")) + "\n")
+    with pytest.raises(CorruptManifestError, match=r"v000000003\.json: a unit entry in `added` has no integer id.*"
+                                                   r"verify --repair"):
+        shards.open_dataset(uri, version=3)
+    report = shards.verify_dataset(uri)
+    assert not report.ok and "no integer id" in report.versions[log_path(3)]
+
 WRITER = """
 import sys, time, shards
 from tests.helpers import HOOKS, unit_columns
