@@ -32,8 +32,8 @@ COMMANDS: dict[str, Command] = {
     "info": Command("cluster.commands:InfoConfig", "cluster.dataset_commands:cmd_info",
                     "Describe a dataset: hooks, rows, units, dtypes, bytes, provenance, statistics."),
     "verify": Command("cluster.commands:VerifyConfig", "cluster.dataset_commands:cmd_verify",
-                      "Check every committed file, commit record and stats file against the manifest; "
-                      "--repair fixes what it can."),
+                      "Check every committed file, commit record and stats file against the manifest, and every kept "
+                      "version against its record and the chain; --repair fixes what it can."),
     "versions": Command("cluster.commands:VersionsConfig", "cluster.dataset_commands:cmd_versions",
                         "List a dataset's versions: time, rows, units, and the job or tick that made each."),
     "vacuum": Command("cluster.commands:VacuumConfig", "cluster.dataset_commands:cmd_vacuum",

@@ -41,14 +41,18 @@ class InfoConfig(_WithStorage):
 
 @dataclass
 class VerifyConfig(_WithStorage):
-    """Check every committed file, commit record and stats file against the manifest; --repair fixes what it can."""
+    """Check every committed file, commit record and stats file against the manifest, and every kept version
+    against its record and the chain; --repair fixes what it can."""
 
     uri: str = field(positional=True, metavar="URI")
     """Dataset URI."""
 
     repair: bool = field(default=False, action="store_true")
-    """Under the write lock: rebuild a missing or damaged manifest and damaged statistics from the commit
-    records, and delete garbage (unit files no commit record names, temporary files of killed writers)."""
+    """Under the write lock: rebuild a missing or damaged manifest (also one its version log disagrees with) and
+    damaged statistics from the commit records; set aside damaged version records (log entries, checkpoints,
+    leaves; `….damaged`, bytes kept) and write a checkpoint version that needs none of them; delete garbage
+    (unit files no commit record names, temporary files of killed writers, checkpoints and leaves no version
+    names)."""
 
     break_lock: bool = field(default=False, action="store_true")
     """With --repair: take the write lock even if another writer seems to hold it (see `actlake unlock`)."""
