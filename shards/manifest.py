@@ -24,7 +24,7 @@ from shards.layout import (
     parse_version_name,
     version_path,
 )
-from shards.records import JsonRecord
+from shards.records import JsonRecord, json_object
 from shards.schema import DatasetSchema, HookSpec
 from shards.secrets import redact, redact_uri
 from shards.stats import StatsSummary
@@ -346,18 +346,6 @@ def check_units(d: dict) -> None:
         raise ValueError("its unit list does not match units_digest (the units were edited or damaged)")
     if "num_rows" in d and int(d["num_rows"]) != sum(int(u.get("rows", 0)) for u in units):
         raise ValueError(f"num_rows {d['num_rows']} != the sum of its units' rows")
-
-
-def json_object(raw: bytes, where: str, what: str, fix: str) -> dict:
-    """``raw`` parsed as one JSON object; otherwise CorruptManifestError naming ``where``, what was expected and
-    ``fix`` (metadata files: manifests, log entries, checkpoints)."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptManifestError(f"{where} is not valid JSON ({type(exc).__name__}: {exc}). {fix}") from None
-    if not isinstance(data, dict):
-        raise CorruptManifestError(f"{where} holds a {type(data).__name__}, not {what}. {fix}")
-    return data
 
 
 def parse_manifest(raw: bytes, where: str, storage: Storage | None = None, lazy: bool = False) -> Manifest:

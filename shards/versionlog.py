@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from shards.errors import CorruptDataError, CorruptManifestError
 from shards.layout import CHECKPOINT_DIR, LOG_DIR, MANIFEST, checkpoint_path, leaf_path, log_path
+from shards.records import json_object
 from shards.storage import Storage
 from shards.unit_table import UnitTable
 
@@ -66,8 +67,6 @@ def damaged(message: str) -> CorruptManifestError:
 
 
 def _loads(raw: bytes, where: str) -> dict:
-    from shards.manifest import json_object
-
     return json_object(raw, where, "an object", REPAIR.strip())
 
 
