@@ -43,7 +43,7 @@ COMMANDS: dict[str, Command] = {
     "ls": Command("cluster.commands:LsConfig", "cluster.dataset_commands:cmd_ls", "List the datasets under a prefix."),
     "demo": Command("cluster.commands:DemoConfig", "cluster.dataset_commands:cmd_demo",
                     "Write a dataset of synthetic activations, then describe, verify and read it back."),
-    "extract": Command("ingest.config:ExtractConfig", "ingest.driver:run_extraction",
+    "extract": Command("ingest.config:ExtractConfig", "cluster.extract_command:cmd_extract",
                        "Run a model over a corpus or images on Ray and write an activation dataset.", True),
     "import": Command("ingest.imports.run:ImportConfig", "ingest.imports.run:import_features",
                       "Import features computed elsewhere (Net2Brain, thingsvision, Parquet) into a dataset.", True),
@@ -72,6 +72,12 @@ COMMANDS: dict[str, Command] = {
     "cluster status": Command("cluster.local:ClusterDirConfig", "cluster.local:cmd_status",
                               "Addresses and live nodes of the local cluster."),
     **{name: Command(f"{a.module}:CONFIG", f"{a.module}:run", a.help, True) for name, a in ANALYSES.items()},
+    "sae eval": Command("cluster.sae_eval:SaeEvalConfig", "cluster.sae_eval:run",
+                        "An SAE inside the model: next-token CE spliced vs clean vs zero-ablated (CE loss recovered), "
+                        "KL, FVU, L0 on held-out contexts (Ray actors, three passes per batch).", True),
+    "generate": Command("cluster.generate:GenerateConfig", "cluster.generate:run",
+                        "Continuations with and without --intervene side by side (steering demos): JSONL + "
+                        "Markdown/HTML table, seeded."),
 }
 
 

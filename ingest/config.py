@@ -15,6 +15,16 @@ from shards.storage import StorageOptions
 TEXT_POOLS = ("auto", "none", "mean", "last", "first")
 
 
+def flat_specs(values) -> list[str]:
+    """``--intervene`` values: repeated flags arrive as lists (argparse's append), a job file gives a list."""
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for v in values or []:
+        out.extend(flat_specs(v) if isinstance(v, (list, tuple)) else [str(v).strip()] if str(v).strip() else [])
+    return out
+
+
 @dataclass
 class ExtractConfig:
     """Run a model over a corpus on Ray and write an activation dataset."""
@@ -121,6 +131,25 @@ class ExtractConfig:
     (artifacts/mlp_out.safetensors, checksummed), so that `sae train --arch snmf` expresses its features in
     the residual stream without the model."""
 
+    intervene: list[str] = field(default_factory=list, action="append", metavar="HOOK:KIND[:key=value,...]")
+    """Change a hook inside the forward pass, before later layers see it (repeatable): splice (sae=RUN
+    [,keep_error=true]), add (direction=SRC,scale=A[,from_position=P]), ablate (direction=SRC), clamp
+    (sae=RUN,latent=I[+J],value=V), zero, mean (data=DATASET). SRC: a .npy/.safetensors vector, a probe run
+    (RUN#CLASS, RUN#diffmean, RUN#probe) or an SAE latent (RUN#I). Part of the job identity: use a new --out."""
+
+    save_loss: bool = field(default=False, action="store_true")
+    """Causal LMs: store each token's next-token cross-entropy (column loss; null at a context's last token)."""
+
+    compare_clean: bool = field(default=False, action="store_true")
+    """With --intervene: also run the clean model on each batch; columns clean_loss and kl (KL(clean||intervened)
+    of the next-token distributions)."""
+
+    save_logits: int = 0
+    """Causal LMs: store the K largest logits and their token ids (columns logit_top1.., token_top1..)."""
+
+    force: bool = field(default=False, action="store_true")
+    """Intervene with an SAE or direction made for another hook (warned) instead of refusing."""
+
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""
 
@@ -152,6 +181,11 @@ class ExtractConfig:
             raise ConfigError("--pack applies to text; images give one row per image (or per patch)")
         if self.modality == "text" and self.pool not in TEXT_POOLS:
             raise ConfigError(f"--pool {self.pool!r}: use one of {', '.join(TEXT_POOLS)} for text")
+        if self.compare_clean and not self.intervene:
+            raise ConfigError("--compare-clean compares an intervened run with the clean model: add --intervene")
+        if self.save_logits < 0:
+            raise ConfigError("--save-logits K: K is the number of top logits to store (0: none)")
+        self.intervene = flat_specs(self.intervene)
         if self.max_examples < 0 or self.threads_per_worker < 0 or self.max_retries < 0:
             raise ConfigError("--max-examples, --threads-per-worker and --max-retries cannot be negative")
         if self.data.startswith("builtin:"):

@@ -8,13 +8,15 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ingest.actor import ExtractionActor, UnitOutcome
 from ingest.config import ExtractConfig
+from ingest.inloop import ComparisonPass, ModelInLoop, loss_measure
+from ingest.interventions import Resolver, resolve_interventions
 from ingest.plan import ExtractionPlan, InputSelection, WorkUnit
-from shards.errors import ActlakeError
+from shards.errors import ActlakeError, ConfigError
 from shards.manifest import CommitInfo
 from shards.mlpweights import MLP_OUT
 from shards.progress import Progress
@@ -54,16 +56,21 @@ class ExtractionSummary:
         return out
 
 
-def plan_extraction(cfg: ExtractConfig, selection: InputSelection | None = None) -> ExtractionPlan:
-    """Everything checked before any work starts: destination, model, modality, hooks, inputs, output schema;
-    ``selection``: only these inputs (a scheduled tick)."""
+def plan_extraction(cfg: ExtractConfig, selection: InputSelection | None = None, resolver: Resolver | None = None,
+                    comparisons: Sequence[tuple[str, list[str]]] = ()) -> ExtractionPlan:
+    """Everything checked before any work starts: destination, model, modality, hooks, inputs, output schema,
+    interventions; ``selection``: only these inputs (a scheduled tick); ``resolver`` builds ``--intervene``
+    specs (``analysis.interventions.build``); ``comparisons``: further passes per batch, (name, intervention
+    specs) each (``sae eval``: spliced and zero-ablated)."""
     from ingest.modalities import choose_modality
     from ingest.models import load_model
     from shards.storage import Storage
 
     Storage(cfg.out, cfg.storage).probe()  # an unreachable destination fails now, not after the model
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
-    plan = choose_modality(cfg, loaded).plan(cfg, loaded, selection)
+    modality = choose_modality(cfg, loaded)
+    plan = modality.plan(cfg, loaded, selection)
+    _plan_in_loop(plan, loaded, modality.probe_inputs(plan, loaded), resolver, comparisons)
     if cfg.save_unembed:  # a model without an LM head fails here, before any work
         from shards.unembed import UNEMBED, from_module
 
@@ -71,6 +78,32 @@ def plan_extraction(cfg: ExtractConfig, selection: InputSelection | None = None)
     if cfg.save_weights:
         plan.artifacts[MLP_OUT] = mlp_out_bytes(loaded.model, plan.hooks)
     return plan
+
+
+def _plan_in_loop(plan: ExtractionPlan, loaded, probe_inputs: dict, resolver: Resolver | None,
+                  comparisons: Sequence[tuple[str, list[str]]]) -> None:
+    """Interventions, loss columns and comparison passes resolved and checked; recorded in the job identity
+    (a clean and an intervened run never share a dataset) and the provenance."""
+    cfg = plan.config
+    comparisons = [*comparisons, *([("clean", [])] if cfg.compare_clean else [])]
+    wants = [flag for flag, on in (("--save-loss", cfg.save_loss), ("--save-logits", cfg.save_logits > 0)) if on]
+    measure = loss_measure(loaded.model, cfg.model, wants, bool(comparisons),
+                           plan.inputs.pool if plan.modality == "text" else "", plan.modality)
+
+    def build(specs: list[str]):
+        return resolve_interventions(loaded.model, specs, probe_inputs, resolver, cfg.storage, cfg.force)
+
+    loop = ModelInLoop(interventions=build(cfg.intervene), save_loss=cfg.save_loss, logits_k=cfg.save_logits,
+                       comparisons=[ComparisonPass(name, build(specs)) for name, specs in comparisons], measure=measure)
+    clash = sorted(set(loop.columns()) & set(plan.columns))
+    if clash:
+        raise ConfigError(f"the corpus already has column(s) {clash}, which the loss/logit columns would take; "
+                          "leave them out with --fields")
+    plan.in_loop = loop
+    plan.columns = {**plan.columns, **loop.columns()}
+    plan.identity.update(loop.identity())
+    if loop.identity():
+        plan.provenance.details["model_in_loop"] = {**loop.identity(), "columns": list(loop.columns())}
 
 
 def mlp_out_bytes(model, hooks) -> bytes:
@@ -85,8 +118,10 @@ def mlp_out_bytes(model, hooks) -> bytes:
     return to_bytes(weights)
 
 
-def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
-    """Run (or resume) an extraction job.
+def run_extraction(cfg: ExtractConfig, resolver: Resolver | None = None,
+                   comparisons: Sequence[tuple[str, list[str]]] = (),
+                   selection: InputSelection | None = None) -> ExtractionSummary:
+    """Run (or resume) an extraction job (``resolver``, ``comparisons``, ``selection``: see ``plan_extraction``).
 
     Example::
 
@@ -95,7 +130,10 @@ def run_extraction(cfg: ExtractConfig) -> ExtractionSummary:
     import shards
 
     t_start = time.perf_counter()
-    plan = plan_extraction(cfg)
+    plan = plan_extraction(cfg, selection, resolver, comparisons)
+    if selection is not None and selection.rows:  # rows [a, b) of the corpus keep their ids a..b-1
+        plan.example_base = selection.rows[0]
+        plan.identity["rows"] = list(selection.rows)
     writer = open_output(plan, CommitInfo("overwrite" if cfg.overwrite else "extract", "extract"))
     try:
         units = plan.units()

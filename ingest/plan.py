@@ -8,6 +8,7 @@ from typing import Any
 
 from ingest.config import ExtractConfig
 from ingest.hooks import HookPoint
+from ingest.inloop import ModelInLoop
 from ingest.models import LoadedModel
 from shards.manifest import ModelInfo, Provenance, SkippedInput
 from shards.schema import HookSpec
@@ -59,6 +60,8 @@ class ExtractionPlan:
     #: a scheduled tick appends to a dataset: its units and example ids continue after the earlier ticks'
     unit_base: int = 0
     example_base: int = 0
+    #: interventions, loss and logit columns, comparison passes (empty: a plain extraction)
+    in_loop: ModelInLoop = field(default_factory=ModelInLoop)
 
     def units(self) -> list[WorkUnit]:
         """Units of examples [start, stop) of this plan's inputs; ids from ``unit_base`` on."""

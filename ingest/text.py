@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ingest.capture import capture
+from ingest.capture import capture_with_output
 from ingest.columns import RESERVED
 from ingest.hooks import HookPoint
+from ingest.inloop import ModelInLoop, concat_columns
+from ingest.interventions import intervening
 from shards.dtypes import get_dtype
 from shards.schema import column_type_of_arrow
 
@@ -63,8 +65,9 @@ class TextExtractor:
     """Extraction of one unit of text examples with a loaded model (runs inside an actor)."""
 
     def __init__(self, *, model, tokenizer, hooks: list[HookPoint], context_size: int, pack: bool, pool: str,
-                 exclude_special: bool, dtype: str, batch_size: int) -> None:
+                 exclude_special: bool, dtype: str, batch_size: int, in_loop: ModelInLoop | None = None) -> None:
         self.model, self.tok, self.hooks = model, tokenizer, hooks
+        self.in_loop = in_loop or ModelInLoop()
         self.context_size, self.pack, self.pool = context_size, pack, pool
         self.exclude_special, self.batch_size = exclude_special, batch_size
         self.stored = get_dtype(dtype).torch
@@ -125,15 +128,21 @@ class TextExtractor:
         """Columns of the unit's rows (hook tensors in the stored dtype) and the number of tokens run."""
         parts: dict[str, list] = {h.name: [] for h in self.hooks}
         extra: dict[str, list] = {}
+        loop = self.in_loop
         for batch in batches:
-            acts = capture(self.model, self.hooks, {k: v.to(self.device) for k, v in batch.inputs.items()})
+            inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
+            with intervening(self.model, loop.interventions):
+                acts, out = capture_with_output(self.model, self.hooks, inputs, stop_early=not loop.needs_output)
             rows = self._rows(acts, batch.keep) if self.pool == "none" else self._pool(acts, batch.keep)
             for name, r in rows.items():
                 parts[name].append(r.to("cpu", self.stored))
             for name, col in self._row_columns(batch).items():
-                extra.setdefault(name, []).append(col)
+                extra.setdefault(name, []).append(col.numpy())
+            if loop.needs_output:
+                for name, col in loop.token_columns(self.model, inputs, out, batch.keep).items():
+                    extra.setdefault(name, []).append(col)
         cols: dict = {name: torch.cat(p) for name, p in parts.items()}
-        cols.update({name: torch.cat(p).numpy() for name, p in extra.items()})
+        cols.update(concat_columns(extra))
         index_of = {int(e): i for i, e in enumerate(example_ids)}
         rows_of = np.fromiter((index_of[int(e)] for e in cols["example_id"]), dtype=np.int64,
                               count=len(cols["example_id"]))

@@ -19,6 +19,7 @@ import torch
 from ingest.capture import capture
 from ingest.hooks import HookPoint
 from ingest.image_sources import ImageDecodeError, ImageSource
+from ingest.interventions import intervening
 from ingest.preprocess import Preprocessor
 from shards.dtypes import get_dtype
 from shards.errors import ActlakeError
@@ -109,8 +110,10 @@ class VisionExtractor:
     """Extraction of one unit of images with a loaded model (runs inside an actor)."""
 
     def __init__(self, *, model, hooks: list[HookPoint], preprocessor: Preprocessor, pools: dict[str, str],
-                 stored_shapes: dict[str, list[int]], dtype: str, batch_size: int, on_bad_image: str = "fail") -> None:
+                 stored_shapes: dict[str, list[int]], dtype: str, batch_size: int, on_bad_image: str = "fail",
+                 interventions: list | None = None) -> None:
         self.model, self.hooks, self.pre, self.pools = model, hooks, preprocessor, pools
+        self.interventions = interventions or []
         self.stored_shapes = stored_shapes  #: per hook, the stored row shape
         self.stored, self.batch_size, self.on_bad_image = get_dtype(dtype).torch, batch_size, on_bad_image
         params = next(model.parameters(), None)
@@ -148,7 +151,8 @@ class VisionExtractor:
         pos_p, row_p, col_p = [], [], []
         for px in batches:
             px = px.to(self.device, self.model_dtype)
-            acts = capture(self.model, self.hooks, {"pixel_values": px})
+            with intervening(self.model, self.interventions):
+                acts = capture(self.model, self.hooks, {"pixel_values": px})
             hw = (px.shape[2], px.shape[3])
             for name, a in acts.items():
                 parts[name].append(self._pool(name, a, hw).to("cpu", self.stored))

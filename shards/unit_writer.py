@@ -42,6 +42,9 @@ def _column_array(values, typ: str, n: int, default=None) -> pa.Array:
     """One non-tensor column: given values, or ``default`` on every row (None: nulls)."""
     if values is None:
         return pa.nulls(n, arrow_type(typ)) if default is None else pa.array(np.full(n, default), arrow_type(typ))
+    if isinstance(values, np.ma.MaskedArray):  # masked entries are nulls (a loss at a context's last token)
+        return pa.array(np.ma.getdata(values).reshape(-1), arrow_type(typ),
+                        mask=np.ma.getmaskarray(values).reshape(-1))
     flat = as_numpy(values).reshape(-1)
     # pyarrow casts safely: int64 ids into int32 columns, but never a truncated float
     return pa.array(flat.tolist() if typ == "string" or flat.dtype == object else flat, arrow_type(typ))

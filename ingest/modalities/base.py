@@ -29,6 +29,11 @@ class Modality(ABC):
         """Check and resolve everything (hooks, inputs, output schema) before any work starts; ``selection``
         restricts the inputs to what a scheduled tick extracts."""
 
+    @classmethod
+    @abstractmethod
+    def probe_inputs(cls, plan: ExtractionPlan, loaded: LoadedModel) -> dict:
+        """One small model input (keyword arguments of the forward) that tells each hook's shape."""
+
     @abstractmethod
     def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:
         """Open the inputs and build the extractor, in an actor, from the resolved plan."""

@@ -50,15 +50,20 @@ def _first_readable(source: ImageSource):
     return source.image(0)  # raises, naming it
 
 
-def _model_shapes(loaded: LoadedModel, hooks, pre: Preprocessor, size: tuple[int, int]) -> dict[str, tuple]:
-    """Each hook's per-image output shape, from one blank image of the job's size."""
+def _blank_input(loaded: LoadedModel, pre: Preprocessor, size: tuple[int, int]) -> dict:
+    """One blank image of the job's size, preprocessed, on the model's device and dtype."""
     from PIL import Image
 
     px = pre([Image.new("RGB", tuple(size), (127, 127, 127))], ["probe"])
     params = next(loaded.model.parameters(), None)
     dev, dt = (params.device, params.dtype) if params is not None else ("cpu", torch.float32)
+    return {"pixel_values": px.to(dev, dt)}
+
+
+def _model_shapes(loaded: LoadedModel, hooks, pre: Preprocessor, size: tuple[int, int]) -> dict[str, tuple]:
+    """Each hook's per-image output shape, from one blank image of the job's size."""
     with torch.inference_mode():
-        acts = capture(loaded.model, hooks, {"pixel_values": px.to(dev, dt)})
+        acts = capture(loaded.model, hooks, _blank_input(loaded, pre, size))
     return {h.name: tuple(acts[h.name].shape[1:]) for h in hooks}
 
 
@@ -101,13 +106,19 @@ class ImageModality(Modality):
                               hooks=hooks, hook_specs=stored_hooks(hooks, stored, cfg.dtype), columns=columns,
                               num_examples=n, provenance=provenance, identity=identity, inputs=inputs)
 
+    @classmethod
+    def probe_inputs(cls, plan: ExtractionPlan, loaded: LoadedModel) -> dict:
+        inputs: ImageInputs = plan.inputs
+        return _blank_input(loaded, Preprocessor(inputs.preprocess), _first_readable(inputs.source).size)
+
     def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:
         inputs: ImageInputs = plan.inputs
         self.source = inputs.source
         self.extractor = VisionExtractor(model=loaded.model, hooks=plan.hooks,
                                          preprocessor=Preprocessor(inputs.preprocess), pools=inputs.pools,
                                          stored_shapes=inputs.stored_shapes, dtype=plan.config.dtype,
-                                         batch_size=plan.config.batch_size, on_bad_image=inputs.on_bad_image)
+                                         batch_size=plan.config.batch_size, on_bad_image=inputs.on_bad_image,
+                                         interventions=plan.in_loop.interventions)
 
     def prepare(self, unit: WorkUnit) -> PreparedImages:
         return PreparedImages(unit, *self.extractor.prepare(self.source, unit.start, unit.stop))

@@ -81,7 +81,7 @@ class TextModality(Modality):
                             fingerprint=corpus_fingerprint(corpus), context_size=cfg.context_size, pack=cfg.pack,
                             pool=pool, exclude_special=cfg.exclude_special, rows=sel.rows)
         with torch.inference_mode():  # one short input tells every hook's per-token shape
-            acts = capture(loaded.model, hooks, dict(loaded.tokenizer(["shape probe"], return_tensors="pt")))
+            acts = capture(loaded.model, hooks, cls.probe_inputs(None, loaded))
         settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k not in ("source", "rows")}
         return ExtractionPlan(
             config=dataclasses.replace(cfg, modality="text", pool=pool), modality="text", model=loaded.info(),
@@ -97,6 +97,10 @@ class TextModality(Modality):
                          "exclude_special": cfg.exclude_special}),
             identity=base_identity(cfg, loaded, hooks, "text", n, **settings), inputs=inputs)
 
+    @classmethod
+    def probe_inputs(cls, plan: ExtractionPlan | None, loaded: LoadedModel) -> dict:
+        return dict(loaded.tokenizer(["shape probe"], return_tensors="pt"))
+
     def __init__(self, plan: ExtractionPlan, loaded: LoadedModel) -> None:
         inputs: TextInputs = plan.inputs
         self.inputs = inputs
@@ -107,7 +111,7 @@ class TextModality(Modality):
         self.extractor = TextExtractor(model=loaded.model, tokenizer=loaded.tokenizer, hooks=plan.hooks,
                                        context_size=inputs.context_size, pack=inputs.pack, pool=inputs.pool,
                                        exclude_special=inputs.exclude_special, dtype=plan.config.dtype,
-                                       batch_size=plan.config.batch_size)
+                                       batch_size=plan.config.batch_size, in_loop=plan.in_loop)
 
     def prepare(self, unit: WorkUnit) -> PreparedText:
         rows = self.corpus[unit.start:unit.stop]

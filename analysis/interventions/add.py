@@ -1,0 +1,47 @@
+"""``add``: steering, x + scale * direction at every position or from a position on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from analysis.interventions.common import describe, from_position
+from analysis.interventions.registry import InterventionKind, register
+from analysis.interventions.sources import direction_source
+from ingest.interventions import Intervention, InterventionError, ResolveContext
+
+
+@dataclass
+class AddOptions:
+    direction: str
+    """FILE.npy, FILE.safetensors[#TENSOR], a probe run RUN#CLASS, or an SAE latent SAE_RUN#I."""
+    scale: float = 1.0
+    """alpha: how much of the direction is added."""
+    from_position: int = 0
+    """Add at positions >= P only (0: every position)."""
+    normalize: bool = False
+    """Scale the direction to unit norm first (scale is then in activation-norm units)."""
+
+
+class Add(Intervention):
+    kind = "add"
+
+    def __init__(self, ctx: ResolveContext, options: AddOptions) -> None:
+        rows, self.source = direction_source(options.direction, ctx)
+        if len(rows) != 1:
+            raise InterventionError(f"add takes one direction; {options.direction!r} gives {len(rows)} (pick one: "
+                                    "RUN#CLASS, FILE#TENSOR, SAE_RUN#I)")
+        v = rows[0] / rows[0].norm().clamp_min(1e-12) if options.normalize else rows[0]
+        self.hook, self.options, self.shape = ctx.hook, options, ctx.shape
+        self.delta = (options.scale * v).reshape(ctx.shape)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        # in the activations' own dtype: scale = 0 gives x back bit for bit
+        return from_position(x, x + self.delta.to(x.device, x.dtype), self.shape, self.options.from_position)
+
+    def identity(self) -> dict:
+        return describe(self.hook, self.kind, self.options, {"direction": self.source})
+
+
+ADD = register(InterventionKind("add", AddOptions, Add, "direction=SRC[,scale=A,from_position=P,normalize=true]"))

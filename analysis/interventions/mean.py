@@ -1,0 +1,35 @@
+"""``mean``: the hook's activations replaced by their mean over a dataset (from its stored statistics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from analysis.interventions.common import describe
+from analysis.interventions.registry import InterventionKind, register
+from analysis.interventions.sources import dataset_mean
+from ingest.interventions import Intervention, ResolveContext
+
+
+@dataclass
+class MeanOptions:
+    data: str
+    """An activation dataset extracted at this hook (row per token or per image), whose mean replaces it."""
+
+
+class Mean(Intervention):
+    kind = "mean"
+
+    def __init__(self, ctx: ResolveContext, options: MeanOptions) -> None:
+        self.hook, self.options = ctx.hook, options
+        self.mean, self.source = dataset_mean(options.data, ctx)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mean.to(x.device, x.dtype).expand_as(x).clone()
+
+    def identity(self) -> dict:
+        return describe(self.hook, self.kind, self.options, {"data": self.source})
+
+
+MEAN = register(InterventionKind("mean", MeanOptions, Mean, "data=DATASET"))

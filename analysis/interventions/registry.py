@@ -1,0 +1,78 @@
+"""Intervention kinds by name. Each file beside this one declares its options dataclass and how it builds an
+``ingest.interventions.Intervention`` from them, and registers both here (as the SAE architectures do);
+``__init__.py`` lists the files. ``build`` is the resolver the command layer hands to extraction."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ingest.interventions import Intervention, InterventionError, InterventionSpec, ResolveContext
+from shards.config import did_you_mean
+
+
+@dataclass(frozen=True)
+class InterventionKind:
+    """A registered kind: its options dataclass (parsed from ``key=value``) and its builder."""
+
+    name: str
+    options: type
+    build: Callable[[ResolveContext, object], Intervention]
+    help: str
+
+
+KINDS: dict[str, InterventionKind] = {}
+
+
+def register(kind: InterventionKind) -> InterventionKind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> InterventionKind:
+    if name not in KINDS:
+        raise InterventionError(f"unknown intervention kind {name!r}.{did_you_mean(name, list(KINDS), n=3)} "
+                                f"Known: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _convert(text: str, typ, where: str):
+    """A ``key=value`` string as the option's declared type (bool, int, float, str, optionals of them)."""
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    base = args[0] if args else typ
+    try:
+        if base is bool:
+            if text.lower() not in _TRUE | _FALSE:
+                raise ValueError("not a boolean")
+            return text.lower() in _TRUE
+        return base(text)
+    except ValueError:
+        raise InterventionError(f"{where}: {text!r} is not a {getattr(base, '__name__', base)}") from None
+
+
+def parse_options(kind: InterventionKind, spec: InterventionSpec):
+    """The kind's options from the spec's ``key=value`` pairs: unknown keys and missing required ones named."""
+    hints = typing.get_type_hints(kind.options)
+    fields = {f.name: f for f in dataclasses.fields(kind.options)}
+    unknown = sorted(set(spec.options) - set(fields))
+    if unknown:
+        raise InterventionError(f"--intervene {spec.text()!r}: {kind.name} takes {', '.join(fields) or 'no options'}"
+                                f", not {', '.join(unknown)}")
+    values = {k: _convert(v, hints[k], f"--intervene {spec.text()!r}, option {k}") for k, v in spec.options.items()}
+    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        needs = ", ".join(f"{m}=..." for m in missing)
+        raise InterventionError(f"--intervene {spec.text()!r}: {kind.name} needs {needs} ({kind.help})")
+    return kind.options(**values)
+
+
+def build(spec: InterventionSpec, ctx: ResolveContext) -> Intervention:
+    """The intervention ``spec`` names, built and checked against the hook (``ingest``'s resolver)."""
+    kind = get_kind(spec.kind)
+    return kind.build(ctx, parse_options(kind, spec))

@@ -1,0 +1,33 @@
+"""``zero``: the hook's activations replaced by zeros (the reference of "CE loss recovered")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from analysis.interventions.common import describe, from_position
+from analysis.interventions.registry import InterventionKind, register
+from ingest.interventions import Intervention, ResolveContext
+
+
+@dataclass
+class ZeroOptions:
+    from_position: int = 0
+    """Zero positions >= P only."""
+
+
+class Zero(Intervention):
+    kind = "zero"
+
+    def __init__(self, ctx: ResolveContext, options: ZeroOptions) -> None:
+        self.hook, self.options, self.shape = ctx.hook, options, ctx.shape
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return from_position(x, torch.zeros_like(x), self.shape, self.options.from_position)
+
+    def identity(self) -> dict:
+        return describe(self.hook, self.kind, self.options, {})
+
+
+ZERO = register(InterventionKind("zero", ZeroOptions, Zero, "[from_position=P]"))

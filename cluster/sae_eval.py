@@ -1,0 +1,271 @@
+"""``actlake sae eval``: what an SAE does to the model. One extraction job on Ray actors (as ``actlake extract``)
+runs each batch of held-out contexts three times in the same actor: clean (storing the hook's activations and
+the next-token loss), with the SAE spliced in, and with the hook zero-ablated; the numbers come from the stored
+per-token columns, so a killed run resumes exactly once and gives the same numbers.
+
+It composes ``ingest`` (the extraction) and ``analysis`` (the SAE, the intervention kinds, the metrics), which
+is why it lives here and not in ``analysis``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from simple_parsing import field
+
+from shards.config import check_positive, nested, take_credentials
+from shards.errors import ConfigError
+from shards.records import JsonRecord
+from shards.storage import StorageOptions
+
+log = logging.getLogger("actlake.sae")
+ROWS = "rows"  #: the eval's own activation dataset, under --out
+
+
+@dataclass
+class SaeEvalConfig:
+    """Evaluate a trained SAE inside the model: CE loss recovered, KL, FVU, L0 on held-out contexts."""
+
+    sae: str
+    """The SAE: one `actlake sae train` output directory (or a SAELens-layout directory)."""
+
+    data: str = ""
+    """The activation dataset the SAE was trained on (default: the one its cfg.json names); its model, corpus,
+    context size and packing are reused."""
+
+    hook: str = ""
+    """The hook to splice at (default: the SAE's training hook)."""
+
+    corpus: str = ""
+    """Corpus to evaluate on (default: the dataset's); another corpus holds no training example, so heldout
+    there starts at its first example."""
+
+    eval_split: str = "heldout"
+    """Which examples, by example id: heldout (the corpus' examples after those the dataset holds; for
+    builtin:concepts?n=N, examples N.. of a longer draw), all (from 0: training examples too), or START:STOP."""
+
+    min_position: int = 0
+    """Splice and ablate at positions >= P only (1: leave the first token alone, as for an SAE trained with
+    --min-position 1); the loss is still averaged over every token."""
+
+    examples: int = 128
+    """Examples to evaluate (contexts, without packing)."""
+
+    batch_size: int = 8
+    """Contexts per forward pass (each runs three times)."""
+
+    out: str = "runs/sae-eval"
+    """Output URI: eval.json, eval.parquet (per-position curves), eval_by_position.png, rows/ (per-token)."""
+
+    workers: int = 1
+    """Ray actors."""
+
+    threads_per_worker: int = 0
+    """Torch threads per actor on CPU (0: the cores divided among the workers)."""
+
+    num_gpus: float = 0
+    """GPUs per actor."""
+
+    address: str | None = None
+    """Ray address to join (default: a local Ray)."""
+
+    max_retries: int = 3
+    """Times a unit is retried after its actor died."""
+
+    force: bool = field(default=False, action="store_true")
+    """Splice at a hook the SAE was not trained on (warned) instead of refusing."""
+
+    overwrite: bool = field(default=False, action="store_true")
+    """Replace an earlier eval at --out instead of resuming it."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options for the SAE, the dataset and --out."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "sae", "data", "out", "corpus")
+        check_positive(self, "examples", "batch_size", "workers")
+        _parse_split(self.eval_split)
+
+
+def _parse_split(text: str) -> tuple[int, int] | str:
+    if text in ("heldout", "all"):
+        return text
+    a, sep, b = text.partition(":")
+    try:
+        start, stop = int(a), int(b)
+    except ValueError:
+        start = stop = -1
+    if not sep or start < 0 or stop <= start:
+        raise ConfigError(f"--eval-split {text!r}: use heldout, all, or START:STOP example ids (e.g. 4000:4128)")
+    return start, stop
+
+
+@dataclass(kw_only=True)
+class SaeEvalSummary(JsonRecord):
+    """``eval.json``: the settings and every number."""
+
+    sae: str
+    hook: str
+    model: str
+    dataset: str
+    dataset_id: str
+    corpus: str
+    eval_split: str
+    example_ids: list[int]  #: [start, stop)
+    overlaps_training: bool
+    measure: str  #: "loss" (causal LMs) or "cosine" (final hidden state; no LM head)
+    metrics: dict  #: LossEval or CosineEval, and SaeEval (fvu, l0, dead_frac, dense_frac, mse) on these tokens
+    rows: str  #: the per-token dataset
+    out: str
+
+
+def _eval_rows(cfg: SaeEvalConfig, corpus: str, trained: int, load_len) -> tuple[str, tuple[int, int], bool]:
+    """(corpus, example ids [a, b), whether they overlap the SAE's training examples)."""
+    from ingest.corpus import BUILTIN_PREFIX, parse_builtin
+
+    split = _parse_split(cfg.eval_split)
+    if split == "all":
+        a, b = 0, cfg.examples
+    elif split == "heldout":
+        a, b = trained, trained + cfg.examples
+    else:
+        a, b = split
+    if corpus.startswith(BUILTIN_PREFIX) and b > parse_builtin(corpus)["n"]:
+        # the built-in corpus is one seeded draw: a longer draw starts with the same examples
+        p = parse_builtin(corpus)
+        corpus = f"{corpus.split('?')[0]}?n={b}&seed={p['seed']}"
+    n = load_len(corpus)
+    if b > n:
+        raise ConfigError(f"--eval-split {cfg.eval_split}: examples {a}..{b - 1} are not all in {corpus!r} ({n} "
+                          "examples; the SAE's dataset holds the first "
+                          f"{trained}). Pass --corpus with more examples, fewer --examples, or --eval-split all")
+    return corpus, (a, b), a < trained
+
+
+def _sae_and_dataset(cfg: SaeEvalConfig):
+    from analysis.sae.io import load_sae
+    from shards.reader import open_dataset
+
+    sae = load_sae(cfg.sae, cfg.storage)
+    ours = sae.loaded_cfg.get("actlake") or {}
+    uri = cfg.data or ours.get("dataset")
+    if not uri:
+        raise ConfigError(f"the SAE at {cfg.sae} does not name its dataset; pass --data (the activation dataset "
+                          "it was trained on)")
+    ds = open_dataset(uri, cfg.storage)
+    hook = cfg.hook or ours.get("hook") or (sae.loaded_cfg.get("metadata") or {}).get("hook_name")
+    if not hook:
+        raise ConfigError(f"the SAE at {cfg.sae} does not name its hook; pass --hook")
+    if ds.manifest.config is None or "model" not in ds.manifest.config:
+        raise ConfigError(f"dataset {ds.storage.display()} was not made by `actlake extract` (no extraction config "
+                          "in its manifest); sae eval reruns its model over its corpus")
+    return sae, ds, hook
+
+
+def _extract_config(cfg: SaeEvalConfig, job: dict, corpus: str, hook: str):
+    from ingest.config import ExtractConfig
+
+    keep = ("model", "model_dtype", "text_field", "context_size", "pack", "exclude_special")
+    return ExtractConfig(**{k: job[k] for k in keep if k in job}, data=corpus, hooks=[hook], pool="none",
+                         dtype="float32", out=_rows_uri(cfg), batch_size=cfg.batch_size,
+                         unit_size=max(cfg.batch_size, 16),
+                         workers=cfg.workers, threads_per_worker=cfg.threads_per_worker, num_gpus=cfg.num_gpus,
+                         address=cfg.address, max_retries=cfg.max_retries, force=cfg.force, overwrite=cfg.overwrite,
+                         storage=cfg.storage, fields=[])
+
+
+def _rows_uri(cfg: SaeEvalConfig) -> str:
+    from shards.storage import Storage
+
+    return Storage(cfg.out, cfg.storage).child(ROWS).uri
+
+
+def run(cfg: SaeEvalConfig) -> SaeEvalSummary:
+    """Splice, ablate and run clean on held-out contexts; write eval.json, eval.parquet and the plot.
+
+    Example::
+
+        run(SaeEvalConfig(sae="runs/topk", examples=64, out="runs/topk-eval"))
+    """
+    from analysis.interventions import build
+    from ingest.corpus import load_corpus
+    from ingest.driver import run_extraction
+    from ingest.plan import InputSelection
+
+    sae, ds, hook = _sae_and_dataset(cfg)
+    job = ds.manifest.config
+    # another corpus shares no example with the SAE's training data: its examples count from 0
+    trained = _trained_examples(ds) if cfg.corpus in ("", job["data"]) else 0
+    corpus, (a, b), overlap = _eval_rows(
+        cfg, cfg.corpus or job["data"], trained,
+        lambda c: len(load_corpus(c, job.get("text_field", "text"), [], storage_options=cfg.storage)))
+    if overlap:
+        log.warning("evaluating on examples %d..%d, which overlap the %d the SAE's dataset holds", a, b - 1, trained)
+    at = f",from_position={cfg.min_position}" if cfg.min_position else ""
+    comparisons = [("spliced", [f"{hook}:splice:sae={cfg.sae}{at}"]), ("ablated", [f"{hook}:zero:{at[1:]}"])]
+    run_extraction(_extract_config(cfg, job, corpus, hook), resolver=build, comparisons=comparisons,
+                   selection=InputSelection(rows=(a, b)))
+    return _summarise(cfg, sae, ds, hook, corpus, (a, b), overlap)
+
+
+def _trained_examples(ds) -> int:
+    """How many corpus examples (ids 0..n-1) the SAE's dataset holds."""
+    import pyarrow.compute as pc
+
+    corpus = (ds.manifest.provenance.details or {}).get("corpus") or {}
+    if corpus.get("examples"):
+        return int(corpus["examples"])
+    top = pc.max(ds.metadata_table(["example_id"]).column("example_id")).as_py()
+    return 0 if top is None else int(top) + 1
+
+
+def _columns(rows, names: list[str]) -> dict[str, np.ndarray]:
+    """Float columns of the per-token dataset, nulls as NaN."""
+    table = rows.metadata_table(names)
+    return {n: table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names}
+
+
+def _metrics(rows) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """(measure, the loss or cosine metrics, the per-token columns to curve by position)."""
+    from analysis.sae.loss_eval import cosine_eval, loss_eval
+
+    if "spliced_cos" in rows.columns:
+        c = _columns(rows, ["spliced_cos", "ablated_cos"])
+        return "cosine", cosine_eval(c["spliced_cos"], c["ablated_cos"]).to_json(), {
+            "cos_spliced": c["spliced_cos"], "cos_ablated": c["ablated_cos"]}
+    c = _columns(rows, ["loss", "spliced_loss", "ablated_loss", "spliced_kl", "ablated_kl"])
+    ev = loss_eval(c["loss"], c["spliced_loss"], c["ablated_loss"], c["spliced_kl"], c["ablated_kl"])
+    return "loss", ev.to_json(), {"ce_clean": c["loss"], "ce_spliced": c["spliced_loss"],
+                                  "ce_ablated": c["ablated_loss"], "kl": c["spliced_kl"]}
+
+
+def _summarise(cfg: SaeEvalConfig, sae, ds, hook: str, corpus: str, ids: tuple[int, int],
+               overlap: bool) -> SaeEvalSummary:
+    """The numbers from the per-token dataset (whole, however many runs wrote it): eval.json, eval.parquet, plot."""
+    from analysis.common.results import Results
+    from analysis.sae.loss_eval import position_curves, position_figure
+    from analysis.sae.report import evaluate
+    from shards.reader import open_dataset
+
+    rows = open_dataset(_rows_uri(cfg), cfg.storage)
+    measure, metrics, curves_of = _metrics(rows)
+    recon, _freq = evaluate(sae, rows, hook, max_rows=rows.num_rows, seed=0, min_position=cfg.min_position)
+    pos_col = "context_position" if "context_position" in rows.columns else "position"
+    position = rows.metadata_table([pos_col]).column(pos_col).to_numpy()
+    curves = position_curves(position, curves_of)
+    out = Results(cfg.out, cfg.storage)
+    out.table("eval.parquet", curves)
+    headline = (f"CE loss recovered {metrics['ce_loss_recovered']:.3f}, KL {metrics['kl']:.4f}"
+                if measure == "loss" else f"cosine recovered {metrics['cos_recovered']:.3f}")
+    out.figure("eval_by_position.png", position_figure(curves, f"{hook}: {headline}, FVU {recon.fvu:.3f}, "
+                                                               f"L0 {recon.l0:.1f}"))
+    summary = SaeEvalSummary(
+        sae=cfg.sae, hook=hook, model=ds.manifest.config["model"], dataset=ds.storage.display(),
+        dataset_id=ds.dataset_id, corpus=corpus, eval_split=cfg.eval_split, example_ids=list(ids),
+        overlaps_training=overlap, measure=measure, metrics={**metrics, **recon.to_json()},
+        rows=rows.storage.display(), out=out.display())
+    out.json("eval.json", summary.to_json())
+    log.info("sae eval %s: %s", hook, summary.metrics)
+    return summary

@@ -1,0 +1,175 @@
+"""Interventions inside the forward pass: the interface the extraction actor applies, and how it applies them.
+
+An intervention takes a hook's module output (or, for input hooks such as ``mlp_hidden.N``, the module's
+input) and returns what later layers see instead. ``ingest`` defines only this interface and the spec text
+``HOOK:KIND[:key=value,...]``; the kinds (splice an SAE, add a direction, ablate, clamp, zero, mean) live in
+``analysis.interventions``, which knows SAEs and probes, and the command layer hands the resolved
+interventions to the job (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from ingest.hooks import HookPoint
+from shards.errors import ConfigError
+
+_SPEC = re.compile(r"^(?P<hook>[^:\s]+):(?P<kind>[A-Za-z_][\w-]*)(?::(?P<options>.*))?$")
+
+
+class InterventionError(ConfigError):
+    """An intervention cannot be built or applied as asked (its message names the fix)."""
+
+
+@dataclass(frozen=True)
+class InterventionSpec:
+    """``HOOK:KIND[:key=value,...]`` as given on the command line or in a job file."""
+
+    hook: str
+    kind: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> InterventionSpec:
+        """Parse ``resid.3:add:direction=runs/probe#animal,scale=4``; a malformed text names the expected form."""
+        m = _SPEC.match(text.strip())
+        if not m:
+            raise InterventionError(f"--intervene {text!r}: expected HOOK:KIND[:key=value,...], e.g. "
+                                    "'resid.3:splice:sae=runs/topk' or 'resid.3:add:direction=dir.npy,scale=4'")
+        options: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in (m.group("options") or "").split(","))):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise InterventionError(f"--intervene {text!r}: option {part!r} is not key=value")
+            if key.strip() in options:
+                raise InterventionError(f"--intervene {text!r}: option {key.strip()!r} given twice")
+            options[key.strip()] = value.strip()
+        return cls(m.group("hook"), m.group("kind").lower(), options)
+
+    def text(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.hook}:{self.kind}" + (f":{opts}" if opts else "")
+
+
+class Intervention(ABC):
+    """One change to one hook's activations, built before any work starts and shipped to every actor.
+
+    ``apply`` receives the hook's activations ``(batch, positions, ...)`` (or ``(batch, ...)`` for images)
+    and returns a tensor of the same shape and dtype. ``identity`` is what makes two runs the same job
+    (kind, options, the checksums and dataset ids of its sources); it goes into the job identity and the
+    manifest's provenance.
+    """
+
+    hook: HookPoint
+    kind: str
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The activations later layers see instead of ``x``."""
+
+    @abstractmethod
+    def identity(self) -> dict:
+        """Kind, options and sources (checksums, dataset ids): JSON, no secrets."""
+
+
+@dataclass(frozen=True)
+class ResolveContext:
+    """What building an intervention may look at: the loaded model, the resolved hook and its per-token shape."""
+
+    model: object
+    hook: HookPoint
+    shape: tuple[int, ...]  #: per-token (or per-image) shape of the hook's activations
+    storage: object = None  #: StorageOptions for the sources (SAEs, probe runs, datasets)
+    force: bool = False  #: go ahead where a source was made for another hook (warned)
+
+
+#: builds an intervention from its spec (``analysis.interventions.build``)
+Resolver = Callable[[InterventionSpec, ResolveContext], Intervention]
+
+
+def _replace_first(out, new: torch.Tensor):
+    """``out`` with its first tensor replaced by ``new`` (module outputs are tensors, tuples or ModelOutputs)."""
+    if isinstance(out, torch.Tensor):
+        return new
+    if isinstance(out, tuple):
+        return (_replace_first(out[0], new), *out[1:])
+    if isinstance(out, list):
+        return [_replace_first(out[0], new), *out[1:]]
+    if hasattr(out, "to_tuple"):  # transformers ModelOutput: its first field
+        key = next(iter(out.keys()))
+        out[key] = _replace_first(out[key], new)
+        return out
+    raise TypeError(f"cannot replace the output of type {type(out).__name__}")
+
+
+def _first(out) -> torch.Tensor:
+    from ingest.capture import first_tensor
+
+    return first_tensor(out)
+
+
+def _checked(iv: Intervention, x: torch.Tensor) -> torch.Tensor:
+    y = iv.apply(x)
+    if y.shape != x.shape:
+        raise RuntimeError(f"intervention {iv.kind} at {iv.hook.name} returned shape {tuple(y.shape)} "
+                           f"for activations of shape {tuple(x.shape)}")
+    return y.to(x.dtype)
+
+
+@contextmanager
+def intervening(model, interventions: list[Intervention]) -> Iterator[None]:
+    """Apply ``interventions`` at their hooks for every forward pass inside the block.
+
+    They are registered before any capture hook, so a hook captured where it is intervened on is stored as
+    later layers see it (after the intervention)."""
+    modules = dict(model.named_modules())
+    handles = []
+
+    def on_output(iv: Intervention):
+        return lambda _m, _args, out: _replace_first(out, _checked(iv, _first(out)))
+
+    def on_input(iv: Intervention):
+        return lambda _m, args: (_checked(iv, _first(args)), *args[1:])
+
+    try:
+        for iv in interventions:
+            mod = modules[iv.hook.module]
+            handles.append(mod.register_forward_pre_hook(on_input(iv)) if iv.hook.read_input
+                           else mod.register_forward_hook(on_output(iv)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver: Resolver | None,
+                          storage=None, force: bool = False) -> list[Intervention]:
+    """Every ``--intervene`` spec built against the loaded model; errors (an unknown hook, a bad source, a
+    wrong shape) before any work starts. ``probe_inputs``: one small model input, which tells each hook's
+    per-token shape."""
+    from ingest.capture import capture
+    from ingest.hooks import resolve_hooks
+
+    if not specs:
+        return []
+    if resolver is None:
+        raise InterventionError("--intervene needs the intervention kinds of the analysis layer: run it through "
+                                "`actlake extract` (or pass a resolver to ingest.driver.run_extraction)")
+    parsed = []
+    for text in specs:
+        spec = InterventionSpec.parse(text)
+        hooks = resolve_hooks(model, [spec.hook])  # an unknown hook: UnknownHookError naming the nearest
+        if len(hooks) != 1:
+            raise InterventionError(f"--intervene {text!r}: name one hook, not a pattern ({len(hooks)} matched)")
+        parsed.append((spec, hooks[0]))
+    with torch.inference_mode():
+        acts = capture(model, list({h.name: h for _, h in parsed}.values()), probe_inputs)
+    ndim = 2 if "input_ids" in probe_inputs else 1  # (batch, positions) or (batch,) lead every hook's shape
+    return [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage, force))
+            for spec, hp in parsed]

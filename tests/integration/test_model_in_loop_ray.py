@@ -1,0 +1,156 @@
+"""Interventions and `sae eval` on a real local Ray: a killed actor or driver, exactly-once rows and the same
+numbers, job identity, the metrics against the stored per-token columns."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import shards
+from analysis.sae.io import save_sae
+from analysis.sae.registry import create_sae
+from cluster.cli import main
+from cluster.extract_command import cmd_extract
+from cluster.sae_eval import SaeEvalConfig
+from cluster.sae_eval import run as sae_eval
+from ingest.config import ExtractConfig
+from shards.storage import Storage
+from tests.integration.actor_kill import kill_an_actor_after
+from tests.integration.test_extract_ray import assert_exactly_once
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+GPT2 = "tests.model_factories:tiny_gpt2"
+COLUMNS = ["loss", "clean_loss", "kl", "logit_top1", "token_top1"]
+
+
+def _sorted_rows(uri: str, hook: str) -> dict[str, np.ndarray]:
+    ds = shards.open_dataset(uri)
+    table = ds.metadata_table(["example_id", "position", *COLUMNS]).to_pandas()
+    order = np.lexsort((table["position"], table["example_id"]))
+    x = ds.take(np.arange(ds.num_rows), dtype="float32")[hook].numpy()
+    return {**{c: table[c].to_numpy(dtype=np.float64)[order] for c in COLUMNS}, hook: x[order]}
+
+
+def test_intervened_extraction_with_a_killed_actor_gives_each_row_once_and_the_same_numbers(ray_local, tmp_path):
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal(64).astype(np.float32))
+    common = dict(model=GPT2, data="builtin:concepts?n=160", hooks=["resid.2"], dtype="float32", unit_size=10,
+                  batch_size=5, save_loss=True, compare_clean=True, save_logits=1,
+                  intervene=[f"resid.1:add:direction={tmp_path / 'd.npy'},scale=3"])
+    cmd_extract(ExtractConfig(**common, out=str(tmp_path / "ref"), workers=1))
+    out = str(tmp_path / "killed")
+    with kill_an_actor_after(Storage(out), commits=3) as killed:
+        summary = cmd_extract(ExtractConfig(**common, out=out, workers=2))
+    assert killed, "no actor was killed"
+    assert summary.ran_units == 16
+    ds = assert_exactly_once(out, 160)
+    assert ds.manifest.provenance.details["model_in_loop"]["interventions"][0]["kind"] == "add"
+    ref, got = _sorted_rows(str(tmp_path / "ref"), "resid.2"), _sorted_rows(out, "resid.2")
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)  # NaN (null) where ref has one
+    assert np.isnan(ref["loss"]).sum() == 160  # one null per context: its last token
+    assert np.nanmean(ref["kl"]) > 1e-3 and np.nanmean(ref["loss"]) != np.nanmean(ref["clean_loss"])
+
+
+def test_a_clean_and_an_intervened_run_never_share_an_out(ray_local, tmp_path, capsys):
+    out = str(tmp_path / "acts")
+    base = ["extract", "--model", GPT2, "--data", "builtin:concepts?n=10", "--hooks", "resid.1", "--out", out]
+    assert main(base) == 0
+    before = shards.open_dataset(out)
+    assert main([*base, "--intervene", "resid.0:zero"]) == 2
+    err = capsys.readouterr().err
+    assert "made by a different job (interventions: None -> [{'hook': 'resid.0'" in err
+    after = shards.open_dataset(out)
+    assert (after.version, after.num_rows) == (before.version, before.num_rows)  # nothing was written
+    assert shards.verify_dataset(out).ok
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, tmp_path_factory):
+    """A clean dataset of tiny GPT-2's resid.1 (examples 0..39) and an SAE that names it, as sae train saves."""
+    root = tmp_path_factory.mktemp("sae-eval")
+    ds = str(root / "ds")
+    cmd_extract(ExtractConfig(model=GPT2, data="builtin:concepts?n=40", hooks=["resid.1"], dtype="float32", out=ds))
+    sae = create_sae("topk", d_in=64, d_sae=256, k=16, seed=1)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.as_tensor(shards.open_dataset(ds).stats("resid.1").mean).float())
+    save_sae(sae, str(root / "sae"), {"hook": "resid.1", "dataset": ds,
+                                      "dataset_id": shards.open_dataset(ds).dataset_id})
+    return root
+
+
+def test_sae_eval_numbers_come_from_the_stored_columns(trained):
+    out = str(trained / "eval")
+    s = sae_eval(SaeEvalConfig(sae=str(trained / "sae"), examples=48, out=out))
+    assert s.example_ids == [40, 88] and not s.overlaps_training  # held out: after the dataset's 40 examples
+    rows = shards.open_dataset(f"{out}/rows")
+    t = rows.metadata_table(["example_id", "loss", "spliced_loss", "ablated_loss", "spliced_kl"]).to_pandas()
+    assert t["example_id"].min() == 40 and t["example_id"].max() == 87
+    ok = t[["loss", "spliced_loss", "ablated_loss"]].notna().all(axis=1)
+    clean, spliced, ablated = (t.loc[ok, c].astype(np.float64).mean() for c in ("loss", "spliced_loss", "ablated_loss"))
+    m = s.metrics
+    assert m["tokens"] == ok.sum()
+    assert m["ce_clean"] == pytest.approx(clean, rel=1e-12) and m["ce_spliced"] == pytest.approx(spliced, rel=1e-12)
+    assert m["ce_loss_recovered"] == pytest.approx((ablated - spliced) / (ablated - clean), rel=1e-9)
+    assert m["delta_loss"] == pytest.approx(spliced - clean, rel=1e-9)
+    assert m["kl"] == pytest.approx(t["spliced_kl"].mean(), rel=1e-6) and m["kl"] > 0
+    assert m["l0"] == pytest.approx(16.0) and 0 < m["fvu"]
+    on_disk = json.loads(Path(out, "eval.json").read_text())
+    assert on_disk["metrics"] == pytest.approx(m)
+    assert {"position", "tokens", "ce_clean", "ce_spliced", "ce_ablated", "kl"} <= set(
+        pq.read_table(Path(out, "eval.parquet")).column_names)
+    assert Path(out, "eval_by_position.png").stat().st_size > 10_000
+
+
+def test_sae_eval_refuses_an_sae_of_another_width_before_any_work(trained, tmp_path):
+    save_sae(create_sae("topk", d_in=32, d_sae=64, k=4), str(tmp_path / "narrow"),
+             {"hook": "resid.1", "dataset": str(trained / "ds")})
+    from ingest.interventions import InterventionError
+
+    with pytest.raises(InterventionError, match="d_in=32"):
+        sae_eval(SaeEvalConfig(sae=str(tmp_path / "narrow"), examples=8, out=str(tmp_path / "e")))
+    assert not (tmp_path / "e" / "rows" / "manifest.json").exists()
+
+
+def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path):
+    ref = sae_eval(SaeEvalConfig(sae=str(trained / "sae"), examples=96, out=str(tmp_path / "ref")))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cluster.cli", "sae", "eval", "--sae", str(trained / "sae"), "--examples", "96",
+           "--out", str(out)]
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    log = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if len(list((out / "rows" / "_commits").glob("*.json"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the eval ended first: " + (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    assert not (out / "eval.json").exists()
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                           start_new_session=True)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert int(rerun.stderr.split(" already committed (skipped)")[0].rsplit(": ", 1)[1]) >= 2
+    rows = shards.open_dataset(str(out / "rows"))
+    meta = rows.metadata_table(["example_id", "position"]).to_pandas()
+    assert not meta.duplicated().any() and sorted(meta["example_id"].unique()) == list(range(40, 136))
+    got = json.loads((out / "eval.json").read_text())["metrics"]
+    assert got == pytest.approx(ref.metrics, rel=1e-12, abs=1e-15)
