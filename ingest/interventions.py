@@ -10,21 +10,17 @@ interventions to the job (docs/architecture.md).
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from ingest.hooks import HookPoint
-from shards.errors import ConfigError
+from shards.errors import InterventionError
 
 _SPEC = re.compile(r"^(?P<hook>[^:\s]+):(?P<kind>[A-Za-z_][\w-]*)(?::(?P<options>.*))?$")
-
-
-class InterventionError(ConfigError):
-    """An intervention cannot be built or applied as asked (its message names the fix)."""
 
 
 @dataclass(frozen=True)
@@ -57,23 +53,23 @@ class InterventionSpec:
         return f"{self.hook}:{self.kind}" + (f":{opts}" if opts else "")
 
 
-class Intervention(ABC):
+@runtime_checkable
+class Intervention(Protocol):
     """One change to one hook's activations, built before any work starts and shipped to every actor.
 
     ``apply`` receives the hook's activations ``(batch, positions, ...)`` (or ``(batch, ...)`` for images)
     and returns a tensor of the same shape and dtype. ``identity`` is what makes two runs the same job
     (kind, options, the checksums and dataset ids of its sources); it goes into the job identity and the
-    manifest's provenance.
+    manifest's provenance. A protocol, not a base class: the kinds live in ``analysis``, which implements it
+    without importing ``ingest`` (docs/architecture.md).
     """
 
     hook: HookPoint
     kind: str
 
-    @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The activations later layers see instead of ``x``."""
 
-    @abstractmethod
     def identity(self) -> dict:
         """Kind, options and sources (checksums, dataset ids): JSON, no secrets."""
 
@@ -171,5 +167,9 @@ def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver:
     with torch.inference_mode():
         acts = capture(model, list({h.name: h for _, h in parsed}.values()), probe_inputs)
     ndim = 2 if "input_ids" in probe_inputs else 1  # (batch, positions) or (batch,) lead every hook's shape
-    return [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage, force))
-            for spec, hp in parsed]
+    built = [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage, force))
+             for spec, hp in parsed]
+    for spec, iv in zip(specs, built, strict=True):
+        if not isinstance(iv, Intervention):
+            raise TypeError(f"the resolver built {type(iv).__name__} for {spec!r}: not an Intervention")
+    return built

@@ -46,6 +46,11 @@ class ConfigError(ActlakeError, ValueError):
     """A command's configuration is invalid; raised before any work starts."""
 
 
+class InterventionError(ConfigError):
+    """An intervention cannot be built or applied as asked (its message names the fix). Here, not in ``ingest``,
+    because the kinds that raise it live in ``analysis``, which does not import ``ingest``."""
+
+
 class NonFiniteError(ActlakeError, ValueError):
     """Activations (or an analysis' input) hold NaN or infinite values where finite ones are needed."""
 

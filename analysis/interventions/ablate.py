@@ -4,13 +4,17 @@ subspace (the rows' span, orthonormalised)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.interventions.common import describe, flat_rows, from_position
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import direction_source, width
-from ingest.interventions import Intervention, InterventionError, ResolveContext
+from shards.errors import InterventionError
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 
 @dataclass
@@ -28,7 +32,7 @@ def orthonormal_basis(rows: torch.Tensor) -> torch.Tensor:
     return q[:, keep].float()
 
 
-class Ablate(Intervention):
+class Ablate:
     kind = "ablate"
 
     def __init__(self, ctx: ResolveContext, options: AblateOptions) -> None:

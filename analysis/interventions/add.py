@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.interventions.common import describe, from_position
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import direction_source
-from ingest.interventions import Intervention, InterventionError, ResolveContext
+from shards.errors import InterventionError
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 
 @dataclass
@@ -24,7 +28,7 @@ class AddOptions:
     """Scale the direction to unit norm first (scale is then in activation-norm units)."""
 
 
-class Add(Intervention):
+class Add:
     kind = "add"
 
     def __init__(self, ctx: ResolveContext, options: AddOptions) -> None:

@@ -4,13 +4,16 @@ error stays in and only the clamped latents change what later layers see."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.interventions.common import describe, flat_rows, from_position
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import parse_latents, sae_source, width
-from ingest.interventions import Intervention, ResolveContext
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 
 @dataclass
@@ -25,7 +28,7 @@ class ClampOptions:
     """Clamp at positions >= P only (0: every position)."""
 
 
-class Clamp(Intervention):
+class Clamp:
     kind = "clamp"
 
     def __init__(self, ctx: ResolveContext, options: ClampOptions) -> None:

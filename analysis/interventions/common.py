@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
-from ingest.hooks import HookPoint
+if TYPE_CHECKING:
+    from ingest.hooks import HookPoint
+
 
 
 def from_position(x: torch.Tensor, changed: torch.Tensor, shape: tuple[int, ...], position: int) -> torch.Tensor:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.interventions.common import describe
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import dataset_mean
-from ingest.interventions import Intervention, ResolveContext
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 
 @dataclass
@@ -18,7 +21,7 @@ class MeanOptions:
     """An activation dataset extracted at this hook (row per token or per image), whose mean replaces it."""
 
 
-class Mean(Intervention):
+class Mean:
     kind = "mean"
 
     def __init__(self, ctx: ResolveContext, options: MeanOptions) -> None:

@@ -8,9 +8,13 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ingest.interventions import Intervention, InterventionError, InterventionSpec, ResolveContext
 from shards.config import did_you_mean
+from shards.errors import InterventionError
+
+if TYPE_CHECKING:
+    from ingest.interventions import Intervention, InterventionSpec, ResolveContext
 
 
 @dataclass(frozen=True)

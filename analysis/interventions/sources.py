@@ -8,14 +8,18 @@ import io
 import json
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from analysis.sae.io import CFG, WEIGHTS, SaeNotFoundError, load_sae
-from ingest.interventions import InterventionError, ResolveContext
 from shards.checksums import checksum
+from shards.errors import InterventionError
 from shards.storage import Storage
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 log = logging.getLogger("actlake.intervene")
 PROBE_DIRECTIONS = "directions.safetensors"  #: what `actlake probe` writes at its --out

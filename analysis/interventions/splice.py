@@ -4,13 +4,16 @@ gives back the clean output: a check that splicing itself changes nothing)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.interventions.common import describe, flat_rows, from_position
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import sae_source, width
-from ingest.interventions import Intervention, ResolveContext
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 
 @dataclass
@@ -23,7 +26,7 @@ class SpliceOptions:
     """Splice at positions >= P only (1: leave the first token, an attention sink SAEs often skip, alone)."""
 
 
-class Splice(Intervention):
+class Splice:
     kind = "splice"
 
     def __init__(self, ctx: ResolveContext, options: SpliceOptions) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.interventions.common import describe, from_position
 from analysis.interventions.registry import InterventionKind, register
-from ingest.interventions import Intervention, ResolveContext
+
+if TYPE_CHECKING:
+    from ingest.interventions import ResolveContext
 
 
 @dataclass
@@ -17,7 +20,7 @@ class ZeroOptions:
     """Zero positions >= P only."""
 
 
-class Zero(Intervention):
+class Zero:
     kind = "zero"
 
     def __init__(self, ctx: ResolveContext, options: ZeroOptions) -> None:
