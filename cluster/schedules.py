@@ -278,6 +278,7 @@ def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | 
     """One tick of schedule ``name`` at ``now`` under its lease: extract what is new, record history and the next
     due time. Another tick holding the lease (or the dataset's write lock) makes this one say so and return
     status ``busy`` (nothing written)."""
+    from analysis.interventions import build
     from ingest.incremental import run_tick
 
     schedule = store.get(name)
@@ -297,7 +298,8 @@ def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | 
         store.write_history(name, h)
         t0 = time.time()
         try:
-            result = run_tick(cfg, schedule=name, on_changed=schedule.on_changed, abandon_planned=abandon_planned)
+            result = run_tick(cfg, schedule=name, on_changed=schedule.on_changed, abandon_planned=abandon_planned,
+                              resolver=build)
             h = dataclasses.replace(h, status=result.status, tick=result.tick, inputs_found=result.inputs_found,
                                     new_inputs=len(result.new_inputs), changed=result.changed,
                                     missing=result.missing, units_written=result.units_written, rows=result.rows,

@@ -340,13 +340,13 @@ def _nothing_new(listing: list[FoundInput], tp: TickPlan, manifest: Manifest | N
                       seconds=round(time.perf_counter() - t0, 2))
 
 
-def _plan_tick(cfg: ExtractConfig, tp: TickPlan, pending: TickRecord | None, unit_base: int, example_base: int
-               ) -> tuple[ExtractionPlan, list[InputRecord]]:
+def _plan_tick(cfg: ExtractConfig, tp: TickPlan, pending: TickRecord | None, unit_base: int, example_base: int,
+               resolver=None) -> tuple[ExtractionPlan, list[InputRecord]]:
     """The extraction plan of this tick's inputs, its ids continuing the earlier ticks', and each input's record."""
     from ingest.driver import plan_extraction
 
     selection = InputSelection(rows=tp.rows) if tp.rows else InputSelection(files=tuple(f.path for f in tp.inputs))
-    plan = plan_extraction(cfg, selection)
+    plan = plan_extraction(cfg, selection, resolver)
     plan.identity = tick_identity({**plan.identity, "data": cfg.data})
     plan.unit_base, plan.example_base = unit_base, example_base
     records = _records(cfg, plan, tp, example_base) if pending is None else list(pending.inputs)
@@ -372,10 +372,11 @@ def _extract_tick(plan: ExtractionPlan, writer, tp: TickPlan, record: TickRecord
 
 
 def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "warn",
-             abandon_planned: bool = False) -> TickResult:
+             abandon_planned: bool = False, resolver=None) -> TickResult:
     """Run one tick of ``cfg`` (its ``data`` a glob, a folder or a growing table; ``out`` the growing dataset).
     ``abandon_planned``: an unfinished tick is abandoned (its units dropped) instead of finished, and what is new
-    is planned again (the way out when one of its inputs is gone or changed).
+    is planned again (the way out when one of its inputs is gone or changed). ``resolver`` builds the job's
+    ``--intervene`` specs (see ``ingest.driver.plan_extraction``).
 
     Example::
 
@@ -398,7 +399,7 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
     tp, tick_id, unit_base, example_base = _what_to_run(cfg, kind, listing, manifest, pending, on_changed)
     if not tp.inputs:
         return _nothing_new(listing, tp, manifest, t0)
-    plan, records = _plan_tick(cfg, tp, pending, unit_base, example_base)
+    plan, records = _plan_tick(cfg, tp, pending, unit_base, example_base, resolver)
     record = pending or TickRecord(tick=tick_id, schedule=schedule, status="planned", planned=now_iso(),
                                    inputs=tuple(records), units=(unit_base, unit_base + len(plan.units())),
                                    examples=(example_base, example_base + plan.num_examples),

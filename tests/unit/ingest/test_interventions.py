@@ -281,3 +281,33 @@ def test_cli_repeats_intervene_and_job_files_take_a_list(tmp_path):
     argv = ["extract", "--config", str(job)]
     cfg = build_parser(argv).parse_args(argv).cfg
     assert cfg.intervene == ["resid.1:zero", "resid.2:ablate:direction=d.npy"] and cfg.save_loss
+
+
+def test_an_input_hook_is_changed_before_the_module_reads_it(tmp_path):
+    """mlp_hidden.N is the down projection's input: zeroing it makes the MLP add only the projection's bias."""
+    clean, _, inputs = extract(tmp_path, LLAMA, hooks=["resid.0", "resid.1", "mlp.1"])
+    cols, _, _ = extract(tmp_path, LLAMA, ["mlp_hidden.1:zero"], hooks=["resid.0", "resid.1", "mlp.1"])
+    assert not cols["mlp.1"].any()  # Llama's down_proj has no bias: the MLP's output is zero
+    assert torch.equal(cols["resid.0"], clean["resid.0"])
+    torch.testing.assert_close(cols["resid.1"], clean["resid.1"] - clean["mlp.1"], atol=1e-5, rtol=0)
+
+
+def test_images_are_intervened_on_too(tmp_path):
+    from tests.model_factories import save_tiny_vit
+    from tests.shared_data import DATA
+
+    vit = save_tiny_vit(tmp_path / "vit")
+    common = dict(model=vit, data=str(DATA / "net2brain78" / "stimuli"), hooks=["resid.0", "resid.1"],
+                  out=str(tmp_path / "o"), dtype="float32", max_examples=6, pool="none")
+
+    def run(intervene):
+        plan = plan_extraction(ExtractConfig(**common, intervene=intervene), resolver=build)
+        modality = get_modality(plan.modality)(plan, load_model(vit, "float32", "cpu"))
+        return modality.forward(modality.prepare(plan.units()[0])).columns, plan
+
+    clean, _ = run([])
+    cols, plan = run(["resid.0:zero"])
+    assert plan.modality == "image" and not cols["resid.0"].any()
+    assert not torch.allclose(cols["resid.1"], clean["resid.1"])
+    with pytest.raises(InterventionError, match="per token of text"):
+        plan_extraction(ExtractConfig(**common, intervene=["resid.0:zero"], compare_clean=True), resolver=build)
