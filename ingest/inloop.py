@@ -85,7 +85,7 @@ class ModelInLoop:
         keep = keep.to(logits.device)
         out: dict[str, np.ndarray] = {}
         main_logp = F.log_softmax(logits.float(), dim=-1)
-        if "loss" in self.columns():
+        if self.save_loss or self.comparisons:
             out["loss"] = _masked(*next_token_loss(main_logp, ids, mask), keep)
         for c in self.comparisons:
             with torch.inference_mode(), intervening(model, c.interventions):

@@ -17,7 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ingest.hooks import HookPoint
+from ingest.capture import capture, first_tensor
+from ingest.hooks import HookPoint, resolve_hooks
 from shards.errors import InterventionError
 
 _SPEC = re.compile(r"^(?P<hook>[^:\s]+):(?P<kind>[A-Za-z_][\w-]*)(?::(?P<options>.*))?$")
@@ -104,12 +105,6 @@ def _replace_first(out, new: torch.Tensor):
     raise TypeError(f"cannot replace the output of type {type(out).__name__}")
 
 
-def _first(out) -> torch.Tensor:
-    from ingest.capture import first_tensor
-
-    return first_tensor(out)
-
-
 def _checked(iv: Intervention, x: torch.Tensor) -> torch.Tensor:
     y = iv.apply(x)
     if y.shape != x.shape:
@@ -128,10 +123,10 @@ def intervening(model, interventions: list[Intervention]) -> Iterator[None]:
     handles = []
 
     def on_output(iv: Intervention):
-        return lambda _m, _args, out: _replace_first(out, _checked(iv, _first(out)))
+        return lambda _m, _args, out: _replace_first(out, _checked(iv, first_tensor(out)))
 
     def on_input(iv: Intervention):
-        return lambda _m, args: (_checked(iv, _first(args)), *args[1:])
+        return lambda _m, args: (_checked(iv, first_tensor(args)), *args[1:])
 
     try:
         for iv in interventions:
@@ -149,9 +144,6 @@ def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver:
     """Every ``--intervene`` spec built against the loaded model; errors (an unknown hook, a bad source, a
     wrong shape) before any work starts. ``probe_inputs``: one small model input, which tells each hook's
     per-token shape."""
-    from ingest.capture import capture
-    from ingest.hooks import resolve_hooks
-
     if not specs:
         return []
     if resolver is None:
