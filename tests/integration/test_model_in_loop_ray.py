@@ -154,3 +154,20 @@ def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path)
     assert not meta.duplicated().any() and sorted(meta["example_id"].unique()) == list(range(40, 136))
     got = json.loads((out / "eval.json").read_text())["metrics"]
     assert got == pytest.approx(ref.metrics, rel=1e-12, abs=1e-15)
+
+
+def test_sae_eval_of_an_encoder_measures_the_final_hidden_state(ray_local, tmp_path):
+    """MiniLM has no LM head: the eval says so and compares final hidden states (cosine), spliced and ablated."""
+    ds = str(tmp_path / "ds")
+    cmd_extract(ExtractConfig(data="builtin:concepts?n=30", hooks=["resid.2"], dtype="float32", out=ds))
+    sae = create_sae("topk", d_in=384, d_sae=768, k=32, seed=0)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.as_tensor(shards.open_dataset(ds).stats("resid.2").mean).float())
+    save_sae(sae, str(tmp_path / "sae"), {"hook": "resid.2", "dataset": ds})
+    s = sae_eval(SaeEvalConfig(sae=str(tmp_path / "sae"), examples=16, out=str(tmp_path / "eval")))
+    assert s.measure == "cosine" and s.example_ids == [30, 46]
+    t = shards.open_dataset(str(tmp_path / "eval" / "rows")).metadata_table(["spliced_cos", "ablated_cos"])
+    spliced, ablated = (t.column(c).to_numpy().astype(np.float64).mean() for c in ("spliced_cos", "ablated_cos"))
+    assert s.metrics["cos_spliced"] == pytest.approx(spliced) and s.metrics["cos_ablated"] == pytest.approx(ablated)
+    assert s.metrics["cos_recovered"] == pytest.approx((spliced - ablated) / (1 - ablated))
+    assert ablated < spliced < 1.0
