@@ -8,6 +8,7 @@ is why it lives here and not in ``analysis``."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -45,9 +46,9 @@ class SaeEvalConfig:
     """Which examples, by example id: heldout (the corpus' examples after those the dataset holds; for
     builtin:concepts?n=N, examples N.. of a longer draw), all (from 0: training examples too), or START:STOP."""
 
-    min_position: int = 0
-    """Splice and ablate at positions >= P only (1: leave the first token alone, as for an SAE trained with
-    --min-position 1); the loss is still averaged over every token."""
+    min_position: int | None = None
+    """Splice and ablate at positions >= P only (1: leave the first token, the attention sink, alone); default:
+    the SAE's own `sae train --min-position`. The loss is still averaged over every token."""
 
     examples: int = 128
     """Examples to evaluate (contexts, without packing)."""
@@ -115,6 +116,7 @@ class SaeEvalSummary(JsonRecord):
     eval_split: str
     example_ids: list[int]  #: [start, stop)
     overlaps_training: bool
+    min_position: int  #: spliced and ablated at positions >= this
     measure: str  #: "loss" (causal LMs) or "cosine" (final hidden state; no LM head)
     metrics: dict  #: LossEval or CosineEval, and SaeEval (fvu, l0, dead_frac, dense_frac, mse) on these tokens
     rows: str  #: the per-token dataset
@@ -203,6 +205,8 @@ def run(cfg: SaeEvalConfig) -> SaeEvalSummary:
         lambda c: len(load_corpus(c, job.get("text_field", "text"), [], storage_options=cfg.storage)))
     if overlap:
         log.warning("evaluating on examples %d..%d, which overlap the %d the SAE's dataset holds", a, b - 1, trained)
+    if cfg.min_position is None:
+        cfg = dataclasses.replace(cfg, min_position=int((sae.loaded_cfg.get("actlake") or {}).get("min_position") or 0))
     at = f",from_position={cfg.min_position}" if cfg.min_position else ""
     comparisons = [("spliced", [f"{hook}:splice:sae={cfg.sae}{at}"]), ("ablated", [f"{hook}:zero:{at[1:]}"])]
     run_extraction(_extract_config(cfg, job, corpus, hook), resolver=build, comparisons=comparisons,
@@ -264,8 +268,8 @@ def _summarise(cfg: SaeEvalConfig, sae, ds, hook: str, corpus: str, ids: tuple[i
     summary = SaeEvalSummary(
         sae=cfg.sae, hook=hook, model=ds.manifest.config["model"], dataset=ds.storage.display(),
         dataset_id=ds.dataset_id, corpus=corpus, eval_split=cfg.eval_split, example_ids=list(ids),
-        overlaps_training=overlap, measure=measure, metrics={**metrics, **recon.to_json()},
-        rows=rows.storage.display(), out=out.display())
+        overlaps_training=overlap, min_position=cfg.min_position, measure=measure,
+        metrics={**metrics, **recon.to_json()}, rows=rows.storage.display(), out=out.display())
     out.json("eval.json", summary.to_json())
     log.info("sae eval %s: %s", hook, summary.metrics)
     return summary

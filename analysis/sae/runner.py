@@ -281,7 +281,8 @@ class SaeRun:
             save_sae(folded, dest.storage.uri, {
                 "hook": spec.hook, "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
                 "dataset_version": self.ds.version, "input_scale_folded": self.trainer.scales[spec.hook],
-                "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json()},
+                "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json(),
+                "min_position": self.cfg.min_position},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)
             save_residual_directions(folded, self.ds, spec.hook, dest.storage.uri, self.cfg.storage)
