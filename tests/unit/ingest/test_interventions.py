@@ -311,3 +311,23 @@ def test_images_are_intervened_on_too(tmp_path):
     assert not torch.allclose(cols["resid.1"], clean["resid.1"])
     with pytest.raises(InterventionError, match="per token of text"):
         plan_extraction(ExtractConfig(**common, intervene=["resid.0:zero"], compare_clean=True), resolver=build)
+
+
+@pytest.mark.parametrize("model", [GPT2, LLAMA])
+@pytest.mark.parametrize("kind", ["splice", "add", "ablate", "clamp", "zero", "mean"])
+def test_every_kind_changes_what_later_layers_see_on_both_families(tmp_path, sae_dir, model, kind):
+    import shards
+
+    np.save(tmp_path / "d.npy", np.random.default_rng(4).standard_normal(64).astype(np.float32))
+    uri = str(tmp_path / "stats")
+    with shards.create_dataset(uri, {"resid.1": {"shape": [64], "dtype": "float32"}}) as w:
+        w.write_unit(0, {"example_id": np.arange(2), "resid.1": np.ones((2, 64), np.float32)})
+    option = {"splice": f"sae={sae_dir}", "add": f"direction={tmp_path / 'd.npy'},scale=3",
+              "ablate": f"direction={tmp_path / 'd.npy'}", "clamp": f"sae={sae_dir},latent=1+2,value=4",
+              "zero": "", "mean": f"data={uri}"}[kind]
+    clean, _, _ = extract(tmp_path, model, save_loss=True)
+    cols, plan, _ = extract(tmp_path, model, [f"resid.1:{kind}:{option}"], save_loss=True)
+    assert torch.equal(cols["resid.0"], clean["resid.0"])
+    assert not torch.allclose(cols["resid.2"], clean["resid.2"], atol=1e-4)
+    assert np.abs(as_float(cols["loss"]) - as_float(clean["loss"]))[~np.isnan(as_float(clean["loss"]))].max() > 1e-4
+    assert plan.identity["interventions"][0]["kind"] == kind
