@@ -9,6 +9,7 @@ is why it lives here and not in ``analysis``."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 
@@ -147,10 +148,19 @@ def _eval_rows(cfg: SaeEvalConfig, corpus: str, trained: int, load_len) -> tuple
 
 
 def _sae_and_dataset(cfg: SaeEvalConfig):
-    from analysis.sae.io import load_sae
+    from analysis.sae.io import SaeNotFoundError, load_sae
     from shards.reader import open_dataset
+    from shards.storage import Storage
 
-    sae = load_sae(cfg.sae, cfg.storage)
+    try:
+        sae = load_sae(cfg.sae, cfg.storage)
+    except SaeNotFoundError:
+        st = Storage(cfg.sae, cfg.storage)
+        if not st.exists("training_summary.json"):
+            raise
+        names = sorted(json.loads(st.get_bytes("training_summary.json")).get("saes") or {})
+        raise ConfigError(f"{st.display()} is an `sae train` run of {len(names)} SAEs; evaluate one at a time: "
+                          + ", ".join(f"--sae {st.display(n)}" for n in names[:6])) from None
     ours = sae.loaded_cfg.get("actlake") or {}
     uri = cfg.data or ours.get("dataset")
     if not uri:

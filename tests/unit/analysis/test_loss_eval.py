@@ -34,3 +34,14 @@ def test_cosine_recovered_and_position_curves():
 def test_eval_split_names_its_forms(text):
     with pytest.raises(ConfigError, match="heldout, all, or START:STOP"):
         _parse_split(text)
+
+
+def test_sae_eval_of_a_run_of_several_saes_names_each(tmp_path):
+    import json
+
+    from cluster.sae_eval import SaeEvalConfig, run
+
+    (tmp_path / "training_summary.json").write_text(json.dumps({"saes": {"resid.1-topk-k8-x4": {},
+                                                                         "resid.1-topk-k16-x4": {}}}))
+    with pytest.raises(ConfigError, match=r"run of 2 SAEs; evaluate one at a time: --sae .*resid.1-topk-k16-x4"):
+        run(SaeEvalConfig(sae=str(tmp_path), out=str(tmp_path / "e")))
