@@ -58,8 +58,11 @@ def test_intervened_extraction_with_a_killed_actor_gives_each_row_once_and_the_s
     ds = assert_exactly_once(out, 160)
     assert ds.manifest.provenance.details["model_in_loop"]["interventions"][0]["kind"] == "add"
     ref, got = _sorted_rows(str(tmp_path / "ref"), "resid.2"), _sorted_rows(out, "resid.2")
+    # the same numbers to float32 rounding: two actors with one thread each against one with two (BLAS splits
+    # its sums by thread), so not bit for bit; the nulls in the same places
     for name in ref:
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)  # NaN (null) where ref has one
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(ref[name]), err_msg=name)
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5, err_msg=name)
     assert np.isnan(ref["loss"]).sum() == 160  # one null per context: its last token
     assert np.nanmean(ref["kl"]) > 1e-3 and np.nanmean(ref["loss"]) != np.nanmean(ref["clean_loss"])
 
@@ -153,7 +156,9 @@ def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path)
     meta = rows.metadata_table(["example_id", "position"]).to_pandas()
     assert not meta.duplicated().any() and sorted(meta["example_id"].unique()) == list(range(40, 136))
     got = json.loads((out / "eval.json").read_text())["metrics"]
-    assert got == pytest.approx(ref.metrics, rel=1e-12, abs=1e-15)
+    # to float32 rounding: the driver's own Ray and its BLAS may sum in another order than the reference's
+    assert got == pytest.approx(ref.metrics, rel=1e-5, abs=1e-6)
+    assert got["tokens"] == ref.metrics["tokens"] and got["rows"] == ref.metrics["rows"]
 
 
 def test_sae_eval_of_an_encoder_measures_the_final_hidden_state(ray_local, tmp_path):
