@@ -22,6 +22,8 @@ ANALYSES: dict[str, AnalysisCommand] = {
                                                        "(one process or Ray Train workers)."),
     "sae encode": AnalysisCommand("analysis.sae.encode", "Run a trained SAE over a dataset: sparse latents and "
                                                          "top-activating examples."),
+    "sae dashboard": AnalysisCommand("analysis.sae.dashboard.run", "A static site of an SAE's latents: sortable "
+                                                                   "index, a page per latent with shaded contexts."),
     "probe": AnalysisCommand("analysis.probe.run", "Linear probes of a label over every hook: grouped CV, control "
                                                    "tasks, concept depth, steering directions (a Ray task per hook)."),
     "stats": AnalysisCommand("analysis.geometry.run", "Layer statistics over every hook: norms, layer change and "

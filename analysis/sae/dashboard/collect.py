@@ -1,0 +1,115 @@
+"""Per-latent statistics over a stream of rows, in one pass and bounded memory: firing counts, activation sums
+and maxima, a log-spaced activation histogram, the top rows, and one row per histogram bin (the quantile
+samples are drawn from those). Receives encoded batches; does no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: activation histogram: log10 bins from 1e-4 to 1e4 (raw units), one more for anything above
+EDGES = np.logspace(-4, 4, 49)
+
+
+@dataclass
+class LatentTable:
+    """What the index shows per latent, and what each latent page needs to pick its examples."""
+
+    fires: np.ndarray  #: rows where the latent is active
+    sum_act: np.ndarray
+    max_act: np.ndarray
+    hist: np.ndarray  #: (d_sae, bins) counts of active values per log bin
+    top_rows: np.ndarray  #: (d_sae, n_top) global row indices, -1 where fewer fired
+    top_values: np.ndarray
+    bin_rows: np.ndarray  #: (d_sae, bins) a row whose activation fell in that bin, -1 if none
+    rows: int
+
+    @property
+    def frequency(self) -> np.ndarray:
+        return self.fires / max(self.rows, 1)
+
+    @property
+    def mean_act(self) -> np.ndarray:
+        return np.where(self.fires > 0, self.sum_act / np.maximum(self.fires, 1), 0.0)
+
+    def quantile_rows(self, latent: int, bands: int = 5) -> list[tuple[str, int]]:
+        """One sample row per activation band (quantiles of the latent's active values, from the histogram)."""
+        h = self.hist[latent]
+        total = h.sum()
+        if total == 0:
+            return []
+        cum = np.cumsum(h) / total
+        out = []
+        for b in range(bands):
+            lo, hi = b / bands, (b + 1) / bands
+            bins = [i for i in range(len(h)) if h[i] and cum[i] > lo and (cum[i - 1] if i else 0.0) < hi]
+            row = next((int(self.bin_rows[latent, i]) for i in reversed(bins) if self.bin_rows[latent, i] >= 0), -1)
+            if row >= 0:
+                out.append((f"{int(lo * 100)}-{int(hi * 100)} %", row))
+        return out
+
+
+class LatentCollector:
+    """Folds encoded batches ``z`` (rows × d_sae, zeros where inactive) into a ``LatentTable``."""
+
+    def __init__(self, d_sae: int, n_top: int) -> None:
+        self.d_sae, self.n_top, self.rows = d_sae, n_top, 0
+        self.fires = torch.zeros(d_sae, dtype=torch.long)
+        self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
+        self.max_act = torch.zeros(d_sae)
+        self.hist = torch.zeros(d_sae, len(EDGES), dtype=torch.long)
+        self.bin_rows = torch.full((d_sae, len(EDGES)), -1, dtype=torch.long)
+        self.top_values = torch.full((d_sae, n_top), -torch.inf)
+        self.top_rows = torch.full((d_sae, n_top), -1, dtype=torch.long)
+        self.edges = torch.as_tensor(EDGES, dtype=torch.float32)
+
+    def add(self, z: torch.Tensor) -> None:
+        z = z.float()
+        active = z > 0
+        self.fires += active.sum(0)
+        self.sum_act += z.sum(0).double()
+        self.max_act = torch.maximum(self.max_act, z.max(0).values.clamp_min(0))
+        row, lat = active.nonzero(as_tuple=True)
+        bins = torch.bucketize(z[row, lat], self.edges).clamp_max(len(EDGES) - 1)
+        self.hist.index_put_((lat, bins), torch.ones_like(bins), accumulate=True)
+        self.bin_rows[lat, bins] = row + self.rows  # some row of that bin (the last written wins)
+        cand_v = torch.cat([self.top_values, z.t()], dim=1)
+        cand_r = torch.cat([self.top_rows, torch.arange(self.rows, self.rows + len(z)).expand(self.d_sae, -1)], 1)
+        self.top_values, pick = cand_v.topk(self.n_top, dim=1)
+        self.top_rows = cand_r.gather(1, pick)
+        self.rows += len(z)
+
+    def table(self) -> LatentTable:
+        keep = torch.isfinite(self.top_values) & (self.top_values > 0)
+        return LatentTable(fires=self.fires.numpy(), sum_act=self.sum_act.numpy(), max_act=self.max_act.numpy(),
+                           hist=self.hist.numpy(), top_rows=torch.where(keep, self.top_rows, -1).numpy(),
+                           top_values=torch.where(keep, self.top_values, 0.0).numpy(),
+                           bin_rows=self.bin_rows.numpy(), rows=self.rows)
+
+
+def nearest_latents(w_dec: torch.Tensor, n: int = 8, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per latent, the ``n`` other latents whose decoder rows are closest in cosine (ids, cosines); chunked so
+    16k latents need 4096 × d_sae floats at a time, not d_sae²."""
+    w = torch.nn.functional.normalize(w_dec.detach().float(), dim=1)
+    ids, cos = [], []
+    for a in range(0, len(w), chunk):
+        sim = w[a:a + chunk] @ w.t()
+        sim[torch.arange(len(sim)), torch.arange(a, a + len(sim))] = -2.0  # not itself
+        v, i = sim.topk(min(n, len(w) - 1), dim=1)
+        ids.append(i)
+        cos.append(v)
+    return torch.cat(ids).numpy(), torch.cat(cos).numpy()
+
+
+def logit_effects(w_dec: torch.Tensor, unembed, n: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per latent, the tokens its decoder row promotes and suppresses most through the unembedding, after the
+    final norm's scale (W_dec · diag(g) · W_Uᵀ): (top ids, top values, bottom ids, bottom values)."""
+    w = w_dec.detach().float()
+    if unembed.norm_weight is not None:
+        w = w * unembed.norm_weight.float()
+    eff = w @ unembed.weight.float().t()
+    top = eff.topk(n, dim=1)
+    bottom = (-eff).topk(n, dim=1)
+    return top.indices.numpy(), top.values.numpy(), bottom.indices.numpy(), (-bottom.values).numpy()

