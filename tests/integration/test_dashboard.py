@@ -31,7 +31,10 @@ def chromium() -> str:
     """Headless chromium, from Debian's package (installed now when missing, as the test set-up promises)."""
     path = shutil.which("chromium")
     if path is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True, timeout=900)
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:  # stale package lists
+            subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=900)
+            subprocess.run(install, check=True, capture_output=True, timeout=900)
         path = shutil.which("chromium")
     assert path, "chromium could not be installed"
     return path
