@@ -1,0 +1,75 @@
+"""`actlake sae dashboard` at scale: build time, site size and time to render in headless chromium, for a
+synthetic token dataset (random activations, 24-token examples) and a random TopK SAE, at several sizes.
+
+    python tests/benchmarks/bench_dashboard.py --rows 50000,200000 --latents 4096,16384 --out /tmp/dash-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+import shards
+from analysis.sae.dashboard.run import SaeDashboardConfig
+from analysis.sae.dashboard.run import run as dashboard
+from analysis.sae.io import save_sae
+from analysis.sae.registry import create_sae
+
+D = 128
+
+
+def dataset(uri: str, rows: int) -> str:
+    if Path(uri, "manifest.json").exists():
+        return uri
+    rng = np.random.default_rng(0)
+    unit = 50_000
+    with shards.create_dataset(uri, {"resid.1": {"shape": [D], "dtype": "float16"}}) as w:
+        for u in range(0, rows, unit):
+            n = min(unit, rows - u)
+            ids = np.arange(u, u + n)
+            w.write_unit(u // unit, {"example_id": ids // 24, "position": (ids % 24).astype(np.int32),
+                                     "token_id": rng.integers(0, 30000, n).astype(np.int32),
+                                     "resid.1": rng.standard_normal((n, D)).astype(np.float16)})
+    return uri
+
+
+def render_seconds(url: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
+                   capture_output=True, check=True, timeout=300)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", default="50000,200000")
+    ap.add_argument("--latents", default="4096,16384")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    blank = Path(args.out, "blank.html")
+    blank.parent.mkdir(parents=True, exist_ok=True)
+    blank.write_text("<!doctype html><title>blank</title>")
+    for rows in map(int, args.rows.split(",")):
+        ds = dataset(f"{args.out}/ds-{rows}", rows)
+        for d_sae in map(int, args.latents.split(",")):
+            sae = create_sae("topk", d_in=D, d_sae=d_sae, k=32, seed=0)
+            save_sae(sae, f"{args.out}/sae-{d_sae}", {"hook": "resid.1", "dataset": ds})
+            site = f"{args.out}/site-{rows}-{d_sae}"
+            s = dashboard(SaeDashboardConfig(sae=f"{args.out}/sae-{d_sae}", out=site, batch_size=2048))
+            index = Path(site, "index.html").stat().st_size
+            page = Path(site, "latents", "0.html").stat().st_size
+            row = {"rows": rows, "latents": d_sae, "build_s": s.seconds, "site_mb": round(s.bytes / 1e6, 1),
+                   "index_kb": round(index / 1e3, 1), "latent_page_kb": round(page / 1e3, 1),
+                   "index_render_s": round(render_seconds(f"file://{site}/index.html"), 2),
+                   "latent_render_s": round(render_seconds(f"file://{site}/latents/0.html"), 2),
+                   "blank_render_s": round(render_seconds(f"file://{blank}"), 2)}  # the baseline: browser start
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
