@@ -64,7 +64,7 @@ def _encode(sae, x: torch.Tensor) -> torch.Tensor:
         return sae.encode(x.float())
 
 
-def _context_pairs(table: LatentTable, example_id: np.ndarray, context: int, picks: dict[int, list[tuple[str, int]]]
+def _context_pairs(example_id: np.ndarray, context: int, picks: dict[int, list[tuple[str, int]]]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(row, latent) pairs whose activation the pages show: every token of each picked row's context."""
     rows, lats = [], []
@@ -181,7 +181,7 @@ def run(cfg: SaeDashboardConfig) -> DashboardSummary:
     example_id, token_id = meta.column("example_id").to_numpy(), meta.column("token_id").to_numpy()
     picks = {lat: [(f"#{i + 1}", int(r)) for i, r in enumerate(table.top_rows[lat]) if r >= 0]
              + [(f"{band}", r) for band, r in table.quantile_rows(lat)] for lat in range(sae.d_sae)}
-    values = _pair_values(sae, ds, hook, *_context_pairs(table, example_id, cfg.context, picks), cfg.batch_size)
+    values = _pair_values(sae, ds, hook, *_context_pairs(example_id, cfg.context, picks), cfg.batch_size)
     tokens = _Tokens(ds, cfg.tokenizer)
     pages = _pages(cfg, sae, ds, table, picks, values, example_id, token_id, tokens)
     size = _write(out, cfg, hook, ds, table, pages)

@@ -331,3 +331,14 @@ def test_every_kind_changes_what_later_layers_see_on_both_families(tmp_path, sae
     assert not torch.allclose(cols["resid.2"], clean["resid.2"], atol=1e-4)
     assert np.abs(as_float(cols["loss"]) - as_float(clean["loss"]))[~np.isnan(as_float(clean["loss"]))].max() > 1e-4
     assert plan.identity["interventions"][0]["kind"] == kind
+
+
+def test_class_diff_in_means_that_sum_to_zero_in_float32_span_k_minus_one_directions():
+    """Five classes' diff-in-means are dependent (their weighted sum is zero); stored in float32 that holds only to
+    rounding, and ablate must still erase a rank-4 subspace, not a fifth direction of rounding noise."""
+    from analysis.interventions.ablate import orthonormal_basis
+
+    gen = torch.Generator().manual_seed(0)
+    means = torch.randn(5, 64, generator=gen, dtype=torch.float64) * 3
+    rows = (means - means.mean(0)).float()  # sum to zero up to float32 rounding
+    assert orthonormal_basis(rows).shape == (64, 4)
