@@ -38,6 +38,8 @@ ANALYSES: dict[str, AnalysisCommand] = {
                                                            "two datasets (platonic-representation style)."),
     "align encode": AnalysisCommand("analysis.align.encode_run", "Voxelwise ridge encoding models from every hook to "
                                                                  "every response column (a task per hook)."),
+    "report": AnalysisCommand("analysis.common.report_command", "Write report.html (settings, provenance, plots, "
+                                                              "sortable tables) for a finished analysis run."),
 }
 
 #: help of command groups ("actlake sae ...")

@@ -60,3 +60,11 @@ def ray_local(tmp_path_factory, s3_endpoint):
              _temp_dir=str(tmp), log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless chromium, from Debian's package (installed now when missing, as the test set-up promises)."""
+    from tests.browser import install_chromium
+
+    return install_chromium()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
+from analysis.common.report_files import REPORT, write_report
 from shards.errors import ActlakeError
 from shards.layout import LOCK, MANIFEST
 from shards.manifest import DatasetRef, identity_diff
@@ -201,12 +202,14 @@ class RunDir:
         self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())
 
     def finish(self, summary: dict) -> None:
-        """Record every file the run wrote, then write the summary: from now on the run is done and a rerun
-        returns it."""
+        """Write ``report.html``, record every file the run wrote, then write the summary: from now on the run is
+        done and a rerun returns it."""
         record = self.record()
         if record is not None:
             keep = set(record.preexisting)
-            record.files = sorted({f for f in self._files() if f not in keep} | {RUN, self.summary_name})
+            own = sorted({f for f in self._files() if f not in keep} | {RUN, self.summary_name})
+            wrote = write_report(self.storage, self.command, summary, [f for f in own if f != self.summary_name])
+            record.files = sorted(set(own) | ({REPORT} if wrote else set()))
             self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())
         self.storage.put_bytes(self.summary_name, json.dumps(summary, indent=1).encode())
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,35 +17,10 @@ from analysis.sae.io import save_sae
 from analysis.sae.registry import create_sae
 from cluster.extract_command import cmd_extract
 from ingest.config import ExtractConfig
+from tests.browser import ARTIFACTS, render
 
 pytestmark = pytest.mark.integration
 GPT2 = "tests.model_factories:tiny_gpt2"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Headless chromium, from Debian's package (installed now when missing, as the test set-up promises)."""
-    path = shutil.which("chromium")
-    if path is None:
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-        if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:  # stale package lists
-            subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=900)
-            subprocess.run(install, check=True, capture_output=True, timeout=900)
-        path = shutil.which("chromium")
-    assert path, "chromium could not be installed"
-    return path
-
-
-def render(chromium: str, url: str, screenshot: Path | None = None) -> tuple[str, str]:
-    """(the DOM after the page's scripts ran, the browser's log: console messages and errors)."""
-    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
-    if screenshot is not None:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*base, f"--screenshot={screenshot}", "--window-size=1200,1400", url], capture_output=True,
-                       timeout=120, check=True)
-    p = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True)
-    return p.stdout, p.stderr
 
 
 @pytest.fixture(scope="module")
