@@ -20,10 +20,6 @@ class AnalysisCommand:
 ANALYSES: dict[str, AnalysisCommand] = {
     "sae train": AnalysisCommand("analysis.sae.train", "Train sparse autoencoders on hooks of a dataset "
                                                        "(one process or Ray Train workers)."),
-    "sae encode": AnalysisCommand("analysis.sae.encode", "Run a trained SAE over a dataset: sparse latents and "
-                                                         "top-activating examples."),
-    "sae dashboard": AnalysisCommand("analysis.sae.dashboard.run", "A static site of an SAE's latents: sortable "
-                                                                   "index, a page per latent with shaded contexts."),
     "probe": AnalysisCommand("analysis.probe.run", "Linear probes of a label over every hook: grouped CV, control "
                                                    "tasks, concept depth, steering directions (a Ray task per hook)."),
     "stats": AnalysisCommand("analysis.geometry.run", "Layer statistics over every hook: norms, layer change and "

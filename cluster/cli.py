@@ -72,6 +72,12 @@ COMMANDS: dict[str, Command] = {
     "cluster status": Command("cluster.local:ClusterDirConfig", "cluster.local:cmd_status",
                               "Addresses and live nodes of the local cluster."),
     **{name: Command(f"{a.module}:CONFIG", f"{a.module}:run", a.help, True) for name, a in ANALYSES.items()},
+    "sae encode": Command("analysis.sae.config:SaeEncodeConfig", "cluster.dashboard_command:cmd_encode",
+                          "Run a trained SAE over a dataset: sparse latents and top-activating examples "
+                          "(--dashboard SITE: and its latent dashboard).", True),
+    "sae dashboard": Command("analysis.sae.dashboard.run:SaeDashboardConfig", "cluster.dashboard_command:cmd_dashboard",
+                             "A static site of an SAE's latents: sortable index, a page per latent with shaded "
+                             "contexts or stimulus thumbnails and patch heat maps.", True),
     "sae eval": Command("cluster.sae_eval:SaeEvalConfig", "cluster.sae_eval:run",
                         "An SAE inside the model: next-token CE spliced vs clean vs zero-ablated (CE loss recovered), "
                         "KL, FVU, L0 on held-out contexts (Ray actors, three passes per batch).", True),

@@ -192,6 +192,9 @@ class SaeEncodeConfig:
     batch_size: int = 4096
     """Rows per encoding batch."""
 
+    dashboard: str = ""
+    """Also build the SAE's latent dashboard over --data into this folder or s3:// prefix (actlake sae dashboard)."""
+
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out."""
 
@@ -200,7 +203,7 @@ class SaeEncodeConfig:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "sae", "data", "out")
+        take_credentials(self, "sae", "data", "out", "dashboard")
         check_positive(self, "batch_size", "top_examples")
         if self.data_version is not None:
             self.data_version = check_version(self.data_version)

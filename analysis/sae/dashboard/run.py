@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,12 +14,18 @@ import torch
 
 from analysis.common.stream import stream_rows
 from analysis.sae.dashboard.collect import EDGES, LatentCollector, LatentTable, logit_effects, nearest_latents
-from analysis.sae.dashboard.site import CSS, Context, LatentPage, bars_svg, index_html, latent_html
+from analysis.sae.dashboard.site import CSS, LatentPage, bars_svg, index_html, latent_html
+from analysis.sae.dashboard.views import ImageLookup, ImageView, TextView, pair_rows, picks_for
+from shards.config import check_positive, nested, take_credentials
 from shards.errors import ActlakeError
 from shards.records import JsonRecord
 from shards.storage import Storage, StorageOptions
 
 log = logging.getLogger("actlake.sae")
+
+
+#: (dataset, image source URI, storage options) -> a stimulus id's image
+ImageOpener = Callable[..., ImageLookup]
 
 
 class DashboardError(ActlakeError, ValueError):
@@ -43,10 +50,20 @@ class SaeDashboardConfig:
     """A JSON object or JSONL file of explanations by latent id ({"latent": 3, "explanation": "..."} rows)."""
     tokenizer: str = ""
     """Tokenizer for readable tokens (a directory or installed model package; default: the dataset's model's)."""
+    images: str = ""
+    """Image datasets: the image source to take thumbnails from (default: the one the dataset's manifest records;
+    an imported dataset has none)."""
     batch_size: int = 4096
     """Rows per encoding batch."""
     storage: StorageOptions = field(default_factory=StorageOptions)
     """Storage options for the SAE, the dataset and --out."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "sae", "data", "out", "explanations", "images")
+        check_positive(self, "top", "batch_size")
+        if self.context < 0:
+            raise DashboardError(f"--context {self.context}: give 0 or more tokens on each side")
 
 
 @dataclass(kw_only=True)
@@ -62,21 +79,6 @@ class DashboardSummary(JsonRecord):
 def _encode(sae, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return sae.encode(x.float())
-
-
-def _context_pairs(example_id: np.ndarray, context: int, picks: dict[int, list[tuple[str, int]]]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(row, latent) pairs whose activation the pages show: every token of each picked row's context."""
-    rows, lats = [], []
-    n = len(example_id)
-    for lat, chosen in picks.items():
-        for _label, r in chosen:
-            for q in range(max(r - context, 0), min(r + context, n - 1) + 1):
-                if example_id[q] == example_id[r]:
-                    rows.append(q)
-                    lats.append(lat)
-    order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
-    return np.asarray(rows, dtype=np.int64)[order], np.asarray(lats, dtype=np.int64)[order]
 
 
 def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_size: int) -> dict:
@@ -153,12 +155,10 @@ def _open(cfg: SaeDashboardConfig):
     if ds.hook_spec(hook).numel != sae.d_in:
         raise DashboardError(f"the SAE takes {sae.d_in} values per row, {hook!r} of {ds.storage.display()} has "
                              f"{ds.hook_spec(hook).numel}")
-    if "token_id" not in ds.columns:
-        raise DashboardError("this first dashboard shows token contexts: the dataset needs a row per token")
     return sae.eval(), ds, hook
 
 
-def _logits(sae, ds, tokens: _Tokens, n: int = 10):
+def _logits(sae, ds, n: int = 10):
     from shards.unembed import UNEMBED, Unembed
 
     if UNEMBED not in ds.manifest.artifacts:
@@ -167,24 +167,55 @@ def _logits(sae, ds, tokens: _Tokens, n: int = 10):
     return ids_up, up, ids_down, down
 
 
-def run(cfg: SaeDashboardConfig) -> DashboardSummary:
-    """Collect, read contexts, write the site."""
+def _text_view(cfg: SaeDashboardConfig, ds, open_images) -> TextView:
+    meta = ds.metadata_table(["example_id", "token_id"])
+    if meta.column("token_id").null_count == len(meta):
+        raise DashboardError(f"{ds.storage.display()} holds no token rows (token_id is null: rows pooled per "
+                             "example, or imported features); a dashboard of text shows tokens in context: extract "
+                             "with --pool none")
+    return TextView(meta.column("example_id").to_numpy(), meta.column("token_id").to_numpy(),
+                    _Tokens(ds, cfg.tokenizer), cfg.context)
+
+
+def _image_view(cfg: SaeDashboardConfig, ds, open_images) -> ImageView:
+    patches = "patch_row" in ds.columns
+    meta = ds.metadata_table(["example_id", "stimulus_id", *(["patch_row", "patch_col"] if patches else [])])
+    sid = meta.column("stimulus_id").to_numpy(zero_copy_only=False)
+    source = cfg.images or ((ds.manifest.provenance.details.get("images") or {}).get("source") or "")
+    if open_images is None or not source:
+        raise DashboardError(f"{ds.storage.display()} records no image source to take thumbnails from (an "
+                             "imported dataset); pass --images FOLDER_OR_TABLE with the stimuli")
+    lookup = open_images(ds, source, cfg.storage)
+    try:
+        lookup(str(sid[0]))  # a source without these stimuli fails now, before the passes over the data
+    except (KeyError, OSError, ValueError) as e:
+        raise DashboardError(f"stimulus {sid[0]!r} cannot be read from {source!r} ({type(e).__name__}: {e}); "
+                             "pass --images with the source the dataset was extracted from") from None
+    col = (lambda c: meta.column(c).to_numpy()) if patches else (lambda c: None)  # noqa: E731
+    return ImageView(meta.column("example_id").to_numpy(), sid, lookup, col("patch_row"), col("patch_col"))
+
+
+#: how a latent page shows a row, by the column that marks the dataset's kind (the first present wins; every
+#: dataset has token_id)
+VIEWS = {"stimulus_id": _image_view, "token_id": _text_view}
+
+
+def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> DashboardSummary:
+    """Collect, read the shown rows' activations, write the site. ``open_images`` gives the thumbnails of image
+    datasets (the CLI passes the image sources of ``ingest``, which ``analysis`` does not import)."""
     t0 = time.perf_counter()
     sae, ds, hook = _open(cfg)
     out = Storage(cfg.out, cfg.storage)
     out.probe()  # an unwritable --out fails before the passes over the data
-    collector = LatentCollector(sae.d_sae, cfg.top)
+    view = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
+    collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
     for batch in stream_rows(ds, hook, cfg.batch_size):
         collector.add(_encode(sae, batch["x"]))
     table = collector.table()
-    meta = ds.metadata_table(["example_id", "token_id"])
-    example_id, token_id = meta.column("example_id").to_numpy(), meta.column("token_id").to_numpy()
-    picks = {lat: [(f"#{i + 1}", int(r)) for i, r in enumerate(table.top_rows[lat]) if r >= 0]
-             + [(f"{band}", r) for band, r in table.quantile_rows(lat)] for lat in range(sae.d_sae)}
-    values = _pair_values(sae, ds, hook, *_context_pairs(example_id, cfg.context, picks), cfg.batch_size)
-    tokens = _Tokens(ds, cfg.tokenizer)
-    pages = _pages(cfg, sae, ds, table, picks, values, example_id, token_id, tokens)
-    size = _write(out, cfg, hook, ds, table, pages)
+    picks = {lat: picks_for(view, table, lat, cfg.top) for lat in range(sae.d_sae)}
+    values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size)
+    pages = _pages(cfg, sae, ds, table, picks, values, view)
+    size = _write(out, cfg, hook, ds, table, pages, view)
     summary = DashboardSummary(out=out.display(), latents=sae.d_sae, rows=table.rows,
                                dead=int((table.fires == 0).sum()), seconds=round(time.perf_counter() - t0, 2),
                                bytes=size)
@@ -192,24 +223,19 @@ def run(cfg: SaeDashboardConfig) -> DashboardSummary:
     return summary
 
 
-def _pages(cfg, sae, ds, table: LatentTable, picks, values, example_id, token_id, tokens) -> list[LatentPage]:
+def _pages(cfg, sae, ds, table: LatentTable, picks, values, view) -> list[LatentPage]:
     near_ids, near_cos = nearest_latents(sae.W_dec)
-    logits = _logits(sae, ds, tokens)
+    logits = _logits(sae, ds)
+    tokens = view.tokens if isinstance(view, TextView) else _Tokens(ds, cfg.tokenizer) if logits is not None else None
     expl = _explanations(cfg.explanations, cfg.storage)
     pages = []
     for lat in range(sae.d_sae):
-        ctxs = []
-        for label, r in picks[lat]:
-            span = [q for q in range(max(r - cfg.context, 0), min(r + cfg.context, len(example_id) - 1) + 1)
-                    if example_id[q] == example_id[r]]
-            ctxs.append(Context(label, values[(r, lat)], [tokens(int(token_id[q])) for q in span],
-                                [values[(q, lat)] for q in span], span.index(r)))
         n_top = sum(1 for label, _ in picks[lat] if label.startswith("#"))
         page = LatentPage(latent=lat, frequency=float(table.frequency[lat]), max_act=float(table.max_act[lat]),
-                          mean_act=float(table.mean_act[lat]), hist=table.hist[lat].tolist(), top=ctxs[:n_top],
-                          quantiles=ctxs[n_top:],
+                          mean_act=float(table.mean_act[lat]), hist=table.hist[lat].tolist(),
                           nearest=list(zip(near_ids[lat].tolist(), near_cos[lat].tolist(), strict=True)),
                           explanation=expl.get(lat, ""))
+        view.fill(page, picks[lat], values, n_top)
         if logits is not None:
             ids_up, up, ids_down, down = logits
             page.promoted = [(tokens(int(i)), float(v)) for i, v in zip(ids_up[lat], up[lat], strict=True)]
@@ -218,17 +244,15 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, example_id, token_id
     return pages
 
 
-def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage]) -> int:
+def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage], view) -> int:
     edges = (f"{EDGES[0]:.0e}", f"{EDGES[-1]:.0e}")
-    size = 0
+    size = view.write(out.put_bytes)
     for p in pages:
         data = latent_html(p, edges).encode()
         out.put_bytes(f"latents/{p.latent}.html", data)
         size += len(data)
     rows = [[p.latent, round(p.frequency, 6), round(p.max_act, 4), round(p.mean_act, 4),
-             round(p.frequency * p.mean_act, 6), p.explanation,
-             " ".join(t for t, _ in p.promoted[:5]) + " | " + " ".join(
-                 sorted({c.tokens[c.own] for c in p.top})[:8])] for p in pages]
+             round(p.frequency * p.mean_act, 6), p.explanation, view.terms(p)] for p in pages]
     freq = table.frequency
     alive = np.log10(freq[freq > 0]) if (freq > 0).any() else np.zeros(0)
     counts, bins = np.histogram(alive, bins=40) if len(alive) else (np.zeros(1), np.array([0.0, 1.0]))
@@ -236,7 +260,7 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
     notes = (f"SAE {cfg.sae} on hook {hook} of {ds.storage.display()} (dataset {ds.dataset_id}, version "
              f"{ds.version}); {table.rows} rows; {int((freq == 0).sum())} latents never fired")
     index = index_html(f"Latents of {cfg.sae}", ["latent", "frequency", "max", "mean", "l0_share", "explanation",
-                                                   "tokens (promoted | top)"], rows, density, notes).encode()
+                                                   view.terms_label], rows, density, notes).encode()
     out.put_bytes("index.html", index)
     out.put_bytes("style.css", CSS.encode())
     return size + len(index) + len(CSS)

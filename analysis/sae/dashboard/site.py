@@ -14,7 +14,10 @@ import numpy as np
 CSS = """body{font:14px system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
 table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}
 th{cursor:pointer;background:#f4f4f4}td.l,th.l{text-align:left}.ctx{font-family:monospace;line-height:1.9}
-.t{padding:1px 0;border-radius:2px}.v{color:#777;font-size:12px}h2{margin-top:1.4em}a{color:#0a58ca}"""
+.t{padding:1px 0;border-radius:2px}
+.stim{display:inline-block;margin:4px;font-size:12px}.thumb{position:relative;width:128px;height:128px}
+.thumb svg{position:absolute;left:0;top:0;width:128px;height:128px}.v{color:#777;font-size:12px}
+h2{margin-top:1.4em}a{color:#0a58ca}"""
 
 INDEX_JS = """const D=JSON.parse(document.getElementById('data').textContent);
 const P=new URLSearchParams(location.search);const cols=D.columns;let rows=D.rows;
@@ -44,6 +47,18 @@ class Context:
 
 
 @dataclass
+class Stimulus:
+    """An image a latent page shows: its thumbnail ``thumbs/<example>.jpg``; ``grid``: the latent's activation
+    per patch (rows × cols) for patch-level datasets."""
+
+    label: str
+    activation: float
+    stimulus_id: str
+    example: int
+    grid: list[list[float]] | None = None
+
+
+@dataclass
 class LatentPage:
     latent: int
     frequency: float
@@ -56,6 +71,8 @@ class LatentPage:
     promoted: list[tuple[str, float]] = field(default_factory=list)
     suppressed: list[tuple[str, float]] = field(default_factory=list)
     explanation: str = ""
+    stimuli: list[Stimulus] = field(default_factory=list)
+    stimulus_quantiles: list[Stimulus] = field(default_factory=list)
 
 
 def _e(text) -> str:
@@ -85,9 +102,38 @@ def _context_html(c: Context, max_act: float) -> str:
             f'<td class="l ctx">{"".join(spans)}</td></tr>')
 
 
+def _heat_svg(grid: list[list[float]], max_act: float) -> str:
+    """The latent's activation per patch, laid over the thumbnail (a cell per patch, opacity by activation)."""
+    g = np.asarray(grid, dtype=float)
+    cells = "".join(f'<rect x="{c}" y="{r}" width="1" height="1" fill="rgb(255,80,0)" fill-opacity="'
+                    f'{0 if max_act <= 0 else min(max(v / max_act, 0), 1) * 0.75:.3f}"><title>{v:.4g}</title></rect>'
+                    for (r, c), v in np.ndenumerate(g))
+    return (f'<svg class="heat" viewBox="0 0 {g.shape[1]} {g.shape[0]}" preserveAspectRatio="none" '
+            f'data-rows="{g.shape[0]}" data-cols="{g.shape[1]}">{cells}</svg>')
+
+
+def _stimulus_html(s: Stimulus, max_act: float) -> str:
+    heat = _heat_svg(s.grid, max_act) if s.grid is not None else ""
+    return (f'<figure class="stim" data-stimulus="{_e(s.stimulus_id)}" data-act="{s.activation:.6g}">'
+            f'<div class="thumb"><img src="../thumbs/{s.example}.jpg" alt="{_e(s.stimulus_id)}" width="128" '
+            f'height="128">{heat}</div><figcaption>{_e(s.stimulus_id)} <span class="v">{_e(s.label)} · '
+            f'{s.activation:.4g}</span></figcaption></figure>')
+
+
+def _examples(p: LatentPage) -> str:
+    """The top examples and the quantile samples: token contexts, or stimulus thumbnails."""
+    if p.stimuli or p.stimulus_quantiles:
+        stim = lambda rows: "".join(_stimulus_html(s, p.max_act) for s in rows)  # noqa: E731
+        return (f"<h2>Top stimuli</h2><div id='top' class='stims'>{stim(p.stimuli)}</div>"
+                f"<h2>Samples by activation quantile</h2><div id='quantiles' class='stims'>"
+                f"{stim(p.stimulus_quantiles)}</div>")
+    ctx = lambda rows: "".join(_context_html(c, p.max_act) for c in rows)  # noqa: E731
+    return (f"<h2>Top activations</h2><table id='top'>{ctx(p.top)}</table>"
+            f"<h2>Samples by activation quantile</h2><table id='quantiles'>{ctx(p.quantiles)}</table>")
+
+
 def latent_html(p: LatentPage, edges_label: tuple[str, str]) -> str:
     """One latent's page."""
-    ctx = lambda rows: "".join(_context_html(c, p.max_act) for c in rows)  # noqa: E731
     near = "".join(f'<li><a href="{n}.html">latent {n}</a> <span class="v">cos {c:.3f}</span></li>'
                    for n, c in p.nearest)
     logit_rows = "".join(f"<tr><td class='l'>{_e(a)}</td><td>{x:+.3f}</td><td class='l'>{_e(b)}</td><td>{y:+.3f}"
@@ -100,9 +146,7 @@ def latent_html(p: LatentPage, edges_label: tuple[str, str]) -> str:
             f"<h1>Latent {p.latent}</h1>{expl}<p>firing frequency <b>{p.frequency:.4g}</b> · max activation "
             f"<b>{p.max_act:.4g}</b> · mean when active <b>{p.mean_act:.4g}</b></p>"
             f"<h2>Activation histogram</h2>{bars_svg(p.hist, edges_label)}"
-            f"<h2>Top activations</h2><table id='top'>{ctx(p.top)}</table>"
-            f"<h2>Samples by activation quantile</h2><table id='quantiles'>{ctx(p.quantiles)}</table>"
-            f"{logits}<h2>Nearest latents (decoder cosine)</h2><ul id='nearest'>{near}</ul>")
+            f"{_examples(p)}{logits}<h2>Nearest latents (decoder cosine)</h2><ul id='nearest'>{near}</ul>")
 
 
 def index_html(title: str, columns: list[str], rows: list[list], density_svg: str, notes: str) -> str:
