@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--rows", default="50000,200000")
     ap.add_argument("--latents", default="4096,16384")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--batch-size", type=int, default=2048)
     args = ap.parse_args()
     blank = Path(args.out, "blank.html")
     blank.parent.mkdir(parents=True, exist_ok=True)
@@ -60,13 +61,15 @@ def main() -> None:
             sae = create_sae("topk", d_in=D, d_sae=d_sae, k=32, seed=0)
             save_sae(sae, f"{args.out}/sae-{d_sae}", {"hook": "resid.1", "dataset": ds})
             site = f"{args.out}/site-{rows}-{d_sae}"
-            s = dashboard(SaeDashboardConfig(sae=f"{args.out}/sae-{d_sae}", out=site, batch_size=2048))
-            index = Path(site, "index.html").stat().st_size
-            page = Path(site, "latents", "0.html").stat().st_size
+            s = dashboard(SaeDashboardConfig(sae=f"{args.out}/sae-{d_sae}", out=site, batch_size=args.batch_size))
+            # what the first paint of each page loads: the page, its script and its first data file
+            index = sum(Path(site, f).stat().st_size for f in ("index.html", "index.js", "index/part-0.js"))
+            page = sum(Path(site, f).stat().st_size for f in ("latent.html", "latent.js", "latents/0.js"))
             row = {"rows": rows, "latents": d_sae, "build_s": s.seconds, "site_mb": round(s.bytes / 1e6, 1),
-                   "index_kb": round(index / 1e3, 1), "latent_page_kb": round(page / 1e3, 1),
+                   "index_first_kb": round(index / 1e3, 1), "latent_page_kb": round(page / 1e3, 1),
+                   "index_all_kb": round(sum(f.stat().st_size for f in Path(site, "index").iterdir()) / 1e3, 1),
                    "index_render_s": round(render_seconds(f"file://{site}/index.html"), 2),
-                   "latent_render_s": round(render_seconds(f"file://{site}/latents/0.html"), 2),
+                   "latent_render_s": round(render_seconds(f"file://{site}/latent.html?l=0"), 2),
                    "blank_render_s": round(render_seconds(f"file://{blank}"), 2)}  # the baseline: browser start
             print(json.dumps(row), flush=True)
 

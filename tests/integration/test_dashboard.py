@@ -55,7 +55,7 @@ def test_index_lists_every_latent_and_sorts_by_frequency(site, chromium):
                       ARTIFACTS / "dashboard-index.png")
     assert "Uncaught" not in log and "alert" not in log
     body = dom.split('<tbody id="rows">', 1)[1].split("</tbody>", 1)[0]
-    rows = re.findall(r"<tr><td><a href=\"latents/(\d+)\.html\">\d+</a></td><td>([^<]*)</td>", body)
+    rows = re.findall(r"<tr><td><a href=\"latent\.html\?l=(\d+)\">\d+</a></td><td>([^<]*)</td>", body)
     assert len(rows) == sae.d_sae == summary.latents
     freq = [float(f) for _, f in rows]
     assert freq == sorted(freq, reverse=True)
@@ -69,20 +69,21 @@ def test_a_latent_page_shades_the_top_token_most_and_escapes_corpus_text(site, c
     root, _, sae, ds = site
     z = _independent(sae, ds)
     lat = int((z > 0).sum(0).argmax())
-    dom, log = render(chromium, f"file://{root}/site/latents/{lat}.html", ARTIFACTS / "dashboard-latent.png")
+    dom, log = render(chromium, f"file://{root}/site/latent.html?l={lat}", ARTIFACTS / "dashboard-latent.png")
     assert "Uncaught" not in log
     top = dom.split('id="top">', 1)[1].split("</table>", 1)[0]
     first = top.split("</tr>", 1)[0]
     acts = [float(a) for a in re.findall(r'data-act="([^"]+)"', first)]
-    own = re.search(r'outline:1px solid #333" title="[^"]+" data-act="([^"]+)"', first)
+    own = re.search(r'class="t own" style="[^"]+" title="[^"]+" data-act="([^"]+)"', first)
     assert own and float(own.group(1)) == max(acts)
     assert float(own.group(1)) == pytest.approx(float(z[:, lat].max()), rel=1e-5)  # the latent's top activation
     assert 'id="quantiles"' in dom and "<svg" in dom and 'id="logits"' in dom and 'id="nearest"' in dom
-    pages = [f.read_text() for f in (root / "site" / "latents").glob("*.html")]
-    assert not any("<script" in p for p in pages)  # corpus text is escaped: no script element on any latent page
-    assert any(re.search(r'data-act="[^"]+"> ?&lt;</span>', p) for p in pages)  # the corpus' "<", as text
+    assert dom.count("<script") == 2  # the page's own and the latent's data file: corpus text never became one
+    pages = [render(chromium, f"file://{root}/site/latent.html?l={i}")[0] for i in range(12)]
+    assert all(p.count("<script") == 2 for p in pages)
+    assert any(re.search(r'data-act="[^"]+">\s?&lt;</span>', p) for p in pages)  # the corpus' "<", as text
     assert any("&amp;" in p for p in pages)
-    five = (root / "site" / "latents" / "5.html").read_text()
+    five, _ = render(chromium, f"file://{root}/site/latent.html?l=5")
     assert "&lt;b&gt;bold&lt;/b&gt; claims" in five  # explanations are text too
 
 

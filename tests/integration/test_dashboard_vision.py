@@ -55,11 +55,11 @@ def test_top_stimuli_thumbnails_and_patch_heat_maps(site, chromium):
     assert summary.rows == d.num_rows == 78 * 17 and patch.sum() == 78 * 16  # CLS + a 4 x 4 grid per image
     lat = int((z > 0).sum(0).argmax())
     best = meta.assign(a=z[:, lat]).groupby("stimulus_id").a.max().sort_values(ascending=False)
-    dom, log = render(chromium, f"file://{root}/site/latents/{lat}.html", ARTIFACTS / "dashboard-vision.png")
+    dom, log = render(chromium, f"file://{root}/site/latent.html?l={lat}", ARTIFACTS / "dashboard-vision.png")
     assert "Uncaught" not in log and "ERR_FILE_NOT_FOUND" not in log
     top = dom.split('id="top"', 1)[1].split("</div><h2>", 1)[0]
     shown = re.findall(r'<figure class="stim" data-stimulus="([^"]+)" data-act="([^"]+)">'
-                       r'<div class="thumb"><img src="../thumbs/(\d+).jpg"', top)
+                       r'<div class="thumb"><img src="thumbs/(\d+).jpg"', top)
     assert [s for s, _, _ in shown] == list(best.index[:6])  # each image once, by its most active row
     for sid, act, example in shown:
         assert float(act) == pytest.approx(float(best[sid]), rel=1e-4)
@@ -74,7 +74,7 @@ def test_top_stimuli_thumbnails_and_patch_heat_maps(site, chromium):
     rows = meta[(meta.stimulus_id == shown[0][0]) & patch].sort_values(["patch_row", "patch_col"]).index
     np.testing.assert_allclose(cells, z[rows, lat], rtol=1e-3, atol=1e-6)  # the heat map is the patch grid
     index, _ = render(chromium, f"file://{root}/site/index.html?q={shown[0][0]}")
-    assert "top stimuli" in index and f'latents/{lat}.html' in index
+    assert "top stimuli" in index and f'latent.html?l={lat}"' in index
 
 
 def test_an_imported_dataset_needs_images_and_a_wrong_source_is_named(ray_local, tmp_path):

@@ -14,7 +14,16 @@ import torch
 
 from analysis.common.stream import stream_rows
 from analysis.sae.dashboard.collect import EDGES, LatentCollector, LatentTable, logit_effects, nearest_latents
-from analysis.sae.dashboard.site import CSS, LatentPage, bars_svg, index_html, latent_html
+from analysis.sae.dashboard.site import (
+    LATENT_HTML,
+    PART,
+    LatentPage,
+    asset,
+    bars_svg,
+    index_html,
+    index_part,
+    latent_data,
+)
 from analysis.sae.dashboard.views import ImageLookup, ImageView, TextView, pair_rows, picks_for
 from shards.config import check_positive, nested, take_credentials
 from shards.errors import ActlakeError
@@ -245,25 +254,33 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, view) -> list[Latent
 
 
 def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage], view) -> int:
+    """Thumbnails, one data file per latent, the index in parts, the shared pages and assets; returns bytes."""
     edges = (f"{EDGES[0]:.0e}", f"{EDGES[-1]:.0e}")
+    files: dict[str, bytes] = {}
     size = view.write(out.put_bytes)
     for p in pages:
-        data = latent_html(p, edges).encode()
-        out.put_bytes(f"latents/{p.latent}.html", data)
+        data = latent_data(p, edges).encode()
+        out.put_bytes(f"latents/{p.latent}.js", data)
         size += len(data)
+    columns = ["latent", "frequency", "max", "mean", "l0_share", "explanation", view.terms_label]
     rows = [[p.latent, round(p.frequency, 6), round(p.max_act, 4), round(p.mean_act, 4),
              round(p.frequency * p.mean_act, 6), p.explanation, view.terms(p)] for p in pages]
+    parts = [rows[i:i + PART] for i in range(0, len(rows), PART)] or [[]]
+    for k, part in enumerate(parts):
+        files[f"index/part-{k}.js"] = index_part(columns, part).encode()
     freq = table.frequency
     alive = np.log10(freq[freq > 0]) if (freq > 0).any() else np.zeros(0)
     counts, bins = np.histogram(alive, bins=40) if len(alive) else (np.zeros(1), np.array([0.0, 1.0]))
     density = bars_svg(counts, (f"10^{bins[0]:.1f}", f"10^{bins[-1]:.1f}"))
     notes = (f"SAE {cfg.sae} on hook {hook} of {ds.storage.display()} (dataset {ds.dataset_id}, version "
              f"{ds.version}); {table.rows} rows; {int((freq == 0).sum())} latents never fired")
-    index = index_html(f"Latents of {cfg.sae}", ["latent", "frequency", "max", "mean", "l0_share", "explanation",
-                                                   view.terms_label], rows, density, notes).encode()
-    out.put_bytes("index.html", index)
-    out.put_bytes("style.css", CSS.encode())
-    return size + len(index) + len(CSS)
+    files["index.html"] = index_html(f"Latents of {cfg.sae}", columns, len(parts), density, notes).encode()
+    files["latent.html"] = LATENT_HTML.encode()
+    for name in ("index.js", "latent.js", "style.css"):
+        files[name] = asset(name).encode()
+    for name, data in files.items():
+        out.put_bytes(name, data)
+    return size + sum(map(len, files.values()))
 
 
 CONFIG = SaeDashboardConfig
