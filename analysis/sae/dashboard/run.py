@@ -176,6 +176,17 @@ def _logits(sae, ds, n: int = 10):
     return ids_up, up, ids_down, down
 
 
+def _writable(cfg: SaeDashboardConfig) -> Storage:
+    """The site's folder, written to once now (its stylesheet): an unwritable --out fails before the passes."""
+    out = Storage(cfg.out, cfg.storage)
+    try:
+        out.put_bytes("style.css", asset("style.css").encode())
+    except OSError as e:
+        raise DashboardError(f"cannot write the dashboard to --out {out.display()} ({e}); choose a folder or "
+                             "s3:// prefix you can write to") from None
+    return out
+
+
 def _text_view(cfg: SaeDashboardConfig, ds, open_images) -> TextView:
     meta = ds.metadata_table(["example_id", "token_id"])
     if meta.column("token_id").null_count == len(meta):
@@ -214,8 +225,7 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     datasets (the CLI passes the image sources of ``ingest``, which ``analysis`` does not import)."""
     t0 = time.perf_counter()
     sae, ds, hook = _open(cfg)
-    out = Storage(cfg.out, cfg.storage)
-    out.probe()  # an unwritable --out fails before the passes over the data
+    out = _writable(cfg)
     view = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
     collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
     for batch in stream_rows(ds, hook, cfg.batch_size):

@@ -1,0 +1,1 @@
+"""Real pretrained models that install offline from the package registry, as ``--model`` factories."""
