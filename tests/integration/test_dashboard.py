@@ -94,11 +94,14 @@ def test_nothing_reaches_the_network(site):
             assert not re.search(r"(src|href)=[\"']?(https?:)?//", f.read_text()), f
 
 
-def test_a_dashboard_of_the_wrong_width_fails_before_any_work(site, tmp_path):
+def test_a_dashboard_of_the_wrong_width_or_hook_fails_before_any_work(site, tmp_path):
     root, _, _, ds = site
     save_sae(create_sae("topk", d_in=32, d_sae=64, k=4), str(tmp_path / "narrow"), {"hook": "resid.1", "dataset": ds})
     with pytest.raises(DashboardError, match="takes 32 values per row"):
         dashboard(SaeDashboardConfig(sae=str(tmp_path / "narrow"), out=str(tmp_path / "site")))
+    save_sae(create_sae("topk", d_in=64, d_sae=64, k=4), str(tmp_path / "other"), {"hook": "resid.9", "dataset": ds})
+    with pytest.raises(DashboardError, match="trained on hook 'resid.9'.*pass the dataset it was trained on"):
+        dashboard(SaeDashboardConfig(sae=str(tmp_path / "other"), out=str(tmp_path / "site")))
     assert not (tmp_path / "site").exists()
 
 

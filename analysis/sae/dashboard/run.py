@@ -225,8 +225,8 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     datasets (the CLI passes the image sources of ``ingest``, which ``analysis`` does not import)."""
     t0 = time.perf_counter()
     sae, ds, hook = _open(cfg)
-    out = _writable(cfg)
     view = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
+    out = _writable(cfg)
     collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
     for batch in stream_rows(ds, hook, cfg.batch_size):
         collector.add(_encode(sae, batch["x"]))

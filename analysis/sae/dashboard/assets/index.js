@@ -27,6 +27,7 @@ function draw() {
   r.sort((a, b) => (a[key] < b[key] ? -1 : a[key] > b[key] ? 1 : 0) * (desc ? -1 : 1));
   document.getElementById("count").textContent =
     `${r.length} of ${rows.length} latents` + (parts < TOTAL_PARTS ? ` (loading ${parts}/${TOTAL_PARTS})` : "");
+  if (!document.body.dataset.firstDraw) document.body.dataset.firstDraw = performance.now().toFixed(1);  // benchmark
   body.replaceChildren(...r.slice(0, 1000).map(x => {
     const tr = document.createElement("tr");
     x.forEach((v, i) => tr.append(cell(v, i)));
