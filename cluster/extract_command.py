@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from cluster.zoo import ZooSummary, run_zoo
 from ingest.config import ExtractConfig
 from ingest.driver import ExtractionSummary, run_extraction
 
 
-def cmd_extract(cfg: ExtractConfig) -> ExtractionSummary:
-    """Run (or resume) an extraction job, with its ``--intervene`` specs built by ``analysis.interventions``."""
+def cmd_extract(cfg: ExtractConfig) -> ExtractionSummary | ZooSummary:
+    """Run (or resume) an extraction job, with its ``--intervene`` specs built by ``analysis.interventions``;
+    with ``--zoo``, one job per model of the zoo file (``cluster/zoo.py``)."""
     from analysis.interventions import build
 
+    if cfg.zoo:
+        return run_zoo(cfg, lambda c: run_extraction(c, resolver=build))
     return run_extraction(cfg, resolver=build)

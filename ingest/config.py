@@ -102,7 +102,12 @@ class ExtractConfig:
     """Dtype the model runs in."""
 
     out: str = "demo-data/minilm"
-    """Output dataset URI (local path, s3://bucket/prefix, any fsspec URI)."""
+    """Output dataset URI (local path, s3://bucket/prefix, any fsspec URI); with --zoo, the prefix under which
+    each model's dataset goes (PREFIX/NAME)."""
+
+    zoo: str = ""
+    """A YAML file of models (name, model, and any extract option per model): one dataset per model under --out,
+    one model after another, each resumable (actlake extract --zoo zoo.yaml --out zoo)."""
 
     workers: int = 1
     """Number of Ray extraction actors."""
@@ -170,7 +175,7 @@ class ExtractConfig:
         self.fields = split_list(self.fields)
         self.mean, self.std = split_list(self.mean, float), split_list(self.std, float)
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "data", "out", "metadata")
+        take_credentials(self, "data", "out", "metadata", "zoo")
         check_choices(self)
         check_positive(self, "workers", "batch_size", "unit_size", "context_size")
         if not self.hooks:

@@ -15,6 +15,7 @@ from analysis.align.config import EncodeConfig
 from analysis.align.features import StimulusPlan, load_items, plan_stimuli
 from analysis.align.inputs import Responses, read_responses
 from analysis.align.ridge import ridge_cv
+from analysis.align.sweep import is_pattern, sweep_brain
 from analysis.common.args import TASK_NEUTRAL
 from analysis.common.hooks import layer_index
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
@@ -154,5 +155,8 @@ ENCODE = HookAnalysis(name="align", command="align encode", neutral=TASK_NEUTRAL
 
 
 def run(cfg: EncodeConfig) -> EncodeSummary:
-    """Encoding models of ``cfg.responses`` from every hook; returns what ``summary.json`` holds."""
+    """Encoding models of ``cfg.responses`` from every hook; returns what ``summary.json`` holds. A pattern in
+    ``--data`` (``zoo/*``) runs every matching dataset and compares them (``sweep.py``)."""
+    if is_pattern(cfg.data):
+        return sweep_brain(cfg, run, "align encode", ())
     return run_hook_analysis(ENCODE, cfg)

@@ -23,6 +23,7 @@ from analysis.align.moments import CrossMoments
 from analysis.align.pairs import HookPairs, load_matched, plan_pairs, second_dataset, stream_matched
 from analysis.align.registry import AlignmentMetric, get_metric
 from analysis.align.report import write_pair_matrix
+from analysis.align.sweep import is_pattern, sweep_pairs
 from analysis.common.args import TASK_NEUTRAL
 from analysis.common.finite import require_finite
 from analysis.common.options import options_of
@@ -189,5 +190,9 @@ def run(cfg: CkaConfig) -> PairSummary:
     Example::
 
         run(CkaConfig(data="demo-data/minilm", hooks=["resid.*"], debiased=True, out="runs/cka"))
+
+    A pattern in ``--data`` (``zoo/*``) compares every pair of matching datasets (``sweep.py``).
     """
+    if is_pattern(cfg.data):
+        return sweep_pairs(cfg, run, "align cka")
     return run_pairs(cfg)

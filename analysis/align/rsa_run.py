@@ -24,6 +24,7 @@ from analysis.align.inputs import BrainTarget, load_brain_rdms, read_ids
 from analysis.align.registry import get_comparison, get_convention, get_rdm_method, get_transform
 from analysis.align.report import write_rsa_plots
 from analysis.align.rsa import noise_ceiling, rdm
+from analysis.align.sweep import is_pattern, sweep_brain
 from analysis.align.topology import transform
 from analysis.align.vectors import RdmError, condensed
 from analysis.common.hooks import layer_index
@@ -339,5 +340,9 @@ def run(cfg: RsaConfig) -> RsaSummary:
 
         run(RsaConfig(data="runs/resnet78", hooks=["layer*"], brain=["fmri_IT_RDMs.npz"], noise_ceiling=True,
                       convention="net2brain", standardize=True, out="runs/rsa"))
+
+    A pattern in ``--data`` (``zoo/*``) runs every matching dataset and compares them (``sweep.py``).
     """
+    if is_pattern(cfg.data):
+        return sweep_brain(cfg, run, "align rsa", ("target",))
     return run_hook_analysis(RSA, cfg)
