@@ -169,8 +169,17 @@ class PairArgs(AlignArgs):
     """Use only the first N matched rows for the metrics computed in memory (RBF CKA and k-NN hold N x N or
     N x k values); streamed metrics use every row."""
 
+    permutations: int = 0
+    """A permutation null beside each score: the metric with the second view's rows (stimuli) permuted this many
+    times (null_mean, null_sd, p_value columns; rows in memory as N x N Gram matrices, N <= 10,000)."""
+
+    seed: int = 0
+    """Seed of the permutations."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.permutations < 0:
+            raise ConfigError(f"--permutations {self.permutations}: give 0 (none) or more")
         self.hooks2 = split_list(self.hooks2)
         take_credentials(self, "data2")
         if self.data2_version is not None:

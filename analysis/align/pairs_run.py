@@ -15,11 +15,13 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from analysis.align import metrics  # noqa: F401  (registers the metrics)
 from analysis.align.config import CkaConfig, KnnConfig, PairArgs
 from analysis.align.moments import CrossMoments
+from analysis.align.null import MAX_ROWS, NULLS, permutation_null, permutations
 from analysis.align.pairs import HookPairs, load_matched, plan_pairs, second_dataset, stream_matched
 from analysis.align.registry import AlignmentMetric, get_metric
 from analysis.align.report import write_pair_matrix
@@ -29,6 +31,7 @@ from analysis.common.finite import require_finite
 from analysis.common.options import options_of
 from analysis.common.rundir import output_lock
 from analysis.common.runstart import start_run
+from shards.errors import ConfigError
 from shards.progress import Progress
 from shards.records import JsonRecord
 from shards.storage import Storage
@@ -140,6 +143,27 @@ def pair_rows(cfg: PairArgs, hp: HookPairs) -> tuple[list[dict], int]:
     return [scores[(a, b, c.method)] for a, b in hp.pairs for c in chosen], state
 
 
+def add_null(cfg: PairArgs, hp: HookPairs, rows: list[dict]) -> None:
+    """Each row's permutation null (``null.py``): the pair's views in memory once, the same permutations for all."""
+    chosen = {c.method: c for c in (Chosen(m, options_of(m.options, cfg)) for m in map(get_metric,
+                                                                                      cfg.metric_names()))}
+    views: dict[tuple[str, str], np.ndarray] = {}
+    perms = None
+    for row in rows:
+        c = chosen[row["method"]]
+        if c.metric.name not in NULLS:
+            continue  # shape distances: no null (say so in the note)
+        for key in (("1", row["hook"]), (_side2(hp), row["hook2"])):
+            if key not in views:
+                views[key] = load_matched(hp, *key, cfg.max_rows, cfg.batch_size)
+        x, y = views[("1", row["hook"])], views[(_side2(hp), row["hook2"])]
+        if perms is None:
+            perms = permutations(len(x), cfg.permutations, cfg.seed)
+        row.update(permutation_null(c.metric.name, x, y, perms, c.options).to_row())
+        log.info("%s x %s: %s %.4f, null %.4f +- %.4f, p %.4g", row["hook"], row["hook2"], row["method"],
+                 row["score"] or float("nan"), row["null_mean"], row["null_sd"], row["p_value"])
+
+
 def _pairs(cfg: PairArgs) -> PairSummary:
     t0 = time.perf_counter()
     second: dict = {}
@@ -156,11 +180,16 @@ def _pairs(cfg: PairArgs) -> PairSummary:
         log.info("%s already holds this finished run", run.out.display())
         return PairSummary.from_json(run.rundir.summary())
     hp = plan_pairs(cfg, run.ds, run.hooks, ds2)
+    if cfg.permutations and min(hp.n, cfg.max_rows or hp.n) > MAX_ROWS:
+        raise ConfigError(f"--permutations holds N x N Gram matrices; {hp.n} matched rows is more than {MAX_ROWS}: "
+                          f"pass --max-rows {MAX_ROWS} (or --pool to compare stimuli, not rows)")
     require_finite(hp.ds1, hp.views1, command)
     require_finite(hp.ds2, hp.views2, command)
     run.begin(cfg)
     log.info("%s of %d hook pairs over %d rows", ", ".join(cfg.metric_names()), len(hp.pairs), hp.n)
     rows, state_bytes = pair_rows(cfg, hp)
+    if cfg.permutations:
+        add_null(cfg, hp, rows)
     run.out.table("results.parquet", pa.Table.from_pylist(rows))
     for name in dict.fromkeys(r["method"] for r in rows):
         n = next(r["rows"] for r in rows if r["method"] == name)
