@@ -34,6 +34,9 @@ ANALYSES: dict[str, AnalysisCommand] = {
                                                            "two datasets (platonic-representation style)."),
     "align encode": AnalysisCommand("analysis.align.encode_run", "Voxelwise ridge encoding models from every hook to "
                                                                  "every response column (a task per hook)."),
+    "align score": AnalysisCommand("analysis.align.score_run", "Brain-Score-style neural predictivity: cross-validated "
+                                                               "PLS/ridge, split-half ceiling, ceiled score, layer "
+                                                               "commitment (a task per hook)."),
     "report": AnalysisCommand("analysis.common.report_command", "Write report.html (settings, provenance, plots, "
                                                               "sortable tables) for a finished analysis run."),
 }

@@ -263,3 +263,41 @@ class EncodeConfig(AlignArgs):
         check_positive(self, "folds", "inner_folds", "target_batch")
         if self.folds < 2 or self.inner_folds < 2:
             raise ConfigError("--folds and --inner-folds must be at least 2")
+
+
+@dataclass
+class ScoreConfig(AlignArgs):
+    """Brain-Score-style neural predictivity of every hook: cross-validated PLS or ridge to each neuroid, median
+    held-out Pearson r, split-half internal-consistency ceiling (Spearman-Brown), ceiled score, and the layer
+    committed on one half of the stimuli and scored on the other (a task per hook)."""
+
+    responses: str = ""
+    """Responses keyed by stimulus id, with repetitions: Parquet/CSV (stimulus_id, optional repetition, one numeric
+    column per neuroid) or NPZ (responses: repetitions x stimuli x neuroids or stimuli x neuroids, stimulus_id)."""
+
+    regression: Literal["pls", "ridge"] = "pls"
+    """PLS (25 components, unscaled: Brain-Score's default) or ridge (alpha --ridge-alpha)."""
+
+    pls_components: int = 25
+    ridge_alpha: float = 1.0
+
+    splits: int = 10
+    """Random train/test splits of the stimuli (and halvings of the repetitions for the ceiling)."""
+
+    train_size: float = 0.9
+    """Fraction of the stimuli each split trains on."""
+
+    seed: int = 1
+    """random_state of every split (Brain-Score's 1); the layer-commitment halves use it too."""
+
+    commit: bool = True
+    """Choose the layer on half of the stimuli and score it on the other half (--commit false: skip)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choices(self)
+        if not self.responses:
+            raise ConfigError("--responses: give the response table (Parquet/CSV/NPZ keyed by stimulus_id)")
+        check_positive(self, "pls_components", "splits")
+        if not 0 < self.train_size < 1 or self.ridge_alpha <= 0:
+            raise ConfigError("--train-size must lie in (0, 1) and --ridge-alpha be positive")
