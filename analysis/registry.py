@@ -37,6 +37,9 @@ ANALYSES: dict[str, AnalysisCommand] = {
     "align score": AnalysisCommand("analysis.align.score_run", "Brain-Score-style neural predictivity: cross-validated "
                                                                "PLS/ridge, split-half ceiling, ceiled score, layer "
                                                                "commitment (a task per hook)."),
+    "align banded": AnalysisCommand("analysis.align.banded_run", "Banded ridge from several hooks to responses "
+                                                                 "(himalaya's BandedRidgeCV), per-band R² split, "
+                                                                 "unique/shared variance."),
     "report": AnalysisCommand("analysis.common.report_command", "Write report.html (settings, provenance, plots, "
                                                               "sortable tables) for a finished analysis run."),
 }

@@ -301,3 +301,37 @@ class ScoreConfig(AlignArgs):
         check_positive(self, "pls_components", "splits")
         if not 0 < self.train_size < 1 or self.ridge_alpha <= 0:
             raise ConfigError("--train-size must lie in (0, 1) and --ridge-alpha be positive")
+
+
+@dataclass
+class BandedConfig(AlignArgs):
+    """Banded ridge from several hooks (the bands, --hooks A,B[,C]) to every response column together, one
+    penalty per band (himalaya's BandedRidgeCV), each band's share of the held-out R², and the unique/shared
+    variance of two or three bands."""
+
+    responses: str = ""
+    """Responses keyed by stimulus id: Parquet/CSV (stimulus_id + one column per target) or NPZ."""
+
+    alphas: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-2, 7)], nargs="*",
+                                metavar="A[,A...]")
+    """Ridge penalties searched (default 1e-2 ... 1e6)."""
+
+    steps: int = 10
+    """Band weights searched on the simplex in steps of 1/steps."""
+
+    folds: int = 5
+    """Outer folds by stimulus (KFold, no shuffle): the R² is held out."""
+
+    inner_folds: int = 5
+    """Inner folds choosing each target's band weights and penalty."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.alphas = split_list(self.alphas, float)
+        if not self.responses:
+            raise ConfigError("--responses: give the response table (Parquet/CSV/NPZ keyed by stimulus_id)")
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ConfigError("--alphas: positive ridge penalties, e.g. --alphas 0.1,1,10,100")
+        check_positive(self, "steps", "folds", "inner_folds")
+        if self.folds < 2 or self.inner_folds < 2:
+            raise ConfigError("--folds and --inner-folds must be at least 2")
