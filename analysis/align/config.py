@@ -73,6 +73,10 @@ class RsaConfig(RdmOptions, TransformOptions, AlignArgs):
     brain: list[str] = field(default_factory=list, nargs="*", metavar="RDMFILE[,RDMFILE...]")
     """Brain RDM files (.npz, .npy, .mat; FILE:KEY for one array of several): N x N or subjects x N x N."""
 
+    baselines: list[str] = field(default_factory=list, nargs="*", metavar="RDMFILE[,RDMFILE...]")
+    """Fixed model RDMs to score beside the hooks (e.g. rsatoolbox's 92_modelRDMs.mat: animacy, faces, ...),
+    each RDM of a file against every target: baselines.parquet, and dashed lines on a sweep's plot."""
+
     rdm: str = field(default="correlation", choices=tuple(RDM_METHODS))
     """Model RDM (one file each in analysis/align/rdms/; docs/alignment.md)."""
 
@@ -113,6 +117,7 @@ class RsaConfig(RdmOptions, TransformOptions, AlignArgs):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.brain = split_list(self.brain)
+        self.baselines = split_list(self.baselines)
         if not self.brain:
             raise ConfigError("--brain: give at least one RDM file, e.g. --brain fmri_IT_RDMs.npz")
         get_comparison(self.compare)

@@ -56,6 +56,7 @@ class RsaPlan:
     stimuli: StimulusPlan
     targets: list[PreparedTarget]
     notes: list[str]
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)  #: name -> condensed RDM in the matched order
 
 
 def _subset(target: BrainTarget, order: list[int] | None) -> np.ndarray:
@@ -157,7 +158,32 @@ def plan_rsa(cfg: RsaConfig, ds, hooks: list[str] | None = None) -> RsaPlan:
     targets, ids, n_brain = _brain_targets(cfg)
     splan, order, notes = _match_stimuli(cfg, ds, ids, n_brain)
     prepared = [_prepare_target(cfg, t, order) for t in targets]
-    return RsaPlan(stimuli=splan, targets=prepared, notes=notes + [n for t in prepared for n in t.notes])
+    return RsaPlan(stimuli=splan, targets=prepared, notes=notes + [n for t in prepared for n in t.notes],
+                   baselines=_baselines(cfg, order, n_brain))
+
+
+def _baselines(cfg: RsaConfig, order: list[int] | None, n_brain: int) -> dict[str, np.ndarray]:
+    """Each fixed model RDM of ``--baselines`` (named FILE:NAME), condensed in the order the brain RDMs are used."""
+    out = {}
+    for uri in cfg.baselines:
+        b = load_brain_rdms(uri, cfg.storage)
+        if b.rdms.shape[1] != n_brain:
+            raise RdmError(f"--baselines {b.source}: {b.rdms.shape[1]} stimuli; the brain RDMs have {n_brain}")
+        vec = condensed(_subset(b, order))
+        for name, v in zip(b.subjects, vec, strict=True):
+            out[f"{b.name}:{name}" if len(vec) > 1 else b.name] = v
+    return out
+
+
+def _baseline_rows(cfg: RsaConfig, plan: RsaPlan) -> list[dict]:
+    """Every baseline RDM scored against every target exactly as a hook is (transform, comparison, convention)."""
+    rows = []
+    for name, vec in plan.baselines.items():
+        for t in plan.targets:
+            ts, _ = _score_target(dataclasses.replace(cfg, bootstrap=0, permutations=0), t, vec)
+            rows.append({"baseline": name, "target": t.name, "score": ts.mean, "sem": ts.sem,
+                         "method": cfg.compare, "convention": cfg.convention})
+    return rows
 
 
 @dataclass(kw_only=True)
@@ -323,6 +349,8 @@ def _assemble(run: Assembly[RsaConfig, RsaPlan], results: dict[str, HookScores])
     paired = _paired(cfg, plan, hooks, results, out) if len(hooks) > 1 else []
     if paired:
         out.table("paired.parquet", pa.Table.from_pylist(paired))
+    if plan.baselines:
+        out.table("baselines.parquet", pa.Table.from_pylist(_baseline_rows(cfg, plan)))
     write_rsa_plots(out, cfg, hooks, rows, plan, {h: out.storage.exists(f"{HOOKS}/{h}-rdm.npy") for h in hooks})
     summary = _summary(cfg, run.ds, hooks, plan, results)
     summary.out = out.display()

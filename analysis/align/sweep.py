@@ -86,7 +86,10 @@ def sweep_brain(cfg, run_one: Callable, command: str, group: tuple[str, ...]) ->
     out.table("sweep.parquet", table)
     best = _best(table, group)
     out.table("sweep_best.parquet", pa.Table.from_pylist(best))
-    _plot(out, table, group, command)
+    first = next(iter(found))  # fixed model RDMs (RSA --baselines) score the same in every run
+    baselines = (pq.read_table(io.BytesIO(out.storage.get_bytes(f"{first}/baselines.parquet"))).to_pandas()
+                 if out.storage.exists(f"{first}/baselines.parquet") else None)
+    _plot(out, table, group, command, baselines)
     return SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=list(found), best=best,
                         out=out.display())
 
@@ -102,13 +105,13 @@ def _best(table: pa.Table, group: tuple[str, ...]) -> list[dict]:
             for r in picks.to_dict("records")]
 
 
-def _plot(out: Results, table: pa.Table, group: tuple[str, ...], command: str) -> None:
+def _plot(out: Results, table: pa.Table, group: tuple[str, ...], command: str, baselines=None) -> None:
     df = table.to_pandas()
     if "subject" in df.columns and (df.subject == "all").any():
         df = df[df.subject == "all"]
     targets = sorted(df[group[0]].unique()) if group else [None]
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(7.6 * len(targets), 4), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
         part = df if target is None else df[df[group[0]] == target]
         for name, d in part.groupby("dataset", sort=True):
@@ -118,10 +121,14 @@ def _plot(out: Results, table: pa.Table, group: tuple[str, ...], command: str) -
             ax.plot([top.depth], [top.score], "*", ms=12, color=line.get_color())
         if "noise_ceiling_low" in part.columns and part.noise_ceiling_low.notna().any():
             ax.axhspan(part.noise_ceiling_low.max(), part.noise_ceiling_high.max(), color="0.85", label="noise ceiling")
+        if baselines is not None and target is not None:
+            for k, b in enumerate(baselines[baselines.target == target].itertuples()):
+                ax.axhline(b.score, ls=(0, (4, 2)), lw=1, color=f"C{(k + 4) % 10}",
+                           label=f"baseline {b.baseline.split(':', 1)[-1]}")
         ax.set_xlabel("relative depth (hook index / last)")
         ax.set_ylabel("score")
         ax.set_title(str(target) if target is not None else command)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     fig.suptitle(f"{command} over {df.dataset.nunique()} datasets (★ best layer)")
     fig.tight_layout()
     out.figure("sweep.png", fig)

@@ -165,3 +165,25 @@ def test_encode_recovers_planted_responses(resnet78, tmp_path):
     assert len(t) == 30
     assert t.score.mean() > 0.6 * expected.mean()  # held-out r near the generating value (~0.89)
     assert s.per_hook["layer4.1.bn2"]["mean_r"] == pytest.approx(t.score.mean())
+
+
+def test_rsa_baselines_score_as_rsatoolbox_does(resnet78, tmp_path):
+    """--baselines: fixed model RDMs scored against every target like a hook (rsatoolbox as the oracle)."""
+    import rsatoolbox as rt
+
+    from analysis.align.rsa_run import run
+
+    it = np.load(N2B / "fmri_IT_RDMs.npz")["arr_0"]
+    noise = np.random.default_rng(0).random((78, 78))
+    base = np.stack([it[0], noise + noise.T - 2 * np.diag(np.diag(noise))])
+    np.savez(tmp_path / "base.npz", arr_0=base)
+    run(RsaConfig(data=resnet78, hooks=["layer*"], brain=[str(N2B / "fmri_IT_RDMs.npz")],
+                  baselines=[str(tmp_path / "base.npz")], out=str(tmp_path / "rsa")))
+    t = pq.read_table(tmp_path / "rsa" / "baselines.parquet").to_pandas().set_index("baseline")
+    for i, name in enumerate(("base:0", "base:1")):
+        want = rt.rdm.compare(rt.rdm.RDMs(base[i][None]), rt.rdm.RDMs(it), "spearman").mean()
+        assert t.loc[name, "score"] == pytest.approx(want, abs=1e-9) and t.loc[name, "target"] == "fmri_IT_RDMs"
+    with pytest.raises(RdmError, match="--baselines"):
+        np.savez(tmp_path / "small.npz", arr_0=np.zeros((5, 5)))
+        run(RsaConfig(data=resnet78, hooks=["layer*"], brain=[str(N2B / "fmri_IT_RDMs.npz")],
+                      baselines=[str(tmp_path / "small.npz")], out=str(tmp_path / "rsa2")))
