@@ -226,8 +226,18 @@ class CkaConfig(CkaOptions, PairArgs):
 class KnnConfig(KnnOptions, PairArgs):
     """Mutual k-nearest-neighbour alignment between every pair of hooks (platonic-representation style)."""
 
+    metrics: list[str] = field(default_factory=lambda: ["mutual_knn"], nargs="*", metavar="NAME[,NAME...]")
+    """Neighbourhood metrics: mutual_knn (shared neighbours) and/or cknna (CKA over mutual neighbours)."""
+
+    def __post_init__(self) -> None:
+        self.metrics = split_list(self.metrics)
+        bad = [m for m in self.metrics if m not in ("mutual_knn", "cknna")]
+        if bad or not self.metrics:
+            raise ConfigError(f"--metrics {bad or self.metrics}: choose mutual_knn and/or cknna")
+        super().__post_init__()
+
     def metric_names(self) -> list[str]:
-        return ["mutual_knn"]
+        return list(self.metrics)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from analysis.align.metrics.cka import _center_gram, gram_rbf
+from analysis.align.metrics.cknna import KernelView, cknna_views, kernel_view
 from analysis.align.metrics.knn import _unit, knn_overlap, nearest_neighbors
 
 MAX_ROWS = 10_000  #: N × N Gram matrices beyond this do not fit a worker's memory comfortably
@@ -58,8 +59,17 @@ def _knn_null(x: np.ndarray, y: np.ndarray, perms: np.ndarray, options) -> tuple
     return score, np.asarray(null)
 
 
+def _cknna_null(x: np.ndarray, y: np.ndarray, perms: np.ndarray, options) -> tuple[float, np.ndarray]:
+    """CKNNA and its values with y's rows permuted: the permuted view's Gram matrix and neighbour mask are the
+    original ones with both axes permuted."""
+    va, vb = kernel_view(x, options.k), kernel_view(y, options.k)
+    null = [cknna_views(va, KernelView(vb.gram[np.ix_(p, p)], vb.mask[np.ix_(p, p)])) for p in perms]
+    return cknna_views(va, vb), np.asarray(null)
+
+
 #: metric name -> (x, y, permutations, options) -> (score, null scores)
-NULLS: dict[str, Callable[..., tuple[float, np.ndarray]]] = {"cka": _cka_null, "mutual_knn": _knn_null}
+NULLS: dict[str, Callable[..., tuple[float, np.ndarray]]] = {"cka": _cka_null, "mutual_knn": _knn_null,
+                                                             "cknna": _cknna_null}
 
 
 def permutations(n: int, count: int, seed: int) -> np.ndarray:

@@ -59,3 +59,51 @@ def test_permutation_columns_through_the_commands(tmp_path):
     assert all(0 < r["p_value"] <= 1 for r in k.pairs)
     with pytest.raises(ConfigError, match="--permutations"):
         CkaConfig(data=data, permutations=-1)
+
+
+def _platonic_cknna(a, b, topk):
+    """minyoungg/platonic-rep metrics.AlignmentMetrics.cknna (unbiased, distance-aware), re-written here in torch
+    from its source, on unit-normalised rows as its measure_alignment passes them."""
+    import torch
+
+    fa = torch.nn.functional.normalize(torch.as_tensor(a, dtype=torch.float64), dim=-1)
+    fb = torch.nn.functional.normalize(torch.as_tensor(b, dtype=torch.float64), dim=-1)
+    n = fa.shape[0]
+
+    def hsic_unbiased(k, l):  # noqa: E741
+        m = k.shape[0]
+        kt, lt = k.clone().fill_diagonal_(0), l.clone().fill_diagonal_(0)
+        v = (torch.sum(kt * lt.T) + torch.sum(kt) * torch.sum(lt) / ((m - 1) * (m - 2))
+             - 2 * torch.sum(torch.mm(kt, lt)) / (m - 2))
+        return v / (m * (m - 3))
+
+    def similarity(k, l):  # noqa: E741
+        _, ik = torch.topk(k.clone().fill_diagonal_(float("-inf")), topk, dim=1)
+        _, il = torch.topk(l.clone().fill_diagonal_(float("-inf")), topk, dim=1)
+        mask = (torch.zeros(n, n, dtype=k.dtype).scatter_(1, ik, 1) * torch.zeros(n, n, dtype=k.dtype).scatter_(
+            1, il, 1))
+        return hsic_unbiased(mask * k, mask * l)
+
+    k, l = fa @ fa.T, fb @ fb.T  # noqa: E741
+    return similarity(k, l).item() / (torch.sqrt(similarity(k, k) * similarity(l, l)) + 1e-6).item()
+
+
+def test_cknna_equals_platonic_rep_and_its_null_equals_permuted_rows(views):
+    from analysis.align.metrics.cknna import cknna
+
+    x, y, perms = views
+    assert cknna(x, y, k=6) == pytest.approx(_platonic_cknna(x, y, 6), abs=1e-9)
+    r = permutation_null("cknna", x, y, perms, KnnOptions(k=6))
+    brute = np.array([_platonic_cknna(x, y[p], 6) for p in perms])
+    assert r.null_mean == pytest.approx(brute.mean(), abs=1e-9) and r.score == pytest.approx(cknna(x, y, k=6))
+
+
+def test_knn_command_computes_cknna(tmp_path):
+    data = str(tmp_path / "ds")
+    planted_probe_dataset(data, examples=30)
+    k = knn_run(KnnConfig(data=data, hooks=["resid.2", "resid.3"], k=5, metrics=["mutual_knn", "cknna"],
+                          permutations=10, out=str(tmp_path / "knn")))
+    methods = {r["method"] for r in k.pairs}
+    assert methods == {"mutual_knn", "cknna"} and all(r["permutations"] == 10 for r in k.pairs)
+    with pytest.raises(ConfigError, match="--metrics"):
+        KnnConfig(data=data, metrics=["cka"])
