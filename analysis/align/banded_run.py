@@ -22,6 +22,7 @@ from analysis.common.plots import pyplot
 from analysis.common.rundir import output_lock
 from analysis.common.runstart import start_run
 from shards.errors import ConfigError
+from shards.reader import open_dataset
 from shards.records import JsonRecord
 from shards.storage import Storage
 
@@ -66,6 +67,12 @@ def _held_out(xs: list[np.ndarray], y: np.ndarray, cfg: BandedConfig) -> tuple[n
     return np.mean(shares, axis=0), np.mean(joint, axis=0)
 
 
+def _band_name(spec: str) -> str:
+    """``zoo/vit-random#resid.1`` -> ``vit-random:resid.1``."""
+    uri, hook = spec.rsplit("#", 1)
+    return f"{uri.rstrip('/').rsplit('/', 1)[-1]}:{hook}"
+
+
 def run(cfg: BandedConfig) -> BandedSummary:
     """Banded ridge of ``cfg.hooks`` to ``cfg.responses``; a rerun of a finished run returns its summary."""
     with output_lock(Storage(cfg.out, cfg.storage), "align output"):
@@ -74,35 +81,42 @@ def run(cfg: BandedConfig) -> BandedSummary:
 
 def _run(cfg: BandedConfig) -> BandedSummary:
     t0 = time.perf_counter()
-    run = start_run(cfg, TASK_NEUTRAL | {"batch_size"}, command="align banded", resume_marker=None)
+    others = {spec: open_dataset(spec.rsplit("#", 1)[0], cfg.storage) for spec in cfg.bands_from}
+    run = start_run(cfg, TASK_NEUTRAL | {"batch_size"}, command="align banded", resume_marker=None,
+                    extra=lambda ds: {"bands_from": {s: [o.dataset_id, o.version] for s, o in others.items()}})
     if run.state == "done":
         return BandedSummary.from_json(run.rundir.summary())
-    if len(run.hooks) < 2:
-        raise ConfigError(f"--hooks names the bands: give two or more (got {run.hooks})")
     resp = read_responses(cfg.responses, cfg.storage)
     sp = plan_stimuli(run.ds, cfg.key, cfg.pool, resp.ids, cfg.intersect, f"--responses {cfg.responses}")
     index = {s: i for i, s in enumerate(resp.ids)}
     y = resp.values[[index[s] for s in sp.ids]].astype(np.float64)
+    plans = {spec: plan_stimuli(o, cfg.key, cfg.pool, sp.ids, False, f"--data {cfg.data}")
+             for spec, o in others.items()}  # the other model's rows in this dataset's stimulus order
+    bands = [*run.hooks, *(_band_name(s) for s in cfg.bands_from)]
+    if len(bands) < 2:
+        raise ConfigError(f"--hooks (and --bands-from) name the bands: give two or more (got {bands})")
     run.begin(cfg)
     xs = {h: load_items(run.ds, h, sp, cfg.batch_size).reshape(len(y), -1) for h in run.hooks}
+    for spec, o in others.items():
+        xs[_band_name(spec)] = load_items(o, spec.rsplit("#", 1)[1], plans[spec], cfg.batch_size).reshape(len(y), -1)
     shares, joint = _held_out(list(xs.values()), y, cfg)
     rows = [{"target": t, "band": b, "r2_split": float(shares[i, j]), "r2_joint": float(joint[j])}
-            for j, t in enumerate(resp.targets) for i, b in enumerate(run.hooks)]
+            for j, t in enumerate(resp.targets) for i, b in enumerate(bands)]
     run.out.table("results.parquet", pa.Table.from_pylist(rows))
     parts = {}
-    if len(run.hooks) in (2, 3):
-        subsets = {frozenset(s): s for r in range(1, len(run.hooks)) for s in itertools.combinations(run.hooks, r)}
+    if len(bands) in (2, 3):
+        subsets = {frozenset(s): s for r in range(1, len(bands)) for s in itertools.combinations(bands, r)}
         r2 = {k: _held_out([xs[h] for h in s], y, cfg)[1] for k, s in subsets.items()}
-        r2[frozenset(run.hooks)] = joint
+        r2[frozenset(bands)] = joint
         parts = partition(r2)
         run.out.table("partition.parquet", pa.Table.from_pylist([{"target": t, "part": p, "r2": float(v[j])}
                                                                  for p, v in parts.items()
                                                                  for j, t in enumerate(resp.targets)]))
-    _plot(run.out, run.hooks, shares, parts)
+    _plot(run.out, bands, shares, parts)
     summary = BandedSummary(
         dataset=run.ds.storage.display(), dataset_id=run.ds.dataset_id, dataset_version=run.ds.version,
-        bands=run.hooks, n_stimuli=len(y), n_targets=y.shape[1], r2_joint=float(joint.mean()),
-        r2_split={b: float(shares[i].mean()) for i, b in enumerate(run.hooks)},
+        bands=bands, n_stimuli=len(y), n_targets=y.shape[1], r2_joint=float(joint.mean()),
+        r2_split={b: float(shares[i].mean()) for i, b in enumerate(bands)},
         partition={p: float(v.mean()) for p, v in parts.items()}, conventions=CONVENTIONS,
         seconds=round(time.perf_counter() - t0, 2), out=run.out.display())
     run.rundir.finish(summary.to_json())

@@ -331,6 +331,10 @@ class BandedConfig(AlignArgs):
                                 metavar="A[,A...]")
     """Ridge penalties searched (default 1e-2 ... 1e6)."""
 
+    bands_from: list[str] = field(default_factory=list, nargs="*", metavar="DATASET#HOOK")
+    """More bands from other datasets on the same stimuli (another model: zoo/vit#resid.1), joined by stimulus id;
+    their ids and versions are recorded in run.json."""
+
     steps: int = 10
     """Band weights searched on the simplex in steps of 1/steps."""
 
@@ -343,10 +347,14 @@ class BandedConfig(AlignArgs):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.alphas = split_list(self.alphas, float)
+        self.bands_from = split_list(self.bands_from)
         if not self.responses:
             raise ConfigError("--responses: give the response table (Parquet/CSV/NPZ keyed by stimulus_id)")
         if not self.alphas or min(self.alphas) <= 0:
             raise ConfigError("--alphas: positive ridge penalties, e.g. --alphas 0.1,1,10,100")
+        bad = [b for b in self.bands_from if "#" not in b]
+        if bad:
+            raise ConfigError(f"--bands-from {bad}: give DATASET#HOOK, e.g. zoo/vit-random#resid.1")
         check_positive(self, "steps", "folds", "inner_folds")
         if self.folds < 2 or self.inner_folds < 2:
             raise ConfigError("--folds and --inner-folds must be at least 2")

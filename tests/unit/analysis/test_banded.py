@@ -106,3 +106,14 @@ def test_the_command_holds_out_and_partitions(bands, tmp_path):
     assert s.partition["unique A"] > s.partition["unique B"] > 0  # A carries most of the planted signal
     t = pq.read_table(tmp_path / "out" / "partition.parquet").to_pandas()
     assert set(t.part) == {"unique A", "unique B", "shared A&B"} and (tmp_path / "out" / "report.html").exists()
+    # band B from another model's dataset, its stimuli in reverse order: joined by id, the same numbers
+    with shards.create_dataset(str(tmp_path / "other"), {"B": {"shape": [b.shape[1]], "dtype": "float32"}},
+                               columns={"stimulus_id": "string"}) as w:
+        w.write_unit(0, {"example_id": np.arange(len(y)), "stimulus_id": np.array(ids[::-1], dtype=object),
+                         "B": b[::-1].astype(np.float32)})
+    two = run(BandedConfig(data=str(tmp_path / "ds"), hooks=["A"], bands_from=[f"{tmp_path / 'other'}#B"],
+                           responses=str(tmp_path / "resp.parquet"), alphas=list(np.logspace(-2, 4, 7)), steps=4,
+                           out=str(tmp_path / "out2")))
+    assert two.bands == ["A", "other:B"]
+    assert [two.r2_split["A"], two.r2_split["other:B"]] == pytest.approx([s.r2_split["A"], s.r2_split["B"]],
+                                                                        abs=1e-12)
