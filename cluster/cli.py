@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
@@ -156,5 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """The ``actlake`` executable: ``main``, then exit with its code. A refused command (exit 2) leaves at once
+    when no Ray runtime was started: tearing down the native libraries it loaded (torch, scikit-learn, arrow) has
+    aborted the process ("terminate called without an active exception", exit 134) after the error was printed,
+    in about 1 of 10 runs on these machines, so a script saw 134 instead of 2."""
+    code = main()
+    ray = sys.modules.get("ray")
+    if code != 0 and not (ray is not None and ray.is_initialized()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
