@@ -46,8 +46,10 @@ ANALYSES: dict[str, AnalysisCommand] = {
 
 #: help of command groups ("actlake sae ...")
 GROUPS: dict[str, str] = {
-    "sae": "Sparse autoencoders: train on a dataset's hooks, encode a dataset with a trained SAE.",
-    "align": "Model-brain and model-model alignment: RSA, CKA, mutual k-NN, encoding models.",
+    "sae": "Sparse autoencoders: train on a dataset's hooks, encode a dataset with a trained SAE, evaluate it in the "
+           "model, browse its latents (dashboard).",
+    "align": "Model-brain and model-model alignment: RSA, CKA, mutual k-NN/CKNNA, encoding models, Brain-Score "
+             "scores, banded ridge; a --data pattern sweeps a model zoo.",
 }
 
 

@@ -148,7 +148,7 @@ def _eval_rows(cfg: SaeEvalConfig, corpus: str, trained: int, load_len) -> tuple
 
 
 def _sae_and_dataset(cfg: SaeEvalConfig):
-    from analysis.sae.io import SaeNotFoundError, load_sae
+    from analysis.sae.io import SaeNotFoundError, load_sae, trained_on
     from shards.reader import open_dataset
     from shards.storage import Storage
 
@@ -161,13 +161,13 @@ def _sae_and_dataset(cfg: SaeEvalConfig):
         names = sorted(json.loads(st.get_bytes("training_summary.json")).get("saes") or {})
         raise ConfigError(f"{st.display()} is an `sae train` run of {len(names)} SAEs; evaluate one at a time: "
                           + ", ".join(f"--sae {st.display(n)}" for n in names[:6])) from None
-    ours = sae.loaded_cfg.get("actlake") or {}
-    uri = cfg.data or ours.get("dataset")
+    dataset, trained_hook = trained_on(sae)
+    uri = cfg.data or dataset
     if not uri:
         raise ConfigError(f"the SAE at {cfg.sae} does not name its dataset; pass --data (the activation dataset "
                           "it was trained on)")
     ds = open_dataset(uri, cfg.storage)
-    hook = cfg.hook or ours.get("hook") or (sae.loaded_cfg.get("metadata") or {}).get("hook_name")
+    hook = cfg.hook or trained_hook
     if not hook:
         raise ConfigError(f"the SAE at {cfg.sae} does not name its hook; pass --hook")
     if ds.manifest.config is None or "model" not in ds.manifest.config:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from analysis.sae.io import CFG, WEIGHTS, SaeNotFoundError, load_sae
+from analysis.sae.io import CFG, WEIGHTS, SaeNotFoundError, load_sae, trained_on
 from shards.checksums import checksum
 from shards.errors import InterventionError
 from shards.storage import Storage
@@ -53,7 +53,7 @@ def sae_source(uri: str, ctx: ResolveContext):
     if sae.d_in != width(ctx):
         raise InterventionError(f"the SAE at {st.display()} takes d_in={sae.d_in} values, but hook {ctx.hook.name!r} "
                                 f"of this model has {width(ctx)} per token; use an SAE trained on this hook")
-    _check_hook(ours.get("hook") or (cfg.get("metadata") or {}).get("hook_name"), f"the SAE at {st.display()}", ctx)
+    _check_hook(trained_on(sae)[1], f"the SAE at {st.display()}", ctx)
     return sae, {"uri": st.display(), "checksum": checksum(st.get_bytes(WEIGHTS)),
                  "dataset_id": ours.get("dataset_id"), "hook": ours.get("hook")}
 

@@ -16,7 +16,7 @@ import torch
 from analysis.common.results import Results
 from analysis.common.stream import stream_units
 from analysis.sae.config import SaeEncodeConfig
-from analysis.sae.io import load_sae
+from analysis.sae.io import load_sae, trained_on
 from shards.errors import ActlakeError
 from shards.manifest import Provenance
 from shards.reader import Dataset, open_dataset
@@ -97,7 +97,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
     t0 = time.perf_counter()
     sae = load_sae(cfg.sae, cfg.storage)
     ds = open_dataset(cfg.data, cfg.storage, cfg.data_version)
-    hook = cfg.hook or (sae.loaded_cfg.get("actlake") or {}).get("hook")
+    hook = cfg.hook or trained_on(sae)[1]
     if hook not in ds.hooks:
         raise SaeEncodeError(f"hook {hook!r} not in {ds.storage.display()}; it has {ds.hooks}")
     if ds.hook_spec(hook).numel != sae.d_in:

@@ -98,3 +98,10 @@ def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> 
             sae.log_threshold.copy_(tensors["threshold"].clamp_min(1e-30).log())
     sae.loaded_cfg = cfg
     return sae.eval()
+
+
+def trained_on(sae) -> tuple[str | None, str | None]:
+    """(dataset URI, hook) a loaded SAE says it was trained on: actlake's own ``cfg.json`` section, else SAELens'
+    ``metadata.hook_name`` (SAELens records no dataset); None where it does not say."""
+    ours = sae.loaded_cfg.get("actlake") or {}
+    return ours.get("dataset"), ours.get("hook") or (sae.loaded_cfg.get("metadata") or {}).get("hook_name")

@@ -99,6 +99,10 @@ def test_a_dashboard_of_the_wrong_width_or_hook_fails_before_any_work(site, tmp_
     save_sae(create_sae("topk", d_in=32, d_sae=64, k=4), str(tmp_path / "narrow"), {"hook": "resid.1", "dataset": ds})
     with pytest.raises(DashboardError, match="takes 32 values per row"):
         dashboard(SaeDashboardConfig(sae=str(tmp_path / "narrow"), out=str(tmp_path / "site")))
+    (tmp_path / "bad.jsonl").write_text('{"latent": 1}\n')
+    for bad, match in ((tmp_path / "missing.json", "no such file"), (tmp_path / "bad.jsonl", "not a JSON object")):
+        with pytest.raises(DashboardError, match=f"--explanations .*{match}"):
+            dashboard(SaeDashboardConfig(sae=str(root / "sae"), explanations=str(bad), out=str(tmp_path / "site")))
     save_sae(create_sae("topk", d_in=64, d_sae=64, k=4), str(tmp_path / "other"), {"hook": "resid.9", "dataset": ds})
     with pytest.raises(DashboardError, match="trained on hook 'resid.9'.*pass the dataset it was trained on"):
         dashboard(SaeDashboardConfig(sae=str(tmp_path / "other"), out=str(tmp_path / "site")))

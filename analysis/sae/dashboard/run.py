@@ -50,7 +50,7 @@ class SaeDashboardConfig:
     data: str = ""
     """The dataset to show the latents on (default: the one the SAE's cfg.json names)."""
     out: str = "runs/dashboard"
-    """Where the site goes (a folder or s3:// prefix): index.html, latents/N.html, style.css."""
+    """Where the site goes (a folder or s3:// prefix): index.html, latent.html, latents/N.js, index/, thumbs/."""
     top: int = 10
     """Top-activating examples per latent."""
     context: int = 8
@@ -105,13 +105,21 @@ def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_s
 
 
 def _explanations(uri: str, storage) -> dict[int, str]:
+    """``--explanations``, read before any pass over the data: a missing or malformed file is refused first."""
     if not uri:
         return {}
     parent, _, name = uri.rpartition("/")
-    text = Storage(parent or ".", storage).get_bytes(name).decode()
-    if name.endswith(".jsonl"):
-        return {int(r["latent"]): str(r["explanation"]) for r in map(json.loads, filter(str.strip, text.splitlines()))}
-    return {int(k): str(v) for k, v in json.loads(text).items()}
+    try:
+        text = Storage(parent or ".", storage).get_bytes(name).decode()
+        if name.endswith(".jsonl"):
+            return {int(r["latent"]): str(r["explanation"])
+                    for r in map(json.loads, filter(str.strip, text.splitlines()))}
+        return {int(k): str(v) for k, v in json.loads(text).items()}
+    except FileNotFoundError:
+        raise DashboardError(f"--explanations {uri}: no such file") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DashboardError(f"--explanations {uri}: not a JSON object by latent id nor JSON lines of "
+                             f'{{"latent": N, "explanation": "..."}} ({type(e).__name__}: {e})') from None
 
 
 class _Tokens:
@@ -148,16 +156,15 @@ def _tokenizer(spec: str):
 
 
 def _open(cfg: SaeDashboardConfig):
-    from analysis.sae.io import load_sae
+    from analysis.sae.io import load_sae, trained_on
     from shards.reader import open_dataset
 
     sae = load_sae(cfg.sae, cfg.storage)
-    ours = sae.loaded_cfg.get("actlake") or {}
-    uri = cfg.data or ours.get("dataset")
+    dataset, hook = trained_on(sae)
+    uri = cfg.data or dataset
     if not uri:
         raise DashboardError(f"the SAE at {cfg.sae} does not name its dataset; pass --data")
     ds = open_dataset(uri, cfg.storage)
-    hook = ours.get("hook") or (sae.loaded_cfg.get("metadata") or {}).get("hook_name")
     if hook not in ds.hooks:
         raise DashboardError(f"the SAE was trained on hook {hook!r}, which {ds.storage.display()} does not have "
                              f"({ds.hooks}); pass the dataset it was trained on with --data")
@@ -225,6 +232,7 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     datasets (the CLI passes the image sources of ``ingest``, which ``analysis`` does not import)."""
     t0 = time.perf_counter()
     sae, ds, hook = _open(cfg)
+    expl = _explanations(cfg.explanations, cfg.storage)
     view = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
     out = _writable(cfg)
     collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
@@ -233,7 +241,7 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     table = collector.table()
     picks = {lat: picks_for(view, table, lat, cfg.top) for lat in range(sae.d_sae)}
     values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size)
-    pages = _pages(cfg, sae, ds, table, picks, values, view)
+    pages = _pages(cfg, sae, ds, table, picks, values, view, expl)
     size = _write(out, cfg, hook, ds, table, pages, view)
     summary = DashboardSummary(out=out.display(), latents=sae.d_sae, rows=table.rows,
                                dead=int((table.fires == 0).sum()), seconds=round(time.perf_counter() - t0, 2),
@@ -242,11 +250,10 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     return summary
 
 
-def _pages(cfg, sae, ds, table: LatentTable, picks, values, view) -> list[LatentPage]:
+def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: dict[int, str]) -> list[LatentPage]:
     near_ids, near_cos = nearest_latents(sae.W_dec)
     logits = _logits(sae, ds)
     tokens = view.tokens if isinstance(view, TextView) else _Tokens(ds, cfg.tokenizer) if logits is not None else None
-    expl = _explanations(cfg.explanations, cfg.storage)
     pages = []
     for lat in range(sae.d_sae):
         n_top = sum(1 for label, _ in picks[lat] if label.startswith("#"))
@@ -286,7 +293,7 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
              f"{ds.version}); {table.rows} rows; {int((freq == 0).sum())} latents never fired")
     files["index.html"] = index_html(f"Latents of {cfg.sae}", columns, len(parts), density, notes).encode()
     files["latent.html"] = LATENT_HTML.encode()
-    for name in ("index.js", "latent.js", "style.css"):
+    for name in ("index.js", "latent.js"):  # style.css went first (_writable)
         files[name] = asset(name).encode()
     for name, data in files.items():
         out.put_bytes(name, data)

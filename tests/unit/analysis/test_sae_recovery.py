@@ -261,3 +261,20 @@ def test_second_sae_train_on_the_same_out_is_refused(tmp_path, capsys):
         running.release()
     assert rc == 2 and "SAE output" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_encode_takes_the_hook_from_a_saelens_only_cfg(synth, tmp_path):
+    """An SAE whose cfg.json has only SAELens' fields (metadata.hook_name, no actlake section) still names its hook
+    for sae encode, as it already did for the dashboard, sae eval and interventions (one reading: ``trained_on``)."""
+    from analysis.sae.config import SaeEncodeConfig
+    from analysis.sae.encode import encode_dataset
+    from analysis.sae.io import trained_on
+
+    data, _ = synth
+    save_sae(create_sae("topk", d_in=32, d_sae=64, k=4), str(tmp_path / "sae"), {"hook": "x", "dataset": data})
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    cfg.pop("actlake")
+    (tmp_path / "sae" / "cfg.json").write_text(json.dumps(cfg))
+    assert trained_on(load_sae(str(tmp_path / "sae"))) == (None, "x")
+    s = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=data, out=str(tmp_path / "latents")))
+    assert s.rows == 60000 and s.latents == 64
