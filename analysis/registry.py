@@ -20,6 +20,12 @@ class AnalysisCommand:
 ANALYSES: dict[str, AnalysisCommand] = {
     "sae train": AnalysisCommand("analysis.sae.train", "Train sparse autoencoders on hooks of a dataset "
                                                        "(one process or Ray Train workers)."),
+    "sae evaluate": AnalysisCommand("analysis.sae.evaluate", "Evaluate a trained SAE on stored activations: core "
+                                                             "metrics, sparse probing, absorption, synthetic ground "
+                                                             "truth (held-out examples by default)."),
+    "sae synth": AnalysisCommand("analysis.sae.synth_command", "Write a synthetic activation dataset with known "
+                                                               "features (Zipfian, hierarchical, correlated) for "
+                                                               "benchmarking SAE architectures."),
     "probe": AnalysisCommand("analysis.probe.run", "Linear probes of a label over every hook: grouped CV, control "
                                                    "tasks, concept depth, steering directions (a Ray task per hook)."),
     "stats": AnalysisCommand("analysis.geometry.run", "Layer statistics over every hook: norms, layer change and "

@@ -33,7 +33,8 @@ class ExtractConfig:
     """Model: a local directory, an installed package shipping weights, or 'package.module:function'."""
 
     data: str = "builtin:concepts"
-    """Corpus: builtin:concepts[?n=N&seed=S], a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset;
+    """Corpus: builtin:concepts[?n=N&seed=S], builtin:prose[?n=N&seed=S&words=W] (real English documentation
+    text found offline), a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset;
     images: a folder of images, a table of paths/bytes, a saved dataset with an Image column, or .npz/.mat."""
 
     modality: Literal["auto", "text", "image"] = "auto"

@@ -18,7 +18,7 @@ class CorpusError(ActlakeError, ValueError):
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text",
             ".text": "text", ".arrow": "arrow"}
 
-#: the built-in corpus: ``builtin:concepts`` (optionally ``builtin:concepts?n=2000&seed=0``)
+#: the built-in corpora: ``builtin:concepts`` (optionally ``builtin:concepts?n=2000&seed=0``) and ``builtin:prose``
 BUILTIN_PREFIX = "builtin:"
 
 _CONCEPTS = {
@@ -55,23 +55,53 @@ def builtin_concepts(n: int = 2000, seed: int = 0) -> list[dict]:
     return rows
 
 
+def builtin_prose(n: int = 0, seed: int = 0, words: int = 150) -> list[dict]:
+    """Real English prose from this machine's Python and Debian documentation (``ingest.prose``): ``n`` documents
+    (0: all) of about ``words`` words, in a seeded order (a longer draw starts with a shorter one's documents)."""
+    import numpy as np
+
+    from ingest.prose import fingerprint, prose_documents
+
+    docs = prose_documents(words)
+    if not docs:
+        raise CorpusError("builtin:prose found no prose on this machine (it reads /usr/share/doc and the Python "
+                          "installation's documentation); use a corpus file instead")
+    order = np.random.default_rng(seed).permutation(len(docs))
+    picked = [docs[i] for i in order[: n or len(docs)]]
+    fp = fingerprint(docs)
+    for d in picked:
+        d["corpus_fingerprint"] = fp[:16]
+    return picked
+
+
+#: built-in corpora by name: their row function and parameters with defaults
+BUILTINS = {"concepts": (builtin_concepts, {"n": 2000, "seed": 0}),
+            "prose": (builtin_prose, {"n": 0, "seed": 0, "words": 150})}
+
+
 def parse_builtin(spec: str) -> dict:
     """``builtin:concepts?n=2000&seed=0`` -> {"n": 2000, "seed": 0}; CorpusError naming what is wrong."""
     name, _, query = spec[len(BUILTIN_PREFIX):].partition("?")
-    if name != "concepts":
-        raise CorpusError(f"unknown built-in corpus {name!r}; available: builtin:concepts")
-    out = {"n": 2000, "seed": 0}
+    if name not in BUILTINS:
+        raise CorpusError(f"unknown built-in corpus {name!r}; available: "
+                          f"{', '.join(BUILTIN_PREFIX + b for b in BUILTINS)}")
+    out = dict(BUILTINS[name][1])
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
         if key not in out:
-            raise CorpusError(f"{spec!r}: unknown parameter {key!r}; builtin:concepts takes n and seed")
+            raise CorpusError(f"{spec!r}: unknown parameter {key!r}; builtin:{name} takes {' and '.join(out)}")
         try:
             out[key] = int(value)
         except ValueError:
             raise CorpusError(f"{spec!r}: {part} is not an integer, e.g. builtin:concepts?n=2000&seed=0") from None
-    if out["n"] <= 0:
+    if out["n"] < 0 or (name == "concepts" and out["n"] == 0):
         raise CorpusError(f"{spec!r}: n must be positive")
     return out
+
+
+def builtin_rows(spec: str) -> list[dict]:
+    """The rows of a built-in corpus spec."""
+    return BUILTINS[spec[len(BUILTIN_PREFIX):].partition("?")[0]][0](**parse_builtin(spec))
 
 
 def load_corpus(data: str | list[str], text_field: str = "text", fields: list[str] | None = None, split: str = "train",
@@ -87,7 +117,7 @@ def load_corpus(data: str | list[str], text_field: str = "text", fields: list[st
         return _check_corpus(_load_files(list(data), storage_options), f"{data[0]} (+{len(data) - 1} more files)",
                              text_field, fields, check_text)
     if data.startswith(BUILTIN_PREFIX):
-        ds = datasets.Dataset.from_list(builtin_concepts(**parse_builtin(data)))
+        ds = datasets.Dataset.from_list(builtin_rows(data))
     elif Path(data).is_dir() and (Path(data) / "dataset_info.json").exists():
         ds = datasets.load_from_disk(data)
         if isinstance(ds, datasets.DatasetDict):

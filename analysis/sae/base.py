@@ -32,6 +32,7 @@ class SaeOutput:
     pre: torch.Tensor | None = None  #: pre-activations, reused by AuxK
     top_vals: torch.Tensor | None = None  #: (batch, k) active values, for exactly-k architectures
     top_idx: torch.Tensor | None = None  #: (batch, k) their latent ids
+    target: torch.Tensor | None = None  #: what ``recon`` should match when it is not the input (transcoders)
 
     def active_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(number of active latents in the batch, per-latent "fired at least once" as bool (d_sae,))."""
@@ -112,6 +113,7 @@ class SparseAutoencoder(nn.Module):
     saelens_arch: str | None = None  #: how SAELens calls it (None: SAELens has no inference class for it)
     k_sparse: bool = False  #: exactly-k (TopK family)
     uses_b_dec: bool = True  #: False: the model has no bias (b_dec stays 0, not initialised from the data)
+    transcodes: bool = True  #: False: the architecture cannot map one hook to another (--target-hook refused)
 
     def __init__(self, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, options=None) -> None:
         super().__init__()
@@ -125,19 +127,37 @@ class SparseAutoencoder(nn.Module):
         self.W_enc = nn.Parameter(w.t().contiguous())  # the encoder starts as the decoder's transpose
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.d_out, self.transcoder, self.W_skip = d_in, False, None
+
+    def make_transcoder(self, d_out: int, skip: bool = False, seed: int = 0) -> None:
+        """Turn this SAE into a transcoder: it reads ``d_in``-dim inputs and writes ``d_out``-dim targets
+        (another hook: an MLP's input to its output), as sparsify's and SAELens' transcoders do. The decoder and
+        its bias move to the output space, the input is no longer centred by ``b_dec`` (it lives elsewhere), and
+        ``skip`` adds a linear skip connection ``x @ W_skip`` (sparsify's ``skip_connection``; starts at 0)."""
+        gen = torch.Generator().manual_seed(seed + 1)
+        w = torch.randn(self.d_sae, d_out, generator=gen)
+        self.W_dec = nn.Parameter(w / w.norm(dim=1, keepdim=True))
+        self.b_dec = nn.Parameter(torch.zeros(d_out))
+        self.register_buffer("b_in", torch.zeros(self.d_in))
+        self.d_out, self.transcoder = d_out, True
+        self.W_skip = nn.Parameter(torch.zeros(self.d_in, d_out)) if skip else None
+
+    def input_bias(self) -> torch.Tensor:
+        """What the encoder subtracts from its input: ``b_dec`` for an SAE, nothing (zeros) for a transcoder."""
+        return self.b_in if self.transcoder else self.b_dec
 
     # --- the model --------------------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad:  # rare (attribution through the SAE): plain autograd
-            return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc)
-        return EncoderPreActs.apply(x, self.b_dec, self.W_enc, self.b_enc)
+            return torch.addmm(self.b_enc, x - self.input_bias(), self.W_enc)
+        return EncoderPreActs.apply(x, self.input_bias(), self.W_enc, self.b_enc)
 
     def gathered_pre_acts(self, x: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
         """``vals`` (the pre-activations at latents ``idx``, computed without a graph) with their gradient
         path to the encoder (``GatheredPreActs``); plain autograd when ``x`` itself needs a gradient."""
         if x.requires_grad or x.device.type != "cpu":  # CSR products are measured on CPU only
-            return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc).gather(1, idx)
-        return GatheredPreActs.apply(x, self.b_dec, self.W_enc, self.b_enc, idx, vals)
+            return torch.addmm(self.b_enc, x - self.input_bias(), self.W_enc).gather(1, idx)
+        return GatheredPreActs.apply(x, self.input_bias(), self.W_enc, self.b_enc, idx, vals)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -154,9 +174,16 @@ class SparseAutoencoder(nn.Module):
         z = self.activation(pre)
         return SaeOutput(self.decode(z), z, pre=pre)
 
+    def reconstruct(self, x: torch.Tensor) -> SaeOutput:
+        """The forward pass with the skip connection of a skip transcoder added to ``recon``."""
+        out = self(x)
+        if self.W_skip is not None:
+            out.recon = out.recon + x @ self.W_skip
+        return out
+
     def loss_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
         """The architecture's weighted training losses beside the reconstruction error (``dead``: the
-        latents that have not fired for a while)."""
+        latents that have not fired for a while; ``out.recon``: what the SAE should match)."""
         return {}
 
     # --- training helpers ---------------------------------------------------------------------
@@ -179,7 +206,9 @@ class SparseAutoencoder(nn.Module):
 
     def auxk_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
         """AuxK (Gao et al. 2024), for architectures whose options are ``AuxKOptions``: the top ``k_aux``
-        dead latents reconstruct the residual error, normalised by the error's variance."""
+        dead latents reconstruct the residual error (of ``out.target`` for a transcoder), normalised by its
+        variance."""
+        target = x if out.target is None else out.target
         opts: AuxKOptions = self.options
         k_aux = opts.k_aux or self.d_in // 2
         n_dead = int(dead.sum())
@@ -192,7 +221,7 @@ class SparseAutoencoder(nn.Module):
         ids = dead_ids[local]
         if not pre.requires_grad:  # the forward kept no graph: the chosen entries get theirs here
             vals = self.gathered_pre_acts(x, ids, vals)
-        err = (x - out.recon).detach()
+        err = (target - out.recon).detach()
         err_hat = self.sparse_decode(torch.relu(vals), ids, bias=False)
         total_var = (err - err.mean(0)).pow(2).sum()
         return {"auxk": opts.auxk_coeff * (err_hat - err).pow(2).sum() / total_var.clamp_min(1e-12)}
@@ -200,18 +229,34 @@ class SparseAutoencoder(nn.Module):
     # --- export -----------------------------------------------------------------------------
     def export_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors for ``sae_weights.safetensors`` (SAELens names, float32)."""
-        return {n: p.detach().float().contiguous() for n, p in
-                (("W_enc", self.W_enc), ("W_dec", self.W_dec), ("b_enc", self.b_enc), ("b_dec", self.b_dec))}
+        out = {n: p.detach().float().contiguous() for n, p in
+               (("W_enc", self.W_enc), ("W_dec", self.W_dec), ("b_enc", self.b_enc), ("b_dec", self.b_dec))}
+        if self.W_skip is not None:  # SAELens' SkipTranscoder keeps W_skip as (d_out, d_in)
+            out["W_skip"] = self.W_skip.detach().t().float().contiguous()
+        return out
 
     def export_cfg(self) -> dict:
-        return {"architecture": self.saelens_arch or self.arch}
+        name = self.saelens_arch or self.arch
+        if not self.transcoder:
+            return {"architecture": name}
+        # SAELens 6 has ReLU and JumpReLU transcoders, each with or without the skip connection; no TopK one
+        kind = {"standard": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(name)
+        if kind and self.W_skip is not None:
+            kind = kind.replace("transcoder", "skip_transcoder")
+        return {"architecture": kind or f"{name}_transcoder", "d_out": self.d_out, "apply_b_dec_to_input": False}
 
     @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
-        """Make a model trained on ``x * scale`` take raw ``x``: latents unchanged, outputs in raw units."""
-        self.W_enc *= scale
-        self.W_dec /= scale
-        self.b_dec /= scale
+    def fold_input_scale(self, scale: float | torch.Tensor, out_scale: float | torch.Tensor | None = None) -> None:
+        """Make a model trained on ``x * scale`` (and, for a transcoder, targets ``y * out_scale``) take raw
+        ``x``: latents unchanged, outputs in raw units."""
+        # a crosscoder's scales are per dimension (each hook normalised on its own): vectors broadcast
+        s_in = torch.as_tensor(scale, dtype=self.W_enc.dtype).reshape(-1, 1)
+        s_out = torch.as_tensor(scale if out_scale is None else out_scale, dtype=self.W_dec.dtype).reshape(1, -1)
+        self.W_enc *= s_in
+        self.W_dec /= s_out
+        self.b_dec /= s_out.reshape(-1)
+        if self.W_skip is not None:
+            self.W_skip *= s_in / s_out
 
 
 def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:

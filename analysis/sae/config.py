@@ -35,6 +35,17 @@ class SaeTrainConfig:
     hook: list[str] = field(default_factory=lambda: ["resid.3"], nargs="*", metavar="HOOK[,HOOK...]")
     """Hook(s) to train on; several hooks train several SAEs from one pass over the data."""
 
+    target_hook: list[str] = field(default_factory=list, nargs="*", metavar="HOOK[,HOOK...]")
+    """Train transcoders: each --hook is read and its --target-hook reconstructed (resid.3 -> mlp.3: an MLP's
+    input to its output); one target for every hook, or one per hook in order."""
+
+    skip_connection: bool = field(default=False, action="store_true")
+    """Transcoders: add a linear skip connection x @ W_skip (sparsify's skip_connection; starts at 0)."""
+
+    crosscoder: bool = field(default=False, action="store_true")
+    """Train one acausal crosscoder over all --hook values: each latent reads and writes every hook (the hooks'
+    rows side by side, each normalised on its own), instead of one SAE per hook."""
+
     arch: list[str] = field(default_factory=lambda: ["topk"], nargs="*", metavar="ARCH[,ARCH...]")
     """Architecture(s): relu (L1), topk, batchtopk, jumprelu, matryoshka, mp."""
 
@@ -90,7 +101,15 @@ class SaeTrainConfig:
     """Log metrics every N steps (0: adapt to the run, about 100 points: steps / 100, at least every step)."""
 
     eval_tokens: str = "64k"
-    """Rows of the final evaluation (FVU, L0, firing frequencies)."""
+    """Rows of the final evaluation (at most; FVU, explained variance, cosine, L2 ratio, L0, densities)."""
+
+    eval_fraction: float = 0.05
+    """Hold out this fraction of the examples (whole examples, never single tokens) from training and evaluate on
+    them; 0: evaluate on training rows (recorded as such)."""
+
+    eval_group: Literal["text", "example"] = "text"
+    """How held-out examples are chosen: text (every copy of a repeated text on the same side; datasets without
+    token ids fall back to example ids) or example (by example id alone)."""
 
     workers: int = 1
     """Data-parallel workers (>1: Ray Train TorchTrainer, gloo on CPU, NCCL on GPU)."""
@@ -115,6 +134,7 @@ class SaeTrainConfig:
 
     def __post_init__(self) -> None:
         self.hook, self.arch = split_list(self.hook), split_list(self.arch)
+        self.target_hook = split_list(self.target_hook)
         self.k, self.expansion = split_list(self.k, int), split_list(self.expansion, int)
         self.options, self.storage = nested(self.options, SaeOptions), nested(self.storage, StorageOptions)
         take_credentials(self, "data", "out")
@@ -127,6 +147,7 @@ class SaeTrainConfig:
                 raise ConfigError(f"--{name} needs at least one value")
         self.arch = [get_architecture(a).name for a in self.arch]
         self._check_counts()
+        self._check_dictionary_kind()
         if self.encoder_init_norm <= 0:
             raise ConfigError(f"--encoder-init-norm must be positive, got {self.encoder_init_norm}")
         if self.min_position < 0:
@@ -137,6 +158,27 @@ class SaeTrainConfig:
             raise ConfigError(f"--lr must be positive (or 0 for the default schedule's choice), got {self.lr}")
         if self.batch_size % self.workers:
             raise ConfigError(f"--batch-size {self.batch_size} must be divisible by --workers {self.workers}")
+
+    def _check_dictionary_kind(self) -> None:
+        """SAE, transcoder or crosscoder: the flags must say one of them, before any data is read."""
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction} (e.g. 0.05: 5 % of the "
+                              "examples held out)")
+        if self.target_hook and len(self.target_hook) not in (1, len(self.hook)):
+            raise ConfigError(f"--target-hook takes one hook or one per --hook ({len(self.hook)}); got "
+                              f"{self.target_hook}")
+        if self.crosscoder and self.target_hook:
+            raise ConfigError("--crosscoder and --target-hook cannot be combined: a crosscoder reconstructs the "
+                              "hooks it reads; drop one of them")
+        if self.crosscoder and len(self.hook) < 2:
+            raise ConfigError(f"--crosscoder needs at least two hooks (e.g. --hook resid.1,resid.3); got {self.hook}")
+        if self.skip_connection and not self.target_hook:
+            raise ConfigError("--skip-connection applies to transcoders: add --target-hook")
+        for arch in self.arch:
+            if (self.target_hook or self.crosscoder) and not get_architecture(arch).sae_class.transcodes:
+                what = "a transcoder" if self.target_hook else "a crosscoder"
+                raise ConfigError(f"--arch {arch} cannot train {what} (its encoder is its decoder, so input and output "
+                                  "must be one space in one unit); use relu, topk, batchtopk, jumprelu or matryoshka")
 
     def _check_counts(self) -> None:
         """A bad count (``--tokens 5X``) fails here, before any data is read."""

@@ -83,7 +83,9 @@ def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> 
     except (ValueError, UnicodeDecodeError) as exc:
         raise SaeNotFoundError(f"the SAE at {st.display()} is damaged ({type(exc).__name__}: {exc})") from None
     ours = cfg.get("actlake") or {}
-    arch = ours.get("arch") or {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(cfg["architecture"])
+    arch = ours.get("arch") or {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "transcoder": "relu",
+                                "skip_transcoder": "relu", "jumprelu_transcoder": "jumprelu",
+                                "jumprelu_skip_transcoder": "jumprelu"}.get(cfg["architecture"])
     if arch is None:
         raise ValueError(f"{st.display()}: SAE architecture {cfg['architecture']!r} is not one actlake loads")
     # BatchTopK and Matryoshka are exported as JumpReLUs with their inference threshold
@@ -91,9 +93,13 @@ def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> 
     saved = ours.get("options") or {}
     options = target.options(**{f.name: saved[f.name] for f in dataclasses.fields(target.options) if f.name in saved})
     sae = target.sae_class(cfg["d_in"], cfg["d_sae"], ours.get("k") or cfg.get("k"), options=options)
+    if "transcoder" in cfg["architecture"] or cfg.get("d_out", cfg["d_in"]) != cfg["d_in"]:
+        sae.make_transcoder(int(cfg.get("d_out", cfg["d_in"])), skip="W_skip" in tensors)
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             getattr(sae, name).copy_(tensors[name])
+        if "W_skip" in tensors:
+            sae.W_skip.copy_(tensors["W_skip"].t())
         if "threshold" in tensors:
             sae.log_threshold.copy_(tensors["threshold"].clamp_min(1e-30).log())
     sae.loaded_cfg = cfg

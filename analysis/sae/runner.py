@@ -23,9 +23,11 @@ from analysis.common.stream import sample_rows
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.checkpoints import LATEST, load_checkpoint, save_checkpoint
 from analysis.sae.config import RUN_NEUTRAL, SaeTrainConfig, parse_count
+from analysis.sae.evals.core import core_metrics
 from analysis.sae.io import save_residual_directions, save_sae
 from analysis.sae.registry import SaeConfigError, get_architecture
-from analysis.sae.report import evaluate, write_report
+from analysis.sae.report import write_report
+from analysis.sae.split import EvalSplit, heldout_rows, plan_split
 from analysis.sae.trainer import SaeSpec, SaeTrainer, Schedule, TrainerCallbacks, default_lr, geometric_median
 from shards.errors import ActlakeError
 from shards.progress import Progress
@@ -71,18 +73,21 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
         if top is None or top < cfg.min_position:
             raise SaeConfigError(f"--min-position {cfg.min_position} leaves no row of {ds.storage.display()} "
                                  f"(its highest position is {top}); lower it, or use 0 for pooled or image rows")
-    missing = [h for h in cfg.hook if h not in ds.hooks]
+    wanted = list(dict.fromkeys([*cfg.hook, *cfg.target_hook]))
+    missing = [h for h in wanted if h not in ds.hooks]
     if missing:
         import difflib
 
         close = {h: difflib.get_close_matches(h, ds.hooks, n=3, cutoff=0.4) for h in missing}
         raise SaeConfigError(f"hook(s) {missing} not in dataset {ds.storage.display()} (nearest: {close}); "
                              f"it has {ds.hooks}")
-    require_finite(ds, list(cfg.hook), "sae train")
-    _require_variance(ds, list(cfg.hook))
+    require_finite(ds, wanted, "sae train")
+    _require_variance(ds, wanted)
     specs: dict[str, SaeSpec] = {}
-    for hook in cfg.hook:
-        d_in = ds.hook_spec(hook).numel
+    for ins, outs in _dictionaries(cfg):
+        d_in = sum(ds.hook_spec(h).numel for h in ins)
+        d_out = sum(ds.hook_spec(h).numel for h in outs)
+        label = "+".join(ins) + ("" if outs == ins else "-to-" + "+".join(outs))
         for arch in map(get_architecture, cfg.arch):
             for expansion in cfg.expansion:
                 for k in cfg.k if arch.k_sparse else cfg.k[:1]:
@@ -90,15 +95,30 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
                     if arch.k_sparse and k > d_sae:
                         raise SaeConfigError(f"k={k} is larger than the SAE's width d_sae={d_sae} "
                                              f"({expansion} x {d_in}); lower --k or raise --expansion")
-                    name = f"{hook}-{arch.name}" + (f"-k{k}" if arch.k_sparse else "") + f"-x{expansion}"
-                    specs.setdefault(name, SaeSpec(name=name, hook=hook, arch=arch.name, k=k, expansion=expansion,
-                                                   d_in=d_in, d_sae=d_sae, lr=cfg.lr or default_lr(d_sae)))
+                    name = f"{label}-{arch.name}" + (f"-k{k}" if arch.k_sparse else "") + f"-x{expansion}"
+                    specs.setdefault(name, SaeSpec(name=name, hook=label, arch=arch.name, k=k, expansion=expansion,
+                                                   d_in=d_in, d_sae=d_sae, lr=cfg.lr or default_lr(d_sae),
+                                                   in_hooks=ins, out_hooks=outs, d_out=d_out,
+                                                   skip=cfg.skip_connection))
     return list(specs.values())
+
+
+def _dictionaries(cfg: SaeTrainConfig) -> list[tuple[list[str], list[str]]]:
+    """(hooks read, hooks reconstructed) of each dictionary: one SAE per hook, one transcoder per (hook,
+    target) pair, or one crosscoder over every hook."""
+    if cfg.crosscoder:
+        return [(list(cfg.hook), list(cfg.hook))]
+    if cfg.target_hook:
+        targets = cfg.target_hook * len(cfg.hook) if len(cfg.target_hook) == 1 else cfg.target_hook
+        return [([h], [t]) for h, t in zip(cfg.hook, targets, strict=True)]
+    return [([h], [h]) for h in cfg.hook]
 
 
 def build_sae(cfg: SaeTrainConfig, spec: SaeSpec) -> SparseAutoencoder:
     arch = get_architecture(spec.arch)
     sae = arch.sae_class(spec.d_in, spec.d_sae, spec.k, cfg.seed, arch.options_from(cfg.options))
+    if spec.transcoder:
+        sae.make_transcoder(spec.d_out, spec.skip, cfg.seed)
     with torch.no_grad():
         sae.W_enc.mul_(cfg.encoder_init_norm)
     return sae
@@ -153,7 +173,7 @@ def auto_log_every(steps: int, points: int = 100) -> int:
 def _init_b_dec(cfg: SaeTrainConfig, ds: Dataset, trainer: SaeTrainer) -> None:
     if cfg.b_dec_init == "zeros":
         return
-    hooks = sorted({s.hook for s in trainer.specs})
+    hooks = sorted({h for s in trainer.specs for h in s.out_hooks})
     # a fixed sample (seed-determined), the same on every rank
     # (the stored mean covers every row: with --min-position the mean comes from a sample of kept rows too)
     sample = (kept_sample(ds, hooks, 4096, cfg.seed + 1_000_003, cfg.min_position)
@@ -161,11 +181,11 @@ def _init_b_dec(cfg: SaeTrainConfig, ds: Dataset, trainer: SaeTrainer) -> None:
     for spec in trainer.specs:
         if not trainer.saes[spec.name].uses_b_dec:
             continue
-        scale = trainer.scales[spec.hook]
         if sample is None:
-            value = torch.as_tensor(ds.stats(spec.hook).mean, dtype=torch.float32).reshape(-1) * scale
+            value = trainer.scaled({h: torch.as_tensor(ds.stats(h).mean, dtype=torch.float32).reshape(1, -1)
+                                    for h in spec.out_hooks}, spec.out_hooks)[0]
         else:
-            rows = sample[spec.hook].float() * scale
+            rows = trainer.scaled(sample, spec.out_hooks)
             value = geometric_median(rows) if cfg.b_dec_init == "geometric_median" else rows.mean(0)
         with torch.no_grad():
             trainer.saes[spec.name].b_dec.copy_(value)
@@ -187,6 +207,50 @@ def pin_sae_data(cfg: SaeTrainConfig, rundir: RunDir) -> tuple[Dataset, dict]:
     return ds, settings
 
 
+SPLIT_FILE = "eval_split.json"
+HELDOUT_FILE = "heldout_examples.parquet"
+
+
+def plan_eval_split(cfg: SaeTrainConfig, ds: Dataset, warn: bool = True) -> tuple[EvalSplit, np.ndarray, object]:
+    """The held-out examples of ``--eval-fraction`` (record, sorted ids) and the metadata they came from.
+    Refused when nothing would be held out or nothing left to train on; a corpus that repeats texts is named."""
+    meta = ds.metadata_table(["example_id", "position", "token_id"])
+    split, held = plan_split(meta, cfg.eval_fraction, cfg.eval_group)
+    if cfg.eval_fraction and not split.heldout_examples:
+        raise SaeConfigError(f"--eval-fraction {cfg.eval_fraction} holds out none of the {split.examples} examples of "
+                             f"{ds.storage.display()}; raise it, or use --eval-fraction 0 to evaluate on training rows")
+    if not split.train_rows:
+        raise SaeConfigError(f"--eval-fraction {cfg.eval_fraction} leaves no training row; lower it")
+    if warn and split.repeated:
+        where = ("copies of a text are held out or trained on together (--eval-group text)" if split.group == "text"
+                 else "copies of held-out texts are trained on; --eval-group text keeps copies together")
+        log.warning("the corpus repeats texts: %d examples hold %d distinct texts; %s", split.examples,
+                    split.distinct_texts, where)
+    if warn and not cfg.eval_fraction:
+        log.warning("--eval-fraction 0: eval.json reports on rows the SAE was trained on")
+    return split, held, meta
+
+
+def eval_batches(ds: Dataset, rows: np.ndarray, spec: SaeSpec, batch_size: int = 4096):
+    """(inputs, targets) of ``rows`` (global indices) in raw units, ``batch_size`` rows at a time; one tensor
+    when the dictionary reconstructs its input."""
+    def cat(batch: dict, hooks: list[str]) -> torch.Tensor:
+        parts = [batch[h].reshape(len(batch[h]), -1).float() for h in hooks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    for i in range(0, len(rows), batch_size):
+        batch = ds.take(rows[i:i + batch_size], hooks=spec.hooks, columns=[], dtype="float32")
+        x = cat(batch, spec.in_hooks)
+        yield (x, cat(batch, spec.out_hooks)) if spec.transcoder else x
+
+
+def hook_scale(scales: dict[str, float], hooks: list[str], ds: Dataset) -> float | torch.Tensor:
+    """The input scale of a dictionary reading ``hooks``: one number, or one per dimension for several hooks."""
+    if len(hooks) == 1:
+        return scales[hooks[0]]
+    return torch.cat([torch.full((ds.hook_spec(h).numel,), scales[h]) for h in hooks])
+
+
 class SaeRun:
     """One rank's share of a run: the dataset, the trainer, the run directory and checkpoints."""
 
@@ -196,28 +260,30 @@ class SaeRun:
         self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST, command="sae train")
         self.ds, self.settings = pin_sae_data(cfg, self.rundir)
         self.specs = plan_saes(cfg, self.ds)
+        self.split, held, self.meta = plan_eval_split(cfg, self.ds, warn=rank == 0)
+        self.heldout = torch.from_numpy(held) if cfg.eval_fraction else None
         scales = {h: input_scale(self.ds, h, cfg.normalize, cfg.min_position)
-                  for h in sorted({s.hook for s in self.specs})}
+                  for h in sorted({h for s in self.specs for h in s.hooks})}
         self.trainer = SaeTrainer(self.specs, {s.name: build_sae(cfg, s) for s in self.specs}, scales,
                                   schedule_of(cfg), world, _all_reduce if world > 1 else None)
 
     def _batches(self):
         """Shuffled batches from the saved cursor on, epoch after epoch, each with the cursor after it."""
         st = self.trainer.state
+        columns = (["position"] if self.cfg.min_position else []) + (["example_id"] if self.heldout is not None else [])
         while True:
             it = self.ds.iter_batches(sorted(self.trainer.scales), batch_size=self.trainer.local_bs, shuffle=True,
                                       seed=self.cfg.seed, epoch=st.epoch, rank=self.rank, world_size=self.world,
-                                      drop_last=True, start=st.cursor,
-                                      columns=["position"] if self.cfg.min_position else [])
+                                      drop_last=True, start=st.cursor, columns=columns)
             got = False
             gen = iter(it)
             try:
                 for batch in gen:
                     got = True
-                    if self.cfg.min_position:  # rows left out: the batch shrinks (the trainer counts its rows)
-                        keep = torch.nonzero(batch.pop("position") >= self.cfg.min_position).squeeze(1)
-                        batch = {h: v[keep] for h, v in batch.items()}
-                    yield batch, it.cursor
+                    if columns:  # rows left out: the batch shrinks (the trainer counts its rows)
+                        yield self._kept(batch), it.cursor
+                    else:
+                        yield batch, it.cursor
             finally:
                 gen.close()
             if not got and st.cursor is None:
@@ -225,6 +291,26 @@ class SaeRun:
                                   f"one batch per worker ({self.trainer.local_bs}); lower --batch-size")
             st.epoch += 1
             st.cursor = None
+
+    def _kept(self, batch: dict) -> dict:
+        """The batch without rows below --min-position and without held-out examples' rows."""
+        keep = torch.ones(len(next(iter(batch.values()))), dtype=torch.bool)
+        if "position" in batch:
+            keep &= batch.pop("position") >= self.cfg.min_position
+        if "example_id" in batch:
+            keep &= ~torch.isin(batch.pop("example_id"), self.heldout)
+        idx = torch.nonzero(keep).squeeze(1)
+        return {h: v[idx] for h, v in batch.items()}
+
+    def eval_rows(self) -> np.ndarray:
+        """Rows of the final evaluation: the held-out examples' (or, with --eval-fraction 0, any) rows at
+        positions >= --min-position, a seeded sample of at most --eval-tokens of them in row order."""
+        held = self.heldout.numpy() if self.heldout is not None else self.meta.column("example_id").to_numpy()
+        rows = heldout_rows(self.meta, held, self.cfg.min_position)
+        cap = parse_count(self.cfg.eval_tokens)
+        if len(rows) > cap:
+            rows = np.sort(np.random.default_rng(self.cfg.seed + 7_919).choice(rows, cap, replace=False))
+        return rows
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.out.storage, self.trainer.state.step, self.trainer.state_tensors(),
@@ -271,21 +357,31 @@ class SaeRun:
     def _finish(self, seconds: float, loop: float, ran: int) -> TrainSummary:
         """Evaluate, fold the input scale into each SAE, save it with its report; then the summary."""
         st, results = self.trainer.state, {}
+        rows = self.eval_rows()
+        self.out.json(SPLIT_FILE, self.split.to_json())
+        if self.heldout is not None:
+            self.out.table(HELDOUT_FILE, {"example_id": self.heldout.numpy()})
         for spec in self.specs:
             folded = copy.deepcopy(self.trainer.saes[spec.name])
-            folded.fold_input_scale(self.trainer.scales[spec.hook])
+            scales = self.trainer.scales
+            folded.fold_input_scale(hook_scale(scales, spec.in_hooks, self.ds),
+                                    hook_scale(scales, spec.out_hooks, self.ds))
             folded.eval()
-            ev, freq = evaluate(folded, self.ds, spec.hook, parse_count(self.cfg.eval_tokens), self.cfg.seed,
-                                min_position=self.cfg.min_position)
+            ev, freq = core_metrics(folded, eval_batches(self.ds, rows, spec), {**self.split.to_json(),
+                                                                               "evaluated_rows": len(rows)})
             dest = self.out.child("" if len(self.specs) == 1 else spec.name)
             save_sae(folded, dest.storage.uri, {
                 "hook": spec.hook, "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
-                "dataset_version": self.ds.version, "input_scale_folded": self.trainer.scales[spec.hook],
+                "dataset_version": self.ds.version, "input_scale_folded": {h: scales[h] for h in spec.hooks},
+                "in_hooks": spec.in_hooks, "out_hooks": spec.out_hooks,
+                "kind": "transcoder" if spec.transcoder else "crosscoder" if len(spec.in_hooks) > 1 else "sae",
                 "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json(),
-                "min_position": self.cfg.min_position},
+                "min_position": self.cfg.min_position,
+                "eval_split": {k: v for k, v in self.split.to_json().items()}},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)
-            save_residual_directions(folded, self.ds, spec.hook, dest.storage.uri, self.cfg.storage)
+            if not spec.transcoder and len(spec.in_hooks) == 1:
+                save_residual_directions(folded, self.ds, spec.hook, dest.storage.uri, self.cfg.storage)
             results[spec.name] = {"uri": dest.display(), **ev.to_json()}
         summary = TrainSummary(out=self.out.display(), steps=st.step, tokens=st.tokens, seconds=round(seconds, 2),
                                loop_seconds=round(loop, 2), steps_per_s=round(ran / max(loop, 1e-9), 3), saes=results)

@@ -31,6 +31,24 @@ class SaeSpec:
     d_in: int
     d_sae: int
     lr: float
+    in_hooks: list[str] = field(default_factory=list)  #: read and concatenated (several: a crosscoder); [hook]
+    out_hooks: list[str] = field(default_factory=list)  #: what it reconstructs (other hooks: a transcoder)
+    d_out: int = 0  #: width of the output (default d_in)
+    skip: bool = False  #: a transcoder's linear skip connection
+
+    def __post_init__(self) -> None:
+        self.in_hooks = list(self.in_hooks or [self.hook])
+        self.out_hooks = list(self.out_hooks or self.in_hooks)
+        self.d_out = self.d_out or self.d_in
+
+    @property
+    def transcoder(self) -> bool:
+        return self.out_hooks != self.in_hooks
+
+    @property
+    def hooks(self) -> list[str]:
+        """Every hook it reads (inputs, then targets)."""
+        return list(dict.fromkeys([*self.in_hooks, *self.out_hooks]))
 
 
 @dataclass
@@ -116,14 +134,22 @@ class SaeTrainer:
         self.since_fired = {s.name: torch.zeros(s.d_sae, dtype=torch.long) for s in specs}
         self.state = TrainState()
 
-    def inputs(self, batch: dict, spec: SaeSpec) -> torch.Tensor:
-        return batch[spec.hook].reshape(len(batch[spec.hook]), -1).float() * self.scales[spec.hook]
+    def scaled(self, batch: dict, hooks: list[str]) -> torch.Tensor:
+        """The hooks' rows, each flattened and scaled, side by side (one hook: no copy beyond the scaling)."""
+        parts = [batch[h].reshape(len(batch[h]), -1).float() * self.scales[h] for h in hooks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
-    def _losses(self, spec: SaeSpec, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Backward of one SAE's loss; (per-row squared errors, fired latents, the loss terms)."""
+    def inputs(self, batch: dict, spec: SaeSpec) -> torch.Tensor:
+        return self.scaled(batch, spec.in_hooks)
+
+    def _losses(self, spec: SaeSpec, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Backward of one SAE's loss on inputs ``x`` and targets ``y`` (``x`` itself for an SAE); (summed
+        metrics, fired latents, the loss terms)."""
         sae = self.saes[spec.name]
-        out = sae(x)
-        err = (out.recon - x).pow(2).sum(-1)
+        out = sae.reconstruct(x)
+        if y is not x:
+            out.target = y
+        err = (out.recon - y).pow(2).sum(-1)
         terms = sae.loss_terms(x, out, self.since_fired[spec.name] >= self.schedule.dead_tokens)
         loss = err.mean()
         for t in terms.values():
@@ -131,8 +157,12 @@ class SaeTrainer:
         loss.backward()
         with torch.no_grad():
             n_active, fired = out.active_counts()
-            sums = torch.stack([err.detach().sum(), (x - x.mean(0)).pow(2).sum(), n_active.float(),
-                                torch.tensor(float(len(x))), *(t.detach() for t in terms.values())])
+            r = out.recon.detach()
+            ny, nr = y.norm(dim=1), r.norm(dim=1)
+            cos = ((y * r).sum(1) / (ny * nr).clamp_min(1e-30)).sum()
+            sums = torch.stack([err.detach().sum(), (y - y.mean(0)).pow(2).sum(), n_active.float(),
+                                torch.tensor(float(len(x))), cos, (nr / ny.clamp_min(1e-30)).sum(),
+                                *(t.detach() for t in terms.values())])
         return sums, fired.to(torch.int32), terms
 
     def step(self, batch: dict) -> dict:
@@ -141,7 +171,10 @@ class SaeTrainer:
         f = lr_factor(self.state.step, s.steps, s.warmup, s.decay_frac)
         for group in self.opt.param_groups:
             group["lr"] = group["base_lr"] * f
-        stats = {spec.name: self._losses(spec, self.inputs(batch, spec)) for spec in self.specs}
+        stats = {}
+        for spec in self.specs:
+            x = self.inputs(batch, spec)
+            stats[spec.name] = self._losses(spec, x, self.scaled(batch, spec.out_hooks) if spec.transcoder else x)
         for sae in self.saes.values():
             for p in sae.parameters():
                 if p.grad is not None:
@@ -162,8 +195,10 @@ class SaeTrainer:
         since += int(rows)
         since[self.reduce(fired, "max").bool()] = 0
         out = {"mse": float(sums[0]) / rows, "fvu": float(sums[0] / sums[1]), "l0": float(sums[2]) / rows,
-               "dead_frac": float((since >= self.schedule.dead_tokens).float().mean())}
-        out.update({name: float(v) / self.world for name, v in zip(terms, sums[4:], strict=True)})
+               "dead_frac": float((since >= self.schedule.dead_tokens).float().mean()),
+               "cossim": float(sums[4]) / rows, "l2_ratio": float(sums[5]) / rows}
+        out["explained_variance"] = 1.0 - out["fvu"]
+        out.update({name: float(v) / self.world for name, v in zip(terms, sums[6:], strict=True)})
         return out
 
     def fit(self, batches: Iterator[tuple[dict, Cursor]], callbacks: TrainerCallbacks = TrainerCallbacks()) -> None:

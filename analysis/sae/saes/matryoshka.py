@@ -41,8 +41,11 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def loss_terms(self, x: torch.Tensor, out: SaeOutput, dead: torch.Tensor) -> dict[str, torch.Tensor]:
         z, prefix = out.latents, x.new_zeros(())
+        target = x if out.target is None else out.target
+        if self.W_skip is not None:  # a skip transcoder: the prefixes reconstruct what the skip leaves
+            target = target - x @ self.W_skip
         for m in self.prefixes[:-1]:  # the full dictionary's error is the main loss
-            prefix = prefix + (z[:, :m] @ self.W_dec[:m] + self.b_dec - x).pow(2).sum(-1).mean()
+            prefix = prefix + (z[:, :m] @ self.W_dec[:m] + self.b_dec - target).pow(2).sum(-1).mean()
         return {"prefix": prefix, **self.auxk_terms(x, out, dead)}
 
 

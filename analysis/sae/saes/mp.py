@@ -18,6 +18,7 @@ class MatchingPursuitOptions(AuxKOptions):
 
 
 class MatchingPursuitSAE(SparseAutoencoder):
+    transcodes = False  #: its encoder is its decoder: input and output must be one space
     arch = "mp"
     saelens_arch = None  # no SAELens inference class: loadable by actlake only
     k_sparse = True
@@ -56,7 +57,7 @@ class MatchingPursuitSAE(SparseAutoencoder):
         return {"architecture": "mp", "k": self.k}
 
     @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
+    def fold_input_scale(self, scale: float, out_scale: float | None = None) -> None:
         # atoms stay unit-norm (selection depends on it): only the bias and the latents' units change
         self.b_dec /= scale
 

@@ -41,6 +41,7 @@ class SnmfOptions(AuxKOptions):
 
 
 class SemiNMF(SparseAutoencoder):
+    transcodes = False  #: its encoder is its decoder: input and output must be one space
     arch = "snmf"
     saelens_arch = None  # no SAELens inference class: loadable by actlake only
     k_sparse = True
@@ -100,7 +101,7 @@ class SemiNMF(SparseAutoencoder):
         return {"architecture": "snmf", "k": self.k}
 
     @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
+    def fold_input_scale(self, scale: float, out_scale: float | None = None) -> None:
         # atoms stay unit-norm (the winners depend on it); Y is solved per row, so raw inputs just give
         # coefficients in raw units: nothing to fold
         self.W_enc.copy_(self.W_dec.t())

@@ -93,13 +93,19 @@ def test_min_position_leaves_out_attention_sink_rows(tmp_path):
                                                  batch_size=1024, out=str(out), checkpoint_every=0, threads=1,
                                                  min_position=min_pos, eval_tokens="1M"))
     ev = runs[1].saes["x-topk-k2-x2"]
-    assert ev["rows"] == int((pos > 0).sum())  # evaluated on the kept rows only
+    import pyarrow.parquet as pq
+
+    held = pq.read_table(tmp_path / "min1" / "heldout_examples.parquet").column("example_id").to_numpy()
+    assert 0 < len(held) < n // ctx
+    # evaluated on the held-out examples' kept rows only
+    assert ev["rows"] == int(((pos > 0) & np.isin(np.arange(n) // ctx, held)).sum())
     sae = load_sae(str(tmp_path / "min1"))
     with torch.no_grad():
-        xk = torch.from_numpy(kept)
+        xk = torch.from_numpy(x[(pos > 0) & np.isin(np.arange(n) // ctx, held)])
         fvu = float((sae.decode(sae.encode(xk)) - xk).pow(2).sum() / (xk - xk.mean(0)).pow(2).sum())
     assert fvu == pytest.approx(ev["fvu"], rel=1e-4) and fvu < 0.2
-    assert runs[0].saes["x-topk-k2-x2"]["rows"] == n
+    held0 = pq.read_table(tmp_path / "min0" / "heldout_examples.parquet").column("example_id").to_numpy()
+    assert runs[0].saes["x-topk-k2-x2"]["rows"] == int(np.isin(np.arange(n) // ctx, held0).sum())
     with pytest.raises(SaeConfigError, match=r"--min-position 8 leaves no row .*highest position is 7"):
         train_sae(SaeTrainConfig(data=path, hook="x", min_position=8, out=str(tmp_path / "none")))
 

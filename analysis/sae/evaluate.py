@@ -1,0 +1,259 @@
+"""``actlake sae evaluate``: an SAE's evaluation suite on stored activations (core metrics, sparse probing,
+absorption, synthetic ground truth), by default on the examples its training held out.
+
+Each metric is a file of ``analysis/sae/evals/`` registered by name; this module opens the SAE and the dataset,
+chooses the rows, and writes what each metric returns: ``<metric>.json``, its tables and plots, ``summary.json``
+and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from simple_parsing import field
+
+from analysis.common.results import Results
+from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, output_lock, run_settings
+from analysis.sae.evals import registry
+from analysis.sae.evals.registry import EvalInputError, EvalInputs, get_metric
+from analysis.sae.split import heldout_rows, plan_split
+from shards.config import nested, parse_count, split_list, take_credentials
+from shards.errors import ConfigError
+from shards.manifest import check_version
+from shards.records import JsonRecord
+from shards.storage import StorageOptions
+
+log = logging.getLogger("actlake.sae")
+AUTO = "auto"
+
+
+@dataclass
+class SaeEvaluateConfig:
+    """Evaluate a trained SAE on stored activations: core metrics, sparse probing, absorption, synthetic truth."""
+
+    sae: str = "runs/sae"
+    """The trained SAE's URI (cfg.json + sae_weights.safetensors)."""
+
+    data: str = ""
+    """Activation dataset URI (default: the one the SAE was trained on)."""
+
+    data_version: int | None = None
+    """Read this version of the dataset (default: the latest)."""
+
+    hook: str = ""
+    """Hook to evaluate on (default: the SAE's)."""
+
+    suite: list[str] = field(default_factory=lambda: [AUTO], nargs="*", metavar="METRIC[,METRIC...]")
+    """Metrics: core, sparse_probing, absorption, synthetic; auto: core and every other one this dataset has the
+    inputs for (labels, token ids with a tokenizer, synthetic ground truth)."""
+
+    rows: str = AUTO
+    """Which rows core and synthetic read: heldout (the examples the SAE's training held out; needs the SAE's
+    dataset), all, or auto (heldout when the SAE records a split of this dataset, else all)."""
+
+    max_rows: str = "64k"
+    """At most this many rows for core and synthetic (a seeded sample)."""
+
+    labels: list[str] = field(default_factory=list, nargs="*", metavar="COLUMN[,COLUMN...]")
+    """sparse_probing: metadata columns to probe (default: every column constant within an example with 2+ classes)."""
+
+    tokenizer: str = ""
+    """absorption: tokenizer directory or installed model package (default: the dataset's model, offline)."""
+
+    seed: int = 0
+    """Seed of row samples, folds and token splits."""
+
+    out: str = "runs/sae-eval"
+    """Output folder or URI."""
+
+    overwrite: bool = field(default=False, action="store_true")
+    """Replace a different run already at --out."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options for --sae, --data and --out."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "sae", "data", "out")
+        self.suite, self.labels = split_list(self.suite), split_list(self.labels)
+        if self.data_version is not None:
+            self.data_version = check_version(self.data_version)
+        if self.rows not in ("heldout", "all", AUTO):
+            raise ConfigError(f"--rows must be heldout, all or auto; got {self.rows!r}")
+        try:
+            parse_count(self.max_rows)
+        except ConfigError as exc:
+            raise ConfigError(f"--max-rows: {exc}") from None
+        import analysis.sae.evals  # noqa: F401 - registers the metrics
+
+        for name in self.suite:
+            if name != AUTO:
+                get_metric(name)  # an unknown metric fails now, naming the known ones
+
+
+NEUTRAL = frozenset({"out", "overwrite", "storage", "data_version"})
+
+
+@dataclass(kw_only=True)
+class SaeEvaluateSummary(JsonRecord):
+    sae: str
+    dataset: str
+    dataset_id: str
+    dataset_version: int
+    hook: str
+    rows: str  #: which rows core/synthetic read ("heldout" or "all") and how many
+    metrics: dict  #: metric -> its summary
+    skipped: dict  #: metric -> why it did not run (auto suite only)
+    seconds: float
+    out: str
+
+
+def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta) -> tuple[np.ndarray, str]:
+    """The rows core and synthetic read, and how they were chosen."""
+    ours = sae.loaded_cfg.get("actlake") or {}
+    split = ours.get("eval_split") or {}
+    same = ours.get("dataset_id") == ds.dataset_id
+    want = cfg.rows if cfg.rows != AUTO else ("heldout" if same and split.get("heldout_examples") else "all")
+    if want == "heldout":
+        if not same or not split.get("heldout_examples"):
+            raise EvalInputError(f"--rows heldout: the SAE records no held-out split of {ds.storage.display()} "
+                                 "(trained on another dataset, or with --eval-fraction 0); use --rows all")
+        rec, held = plan_split(meta, split["fraction"], split["group"])
+        if rec.digest != split["digest"]:
+            raise EvalInputError(f"the held-out examples of {ds.storage.display()} differ from the ones the SAE's "
+                                 "training held out (the dataset changed since): use --data-version "
+                                 f"{ours.get('dataset_version')} or --rows all")
+        rows = heldout_rows(meta, held, int(ours.get("min_position") or 0))
+    else:
+        rows = np.arange(meta.num_rows)
+    cap = parse_count(cfg.max_rows)
+    if len(rows) > cap:
+        rows = np.sort(np.random.default_rng(cfg.seed + 7_919).choice(rows, cap, replace=False))
+    return rows, want
+
+
+def _reader(ds, sae, hook: str):
+    """rows -> {"x": (n, d_in) float32, column: values} for the SAE's input hooks (concatenated for a
+    crosscoder)."""
+    ours = sae.loaded_cfg.get("actlake") or {}
+    hooks = ours.get("in_hooks") or [hook]
+
+    def read(rows: np.ndarray, columns: list[str]) -> dict:
+        batch = ds.take(rows, hooks=hooks, columns=columns, dtype="float32")
+        parts = [batch.pop(h).reshape(len(rows), -1) for h in hooks]
+        return {"x": parts[0] if len(parts) == 1 else torch.cat(parts, 1), **batch}
+
+    return read
+
+
+def _token_text(cfg: SaeEvaluateConfig, ds):
+    from analysis.sae.dashboard.run import _Tokens
+
+    tokens = _Tokens(ds, cfg.tokenizer)
+    return tokens if tokens.tok is not None else None
+
+
+def _synthetic(ds):
+    from analysis.sae.synthetic import TRUTH_ARTIFACT, truth_from_bytes
+
+    if TRUTH_ARTIFACT not in ds.manifest.artifacts:
+        return None
+    return truth_from_bytes(ds.read_artifact(TRUTH_ARTIFACT, "Make it again with `actlake sae synth`."))
+
+
+def _suite(cfg: SaeEvaluateConfig, inputs: EvalInputs) -> tuple[list[str], dict]:
+    """The metrics to run and, for ``auto``, the ones left out with the reason."""
+    if AUTO not in cfg.suite:
+        return list(dict.fromkeys(cfg.suite)), {}
+    names, skipped = ["core"], {}
+    has_tokens = bool((inputs.meta.column("token_id").fill_null(-1).to_numpy() >= 0).any())
+    checks = {"sparse_probing": (bool(inputs.labels) or _has_labels(inputs), "no label column"),
+              "absorption": (has_tokens and inputs.token_text is not None, "no token ids with a tokenizer"),
+              "synthetic": (inputs.synthetic is not None, "not a synthetic dataset")}
+    for name, (ok, why) in checks.items():
+        (names.append(name) if ok else skipped.__setitem__(name, why))
+    return names, skipped
+
+
+def _has_labels(inputs: EvalInputs) -> bool:
+    from analysis.sae.evals.sparse_probing import label_columns
+
+    return bool(label_columns(inputs.meta, []))
+
+
+def run(cfg: SaeEvaluateConfig) -> SaeEvaluateSummary:
+    """Run the suite; a rerun of a finished run returns its summary.
+
+    Example::
+
+        run(SaeEvaluateConfig(sae="runs/minilm-topk", suite=["core", "sparse_probing"], out="runs/topk-eval"))
+    """
+    out = Results(cfg.out, cfg.storage)
+    with output_lock(out.storage, "SAE evaluation output"):
+        return _run(cfg, out)
+
+
+def _open(cfg: SaeEvaluateConfig):
+    from analysis.sae.io import load_sae, trained_on
+    from shards.reader import open_dataset
+
+    sae = load_sae(cfg.sae, cfg.storage)
+    data, hook = trained_on(sae)
+    if not (cfg.data or data):
+        raise ConfigError(f"the SAE at {cfg.sae} does not say which dataset it was trained on: give --data")
+    ds = open_dataset(cfg.data or data, cfg.storage, cfg.data_version)
+    hook = cfg.hook or hook
+    ours = sae.loaded_cfg.get("actlake") or {}
+    hooks = ours.get("in_hooks") or [hook]
+    missing = [h for h in hooks if h not in ds.hooks]
+    if missing:
+        raise ConfigError(f"hook(s) {missing} not in {ds.storage.display()} (it has {ds.hooks}); give --hook")
+    width = sum(ds.hook_spec(h).numel for h in hooks)
+    if width != sae.d_in:
+        raise ConfigError(f"the SAE reads {sae.d_in} dimensions, {hooks} of {ds.storage.display()} hold {width}")
+    return sae, ds, hook
+
+
+def _run(cfg: SaeEvaluateConfig, out: Results) -> SaeEvaluateSummary:
+    t0 = time.perf_counter()
+    sae, ds, hook = _open(cfg)
+    settings = run_settings(cfg, NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version)
+    rundir = RunDir(out.storage, "summary.json", command="sae evaluate")
+    if rundir.state(settings, cfg.overwrite) == "done":
+        return SaeEvaluateSummary.from_json(rundir.summary())
+    meta = ds.metadata_table([c for c in ds.schema.check_columns(None, ds.storage.display())])
+    rows, which = _eval_rows(cfg, sae, ds, meta)
+    inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=_reader(ds, sae, hook), columns=meta.column_names,
+                        meta=meta, token_text=_token_text(cfg, ds), synthetic=_synthetic(ds), seed=cfg.seed,
+                        labels=cfg.labels, progress=lambda m: log.info("%s", m))
+    names, skipped = _suite(cfg, inputs)
+    rundir.start(RunRecord(fingerprint=fingerprint_of(settings), settings=settings,
+                           config=dataclasses.asdict(cfg), dataset=ds.manifest.ref(ds.storage.display(), [hook]),
+                           seeds={"seed": cfg.seed}))
+    results = {}
+    for name in names:
+        t = time.perf_counter()
+        outcome = registry.get_metric(name).fn(inputs)
+        outcome.summary["seconds"] = round(time.perf_counter() - t, 2)
+        out.json(f"{name}.json", outcome.summary)
+        for fname, table in outcome.tables.items():
+            out.table(fname, pa.Table.from_pylist(table) if isinstance(table, list) else table)
+        for fname, fig in outcome.figures.items():
+            out.figure(fname, fig)
+        results[name] = outcome.summary
+        log.info("%s: %s", name, {k: v for k, v in outcome.summary.items() if not isinstance(v, (dict, list))})
+    summary = SaeEvaluateSummary(sae=cfg.sae, dataset=ds.storage.display(), dataset_id=ds.dataset_id,
+                                 dataset_version=ds.version, hook=hook, rows=f"{which} ({len(rows)})",
+                                 metrics=results, skipped=skipped, seconds=round(time.perf_counter() - t0, 2),
+                                 out=out.display())
+    rundir.finish(summary.to_json())
+    return summary
+
+
+CONFIG = SaeEvaluateConfig
