@@ -126,6 +126,15 @@ def _pypi_descriptions() -> Iterator[tuple[str, str, str]]:
 SOURCES = (_python_reference, _python_docstrings, _debian_docs, _licenses, _pypi_descriptions)
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def _pieces(para: str, words: int) -> list[str]:
+    """A paragraph, or for one longer than ``words`` its sentences (documents then stay near ``words`` words and
+    a model's context holds them whole)."""
+    return [para] if len(para.split()) <= words else _SENTENCE_END.split(para)
+
+
 def prose_documents(words: int = 150) -> list[dict]:
     """Every document: ``text``, ``source``, ``license`` and ``id``, in the fixed source order."""
     seen: set[str] = set()
@@ -137,7 +146,11 @@ def prose_documents(words: int = 150) -> list[dict]:
                 if not is_prose(para) or para in seen:
                     continue
                 seen.add(para)
-                buf.append(para)
+                for piece in _pieces(para, words):
+                    if buf and sum(len(p.split()) for p in buf) + len(piece.split()) > words:
+                        docs.append({"text": " ".join(buf), "source": source, "license": licence})
+                        buf = []
+                    buf.append(piece)
                 if sum(len(p.split()) for p in buf) >= words:
                     docs.append({"text": " ".join(buf), "source": source, "license": licence})
                     buf = []

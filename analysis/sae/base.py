@@ -236,14 +236,16 @@ class SparseAutoencoder(nn.Module):
         return out
 
     def export_cfg(self) -> dict:
-        name = self.saelens_arch or self.arch
-        if not self.transcoder:
-            return {"architecture": name}
-        # SAELens 6 has ReLU and JumpReLU transcoders, each with or without the skip connection; no TopK one
-        kind = {"standard": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(name)
+        return {"architecture": self.saelens_arch or self.arch}
+
+    def transcoder_cfg(self, architecture: str) -> dict:
+        """``cfg.json`` fields of a transcoder whose SAE form SAELens calls ``architecture``: SAELens 6 has ReLU
+        and JumpReLU transcoders, each with or without the skip connection; no TopK one."""
+        kind = {"standard": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(architecture)
         if kind and self.W_skip is not None:
             kind = kind.replace("transcoder", "skip_transcoder")
-        return {"architecture": kind or f"{name}_transcoder", "d_out": self.d_out, "apply_b_dec_to_input": False}
+        return {"architecture": kind or f"{architecture}_transcoder", "d_out": self.d_out,
+                "apply_b_dec_to_input": False}
 
     @torch.no_grad()
     def fold_input_scale(self, scale: float | torch.Tensor, out_scale: float | torch.Tensor | None = None) -> None:

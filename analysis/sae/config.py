@@ -46,6 +46,11 @@ class SaeTrainConfig:
     """Train one acausal crosscoder over all --hook values: each latent reads and writes every hook (the hooks'
     rows side by side, each normalised on its own), instead of one SAE per hook."""
 
+    crosscoder_data: str = ""
+    """Model diffing: a second dataset, row-aligned with --data (the same corpus, tokenizer and --context-size
+    through another model: fine-tuned vs. base, trained vs. random-init); the crosscoder reads every --hook of
+    both (the second's as other:HOOK). Needs --crosscoder."""
+
     arch: list[str] = field(default_factory=lambda: ["topk"], nargs="*", metavar="ARCH[,ARCH...]")
     """Architecture(s): relu (L1), topk, batchtopk, jumprelu, matryoshka, mp."""
 
@@ -137,7 +142,7 @@ class SaeTrainConfig:
         self.target_hook = split_list(self.target_hook)
         self.k, self.expansion = split_list(self.k, int), split_list(self.expansion, int)
         self.options, self.storage = nested(self.options, SaeOptions), nested(self.storage, StorageOptions)
-        take_credentials(self, "data", "out")
+        take_credentials(self, "data", "out", "crosscoder_data")
         check_choices(self)
         check_positive(self, "batch_size", "workers")
         if self.data_version is not None:
@@ -170,7 +175,9 @@ class SaeTrainConfig:
         if self.crosscoder and self.target_hook:
             raise ConfigError("--crosscoder and --target-hook cannot be combined: a crosscoder reconstructs the "
                               "hooks it reads; drop one of them")
-        if self.crosscoder and len(self.hook) < 2:
+        if self.crosscoder_data and not self.crosscoder:
+            raise ConfigError("--crosscoder-data trains a model-diffing crosscoder: add --crosscoder")
+        if self.crosscoder and len(self.hook) < 2 and not self.crosscoder_data:
             raise ConfigError(f"--crosscoder needs at least two hooks (e.g. --hook resid.1,resid.3); got {self.hook}")
         if self.skip_connection and not self.target_hook:
             raise ConfigError("--skip-connection applies to transcoders: add --target-hook")

@@ -138,16 +138,28 @@ def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta) -> tuple[np.ndarray, str]:
     return rows, want
 
 
-def _reader(ds, sae, hook: str):
+def _reader(ds, sae, hook: str, storage: StorageOptions):
     """rows -> {"x": (n, d_in) float32, column: values} for the SAE's input hooks (concatenated for a
-    crosscoder)."""
+    crosscoder; a model-diffing crosscoder's other:HOOK from the second dataset it records)."""
     ours = sae.loaded_cfg.get("actlake") or {}
     hooks = ours.get("in_hooks") or [hook]
+    if ours.get("crosscoder_data"):
+        from analysis.sae.paired import PairedDataset
+        from shards.reader import open_dataset
+
+        ds = PairedDataset(ds, open_dataset(ours["crosscoder_data"], storage), [])
+
+    outs = ours.get("out_hooks") or hooks
+    transcoder = outs != hooks
+
+    def cat(batch: dict, names: list[str]) -> torch.Tensor:
+        parts = [batch[h].reshape(len(batch[h]), -1) for h in names]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def read(rows: np.ndarray, columns: list[str]) -> dict:
-        batch = ds.take(rows, hooks=hooks, columns=columns, dtype="float32")
-        parts = [batch.pop(h).reshape(len(rows), -1) for h in hooks]
-        return {"x": parts[0] if len(parts) == 1 else torch.cat(parts, 1), **batch}
+        batch = ds.take(rows, hooks=list(dict.fromkeys([*hooks, *outs])), columns=columns, dtype="float32")
+        got = {"x": cat(batch, hooks), **({"y": cat(batch, outs)} if transcoder else {})}
+        return {**got, **{c: v for c, v in batch.items() if c in columns}}
 
     return read
 
@@ -210,12 +222,12 @@ def _open(cfg: SaeEvaluateConfig):
     ds = open_dataset(cfg.data or data, cfg.storage, cfg.data_version)
     hook = cfg.hook or hook
     ours = sae.loaded_cfg.get("actlake") or {}
-    hooks = ours.get("in_hooks") or [hook]
+    hooks = [h for h in ours.get("in_hooks") or [hook] if not h.startswith("other:")]
     missing = [h for h in hooks if h not in ds.hooks]
     if missing:
         raise ConfigError(f"hook(s) {missing} not in {ds.storage.display()} (it has {ds.hooks}); give --hook")
     width = sum(ds.hook_spec(h).numel for h in hooks)
-    if width != sae.d_in:
+    if width != sae.d_in and not ours.get("crosscoder_data"):
         raise ConfigError(f"the SAE reads {sae.d_in} dimensions, {hooks} of {ds.storage.display()} hold {width}")
     return sae, ds, hook
 
@@ -229,8 +241,8 @@ def _run(cfg: SaeEvaluateConfig, out: Results) -> SaeEvaluateSummary:
         return SaeEvaluateSummary.from_json(rundir.summary())
     meta = ds.metadata_table([c for c in ds.schema.check_columns(None, ds.storage.display())])
     rows, which = _eval_rows(cfg, sae, ds, meta)
-    inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=_reader(ds, sae, hook), columns=meta.column_names,
-                        meta=meta, token_text=_token_text(cfg, ds), synthetic=_synthetic(ds), seed=cfg.seed,
+    inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=_reader(ds, sae, hook, cfg.storage),
+                        columns=meta.column_names, meta=meta, token_text=_token_text(cfg, ds), synthetic=_synthetic(ds), seed=cfg.seed,
                         labels=cfg.labels, progress=lambda m: log.info("%s", m))
     names, skipped = _suite(cfg, inputs)
     rundir.start(RunRecord(fingerprint=fingerprint_of(settings), settings=settings,

@@ -32,6 +32,8 @@ def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None,
            "normalize_activations": "none", "reshape_activations": "none", **sae.export_cfg(),
            "metadata": {"hook_name": (extra or {}).get("hook")},
            "actlake": {"arch": sae.arch, "k": sae.k, "options": options, **(extra or {})}}
+    if sae.transcoder:
+        cfg.update(sae.transcoder_cfg(cfg["architecture"]))
     if sae.saelens_arch == "jumprelu" and sae.arch != "jumprelu":
         cfg["actlake"]["note"] = f"{sae.arch} trained; exported as a JumpReLU with its inference threshold"
     st.put_bytes(WEIGHTS, save(sae.export_tensors()))

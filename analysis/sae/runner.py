@@ -25,6 +25,7 @@ from analysis.sae.checkpoints import LATEST, load_checkpoint, save_checkpoint
 from analysis.sae.config import RUN_NEUTRAL, SaeTrainConfig, parse_count
 from analysis.sae.evals.core import core_metrics
 from analysis.sae.io import save_residual_directions, save_sae
+from analysis.sae.paired import PREFIX, PairedDataset
 from analysis.sae.registry import SaeConfigError, get_architecture
 from analysis.sae.report import write_report
 from analysis.sae.split import EvalSplit, heldout_rows, plan_split
@@ -107,7 +108,8 @@ def _dictionaries(cfg: SaeTrainConfig) -> list[tuple[list[str], list[str]]]:
     """(hooks read, hooks reconstructed) of each dictionary: one SAE per hook, one transcoder per (hook,
     target) pair, or one crosscoder over every hook."""
     if cfg.crosscoder:
-        return [(list(cfg.hook), list(cfg.hook))]
+        hooks = list(cfg.hook) + ([PREFIX + h for h in cfg.hook] if cfg.crosscoder_data else [])
+        return [(hooks, hooks)]
     if cfg.target_hook:
         targets = cfg.target_hook * len(cfg.hook) if len(cfg.target_hook) == 1 else cfg.target_hook
         return [([h], [t]) for h, t in zip(cfg.hook, targets, strict=True)]
@@ -259,6 +261,10 @@ class SaeRun:
         self.out = Results(cfg.out, cfg.storage)
         self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST, command="sae train")
         self.ds, self.settings = pin_sae_data(cfg, self.rundir)
+        if cfg.crosscoder_data:  # model diffing: the second model's rows beside the first's
+            other = open_dataset(cfg.crosscoder_data, cfg.storage)
+            self.settings["crosscoder_dataset"] = [other.dataset_id, other.version]
+            self.ds = PairedDataset(self.ds, other, list(cfg.hook))
         self.specs = plan_saes(cfg, self.ds)
         self.split, held, self.meta = plan_eval_split(cfg, self.ds, warn=rank == 0)
         self.heldout = torch.from_numpy(held) if cfg.eval_fraction else None
@@ -376,7 +382,7 @@ class SaeRun:
                 "in_hooks": spec.in_hooks, "out_hooks": spec.out_hooks,
                 "kind": "transcoder" if spec.transcoder else "crosscoder" if len(spec.in_hooks) > 1 else "sae",
                 "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json(),
-                "min_position": self.cfg.min_position,
+                "min_position": self.cfg.min_position, "crosscoder_data": self.cfg.crosscoder_data or None,
                 "eval_split": {k: v for k, v in self.split.to_json().items()}},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)

@@ -35,17 +35,29 @@ class SyntheticConfig(JsonRecord):
     """The generator's settings (recorded with a synthetic dataset; the rows follow from them)."""
 
     d: int = 64
+    """Dimensions of a row."""
     n_features: int = 512
-    mean_active: float = 6.0  #: expected active features per row (before the hierarchy's extra children)
+    """True features (unit directions; more than d: superposition)."""
+    mean_active: float = 6.0
+    """Expected active features per row before the hierarchy's children."""
     zipf_exponent: float = 0.5
+    """Firing probabilities fall as 1 / rank^s."""
     magnitude_std: float = 0.15
+    """Std of an active feature's magnitude |N(1, s)|."""
     parents: int = 16
+    """Features that own children (a hierarchy)."""
     children: int = 4
+    """Children per parent; at most one fires, only with its parent."""
     child_prob: float = 0.5
+    """Probability that a firing parent has a child firing."""
     correlated_pairs: int = 16
+    """Pairs of features that fire together more often than chance."""
     correlation: float = 0.7
-    noise: float = 0.0  #: std of isotropic Gaussian noise per dimension
+    """Correlation of each pair's Gaussian copula."""
+    noise: float = 0.0
+    """Std of isotropic Gaussian noise per dimension."""
     seed: int = 0
+    """Seed of the features and the rows."""
 
     def __post_init__(self) -> None:
         structured = self.parents * (1 + self.children) + 2 * self.correlated_pairs

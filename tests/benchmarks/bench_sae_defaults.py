@@ -52,12 +52,29 @@ def record(path: str | None, **kw) -> dict:
     return kw
 
 
-def load_pool(data: str, hook: str, min_position: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training rows, held-out rows) as float32, rows at positions below ``min_position`` left out."""
+def load_pool(data: str, hook: str, min_position: int, split: str = "rows",
+              eval_on: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) as float32, rows at positions below ``min_position`` left out.
+
+    ``split="examples"``: held out by whole documents, as ``sae train`` holds out: the test set is ``sae train``'s
+    own held-out split (5 %, copies of a text together); a validation set of another 5 % of the remaining
+    documents (for choosing learning rates) is left out of training too. ``eval_on`` picks which one is returned.
+    """
     ds = shards.open_dataset(data)
     got = ds.take(list(range(ds.num_rows)), hooks=[hook], dtype="float32")
     x = got[hook].reshape(ds.num_rows, -1)
     keep = torch.as_tensor(np.asarray(got["position"]) >= min_position)
+    if split == "examples":
+        from analysis.sae.split import plan_split
+
+        meta = ds.metadata_table(["example_id", "position", "token_id"])
+        _, test = plan_split(meta, 0.05, "text")
+        ids = meta.column("example_id").to_numpy()
+        rest = np.setdiff1d(np.unique(ids), test)
+        val = np.random.default_rng(4321).choice(rest, max(1, len(rest) // 20), replace=False)
+        held = torch.as_tensor(np.isin(ids, test if eval_on == "test" else val))
+        train = keep & ~torch.as_tensor(np.isin(ids, np.concatenate([test, val])))
+        return x[train].contiguous(), x[keep & held].contiguous()
     x = x[keep]
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
     return x[perm[EVAL_ROWS:]].contiguous(), x[perm[:EVAL_ROWS]].contiguous()
@@ -113,6 +130,10 @@ class Variant:
 def run_actlake(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int, variant: Variant) -> dict:
     base = dict(data=args.data, hook=[args.hook], arch=["topk"], k=[args.k], expansion=[args.expansion],
                 tokens=str(args.token_count), batch_size=BATCH, seed=seed, checkpoint_every=0)
+    if args.lr_scale != 1.0:
+        from analysis.sae.trainer import default_lr
+
+        base["lr"] = default_lr(x.shape[1] * args.expansion) * args.lr_scale
     base.update(variant.cfg)
     opts = base.pop("options", {})
     cfg = SaeTrainConfig(**base)
@@ -165,12 +186,12 @@ def run_actlake(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int, variant:
             "lr": spec.lr}
 
 
-def signum_optimizer(params, d_sae: int):
+def signum_optimizer(params, d_sae: int, scale: float = 1.0):
     """sparsify's default optimizer: SignSGD under schedule-free's wrapper, lr 5e-3 / sqrt(d_sae / 2^14)."""
     from schedulefree import ScheduleFreeWrapper
     from sparsify.sign_sgd import SignSGD
 
-    opt = ScheduleFreeWrapper(SignSGD([{"params": list(params), "lr": 5e-3 / math.sqrt(d_sae / 2**14)}]),
+    opt = ScheduleFreeWrapper(SignSGD([{"params": list(params), "lr": scale * 5e-3 / math.sqrt(d_sae / 2**14)}]),
                               momentum=0.95)
     opt.train()
     for g in opt.param_groups:  # SaeTrainer scales "lr" from "base_lr" each step; schedule-free takes none
@@ -184,7 +205,7 @@ def run_sparsify(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int) -> dict
 
     torch.manual_seed(seed)
     sp = SparseCoder(x.shape[1], SparseCoderConfig(expansion_factor=args.expansion, k=args.k))
-    opt = signum_optimizer(sp.parameters(), sp.num_latents)
+    opt = signum_optimizer(sp.parameters(), sp.num_latents, args.lr_scale)
     steps = math.ceil(args.token_count / BATCH)
 
     def reconstruct(xe: torch.Tensor) -> torch.Tensor:
@@ -249,7 +270,7 @@ def run_saelens(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int) -> dict:
 
     # lr_end: the runner config sets lr / 10 in its post-init; SAETrainerConfig leaves it to the caller
     tcfg = SAETrainerConfig(total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, device="cpu",
-                            lr_end=3e-4 / 10,
+                            lr=3e-4 * args.lr_scale, lr_end=3e-4 * args.lr_scale / 10,
                             logger=LoggingConfig(log_to_wandb=False))
     SAETrainer(tcfg, sae, provider()).fit()
     state["t"] += time.perf_counter() - state["t0"]
@@ -293,6 +314,11 @@ def main() -> None:
     p.add_argument("--ablate", action="store_true", help="run the ablation variants instead of --trainers")
     p.add_argument("--only", nargs="*", default=None, help="ablation variants to run (default: all)")
     p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--lr-scale", type=float, default=1.0, help="each trainer's default learning rate times this")
+    p.add_argument("--split", choices=["rows", "examples"], default="rows",
+                   help="hold out random rows (the old benchmark) or whole documents (sae train's split)")
+    p.add_argument("--eval-on", choices=["test", "validation"], default="test",
+                   help="with --split examples: score on the test documents or on the validation documents")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="draw FVU vs tokens from --json into this PNG and stop")
     args = p.parse_args()
@@ -301,8 +327,9 @@ def main() -> None:
         return
     args.token_count = parse_count(args.tokens)
     torch.set_num_threads(os.cpu_count() or 2)
-    x, x_eval = load_pool(args.data, args.hook, args.min_position)
+    x, x_eval = load_pool(args.data, args.hook, args.min_position, args.split, args.eval_on)
     common = dict(data=args.data, hook=args.hook, min_position=args.min_position, tokens=args.token_count,
+                  lr_scale=args.lr_scale, split=args.split, eval_on=args.eval_on, eval_rows=len(x_eval),
                   k=args.k, expansion=args.expansion, d_in=x.shape[1], train_rows=len(x), batch=BATCH)
     for seed in args.seeds:
         if args.ablate:

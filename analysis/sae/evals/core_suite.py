@@ -28,7 +28,8 @@ def density_figure(freq: np.ndarray, title: str):
 def run(inputs: EvalInputs, batch_size: int = 4096) -> EvalOutcome:
     def batches():
         for i in range(0, len(inputs.rows), batch_size):
-            yield inputs.read(inputs.rows[i:i + batch_size], [])["x"]
+            got = inputs.read(inputs.rows[i:i + batch_size], [])
+            yield (got["x"], got["y"]) if "y" in got else got["x"]  # a transcoder reconstructs its target
 
     ev, freq = core_metrics(inputs.sae, batches())
     return EvalOutcome(summary=ev.to_json(), tables={"latent_density.parquet": {

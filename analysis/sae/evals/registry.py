@@ -24,7 +24,8 @@ class EvalInputs:
     sae: object  #: the SAE (analysis.sae.base.SparseAutoencoder), eval mode, raw units
     hook: str
     rows: np.ndarray  #: global row indices to evaluate on (held-out examples when the SAE records its split)
-    read: Callable[[np.ndarray, list[str]], dict]  #: rows -> {"x": (n, d_in) float32 tensor, column: values}
+    read: Callable[[np.ndarray, list[str]], dict]  #: rows -> {"x": (n, d_in) float32 tensor, "y": a transcoder's
+    #: target, column: values}
     columns: list[str]  #: the dataset's metadata columns
     meta: object  #: pyarrow Table of example_id, position, token_id for every row (row order)
     token_text: Callable[[int], str] | None = None  #: a token id's text (None: no tokenizer loads offline)

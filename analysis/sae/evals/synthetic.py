@@ -1,8 +1,9 @@
 """``synthetic``: how well an SAE trained on synthetic data (``actlake sae synth``) recovered the planted features.
 
 - MCC: the mean |cosine| between decoder rows and true feature directions over a one-to-one matching that
-  maximises it (Hungarian, scipy's ``linear_sum_assignment``), over min(d_sae, n_features) pairs; SynthSAEBench's
-  mean correlation coefficient of dictionaries;
+  maximises it (Hungarian, scipy's ``linear_sum_assignment``), averaged over the true features (a feature left
+  without a latent counts 0, so a dictionary narrower than the truth cannot score by matching only the easy
+  features); SynthSAEBench's mean correlation coefficient;
 - uniqueness: among latents that fire, the share of distinct true features their best matches cover (1: no two
   latents learned the same feature; duplicates and absorbed mixtures lower it);
 - per matched latent, precision P(feature on | latent on) and recall P(latent on | feature on) on the evaluated
@@ -39,18 +40,22 @@ def cosines(w_dec: np.ndarray, features: np.ndarray) -> np.ndarray:
 
 def match(w_dec: np.ndarray, features: np.ndarray, alive: np.ndarray | None = None
           ) -> tuple[Matching, np.ndarray, np.ndarray]:
-    """The matching's summary and its (latent ids, feature ids) pairs."""
+    """The matching's summary and its (latent ids, feature ids) pairs; ``alive``: latents that fire (uniqueness
+    counts those only)."""
     from scipy.optimize import linear_sum_assignment
 
     cos = cosines(w_dec, features)
     lat, feat = linear_sum_assignment(cos, maximize=True)
-    alive = np.ones(len(w_dec), dtype=bool) if alive is None else alive
-    best = cos[alive].argmax(1) if alive.any() else np.empty(0, dtype=np.int64)
-    uniq = len(np.unique(best)) / max(len(best), 1)
     per_feature = np.zeros(features.shape[0])
     per_feature[feat] = cos[lat, feat]
-    return Matching(mcc=float(cos[lat, feat].mean()), uniqueness=float(uniq),
+    return Matching(mcc=float(cos[lat, feat].sum() / features.shape[0]), uniqueness=uniqueness(cos, alive),
                     recovered=float((per_feature >= RECOVERED_COS).mean())), lat, feat
+
+
+def uniqueness(cos: np.ndarray, alive: np.ndarray | None = None) -> float:
+    """Distinct true features among the best matches of the (alive) latents, per latent."""
+    rows = cos if alive is None else cos[alive]
+    return float(len(np.unique(rows.argmax(1))) / len(rows)) if len(rows) else 0.0
 
 
 def precision_recall(z_on: np.ndarray, true_on: np.ndarray, lat: np.ndarray, feat: np.ndarray
@@ -73,16 +78,24 @@ def run(inputs: EvalInputs, batch_size: int = 8192) -> EvalOutcome:
     if w.shape[1] != data.features.shape[1]:
         raise EvalInputError(f"the SAE writes {w.shape[1]} dimensions, the synthetic features have "
                              f"{data.features.shape[1]}")
-    z_on, t_on = [], []
+    # matched on the decoder alone, then one streamed pass counts firing: no (rows x latents) array is kept
+    m, lat, feat = match(w, data.features)
+    alive = np.zeros(w.shape[0], dtype=bool)
+    both = np.zeros(len(lat))
+    z_count, t_count = np.zeros(len(lat)), np.zeros(len(lat))
     with torch.no_grad():
         for i in range(0, len(inputs.rows), batch_size):
             rows = inputs.rows[i:i + batch_size]
-            x = inputs.read(rows, [])["x"]
-            z_on.append((sae.encode(x) != 0).numpy())
-            t_on.append(data.take(rows)[1] > 0)
-    z_on, t_on = np.concatenate(z_on), np.concatenate(t_on)
-    m, lat, feat = match(w, data.features, alive=z_on.any(0))
-    prec, rec = precision_recall(z_on, t_on, lat, feat)
+            z_on = (sae.encode(inputs.read(rows, [])["x"]) != 0).numpy()
+            t_on = data.take(rows)[1][:, feat] > 0
+            alive |= z_on.any(0)
+            zl = z_on[:, lat]
+            both += (zl & t_on).sum(0)
+            z_count += zl.sum(0)
+            t_count += t_on.sum(0)
+    m.uniqueness = uniqueness(cosines(w, data.features), alive)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec, rec = both / z_count, both / t_count
     cos = cosines(w, data.features)[lat, feat]
     summary = {**m.to_json(), "precision": float(np.nanmean(prec)), "recall": float(np.nanmean(rec)),
                "rows": len(inputs.rows), "n_features": int(data.features.shape[0]), "d_sae": int(w.shape[0])}

@@ -132,3 +132,53 @@ def test_dictionary_flags_are_checked_before_any_data_is_read(tmp_path):
         SaeTrainConfig(hook=["a", "b", "c"], target_hook=["x", "y"])
     with pytest.raises(ConfigError, match="--eval-fraction must be in"):
         SaeTrainConfig(eval_fraction=1.0)
+
+
+def test_model_diffing_crosscoder_over_two_aligned_datasets(tmp_path):
+    """Two "models" over the same rows: 40 features written by both (F_i in A, G_i in B) and 8 only by B (what
+    fine-tuning added). The crosscoder over A's x and B's x gives each shared feature one latent with decoder
+    parts in both, and each B-only feature a latent whose A part is ~0: the model-diffing signature."""
+    rng = np.random.default_rng(2)
+    n, d = 60000, 16
+    f, g = rng.standard_normal((48, d)), rng.standard_normal((48, d))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    f[40:] = 0  # B-only features
+    acts = np.zeros((n, 48))
+    idx = np.argsort(rng.random((n, 48)), axis=1)[:, :3]
+    np.put_along_axis(acts, idx, rng.uniform(0.5, 1.5, (n, 3)), axis=1)
+    _write(str(tmp_path / "A"), {"x": (acts @ f).astype(np.float32)})
+    _write(str(tmp_path / "B"), {"x": (acts @ g).astype(np.float32)})
+    out = tmp_path / "diff"
+    summary = train_sae(SaeTrainConfig(data=str(tmp_path / "A"), crosscoder_data=str(tmp_path / "B"), hook=["x"],
+                                       crosscoder=True, arch=["topk"], k=["3"], expansion=["2"], tokens="4M",
+                                       batch_size=2048, out=str(out), checkpoint_every=0, threads=1))
+    assert summary.saes["x+other:x-topk-k3-x2"]["fvu"] < 0.1
+    cc = load_sae(str(out))
+    w = cc.W_dec.detach().numpy()
+    cos = cosines(w, np.concatenate([f, g], axis=1))
+    best = cos.argmax(0)
+    assert (cos.max(0) > 0.9).mean() >= 0.9
+    share_a = np.linalg.norm(w[best, :d], axis=1) / np.linalg.norm(w[best], axis=1)
+    assert np.median(share_a[:40]) > 0.5 and share_a[40:].max() < 0.15
+    # misaligned rows are refused before training
+    _write(str(tmp_path / "C"), {"x": (acts[: n - 8] @ g).astype(np.float32)})
+    with pytest.raises(ConfigError, match="hold 60000 and 59992 rows"):
+        train_sae(SaeTrainConfig(data=str(tmp_path / "A"), crosscoder_data=str(tmp_path / "C"), hook=["x"],
+                                 crosscoder=True, out=str(tmp_path / "bad"), threads=1))
+
+
+def test_evaluate_scores_a_transcoder_on_its_target(relu_map, tmp_path):
+    """`sae evaluate` reads the transcoder's input and target hooks: its FVU is of the target, as training's."""
+    from analysis.sae.evaluate import SaeEvaluateConfig
+    from analysis.sae.evaluate import run as evaluate
+
+    path, _x, _y = relu_map
+    out = tmp_path / "tc"
+    summary = train_sae(SaeTrainConfig(data=path, hook=["resid"], target_hook=["mlp"], arch=["topk"], k=["12"],
+                                       expansion=["2"], tokens="1M", batch_size=1024, out=str(out),
+                                       checkpoint_every=0, threads=1))
+    ev = evaluate(SaeEvaluateConfig(sae=str(out), suite=["core"], out=str(tmp_path / "ev")))
+    assert ev.rows.startswith("heldout")
+    assert ev.metrics["core"]["fvu"] == pytest.approx(summary.saes["resid-to-mlp-topk-k12-x2"]["fvu"], rel=1e-5)
+    assert json.loads((out / "cfg.json").read_text())["architecture"] == "topk_transcoder"  # no SAELens type
