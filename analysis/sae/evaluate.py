@@ -243,7 +243,8 @@ def _run(cfg: SaeEvaluateConfig, out: Results) -> SaeEvaluateSummary:
     rows, which = _eval_rows(cfg, sae, ds, meta)
     inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=_reader(ds, sae, hook, cfg.storage),
                         columns=meta.column_names, meta=meta, token_text=_token_text(cfg, ds),
-                        synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels, progress=lambda m: log.info("%s", m))
+                        synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels,
+                        progress=lambda m: log.info("%s", m))
     names, skipped = _suite(cfg, inputs)
     rundir.start(RunRecord(fingerprint=fingerprint_of(settings), settings=settings,
                            config=dataclasses.asdict(cfg), dataset=ds.manifest.ref(ds.storage.display(), [hook]),
