@@ -41,6 +41,7 @@ from analysis.sae.trainer import SaeTrainer, geometric_median  # noqa: E402
 
 BATCH = 4096
 EVAL_ROWS = 8192
+X_TEST: torch.Tensor | None = None  #: with --split examples --eval-on validation: the test rows
 
 
 def record(path: str | None, **kw) -> dict:
@@ -72,8 +73,11 @@ def load_pool(data: str, hook: str, min_position: int, split: str = "rows",
         ids = meta.column("example_id").to_numpy()
         rest = np.setdiff1d(np.unique(ids), test)
         val = np.random.default_rng(4321).choice(rest, max(1, len(rest) // 20), replace=False)
-        held = torch.as_tensor(np.isin(ids, test if eval_on == "test" else val))
         train = keep & ~torch.as_tensor(np.isin(ids, np.concatenate([test, val])))
+        global X_TEST
+        if eval_on == "validation":  # the test documents' FVU is reported at the end too
+            X_TEST = x[keep & torch.as_tensor(np.isin(ids, test))].contiguous()
+        held = torch.as_tensor(np.isin(ids, test if eval_on == "test" else val))
         return x[train].contiguous(), x[keep & held].contiguous()
     x = x[keep]
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
@@ -103,6 +107,7 @@ class Curve:
         self.every, self.x_eval, self.reconstruct, self.fired = every, x_eval, reconstruct, fired
         self.points: list[tuple[int, float]] = []
         self.eval_s = 0.0
+        self.test_fvu: float | None = None
 
     def never_fired(self) -> float | None:
         with torch.no_grad():
@@ -113,6 +118,8 @@ class Curve:
             return
         t = time.perf_counter()
         self.points.append((step * BATCH, fvu(self.reconstruct(self.x_eval), self.x_eval)))
+        if last and X_TEST is not None:  # --eval-on validation: the test documents' FVU at the end too
+            self.test_fvu = fvu(self.reconstruct(X_TEST), X_TEST)
         self.eval_s += time.perf_counter() - t
 
 
@@ -182,6 +189,7 @@ def run_actlake(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int, variant:
         trainer.opt.eval()
         curve.points[-1] = (curve.points[-1][0], fvu(reconstruct(x_eval), x_eval))
     return {"steps": schedule.steps, "s_per_step": loop / schedule.steps, "fvu": curve.points[-1][1],
+            "fvu_test": curve.test_fvu,
             "dead_frac": row[spec.name]["dead_frac"], "never_fired": curve.never_fired(), "curve": curve.points,
             "lr": spec.lr}
 
@@ -237,7 +245,7 @@ def run_sparsify(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int) -> dict
             curve.maybe(step + 1, step + 1 == steps)
             opt.train()
     opt.eval()
-    return {"steps": steps, "s_per_step": loop / steps, "fvu": curve.points[-1][1],
+    return {"steps": steps, "s_per_step": loop / steps, "fvu": curve.points[-1][1], "fvu_test": curve.test_fvu,
             "never_fired": curve.never_fired(), "curve": curve.points}
 
 
@@ -275,7 +283,7 @@ def run_saelens(args, x: torch.Tensor, x_eval: torch.Tensor, seed: int) -> dict:
     SAETrainer(tcfg, sae, provider()).fit()
     state["t"] += time.perf_counter() - state["t0"]
     curve.maybe(steps, last=True)
-    return {"steps": steps, "s_per_step": state["t"] / steps, "fvu": curve.points[-1][1],
+    return {"steps": steps, "s_per_step": state["t"] / steps, "fvu": curve.points[-1][1], "fvu_test": curve.test_fvu,
             "never_fired": curve.never_fired(), "curve": curve.points}
 
 

