@@ -22,6 +22,7 @@ texts) and the fingerprint is recorded with every dataset made from it.
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import hashlib
 import re
@@ -136,7 +137,14 @@ def _pieces(para: str, words: int) -> list[str]:
 
 
 def prose_documents(words: int = 150) -> list[dict]:
-    """Every document: ``text``, ``source``, ``license`` and ``id``, in the fixed source order."""
+    """Every document: ``text``, ``source``, ``license``, ``kind`` and ``id``, in the fixed source order (fresh
+    dicts on every call; the scan itself is done once per process)."""
+    return [{**d, "id": f"prose-{i:07d}", "kind": d["source"].split(":", 1)[0]}
+            for i, d in enumerate(dict(t) for t in _scan(words))]
+
+
+@functools.lru_cache(maxsize=4)
+def _scan(words: int) -> tuple[tuple, ...]:
     seen: set[str] = set()
     docs: list[dict] = []
     for source_fn in SOURCES:
@@ -156,10 +164,12 @@ def prose_documents(words: int = 150) -> list[dict]:
                     buf = []
             if buf and sum(len(p.split()) for p in buf) >= words // 3:
                 docs.append({"text": " ".join(buf), "source": source, "license": licence})
-    for i, d in enumerate(docs):
-        d["id"] = f"prose-{i:07d}"
-        d["kind"] = d["source"].split(":", 1)[0]
-    return docs
+    unique, texts = [], set()
+    for d in docs:  # two versions of one text (a licence, a changelog) can split into the same document
+        if d["text"] not in texts:
+            texts.add(d["text"])
+            unique.append(tuple(d.items()))
+    return tuple(unique)
 
 
 def fingerprint(docs: list[dict]) -> str:
