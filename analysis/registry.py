@@ -52,8 +52,9 @@ ANALYSES: dict[str, AnalysisCommand] = {
 
 #: help of command groups ("actlake sae ...")
 GROUPS: dict[str, str] = {
-    "sae": "Sparse autoencoders: train on a dataset's hooks, encode a dataset with a trained SAE, evaluate it in the "
-           "model, browse its latents (dashboard).",
+    "sae": "Sparse autoencoders, transcoders and crosscoders: train on a dataset's hooks, evaluate on stored "
+           "activations (evaluate) or in the model (eval), synthetic ground truth (synth), encode a dataset, browse "
+           "latents (dashboard).",
     "align": "Model-brain and model-model alignment: RSA, CKA, mutual k-NN/CKNNA, encoding models, Brain-Score "
              "scores, banded ridge; a --data pattern sweeps a model zoo.",
 }

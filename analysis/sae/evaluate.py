@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, output_loc
 from analysis.sae.evals import registry
 from analysis.sae.evals.registry import EvalInputError, EvalInputs, get_metric
 from analysis.sae.split import heldout_rows, plan_split
-from shards.config import nested, parse_count, split_list, take_credentials
+from shards.config import check_choices, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.manifest import check_version
 from shards.records import JsonRecord
@@ -53,7 +54,7 @@ class SaeEvaluateConfig:
     """Metrics: core, sparse_probing, absorption, synthetic; auto: core and every other one this dataset has the
     inputs for (labels, token ids with a tokenizer, synthetic ground truth)."""
 
-    rows: str = AUTO
+    rows: Literal["heldout", "all", "auto"] = AUTO
     """Which rows core and synthetic read: heldout (the examples the SAE's training held out; needs the SAE's
     dataset), all, or auto (heldout when the SAE records a split of this dataset, else all)."""
 
@@ -84,8 +85,7 @@ class SaeEvaluateConfig:
         self.suite, self.labels = split_list(self.suite), split_list(self.labels)
         if self.data_version is not None:
             self.data_version = check_version(self.data_version)
-        if self.rows not in ("heldout", "all", AUTO):
-            raise ConfigError(f"--rows must be heldout, all or auto; got {self.rows!r}")
+        check_choices(self)
         try:
             parse_count(self.max_rows)
         except ConfigError as exc:

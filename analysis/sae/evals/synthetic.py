@@ -68,7 +68,9 @@ def precision_recall(z_on: np.ndarray, true_on: np.ndarray, lat: np.ndarray, fea
         return both / zl.sum(0), both / tf.sum(0)
 
 
-def run(inputs: EvalInputs, batch_size: int = 8192) -> EvalOutcome:
+def run(inputs: EvalInputs, batch_size: int = 16384) -> EvalOutcome:
+    """Score the SAE against the truth; batches of the generator's chunk size, so that contiguous rows regenerate
+    each chunk once."""
     data = inputs.synthetic
     if data is None:
         raise EvalInputError(f"the synthetic evaluation needs a dataset made by `actlake sae synth` (it stores the "
