@@ -377,7 +377,9 @@ class SaeRun:
                                                                                "evaluated_rows": len(rows)})
             dest = self.out.child("" if len(self.specs) == 1 else spec.name)
             save_sae(folded, dest.storage.uri, {
-                "hook": spec.hook, "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
+                # a transcoder's hook: the one it reads (what encode and dashboards feed it); a crosscoder's: its label
+                "hook": spec.in_hooks[0] if len(spec.in_hooks) == 1 else spec.hook,
+                "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
                 "dataset_version": self.ds.version, "input_scale_folded": {h: scales[h] for h in spec.hooks},
                 "in_hooks": spec.in_hooks, "out_hooks": spec.out_hooks,
                 "kind": "transcoder" if spec.transcoder else "crosscoder" if len(spec.in_hooks) > 1 else "sae",

@@ -61,17 +61,17 @@ def pooled(inputs: EvalInputs, examples: np.ndarray, batch_size: int = 8192) -> 
         mask &= pos >= 1
     rows = np.nonzero(mask)[0]
     slot = np.searchsorted(examples, ids[rows])
-    d, d_sae = None, inputs.sae.d_sae
-    sum_x, sum_z, count = None, np.zeros((len(examples), d_sae)), np.bincount(slot, minlength=len(examples))
+    sum_x, sum_z = None, torch.zeros((len(examples), inputs.sae.d_sae), dtype=torch.float64)
+    count = np.bincount(slot, minlength=len(examples))
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             x = inputs.read(rows[i:i + batch_size], [])["x"]
+            s = torch.from_numpy(slot[i:i + batch_size])
             if sum_x is None:
-                d = x.shape[1]
-                sum_x = np.zeros((len(examples), d))
-            s = slot[i:i + batch_size]
-            np.add.at(sum_x, s, x.double().numpy())
-            np.add.at(sum_z, s, inputs.sae.encode(x).double().numpy())
+                sum_x = torch.zeros((len(examples), x.shape[1]), dtype=torch.float64)
+            sum_x.index_add_(0, s, x.double())
+            sum_z.index_add_(0, s, inputs.sae.encode(x).double())
+    sum_x, sum_z = sum_x.numpy(), sum_z.numpy()
     c = np.maximum(count, 1)[:, None]
     return sum_x / c, sum_z / c
 
