@@ -115,7 +115,8 @@ def test_minilm_topk_beats_pca_and_encodes_with_contexts(ray_local, tmp_path):
     enc = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=acts, out=str(tmp_path / "latents"),
                                          top_examples=5))
     lat = shards.open_dataset(str(tmp_path / "latents"))
-    assert lat.num_rows == ds.num_rows and enc.mean_l0 == pytest.approx(k)
+    # at most k per row: TopK keeps the k largest pre-activations after ReLU, so a row whose k-th is <= 0 has fewer
+    assert lat.num_rows == ds.num_rows and k * 0.99 <= enc.mean_l0 <= k
     assert lat.manifest.provenance.derived_from.dataset_id == ds.dataset_id
     ids = torch.cat([b["latent_ids"] for b in lat.iter_batches("latent_ids", batch_size=1000, dtype=None)])
     assert ids.dtype == torch.int32 and ids.shape == (ds.num_rows, k)  # int32 hooks iterate in their dtype
