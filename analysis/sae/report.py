@@ -1,55 +1,14 @@
-"""Evaluation of a trained SAE and what people look at: metrics JSON lines, a training-curve plot and a
-latent firing-frequency histogram."""
+"""What people look at after training: metrics JSON lines, a training-curve plot and a latent firing-frequency
+histogram (the evaluation itself: ``analysis.sae.evals.core``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
 from analysis.common.plots import pyplot
 from analysis.common.results import Results
-from analysis.common.stream import stream_rows
-from shards.records import JsonRecord
-
-
-@dataclass
-class SaeEval(JsonRecord):
-    """An SAE's quality on held-out rows (raw units)."""
-
-    rows: int
-    mse: float
-    fvu: float  #: sum of squared errors / sum of squared deviations from the evaluated rows' mean
-    l0: float
-    dead_frac: float  #: latents that never fired on these rows
-    dense_frac: float  #: latents firing on more than 10 % of them
-
-
-@torch.no_grad()
-def evaluate(sae, ds, hook: str, max_rows: int, seed: int = 0, batch_size: int = 4096,
-             min_position: int = 0) -> tuple[SaeEval, np.ndarray]:
-    """The SAE's ``SaeEval`` on up to ``max_rows`` shuffled rows (those at positions >= ``min_position``),
-    and each latent's firing frequency."""
-    n, sse, l0, sum_x, sum_x2 = 0, 0.0, 0.0, None, 0.0
-    fires = torch.zeros(sae.d_sae, dtype=torch.float64)
-    for batch in stream_rows(ds, hook, batch_size, shuffle=True, seed=seed + 7_919, max_rows=max_rows,
-                             columns=["position"] if min_position else None):
-        x = batch["x"] if not min_position else batch["x"][batch["position"] >= min_position]
-        if not len(x):
-            continue
-        z = sae.encode(x)
-        sse += float((sae.decode(z) - x).double().pow(2).sum())
-        active = z != 0
-        l0 += float(active.sum())
-        fires += active.sum(0).double()
-        xd = x.double()
-        sum_x = xd.sum(0) if sum_x is None else sum_x + xd.sum(0)
-        sum_x2 += float(xd.pow(2).sum())
-        n += len(x)
-    total_var = sum_x2 - float(sum_x.pow(2).sum()) / n
-    freq = (fires / n).numpy()
-    return SaeEval(n, sse / n, sse / total_var, l0 / n, float((freq == 0).mean()), float((freq > 0.1).mean())), freq
+from analysis.sae.evals.core import SaeEval
+from analysis.sae.evals.core_suite import density_figure
 
 
 def write_report(dest: Results, name: str, metrics: list[dict], ev: SaeEval, freq: np.ndarray) -> None:
@@ -75,12 +34,4 @@ def write_report(dest: Results, name: str, metrics: list[dict], ev: SaeEval, fre
         fig.suptitle(f"{name}: final eval FVU {ev.fvu:.4f}, L0 {ev.l0:.1f}")
         fig.tight_layout()
         dest.figure("training_curves.png", fig)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    alive = freq[freq > 0]
-    if alive.size:
-        ax.hist(np.log10(alive), bins=50)
-    ax.set_xlabel("log10 firing frequency (fraction of rows)")
-    ax.set_ylabel("latents")
-    ax.set_title(f"{name}: {int((freq == 0).sum())} of {freq.size} latents never fired")
-    fig.tight_layout()
-    dest.figure("latent_frequency.png", fig)
+    dest.figure("latent_frequency.png", density_figure(freq, name))
