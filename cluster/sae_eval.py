@@ -255,17 +255,43 @@ def _metrics(rows) -> tuple[str, dict, dict[str, np.ndarray]]:
                                   "ce_ablated": c["ablated_loss"], "kl": c["spliced_kl"]}
 
 
+def _positions_from(rows, hook: str, min_position: int):
+    """Batches of ``hook``'s stored rows at positions >= ``min_position`` (all of them, in row order)."""
+    import torch
+
+    from analysis.common.stream import stream_rows
+
+    for batch in stream_rows(rows, hook, columns=["position"] if min_position else None):
+        x = torch.as_tensor(batch["x"])
+        if min_position:
+            x = x[torch.as_tensor(batch["position"]) >= min_position]
+        if len(x):
+            yield x
+
+
+def _flat(record: dict) -> dict:
+    """Numbers only, one level: ``dead_below`` {"1e-05": f} becomes ``dead_below_1e-05`` (the split is the
+    eval's own, recorded beside them)."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update({f"{key}_{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+        else:
+            out[key] = value
+    return {k: v for k, v in out.items() if k != "split"}
+
+
 def _summarise(cfg: SaeEvalConfig, sae, ds, hook: str, corpus: str, ids: tuple[int, int],
                overlap: bool) -> SaeEvalSummary:
     """The numbers from the per-token dataset (whole, however many runs wrote it): eval.json, eval.parquet, plot."""
     from analysis.common.results import Results
+    from analysis.sae.evals.core import core_metrics
     from analysis.sae.loss_eval import position_curves, position_figure
-    from analysis.sae.report import evaluate
     from shards.reader import open_dataset
 
     rows = open_dataset(_rows_uri(cfg), cfg.storage)
     measure, metrics, curves_of = _metrics(rows)
-    recon, _freq = evaluate(sae, rows, hook, max_rows=rows.num_rows, seed=0, min_position=cfg.min_position)
+    recon, _freq = core_metrics(sae, _positions_from(rows, hook, cfg.min_position))
     pos_col = "context_position" if "context_position" in rows.columns else "position"
     position = rows.metadata_table([pos_col]).column(pos_col).to_numpy()
     curves = position_curves(position, curves_of)
@@ -279,7 +305,7 @@ def _summarise(cfg: SaeEvalConfig, sae, ds, hook: str, corpus: str, ids: tuple[i
         sae=cfg.sae, hook=hook, model=ds.manifest.config["model"], dataset=ds.storage.display(),
         dataset_id=ds.dataset_id, corpus=corpus, eval_split=cfg.eval_split, example_ids=list(ids),
         overlaps_training=overlap, min_position=cfg.min_position, measure=measure,
-        metrics={**metrics, **recon.to_json()}, rows=rows.storage.display(), out=out.display())
+        metrics={**metrics, **_flat(recon.to_json())}, rows=rows.storage.display(), out=out.display())
     out.json("eval.json", summary.to_json())
     log.info("sae eval %s: %s", hook, summary.metrics)
     return summary
