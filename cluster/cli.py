@@ -19,6 +19,7 @@ from simple_parsing import DashVariant
 from analysis.registry import ANALYSES, GROUPS
 from cluster.jobfiles import JobFileParser
 from shards.errors import ActlakeError
+from shards.invocation import set_command_line
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ COMMANDS: dict[str, Command] = {
     "unlock": Command("cluster.commands:UnlockConfig", "cluster.dataset_commands:cmd_unlock",
                       "Remove a dataset's write lock once you know its writer is dead."),
     "ls": Command("cluster.commands:LsConfig", "cluster.dataset_commands:cmd_ls", "List the datasets under a prefix."),
+    "copy": Command("cluster.share_commands:CopyConfig", "cluster.share_commands:cmd_copy",
+                    "Copy a dataset (a version, some hooks or rows) elsewhere, checking every byte; rerun to resume.",
+                    True),
+    "card": Command("cluster.share_commands:CardConfig", "cluster.share_commands:cmd_card",
+                    "Write a dataset's card (README.md with Hugging Face Hub metadata) from its manifest."),
     "demo": Command("cluster.commands:DemoConfig", "cluster.dataset_commands:cmd_demo",
                     "Write a dataset of synthetic activations, then describe, verify and read it back."),
     "extract": Command("ingest.config:ExtractConfig", "cluster.extract_command:cmd_extract",
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(argv).parse_args(argv)  # configs check themselves while they are built
         _setup_logging(args.verbose)
+        set_command_line(argv)  # for the manifest and the dataset card (secrets redacted)
         result = _resolve(COMMANDS[name].run)(args.cfg)
     except ActlakeError as exc:
         print(f"actlake {name}: error: {exc}", file=sys.stderr)

@@ -119,6 +119,18 @@ class LsConfig(_WithStorage):
     depth: int = 4
     """How many directory levels below the prefix to search."""
 
+    json: bool = False
+    """One JSON object per dataset (uri, dataset_id, model, modality, hooks, rows, units, bytes, version, updated,
+    problem) instead of the table."""
+
+    threads: int = 16
+    """Folders listed and manifests read at once (an object store answers each in tens of milliseconds)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.depth < 0 or self.threads < 1:
+            raise ValueError(f"--depth {self.depth} / --threads {self.threads}: use depth >= 0 and threads >= 1")
+
 
 @dataclass
 class DemoConfig(_WithStorage):

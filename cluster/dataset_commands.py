@@ -110,18 +110,31 @@ def cmd_unlock(cfg: UnlockConfig) -> int:
 
 
 def cmd_ls(cfg: LsConfig) -> int:
+    """The datasets under a prefix: model, modality, hooks, rows, bytes, newest version, last update."""
+    from shards.catalog import list_datasets
+
     root = Storage(cfg.prefix, cfg.storage)
-    found = root.walk_dirs("", maxdepth=cfg.depth)
+    found = list_datasets(root, cfg.depth, cfg.threads)
+    if cfg.json:
+        for s in found:
+            print(json.dumps(s.to_json()))
+        return 0
     if not found:
-        print(f"no datasets under {root.display()}")
-    for rel in found:
-        uri = f"{cfg.prefix.rstrip('/')}/{rel}" if rel else cfg.prefix
-        try:
-            ds = open_dataset(uri, cfg.storage)
-            print(f"{root.display(rel):<60} rows {ds.num_rows:>12,}  units {len(ds.units):>6}  "
-                  f"{human_bytes(ds.manifest.num_bytes):>10}  hooks {','.join(ds.hooks)}")
-        except Exception as exc:  # noqa: BLE001 - list what can be listed
-            print(f"{root.display(rel):<60} unreadable: {exc}")
+        print(f"no datasets under {root.display()} (searched {cfg.depth} levels down)")
+        return 0
+    base = root.display().rstrip("/") + "/"
+    names = [s.uri[len(base):] if s.uri.startswith(base) else s.uri for s in found]
+    width = max(12, *(len(n) for n in names))
+    print(f"{'dataset':<{width}}  {'model':<22} {'modality':<8} {'rows':>12} {'bytes':>10} {'version':>7}  "
+          f"{'updated':<20}  hooks")
+    for name, s in zip(names, found, strict=True):
+        if s.problem:
+            print(f"{name:<{width}}  unreadable: {s.problem}")
+            continue
+        hooks = ",".join(s.hooks) if len(s.hooks) <= 6 else f"{','.join(s.hooks[:5])},… ({len(s.hooks)})"
+        print(f"{name or '.':<{width}}  {s.model[:22]:<22} {s.modality or '-':<8} {s.rows:>12,} "
+              f"{human_bytes(s.bytes):>10} {s.version:>7}  {s.updated:<20}  {hooks}")
+    print(f"{len(found)} dataset(s) under {root.display()}")
     return 0
 
 

@@ -394,7 +394,7 @@ def read_manifest(storage: Storage, version: int | None = None, lazy: bool = Fal
         raw = storage.get_bytes(MANIFEST)
     except FileNotFoundError:
         hint = ""
-        if storage.list(COMMITS_DIR):
+        if not storage.read_only and storage.list(COMMITS_DIR):
             hint = (" Commit records exist: a writer died before its first manifest; reopen it with "
                     "create_dataset(..., mode='append') or run `actlake verify --repair` to fold them in.")
         raise DatasetNotFoundError(

@@ -90,6 +90,7 @@ class Dataset:
         self.storage = Storage(uri, storage_options)
         self.storage_options = self.storage.storage_options
         self.manifest: Manifest = read_manifest(self.storage, version, lazy=True)
+        self.storage.check_range_reads()  # a web server: before any work, not at the first row group
         self.schema = self.manifest.schema
         self.units = self.manifest.units  #: a v3 dataset's is read when first used (``LazyUnitTable``)
         self.files = FileCache(self.storage, on_missing=self._missing_file)

@@ -11,7 +11,13 @@ _SECRET_KEY = re.compile(
     re.I)
 _USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s'\"]*@")  # anywhere in a text: URIs inside messages too
 _S3_USERINFO = re.compile(r"^(s3a?)://([^/@]*)@(.*)$", re.S)
+_HTTP_USERINFO = re.compile(r"^(https?)://([^/@]*)@(.*)$", re.S)
 _KEY_VALUE = re.compile(r"^([\w.\-]+)=(.+)$", re.S)  # --storage-option KEY=VALUE
+
+
+def is_secret_key(name: str) -> bool:
+    """A key or flag name that holds a secret (``hf-token``, ``aws_secret_access_key``; not ``tokenizer``)."""
+    return bool(_SECRET_KEY.search(name))
 
 
 def redact_uri(uri: str) -> str:
@@ -21,8 +27,14 @@ def redact_uri(uri: str) -> str:
 
 
 def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
-    """``s3://KEY:SECRET@bucket/x`` -> (``s3://bucket/x``, {"key": KEY, "secret": SECRET}); other URIs lose any
-    ``user:password@`` too (with no options: only S3's are understood)."""
+    """``s3://KEY:SECRET@bucket/x`` -> (``s3://bucket/x``, {"key": KEY, "secret": SECRET});
+    ``https://USER:PASSWORD@host/x`` -> (``https://host/x``, {"http_user": USER, "http_password": PASSWORD}) for
+    HTTP basic authentication; other URIs lose any ``user:password@`` too (with no options)."""
+    h = _HTTP_USERINFO.match(str(uri))
+    if h is not None:
+        proto, userinfo, rest = h.groups()
+        user, _, password = userinfo.partition(":")
+        return f"{proto}://{rest}", {"http_user": user, "http_password": password}
     m = _S3_USERINFO.match(str(uri))
     if m is None:
         return redact_uri(uri) if _USERINFO.match(str(uri)) else uri, {}

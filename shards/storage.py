@@ -35,6 +35,10 @@ from shards.secrets import redact_uri, secret_values, split_credentials
 log = logging.getLogger("actlake.storage")
 T = TypeVar("T")
 _S3 = ("s3://", "s3a://")
+#: protocols that can only be read (a static web server or CDN): no listing, no writes
+READ_ONLY = ("http://", "https://")
+#: fsspec's words when an HTTP server answers a range request with the whole file
+_NO_RANGES = "support range requests"
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
@@ -50,6 +54,17 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     aiohttp = sys.modules.get("aiohttp")
     if aiohttp is not None:
         classes.append(aiohttp.ClientConnectionError)
+    return tuple(classes)
+
+
+def untrusted_certificate_errors() -> tuple[type[BaseException], ...]:
+    """A TLS certificate this machine does not trust: a connection error that retrying cannot fix."""
+    import ssl
+
+    classes: list[type[BaseException]] = [ssl.SSLCertVerificationError]
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        classes.append(aiohttp.ClientConnectorCertificateError)
     return tuple(classes)
 
 
@@ -133,6 +148,28 @@ def native_s3(options: dict):
     return S3FileSystem(**kw)
 
 
+def _hint(exc: BaseException) -> str:
+    """What to do about a failure people meet when reading a served dataset."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (". The server's TLS certificate is not trusted here: point SSL_CERT_FILE at the bundle of the CA "
+                "that signed it (a private or self-signed server)")
+    if " 401" in text or "401," in text:
+        return ". The server wants a login: give it in the URI (https://USER:PASSWORD@host/...; never stored)"
+    return ""
+
+
+def _http_options(options: dict) -> dict:
+    """fsspec's HTTP options from ours: basic-auth credentials taken out of the URI become aiohttp's ``auth``."""
+    out = dict(options)
+    user, password = out.pop("http_user", None), out.pop("http_password", None)
+    if user is not None:
+        import aiohttp
+
+        out["client_kwargs"] = {**(out.get("client_kwargs") or {}), "auth": aiohttp.BasicAuth(user, password or "")}
+    return out
+
+
 def as_fsspec_options(options: StorageOptions | dict | None) -> dict:
     """Storage options as fsspec keyword arguments, from either form."""
     if isinstance(options, StorageOptions):
@@ -162,6 +199,8 @@ class Storage:
             config = dict(fs_options.get("config_kwargs") or {})
             config.setdefault("retries", {"mode": "standard", "max_attempts": 10})  # throttling and 5xx
             fs_options["config_kwargs"] = config
+        if self.read_only:
+            fs_options = _http_options(fs_options)
         try:
             self.fs, root = fsspec.core.url_to_fs(self.uri, **fs_options)
         except (ValueError, ImportError) as exc:
@@ -169,6 +208,40 @@ class Storage:
                                "an fsspec URI such as s3://bucket/prefix (with s3fs installed).") from None
         self.root = root.rstrip("/") if root != "/" else root
         self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    @property
+    def read_only(self) -> bool:
+        """A web server's files (``https://``): read by range requests, never listed or written."""
+        return self.uri.startswith(READ_ONLY)
+
+    def require_writable(self, what: str) -> None:
+        """Refuse, before any work, to write where nothing can be written (a web server)."""
+        if self.read_only:
+            raise ConfigError(f"{self.display()} is served over HTTP, which is read-only: {what} needs a local "
+                              "directory or an object store. Copy the dataset first (`actlake copy "
+                              f"{self.display()} DST`), then write there.")
+
+    def check_range_reads(self, rel: str = "manifest.json") -> None:
+        """Fail with a StorageError saying what the server lacks when it does not answer range requests (a
+        Parquet reader reads footers and row groups, never whole files). Only web servers are asked."""
+        if not self.read_only:
+            return
+
+        def ranged() -> bytes:
+            with self.fs.open(self.path(rel), "rb", block_size=8, cache_type="none") as f:
+                f.seek(1)
+                return f.read(2)
+
+        try:
+            self.call("read", rel, ranged)
+        except StorageError as exc:
+            if _NO_RANGES in str(exc):
+                raise StorageError(
+                    f"{self.display()}: the web server does not answer HTTP range requests (it sent the whole file "
+                    "when asked for bytes 1-2 of manifest.json). actlake reads Parquet footers and row groups by "
+                    "range: serve the dataset with a server or CDN that honours `Range:` headers (nginx, Apache, "
+                    "Caddy, S3 or GCS static hosting; not `python -m http.server`).") from None
+            raise
 
     def _take_userinfo(self, uri: str) -> str:
         """``s3://KEY:SECRET@bucket/x`` -> ``s3://bucket/x`` with key/secret moved to the options."""
@@ -225,6 +298,9 @@ class Storage:
                     raise
                 raise StorageError(f"{what} failed for {self.display(rel)}: {self.scrub(str(exc))}. Does the bucket "
                                    "(or parent directory) exist, and may these credentials write to it?") from None
+            except untrusted_certificate_errors() as exc:  # no retry makes a certificate trusted
+                raise StorageError(f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
+                                   f"{self.scrub(str(exc))}{_hint(exc)}") from None
 
         def on_retry(n: int, exc: BaseException, delay: float) -> None:
             log.warning("transient error on %s of %s (attempt %d/%d): %s; retrying in %.1fs", what,
@@ -237,7 +313,7 @@ class Storage:
             raise  # missing (the caller asked for it), or already named: a damaged file, a failed store
         except Exception as exc:  # noqa: BLE001 - every other store failure, named and scrubbed
             raise StorageError(f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
-                               f"{self.scrub(str(exc))}") from None
+                               f"{self.scrub(str(exc))}{_hint(exc)}") from None
 
     def _invalidate(self) -> None:
         try:
@@ -390,6 +466,7 @@ class Storage:
 
     def list(self, rel: str) -> list[str]:
         """Names (not paths) of the files directly under ``rel``; [] if none."""
+        self._require_listing(rel)
         p = self.path(rel)
 
         def ls() -> list[str]:
@@ -413,6 +490,40 @@ class Storage:
             return sorted(names)
 
         return self.call("list", rel, ls)
+
+    def entries(self, rel: str = "") -> tuple[list[str], list[str]]:
+        """(file names, folder names) directly under ``rel``, each sorted; both empty when it does not exist."""
+        self._require_listing(rel)
+        p = self.path(rel)
+
+        def local() -> tuple[list[str], list[str]]:
+            try:
+                with os.scandir(p) as it:
+                    found = [(e.name, e.is_dir()) for e in it]
+            except (FileNotFoundError, NotADirectoryError):
+                return [], []
+            return sorted(n for n, d in found if not d), sorted(n for n, d in found if d)
+
+        def remote() -> tuple[list[str], list[str]]:
+            self._invalidate()
+            try:
+                listed = self.fs.ls(p, detail=True)
+            except FileNotFoundError:
+                return [], []
+            files, folders = [], []
+            for e in listed:
+                name = posixpath.basename(e["name"].rstrip("/"))
+                if name and e["name"].rstrip("/") != p.rstrip("/"):
+                    (folders if e.get("type") == "directory" else files).append(name)
+            return sorted(files), sorted(folders)
+
+        return self.call("list", rel, local if self.is_local else remote)
+
+    def _require_listing(self, rel: str) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.display(rel)}: a web server's folders cannot be listed; actlake reads a "
+                               "served dataset through the files its manifest names (this operation needs a "
+                               "listing: run it where the dataset is stored, or on a copy)")
 
     # --- input files: a corpus, stimuli, a table to import (the root may be a file, a folder or a glob) ---
     @property
@@ -452,6 +563,7 @@ class Storage:
 
     def find(self, rel: str = "") -> dict[str, dict]:
         """Every file below ``rel``, at any depth: path -> details ({} when there is none)."""
+        self._require_listing(rel)
         def walk() -> dict[str, dict]:
             self._invalidate()
             return dict(self.fs.find(self.path(rel).rstrip("/") or "/", detail=True))
@@ -470,8 +582,14 @@ class Storage:
         return self.call("list", rel, entries)
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of an object; FileNotFoundError when it does not exist."""
-        return self.call("read", rel, lambda: self.fs.cat_file(self.path(rel), start, end), missing_ok=True)
+        """Bytes [start, end) of an object; FileNotFoundError when it does not exist.
+
+        The length is checked: fsspec's HTTP client hands back a whole file when the server ignores ``Range:``."""
+        data = self.call("read", rel, lambda: self.fs.cat_file(self.path(rel), start, end), missing_ok=True)
+        if len(data) != end - start and len(data) > end - start:
+            raise StorageError(f"{self.display(rel)}: asked for bytes [{start}, {end}), got {len(data)}: the server "
+                               "does not answer range requests")
+        return data
 
     def read_text(self, rel: str = "", encoding: str = "utf-8") -> str:
         """An object's text; FileNotFoundError when it does not exist."""
@@ -479,6 +597,7 @@ class Storage:
 
     def walk_dirs(self, rel: str = "", maxdepth: int = 4) -> list[str]:
         """Relative directories under ``rel`` (including itself) holding a manifest.json."""
+        self._require_listing(rel)
         base = self.path(rel)
 
         def find() -> list[str]:

@@ -145,21 +145,65 @@ class UnitWriter:
         rewritten, so a reader of an older version is never disturbed), then the commit record, which names
         it; a crash in between leaves an unnamed file that readers never see and ``vacuum`` removes.
         """
-        import uuid
-
         unit_id = check_unit_id(unit_id)  # before anything is written: no orphan file for a bad id
         table = self.build_table(columns)
+        stats = (lambda: self.unit_stats(columns, table.num_rows)) if self.compute_stats else None
+        return self._write(unit_id, table, stats, skipped)
+
+    def write_table(self, unit_id: int, table: pa.Table, skipped: Sequence[SkippedInput] = ()) -> CommitRecord:
+        """Write and commit a unit from an Arrow table holding this dataset's columns (e.g. a filtered copy of
+        another dataset's unit: same column types); statistics from its stored values."""
+        unit_id = check_unit_id(unit_id)
+        schema = self.schema.arrow_schema()
+        missing = [n for n in schema.names if n not in table.column_names]
+        if missing:
+            raise SchemaMismatchError(f"unit {unit_id}: the table lacks columns {missing}")
+        table = table.select(schema.names).cast(schema)
+        stats = (lambda: self.table_stats(table)) if self.compute_stats else None
+        return self._write(unit_id, table, stats, skipped)
+
+    def table_stats(self, table: pa.Table) -> dict[str, HookStats]:
+        """Each hook's statistics from an Arrow table's stored values (decoded without a copy)."""
+        return {name: HookStats.from_storage(get_codec(spec.encoding).decode(spec, table.column(name)), spec.dtype)
+                for name, spec in self.schema.hooks.items()}
+
+    def write_file(self, unit_id: int, data: bytes, skipped: Sequence[SkippedInput] = ()) -> CommitRecord:
+        """Commit a unit whose Parquet bytes are given whole (a copy of another dataset's file with this schema,
+        already checked against its checksum): put as they are, statistics from their decoded values."""
+        import pyarrow.parquet as pq
+
+        unit_id = check_unit_id(unit_id)
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        table = pf.read()
+        if not table.schema.remove_metadata().equals(self.schema.arrow_schema().remove_metadata()):
+            raise SchemaMismatchError(f"unit {unit_id}: the file's columns differ from the dataset's")
+        groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)] or [0]
+        stats = (lambda: self.table_stats(table)) if self.compute_stats else None
+
+        def put(sink) -> list[int]:
+            sink.write(data)
+            return groups
+
+        return self._write(unit_id, table, stats, skipped, put)
+
+    def _write(self, unit_id: int, table: pa.Table, stats_fn, skipped: Sequence[SkippedInput],
+               encode=None) -> CommitRecord:
+        """Put the unit's file (``encode(sink)`` -> row-group sizes; default: Parquet-encode ``table``) under an
+        attempt name of its own, then its commit record."""
+        import uuid
+
         path = unit_attempt_path(unit_id, uuid.uuid4().hex[:8])
+        encode = encode or (lambda sink: self.encode(table, sink))
 
         def attempt() -> tuple[list[int], HashingSink]:
             with self.storage.open_output(path, fsync=self.fsync) as raw:
                 sink = HashingSink(raw)
-                groups = self.encode(table, sink)
+                groups = encode(sink)
             return groups, sink
 
         # Statistics (numpy) and Parquet encoding (Arrow) both release the GIL: run them side by side.
         with ThreadPoolExecutor(1) as pool:
-            stats_future = pool.submit(self.unit_stats, columns, table.num_rows) if self.compute_stats else None
+            stats_future = pool.submit(stats_fn) if stats_fn is not None else None
             groups, sink = self.storage.call("write", path, attempt)
             stats = stats_future.result() if stats_future is not None else {}
         self._check_finite(unit_id, stats)

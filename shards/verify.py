@@ -52,6 +52,7 @@ class VerifyReport:
     uncommitted_records: list[str] = field(default_factory=list)  #: commit records the manifest lacks
     removed: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  #: what repair rebuilt or dropped
+    notes: list[str] = field(default_factory=list)  #: what was not checked, and why
 
     @property
     def ok(self) -> bool:
@@ -70,7 +71,7 @@ class VerifyReport:
         out += [f"{r}: committed but not yet in the manifest (a writer died; reopen in append mode to fold it)"
                 for r in self.uncommitted_records]
         out += [f"{r}: removed" for r in self.removed] + [f"repaired: {r}" for r in self.repaired]
-        return out
+        return out + [f"note: {n}" for n in self.notes]
 
 
 def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool) -> list[str]:
@@ -160,7 +161,7 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     checked: set[str] = set()
     named: set[str] = set()
     walked = []
-    for view in walk_versions(storage, manifest, None if all_versions else []):
+    for view in walk_versions(storage, manifest, None if all_versions and not storage.read_only else []):
         if isinstance(view, tuple):
             v, problem = view
             report.versions[_record_path(storage, v)] = f"damaged: {problem}"
@@ -179,6 +180,10 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     if problem is not None:
         report.versions[MANIFEST] = problem
     report.versions_checked.sort()
+    if storage.read_only:  # a web server: what the manifest names is all there is to read
+        report.notes.append("served over HTTP (no listing): the latest version's files were checked; older "
+                            "versions, commit records and unnamed files need the store itself")
+        return report
     present = _check_records(storage, manifest, report)
     report.garbage = garbage(storage, present | named)
     return report

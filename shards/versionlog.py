@@ -328,7 +328,10 @@ def apply_state(storage: Storage, state: dict, entries: list[LogEntry]) -> dict:
 def version_state(storage: Storage, version: int) -> tuple[dict, UnitTable, LogEntry]:
     """The state (manifest fields) and unit list of a v3 version, from its checkpoint and log entries."""
     entry, _raw = read_log(storage, version)
-    start, chain = chain_to(storage, entry, set(list_checkpoints(storage)))
+    # a web server cannot list: the entry names the checkpoint its unit list starts from (a vacuum may have given
+    # a later version one too; the listing finds that shorter way where there is one)
+    known = {entry.checkpoint} if storage.read_only else set(list_checkpoints(storage))
+    start, chain = chain_to(storage, entry, known)
     cp = read_checkpoint(storage, start)
     state = apply_state(storage, cp.state, chain)
     if not chain:

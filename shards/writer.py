@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Literal
 
+from shards.card import CARD, write_card
 from shards.cleanup import delete_dataset_files, readable_records, record_ids, remove_empty_dirs
 from shards.codecs import CODECS
 from shards.commits import CommitRecord
@@ -21,6 +22,7 @@ from shards.errors import (
     JobMismatchError,
     SchemaMismatchError,
 )
+from shards.invocation import command_line
 from shards.layout import MANIFEST, artifact_path, check_unit_id, unit_commit_path, versioned_stats_path
 from shards.lock import WriteLock
 from shards.manifest import (
@@ -107,6 +109,7 @@ class DatasetWriter:
         self.schema.arrow_schema()  # raises on unknown column types
         self._columns_fixed = columns is not None
         self.storage = Storage(uri, storage_options)
+        self.storage.require_writable("writing a dataset")
         self.uri = uri
         self.compression, self.row_group_bytes = compression, int(row_group_bytes)
         self.compute_stats, self.fsync = compute_stats, fsync
@@ -210,6 +213,8 @@ class DatasetWriter:
         self.manifest.provenance = self.manifest.provenance.updated(provenance)
         if config is not None:
             self.manifest.config = config
+            if command_line():  # the command of the job now writing (the card shows it)
+                self.manifest.provenance.details["command_line"] = command_line()
         self.log.adopt(existing.root if existing is not None else None,
                        existing.source_digest if existing is not None else "", existing)
         if existing is not None and not self._stats_rebuilt:
@@ -494,17 +499,26 @@ class DatasetWriter:
             raise RuntimeError(f"writer of {self.storage.display()} is closed")
 
     def close(self) -> None:
-        """Write the final manifest and release the write lock."""
+        """Write the final manifest and the dataset card (``README.md``), and release the write lock."""
         if self._closed:
             return
         try:
-            self._write_manifest()
+            if self._write_manifest() or not self.storage.exists(CARD):
+                self._write_card()
         except BaseException:
             self._closed = True
             self.lock.release_quietly()  # the manifest write's error is the one to report
             raise
         self._closed = True
         self.lock.release()
+
+    def _write_card(self) -> None:
+        """The card is derived data (``actlake card`` writes it again): a failure to write it is logged, never
+        raised over a committed version."""
+        try:
+            write_card(self.storage, self.manifest)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("could not write the dataset card %s: %s", self.storage.display(CARD), exc)
 
     def abort(self, remove_if_empty: bool = False, remove_created: bool = False) -> None:
         """Release the lock without a final manifest write (committed units stay committed).

@@ -1,0 +1,155 @@
+"""``actlake copy | card``: sharing datasets — a checked copy (a version, some hooks or rows) elsewhere, and the
+dataset card people and the Hugging Face Hub read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from simple_parsing import field
+
+from shards.card import CardOptions
+from shards.config import nested, split_list, take_credentials
+from shards.errors import ConfigError
+from shards.secrets import redact, split_credentials
+from shards.storage import StorageOptions
+
+
+@dataclass
+class CopyConfig:
+    """Copy a dataset (one version, some hooks, some rows) to another place, checking every byte on the way."""
+
+    src: str = field(positional=True, metavar="SRC")
+    """The dataset to copy: a local path, s3://…, https://… (a web server) or any fsspec URI."""
+
+    dst: str = field(positional=True, metavar="DST")
+    """Where the copy goes (a new dataset; rerunning the same copy resumes it)."""
+
+    hooks: list[str] = field(default_factory=list, nargs="*", metavar="HOOK[,HOOK...]")
+    """Hooks to copy (default: all)."""
+
+    version: int | None = None
+    """The source version to copy (default: the latest; `actlake versions SRC` lists the kept ones)."""
+
+    rows: str = ""
+    """Rows START:STOP of the source version, in its row order (STOP exclusive), e.g. 0:100000."""
+
+    examples: str = ""
+    """Example ids START:STOP (STOP exclusive), e.g. 0:500."""
+
+    overwrite: bool = field(default=False, action="store_true")
+    """Replace a different dataset at DST (without it, DST must be empty or this same copy, which resumes)."""
+
+    threads: int = 8
+    """Units copied at once."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options of SRC (--endpoint-url, --anonymous, ...)."""
+
+    dst_endpoint_url: str | None = None
+    """DST's S3-compatible endpoint when it differs from SRC's (default: SRC's, or AWS_ENDPOINT_URL)."""
+
+    dst_region: str | None = None
+    """DST's region (default: SRC's)."""
+
+    dst_profile: str | None = None
+    """DST's profile of ~/.aws (default: SRC's)."""
+
+    dst_storage_option: list[str] = field(default_factory=list, nargs="*")
+    """Other fsspec options of DST as KEY=VALUE."""
+
+    card: CardOptions = field(default_factory=CardOptions)
+    """The copy's card: licence and citation (default: the source's)."""
+
+    dst_credentials: dict = field(default_factory=dict, cmd=False)
+    """Key and secret taken out of a ``KEY:SECRET@`` DST URI (never a flag; redacted wherever written)."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        self.card = nested(self.card, CardOptions)
+        self.hooks = split_list(self.hooks)
+        self.dst, creds = split_credentials(self.dst)
+        self.dst_credentials = {**self.dst_credentials, **creds}
+        take_credentials(self, "src")
+        if self.threads < 1:
+            raise ConfigError(f"--threads {self.threads}: use at least 1")
+        if self.version is not None and self.version < 1:
+            raise ConfigError(f"--version {self.version}: versions are numbered from 1 (`actlake versions SRC`)")
+        from shards.copy import parse_range
+
+        parse_range(self.rows, "rows"), parse_range(self.examples, "examples")  # refused before any work
+
+    def dst_options(self) -> StorageOptions:
+        """DST's storage options: SRC's, with the --dst-* ones laid over (a web server's login never carried)."""
+        src = self.storage
+        creds = {k: v for k, v in src.credentials.items() if not k.startswith("http_")}
+        return StorageOptions(endpoint_url=self.dst_endpoint_url or src.endpoint_url,
+                              region=self.dst_region or src.region, profile=self.dst_profile or src.profile,
+                              storage_option=self.dst_storage_option or list(src.storage_option),
+                              credentials={**creds, **self.dst_credentials})
+
+
+def cmd_copy(cfg: CopyConfig):
+    """``actlake copy``: see ``shards.copy``."""
+    import dataclasses
+
+    from shards.copy import CopyPlan, copy_dataset, parse_range
+
+    def plan_of(m) -> CopyPlan:
+        if cfg.hooks:
+            missing = [h for h in cfg.hooks if h not in m.hooks]
+            if missing:
+                raise ConfigError(f"--hooks {missing}: not in {cfg.src} (it has {', '.join(m.hooks)})")
+        return CopyPlan(version=m.version, hooks=tuple(cfg.hooks) if cfg.hooks else None,
+                        rows=parse_range(cfg.rows, "rows"), examples=parse_range(cfg.examples, "examples"))
+
+    config = redact({"command": "copy", **dataclasses.asdict(cfg)})
+    return copy_dataset(cfg.src, cfg.dst, plan_of, src_options=cfg.storage, dst_options=cfg.dst_options(),
+                        overwrite=cfg.overwrite, threads=cfg.threads, version=cfg.version, config=config,
+                        provenance=cfg.card.to_details())
+
+
+@dataclass
+class CardConfig:
+    """Write a dataset's card (README.md, in the Hugging Face Hub's layout) from its manifest again."""
+
+    uri: str = field(positional=True, metavar="URI")
+    """The dataset."""
+
+    card: CardOptions = field(default_factory=CardOptions)
+    """Licence and citation to show (default: those recorded when the dataset was made)."""
+
+    out: str = ""
+    """Write the card to this file instead of URI/README.md (e.g. for a dataset served read-only)."""
+
+    print: bool = field(default=False, action="store_true")
+    """Print the card instead of writing it."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options (endpoint, region, profile, ...)."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        self.card = nested(self.card, CardOptions)
+        take_credentials(self, "uri", "out")
+
+
+def cmd_card(cfg: CardConfig) -> int:
+    from shards.card import CARD, render_card
+    from shards.manifest import read_manifest
+    from shards.storage import Storage
+
+    storage = Storage(cfg.uri, cfg.storage)
+    manifest = read_manifest(storage)
+    text = render_card(manifest, storage.display(), cfg.card)
+    if cfg.print:
+        print(text, end="")
+        return 0
+    if cfg.out:
+        Storage(cfg.out, cfg.storage).put_bytes("", text.encode())
+        print(json.dumps({"card": cfg.out, "bytes": len(text.encode())}))
+        return 0
+    storage.require_writable("writing its card (give --out FILE or --print)")
+    storage.put_bytes(CARD, text.encode())
+    print(json.dumps({"card": storage.display(CARD), "bytes": len(text.encode())}))
+    return 0
