@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
     "copy": Command("cluster.share_commands:CopyConfig", "cluster.share_commands:cmd_copy",
                     "Copy a dataset (a version, some hooks or rows) elsewhere, checking every byte; rerun to resume.",
                     True),
+    "export": Command("cluster.share_commands:ExportConfig", "cluster.share_commands:cmd_export",
+                      "Write a hook of a dataset in SAELens' cached-activations layout (--format saelens).", True),
     "card": Command("cluster.share_commands:CardConfig", "cluster.share_commands:cmd_card",
                     "Write a dataset's card (README.md with Hugging Face Hub metadata) from its manifest."),
     "demo": Command("cluster.commands:DemoConfig", "cluster.dataset_commands:cmd_demo",

@@ -132,7 +132,7 @@ def cmd_ls(cfg: LsConfig) -> int:
             print(f"{name:<{width}}  unreadable: {s.problem}")
             continue
         hooks = ",".join(s.hooks) if len(s.hooks) <= 6 else f"{','.join(s.hooks[:5])},… ({len(s.hooks)})"
-        print(f"{name or '.':<{width}}  {s.model[:22]:<22} {s.modality or '-':<8} {s.rows:>12,} "
+        print(f"{name or '.':<{width}}  {s.model[:22] or '-':<22} {s.modality or '-':<8} {s.rows:>12,} "
               f"{human_bytes(s.bytes):>10} {s.version:>7}  {s.updated:<20}  {hooks}")
     print(f"{len(found)} dataset(s) under {root.display()}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 from simple_parsing import field
 
@@ -153,3 +154,66 @@ def cmd_card(cfg: CardConfig) -> int:
     storage.put_bytes(CARD, text.encode())
     print(json.dumps({"card": storage.display(CARD), "bytes": len(text.encode())}))
     return 0
+
+
+@dataclass
+class ExportConfig:
+    """Write a hook of a dataset in another tool's layout (saelens: SAELens' cached activations)."""
+
+    uri: str = field(positional=True, metavar="URI")
+    """The dataset."""
+
+    format: Literal["saelens"] = "saelens"
+    """saelens: the folder SAELens' CacheActivationsRunner writes and `use_cached_activations` reads."""
+
+    hook: str = ""
+    """The hook to export (required when the dataset has several)."""
+
+    out: str = ""
+    """The folder to write (must be empty or absent)."""
+
+    context_size: int = 0
+    """Tokens per row (SAELens' context_size; default: the dataset's own, else 128)."""
+
+    column: str = ""
+    """The activation column's name, i.e. SAELens' hook_name (default: the hook's name)."""
+
+    dtype: Literal["float32", "float16"] = "float32"
+    """The stored dtype (SAELens' `dtype`)."""
+
+    max_tokens: int = 0
+    """Export at most this many tokens (0: all)."""
+
+    data_version: int | None = None
+    """The version to export (default: the latest)."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """Storage options of URI."""
+
+    def __post_init__(self) -> None:
+        self.storage = nested(self.storage, StorageOptions)
+        take_credentials(self, "uri")
+        if not self.out:
+            raise ConfigError("--out DIR: the folder to write the export to")
+        if self.context_size < 0 or self.max_tokens < 0:
+            raise ConfigError("--context-size and --max-tokens must be >= 0")
+
+
+def cmd_export(cfg: ExportConfig):
+    from shards.adapters.saelens import export_saelens
+    from shards.reader import open_dataset
+
+    ds = open_dataset(cfg.uri, cfg.storage, version=cfg.data_version)
+    hooks = list(ds.hooks)
+    hook = cfg.hook or (hooks[0] if len(hooks) == 1 else "")
+    if hook not in ds.hooks:
+        raise ConfigError(f"--hook {cfg.hook or '(none)'}: choose one of {', '.join(hooks)}")
+    if ds.schema.hooks[hook].shape and len(ds.schema.hooks[hook].shape) != 1:
+        raise ConfigError(f"--hook {hook} has shape {list(ds.schema.hooks[hook].shape)}; SAELens trains on vectors")
+    if (ds.manifest.provenance.details.get("packing") or {}).get("pool", "none") not in ("none", None):
+        raise ConfigError(f"{cfg.uri} holds pooled rows (one per example); SAELens' layout is one row per token")
+    try:
+        return export_saelens(ds, hook, cfg.out, context_size=cfg.context_size or None, column=cfg.column or None,
+                              dtype=cfg.dtype, max_tokens=cfg.max_tokens or None)
+    except (FileExistsError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None

@@ -7,6 +7,7 @@ from typing import Literal
 
 from simple_parsing import field, flag
 
+from shards.card import CardOptions
 from shards.config import check_choices, check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.storage import StorageOptions
@@ -165,6 +166,9 @@ class ExtractConfig:
     storage: StorageOptions = field(default_factory=StorageOptions)
     """Storage options for --data and --out."""
 
+    card: CardOptions = field(default_factory=CardOptions)
+    """The dataset card's licence and citation (README.md beside the manifest)."""
+
     address: str | None = None
     """Ray address to join (default: start a local Ray)."""
 
@@ -176,6 +180,7 @@ class ExtractConfig:
         self.fields = split_list(self.fields)
         self.mean, self.std = split_list(self.mean, float), split_list(self.std, float)
         self.storage = nested(self.storage, StorageOptions)
+        self.card = nested(self.card, CardOptions)
         take_credentials(self, "data", "out", "metadata", "zoo")
         check_choices(self)
         check_positive(self, "workers", "batch_size", "unit_size", "context_size")

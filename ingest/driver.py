@@ -161,9 +161,11 @@ def open_output(plan: ExtractionPlan, commit_info: CommitInfo):
     import shards
 
     cfg = plan.config
+    # the card's licence and citation: kept from an earlier run when this one gives none
+    provenance = plan.provenance.updated(shards.Provenance(details=cfg.card.to_details()))
     return shards.create_dataset(
         cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
-        compression=cfg.compression, provenance=plan.provenance, config=dataclasses.asdict(cfg),
+        compression=cfg.compression, provenance=provenance, config=dataclasses.asdict(cfg),
         job_identity=plan.identity, storage_options=cfg.storage, commit_interval=COMMIT_INTERVAL_S,
         commit_info=commit_info, allow_nonfinite=cfg.allow_nonfinite)
 

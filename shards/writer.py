@@ -123,6 +123,7 @@ class DatasetWriter:
         self.commit_interval = float(commit_interval)
         self.commit_info = commit_info or CommitInfo(operation=mode)
         self._added = self._removed = 0
+        self._wrote_version = False
         self._last_write = 0.0
         self._written_state: dict | None = None  #: the state fields at the last write (None: must write)
         self._pending_added: dict[int, UnitEntry] = {}  #: units added or replaced since the last version
@@ -386,6 +387,7 @@ class DatasetWriter:
         self._pending_added, self._pending_removed = {}, set()
         self._added = self._removed = 0
         self._last_write = time.monotonic()
+        self._wrote_version = True  # the card (written at close) describes the latest version
         return True
 
     def checkpoint_now(self) -> None:
@@ -503,7 +505,8 @@ class DatasetWriter:
         if self._closed:
             return
         try:
-            if self._write_manifest() or not self.storage.exists(CARD):
+            wrote = self._write_manifest()
+            if wrote or self._wrote_version or not self.storage.exists(CARD):
                 self._write_card()
         except BaseException:
             self._closed = True

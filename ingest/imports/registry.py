@@ -11,6 +11,7 @@ LAYOUTS = {
     "net2brain": "ingest.imports.net2brain",
     "thingsvision": "ingest.imports.thingsvision",
     "parquet": "ingest.imports.parquet",
+    "saelens": "ingest.imports.saelens",
 }
 
 

@@ -13,6 +13,7 @@ from simple_parsing import field
 
 from ingest.imports.registry import LAYOUTS, get_layout
 from ingest.imports.source import FeatureImportError, FeatureSource, Layer
+from shards.card import CardOptions
 from shards.config import check_choices, check_positive, nested, split_list, take_credentials
 from shards.dtypes import FLOAT_DTYPES
 from shards.manifest import Provenance
@@ -25,14 +26,15 @@ log = logging.getLogger("actlake.import")
 
 @dataclass
 class ImportConfig:
-    """Import features computed elsewhere (Net2Brain, thingsvision, Parquet) into an actlake dataset."""
+    """Import features computed elsewhere (Net2Brain, thingsvision, Parquet, SAELens' activation cache) into an
+    actlake dataset."""
 
     src: str = field(positional=True, metavar="SRC")
     """The features: a folder (net2brain, thingsvision) or a Parquet file, local or any fsspec URI."""
 
     layout: str = "net2brain"
     """net2brain (one .npz per stimulus, keyed by layer), thingsvision (an array per layer + file_names.txt),
-    parquet (a row per stimulus, list columns as hooks)."""
+    parquet (a row per stimulus, list columns as hooks), saelens (SAELens' cached activations: a token per row)."""
 
     out: str = "demo-data/imported"
     """Output dataset URI."""
@@ -64,9 +66,13 @@ class ImportConfig:
     storage: StorageOptions = field(default_factory=StorageOptions)
     """Storage options for SRC and --out."""
 
+    card: CardOptions = field(default_factory=CardOptions)
+    """The dataset card's licence and citation."""
+
     def __post_init__(self) -> None:
         self.hooks = split_list(self.hooks)
         self.storage = nested(self.storage, StorageOptions)
+        self.card = nested(self.card, CardOptions)
         take_credentials(self, "src", "out", "ids")
         check_choices(self)
         check_positive(self, "unit_size")
@@ -116,7 +122,11 @@ def _open_source(cfg: ImportConfig) -> FeatureSource:
 
 
 def _unit_columns(source: FeatureSource, hooks: dict, a: int, b: int) -> dict:
-    cols = {"example_id": np.arange(a, b, dtype=np.int64), "stimulus_id": np.asarray(source.ids[a:b], dtype=object)}
+    if source.tokens is not None:
+        cols = source.tokens.columns(a, b)
+    else:
+        cols = {"example_id": np.arange(a, b, dtype=np.int64),
+                "stimulus_id": np.asarray(source.ids[a:b], dtype=object)}
     for k, v in source.metadata.items():
         cols[k] = np.asarray(v[a:b], dtype=object if isinstance(v[0], str) else None)
     for name, layer in source.layers.items():
@@ -138,11 +148,14 @@ def import_features(cfg: ImportConfig) -> ImportSummary:
     source = _open_source(cfg)
     hooks = {name: {"shape": list(layer.shape), "dtype": _stored_dtype(layer, cfg.dtype)}
              for name, layer in source.layers.items()}
-    columns = {"stimulus_id": "string", **{k: infer_column_type(v, k) for k, v in source.metadata.items()}}
-    n = len(source.ids)
+    columns = {**({"stimulus_id": "string"} if source.tokens is None else {}),
+               **{k: infer_column_type(v, k) for k, v in source.metadata.items()}}
+    n = source.num_rows
     provenance = Provenance(details={"import": {
-        "source": cfg.src, "layout": cfg.layout, "stimuli": n, **source.provenance,
-        "original_layers": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in source.layers.items()}}})
+        "source": cfg.src, "layout": cfg.layout, ("tokens" if source.tokens is not None else "stimuli"): n,
+        **source.provenance,
+        "original_layers": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in source.layers.items()}},
+        **cfg.card.to_details()})
     writer = shards.create_dataset(cfg.out, hooks, columns=columns, mode="overwrite" if cfg.overwrite else "create",
                                    compression=cfg.compression, provenance=provenance, storage_options=cfg.storage)
     units = math.ceil(n / cfg.unit_size)

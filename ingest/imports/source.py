@@ -25,15 +25,34 @@ class Layer:
 
 
 @dataclass
+class TokenRows:
+    """A token-level source's fixed columns: ``columns(start, stop)`` -> ``example_id``, ``position`` and
+    ``token_id`` arrays of those rows."""
+
+    rows: int
+    columns: Callable[[int, int], dict[str, np.ndarray]]
+
+
+@dataclass
 class FeatureSource:
-    """Features of ``len(ids)`` stimuli, row i for ``ids[i]``, in the source's order."""
+    """Features of ``len(ids)`` stimuli, row i for ``ids[i]``, in the source's order; or, for a token-level
+    source (``tokens`` set, ``ids`` empty), of ``tokens.rows`` tokens."""
 
     ids: list[str]
     layers: dict[str, Layer]
     metadata: dict[str, list] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    tokens: TokenRows | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.tokens.rows if self.tokens is not None else len(self.ids)
 
     def check(self) -> None:
+        if self.tokens is not None:
+            if not self.tokens.rows or not self.layers:
+                raise FeatureImportError("the source holds no tokens or no layers")
+            return
         if not self.ids:
             raise FeatureImportError("the source holds no stimuli")
         if len(set(self.ids)) != len(self.ids):

@@ -30,9 +30,10 @@ def test_ls_finds_nested_datasets(tmp_path, capsys):
     write_dataset(str(tmp_path / "acts" / "team" / "b"), units=2, rows=3)
     assert main(["ls", str(tmp_path / "acts")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith(str(tmp_path / "acts" / "a")) and "rows            3" in lines[0]
-    assert "team/b" in lines[1] and "units      2" in lines[1]
+    assert len(lines) == 4 and lines[0].split()[:3] == ["dataset", "model", "modality"]  # header, 2, total
+    assert lines[1].split()[0] == "a" and lines[1].split()[3] == "3"  # rows
+    assert lines[2].split()[0] == "team/b" and lines[2].split()[3] == "6"
+    assert lines[3] == f"2 dataset(s) under {tmp_path / 'acts'}"
 
 
 def test_errors_exit_2_with_message(tmp_path):
