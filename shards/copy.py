@@ -22,13 +22,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.checksums import checksum
-from shards.errors import ConfigError, CorruptDataError, DatasetNotFoundError
+from shards.errors import ConfigError, CorruptDataError, DatasetNotFoundError, StorageError
 from shards.manifest import DatasetRef, Manifest, Provenance, UnitEntry
 from shards.records import JsonRecord
 from shards.secrets import redact_uri
 from shards.storage import Storage, StorageOptions
 
 log = logging.getLogger("actlake.copy")
+#: commit records are folded into a new version at most this often (each unit is safe once its record exists;
+#: a version per unit would write the log, statistics and root once per unit)
+COMMIT_INTERVAL_S = 10.0
 
 
 def parse_range(text: str, what: str) -> tuple[int, int] | None:
@@ -142,6 +145,17 @@ class DatasetCopier:
         self.bytes_read += len(data)
         return data
 
+    def recorded_stats(self, entry: UnitEntry) -> dict | None:
+        """The unit's statistics from its commit record when the record is of exactly this file (its checksum);
+        None otherwise (a replaced unit, a record the store cannot serve): then they are computed again."""
+        from shards.commits import CommitRecord
+
+        try:
+            record = CommitRecord.read(self.src, entry.id)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, StorageError):
+            return None
+        return record.stats if record.unit.checksum == entry.checksum else None
+
     def copy_unit(self, job: _UnitJob, unit_writer):
         """One unit: its commit record in the destination, or None when the filters keep none of its rows."""
         data = self.read_checked(job.entry)
@@ -151,7 +165,7 @@ class DatasetCopier:
         if mask is not None and not mask.any():
             return None
         if mask is None and self.plan.whole_units:
-            record = unit_writer.write_file(job.entry.id, data, job.entry.skipped)
+            record = unit_writer.write_file(job.entry.id, data, job.entry.skipped, self.recorded_stats(job.entry))
             self.unchanged += 1
         else:
             table = table if mask is None else table.filter(pa.array(mask))
@@ -228,7 +242,8 @@ def copy_dataset(src: str, dst: str, plan_of: Callable[[Manifest], CopyPlan], *,
     writer = create_dataset(dst, {h: m.hooks[h] for h in hooks}, dict(m.schema.columns), mode,
                             compression=m.compression, row_group_bytes=m.row_group_bytes, provenance=prov,
                             config=config or {"command": "copy"}, job_identity=identity,
-                            storage_options=dst_options, allow_nonfinite=True)
+                            storage_options=dst_options, allow_nonfinite=True,
+                            commit_interval=COMMIT_INTERVAL_S)
     copier = DatasetCopier(source.storage, m, plan, threads)
     try:
         with Progress(len(jobs), "unit", "copying", log) as bar:

@@ -167,24 +167,27 @@ class UnitWriter:
         return {name: HookStats.from_storage(get_codec(spec.encoding).decode(spec, table.column(name)), spec.dtype)
                 for name, spec in self.schema.hooks.items()}
 
-    def write_file(self, unit_id: int, data: bytes, skipped: Sequence[SkippedInput] = ()) -> CommitRecord:
+    def write_file(self, unit_id: int, data: bytes, skipped: Sequence[SkippedInput] = (),
+                   stats: dict[str, HookStats] | None = None) -> CommitRecord:
         """Commit a unit whose Parquet bytes are given whole (a copy of another dataset's file with this schema,
-        already checked against its checksum): put as they are, statistics from their decoded values."""
+        already checked against its checksum): put as they are. ``stats``: the file's statistics as its source's
+        commit record holds them (else computed from its decoded values)."""
         import pyarrow.parquet as pq
 
         unit_id = check_unit_id(unit_id)
         pf = pq.ParquetFile(pa.BufferReader(data))
-        table = pf.read()
-        if not table.schema.remove_metadata().equals(self.schema.arrow_schema().remove_metadata()):
+        if not pf.schema_arrow.remove_metadata().equals(self.schema.arrow_schema().remove_metadata()):
             raise SchemaMismatchError(f"unit {unit_id}: the file's columns differ from the dataset's")
+        known = stats is not None and set(stats) == set(self.schema.hooks)
+        table = pf.read(columns=None if not known and self.compute_stats else ["example_id"])
         groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)] or [0]
-        stats = (lambda: self.table_stats(table)) if self.compute_stats else None
+        stats_fn = (lambda: stats) if known else (lambda: self.table_stats(table)) if self.compute_stats else None
 
         def put(sink) -> list[int]:
             sink.write(data)
             return groups
 
-        return self._write(unit_id, table, stats, skipped, put)
+        return self._write(unit_id, table, stats_fn, skipped, put)
 
     def _write(self, unit_id: int, table: pa.Table, stats_fn, skipped: Sequence[SkippedInput],
                encode=None) -> CommitRecord:

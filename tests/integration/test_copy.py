@@ -211,3 +211,26 @@ def test_ls_lists_many_datasets_on_s3_with_what_made_them(s3_bucket, capsys):
     assert main(["ls", f"{s3_bucket}/acts"]) == 0
     text = capsys.readouterr().out
     assert "team2/run11" in text and "unreadable" in text and f"{len(names) + 1} dataset(s)" in text
+
+
+def test_credentials_in_the_urls_reach_no_file_and_no_log(s3_bucket, tmp_path, caplog, capsys):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="actlake")
+    src = str(tmp_path / "src")
+    write_dataset(src, units=2, rows=5)
+    secret = "wJalrXUtnFEMI-K7MDENG"
+    dst = f"s3://AKIAEXAMPLEKEY:{secret}@{s3_bucket[5:]}/with-creds"
+    assert main(["copy", src, dst]) == 0
+    back = tmp_path / "back"
+    assert main(["copy", dst, str(back)]) == 0  # and as a source
+    from shards.storage import Storage
+
+    store = Storage(f"{s3_bucket}/with-creds")
+    written = [store.get_bytes(store.rel(p)).decode(errors="replace") for p in store.find("")
+               if p.endswith((".json", ".md"))]
+    written += [p.read_text(errors="replace") for p in back.rglob("*") if p.suffix in (".json", ".md")]
+    assert written and not any(secret in w or "AKIAEXAMPLEKEY" in w for w in written)
+    out = capsys.readouterr()
+    assert secret not in caplog.text + out.out + out.err
+    assert shards.open_dataset(str(back)).manifest.provenance.derived_from.uri == f"{s3_bucket}/with-creds"

@@ -144,3 +144,15 @@ def test_anonymous_reads_of_a_public_bucket(s3_bucket, s3_endpoint, monkeypatch,
     assert main(["verify", uri, "--anonymous"]) == 0
     assert main(["copy", uri, str(tmp_path / "mine"), "--anonymous"]) == 0  # public -> local
     assert shards.open_dataset(str(tmp_path / "mine")).num_rows == 60
+
+
+def test_an_analysis_reads_a_served_dataset_as_a_local_one(served_dataset, tmp_path):
+    """Commands that read take the URL as they take a path: a probe over HTTPS gives the local numbers."""
+    local, url = served_dataset
+    for name, data in (("local", str(local)), ("https", url)):
+        assert main(["probe", "--data", data, "--label", "label", "--hooks", "resid.0,mlp.0", "--out",
+                     str(tmp_path / name)]) == 0
+    import json
+
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("local", "https"))
+    assert a["hooks"] == b["hooks"] and a["dataset_id"] == b["dataset_id"] and b["dataset"] == url
