@@ -66,9 +66,9 @@ def make_source(uri: str, mb: int, unit_mb: int, d: int, opts: dict) -> None:
                                 for h in hooks}})
 
 
-def timed(fn) -> float:
+def timed(fn, *args) -> float:
     t = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t
 
 
@@ -107,8 +107,8 @@ def bench_copy(endpoint: str, mb: int, tmp: Path) -> None:
     ]
     for name, ours, theirs, baseline in cases:
         for rep in range(2):  # alternating, twice: the second pass of each is the one recorded
-            t_ours = timed(lambda: ours(rep))
-            t_base = timed(lambda: theirs(rep))
+            t_ours = timed(ours, rep)
+            t_base = timed(theirs, rep)
         record(bench="copy", case=name, mb=round(size / 2**20, 1), units=len(files), actlake_s=round(t_ours, 2),
                baseline=baseline, baseline_s=round(t_base, 2), actlake_mb_s=round(size / 2**20 / t_ours, 1),
                baseline_mb_s=round(size / 2**20 / t_base, 1), actlake_over_baseline=round(t_ours / t_base, 2))
@@ -147,9 +147,9 @@ def bench_ls(endpoint: str, counts: list[int]) -> None:
             list(pool.map(make, range(made, n)))
         made = n
         root = Storage("s3://lsbench/acts", opts)
-        t_new = min(timed(lambda: list_datasets(root)) for _ in range(2))
+        t_new = min(timed(list_datasets, root) for _ in range(2))
         assert len(list_datasets(root)) == n
-        t_old = min(timed(lambda: old_ls(root)) for _ in range(2))
+        t_old = min(timed(old_ls, root) for _ in range(2))
         objects = len(root.find(""))
         times.append((n, t_new, t_old))
         record(bench="ls", datasets=n, objects=objects, actlake_s=round(t_new, 3), before_s=round(t_old, 3),
