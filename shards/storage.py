@@ -152,16 +152,24 @@ def _hint(exc: BaseException) -> str:
     """What to do about a failure people meet when reading a served dataset."""
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return (". The server's TLS certificate is not trusted here: point SSL_CERT_FILE at the bundle of the CA "
-                "that signed it (a private or self-signed server)")
+        return (". The server's TLS certificate is not trusted here: point SSL_CERT_FILE (or --storage-option "
+                "ssl_ca_file=PATH) at the bundle of the CA that signed it (a private or self-signed server)")
     if " 401" in text or "401," in text:
         return ". The server wants a login: give it in the URI (https://USER:PASSWORD@host/...; never stored)"
     return ""
 
 
 def _http_options(options: dict) -> dict:
-    """fsspec's HTTP options from ours: basic-auth credentials taken out of the URI become aiohttp's ``auth``."""
+    """fsspec's HTTP options from ours: basic-auth credentials taken out of the URI become aiohttp's ``auth``; a
+    CA bundle (``ssl_ca_file``, else ``SSL_CERT_FILE``) becomes the requests' TLS context. aiohttp makes its
+    default context once, when it is imported, so an ``SSL_CERT_FILE`` set later (or by a caller that imported
+    Ray first) would otherwise be ignored."""
     out = dict(options)
+    ca_file = out.pop("ssl_ca_file", None) or os.environ.get("SSL_CERT_FILE")
+    if ca_file:
+        import ssl
+
+        out["ssl"] = ssl.create_default_context(cafile=ca_file)
     user, password = out.pop("http_user", None), out.pop("http_password", None)
     if user is not None:
         import aiohttp

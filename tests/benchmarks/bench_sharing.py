@@ -161,11 +161,40 @@ def bench_ls(endpoint: str, counts: list[int]) -> None:
                before_exponent=round(float(np.polyfit(x, np.log([t[2] for t in times]), 1)[0]), 2))
 
 
+def plot(path: str) -> None:
+    """Copy throughput next to its baselines, and ls time against the number of datasets (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    copies = [r for r in RESULTS if r["bench"] == "copy"]
+    ls = [r for r in RESULTS if r["bench"] == "ls"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    if copies:
+        y = np.arange(len(copies))
+        axes[0].barh(y - 0.2, [r["actlake_mb_s"] for r in copies], 0.4, label="actlake copy (checked)")
+        axes[0].barh(y + 0.2, [r["baseline_mb_s"] for r in copies], 0.4, label="s3fs byte copy")
+        axes[0].set_yticks(y, [r["case"] for r in copies])
+        axes[0].set_xlabel("MB/s (256 MiB, moto S3 on loopback)")
+        axes[0].legend(fontsize=8)
+    if ls:
+        n = [r["datasets"] for r in ls]
+        axes[1].loglog(n, [r["actlake_s"] for r in ls], "o-", label="actlake ls (level walk, parallel)")
+        axes[1].loglog(n, [r["before_s"] for r in ls], "s--", label="recursive find, one by one")
+        axes[1].set_xlabel("datasets under the prefix")
+        axes[1].set_ylabel("seconds")
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--copy-mb", type=int, default=256)
     p.add_argument("--ls", type=int, nargs="*", default=[25, 100, 400])
     p.add_argument("--out", default="")
+    p.add_argument("--plot", default="", help="PNG of the results")
     args = p.parse_args()
     proc, endpoint = moto_server()
     import os
@@ -182,6 +211,8 @@ def main() -> None:
         proc.terminate()
         proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.plot:
+        plot(args.plot)
     if args.out:
         with open(args.out, "a") as f:
             for r in RESULTS:
