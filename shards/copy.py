@@ -231,6 +231,10 @@ def copy_dataset(src: str, dst: str, plan_of: Callable[[Manifest], CopyPlan], *,
                           f"{source.storage.display()} version {m.version} ({m.num_rows:,} rows, example ids "
                           f"{_example_span(units)}): nothing to copy")
     dst_storage = Storage(dst, dst_options)
+    if dst_storage.display().rstrip("/") == source.storage.display().rstrip("/") and \
+            dst_storage.storage_options.get("endpoint_url") == source.storage.storage_options.get("endpoint_url"):
+        raise ConfigError(f"DST is SRC ({dst_storage.display()}): a copy needs another place (with --overwrite it "
+                          "would delete what it copies)")
     identity = plan.identity(m)
     mode = _check_destination(dst_storage, identity, overwrite)
     hooks = list(plan.hooks) if plan.hooks is not None else list(m.hooks)

@@ -37,6 +37,8 @@ T = TypeVar("T")
 _S3 = ("s3://", "s3a://")
 #: protocols that can only be read (a static web server or CDN): no listing, no writes
 READ_ONLY = ("http://", "https://")
+#: options only a web server's Storage uses
+_HTTP_ONLY = ("http_user", "http_password", "ssl_ca_file")
 #: fsspec's words when an HTTP server answers a range request with the whole file
 _NO_RANGES = "support range requests"
 
@@ -209,6 +211,8 @@ class Storage:
             fs_options["config_kwargs"] = config
         if self.read_only:
             fs_options = _http_options(fs_options)
+        else:  # a web server's login or CA given for another URI of the same command (--data https://… --out s3://…)
+            fs_options = {k: v for k, v in fs_options.items() if k not in _HTTP_ONLY}
         try:
             self.fs, root = fsspec.core.url_to_fs(self.uri, **fs_options)
         except (ValueError, ImportError) as exc:
@@ -347,7 +351,8 @@ class Storage:
         fast as s3fs's or faster, docs/benchmarks.md), or None: not S3, options only s3fs knows (a profile,
         other --storage-option keys), ``ACTLAKE_S3_READER=s3fs``, or a pyarrow built without S3."""
         if not hasattr(self, "_arrow_fs"):
-            self._arrow_fs = native_s3(self.storage_options) if self.uri.startswith(_S3) else None
+            options = {k: v for k, v in self.storage_options.items() if k not in _HTTP_ONLY}
+            self._arrow_fs = native_s3(options) if self.uri.startswith(_S3) else None
         return self._arrow_fs
 
     def open_read(self, rel: str):

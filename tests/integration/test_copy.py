@@ -109,6 +109,9 @@ def test_an_older_version_a_filter_and_a_vacuumed_version(tmp_path):
         _copy(src, tmp_path / "nohook", "--hooks", "resid.9")
     with pytest.raises(ConfigError, match="START:STOP"):
         _copy(src, tmp_path / "bad", "--rows", "10")
+    with pytest.raises(ConfigError, match="DST is SRC"):
+        _copy(src, src, "--overwrite")
+    assert shards.open_dataset(src).num_rows == 80
     assert not any((tmp_path / n).exists() for n in ("gone", "none", "nohook", "bad"))
 
 

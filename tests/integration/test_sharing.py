@@ -95,7 +95,7 @@ def test_a_url_that_is_not_a_dataset_says_so(served):
         shards.open_dataset(f"{url}/empty")
 
 
-def test_a_login_in_the_url_reads_and_is_never_written(served, served_dataset, tmp_path, caplog, capsys):
+def test_a_login_in_the_url_reads_and_is_never_written(served, served_dataset, tmp_path, caplog, capsys, s3_bucket):
     local, _ = served_dataset
     caplog.set_level(logging.DEBUG, logger="actlake")  # our log lines at every level
     with nginx_https(local.parent, tmp_path / "nginx", {"reader": PASSWORD}, served[2]) as (url, _cert, _key):
@@ -106,6 +106,14 @@ def test_a_login_in_the_url_reads_and_is_never_written(served, served_dataset, t
         assert PASSWORD not in repr(ds) and PASSWORD not in ds.storage.display()
         out = tmp_path / "copy"
         assert main(["copy", f"https://reader:{PASSWORD}@{url.split('://')[1]}/ds", str(out)]) == 0
+        # one command, a served dataset with a login and results on S3: the login stays with the web server
+        assert main(["probe", "--data", f"https://reader:{PASSWORD}@{url.split('://')[1]}/ds", "--label", "label",
+                     "--hooks", "mlp.0", "--out", f"{s3_bucket}/probe"]) == 0
+        from shards.storage import Storage
+
+        results = Storage(f"{s3_bucket}/probe")
+        assert all(PASSWORD not in results.get_bytes(results.rel(p)).decode(errors="replace")
+                   for p in results.find("") if p.endswith((".json", ".html")))
     written = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".json", ".md"))
     assert PASSWORD not in written and PASSWORD not in caplog.text and PASSWORD not in capsys.readouterr().out
     assert PASSWORD not in str(refused.value)
