@@ -32,6 +32,9 @@ log = logging.getLogger("actlake.copy")
 #: commit records are folded into a new version at most this often (each unit is safe once its record exists;
 #: a version per unit would write the log, statistics and root once per unit)
 COMMIT_INTERVAL_S = 10.0
+#: an unchanged unit at least this big takes its statistics from its commit record (one small GET) instead of
+#: decoding its hooks; below it, decoding costs less than the request (bench_sharing.py --copy-units)
+RECORD_STATS_FROM = 1 << 20
 
 
 def parse_range(text: str, what: str) -> tuple[int, int] | None:
@@ -165,7 +168,8 @@ class DatasetCopier:
         if mask is not None and not mask.any():
             return None
         if mask is None and self.plan.whole_units:
-            record = unit_writer.write_file(job.entry.id, data, job.entry.skipped, self.recorded_stats(job.entry))
+            stats = self.recorded_stats(job.entry) if job.entry.bytes >= RECORD_STATS_FROM else None
+            record = unit_writer.write_file(job.entry.id, data, job.entry.skipped, stats)
             self.unchanged += 1
         else:
             table = table if mask is None else table.filter(pa.array(mask))

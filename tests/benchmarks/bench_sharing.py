@@ -8,6 +8,7 @@
    fitted exponent of time vs datasets.
 
     python tests/benchmarks/bench_sharing.py --copy-mb 256 --ls 25 100 400 --out docs/results/sharing.jsonl
+    python tests/benchmarks/bench_sharing.py --copy-mb 0 --ls --copy-units 100 400 1600   # copy cost vs units
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def make_source(uri: str, mb: int, unit_mb: int, d: int, opts: dict) -> None:
                                 for h in hooks}})
 
 
-def timed(fn, *args) -> float:
+def timed(fn, *args, **kwargs) -> float:
     t = time.perf_counter()
-    fn(*args)
+    fn(*args, **kwargs)
     return time.perf_counter() - t
 
 
@@ -113,6 +114,36 @@ def bench_copy(endpoint: str, mb: int, tmp: Path) -> None:
         record(bench="copy", case=name, mb=round(size / 2**20, 1), units=len(files), actlake_s=round(t_ours, 2),
                baseline=baseline, baseline_s=round(t_base, 2), actlake_mb_s=round(size / 2**20 / t_ours, 1),
                baseline_mb_s=round(size / 2**20 / t_base, 1), actlake_over_baseline=round(t_ours / t_base, 2))
+
+
+def bench_copy_units(endpoint: str, counts: list[int], tmp: Path) -> None:
+    """Copy cost against the number of units (tiny units: per-unit requests, records and commits dominate)."""
+    import s3fs
+
+    import shards
+    from shards.copy import CopyPlan, copy_dataset
+
+    opts = {"endpoint_url": endpoint}
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, use_listings_cache=False)
+    fs.mkdir("many")
+    hooks = {"h": {"shape": [16], "dtype": "float16"}}
+    times = []
+    for n in sorted(counts):
+        uri = f"s3://many/n{n}"
+        with shards.create_dataset(uri, hooks, storage_options=opts, commit_interval=10.0) as w:
+            for u in range(n):
+                w.write_unit(u, {"example_id": np.arange(8) + 8 * u, "h": np.ones((8, 16), np.float16) * u})
+        files = [f"many/n{n}/{u.path}" for u in shards.open_dataset(uri, opts).units]
+        ours = timed(copy_dataset, uri, str(tmp / f"many{n}"), lambda m: CopyPlan(version=m.version), src_options=opts)
+        base = timed(fs.get, files, str(tmp / f"manyraw{n}") + "/")
+        times.append((n, ours, base))
+        record(bench="copy-units", units=n, actlake_s=round(ours, 2), baseline="s3fs get", baseline_s=round(base, 2),
+               actlake_ms_per_unit=round(1000 * ours / n, 2), baseline_ms_per_unit=round(1000 * base / n, 2))
+    if len(times) >= 2:
+        x = np.log([t[0] for t in times])
+        record(bench="copy-units-growth",
+               actlake_exponent=round(float(np.polyfit(x, np.log([t[1] for t in times]), 1)[0]), 2),
+               baseline_exponent=round(float(np.polyfit(x, np.log([t[2] for t in times]), 1)[0]), 2))
 
 
 def old_ls(root) -> list:
@@ -193,6 +224,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--copy-mb", type=int, default=256)
     p.add_argument("--ls", type=int, nargs="*", default=[25, 100, 400])
+    p.add_argument("--copy-units", type=int, nargs="*", default=[], help="unit counts for the copy growth run")
     p.add_argument("--out", default="")
     p.add_argument("--plot", default="", help="PNG of the results")
     args = p.parse_args()
@@ -205,6 +237,8 @@ def main() -> None:
     try:
         if args.copy_mb:
             bench_copy(endpoint, args.copy_mb, tmp)
+        if args.copy_units:
+            bench_copy_units(endpoint, args.copy_units, tmp)
         if args.ls:
             bench_ls(endpoint, args.ls)
     finally:

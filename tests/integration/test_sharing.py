@@ -86,6 +86,10 @@ def test_a_server_without_range_requests_is_refused_before_any_read(tmp_path):
         with pytest.raises(StorageError, match="does not answer HTTP range requests.*nginx"):
             shards.open_dataset(f"{url}/ds")
         assert main(["info", f"{url}/ds"]) == 2
+        from shards.storage import Storage
+
+        with pytest.raises(StorageError, match="range"):  # fsspec alone would hand back the whole file
+            Storage(f"{url}/ds").read_range("manifest.json", 1, 3)
 
 
 def test_a_url_that_is_not_a_dataset_says_so(served):
@@ -164,3 +168,18 @@ def test_an_analysis_reads_a_served_dataset_as_a_local_one(served_dataset, tmp_p
 
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("local", "https"))
     assert a["hooks"] == b["hooks"] and a["dataset_id"] == b["dataset_id"] and b["dataset"] == url
+
+
+def test_an_untrusted_certificate_is_named_at_once_and_a_ca_file_option_trusts_it(served, served_dataset, tmp_path,
+                                                                                  caplog, monkeypatch):
+    from tests.webserver import self_signed_cert
+
+    local, url = served_dataset
+    other_ca, _ = self_signed_cert(tmp_path)  # a CA that did not sign the server's certificate
+    caplog.set_level(logging.WARNING, logger="actlake")
+    with pytest.raises(StorageError, match="not trusted here.*SSL_CERT_FILE"):
+        shards.open_dataset(url, {"ssl_ca_file": str(other_ca)})
+    assert "transient error" not in caplog.text  # no retry makes a certificate trusted
+    monkeypatch.delenv("SSL_CERT_FILE")
+    server_cert = served[2][0]
+    _same(shards.open_dataset(url, {"ssl_ca_file": str(server_cert)}), shards.open_dataset(str(local)))
