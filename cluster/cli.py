@@ -20,6 +20,7 @@ from analysis.registry import ANALYSES, GROUPS
 from cluster.jobfiles import JobFileParser
 from shards.errors import ActlakeError
 from shards.invocation import set_command_line
+from shards.printable import printable
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,28 @@ CLUSTER_GROUPS = {
 }
 
 
+#: commands whose --out is the dataset they write (create, resume, --overwrite): it may be one, never lie in one
+DATASET_OUTPUTS = frozenset({"extract", "import", "demo", "sae encode"})
+#: output options: every command's --out (card's is a file with checks of its own), and sae encode's --dashboard
+OUTPUT_OPTIONS = ("out", "dashboard")
+
+
+def check_outputs(name: str, cfg) -> None:
+    """Refuse an output inside a dataset (or, where the command writes no dataset, one that is a dataset) before
+    the command creates anything: a lock, a checkpoint or a folder made first was left behind inside the dataset
+    when the command refused the place later."""
+    from shards.locations import check_output_place
+    from shards.storage import Storage
+
+    if name == "card":
+        return
+    for option in OUTPUT_OPTIONS:
+        uri = getattr(cfg, option, None)
+        if isinstance(uri, str) and uri:
+            may_be_dataset = name in DATASET_OUTPUTS and option == "out"
+            check_output_place(f"--{option}", Storage(uri, getattr(cfg, "storage", None)), may_be_dataset)
+
+
 def _resolve(path: str):
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -156,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)  # configs check themselves while they are built
         _setup_logging(args.verbose)
         set_command_line(argv)  # for the manifest and the dataset card (secrets redacted)
+        check_outputs(name, args.cfg)
         result = _resolve(COMMANDS[name].run)(args.cfg)
     except ActlakeError as exc:
-        print(f"actlake {name}: error: {exc}", file=sys.stderr)
+        print(f"actlake {name}: error: {printable(str(exc), keep_newlines=True)}", file=sys.stderr)  # text of files
         return 2
     if isinstance(result, int):
         return result

@@ -128,8 +128,13 @@ class LsConfig(_WithStorage):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.depth < 0 or self.threads < 1:
-            raise ValueError(f"--depth {self.depth} / --threads {self.threads}: use depth >= 0 and threads >= 1")
+        # ConfigError (not ValueError): the command line prints it as one line, where a ValueError was a traceback
+        if self.depth < 0:
+            raise ConfigError(f"--depth {self.depth}: give 0 (only PREFIX itself) or more levels below PREFIX, "
+                              "e.g. --depth 4 (the default)")
+        if self.threads < 1:
+            raise ConfigError(f"--threads {self.threads}: give 1 or more folders listed at once, e.g. --threads 16 "
+                              "(the default)")
 
 
 @dataclass

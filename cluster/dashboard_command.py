@@ -31,6 +31,7 @@ def cmd_encode(cfg: SaeEncodeConfig) -> EncodeSummary:
     summary = encode(cfg)
     if cfg.dashboard:
         build_dashboard(SaeDashboardConfig(sae=cfg.sae, data=cfg.data, out=cfg.dashboard, top=cfg.top_examples,
-                                           context=cfg.context, batch_size=cfg.batch_size, storage=cfg.storage),
+                                           context=cfg.context, batch_size=cfg.batch_size,
+                                           min_position=cfg.min_position, storage=cfg.storage),
                         open_images)
     return summary

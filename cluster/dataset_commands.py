@@ -7,6 +7,7 @@ import json
 import time
 
 from cluster.commands import DemoConfig, InfoConfig, LsConfig, UnlockConfig, VacuumConfig, VerifyConfig, VersionsConfig
+from shards.printable import printable
 from shards.reader import Dataset, open_dataset
 from shards.storage import Storage
 from shards.verify import verify_dataset
@@ -21,22 +22,24 @@ def human_bytes(n: float) -> str:
 
 
 def describe(ds: Dataset) -> str:
-    """The text ``actlake info`` prints."""
-    m = ds.manifest
+    """The text ``actlake info`` prints: every field read from the manifest shown with its control characters
+    escaped (``printable``), so a forged manifest cannot drive the terminal or forge a line."""
+    m, p = ds.manifest, printable
     lines = [
-        f"dataset   {ds.storage.display()}",
-        f"id        {m.dataset_id}  (format v{m.format_version}, version {m.version}, actlake {m.code_version})",
-        f"created   {m.created}   updated {m.updated}",
+        f"dataset   {p(ds.storage.display())}",
+        f"id        {p(m.dataset_id)}  (format v{p(m.format_version)}, version {p(m.version)}, actlake "
+        f"{p(m.code_version)})",
+        f"created   {p(m.created)}   updated {p(m.updated)}",
         f"rows      {ds.num_rows:,}   units {len(ds.units)}   bytes {human_bytes(m.num_bytes)}   compression "
-        f"{m.compression}",
+        f"{p(m.compression)}",
         "hooks:",
     ]
     for name, spec in ds.schema.hooks.items():
         stat = _stat_text(m.stats.get(name))
-        lines.append(f"  {name:<24} {str(list(spec.shape)):<14} {spec.dtype:<9} {spec.encoding:<7}{stat}")
-    lines.append(f"columns   {', '.join(ds.columns)}")
+        lines.append(f"  {p(name):<24} {str(list(spec.shape)):<14} {p(spec.dtype):<9} {p(spec.encoding):<7}{stat}")
+    lines.append(f"columns   {p(', '.join(ds.columns))}")
     for key, val in m.provenance.to_json().items():
-        lines.append(f"{key:<9} {json.dumps(val, sort_keys=True)[:200]}")
+        lines.append(f"{p(key):<9} {p(json.dumps(val, sort_keys=True)[:200])}")
     return "\n".join(lines)
 
 
@@ -59,7 +62,7 @@ def cmd_verify(cfg: VerifyConfig) -> int:
     report = verify_dataset(cfg.uri, cfg.storage, checksums=not cfg.no_checksums, repair=cfg.repair,
                             break_lock=cfg.break_lock, drop_damaged=cfg.drop_damaged)
     for line in report.lines():
-        print(line)
+        print(printable(line, keep_newlines=True))  # names and problems read from the dataset's files
     problems = [f"{len(report.bad)} bad unit(s)"] if report.bad else []
     problems += [f"{len(report.records)} bad commit record(s)"] if report.records else []
     problems += [f"{len(report.stats)} bad statistics file(s)"] if report.stats else []
@@ -81,11 +84,11 @@ def cmd_versions(cfg: VersionsConfig) -> int:
     print(f"{'version':>7}  {'time':<20}  {'rows':>12}  {'units':>6}  {'+':>5}  {'-':>5}  {'bytes':>10}  made by")
     for v in infos:
         if v.problem:
-            print(f"{v.version:>7}  damaged: {v.problem} (`actlake verify --repair` sets it aside)")
+            print(f"{v.version:>7}  damaged: {printable(v.problem)} (`actlake verify --repair` sets it aside)")
             continue
-        made = " ".join(x for x in (v.operation, v.job, f"tick {v.tick}" if v.tick else "") if x)
-        print(f"{v.version:>7}  {v.time:<20}  {v.rows:>12,}  {v.units:>6}  {v.units_added:>5}  {v.units_removed:>5}  "
-              f"{human_bytes(v.bytes):>10}  {made}")
+        made = " ".join(str(x) for x in (v.operation, v.job, f"tick {v.tick}" if v.tick else "") if x)
+        print(f"{v.version:>7}  {printable(v.time):<20}  {v.rows:>12,}  {v.units:>6}  {v.units_added:>5}  "
+              f"{v.units_removed:>5}  {human_bytes(v.bytes):>10}  {printable(made)}")
     return 0
 
 
@@ -105,7 +108,7 @@ def cmd_unlock(cfg: UnlockConfig) -> int:
     else:
         who = "an unreadable lock" if holder.get("unreadable") else \
             f"the lock of host {holder.get('host')} pid {holder.get('pid')} (since {holder.get('acquired')})"
-        print(f"{storage.display()}: removed {who}")
+        print(printable(f"{storage.display()}: removed {who}"))  # the lock file is anyone's to write
     return 0
 
 
@@ -120,21 +123,23 @@ def cmd_ls(cfg: LsConfig) -> int:
             print(json.dumps(s.to_json()))
         return 0
     if not found:
-        print(f"no datasets under {root.display()} (searched {cfg.depth} levels down)")
+        print(f"no datasets under {printable(root.display())} (searched {cfg.depth} levels down)")
         return 0
     base = root.display().rstrip("/") + "/"
-    names = [s.uri[len(base):] if s.uri.startswith(base) else s.uri for s in found]
+    # every field is a forged manifest's or a folder name's to choose: escaped, one dataset per line
+    names = [printable(s.uri[len(base):] if s.uri.startswith(base) else s.uri) for s in found]
     width = max(12, *(len(n) for n in names))
     print(f"{'dataset':<{width}}  {'model':<22} {'modality':<8} {'rows':>12} {'bytes':>10} {'version':>7}  "
           f"{'updated':<20}  hooks")
     for name, s in zip(names, found, strict=True):
         if s.problem:
-            print(f"{name:<{width}}  unreadable: {s.problem}")
+            print(f"{name:<{width}}  unreadable: {printable(s.problem)}")
             continue
         hooks = ",".join(s.hooks) if len(s.hooks) <= 6 else f"{','.join(s.hooks[:5])},… ({len(s.hooks)})"
-        print(f"{name or '.':<{width}}  {s.model[:22] or '-':<22} {s.modality or '-':<8} {s.rows:>12,} "
-              f"{human_bytes(s.bytes):>10} {s.version:>7}  {s.updated:<20}  {hooks}")
-    print(f"{len(found)} dataset(s) under {root.display()}")
+        model, modality = printable(s.model)[:22], printable(s.modality)
+        print(f"{name or '.':<{width}}  {model or '-':<22} {modality or '-':<8} {s.rows:>12,} "
+              f"{human_bytes(s.bytes):>10} {s.version:>7}  {printable(s.updated):<20}  {printable(hooks)}")
+    print(f"{len(found)} dataset(s) under {printable(root.display())}")
     return 0
 
 

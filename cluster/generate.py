@@ -57,7 +57,8 @@ class GenerateConfig:
     """Dtype the model runs in."""
 
     force: bool = field(default=False, action="store_true")
-    """Use an SAE or direction made for another hook (warned) instead of refusing."""
+    """Use an SAE or direction made for another hook, or an SAE trained on another model (warned), instead of
+    refusing."""
 
     out: str = "runs/generate"
     """Output URI: generations.jsonl, generations.md, generations.html, summary.json."""
@@ -139,12 +140,14 @@ def _load(cfg: GenerateConfig):
 def run(cfg: GenerateConfig) -> GenerateSummary:
     """Continue every prompt per seed, clean and intervened; write the table and the match shares."""
     from analysis.interventions import build
-    from ingest.interventions import intervening, resolve_interventions
+    from ingest.interventions import check_interventions, intervening, resolve_interventions
 
     prompts = read_prompts(cfg.prompts, cfg.storage)
+    check_interventions(cfg.intervene, build, cfg.storage)  # bad options or sources: before the model loads
     loaded = _load(cfg)
     probe = dict(loaded.tokenizer(["shape probe"], return_tensors="pt"))
-    ivs = resolve_interventions(loaded.model, cfg.intervene, probe, build, cfg.storage, cfg.force)
+    ivs = resolve_interventions(loaded.model, cfg.intervene, probe, build, cfg.storage, cfg.force,
+                                model_info=loaded.info())
     rows, shares = [], {}
     for seed in cfg.seeds:
         clean = _continue(loaded, prompts, cfg, seed)

@@ -88,12 +88,17 @@ def shippable_job_text(text: str) -> str:
     return yaml.safe_dump(clean, sort_keys=False)
 
 
+def _masked(value) -> bool:
+    """A value ``redact`` masked: ``***``, ``KEY=***``, or a JSON value holding ``"***"`` (``client_kwargs={…}``)."""
+    return isinstance(value, str) and (value == "***" or value.endswith("=***") or '"***"' in value)
+
+
 def _drop_secrets(obj):
     """``redact``'s output without the redacted entries: a '***' would be sent as if it were the secret."""
     if isinstance(obj, dict):
-        return {k: _drop_secrets(v) for k, v in obj.items() if v != "***"}
+        return {k: _drop_secrets(v) for k, v in obj.items() if not _masked(v)}
     if isinstance(obj, list):
-        return [_drop_secrets(v) for v in obj if not (isinstance(v, str) and v.endswith("=***"))]
+        return [_drop_secrets(v) for v in obj if not _masked(v)]
     return obj
 
 

@@ -9,6 +9,7 @@ is why it lives here and not in ``analysis``."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -40,12 +41,14 @@ class SaeEvalConfig:
     """The hook to splice at (default: the SAE's training hook)."""
 
     corpus: str = ""
-    """Corpus to evaluate on (default: the dataset's); another corpus holds no training example, so heldout
-    there starts at its first example."""
+    """Corpus to evaluate on (default: the dataset's); heldout there starts at its first example. Whether its
+    examples overlap the training data is decided by their texts, not by its name (eval.json:
+    overlaps_training, training_overlap)."""
 
     eval_split: str = "heldout"
     """Which examples, by example id: heldout (the corpus' examples after those the dataset holds; for
-    builtin:concepts?n=N, examples N.. of a longer draw), all (from 0: training examples too), or START:STOP."""
+    builtin:concepts?n=N, examples N.. of a longer draw), all (from 0: training examples too), or START:STOP.
+    The dataset's corpus must still be the one it recorded (its content fingerprint), or the run is refused."""
 
     min_position: int | None = None
     """Splice and ablate at positions >= P only (1: leave the first token, the attention sink, alone); default:
@@ -76,7 +79,8 @@ class SaeEvalConfig:
     """Times a unit is retried after its actor died."""
 
     force: bool = field(default=False, action="store_true")
-    """Splice at a hook the SAE was not trained on (warned) instead of refusing."""
+    """Splice at a hook the SAE was not trained on (warned) instead of refusing; evaluate although the SAE's
+    training corpus changed or cannot be read (overlaps_training is then recorded as null: unknown)."""
 
     overwrite: bool = field(default=False, action="store_true")
     """Replace an earlier eval at --out instead of resuming it."""
@@ -89,6 +93,8 @@ class SaeEvalConfig:
         take_credentials(self, "sae", "data", "out", "corpus")
         check_positive(self, "examples", "batch_size", "workers")
         _parse_split(self.eval_split)
+        if self.min_position is not None and self.min_position < 0:
+            raise ConfigError(f"--min-position cannot be negative, got {self.min_position}")
 
 
 def _parse_split(text: str) -> tuple[int, int] | str:
@@ -116,17 +122,20 @@ class SaeEvalSummary(JsonRecord):
     corpus: str
     eval_split: str
     example_ids: list[int]  #: [start, stop)
-    overlaps_training: bool
+    #: whether any evaluation example's text is one the SAE's dataset holds (by content); None: not known (--force)
+    overlaps_training: bool | None
     min_position: int  #: spliced and ablated at positions >= this
     measure: str  #: "loss" (causal LMs) or "cosine" (final hidden state; no LM head)
     metrics: dict  #: LossEval or CosineEval, and SaeEval (fvu, l0, dead_frac, dense_frac, mse) on these tokens
     rows: str  #: the per-token dataset
     out: str
+    #: how many evaluation examples' texts the SAE's dataset holds (its examples' texts, compared exactly)
+    training_overlap: int | None = None
 
 
-def _eval_rows(cfg: SaeEvalConfig, corpus: str, trained: int, load_len) -> tuple[str, tuple[int, int], bool]:
-    """(corpus, example ids [a, b), whether they overlap the SAE's training examples)."""
-    from ingest.corpus import BUILTIN_PREFIX, parse_builtin
+def _eval_rows(cfg: SaeEvalConfig, corpus: str, trained: int, load) -> tuple[str, tuple[int, int], object]:
+    """(corpus, example ids [a, b), the evaluation examples: a ``datasets.Dataset``); ``load`` reads a corpus."""
+    from ingest.corpus import BUILTIN_PREFIX, builtin_spec, parse_builtin
 
     split = _parse_split(cfg.eval_split)
     if split == "all":
@@ -135,16 +144,62 @@ def _eval_rows(cfg: SaeEvalConfig, corpus: str, trained: int, load_len) -> tuple
         a, b = trained, trained + cfg.examples
     else:
         a, b = split
-    if corpus.startswith(BUILTIN_PREFIX) and b > parse_builtin(corpus)["n"]:
-        # the built-in corpus is one seeded draw: a longer draw starts with the same examples
-        p = parse_builtin(corpus)
-        corpus = f"{corpus.split('?')[0]}?n={b}&seed={p['seed']}"
-    n = load_len(corpus)
+    if corpus.startswith(BUILTIN_PREFIX) and 0 < parse_builtin(corpus)["n"] < b:
+        # the built-in corpus is one seeded draw: a longer draw starts with the same examples (n=0 is all of it);
+        # every other parameter (seed, words, snapshot) is kept, or the draw would be of another corpus
+        corpus = builtin_spec(corpus, n=b)
+    examples = load(corpus)
+    n = len(examples)
     if b > n:
         raise ConfigError(f"--eval-split {cfg.eval_split}: examples {a}..{b - 1} are not all in {corpus!r} ({n} "
                           "examples; the SAE's dataset holds the first "
                           f"{trained}). Pass --corpus with more examples, fewer --examples, or --eval-split all")
-    return corpus, (a, b), a < trained
+    return corpus, (a, b), examples.select(range(a, b))
+
+
+def _text_column(examples, text_field: str):
+    """A corpus' texts as one Arrow array (compared in Arrow: a training corpus may hold millions)."""
+    return examples.with_format("arrow")[:][text_field].combine_chunks()
+
+
+def _training_texts(cfg: SaeEvalConfig, ds, load, text_field: str):
+    """The texts of the examples the SAE's dataset holds (ids 0..n-1 of its corpus), read from that corpus after
+    checking it is still the one the dataset recorded (its content fingerprint); ConfigError naming the corpus and
+    what changed when it is not (None, warned, with --force): an index into another corpus says nothing about
+    which examples the SAE saw."""
+    from ingest.corpus import CorpusError, corpus_fingerprint
+
+    source = ds.manifest.config["data"]
+    recorded = (((ds.manifest.provenance.details or {}).get("corpus") or {}).get("fingerprint")
+                or (ds.manifest.job_identity or {}).get("fingerprint"))
+    try:
+        corpus = load(source)
+        now = corpus_fingerprint(corpus)
+        problem = "" if now == recorded else (
+            f"the dataset recorded content fingerprint {recorded} and the corpus has {now} now ({len(corpus)} "
+            "examples)" if recorded else "the dataset recorded no fingerprint of it")
+    except (CorpusError, OSError) as exc:
+        problem = f"it cannot be read now ({exc})"
+    if not problem:
+        return _text_column(corpus.select(range(min(_trained_examples(ds), len(corpus)))), text_field)
+    msg = (f"the SAE's dataset {ds.storage.display()} was made from corpus {source!r}, which is not that corpus any "
+           f"more: {problem}. Which texts the SAE trained on cannot be known, so no evaluation example can be "
+           "called held out. Restore the corpus as it was, or pass --force to evaluate anyway (eval.json then "
+           "records overlaps_training as null)")
+    if not cfg.force:
+        raise ConfigError(msg)
+    log.warning("%s", msg)
+    return None
+
+
+def _training_overlap(cfg: SaeEvalConfig, ds, load, evaluated, text_field: str) -> int | None:
+    """How many evaluation examples have a text that one of the SAE's training examples has (None: unknown)."""
+    import pyarrow.compute as pc
+
+    trained = _training_texts(cfg, ds, load, text_field)
+    if trained is None:
+        return None
+    return int(pc.sum(pc.is_in(_text_column(evaluated, text_field), value_set=trained)).as_py() or 0)
 
 
 def _sae_and_dataset(cfg: SaeEvalConfig):
@@ -202,22 +257,27 @@ def run(cfg: SaeEvalConfig) -> SaeEvalSummary:
         run(SaeEvalConfig(sae="runs/topk", examples=64, out="runs/topk-eval"))
     """
     from analysis.interventions import build
+    from analysis.sae.io import rows_min_position
     from ingest.corpus import load_corpus
     from ingest.driver import run_extraction
     from ingest.plan import InputSelection
 
     sae, ds, hook = _sae_and_dataset(cfg)
     job = ds.manifest.config
-    # another corpus shares no example with the SAE's training data: its examples count from 0
+    text_field = job.get("text_field", "text")
+    # another corpus' examples count from 0 (whether they are training texts is decided by content below)
     trained = _trained_examples(ds) if cfg.corpus in ("", job["data"]) else 0
-    corpus, (a, b), overlap = _eval_rows(
-        cfg, cfg.corpus or job["data"], trained,
-        lambda c: len(load_corpus(c, job.get("text_field", "text"), [], storage_options=cfg.storage)))
+    load = functools.lru_cache(maxsize=2)(
+        lambda c: load_corpus(c, text_field, [], storage_options=cfg.storage))  # the dataset's corpus read once
+    corpus, (a, b), evaluated = _eval_rows(cfg, cfg.corpus or job["data"], trained, load)
+    overlap = _training_overlap(cfg, ds, load, evaluated, text_field)
     if overlap:
-        log.warning("evaluating on examples %d..%d, which overlap the %d the SAE's dataset holds", a, b - 1, trained)
-    if cfg.min_position is None:
-        cfg = dataclasses.replace(cfg, min_position=int((sae.loaded_cfg.get("actlake") or {}).get("min_position") or 0))
-    at = f",from_position={cfg.min_position}" if cfg.min_position else ""
+        log.warning("evaluating on examples %d..%d of %s: %d of them are texts the SAE's dataset holds", a, b - 1,
+                    corpus, overlap)
+    # the rows filter the SAE was trained with unless --min-position says otherwise (one rule for every SAE reader);
+    # given explicitly, so that --min-position 0 splices position 0 too
+    cfg = dataclasses.replace(cfg, min_position=rows_min_position(sae, cfg.min_position))
+    at = f",from_position={cfg.min_position}"
     comparisons = [("spliced", [f"{hook}:splice:sae={cfg.sae}{at}"]), ("ablated", [f"{hook}:zero:{at[1:]}"])]
     run_extraction(_extract_config(cfg, job, corpus, hook), resolver=build, comparisons=comparisons,
                    selection=InputSelection(rows=(a, b)))
@@ -282,7 +342,7 @@ def _flat(record: dict) -> dict:
 
 
 def _summarise(cfg: SaeEvalConfig, sae, ds, hook: str, corpus: str, ids: tuple[int, int],
-               overlap: bool) -> SaeEvalSummary:
+               overlap: int | None) -> SaeEvalSummary:
     """The numbers from the per-token dataset (whole, however many runs wrote it): eval.json, eval.parquet, plot."""
     from analysis.common.results import Results
     from analysis.sae.evals.core import core_metrics
@@ -304,7 +364,8 @@ def _summarise(cfg: SaeEvalConfig, sae, ds, hook: str, corpus: str, ids: tuple[i
     summary = SaeEvalSummary(
         sae=cfg.sae, hook=hook, model=ds.manifest.config["model"], dataset=ds.storage.display(),
         dataset_id=ds.dataset_id, corpus=corpus, eval_split=cfg.eval_split, example_ids=list(ids),
-        overlaps_training=overlap, min_position=cfg.min_position, measure=measure,
+        overlaps_training=None if overlap is None else overlap > 0, training_overlap=overlap,
+        min_position=cfg.min_position, measure=measure,
         metrics={**metrics, **_flat(recon.to_json())}, rows=rows.storage.display(), out=out.display())
     out.json("eval.json", summary.to_json())
     log.info("sae eval %s: %s", hook, summary.metrics)

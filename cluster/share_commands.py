@@ -30,7 +30,8 @@ class CopyConfig:
     """Hooks to copy (default: all)."""
 
     version: int | None = None
-    """The source version to copy (default: the latest; `actlake versions SRC` lists the kept ones)."""
+    """The source version to copy (default: the latest, or, when DST holds this copy begun earlier, the version it
+    was begun on: a rerun resumes it; `actlake versions SRC` lists the kept ones)."""
 
     rows: str = ""
     """Rows START:STOP of the source version, in its row order (STOP exclusive), e.g. 0:100000."""
@@ -136,21 +137,31 @@ class CardConfig:
 
 
 def cmd_card(cfg: CardConfig) -> int:
-    from shards.card import CARD, render_card
+    """``actlake card``: the card printed, written to ``--out`` or to URI/README.md. It never replaces a dataset's
+    own file nor a file that is not a card (``shards.card.card_destination``, ``card_conflict``), checked before
+    the manifest is read."""
+    from shards.card import CARD, card_conflict, card_destination, render_card
     from shards.manifest import read_manifest
     from shards.storage import Storage
 
     storage = Storage(cfg.uri, cfg.storage)
+    out = Storage(cfg.out, cfg.storage) if cfg.out and not cfg.print else None
+    if out is not None:
+        card_destination(out)
+    elif not cfg.print:
+        storage.require_writable("writing its card (give --out FILE or --print)")
+        conflict = card_conflict(storage)
+        if conflict:
+            raise ConfigError(f"{conflict}. Move it away to write the card there, or give --out FILE or --print.")
     manifest = read_manifest(storage)
-    text = render_card(manifest, storage.display(), cfg.card)
+    text = render_card(manifest, storage.display(), cfg.card)  # control characters of the manifest escaped
     if cfg.print:
         print(text, end="")
         return 0
-    if cfg.out:
-        Storage(cfg.out, cfg.storage).put_bytes("", text.encode())
-        print(json.dumps({"card": cfg.out, "bytes": len(text.encode())}))
+    if out is not None:
+        out.put_bytes("", text.encode())
+        print(json.dumps({"card": out.display(), "bytes": len(text.encode())}))
         return 0
-    storage.require_writable("writing its card (give --out FILE or --print)")
     storage.put_bytes(CARD, text.encode())
     print(json.dumps({"card": storage.display(CARD), "bytes": len(text.encode())}))
     return 0

@@ -1,8 +1,10 @@
 """``actlake extract --zoo zoo.yaml --out PREFIX``: one extraction per model, each into ``PREFIX/NAME`` (models ×
 hooks × pools), as thingsvision / Net2Brain / Brain-Score sweep a model zoo. Every entry is checked before the
-first model loads; each model then runs as an ordinary job on Ray (``--workers`` actors, each loading it once)
+first model loads (YAML, names, options, and that its model can be found: a factory imports, a directory or
+package exists); each model then runs as an ordinary job on Ray (``--workers`` actors, each loading it once)
 and resumes exactly once; ``PREFIX/zoo.json`` records the finished models, so a rerun after a kill goes straight
-to the first unfinished one.
+to the first unfinished one (a damaged ``zoo.json`` is rebuilt: every model's extraction resumes from its
+dataset, and finished ones write nothing).
 
 A zoo file::
 
@@ -26,13 +28,18 @@ import yaml
 
 from ingest.config import ExtractConfig
 from shards.errors import ConfigError
-from shards.layout import MANIFEST
+from shards.layout import LOCK, MANIFEST
 from shards.records import JsonRecord
 from shards.storage import Storage
 
 log = logging.getLogger("actlake.extract")
 ZOO_STATE = "zoo.json"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: names a model's folder may not take under the prefix (compared without case: some disks ignore it): the zoo's
+#: own record (a folder named zoo.json makes it unwritable, so the zoo could never finish) and a dataset's files
+#: (a folder named manifest.json makes the prefix look like a dataset to `ls` and to the output checks)
+RESERVED_NAMES = (ZOO_STATE, MANIFEST, "README.md", LOCK)
+RESERVED = frozenset(n.lower() for n in RESERVED_NAMES)
 #: settings that do not change a model's dataset (how it runs, not what it writes)
 NEUTRAL = frozenset({"workers", "threads_per_worker", "address", "max_retries", "storage", "zoo", "out"})
 
@@ -58,40 +65,118 @@ class ZooSummary(JsonRecord):
     datasets: dict[str, dict] = field(default_factory=dict)  #: per model: what its extraction returned
 
 
-def load_zoo(cfg: ExtractConfig) -> list[ZooModel]:
-    """Every model of ``cfg.zoo`` as a checked config (bad names, unknown options, duplicates: refused here)."""
+def _read_zoo_file(cfg: ExtractConfig):
+    """The zoo file's YAML document; a ConfigError naming the file and the problem (line, column) otherwise."""
     parent, _, name = cfg.zoo.rpartition("/")
     try:
-        doc = yaml.safe_load(Storage(parent or ".", cfg.storage).get_bytes(name))
+        data = Storage(parent or ".", cfg.storage).get_bytes(name)
     except FileNotFoundError:
         raise ConfigError(f"--zoo {cfg.zoo}: no such file") from None
+    try:
+        return yaml.safe_load(data)
+    except yaml.YAMLError as exc:  # a syntax error, a tab, a binary file: its message says where
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"--zoo {cfg.zoo}: not a YAML zoo file{at}: {problem}. Write `models:` followed by a list "
+                          "of {name, model, ...} entries (see `actlake extract --help`, --zoo)") from None
+
+
+def _check_name(zoo: str, i: int, entry) -> str:
+    """The model's name, refused here when it cannot be a dataset folder under the prefix."""
+    if not isinstance(entry, dict) or not NAME.fullmatch(str(entry.get("name", ""))) or "model" not in entry:
+        raise ConfigError(f"--zoo {zoo}: entry {i + 1} needs a `name` (1 to 100 letters, digits, . _ -, starting "
+                          f"with a letter or digit) and a `model`; got {entry!r}")
+    name = str(entry["name"])
+    low = name.lower()
+    if low in RESERVED or any(low.startswith(f"{r}.") for r in RESERVED):
+        raise ConfigError(f"--zoo {zoo}: model {name!r}: the name is reserved under --out ({ZOO_STATE}: the zoo's "
+                          f"record of finished models; {', '.join(RESERVED_NAMES[1:])}: a dataset's files; and any "
+                          "of them followed by a dot): a dataset folder of that name would leave the zoo unable to "
+                          "record or resume its models. Rename the model.")
+    if not isinstance(entry["model"], str) or not entry["model"].strip():
+        raise ConfigError(f"--zoo {zoo}: model {name!r}: `model` must be a local directory, an installed package "
+                          f"or a factory 'package.module:function'; got {entry['model']!r}")
+    return name
+
+
+def check_model(zoo: str, name: str, spec: str) -> None:
+    """Refuse, before any model of the zoo runs, a model that cannot be found: a factory whose module does not
+    import or lacks the function, a directory or package that is not there. Nothing is loaded (a factory's
+    module is imported, which is what "importable" means; the weights are built only when the model runs)."""
+    import importlib
+    from pathlib import Path
+
+    from shards.modelpaths import ModelLoadError, resolve_model_path
+
+    if ":" in spec and not Path(spec).exists():  # a factory, as ingest.models.load_model tells them apart
+        module, _, function = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), function)
+        except Exception as exc:  # noqa: BLE001 - any failure to import it is this entry's problem, named
+            raise ConfigError(f"--zoo {zoo}: model {name!r}: the factory {spec!r} is not importable "
+                              f"({type(exc).__name__}: {exc}). No model has run; fix the entry and rerun.") from None
+        if not callable(fn):
+            raise ConfigError(f"--zoo {zoo}: model {name!r}: {spec!r} is not a function. No model has run.")
+        return
+    try:
+        resolve_model_path(spec)
+    except ModelLoadError as exc:
+        raise ConfigError(f"--zoo {zoo}: model {name!r}: {exc} No model has run; fix the entry and rerun.") from None
+
+
+def load_zoo(cfg: ExtractConfig) -> list[ZooModel]:
+    """Every model of ``cfg.zoo`` as a checked config (not YAML, bad or reserved names, unknown options,
+    duplicates, a model that cannot be found: refused here, before any model runs)."""
+    doc = _read_zoo_file(cfg)
     entries = doc.get("models") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"--zoo {cfg.zoo}: expected `models:` with a list of {{name, model, ...}} entries")
     allowed = {f.name for f in dataclasses.fields(ExtractConfig)} - {"out", "zoo"}
     out, seen = [], set()
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not NAME.fullmatch(str(e.get("name", ""))) or "model" not in e:
-            raise ConfigError(f"--zoo {cfg.zoo}: entry {i + 1} needs a `name` (letters, digits, . _ -) and a "
-                              f"`model`; got {e!r}")
+        name = _check_name(cfg.zoo, i, e)
         unknown = sorted(set(e) - allowed - {"name"})
         if unknown:
-            raise ConfigError(f"--zoo {cfg.zoo}: model {e['name']!r}: unknown options {unknown} (any option of "
+            raise ConfigError(f"--zoo {cfg.zoo}: model {name!r}: unknown options {unknown} (any option of "
                               "`actlake extract` but out and zoo)")
-        if e["name"] in seen:
-            raise ConfigError(f"--zoo {cfg.zoo}: the name {e['name']!r} is used twice; names are dataset folders")
-        seen.add(e["name"])
+        if name.lower() in seen:  # folders that differ only in case are one folder on some disks
+            raise ConfigError(f"--zoo {cfg.zoo}: the name {name!r} is used twice (names are dataset folders, "
+                              "compared without case)")
+        seen.add(name.lower())
         settings = {k: v for k, v in e.items() if k != "name"}
-        out.append(ZooModel(e["name"], dataclasses.replace(cfg, zoo="", out=f"{cfg.out.rstrip('/')}/{e['name']}",
-                                                           **settings)))
+        out.append(ZooModel(name, dataclasses.replace(cfg, zoo="", out=f"{cfg.out.rstrip('/')}/{name}",
+                                                      **settings)))
+    for m in out:  # only once every entry has been read: the cheap mistakes are reported first
+        check_model(cfg.zoo, m.name, m.config.model)
     return out
+
+
+def _read_state(prefix: Storage) -> dict:
+    """``zoo.json``: per model, the fingerprint and summary of its finished extraction. A damaged one (cut short
+    by a full disk, edited by hand) is rebuilt from the models' datasets, which are the truth: every model is then
+    run again, and its extraction resumes from what its dataset holds (a finished one writes nothing new; one
+    with other settings is refused by its own job identity)."""
+    try:
+        state = json.loads(prefix.get_bytes(ZOO_STATE))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        state = exc
+    if isinstance(state, dict) and all(isinstance(v, dict) for v in state.values()):
+        return state
+    problem = state if isinstance(state, Exception) else f"not an object of models but {type(state).__name__}"
+    log.warning("zoo: %s is damaged (%s): rebuilding it from the models' datasets; each model's extraction "
+                "resumes from what its dataset holds (nothing is extracted twice)", prefix.display(ZOO_STATE),
+                problem)
+    return {}
 
 
 def run_zoo(cfg: ExtractConfig, extract) -> ZooSummary:
     """Extract every model of the zoo in turn with ``extract(config)``, skipping those finished before."""
     models = load_zoo(cfg)
     prefix = Storage(cfg.out, cfg.storage)
-    state = json.loads(prefix.get_bytes(ZOO_STATE)) if prefix.exists(ZOO_STATE) else {}
+    state = _read_state(prefix)
     summary = ZooSummary(out=prefix.display(), models=[m.name for m in models])
     for i, m in enumerate(models):
         done = state.get(m.name) or {}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ingest.plan import ExtractionPlan, WorkUnit
 from shards.commits import CommitRecord
+from shards.errors import ActlakeError
 from shards.unit_writer import UnitWriter
 
 
@@ -51,7 +52,14 @@ class ExtractionActor:
             torch.set_num_threads(threads)
         cfg = plan.config
         device = "cuda" if cfg.num_gpus and torch.cuda.is_available() else "cpu"
-        self.modality = get_modality(plan.modality)(plan, load_model(cfg.model, cfg.model_dtype, device))
+        #: an error of ours while setting up (the corpus changed since the plan, a bad input): kept and raised
+        #: by every call, so the driver receives it as itself and stops. Raised here, it would kill the actor,
+        #: and the driver would take that for a lost machine and start replacement actors that fail alike.
+        self.setup_error: ActlakeError | None = None
+        try:
+            self.modality = get_modality(plan.modality)(plan, load_model(cfg.model, cfg.model_dtype, device))
+        except ActlakeError as exc:
+            self.setup_error = exc
         self.writer = unit_writer
         self.example_base = plan.example_base
         self.forward_lock = threading.Lock()
@@ -61,9 +69,14 @@ class ExtractionActor:
                                              initializer=lower_thread_priority)
 
     def pid(self) -> int:
+        """The actor's process id, once its model and inputs are ready (its setup error, if it had one)."""
+        if self.setup_error is not None:
+            raise self.setup_error
         return os.getpid()
 
     def process(self, unit: WorkUnit) -> UnitOutcome:
+        if self.setup_error is not None:  # an actor started mid-run (a replacement) is not waited for by pid()
+            raise self.setup_error
         t0 = time.perf_counter()
         prepared = self.modality.prepare(unit)
         t1 = time.perf_counter()

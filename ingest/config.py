@@ -34,8 +34,9 @@ class ExtractConfig:
     """Model: a local directory, an installed package shipping weights, or 'package.module:function'."""
 
     data: str = "builtin:concepts"
-    """Corpus: builtin:concepts[?n=N&seed=S], builtin:prose[?n=N&seed=S&words=W] (real English documentation
-    text found offline), a .jsonl/.json/.parquet/.csv/.txt file or URI, or a saved dataset;
+    """Corpus: builtin:concepts[?n=N&seed=S], builtin:prose[?n=N&seed=S&words=W&snapshot=1] (real English
+    documentation, a frozen snapshot: the same documents on every machine), a .jsonl/.json/.parquet/.csv/.txt
+    file or URI, or a saved dataset;
     images: a folder of images, a table of paths/bytes, a saved dataset with an Image column, or .npz/.mat."""
 
     modality: Literal["auto", "text", "image"] = "auto"
@@ -155,7 +156,8 @@ class ExtractConfig:
     """Causal LMs: store the K largest logits and their token ids (columns logit_top1.., token_top1..)."""
 
     force: bool = field(default=False, action="store_true")
-    """Intervene with an SAE or direction made for another hook (warned) instead of refusing."""
+    """Intervene with an SAE or direction made for another hook, or an SAE trained on another model's activations
+    (warned), instead of refusing."""
 
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""

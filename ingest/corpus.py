@@ -15,6 +15,10 @@ class CorpusError(ActlakeError, ValueError):
     """The corpus is missing, empty or lacks a field."""
 
 
+class CorpusChangedError(CorpusError):
+    """The corpus a worker reads is not the one the job was planned on (it is being written, or was replaced)."""
+
+
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text",
             ".text": "text", ".arrow": "arrow"}
 
@@ -55,17 +59,15 @@ def builtin_concepts(n: int = 2000, seed: int = 0) -> list[dict]:
     return rows
 
 
-def builtin_prose(n: int = 0, seed: int = 0, words: int = 150) -> list[dict]:
-    """Real English prose from this machine's Python and Debian documentation (``ingest.prose``): ``n`` documents
-    (0: all) of about ``words`` words, in a seeded order (a longer draw starts with a shorter one's documents)."""
+def builtin_prose(n: int = 0, seed: int = 0, words: int = 150, snapshot: int = 1) -> list[dict]:
+    """Real English prose from a frozen snapshot (``ingest.prose``; the same documents on every machine): ``n``
+    documents (0: all) of at most ``words`` words, in a seeded order (a longer draw starts with a shorter one's
+    documents)."""
     import numpy as np
 
     from ingest.prose import fingerprint, prose_documents
 
-    docs = prose_documents(words)
-    if not docs:
-        raise CorpusError("builtin:prose found no prose on this machine (it reads /usr/share/doc and the Python "
-                          "installation's documentation); use a corpus file instead")
+    docs = prose_documents(words, snapshot)
     order = np.random.default_rng(seed).permutation(len(docs))
     picked = [docs[i] for i in order[: n or len(docs)]]
     fp = fingerprint(docs)
@@ -76,7 +78,7 @@ def builtin_prose(n: int = 0, seed: int = 0, words: int = 150) -> list[dict]:
 
 #: built-in corpora by name: their row function and parameters with defaults
 BUILTINS = {"concepts": (builtin_concepts, {"n": 2000, "seed": 0}),
-            "prose": (builtin_prose, {"n": 0, "seed": 0, "words": 150})}
+            "prose": (builtin_prose, {"n": 0, "seed": 0, "words": 150, "snapshot": 1})}
 
 
 def parse_builtin(spec: str) -> dict:
@@ -96,7 +98,29 @@ def parse_builtin(spec: str) -> dict:
             raise CorpusError(f"{spec!r}: {part} is not an integer, e.g. builtin:concepts?n=2000&seed=0") from None
     if out["n"] < 0 or (name == "concepts" and out["n"] == 0):
         raise CorpusError(f"{spec!r}: n must be positive")
+    if name == "prose" and out["words"] < 12:  # a document is at least one kept paragraph's sentence
+        raise CorpusError(f"{spec!r}: words must be at least 12 (documents hold whole prose paragraphs)")
     return out
+
+
+def builtin_spec(spec: str, **changes: int) -> str:
+    """``spec`` with some parameters changed, every other kept as given (``builtin:prose?words=80`` with n=200 ->
+    ``builtin:prose?words=80&n=200``): a longer draw of the same corpus."""
+    name, _, query = spec.partition("?")
+    given = dict(part.partition("=")[::2] for part in filter(None, query.split("&")))
+    given.update({k: str(v) for k, v in changes.items()})
+    return f"{name}?{'&'.join(f'{k}={v}' for k, v in given.items())}"
+
+
+def corpus_provenance(data: str | list[str]) -> dict:
+    """What a dataset records of its corpus beyond source and fingerprint: for ``builtin:prose``, the snapshot (id,
+    pinned versions, file list digest, a checksum per source), so two datasets tell whether they read the same
+    documents."""
+    if isinstance(data, str) and data.startswith(BUILTIN_PREFIX + "prose"):
+        from ingest.prose import load_snapshot
+
+        return {"snapshot": load_snapshot(parse_builtin(data)["snapshot"]).provenance()}
+    return {}
 
 
 def builtin_rows(spec: str) -> list[dict]:
@@ -206,3 +230,20 @@ def corpus_fingerprint(ds, sample: int = 64) -> str:
     n = len(ds)
     head, tail = ds[:sample], ds[max(sample, n - sample):]
     return hashlib.sha256(json.dumps([n, head, tail], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_unchanged(ds, source, planned_fingerprint: str, planned_rows: int) -> None:
+    """A worker's corpus is the planned one: otherwise CorpusChangedError naming the corpus and what changed.
+
+    Every worker raises the same error for the same corpus, so the job stops at once instead of replacing
+    workers that would read yet another version of a corpus still being written."""
+    now = corpus_fingerprint(ds)
+    if now == planned_fingerprint:
+        return
+    name = source if isinstance(source, str) else f"{source[0]} (+{len(source) - 1} more files)"
+    rows = (f"it held {planned_rows} examples when planned and holds {len(ds)} now" if planned_rows and
+            planned_rows != len(ds) else f"{len(ds)} examples, but other content")
+    raise CorpusChangedError(
+        f"corpus {name!r} changed while the job ran: {rows} (content fingerprint {planned_fingerprint} -> {now}). "
+        "A corpus that is still being written (files arriving, packages installing into a folder) gives every "
+        "worker another corpus; wait until it is complete, or copy it somewhere fixed, then rerun the job")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from ingest.actor import ExtractionActor, UnitOutcome
 from ingest.config import ExtractConfig
 from ingest.inloop import ComparisonPass, ModelInLoop, loss_measure
-from ingest.interventions import Resolver, resolve_interventions
+from ingest.interventions import Resolver, check_interventions, resolve_interventions
 from ingest.plan import ExtractionPlan, InputSelection, WorkUnit
-from shards.errors import ActlakeError, ConfigError
+from shards.errors import ActlakeError, ConfigError, JobMismatchError
 from shards.manifest import CommitInfo
 from shards.mlpweights import MLP_OUT
 from shards.progress import Progress
@@ -67,6 +67,8 @@ def plan_extraction(cfg: ExtractConfig, selection: InputSelection | None = None,
     from shards.storage import Storage
 
     Storage(cfg.out, cfg.storage).probe()  # an unreachable destination fails now, not after the model
+    # bad --intervene options or sources (a NaN scale, a pickled .npy) fail now, not after the model loads
+    check_interventions([*cfg.intervene, *(s for _name, specs in comparisons for s in specs)], resolver, cfg.storage)
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
     modality = choose_modality(cfg, loaded)
     plan = modality.plan(cfg, loaded, selection)
@@ -91,7 +93,8 @@ def _plan_in_loop(plan: ExtractionPlan, loaded, probe_inputs: dict, resolver: Re
                            plan.inputs.pool if plan.modality == "text" else "", plan.modality)
 
     def build(specs: list[str]):
-        return resolve_interventions(loaded.model, specs, probe_inputs, resolver, cfg.storage, cfg.force)
+        return resolve_interventions(loaded.model, specs, probe_inputs, resolver, cfg.storage, cfg.force,
+                                     model_info=loaded.info())
 
     loop = ModelInLoop(interventions=build(cfg.intervene), save_loss=cfg.save_loss, logits_k=cfg.save_logits,
                        comparisons=[ComparisonPass(name, build(specs)) for name, specs in comparisons], measure=measure)
@@ -163,11 +166,47 @@ def open_output(plan: ExtractionPlan, commit_info: CommitInfo):
     cfg = plan.config
     # the card's licence and citation: kept from an earlier run when this one gives none
     provenance = plan.provenance.updated(shards.Provenance(details=cfg.card.to_details()))
-    return shards.create_dataset(
-        cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
-        compression=cfg.compression, provenance=provenance, config=dataclasses.asdict(cfg),
-        job_identity=plan.identity, storage_options=cfg.storage, commit_interval=COMMIT_INTERVAL_S,
-        commit_info=commit_info, allow_nonfinite=cfg.allow_nonfinite)
+    try:
+        return shards.create_dataset(
+            cfg.out, plan.hook_specs, columns=plan.columns, mode="overwrite" if cfg.overwrite else "append",
+            compression=cfg.compression, provenance=provenance, config=dataclasses.asdict(cfg),
+            job_identity=plan.identity, storage_options=cfg.storage, commit_interval=COMMIT_INTERVAL_S,
+            commit_info=commit_info, allow_nonfinite=cfg.allow_nonfinite)
+    except JobMismatchError as exc:
+        raise _corpus_changed(exc, plan) from None
+
+
+#: identity keys that describe the corpus' content rather than a setting the user chose
+_CORPUS_CONTENT = ("examples", "fingerprint")
+
+
+def _corpus_changed(exc: JobMismatchError, plan: ExtractionPlan) -> JobMismatchError:
+    """The refusal of an unchanged command whose corpus changed since its dataset was made, naming the corpus and
+    what changed in it (``fingerprint: 'a' -> 'b'`` alone does not tell a user that the corpus is the cause);
+    ``exc`` itself when the difference is elsewhere or the old identity cannot be read."""
+    from shards.manifest import identity_diff, read_manifest
+    from shards.storage import Storage
+
+    try:
+        storage = Storage(plan.config.out, plan.config.storage)
+        old = read_manifest(storage, lazy=True).job_identity or {}
+    except (ActlakeError, OSError):
+        return exc
+    new = plan.identity
+    changed = [k for k in _CORPUS_CONTENT if old.get(k) != new.get(k)]
+    if old.get("data") != new.get("data") or not changed:
+        return exc
+    what = []
+    if old.get("examples") != new.get("examples"):
+        what.append(f"{old.get('examples')} -> {new.get('examples')} examples")
+    if old.get("fingerprint") != new.get("fingerprint"):
+        what.append(f"content fingerprint {old.get('fingerprint')} -> {new.get('fingerprint')}")
+    others = [d for d in identity_diff(old, new) if d.split(":", 1)[0] not in _CORPUS_CONTENT]
+    also = f"; other settings differ too ({'; '.join(others)})" if others else ""
+    return JobMismatchError(
+        f"{storage.display()} holds a dataset made by a different job: its corpus {new.get('data')!r} changed "
+        f"since that dataset was made ({', '.join(what)}){also}. Extract the corpus as it is now with --overwrite "
+        "(replacing the dataset) or into another --out; to resume the dataset, restore the corpus it was made from")
 
 
 def extract_units(plan: ExtractionPlan, writer, units: list[WorkUnit], tick: str = "") -> tuple[list, int, float]:

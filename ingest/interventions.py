@@ -10,7 +10,7 @@ interventions to the job (docs/architecture.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -20,6 +20,7 @@ import torch
 from ingest.capture import capture, first_tensor
 from ingest.hooks import HookPoint, resolve_hooks
 from shards.errors import InterventionError
+from shards.manifest import ModelInfo
 
 _SPEC = re.compile(r"^(?P<hook>[^:\s]+):(?P<kind>[A-Za-z_][\w-]*)(?::(?P<options>.*))?$")
 
@@ -83,11 +84,21 @@ class ResolveContext:
     hook: HookPoint
     shape: tuple[int, ...]  #: per-token (or per-image) shape of the hook's activations
     storage: object = None  #: StorageOptions for the sources (SAEs, probe runs, datasets)
-    force: bool = False  #: go ahead where a source was made for another hook (warned)
+    force: bool = False  #: go ahead where a source was made for another hook or model (warned)
+    model_info: ModelInfo | None = None  #: what the manifest records about the model (None: not checked)
 
 
-#: builds an intervention from its spec (``analysis.interventions.build``)
-Resolver = Callable[[InterventionSpec, ResolveContext], Intervention]
+@runtime_checkable
+class Resolver(Protocol):
+    """Builds interventions from their specs (``analysis.interventions.build``), in two steps: ``check`` before
+    the model loads (the spec's options and sources: a NaN scale, a pickled or non-numeric file, a missing SAE
+    fail in seconds, not after a model load), then the call itself against the loaded model's hook."""
+
+    def __call__(self, spec: InterventionSpec, ctx: ResolveContext) -> Intervention:
+        """The intervention ``spec`` names, checked against the hook ``ctx`` describes."""
+
+    def check(self, spec: InterventionSpec, storage: object = None) -> None:
+        """Raise ``InterventionError`` if ``spec``'s options or sources are bad, without the model."""
 
 
 def _replace_first(out, new: torch.Tensor):
@@ -139,16 +150,33 @@ def intervening(model, interventions: list[Intervention]) -> Iterator[None]:
             h.remove()
 
 
-def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver: Resolver | None,
-                          storage=None, force: bool = False) -> list[Intervention]:
-    """Every ``--intervene`` spec built against the loaded model; errors (an unknown hook, a bad source, a
-    wrong shape) before any work starts. ``probe_inputs``: one small model input, which tells each hook's
-    per-token shape."""
-    if not specs:
-        return []
+def _require_resolver(resolver: Resolver | None) -> Resolver:
     if resolver is None:
         raise InterventionError("--intervene needs the intervention kinds of the analysis layer: run it through "
                                 "`actlake extract` (or pass a resolver to ingest.driver.run_extraction)")
+    return resolver
+
+
+def check_interventions(specs: list[str], resolver: Resolver | None, storage=None) -> None:
+    """Every ``--intervene`` spec's text, options and sources checked before the model loads (``Resolver.check``);
+    what needs the model (the hook, its width, the model an SAE was trained for) is checked when they are built."""
+    if not specs:
+        return
+    resolver = _require_resolver(resolver)
+    for text in specs:
+        resolver.check(InterventionSpec.parse(text), storage)
+
+
+def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver: Resolver | None,
+                          storage=None, force: bool = False, model_info: ModelInfo | None = None
+                          ) -> list[Intervention]:
+    """Every ``--intervene`` spec built against the loaded model; errors (an unknown hook, a bad source, a
+    wrong shape, an SAE of another model) before any work starts. ``probe_inputs``: one small model input, which
+    tells each hook's per-token shape; ``model_info``: the model as the manifest records it, which the sources'
+    records (an SAE's training data) must match."""
+    if not specs:
+        return []
+    resolver = _require_resolver(resolver)
     parsed = []
     for text in specs:
         spec = InterventionSpec.parse(text)
@@ -159,7 +187,7 @@ def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver:
     with torch.inference_mode():
         acts = capture(model, list({h.name: h for _, h in parsed}.values()), probe_inputs)
     ndim = 2 if "input_ids" in probe_inputs else 1  # (batch, positions) or (batch,) lead every hook's shape
-    built = [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage, force))
+    built = [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage, force, model_info))
              for spec, hp in parsed]
     for spec, iv in zip(specs, built, strict=True):
         if not isinstance(iv, Intervention):

@@ -6,17 +6,29 @@ Hub's viewer and ``datasets.load_dataset(folder)`` read exactly the committed ro
 Markdown for people: what made the dataset, its hooks with shapes and statistics, and how to open it with actlake,
 pandas, DuckDB, polars, HF ``datasets`` and Ray Data. The card is derived data: no version names it, ``verify``
 ignores it, and ``actlake card URI`` writes it again.
+
+A card replaces only a card: its front matter opens with ``MARKER`` (cards written before the marker are known by
+their ``actlake`` tag and first sentence), so a ``README.md`` of someone's own in the folder is left alone with a
+warning, and ``card_destination`` refuses an ``--out`` that is, or lies inside, a dataset's own files. Text taken
+from the manifest is shown with its control characters escaped (``shards.printable``) and the recorded command
+line is cleaned of secrets again (``shards.invocation.clean_command_line``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import posixpath
 from dataclasses import dataclass
 
 import yaml
 
+from shards.errors import ConfigError
+from shards.invocation import clean_command_line
+from shards.layout import COMMITS_DIR, LOCK, LOG_DIR, MANIFEST
 from shards.manifest import Manifest
+from shards.printable import printable
 from shards.secrets import redact, redact_uri
 from shards.storage import Storage
 
@@ -28,6 +40,10 @@ CARD = "README.md"
 LIST_UNITS_UP_TO = 2000
 #: where a manifest keeps what the card's flags said
 CARD_KEY = "card"
+#: the first line of every card's front matter: how a card is told from someone's own README.md
+MARKER = "# actlake dataset card: written from manifest.json; `actlake card` writes it again"
+#: how much of an existing file's beginning tells whether it is a card
+_SNIFF_BYTES = 64 << 10
 
 
 @dataclass
@@ -70,21 +86,21 @@ def _made_by(m: Manifest) -> tuple[str, str, str]:
     details = m.provenance.details
     config = m.config or {}
     if model is not None:
-        rev = f" (revision `{model.revision}`)" if model.revision else ""
-        arch = f", {model.architecture}" if model.architecture else ""
-        params = f", {model.parameters:,} parameters" if model.parameters else ""
-        model_line = f"`{model.name}`{rev}{arch}{params}"
+        rev = f" (revision `{printable(model.revision)}`)" if model.revision else ""
+        arch = f", {printable(model.architecture)}" if model.architecture else ""
+        params = f", {model.parameters:,} parameters" if isinstance(model.parameters, int) and model.parameters else ""
+        model_line = f"`{printable(model.name)}`{rev}{arch}{params}"
     else:
         model_line = "not recorded"
     corpus = details.get("corpus") or details.get("images") or details.get("source") or {}
     if isinstance(corpus, dict) and corpus:
         src = corpus.get("source") or corpus.get("uri") or corpus.get("path") or "?"
-        fp = f", fingerprint `{corpus['fingerprint']}`" if corpus.get("fingerprint") else ""
+        fp = f", fingerprint `{printable(corpus['fingerprint'])}`" if corpus.get("fingerprint") else ""
         n = f", {corpus['examples']:,} examples" if isinstance(corpus.get("examples"), int) else ""
-        corpus_line = f"`{redact_uri(str(src))}`{n}{fp}"
+        corpus_line = f"`{printable(redact_uri(str(src)))}`{n}{fp}"
     else:
         corpus_line = "not recorded"
-    return model_line, corpus_line, str(config.get("modality") or details.get("modality") or "")
+    return model_line, corpus_line, printable(config.get("modality") or details.get("modality") or "")
 
 
 def _hook_table(m: Manifest) -> list[str]:
@@ -103,8 +119,8 @@ def _hook_table(m: Manifest) -> list[str]:
 def _command(m: Manifest) -> str:
     """The command that made the dataset: the command line recorded at commit time, else the job's settings."""
     details = m.provenance.details
-    if details.get("command_line"):
-        return str(details["command_line"])
+    if details.get("command_line"):  # cleaned again: one recorded by an older actlake may hold a secret
+        return printable(clean_command_line(str(details["command_line"])))
     return "# settings recorded in the manifest's `config`:\n" + json.dumps(redact(m.config or {}), indent=1)[:4000]
 
 
@@ -149,37 +165,117 @@ def render_card(m: Manifest, uri: str, overrides: CardOptions | None = None) -> 
     card = {**dict(m.provenance.details.get(CARD_KEY) or {}), **(overrides.to_details().get(CARD_KEY, {})
                                                                     if overrides else {})}
     model_line, corpus_line, modality = _made_by(m)
-    model_name = m.provenance.model.name if m.provenance.model else "activations"
+    model_name = printable(m.provenance.model.name) if m.provenance.model else "activations"
     title = f"{model_name} activations ({', '.join(list(m.hooks)[:4])}{', …' if len(m.hooks) > 4 else ''})"
     front = yaml.safe_dump(_front_matter(m, title, card, modality), sort_keys=False, allow_unicode=True)
     derived = m.provenance.derived_from
     lines = [
-        "---", front.rstrip(), "---", "", f"# {title}", "",
+        "---", MARKER, front.rstrip(), "---", "", f"# {title}", "",
         "An actlake activation dataset: one row per "
         f"{'stimulus' if modality == 'image' else 'token (or pooled example)'} with `example_id`, `position` and "
         "metadata columns, and "
         "one tensor column per hook.", "",
         f"- **Model**: {model_line}", f"- **Corpus**: {corpus_line}",
         f"- **Rows**: {m.num_rows:,} in {len(m.units):,} files ({m.num_bytes:,} bytes)",
-        f"- **Version**: {m.version} (format v{m.format_version}), updated {m.updated}; dataset id `{m.dataset_id}`",
+        f"- **Version**: {m.version} (format v{m.format_version}), updated {printable(m.updated)}; dataset id "
+        f"`{printable(m.dataset_id)}`",
     ]
     if derived is not None:
-        lines.append(f"- **Copied from**: `{redact_uri(derived.uri)}` (dataset `{derived.dataset_id}`, version "
-                     f"{derived.version})")
+        lines.append(f"- **Copied from**: `{printable(redact_uri(derived.uri))}` (dataset "
+                     f"`{printable(derived.dataset_id)}`, version {printable(derived.version)})")
     if m.provenance.details.get("copy"):
         lines.append(f"- **Selection**: {json.dumps(m.provenance.details['copy'])}")
+    licence = printable(card.get("license") or "") or "Not stated (`actlake card URI --card-license ID` sets it)."
     lines += ["", "## Hooks", "", *_hook_table(m), "", "## How it was made", "", "```bash", _command(m), "```", "",
-              *_usage(uri, m), "## Licence", "", card.get("license") or "Not stated (`actlake card URI --card-license "
-              "ID` sets it).", "", "## Citation", ""]
+              *_usage(uri, m), "## Licence", "", licence, "", "## Citation", ""]
     lines += (["```", card["citation"], "```"] if card.get("citation") else ["Not stated."])
     if len(m.units) > LIST_UNITS_UP_TO:
         lines += ["", f"Note: with {len(m.units):,} files the card's `data_files` is the glob `data/*.parquet`, which "
                   "also matches unit files that later versions replaced; actlake reads exactly the manifest's."]
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n", keep_newlines=True)  # what the fields above did not escape
 
 
-def write_card(storage: Storage, m: Manifest, overrides: CardOptions | None = None) -> str:
-    """Render and store the card of ``m`` at ``README.md`` (one PUT); its text."""
+def is_card(text: str) -> bool:
+    """Whether ``text`` (a file's beginning) is a card actlake wrote: its front matter opens with ``MARKER``, or (a
+    card written before the marker) its front matter is tagged ``actlake`` and its body opens as a card's does."""
+    if not text.startswith("---\n"):
+        return False
+    head, sep, body = text[4:].partition("\n---\n")
+    if not sep:
+        return False
+    if head.startswith(MARKER):
+        return True
+    try:
+        meta = yaml.safe_load(head)
+    except yaml.YAMLError:
+        return False
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    return isinstance(tags, list) and "actlake" in tags and "An actlake activation dataset" in body
+
+
+def card_conflict(storage: Storage, rel: str = CARD) -> str:
+    """Why the file ``rel`` of ``storage`` may not be replaced by a card ('' when it is absent or a card)."""
+    try:
+        head = storage.get_bytes(rel)[:_SNIFF_BYTES]  # a README is small (s3fs refuses some ranged reads on moto)
+    except FileNotFoundError:
+        return ""
+    if is_card(head.decode("utf-8", errors="replace")):
+        return ""
+    return (f"{storage.display(rel)} is not a dataset card actlake wrote (its front matter lacks the card's "
+            "marker) and may be someone's own file: it was left alone")
+
+
+def write_card(storage: Storage, m: Manifest, overrides: CardOptions | None = None) -> str | None:
+    """Render and store the card of ``m`` at ``README.md`` (one PUT); its text. A ``README.md`` that is not a card
+    (``card_conflict``) is left alone with a warning saying so, and None is returned."""
+    conflict = card_conflict(storage)
+    if conflict:
+        log.warning("%s. `actlake card %s --out FILE` writes the card elsewhere.", conflict, storage.display())
+        return None
     text = render_card(m, storage.display(), overrides)
     storage.put_bytes(CARD, text.encode())
     return text
+
+
+def _parents(uri: str) -> list[str]:
+    """The folders above ``uri`` (a path or an fsspec URI), nearest first, up to the root or the bucket; a local
+    path resolved first (``..``, symbolic links), as the file system will resolve it."""
+    uri = uri.removeprefix("file://")
+    scheme, sep, path = uri.partition("://")
+    if not sep:
+        path = os.path.realpath(uri)
+    parts = [p for p in path.split("/") if p]
+    keep = 1 if sep else 0  # a bucket (or a host) is the top of a URI
+    joined = ["/".join(parts[:n]) for n in range(len(parts) - 1, keep - 1, -1)]
+    return [f"{scheme}://{j}" if sep else "/" + j for j in joined]
+
+
+def _holds_dataset(storage: Storage) -> bool:
+    """A dataset's root: its manifest, or (one not yet or no longer readable) its log or commit records."""
+    return any(storage.exists(rel) for rel in (MANIFEST, LOG_DIR, COMMITS_DIR))
+
+
+def card_destination(out: Storage) -> None:
+    """Refuse, before anything is written, an ``--out`` for a card that would replace a dataset's own file
+    (``manifest.json``, anything under ``_log/``, ``_checkpoints/``, ``_commits/``, ``data/``, ``stats/``), a folder,
+    or a file that is not a card. The one file of a dataset a card may take is its ``README.md``, if that is one."""
+    out.require_writable("writing a card")
+    where = out.display()
+    if posixpath.basename(out.uri.rstrip("/")) in (MANIFEST, LOCK) or _holds_dataset(out):
+        raise ConfigError(f"--out {where} is a dataset's own file or folder: a card never replaces one. Give a "
+                          "file outside the dataset (e.g. card.md), or leave --out out to write DATASET/README.md.")
+    if out.is_dir(""):
+        raise ConfigError(f"--out {where} is a folder: give the card's file, e.g. {out.display(CARD)}")
+    parents = _parents(out.uri)
+    for parent in parents:
+        folder = Storage(parent, out.storage_options)
+        if not _holds_dataset(folder):
+            continue
+        if parent == parents[0] and posixpath.basename(out.uri.rstrip("/")) == CARD:
+            break  # the dataset's own card: replaced below only if it is one
+        raise ConfigError(f"--out {where} lies inside the dataset {folder.display()}: a card never replaces a "
+                          f"dataset's files. Give a file outside it, or {folder.display(CARD)}.")
+    conflict = card_conflict(out, "")
+    if conflict:
+        raise ConfigError(f"--out {conflict.removesuffix(': it was left alone')}: a card replaces only a card. "
+                          "Choose another --out FILE, or --print.")

@@ -24,6 +24,8 @@ from shards.layout import (
     VERSIONS_DIR,
     is_leaf_name,
     is_temp_file,
+    is_versioned_stats_path,
+    parse_checkpoint_name,
     parse_data_name,
     parse_unit_name,
     parse_version_name,
@@ -75,14 +77,15 @@ def garbage(storage: Storage, named: set[str]) -> list[str]:
 
 def _unnamed_metadata(storage: Storage) -> list[str]:
     from shards.errors import CorruptManifestError
-    from shards.versionlog import checkpoint_path, list_checkpoints, list_log_versions, read_checkpoint
+    from shards.layout import checkpoint_path
+    from shards.versionlog import checkpoint_files, live_checkpoints, read_checkpoint
 
-    logged = set(list_log_versions(storage))
-    orphans = [checkpoint_path(c) for c in list_checkpoints(storage) if c not in logged]
+    live = live_checkpoints(storage)
+    orphans = sorted(set(checkpoint_files(storage)) - {checkpoint_path(v, tag) for v, tag in live})
     listed: set[str] = set()
-    for c in list_checkpoints(storage):
+    for v, tag in live:
         try:
-            listed |= {ref.path for ref in read_checkpoint(storage, c).leaves}
+            listed |= {ref.path for ref in read_checkpoint(storage, v, tag).leaves}
         except CorruptManifestError:
             return orphans  # a damaged checkpoint may list any leaf: keep them all (repair sets it aside first)
     leaves = [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if is_leaf_name(f)]
@@ -93,12 +96,9 @@ def _our_stats_files(storage: Storage, hooks: set[str]) -> list[str]:
     """``stats/<hook>.npz`` (v1) and ``stats/<hook>.vNNNNNNNNN.npz`` (v2) of ``hooks``."""
     out = []
     for f in storage.list(STATS_DIR):
-        stem = f[:-len(".npz")] if f.endswith(".npz") else None
-        if stem is None:
-            continue
-        hook, _, tag = stem.rpartition(".v")
-        if stem in hooks or (hook in hooks and tag.isdigit() and len(tag) == 9):
-            out.append(f"{STATS_DIR}/{f}")
+        rel = f"{STATS_DIR}/{f}"
+        if any(rel == stats_path(h) or is_versioned_stats_path(h, rel) for h in hooks):
+            out.append(rel)
     return out
 
 
@@ -111,7 +111,7 @@ def dataset_files(storage: Storage, manifest: Manifest | None, hooks: list[str] 
     files += sorted({*_our_stats_files(storage, hook_names), *(stats_path(h) for h in hook_names)})
     files += [f"{VERSIONS_DIR}/{f}" for f in storage.list(VERSIONS_DIR) if parse_version_name(f) is not None]
     files += [f"{LOG_DIR}/{f}" for f in storage.list(LOG_DIR) if parse_version_name(f) is not None]
-    files += [f"{CHECKPOINT_DIR}/{f}" for f in storage.list(CHECKPOINT_DIR) if parse_version_name(f) is not None]
+    files += [f"{CHECKPOINT_DIR}/{f}" for f in storage.list(CHECKPOINT_DIR) if parse_checkpoint_name(f) is not None]
     files += [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if is_leaf_name(f)]
     files += [a.path for a in (manifest.artifacts.values() if manifest else ())]
     return files + [g for g in garbage(storage, set(files)) if g not in files]

@@ -22,6 +22,9 @@ class CommitRecord:
     schema: DatasetSchema
     stats: dict[str, HookStats] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: the dataset the unit was written for ("" in records written before format v4): a writer folds only its own
+    #: dataset's records, so an overwrite stopped before it removed the old records loses nothing and mixes nothing
+    dataset_id: str = ""
 
     @property
     def id(self) -> int:
@@ -32,14 +35,23 @@ class CommitRecord:
         return self.schema.fingerprint()
 
     def to_json(self) -> dict:
-        return {"format_version": self.format_version, **self.unit.to_json(), "schema": self.schema_fingerprint,
-                "schema_json": self.schema.to_json(), "stats": {n: s.to_json() for n, s in self.stats.items()}}
+        out = {"format_version": self.format_version, **self.unit.to_json(), "schema": self.schema_fingerprint,
+               "schema_json": self.schema.to_json(), "stats": {n: s.to_json() for n, s in self.stats.items()}}
+        return {**out, "dataset_id": self.dataset_id} if self.dataset_id else out
 
     @classmethod
     def from_json(cls, d: dict) -> CommitRecord:
         return cls(unit=UnitEntry.from_json(d), schema=DatasetSchema.from_json(d["schema_json"]),
                    stats={n: HookStats.from_json(s) for n, s in (d.get("stats") or {}).items()},
-                   format_version=int(d.get("format_version", FORMAT_VERSION)))
+                   format_version=int(d.get("format_version", FORMAT_VERSION)),
+                   dataset_id=str(d.get("dataset_id") or ""))
+
+    def belongs_to(self, manifest) -> bool:
+        """Whether this record is of ``manifest``'s dataset: its own ``dataset_id``; a record written before format
+        v4 (no id) unless the dataset replaced another (an overwrite), whose records all predate it."""
+        if self.dataset_id:
+            return self.dataset_id == manifest.dataset_id
+        return not manifest.replaces
 
     def write(self, storage: Storage) -> None:
         storage.put_bytes(unit_commit_path(self.id),

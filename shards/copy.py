@@ -5,8 +5,12 @@ records (a mismatch is the same ``CorruptDataError`` a reader raises) and writte
 same unit id: as the same bytes when the copy keeps every column and row of it, else re-encoded from the
 selected columns and rows. The destination is an ordinary dataset whose writer folds the units' commit records,
 so a copy killed anywhere is resumed by running it again: units already committed there are skipped, each row
-lands exactly once, and the settings of the copy (its ``job_identity``) must be the same. Its provenance names
-the source (``derived_from``: URI without credentials, dataset id, version, hooks) and the filters.
+lands exactly once, and the settings of the copy (its ``job_identity``) must be the same. A copy is pinned to the
+source version it was planned on: rerun after the source grew, it resumes on that version (``--version N`` of
+another one is refused unless ``--overwrite``). Its provenance names the source (``derived_from``: URI without
+credentials, dataset id, version, hooks) and the filters. A destination that is the source under another
+spelling, lies inside it, holds it or lies inside another dataset is refused before anything is read or written
+(``shards.locations`` compares resolved locations, not strings).
 """
 
 from __future__ import annotations
@@ -194,23 +198,71 @@ class DatasetCopier:
         return copied
 
 
-def _check_destination(dst: Storage, identity: dict, overwrite: bool) -> str:
-    """The writer mode for ``dst``: create, append (this copy resumed) or overwrite; a ConfigError before any
-    work when it holds another dataset and ``overwrite`` was not given."""
+def _same_copy_but_version(existing: Manifest, identity: dict) -> int | None:
+    """The source version an existing copy at the destination was planned on, when it is this copy (same source
+    dataset, hooks and filters) of another version; None otherwise."""
+    old = existing.job_identity or {}
+    if not isinstance(old, dict) or not isinstance(old.get("version"), int) or old["version"] == identity["version"]:
+        return None
+    same = {k: v for k, v in old.items() if k != "version"} == {k: v for k, v in identity.items() if k != "version"}
+    return old["version"] if same else None
+
+
+def _existing(dst: Storage) -> Manifest | None:
+    """The dataset at the destination, or None when there is none yet."""
     from shards.manifest import read_manifest
 
-    dst.require_writable("a copy's destination")
     try:
-        existing = read_manifest(dst, lazy=True)
+        return read_manifest(dst, lazy=True)
     except DatasetNotFoundError:
+        return None
+
+
+def _check_destination(dst: Storage, existing: Manifest | None, identity: dict, overwrite: bool) -> str:
+    """The writer mode for ``dst``: create, append (this copy resumed) or overwrite; a ConfigError before any
+    work when it holds another dataset and ``overwrite`` was not given."""
+    if existing is None:
         return "overwrite" if overwrite else "create"
     if existing.job_identity == identity:
         return "overwrite" if overwrite else "append"
     if overwrite:
         return "overwrite"
+    planned = _same_copy_but_version(existing, identity)
+    if planned is not None:  # this copy, asked for with --version N of another version than it was begun on
+        raise ConfigError(
+            f"{dst.display()} holds this copy of version {planned} of the source ({len(existing.units)} units "
+            f"copied so far); this run asks for --version {identity['version']}. Rerun without --version (or with "
+            f"--version {planned}) to resume that copy, or pass --overwrite to replace it with a copy of version "
+            f"{identity['version']} (what was copied is discarded).")
     made = existing.job_identity or {"model": existing.provenance.model.name if existing.provenance.model else "?"}
     raise ConfigError(f"{dst.display()} holds another dataset (id {existing.dataset_id}, {made}); this copy is "
                       f"{identity}. Choose another destination, or pass --overwrite to replace it.")
+
+
+def check_places(src: Storage, dst: Storage) -> None:
+    """Refuse, before anything is read or written, a destination that is the source under another spelling
+    (``SRC/.``, ``SRC/../name``, ``file://SRC``, a symlink), lies inside it or holds it, or lies inside another
+    dataset: the copy would write among the files it reads (``--overwrite`` deleting them) or among another
+    dataset's files."""
+    from shards.locations import dataset_above, overlap
+
+    where = overlap(dst, src)
+    if where == "same":
+        raise ConfigError(f"DST is SRC ({dst.display()} and {src.display()} are the same place): a copy needs "
+                          "another place (with --overwrite it would delete what it copies)")
+    if where == "inside":
+        raise ConfigError(f"DST {dst.display()} lies inside SRC {src.display()}: the copy's files would mix with "
+                          "the source's (and `verify --repair` of the source would delete them). Choose a DST "
+                          "outside SRC.")
+    if where == "contains":
+        raise ConfigError(f"DST {dst.display()} holds SRC {src.display()}: the copy would make the source a "
+                          "dataset inside another, and --overwrite would delete it. Choose a DST that does not "
+                          "contain SRC.")
+    above = dataset_above(dst)
+    if above is not None:
+        raise ConfigError(f"DST {dst.display()} lies inside the dataset {above}: the copy's files would mix with "
+                          "that dataset's (and its `verify --repair` or --overwrite would delete them). Choose a "
+                          "DST outside any dataset.")
 
 
 def copy_dataset(src: str, dst: str, plan_of: Callable[[Manifest], CopyPlan], *,
@@ -225,22 +277,27 @@ def copy_dataset(src: str, dst: str, plan_of: Callable[[Manifest], CopyPlan], *,
     from shards.writer import create_dataset
 
     t0 = time.perf_counter()
+    dst_storage = Storage(dst, dst_options)
+    check_places(Storage(src, src_options), dst_storage)
+    dst_storage.require_writable("a copy's destination")
     source = open_dataset(src, src_options, version=version)
     m = source.manifest
     plan = plan_of(m)
+    identity = plan.identity(m)
+    existing = _existing(dst_storage)
+    planned = _same_copy_but_version(existing, identity) if existing is not None else None
+    if planned is not None and version is None and not overwrite:
+        source = _planned_source(src, src_options, source, planned, dst_storage)
+        m = source.manifest
+        plan = plan_of(m)
+        identity = plan.identity(m)
     units = list(source.units)
     jobs = _selected(units, plan)
     if not jobs:
         raise ConfigError(f"the filters (rows {plan.rows}, examples {plan.examples}) select no row of "
                           f"{source.storage.display()} version {m.version} ({m.num_rows:,} rows, example ids "
                           f"{_example_span(units)}): nothing to copy")
-    dst_storage = Storage(dst, dst_options)
-    if dst_storage.display().rstrip("/") == source.storage.display().rstrip("/") and \
-            dst_storage.storage_options.get("endpoint_url") == source.storage.storage_options.get("endpoint_url"):
-        raise ConfigError(f"DST is SRC ({dst_storage.display()}): a copy needs another place (with --overwrite it "
-                          "would delete what it copies)")
-    identity = plan.identity(m)
-    mode = _check_destination(dst_storage, identity, overwrite)
+    mode = _check_destination(dst_storage, existing, identity, overwrite)
     hooks = list(plan.hooks) if plan.hooks is not None else list(m.hooks)
     prov = Provenance(model=m.provenance.model,
                       derived_from=DatasetRef(redact_uri(source.storage.display()), m.dataset_id, m.version,
@@ -267,6 +324,25 @@ def copy_dataset(src: str, dst: str, plan_of: Callable[[Manifest], CopyPlan], *,
                        bytes_read=copier.bytes_read, bytes_written=copier.bytes_written,
                        seconds=round(time.perf_counter() - t0, 2), unchanged_units=copier.unchanged,
                        artifacts=artifacts)
+
+
+def _planned_source(src: str, src_options, source, planned: int, dst_storage: Storage):
+    """A copy killed (or finished) before the source grew: the source at the version the copy was planned on, as
+    a rerun of the same command promises (a copy of the newer version is asked for by naming it)."""
+    from shards.reader import open_dataset
+
+    latest = source.manifest.version
+    try:
+        older = open_dataset(src, src_options, version=planned)
+    except DatasetNotFoundError as exc:
+        raise ConfigError(f"{dst_storage.display()} holds this copy of version {planned} of "
+                          f"{source.storage.display()}, begun earlier, but the source no longer keeps that "
+                          f"version ({exc}). Pass --overwrite to copy version {latest} afresh (what was copied "
+                          "is discarded).") from None
+    log.warning("%s holds this copy of version %d of %s (begun earlier; the source is now at version %d): "
+                "resuming it on version %d. To copy version %d instead, rerun with --version %d --overwrite.",
+                dst_storage.display(), planned, source.storage.display(), latest, planned, latest, latest)
+    return older
 
 
 def _copy_artifacts(copier: DatasetCopier, writer, m: Manifest) -> list[str]:

@@ -34,6 +34,14 @@ class DatasetLockedError(ActlakeError, RuntimeError):
     """Another writer holds the dataset's write lock."""
 
 
+class LockLostError(DatasetLockedError):
+    """This writer's lock was taken over (it stalled past its ttl, or clocks disagree): it commits nothing more."""
+
+
+class VersionConflictError(LockLostError):
+    """The version this writer was committing was created by another writer first: it commits nothing more."""
+
+
 class StorageError(ActlakeError, OSError):
     """A storage operation failed permanently (after retries for transient errors)."""
 

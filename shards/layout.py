@@ -30,10 +30,14 @@ _UNIT_FILE = re.compile(r"unit-(\d{6,10})\.(parquet|json)")
 #: immutable; the commit record names the attempt that counts)
 _ATTEMPT_FILE = re.compile(r"(unit-\d{6,10})-([0-9a-f]{8})\.parquet")
 _VERSION_FILE = re.compile(r"v(\d{9})\.json")
-_STATS_FILE = re.compile(r"(.+)\.v(\d{9})\.npz")
+#: format v4: what a version writes besides its log entry carries the tag of the writer session that wrote it, so
+#: that no two writers ever write one name (a stale writer's files can never replace the committed ones)
+_TAGGED_VERSION_FILE = re.compile(r"v(\d{9})(?:-([0-9a-f]{8}))?\.json")
+_STATS_FILE = re.compile(r"(.+)\.v(\d{9})(?:-[0-9a-f]{8})?\.npz")
+_TAG = re.compile(r"[0-9a-f]{8}")
 #: temporary siblings that Storage writes on local disks before a rename (``<name>.tmp-<12 hex>``)
-_TEMP_FILE = re.compile(r"(unit-\d{6,10}(-[0-9a-f]{8})?\.(parquet|json)|manifest\.json|v\d{9}\.json|[^/]+\.npz|"
-                        r"[0-9a-f]{32}\.parquet)\.tmp-[0-9a-f]{12}")
+_TEMP_FILE = re.compile(r"(unit-\d{6,10}(-[0-9a-f]{8})?\.(parquet|json)|manifest\.json|v\d{9}(-[0-9a-f]{8})?\.json|"
+                        r"[^/]+\.npz|[0-9a-f]{32}\.parquet)\.tmp-[0-9a-f]{12}")
 _LEAF_FILE = re.compile(r"[0-9a-f]{32}\.parquet")
 
 
@@ -96,9 +100,23 @@ def log_path(version: int) -> str:
     return f"{LOG_DIR}/v{int(version):09d}.json"
 
 
-def checkpoint_path(version: int) -> str:
-    """``_checkpoints/v000000016.json``: the whole state of version 16 and its unit list's leaves (format v3)."""
-    return f"{CHECKPOINT_DIR}/v{int(version):09d}.json"
+def check_tag(tag: str) -> str:
+    """A writer session's tag (8 hex digits; "" for what format v3 wrote untagged)."""
+    if tag and not _TAG.fullmatch(tag):
+        raise ValueError(f"writer tag {tag!r} is not 8 hex digits")
+    return tag
+
+
+def checkpoint_path(version: int, tag: str = "") -> str:
+    """``_checkpoints/v000000016-<tag>.json``: the whole state of version 16 and its unit list's leaves, written by
+    the writer session ``tag`` (format v4; v3 wrote ``v000000016.json``)."""
+    return f"{CHECKPOINT_DIR}/v{int(version):09d}{'-' + check_tag(tag) if tag else ''}.json"
+
+
+def parse_checkpoint_name(filename: str) -> tuple[int, str] | None:
+    """(version, tag) of a checkpoint file name (tag "" for a v3 one); None for anything else."""
+    m = _TAGGED_VERSION_FILE.fullmatch(filename)
+    return (int(m.group(1)), m.group(2) or "") if m else None
 
 
 def leaf_path(digest: str) -> str:
@@ -112,9 +130,16 @@ def is_leaf_name(filename: str) -> bool:
     return _LEAF_FILE.fullmatch(filename) is not None
 
 
-def versioned_stats_path(hook: str, version: int) -> str:
-    """``stats/<hook>.v000000017.npz``: a hook's merged statistics as of version 17 (never rewritten)."""
-    return f"{STATS_DIR}/{check_name('hook', hook)}.v{int(version):09d}.npz"
+def versioned_stats_path(hook: str, version: int, tag: str = "") -> str:
+    """``stats/<hook>.v000000017-<tag>.npz``: a hook's merged statistics as of version 17, written by the writer
+    session ``tag`` (never rewritten; formats v2 and v3 wrote ``stats/<hook>.v000000017.npz``)."""
+    return f"{STATS_DIR}/{check_name('hook', hook)}.v{int(version):09d}{'-' + check_tag(tag) if tag else ''}.npz"
+
+
+def is_versioned_stats_path(hook: str, path: str) -> bool:
+    """Whether ``path`` is a name ``versioned_stats_path`` makes for ``hook``."""
+    m = _STATS_FILE.fullmatch(path[len(STATS_DIR) + 1:]) if path.startswith(f"{STATS_DIR}/") else None
+    return m is not None and m.group(1) == hook
 
 
 def is_stats_file(filename: str) -> bool:

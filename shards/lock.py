@@ -1,11 +1,18 @@
 """The write lock: one writer per dataset at a time.
 
-Two writers on one dataset could each fold a different set of commit records
-into ``manifest.json`` and the later write would hide the other's units, so
-a second writer is refused. The lock is an object created only-if-absent
-(``O_EXCL`` on disks, a conditional PUT on S3). A lock whose holder died is
-taken over: at once when the holder ran on this host and its process is
-gone, otherwise once its heartbeat is older than ``ttl`` seconds.
+Two writers on one dataset would each fold commit records and race for version numbers, so a second writer is
+refused. The lock is an object created only-if-absent (``O_EXCL`` on disks, a conditional PUT on S3). A lock
+whose holder died is taken over: at once when the holder ran on this host and its process is gone, otherwise
+once its heartbeat is older than ``ttl`` seconds and stays unchanged while watched for a third of the ttl (a
+live holder beats every quarter: a host whose clock runs ahead never takes a live writer's lock).
+
+The lock is advice, not a fence: a holder that stalls past its ttl (a paused process, a suspended machine) is
+taken over and may resume. What keeps it from rewriting history is the commit itself, which creates a version's
+log entry only if absent (``shards.versionlog.create_version``); the lock only makes that race rare and lets the
+old holder stop early, naming what happened (``check``: before each version and each commit record).
+
+Heartbeats go to an object of the holder's own (``_lock.json.<token>.beat``), never to ``_lock.json``: a holder that
+resumes after it was taken over cannot write over the new holder's lock, wherever it stalled.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import threading
 import time
 import uuid
 
-from shards.errors import DatasetLockedError
+from shards.errors import DatasetLockedError, LockLostError
 from shards.layout import LOCK
 from shards.manifest import now_iso
 from shards.storage import Storage
@@ -75,12 +82,40 @@ class WriteLock:
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._acquired = ""
+        self.lost: LockLostError | None = None  #: set once this lock is found taken over; then raised by ``check``
 
     def _body(self) -> bytes:
         return json.dumps({
             "token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-            "acquired": now_iso(), "heartbeat": time.time(), "ttl": self.ttl,
+            "acquired": self._acquired or now_iso(), "heartbeat": time.time(), "ttl": self.ttl,
         }).encode()
+
+    @staticmethod
+    def beat_path(token: str) -> str:
+        """Where the holder with ``token`` records its heartbeats."""
+        return f"{LOCK}.{token}.beat" if token.isalnum() else f"{LOCK}.beat"
+
+    def check(self) -> None:
+        """Raise LockLostError unless this writer still holds the lock (one read of it): called before each
+        version is committed, so a writer that stalled and was taken over stops, naming what happened, before it
+        writes anything more."""
+        if self.lost is None:
+            holder = self._holder()
+            if holder is None or holder.get("token") != self.token:
+                self._lose(holder)
+        if self.lost is not None:
+            raise self.lost
+
+    def _lose(self, holder: dict | None) -> None:
+        who = ("nobody holds it now" if holder is None else "it is unreadable" if holder.get("unreadable") else
+               f"host {holder.get('host')} pid {holder.get('pid')} holds it since {holder.get('acquired')}")
+        self.lost = LockLostError(
+            f"this writer lost the write lock of {self.what} {self.storage.display()} ({who}): it went {self.ttl:.0f}s "
+            "without a heartbeat (a paused process, a suspended machine or a long stall), or another host's clock "
+            "made it look so, and the lock was taken over. It stops and commits nothing more; the units it wrote "
+            "are in commit records, which the writer that holds the dataset now folds (rerun the job to resume).")
+        self._stop.set()
 
     def _stale(self, holder: dict) -> str | None:
         if holder.get("host") == socket.gethostname() and not pid_alive(holder["pid"]):
@@ -105,6 +140,7 @@ class WriteLock:
                     holder["heartbeat"], holder["ttl"] = float(holder.get("heartbeat", 0)), float(
                         holder.get("ttl", self.ttl))
                     holder["pid"] = int(holder.get("pid", -1))
+                    holder["heartbeat"] = max(holder["heartbeat"], self._beat(str(holder.get("token", ""))))
                     return holder
             except (ValueError, TypeError):
                 pass
@@ -112,8 +148,27 @@ class WriteLock:
                 time.sleep(UNREADABLE_GRACE_S)
         return {"unreadable": True}
 
+    def _beat(self, token: str) -> float:
+        """The last heartbeat the holder with ``token`` recorded in its beat object (0 when none)."""
+        try:
+            return float(json.loads(self.storage.get_bytes(self.beat_path(token))).get("heartbeat", 0))
+        except (FileNotFoundError, ValueError, TypeError, AttributeError):
+            return 0.0
+
+    def _still_beating(self, holder: dict) -> bool:
+        """Whether a holder whose heartbeat looks stale by this host's clock beats while watched (a third of its
+        ttl; it beats every quarter): then it is alive and a clock is off. A dead holder on this host, or one whose
+        lock cannot be parsed, is not watched."""
+        if holder.get("unreadable") or (holder.get("host") == socket.gethostname() and not pid_alive(holder["pid"])):
+            return False
+        time.sleep(holder["ttl"] / 3)
+        again = self._holder()
+        return again is not None and again.get("token") == holder.get("token") and (
+            again.get("heartbeat") != holder.get("heartbeat"))
+
     def acquire(self, break_lock: bool = False) -> None:
         for _ in range(3):
+            self._acquired = now_iso()
             if self.storage.create_exclusive(LOCK, self._body()):
                 self._start_heartbeat()
                 return
@@ -125,6 +180,12 @@ class WriteLock:
             reason = ("break_lock=True was given" if break_lock else
                       "it cannot be parsed (a writer died while creating it)" if holder.get("unreadable")
                       else self._stale(holder))
+            if reason is not None and not break_lock and self._still_beating(holder):
+                raise DatasetLockedError(
+                    f"{self.what} {self.storage.display()} is being written by another writer (host "
+                    f"{holder.get('host')}, pid {holder.get('pid')}): its heartbeat looks {reason.split(' is ')[-1]} "
+                    "by this host's clock, but it went on beating while watched, so it is alive and a clock is off "
+                    "(check NTP on both hosts). Wait for it to finish.")
             if reason is None:
                 raise DatasetLockedError(
                     f"{self.what} {self.storage.display()} is being written by another writer "
@@ -135,6 +196,8 @@ class WriteLock:
                 )
             log.warning("taking over the write lock of %s: %s", self.storage.display(), reason)
             self.storage.delete(LOCK)
+            if holder.get("token"):
+                self.storage.delete(self.beat_path(str(holder["token"])))
         raise DatasetLockedError(f"could not acquire the write lock of {self.storage.display()}; another writer "
                                  f"keeps taking it. If none is running: `actlake unlock {self.storage.display()}`.")
 
@@ -142,7 +205,13 @@ class WriteLock:
         def beat() -> None:
             while not self._stop.wait(self.ttl / 4):
                 try:
-                    self.storage.put_bytes(LOCK, self._body())
+                    holder = self._holder()
+                    if holder is None or holder.get("token") != self.token:
+                        self._lose(holder)  # taken over while this process stalled
+                        log.error("%s", self.lost)
+                        return
+                    # its own object: stalled between the check and this write, it still never writes another's lock
+                    self.storage.put_bytes(self.beat_path(self.token), json.dumps({"heartbeat": time.time()}).encode())
                 except Exception as exc:  # noqa: BLE001 - keep beating; the writer reports real errors
                     log.warning("lock heartbeat failed: %s", exc)
 
@@ -153,6 +222,9 @@ class WriteLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.storage.delete(self.beat_path(self.token))
+        if self.lost is not None:  # taken over: the lock there is another holder's
+            return
         try:
             holder = json.loads(self.storage.get_bytes(LOCK))
             if isinstance(holder, dict) and holder.get("token") == self.token:
@@ -178,4 +250,6 @@ def break_lock(storage: Storage) -> dict | None:
         log.warning("breaking the write lock of %s (holder: %s)", storage.display(),
                     "unreadable" if holder.get("unreadable") else f"host {holder.get('host')} pid {holder.get('pid')}")
         storage.delete(LOCK)
+        if holder.get("token"):
+            storage.delete(WriteLock.beat_path(str(holder["token"])))
     return holder

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shards.errors import ConfigError, CorruptManifestError, DatasetNotFoundError, FormatVersionError
+from shards.errors import ActlakeError, ConfigError, CorruptManifestError, DatasetNotFoundError, FormatVersionError
 from shards.layout import (
     COMMITS_DIR,
     MANIFEST,
@@ -31,9 +31,11 @@ from shards.stats import StatsSummary
 from shards.storage import Storage
 from shards.units import SkippedInput, UnitEntry, units_digest
 
-FORMAT_VERSION = 3
-#: formats this actlake reads (v1: one mutable file per unit, no kept versions; v2: every version a full copy)
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: formats this actlake reads (v1: one mutable file per unit, no kept versions; v2: every version a full copy;
+#: v3: a log entry per version; v4: the log entry is the commit, created only if absent, and what a version
+#: writes besides it is named by its writer session)
+READABLE_FORMATS = (1, 2, 3, 4)
 CHECKSUM_ALGORITHM = "xxh3_128"
 
 
@@ -220,6 +222,9 @@ class Manifest:
     #: `verify` catches an old version rewritten consistently (its own units_digest recomputed)
     previous_digest: str = ""
     previous_version: int = 0  #: the version ``previous_digest`` is of (usually this one minus 1)
+    #: the dataset an overwrite replaced with this one ("" otherwise): commit records of that dataset, or written
+    #: before records named their dataset, are never folded into this one
+    replaces: str = ""
     #: the digest of the bytes this manifest was read from (not stored; "" for one built in memory)
     source_digest: str = field(default="", compare=False, repr=False)
     #: the JSON this manifest was read from (a v3 writer continues from its checkpoint and chain)
@@ -273,6 +278,8 @@ class Manifest:
             out["ticks"] = [t.to_json() for t in self.ticks]
         if self.previous_digest:
             out["previous"] = {"version": self.previous_version, "digest": self.previous_digest}
+        if self.replaces:
+            out["replaces"] = self.replaces
         if self.job_identity is not None:
             out["job"] = redact(self.job_identity)
         if self.config is not None:
@@ -308,14 +315,14 @@ class Manifest:
             commit=CommitInfo.from_json(d.get("commit") or {}),
             ticks=[TickRecord.from_json(t) for t in d.get("ticks") or ()],
             previous_digest=str((d.get("previous") or {}).get("digest") or ""),
-            previous_version=int((d.get("previous") or {}).get("version") or 0))
+            previous_version=int((d.get("previous") or {}).get("version") or 0),
+            replaces=str(d.get("replaces") or ""))
 
 
 def _stats_file(hook: str, path: str) -> str:
-    from shards.layout import stats_path, versioned_stats_path
+    from shards.layout import is_versioned_stats_path, versioned_stats_path
 
-    prefix = stats_path(hook)[:-len(".npz")] + ".v"
-    if not (path.startswith(prefix) and path.endswith(".npz") and path[len(prefix):-4].isdigit()):
+    if not is_versioned_stats_path(hook, path):  # a damaged record cannot point outside the dataset's stats
         raise ValueError(f"stats file of {hook!r} is {path!r}, expected {versioned_stats_path(hook, 1)!r}-like")
     return path
 
@@ -354,6 +361,14 @@ def parse_manifest(raw: bytes, where: str, storage: Storage | None = None, lazy:
     when first used, see ``LazyUnitTable``)."""
     fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
     data = json_object(raw, where, "a manifest object", fix)
+    manifest = manifest_of_root(data, where, storage, lazy)
+    manifest.source_digest = bytes_digest(raw)
+    return manifest
+
+
+def manifest_of_root(data: dict, where: str, storage: Storage | None = None, lazy: bool = False) -> Manifest:
+    """A manifest from a parsed root (or a v1/v2 manifest object): see ``parse_manifest``."""
+    fix = ("Run `actlake verify --repair URI` to rebuild it from the commit records, or restore it from a copy.")
     version = data.get("format_version")
     if version not in READABLE_FORMATS:
         if isinstance(version, int) and version > FORMAT_VERSION:
@@ -369,7 +384,6 @@ def parse_manifest(raw: bytes, where: str, storage: Storage | None = None, lazy:
                 raise ValueError("its unit list is stored beside it: read it with read_manifest(storage)")
             units = root_units(storage, data["units"], lazy)
         manifest = Manifest.from_json(data, units)
-        manifest.source_digest = bytes_digest(raw)
         manifest.root = data
         return manifest
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
@@ -385,9 +399,10 @@ def list_versions(storage: Storage) -> list[int]:
     return sorted(v2 | set(list_log_versions(storage)))
 
 
-def read_manifest(storage: Storage, version: int | None = None, lazy: bool = False) -> Manifest:
+def read_manifest(storage: Storage, version: int | None = None, lazy: bool = False, roll: bool = True) -> Manifest:
     """Load and check ``manifest.json`` (the latest version) or the kept manifest of ``version``; a clear error
-    when there is none. ``lazy``: a v3 root's unit list is read when first used (readers: ``open_dataset``)."""
+    when there is none. ``lazy``: a v3 root's unit list is read when first used (readers: ``open_dataset``).
+    ``roll=False``: the version the root names, without the versions committed after it (``roll_forward``)."""
     if version is not None:
         return _read_version(storage, check_version(version))
     try:
@@ -401,7 +416,25 @@ def read_manifest(storage: Storage, version: int | None = None, lazy: bool = Fal
             f"no actlake dataset at {storage.display()}: {MANIFEST} not found.{hint} "
             "Check the URI (datasets under a prefix: `actlake ls PREFIX`)."
         ) from None
-    return parse_manifest(raw, storage.display(MANIFEST), storage, lazy)
+    manifest = parse_manifest(raw, storage.display(MANIFEST), storage, lazy)
+    return roll_forward(storage, manifest, lazy) if roll else manifest
+
+
+def roll_forward(storage: Storage, manifest: Manifest, lazy: bool = False) -> Manifest:
+    """The latest version, from ``manifest`` (read from the root): the root names the version that was the latest
+    when it was written; versions committed after it (their log entries, the commit point since format v4) are
+    applied. One request finds none when the root is current."""
+    from shards.versionlog import rolled_forward
+
+    where = storage.display(MANIFEST)
+    try:
+        root = rolled_forward(storage, manifest.root or {})
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CorruptManifestError(f"{where}: the versions after it cannot be read ({exc}). Run `actlake verify "
+                                   "--repair URI`.") from None
+    if root is None:
+        return manifest
+    return manifest_of_root(root, where, storage, lazy)
 
 
 def check_version(version) -> int:
@@ -415,7 +448,7 @@ def check_version(version) -> int:
     return int(version)
 
 
-def _missing_version(storage: Storage, version: int, latest: Manifest) -> DatasetNotFoundError:
+def _missing_version(storage: Storage, version: int, latest: Manifest) -> ActlakeError:
     """Why ``version`` cannot be read: vacuumed (older than what is kept), or not written yet."""
     kept = list_versions(storage)
     if not kept:
@@ -425,6 +458,21 @@ def _missing_version(storage: Storage, version: int, latest: Manifest) -> Datase
     if version > latest.version:
         return DatasetNotFoundError(f"{storage.display()} has no version {version}: versions kept: {shown}, latest "
                                     f"{latest.version}; version {version} is not written yet")
+    if kept[0] < version:  # inside the kept range: never committed, or its record is gone
+        from shards.versionlog import read_log
+
+        later = min(v for v in kept if v > version)
+        try:
+            base = read_log(storage, later)[0].base
+        except (FileNotFoundError, CorruptManifestError):
+            base = version
+        if base < version:  # a writer stopped before committing it (format v3 then skipped its number)
+            return DatasetNotFoundError(f"{storage.display()} has no version {version}: it was never committed "
+                                        f"(version {later} follows version {base}); versions kept: {shown}")
+        return CorruptManifestError(
+            f"{storage.display()}: the record of version {version} is missing (deleted or lost) although versions "
+            f"before and after it are kept (version {later} follows it); it can no longer be read. `actlake verify` "
+            "reports it; restore the file from a copy, or `actlake vacuum --keep N` to drop the versions before it.")
     return DatasetNotFoundError(f"{storage.display()}: version {version} was vacuumed (kept: {shown}, latest "
                                 f"{latest.version}). `actlake versions {storage.display()}` lists the versions kept; "
                                 "`actlake vacuum --keep N` sets how many are kept.")

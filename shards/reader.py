@@ -165,8 +165,18 @@ class Dataset:
         """Merged statistics of ``hook`` over all committed units."""
         self.hook_spec(hook)
         if hook not in self._stats:
+            from shards.errors import CorruptDataError
+            from shards.stats_files import read_stats_file
+
             path = self.manifest.stats_files.get(hook, stats_path(hook))  # v2: this version's own file
-            self._stats[hook], _units = HookStats.from_npz_bytes(self.storage.get_bytes(path))
+            try:
+                self._stats[hook], _units = read_stats_file(self.storage, hook, path)
+            except FileNotFoundError:
+                where = " (on the store it is served from)" if self.storage.read_only else ""
+                raise CorruptDataError(
+                    f"{self.storage.display(path)} is missing: version {self.version} names it as the statistics of "
+                    f"{hook!r}. `actlake verify --repair {self.storage.display()}`{where} rebuilds them from the "
+                    "commit records.", "missing") from None
         return self._stats[hook]
 
     def read_artifact(self, name: str, fix: str) -> bytes | None:

@@ -171,6 +171,8 @@ class HookStats:
         buf = io.BytesIO()
         covered = ({"units_count": np.int64(units.count), "units_xor": np.uint64(units.xor)}
                    if hasattr(units, "xor") else {"units": np.asarray(sorted(units), dtype=np.int64)})
+        if getattr(units, "content", None) is not None:  # format v4: which copy of each unit was merged in
+            covered["units_content"] = np.uint64(units.content)
         np.savez(
             buf, count=np.int64(self.count), mean=self.mean, m2=self.m2, var=self.var,
             norm_sum=np.float64(self.norm_sum), mean_norm=np.float64(self.mean_norm),
@@ -188,4 +190,5 @@ class HookStats:
                 max_abs=float(z["max_abs"]), nonfinite=int(z["nonfinite"]) if "nonfinite" in z.files else 0)
         if "units" in z.files:
             return s, [int(u) for u in z["units"]]
-        return s, IdDigest(int(z["units_count"]), int(z["units_xor"]))
+        content = int(z["units_content"]) if "units_content" in z.files else None
+        return s, IdDigest(int(z["units_count"]), int(z["units_xor"]), content)

@@ -33,7 +33,7 @@ def covers(units, committed, digest: IdDigest | None = None) -> bool:
     """Whether a statistics file's units (a list, or an ``IdDigest``) are exactly ``committed`` (ids; their
     ``digest`` when the caller has it)."""
     if isinstance(units, IdDigest):
-        return units == (digest if digest is not None else IdDigest.of(np.asarray(list(committed), dtype=np.int64)))
+        return units.same(digest if digest is not None else IdDigest.of(np.asarray(list(committed), dtype=np.int64)))
     return list(units) == sorted(committed)
 
 
@@ -49,5 +49,8 @@ def check_stats_file(storage: Storage, hook: str, committed, path: str | None = 
         return f"damaged: {exc.problem}"
     if not covers(units, committed, digest):
         n = units.count if isinstance(units, IdDigest) else len(units)
+        if n == len(committed):  # the same number of units, other copies: a unit was rewritten after them
+            return ("describes other copies of the units than the version's (a unit rewritten after the statistics "
+                    "were merged: stale)")
         return f"covers {n} units, the manifest lists {len(committed)} (stale or damaged)"
     return None

@@ -13,6 +13,7 @@ exception classes in ``transient_errors``), e.g. while an S3 server restarts.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -161,11 +162,48 @@ def _hint(exc: BaseException) -> str:
     return ""
 
 
-def _http_options(options: dict) -> dict:
-    """fsspec's HTTP options from ours: basic-auth credentials taken out of the URI become aiohttp's ``auth``; a
-    CA bundle (``ssl_ca_file``, else ``SSL_CERT_FILE``) becomes the requests' TLS context. aiohttp makes its
-    default context once, when it is imported, so an ``SSL_CERT_FILE`` set later (or by a caller that imported
-    Ray first) would otherwise be ignored."""
+class OriginAuth:
+    """An aiohttp client middleware sending HTTP basic authentication to one origin (scheme, host, port) only.
+
+    aiohttp re-applies a session's ``auth`` to every request, redirects to other origins included (a server
+    answering ``302 http://elsewhere/`` would receive the login in cleartext); a middleware runs for every hop of
+    a redirect chain, so the login goes only where it was given for. Made once per (origin, login) by
+    ``origin_auth``, so fsspec's cache of filesystems (keyed on its options' text) still finds one session."""
+
+    def __init__(self, origin: str, user: str, password: str) -> None:
+        import aiohttp
+        from yarl import URL
+
+        self.origin = URL(origin).origin()
+        self._header = aiohttp.BasicAuth(user, password).encode()
+
+    async def __call__(self, request, handler):
+        """Add the login to a request for the origin; every other request goes without it."""
+        from aiohttp import hdrs
+
+        if request.url.origin() == self.origin:
+            request.headers[hdrs.AUTHORIZATION] = self._header
+        return await handler(request)
+
+
+def origin_auth(uri: str, user: str, password: str) -> OriginAuth:
+    """The one ``OriginAuth`` of a login for ``uri``'s origin in this process."""
+    from yarl import URL
+
+    return _origin_auth(str(URL(uri).origin()), user, password)
+
+
+@functools.lru_cache(maxsize=64)
+def _origin_auth(origin: str, user: str, password: str) -> OriginAuth:
+    return OriginAuth(origin, user, password)
+
+
+def _http_options(options: dict, uri: str) -> dict:
+    """fsspec's HTTP options from ours: basic-auth credentials taken out of ``uri`` become a middleware that
+    sends them to ``uri``'s origin only (``OriginAuth``), never a session-wide ``auth`` that follows redirects
+    to other hosts; a CA bundle (``ssl_ca_file``, else ``SSL_CERT_FILE``) becomes the requests' TLS context.
+    aiohttp makes its default context once, when it is imported, so an ``SSL_CERT_FILE`` set later (or by a
+    caller that imported Ray first) would otherwise be ignored."""
     out = dict(options)
     ca_file = out.pop("ssl_ca_file", None) or os.environ.get("SSL_CERT_FILE")
     if ca_file:
@@ -174,9 +212,20 @@ def _http_options(options: dict) -> dict:
         out["ssl"] = ssl.create_default_context(cafile=ca_file)
     user, password = out.pop("http_user", None), out.pop("http_password", None)
     if user is not None:
+        import inspect
+
         import aiohttp
 
-        out["client_kwargs"] = {**(out.get("client_kwargs") or {}), "auth": aiohttp.BasicAuth(user, password or "")}
+        if "middlewares" not in inspect.signature(aiohttp.ClientSession.__init__).parameters:
+            raise ConfigError(f"{redact_uri(uri)}: a login for a web server needs aiohttp 3.12 or later (installed: "
+                              f"{aiohttp.__version__}), which can keep it from following redirects to other hosts: "
+                              "pip install 'aiohttp>=3.12'")
+        client = dict(out.get("client_kwargs") or {})
+        if "auth" in client:  # a login given twice: the one that would follow redirects is refused
+            raise ConfigError(f"{redact_uri(uri)}: give the login once, in the URI (https://USER:PASSWORD@host/...), "
+                              "not also as --storage-option client_kwargs auth")
+        client["middlewares"] = (*client.get("middlewares", ()), origin_auth(uri, user, password or ""))
+        out["client_kwargs"] = client
     return out
 
 
@@ -210,14 +259,16 @@ class Storage:
             config.setdefault("retries", {"mode": "standard", "max_attempts": 10})  # throttling and 5xx
             fs_options["config_kwargs"] = config
         if self.read_only:
-            fs_options = _http_options(fs_options)
+            fs_options = _http_options(fs_options, self.uri)
         else:  # a web server's login or CA given for another URI of the same command (--data https://… --out s3://…)
             fs_options = {k: v for k, v in fs_options.items() if k not in _HTTP_ONLY}
         try:
             self.fs, root = fsspec.core.url_to_fs(self.uri, **fs_options)
-        except (ValueError, ImportError) as exc:
-            raise StorageError(f"cannot open {redact_uri(self.uri)!r}: {self.scrub(str(exc))}. Use a local path or "
-                               "an fsspec URI such as s3://bucket/prefix (with s3fs installed).") from None
+        except Exception as exc:  # noqa: BLE001 - an unknown protocol, a missing package, or a filesystem that
+            # connects when it is made (ftp://, sftp://: an unknown host, a refused port) -- all named, no traceback
+            raise StorageError(f"cannot open {redact_uri(self.uri)!r}: {type(exc).__name__}: {self.scrub(str(exc))}. "
+                               "Use a local path, file://, s3://bucket/prefix, https://host/path (read-only), or "
+                               "another fsspec URI whose filesystem is installed and whose server answers.") from None
         self.root = root.rstrip("/") if root != "/" else root
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
@@ -427,21 +478,30 @@ class Storage:
             f.close()
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
-        """Create ``rel`` only if absent; return False if it already exists."""
+        """Create ``rel`` whole, only if absent; return False if it already exists.
+
+        Readers see no object or the whole one, never a part: on a disk the bytes go to a temporary sibling
+        (fsync'ed), then ``link()`` gives it its name, which fails when the name exists (POSIX: atomic, also on
+        NFS), as Delta's and Lance's local commit stores do; on S3 one PUT with ``If-None-Match: *``. A version's
+        log entry is created this way, so no version is ever written twice. On S3 a retried PUT whose first try
+        succeeded answers "exists": callers that must know compare the object with what they wrote."""
         path = self.path(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            try:
-                with os.fdopen(fd, "wb") as f:
+                with open(tmp, "wb") as f:
                     f.write(data)
-            except BaseException:
-                os.remove(path)  # an empty lock (disk full) would otherwise lock the dataset until broken
-                raise
-            return True
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                return True
+            finally:
+                if os.path.exists(tmp):  # a full disk included: no empty or partial object is left
+                    os.remove(tmp)
 
         def put() -> bool:
             try:

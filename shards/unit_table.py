@@ -41,20 +41,62 @@ def _mix(ids: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IdDigest:
-    """A set of unit ids as (count, XOR of their hashes): equal sets give equal digests, and adding or removing an
-    id updates it in O(1) (an id is never in a set twice)."""
+    """A set of units as (count, XOR of their ids' hashes) and, since format v4, the XOR of the hashes of (id,
+    checksum): equal sets give equal digests, adding or removing a unit updates them in O(1) (an id is never in a
+    set twice), and a unit rewritten under its id (a new attempt, other rows) changes ``content``, so statistics
+    that still describe the old copy are told apart (``same``)."""
 
     count: int = 0
     xor: int = 0
+    content: int | None = None  #: XOR of ``content_hash(id, checksum)``; None: not known (a v3 statistics file)
 
     @classmethod
-    def of(cls, ids) -> IdDigest:
+    def of(cls, ids, checksums=None) -> IdDigest:
+        """The digest of unit ``ids`` (with their ``checksums``, in the same order, when known)."""
         arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
-        return cls(len(arr), int(np.bitwise_xor.reduce(_mix(arr), initial=np.uint64(0))))
+        content = None
+        if checksums is not None:
+            content = 0
+            for uid, c in zip(arr.tolist(), checksums, strict=True):
+                content ^= content_hash(uid, c)
+        return cls(len(arr), int(np.bitwise_xor.reduce(_mix(arr), initial=np.uint64(0))), content)
 
-    def toggled(self, unit_id: int, added: bool) -> IdDigest:
+    @classmethod
+    def of_units(cls, units) -> IdDigest:
+        """The digest of unit entries (anything with ``id`` and ``checksum``; a ``UnitTable`` column-wise)."""
+        if isinstance(units, UnitTable):
+            return cls.of(units.ids, units.table.column("checksum").to_pylist())
+        units = list(units)
+        return cls.of([u.id for u in units], [u.checksum for u in units])
+
+    def toggled(self, unit_id: int, added: bool, checksum: str | None = None) -> IdDigest:
+        """This digest with ``unit_id`` added or removed (``checksum``: the copy added or removed)."""
         h = int(_mix(np.asarray([unit_id], dtype=np.int64))[0])
-        return IdDigest(self.count + (1 if added else -1), self.xor ^ h)
+        content = None
+        if self.content is not None and checksum is not None:
+            content = self.content ^ content_hash(unit_id, checksum)
+        return IdDigest(self.count + (1 if added else -1), self.xor ^ h, content)
+
+    def replaced(self, unit_id: int, old_checksum: str, new_checksum: str) -> IdDigest:
+        """This digest with unit ``unit_id``'s copy ``old_checksum`` replaced by ``new_checksum``."""
+        if self.content is None:
+            return self
+        return IdDigest(self.count, self.xor,
+                        self.content ^ content_hash(unit_id, old_checksum) ^ content_hash(unit_id, new_checksum))
+
+    def same(self, other: IdDigest | None) -> bool:
+        """The same units: ids, and the same copies of them wherever both digests know (statistics files written
+        before format v4 record only the ids)."""
+        if other is None or (self.count, self.xor) != (other.count, other.xor):
+            return False
+        return self.content is None or other.content is None or self.content == other.content
+
+
+def content_hash(unit_id: int, checksum: str) -> int:
+    """A 64-bit hash of one copy of a unit: its id and its file's checksum."""
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(f"{int(unit_id)}:{checksum}".encode())
 
 
 class UnitTable(Sequence):

@@ -63,12 +63,18 @@ class UnitWriter:
     fsync: bool = True
     tick: str = ""  #: recorded in every unit this writer writes (scheduled extraction)
     allow_nonfinite: bool = False  #: write units holding NaN/±inf (counted in the statistics) instead of refusing
+    #: the dataset its records belong to (format v4): records left by a dataset an overwrite replaced are never
+    #: folded into the new one
+    dataset_id: str = ""
 
     def __post_init__(self) -> None:
         self._storage: Storage | None = None
+        #: called just before the commit record is written (the dataset writer's lock check, in its own process):
+        #: a writer taken over while it wrote the unit's file writes no record over the new holder's
+        self.before_record = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_storage": None}
+        return {**self.__dict__, "_storage": None, "before_record": None}
 
     @property
     def storage(self) -> Storage:
@@ -215,6 +221,8 @@ class UnitWriter:
         entry = UnitEntry(id=int(unit_id), path=path, rows=table.num_rows, bytes=sink.size, checksum=sink.checksum(),
                           row_groups=tuple(groups), example_range=example_range, committed=now_iso(),
                           skipped=tuple(skipped), tick=self.tick)
-        record = CommitRecord(entry, self.schema, stats)
+        record = CommitRecord(entry, self.schema, stats, dataset_id=self.dataset_id)
+        if self.before_record is not None:
+            self.before_record()
         record.write(self.storage)
         return record

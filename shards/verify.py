@@ -11,6 +11,7 @@ that a rerun of the job writes them again. What repair may delete is listed in d
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from shards.layout import MANIFEST, unit_commit_path, version_path
 from shards.manifest import ArtifactEntry, Manifest, UnitEntry, parse_manifest, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
+from shards.versionlog import log_path
 from shards.versions import chain_problems, root_problem, walk_versions
 
 log = logging.getLogger("actlake.verify")
@@ -48,6 +50,10 @@ class VerifyReport:
     #: older versions' statistics files that are damaged: derived data, reported but not failing the check (a
     #: reader pinned to that version gets a clear error from ``Dataset.stats``; its rows are unaffected)
     old_stats: dict[str, str] = field(default_factory=dict)
+    #: damaged unit files only older versions name, whose units a later version dropped (`verify --repair
+    #: --drop-damaged`, `drop`): the latest is intact and readers pinned to those versions get a clear error;
+    #: reported, not failing the check (``vacuum`` removes them with those versions)
+    old_bad: dict[str, list[str]] = field(default_factory=dict)
     garbage: list[str] = field(default_factory=list)  #: unit files no commit record names, temp files
     uncommitted_records: list[str] = field(default_factory=list)  #: commit records the manifest lacks
     removed: list[str] = field(default_factory=list)
@@ -64,6 +70,9 @@ class VerifyReport:
         if any("damaged" in p for p in self.versions.values()):
             out.append("damaged kept versions: `actlake verify --repair` sets them aside (they can no longer be read)")
         out += [f"{f}: {p} (statistics of an older version; its rows are intact)" for f, p in self.old_stats.items()]
+        out += [f"{f}: {'; '.join(p)} (named only by versions before its unit was dropped; the latest version is "
+                "intact: `actlake vacuum URI --keep N` removes those versions and this file)"
+                for f, p in sorted(self.old_bad.items())]
         if self.stats:
             out.append("damaged statistics: `actlake verify --repair` rebuilds them from the commit records")
         out += [f"{g}: not committed (garbage; `actlake verify --repair` removes it)"
@@ -102,7 +111,8 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
 
 
 def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -> set[str]:
-    """Every commit record parses and agrees with the manifest; the unit files the records name."""
+    """Every commit record parses and agrees with the manifest; the unit files the records name. Records of a
+    dataset an overwrite replaced (it was stopped before it removed them) are garbage: never folded."""
     ids = record_ids(storage)
     listed = {u.id: (u.checksum, u.rows) for u in manifest.units}
     paths: set[str] = set()
@@ -110,13 +120,20 @@ def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -
         records, bad = readable_records(storage, ids[start:start + RECORDS_AT_ONCE])
         report.records.update(bad)
         for r in records:
+            if not r.belongs_to(manifest):
+                report.garbage.append(unit_commit_path(r.id))
+                continue
             paths.add(r.unit.path)
             if r.id not in listed:
                 report.uncommitted_records.append(unit_commit_path(r.id))
             elif listed[r.id] != (r.unit.checksum, r.unit.rows):
                 report.records[unit_commit_path(r.id)] = "disagrees with the manifest (checksum or rows)"
+    foreign = set(report.garbage)
     for uid in sorted(set(listed) - set(ids)):
         report.records[unit_commit_path(uid)] = "missing (the manifest lists this unit)"
+    for uid in sorted(set(listed) & set(ids)):
+        if unit_commit_path(uid) in foreign:
+            report.records[unit_commit_path(uid)] = "belongs to another dataset (the manifest lists this unit)"
     return paths
 
 
@@ -161,6 +178,7 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     checked: set[str] = set()
     named: set[str] = set()
     walked = []
+    dropped: dict[int, int] = {}  #: unit id -> the version that dropped it (drop, repair)
     for view in walk_versions(storage, manifest, None if all_versions and not storage.read_only else []):
         if isinstance(view, tuple):
             v, problem = view
@@ -169,6 +187,8 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
             continue
         _check_view(storage, view, report, checked, checksums, threads, latest=view.version == manifest.version)
         named |= {u.path for u in view.new_units}
+        if view.entry is not None and view.entry.commit.get("operation") in ("drop", "repair"):
+            dropped.update({uid: view.version for uid in view.entry.removed})
         walked.append(_ChainLink(view.version, view.entry.previous if view.entry is not None else None,
                                  view.manifest.previous_version, view.manifest.previous_digest))
     for v, problem in chain_problems(storage, walked).items():  # a damaged record is reported as damaged
@@ -180,13 +200,26 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     if problem is not None:
         report.versions[MANIFEST] = problem
     report.versions_checked.sort()
+    _old_only(report, manifest, dropped)
     if storage.read_only:  # a web server: what the manifest names is all there is to read
         report.notes.append("served over HTTP (no listing): the latest version's files were checked; older "
                             "versions, commit records and unnamed files need the store itself")
         return report
+    report.versions.update(_entries_ahead_problems(storage, manifest.version))
     present = _check_records(storage, manifest, report)
-    report.garbage = garbage(storage, present | named)
+    report.garbage = [*report.garbage, *garbage(storage, present | named)]
     return report
+
+
+def _old_only(report: VerifyReport, latest: Manifest, dropped: dict[int, int]) -> None:
+    """Move the damaged files that only versions before their unit was dropped name from ``bad`` to ``old_bad``."""
+    from shards.layout import parse_data_name
+
+    in_latest = {u.path for u in latest.units} if dropped and report.bad else set()
+    for path in [p for p in report.bad if p not in in_latest]:
+        uid = parse_data_name(path.rsplit("/", 1)[-1])
+        if uid is not None and uid in dropped:
+            report.old_bad[path] = report.bad.pop(path)
 
 
 def _link_of_unreadable(storage: Storage, version: int) -> list[_ChainLink]:
@@ -220,10 +253,8 @@ class _ChainLink:
 
 
 def _record_path(storage: Storage, version: int) -> str:
-    """A version's record: its log entry (format v3) or its whole manifest (v2)."""
-    from shards.versionlog import log_path
-
-    return log_path(version) if storage.exists(log_path(version)) else version_path(version)
+    """A version's record: its whole manifest (v2) when there is one, else its log entry (format v3 and later)."""
+    return version_path(version) if storage.exists(version_path(version)) else log_path(version)
 
 
 def _check_artifact(storage: Storage, art: ArtifactEntry, checksums: bool) -> str | None:
@@ -248,14 +279,65 @@ def verify_dataset(uri: str, storage_options: StorageOptions | dict | None = Non
     """
     storage = Storage(uri, storage_options)
     if not repair:
-        return check_dataset(storage, read_manifest(storage), checksums, threads)
+        try:
+            return check_dataset(storage, read_manifest(storage), checksums, threads)
+        except CorruptManifestError as exc:  # a damaged version after the root's: check up to the root, report it
+            problems = _entries_ahead_problems(storage)
+            if not problems:
+                raise
+            report = check_dataset(storage, read_manifest(storage, roll=False), checksums, threads)
+            report.versions.update(problems)
+            log.debug("%s", exc)
+            return report
     return _repair(uri, storage, storage_options, checksums, threads, break_lock, drop_damaged)
+
+
+def _entries_ahead_problems(storage: Storage, latest: int | None = None) -> dict[str, str]:
+    """The log entries after the latest version (``latest``; by default the root's) from the first that cannot be
+    read or does not follow the one before (damaged or planted: since format v4 an entry after the root is a
+    committed version, so it blocks the latest), with what is wrong; empty when the root cannot be read."""
+    from shards.versionlog import follows, list_log_versions, read_log
+
+    if storage.read_only:
+        return {}
+    try:
+        root_version = int(json.loads(storage.get_bytes(MANIFEST))["version"]) if latest is None else latest
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    expected = root_version + 1
+    for v in (v for v in list_log_versions(storage) if v > root_version):
+        if out:
+            out[log_path(v)] = f"follows the damaged version {min(out)} (set aside with it by `verify --repair`)"
+            continue
+        try:
+            entry = read_log(storage, v)[0]
+            if v != expected or not follows(entry, v - 1):
+                out[log_path(v)] = (f"not part of the history: the latest version is {expected - 1}, this entry "
+                                    f"says version {entry.version} follows {entry.base} (planted, or left by a "
+                                    "writer that lost its version number)")
+        except CorruptManifestError as exc:
+            out[log_path(v)] = f"damaged: {str(exc).split('. `actlake')[0]}"
+        expected = v + 1
+    return out
+
+
+def _set_aside_entries_ahead(storage: Storage) -> list[str]:
+    """Repair's first step: set aside (``.damaged``, bytes kept) the log entries after the root that cannot be read
+    as its successors. Their units are in commit records: the writer the repair opens folds them."""
+    bad = list(_entries_ahead_problems(storage))
+    for rel in bad:
+        storage.put_bytes(f"{rel}.damaged", storage.get_bytes(rel))
+        storage.delete(rel)
+        log.warning("set aside %s: it cannot be read as a version after the latest", storage.display(rel))
+    return bad
 
 
 def _repair(uri: str, storage: Storage, storage_options, checksums: bool, threads: int, break_lock: bool,
             drop_damaged: bool) -> VerifyReport:
     from shards.writer import DatasetWriter
 
+    ahead = _set_aside_entries_ahead(storage)
     _set_aside_a_root_its_log_disagrees_with(storage)
     manifest, rebuilt = _manifest_or_records(storage)
     committed = sorted(u.id for u in manifest.units)
@@ -271,10 +353,13 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
             w.checkpoint_now()  # the one that was the latest is now an old version: checked as one
             set_aside += _set_aside_damaged_versions(storage, w.manifest)
         report = check_dataset(storage, w.manifest, checksums, threads)
-        if rebuilt:
+        if rebuilt and getattr(w, "_root_lost", False):
+            report.repaired.append(f"manifest.json rebuilt from the log (version {w._root_lost}: "
+                                   f"{len(w.manifest.units)} units, as committed)")
+        elif rebuilt:
             report.repaired.append(f"manifest.json rebuilt from {len(w.manifest.units)} commit records")
         report.repaired += [f"{rel} was damaged: set aside as {rel}.damaged (that version can no longer be read)"
-                            for rel in set_aside]
+                            for rel in [*ahead, *set_aside]]
         for rel in report.garbage:
             storage.delete(rel)
             report.removed.append(rel)

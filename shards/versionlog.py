@@ -26,12 +26,22 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from shards.errors import CorruptDataError, CorruptManifestError
-from shards.layout import CHECKPOINT_DIR, LOG_DIR, MANIFEST, checkpoint_path, leaf_path, log_path
+from shards.errors import CorruptDataError, CorruptManifestError, VersionConflictError
+from shards.layout import (
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    MANIFEST,
+    check_tag,
+    checkpoint_path,
+    leaf_path,
+    log_path,
+    parse_checkpoint_name,
+)
 from shards.records import json_object
 from shards.storage import Storage
 from shards.unit_table import UnitTable
 
+LOG_FORMAT = 4  #: the ``format_version`` of the log entries, checkpoints and roots this actlake writes
 CHECKPOINT_EVERY = 16  #: log entries after a checkpoint before the next one, once LEAF_MIN units changed
 CHECKPOINT_MAX = 64  #: log entries after a checkpoint before the next one, whatever changed (tiny commits)
 LEAF_MIN = 256  #: units changed since the checkpoint that make a new leaf worth its file
@@ -104,7 +114,10 @@ class LogEntry:
     removed: list[int] = field(default_factory=list)
     state: dict = field(default_factory=dict)  #: state fields that changed (not the DERIVED ones)
     counts: dict = field(default_factory=dict)  #: {"units", "rows", "bytes"} after this version
-    stats_at: int | None = None  #: this version wrote statistics files (``stats/<hook>.v<stats_at>.npz``)
+    stats_at: int | None = None  #: this version wrote statistics files (``stats/<hook>.v<stats_at>-<tag>.npz``)
+    #: the writer session that wrote this version (format v4): its statistics files and checkpoint carry it in their
+    #: names, so that files another writer wrote for the same version number are never taken for this one's
+    tag: str = ""
 
     def to_json(self) -> dict:
         # empty fields are left out: a one-unit version's record is mostly that unit's entry
@@ -112,9 +125,11 @@ class LogEntry:
         # restores them): with them, a one-unit version's record was ~13 % larger
         derived = {"units_added": len(self.added), "units_removed": len(self.removed)}
         commit = {k: v for k, v in self.commit.items() if v not in ("", None) and derived.get(k, -1) != v}
-        out = {"format_version": 3, "version": self.version, "base": self.base, "checkpoint": self.checkpoint,
-               "previous": self.previous, "updated": self.updated, "commit": commit, "added": self.added}
-        for name, value in (("removed", self.removed), ("state", self.state), ("stats_at", self.stats_at)):
+        out = {"format_version": LOG_FORMAT if self.tag else 3, "version": self.version, "base": self.base,
+               "checkpoint": self.checkpoint, "previous": self.previous, "updated": self.updated, "commit": commit,
+               "added": self.added}
+        for name, value in (("removed", self.removed), ("state", self.state), ("stats_at", self.stats_at),
+                            ("tag", self.tag)):
             if value:
                 out[name] = value
         out["counts"] = self.counts
@@ -128,7 +143,19 @@ class LogEntry:
                    previous=d.get("previous"), updated=str(d.get("updated", "")), commit=commit,
                    added=added, removed=removed,
                    state=dict(d.get("state") or {}), counts=dict(d.get("counts") or {}),
-                   stats_at=int(d["stats_at"]) if d.get("stats_at") is not None else None)
+                   stats_at=int(d["stats_at"]) if d.get("stats_at") is not None else None,
+                   tag=check_tag(str(d.get("tag") or "")))
+
+    @property
+    def checkpoint_path(self) -> str:
+        """Where this version's own checkpoint is, when it has one (written by its writer or by ``vacuum``)."""
+        return checkpoint_path(self.version, self.tag)
+
+    def stats_path(self, hook: str) -> str:
+        """The statistics file of ``hook`` this version wrote (when ``stats_at`` is set)."""
+        from shards.layout import versioned_stats_path
+
+        return versioned_stats_path(hook, self.version, self.tag)
 
 
 @dataclass
@@ -139,16 +166,18 @@ class Checkpoint:
     state: dict
     leaves: list[LeafRef]
     removed: list[int] = field(default_factory=list)  #: ids in the leaves that are no longer units
+    tag: str = ""  #: the tag of the version's log entry (format v4; the file's name carries it)
 
     def to_json(self) -> dict:
-        return {"format_version": 3, "version": self.version, "state": self.state,
-                "leaves": [leaf.to_json() for leaf in self.leaves], "removed": self.removed}
+        out = {"format_version": LOG_FORMAT if self.tag else 3, "version": self.version, "state": self.state,
+               "leaves": [leaf.to_json() for leaf in self.leaves], "removed": self.removed}
+        return {**out, "tag": self.tag} if self.tag else out
 
     @classmethod
     def from_json(cls, d: dict) -> Checkpoint:
         return cls(version=int(d["version"]), state=dict(d["state"]),
                    leaves=[LeafRef.from_json(x) for x in d.get("leaves") or []],
-                   removed=[int(i) for i in d.get("removed") or []])
+                   removed=[int(i) for i in d.get("removed") or []], tag=check_tag(str(d.get("tag") or "")))
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -161,15 +190,19 @@ def read_log(storage: Storage, version: int) -> tuple[LogEntry, bytes]:
         raise damaged(f"{storage.display(log_path(version))} is damaged: {exc}.") from None
 
 
-def read_checkpoint(storage: Storage, version: int) -> Checkpoint:
-    rel = checkpoint_path(version)
+def read_checkpoint(storage: Storage, version: int, tag: str = "") -> Checkpoint:
+    """The checkpoint of ``version`` written under ``tag`` (the tag of the version's log entry)."""
+    rel = checkpoint_path(version, tag)
     try:
-        return Checkpoint.from_json(_loads(storage.get_bytes(rel), storage.display(rel)))
+        cp = Checkpoint.from_json(_loads(storage.get_bytes(rel), storage.display(rel)))
     except FileNotFoundError:
         raise damaged(f"{storage.display(rel)} is missing: the metadata of version {version} is incomplete."
                       ) from None
     except (KeyError, ValueError, TypeError) as exc:
         raise damaged(f"{storage.display(rel)} is damaged: {exc}.") from None
+    if (cp.version, cp.tag) != (int(version), tag):
+        raise damaged(f"{storage.display(rel)} holds version {cp.version} (tag {cp.tag or 'none'}), not its name's.")
+    return cp
 
 
 def read_leaf(storage: Storage, ref: LeafRef) -> UnitTable:
@@ -284,17 +317,29 @@ def check_counts(table: UnitTable, counts: dict, where: str) -> UnitTable:
     return table
 
 
-def chain_to(storage: Storage, entry: LogEntry, checkpoints: set[int]) -> tuple[int, list[LogEntry]]:
-    """The newest checkpoint on ``entry``'s chain (its own, or one ``vacuum`` wrote at a later version) and the
-    log entries after it up to ``entry``, oldest first (at most CHECKPOINT_EVERY)."""
+def chain_to(storage: Storage, entry: LogEntry, checkpoints: set[str] | None = None
+             ) -> tuple[LogEntry, list[LogEntry]]:
+    """The log entry of the newest checkpoint on ``entry``'s chain (its own, or one ``vacuum`` wrote at a later
+    version; ``checkpoints``: the checkpoint files listed, None where nothing can be listed) and the log entries
+    after it up to ``entry``, oldest first (at most CHECKPOINT_EVERY). A checkpoint counts only under the tag of
+    its version's log entry: one a writer that lost that version number wrote is never read."""
+    def has_checkpoint(e: LogEntry) -> bool:
+        if checkpoints is None:
+            return e.version == entry.checkpoint
+        return e.checkpoint_path in checkpoints
+
     chain = [entry]
-    while chain[-1].version not in checkpoints:
+    while not has_checkpoint(chain[-1]):
         base = chain[-1].base
         if chain[-1].version <= entry.checkpoint or len(chain) > 2 * CHECKPOINT_MAX:
             raise damaged(f"{storage.display(log_path(entry.version))}: its chain does not reach a checkpoint "
                           f"(checkpoint {entry.checkpoint} is missing).")
-        chain.append(read_log(storage, base)[0])
-    return chain[-1].version, list(reversed(chain[:-1]))
+        try:
+            chain.append(read_log(storage, base)[0])
+        except FileNotFoundError:
+            raise damaged(f"{storage.display(log_path(base))} is missing: version {chain[-1].version} follows it "
+                          f"(its unit list starts at checkpoint {entry.checkpoint}).") from None
+    return chain[-1], list(reversed(chain[:-1]))
 
 
 def apply_state(storage: Storage, state: dict, entries: list[LogEntry]) -> dict:
@@ -304,16 +349,16 @@ def apply_state(storage: Storage, state: dict, entries: list[LogEntry]) -> dict:
     from shards.stats_files import read_stats_file
 
     state = dict(state)
-    stats_at = None
+    stats_by = None  #: the last entry that wrote statistics files
     for e in entries:
         state.update(e.state)
-        stats_at = e.stats_at or stats_at
+        stats_by = e if e.stats_at else stats_by
     if entries:
         last = entries[-1]
         state.update(version=last.version, updated=last.updated, commit=last.commit, previous=last.previous)
-    if stats_at is not None:
+    if stats_by is not None:
         hooks = list((state.get("schema") or {}).get("hooks") or {})
-        state["stats_files"] = {h: versioned_stats_path(h, stats_at) for h in hooks}
+        state["stats_files"] = {h: versioned_stats_path(h, stats_by.stats_at, stats_by.tag) for h in hooks}
         state["stats"] = {}
         for h, p in state["stats_files"].items():
             try:
@@ -330,9 +375,9 @@ def version_state(storage: Storage, version: int) -> tuple[dict, UnitTable, LogE
     entry, _raw = read_log(storage, version)
     # a web server cannot list: the entry names the checkpoint its unit list starts from (a vacuum may have given
     # a later version one too; the listing finds that shorter way where there is one)
-    known = {entry.checkpoint} if storage.read_only else set(list_checkpoints(storage))
+    known = None if storage.read_only else set(checkpoint_files(storage))
     start, chain = chain_to(storage, entry, known)
-    cp = read_checkpoint(storage, start)
+    cp = read_checkpoint(storage, start.version, start.tag)
     state = apply_state(storage, cp.state, chain)
     if not chain:
         state.update(version=entry.version, updated=entry.updated, commit=entry.commit, previous=entry.previous)
@@ -345,7 +390,7 @@ def root_units(storage: Storage, units_ref: dict, lazy: bool = False):
     """The latest version's unit list, from what its root names: a checkpoint, and the changes since that the
     root lists itself or the log entries after the checkpoint (read 16 at a time). ``lazy``: read the checkpoint
     record and check what the root lists now, the rest when first used (a ``LazyUnitTable``)."""
-    cp = read_checkpoint(storage, int(units_ref["checkpoint"]))
+    cp = read_checkpoint(storage, int(units_ref["checkpoint"]), str(units_ref.get("checkpoint_tag") or ""))
     for name in ("units", "rows", "bytes"):
         int(units_ref[name])  # KeyError/ValueError: a damaged root, named now
     if "added" in units_ref:  # the changes since the checkpoint, listed in the root itself
@@ -387,8 +432,108 @@ def list_log_versions(storage: Storage) -> list[int]:
 
 
 def list_checkpoints(storage: Storage) -> list[int]:
-    return sorted(int(f[1:-5]) for f in storage.list(CHECKPOINT_DIR)
-                  if f.startswith("v") and f.endswith(".json") and f[1:-5].isdigit() and len(f) == 15)
+    """The versions that checkpoint files are named for (some may be a losing writer's: see ``checkpoint_files``)."""
+    return sorted({v for v, _tag in (parse_checkpoint_name(f) for f in _checkpoint_names(storage))})
+
+
+def checkpoint_files(storage: Storage) -> list[str]:
+    """The checkpoint files present (``_checkpoints/v…[-tag].json``), sorted by version."""
+    names = sorted(_checkpoint_names(storage), key=parse_checkpoint_name)
+    return [f"{CHECKPOINT_DIR}/{f}" for f in names]
+
+
+def live_checkpoints(storage: Storage, files: list[str] | None = None) -> list[tuple[int, str]]:
+    """(version, tag) of the checkpoint files (all listed, or ``files``) that a version reads: its log entry exists
+    and carries the file's tag. The others are what a writer stopped mid-commit, or one that lost its version number
+    to another writer, left: garbage (``verify --repair`` and ``vacuum`` remove them). A damaged entry keeps its
+    checkpoints (repair sets the entry aside first)."""
+    out = []
+    for rel in checkpoint_files(storage) if files is None else files:
+        v, tag = parse_checkpoint_name(rel.rsplit("/", 1)[-1])
+        try:
+            if read_log(storage, v)[0].tag == tag:
+                out.append((v, tag))
+        except FileNotFoundError:
+            continue
+        except CorruptManifestError:
+            out.append((v, tag))
+    return out
+
+
+def _checkpoint_names(storage: Storage) -> list[str]:
+    return [f for f in storage.list(CHECKPOINT_DIR) if parse_checkpoint_name(f) is not None]
+
+
+def create_version(storage: Storage, version: int, raw: bytes) -> None:
+    """Create ``_log/vN.json`` with ``raw`` only if no version N exists: the commit of version N (O_EXCL-like on
+    disks, ``If-None-Match: *`` on S3). VersionConflictError when another writer created it first. A retried
+    create that finds its own bytes (the first try succeeded, its answer was lost) succeeded."""
+    rel = log_path(version)
+    if storage.create_exclusive(rel, raw):
+        return
+    try:
+        if storage.get_bytes(rel) == raw:
+            return
+    except FileNotFoundError:
+        pass
+    raise VersionConflictError(
+        f"version {version} of {storage.display()} was committed by another writer first: this writer's lock "
+        "was taken over (it stalled past the lock's ttl -- a paused process, a suspended machine -- or clocks "
+        "disagree), so it stops and commits nothing more. The units it wrote are in commit records: the writer "
+        "that holds the dataset now folds them, and rerunning the job resumes it.")
+
+
+def entries_after(storage: Storage, version: int) -> list[tuple[LogEntry, bytes]]:
+    """The log entries committed after ``version``, oldest first: ``version``+1, +2, ... while they exist (one
+    request that finds none, when ``version`` is the latest). A root names the latest version when it was written;
+    a writer stopped between its log entry (its commit) and its root, or a stalled writer that put an older root
+    over a newer one, leaves versions after it. An entry that does not follow the one before (``base``) is damaged
+    or planted: refused, naming ``verify --repair``."""
+    out: list[tuple[LogEntry, bytes]] = []
+    while True:
+        v = version + len(out) + 1
+        try:
+            entry, raw = read_log(storage, v)
+        except FileNotFoundError:
+            return out
+        if not follows(entry, v - 1):
+            raise damaged(f"{storage.display(log_path(v))} does not follow version {v - 1} (it says version "
+                          f"{entry.version}, base {entry.base}): planted or damaged.")
+        out.append((entry, raw))
+
+
+def follows(entry: LogEntry, version: int) -> bool:
+    """Whether ``entry`` is the version after ``version``: its base, or a new start (an overwrite, a rebuild: no
+    chain, a checkpoint of its own) numbered after it."""
+    if entry.version != version + 1:
+        return False
+    return entry.base == version or (entry.previous is None and entry.checkpoint == entry.version)
+
+
+def rolled_forward(storage: Storage, root: dict) -> dict | None:
+    """A root for the latest version when versions were committed after the one ``root`` names (see
+    ``entries_after``), else None: the latest state, and its unit list as the checkpoint and chain the log gives."""
+    if not isinstance(root, dict) or not isinstance(root.get("version", 0), int):
+        return None
+    after = entries_after(storage, int(root.get("version", 0)))
+    if not after:
+        return None
+    return root_of(storage, after[-1][0])
+
+
+def root_of(storage: Storage, latest: LogEntry) -> dict:
+    """The root of the version whose log entry is ``latest``, made from its checkpoint and chain (what a writer
+    writes as ``manifest.json``): for versions committed after the root, and for a root that is lost."""
+    known = None if storage.read_only else set(checkpoint_files(storage))
+    start, chain = chain_to(storage, latest, known)
+    cp = read_checkpoint(storage, start.version, start.tag)
+    state = apply_state(storage, cp.state, chain)
+    if not chain:
+        state.update(version=latest.version, updated=latest.updated, commit=latest.commit, previous=latest.previous)
+    ref = {"checkpoint": start.version, "chain": [e.version for e in chain], **latest.counts}
+    if start.tag:
+        ref["checkpoint_tag"] = start.tag
+    return {**state, "format_version": LOG_FORMAT, "previous": latest.previous, "units": ref}
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
@@ -405,12 +550,15 @@ def leaf_level(units: int) -> int:
 
 
 class LogWriter:
-    """The writer's side of format v3: each version's log entry and root, checkpoints every CHECKPOINT_EVERY
-    versions. It knows the chain since the last checkpoint and the units added since (for the next leaf)."""
+    """The writer's side of format v4: each version's log entry (created only if absent: the commit point) and root,
+    checkpoints every CHECKPOINT_EVERY versions. It knows the chain since the last checkpoint and the units added
+    since (for the next leaf). ``tag`` names its writer session in every file it writes for a version."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, tag: str = "") -> None:
         self.storage = storage
+        self.tag = check_tag(tag)
         self.checkpoint: int | None = None  #: None: the next version writes a checkpoint of every unit
+        self.checkpoint_tag = ""  #: the tag of the checkpoint's version (its file name carries it)
         self.leaves: list[LeafRef] = []
         self.removed: set[int] = set()
         self.chain: list[int] = []  #: versions after the checkpoint
@@ -421,7 +569,7 @@ class LogWriter:
 
     def adopt(self, root: dict | None, source_digest: str, manifest) -> None:
         """Continue from an existing dataset (``manifest``, read from ``root`` whose bytes have
-        ``source_digest``): a v3 root (its checkpoint and chain), or a v1/v2 manifest (the next version starts
+        ``source_digest``): a v3/v4 root (its checkpoint and chain), or a v1/v2 manifest (the next version starts
         the log with a checkpoint of every unit, chained to the v2 version's bytes)."""
         if manifest is None or root is None:
             return
@@ -432,7 +580,8 @@ class LogWriter:
                 self.base = (version, source_digest)
             return
         ref = root["units"]
-        cp = read_checkpoint(self.storage, int(ref["checkpoint"]))
+        self.checkpoint_tag = str(ref.get("checkpoint_tag") or "")
+        cp = read_checkpoint(self.storage, int(ref["checkpoint"]), self.checkpoint_tag)
         self.checkpoint, self.leaves, self.removed = cp.version, cp.leaves, set(cp.removed)
         self.chain = [int(v) for v in ref.get("chain") or []]
         changes = root_changes(ref)
@@ -444,7 +593,7 @@ class LogWriter:
 
     def restart(self) -> None:
         """An overwrite: the next version is a checkpoint of the new (empty) dataset, chained to nothing."""
-        self.checkpoint, self.leaves, self.removed, self.chain = None, [], set(), []
+        self.checkpoint, self.checkpoint_tag, self.leaves, self.removed, self.chain = None, "", [], set(), []
         self.since_added, self.since_removed, self.base = {}, set(), None
 
     def record(self, added: dict[int, object], removed: set[int]) -> None:
@@ -458,8 +607,10 @@ class LogWriter:
 
     def write(self, state: dict, units: dict[int, object], added: dict[int, object], removed: set[int],
               counts: dict) -> bytes:
-        """Write one version: its checkpoint when due, its log entry, then the root (the commit point). Returns
-        the root's bytes. ``units``: every unit of the version (read only for a first checkpoint)."""
+        """Write one version: its checkpoint when due, its log entry (created only if absent: the commit point),
+        then the root. Returns the root's bytes. ``units``: every unit of the version (read only for a first
+        checkpoint). VersionConflictError when another writer created this version first: nothing of this one
+        is committed, and the caller must stop."""
         version = int(state["version"])
         churn = len(self.since_added) + len(self.since_removed)
         due = (self.checkpoint is None or len(self.chain) >= CHECKPOINT_MAX
@@ -472,15 +623,27 @@ class LogWriter:
                          previous={"version": self.base[0], "digest": self.base[1]} if self.base else None,
                          updated=state.get("updated", ""), commit=state.get("commit") or {},
                          added=[u.to_json() for _, u in sorted(added.items())], removed=sorted(removed),
-                         state=changed, counts=counts, stats_at=version if wrote_stats else None)
+                         state=changed, counts=counts, stats_at=version if wrote_stats else None, tag=self.tag)
+        saved = (self.checkpoint, self.checkpoint_tag, self.leaves, self.removed, self.chain, self.since_added,
+                 self.since_removed)
         if due:
             self._checkpoint(version, state, units, entry)
         raw = dumps(entry.to_json())
-        self.storage.put_bytes(log_path(version), raw)  # before the root: a version is never named before it exists
+        try:
+            create_version(self.storage, version, raw)
+        except VersionConflictError:
+            # nothing of this version counts: the in-memory history stays as it was (the caller stops anyway)
+            (self.checkpoint, self.checkpoint_tag, self.leaves, self.removed, self.chain, self.since_added,
+             self.since_removed) = saved
+            raise
         chain = [] if due else [*self.chain, version]
         ref = {"checkpoint": entry.checkpoint, "chain": chain, **counts,
                **inline_changes(self.since_added, self.since_removed)}
-        data = dumps({**state, "format_version": 3, "previous": entry.previous, "units": ref})
+        if self.checkpoint_tag:
+            ref["checkpoint_tag"] = self.checkpoint_tag
+        data = dumps({**state, "format_version": LOG_FORMAT, "previous": entry.previous, "units": ref})
+        # The root is where readers start, not what makes the version: a root put late by a stalled writer after a
+        # newer one is harmless, because readers go on to the log entries after the version it names.
         self.storage.put_bytes(MANIFEST, data)
         self.base = (version, digest(raw))
         self.state = {k: v for k, v in state.items() if k not in PER_VERSION}
@@ -503,10 +666,12 @@ class LogWriter:
             if len(self.removed) > FULL_COMPACTION:
                 top = max((x.level for x in self.leaves), default=0)
                 self.leaves, self.removed = self._merge(self.leaves, top), set()
-        cp = Checkpoint(version=version, state={**state, "format_version": 3, "previous": entry.previous},
-                        leaves=list(self.leaves), removed=sorted(self.removed))
-        self.storage.put_bytes(checkpoint_path(version), dumps(cp.to_json()))
-        self.checkpoint, self.chain, self.since_added, self.since_removed = version, [], {}, set()
+        cp = Checkpoint(version=version, state={**state, "format_version": LOG_FORMAT, "previous": entry.previous},
+                        leaves=list(self.leaves), removed=sorted(self.removed), tag=self.tag)
+        # named by this writer's tag: no other writer ever writes this name, so a plain put cannot replace theirs
+        self.storage.put_bytes(checkpoint_path(version, self.tag), dumps(cp.to_json()))
+        self.checkpoint, self.checkpoint_tag, self.chain, self.since_added, self.since_removed = (
+            version, self.tag, [], {}, set())
 
     def _put_leaf(self, table: UnitTable, level: int) -> LeafRef:
         data = table.to_parquet()

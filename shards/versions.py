@@ -20,20 +20,21 @@ from dataclasses import dataclass, field
 
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptManifestError, FormatVersionError
-from shards.layout import LEAF_DIR, STATS_DIR, is_temp_file, parse_version_name, version_path
+from shards.layout import LEAF_DIR, STATS_DIR, is_temp_file, parse_checkpoint_name, parse_version_name, version_path
 from shards.manifest import Manifest, UnitEntry, list_versions, read_manifest
 from shards.storage import Storage, StorageOptions
 from shards.unit_table import IdDigest
 from shards.versionlog import (
+    LOG_FORMAT,
     Checkpoint,
     LogEntry,
     apply_state,
-    checkpoint_path,
+    checkpoint_files,
     digest,
     dumps,
     in_parallel,
-    list_checkpoints,
     list_log_versions,
+    live_checkpoints,
     log_path,
     net_changes,
     read_checkpoint,
@@ -119,7 +120,10 @@ def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> 
     """Every kept version of the dataset at ``uri``, oldest first (a damaged one listed with its problem): from
     the small per-version records (log entries) alone; a v2 version from its whole manifest."""
     storage = Storage(uri, storage_options)
-    latest = read_manifest(storage, lazy=True)  # its unit list is not needed
+    try:
+        latest = read_manifest(storage, lazy=True)  # its unit list is not needed
+    except CorruptManifestError:  # a damaged version after the root's: listed below as damaged
+        latest = read_manifest(storage, lazy=True, roll=False)
     infos: list[VersionInfo] = []
     for v in _v2_versions(storage):
         try:
@@ -184,7 +188,7 @@ def walk_versions(storage: Storage, latest: Manifest, wanted: list[int] | None =
     seen = set(prev.units) if prev is not None else set()
     yield VersionView(version=latest.version, manifest=latest, units=units,
                       new_units=[u for i, u in units.items() if i not in seen or prev.units.get(i) != u],
-                      ids=IdDigest.of(list(units)))
+                      ids=IdDigest.of_units(units.values()))
 
 
 def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
@@ -194,13 +198,13 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         m = read_manifest(storage, v)
         units = {u.id: u for u in m.units}
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
-                           ids=IdDigest.of(list(units)))
+                           ids=IdDigest.of_units(units.values()))
     if prev is None or prev.entry is None or entry.base != prev.version or entry.checkpoint == v:
         state, table, entry = version_state(storage, v)
         m = Manifest.from_json(state, table)
         units = {u.id: u for u in table}
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
-                           ids=IdDigest.of(list(units)), entry=entry, entry_bytes=raw,
+                           ids=IdDigest.of_units(units.values()), entry=entry, entry_bytes=raw,
                            totals={"units": len(table), "rows": table.total_rows, "bytes": table.total_bytes})
     added, removed = net_changes([entry])  # raises naming a unit listed twice or without an id
     units, ids, new, totals = prev.units, prev.ids, [], dict(prev.totals)
@@ -212,13 +216,14 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
 
     for uid in removed:
         if (old := units.pop(uid, None)) is not None:
-            ids = ids.toggled(uid, added=False)
+            ids = ids.toggled(uid, added=False, checksum=old.checksum)
             count(old, -1)
     for u in added.values():
         u.check()
         if (old := units.get(u.id)) is None:
-            ids = ids.toggled(u.id, added=True)
+            ids = ids.toggled(u.id, added=True, checksum=u.checksum)
         else:
+            ids = ids.replaced(u.id, old.checksum, u.checksum)
             count(old, -1)
         count(u, 1)
         units[u.id] = u
@@ -267,6 +272,7 @@ def chain_problems(storage: Storage, views: list[VersionView]) -> dict[int, str]
     """Kept versions whose bytes are not what the next version recorded of them (``previous``): a version
     rewritten after it was committed, even consistently (its own digests recomputed)."""
     out = {}
+    oldest = min((view.version for view in views), default=0)
     for view in views:
         prev = (view.entry.previous if view.entry is not None else None) or (
             {"version": view.manifest.previous_version, "digest": view.manifest.previous_digest}
@@ -275,10 +281,19 @@ def chain_problems(storage: Storage, views: list[VersionView]) -> dict[int, str]
             continue
         base = int(prev["version"])
         got = _record_digest(storage, base)
-        if got is not None and got != prev["digest"]:
+        if got is None and base >= oldest and not _set_aside(storage, base):
+            # older than every kept version: vacuumed; within them: lost (or set aside by a repair, which said so)
+            out[base] = (f"missing: version {view.version} follows it, and versions before it are kept (deleted or "
+                         "lost; that version can no longer be read)")
+        elif got is not None and got != prev["digest"]:
             out[base] = (f"rewritten after it was committed: version {view.version} recorded its content as "
                          f"{prev['digest']}, the file now holds {got}")
     return out
+
+
+def _set_aside(storage: Storage, version: int) -> bool:
+    """Whether `verify --repair` set the record of ``version`` aside (``.damaged``) as unreadable."""
+    return any(storage.exists(f"{rel}.damaged") for rel in (log_path(version), version_path(version)))
 
 
 def _record_digest(storage: Storage, version: int) -> str | None:
@@ -365,7 +380,8 @@ def _own_checkpoint(storage: Storage, version: int) -> None:
     from shards.unit_table import UnitTable
     from shards.versionlog import LeafRef, leaf_level
 
-    if storage.exists(checkpoint_path(version)):
+    entry = read_log(storage, version)[0]
+    if storage.exists(entry.checkpoint_path):  # its writer's (or an earlier vacuum's): under the entry's tag
         return
     state, table, entry = version_state(storage, version)
     leaves = []
@@ -374,8 +390,10 @@ def _own_checkpoint(storage: Storage, version: int) -> None:
         d = digest(data)
         storage.put_bytes(leaf_path(d), data)
         leaves = [LeafRef(leaf_path(d), d, len(table), leaf_level(len(table)))]
-    cp = Checkpoint(version=version, state={**state, "format_version": 3}, leaves=leaves)
-    storage.put_bytes(checkpoint_path(version), dumps(cp.to_json()))
+    # named by the version's own tag: whoever writes this name writes this version's state (no other writer can)
+    cp = Checkpoint(version=version, state={**state, "format_version": LOG_FORMAT if entry.tag else 3},
+                    leaves=leaves, tag=entry.tag)
+    storage.put_bytes(entry.checkpoint_path, dumps(cp.to_json()))
 
 
 def _reroot(storage: Storage, latest: Manifest, first_kept: int) -> None:
@@ -391,9 +409,11 @@ def _reroot(storage: Storage, latest: Manifest, first_kept: int) -> None:
     if not isinstance(ref, dict) or int(ref["checkpoint"]) >= first_kept:
         return
     chain = [v for v in ref.get("chain") or [] if v > first_kept]
-    ref = {k: v for k, v in ref.items() if k not in ("added", "removed")}
+    ref = {k: v for k, v in ref.items() if k not in ("added", "removed", "checkpoint_tag")}
     ref.update(checkpoint=first_kept, chain=chain,
                **inline_changes(*net_changes([read_log(storage, v)[0] for v in chain])))
+    if tag := read_log(storage, first_kept)[0].tag:
+        ref["checkpoint_tag"] = tag
     new = {**root, "units": ref}
     storage.put_bytes(MANIFEST, (json.dumps(new, separators=(",", ":"), allow_nan=False) + "\n").encode())
 
@@ -403,9 +423,11 @@ def _history_to_drop(storage: Storage, drop: list[int], first_kept: int) -> list
     checkpoint lists."""
     files = [log_path(v) for v in drop if v in set(list_log_versions(storage))]
     files += [version_path(v) for v in drop if v in set(_v2_versions(storage))]
-    kept_cps = [c for c in list_checkpoints(storage) if c >= first_kept]
-    files += [checkpoint_path(c) for c in list_checkpoints(storage) if c < first_kept]
-    listed = {ref.path for c in kept_cps for ref in read_checkpoint(storage, c).leaves}
+    cps = [(rel, parse_checkpoint_name(rel.rsplit("/", 1)[1])) for rel in checkpoint_files(storage)]
+    live = set(live_checkpoints(storage, [rel for rel, vt in cps if vt[0] >= first_kept]))
+    kept_cps = [vt for _rel, vt in cps if vt in live]
+    files += [rel for rel, (v, _tag) in cps if v < first_kept]
+    listed = {ref.path for v, tag in kept_cps for ref in read_checkpoint(storage, v, tag).leaves}
     files += [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if f"{LEAF_DIR}/{f}" not in listed]
     return files
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from shards.errors import (
     DatasetNotFoundError,
     JobMismatchError,
     SchemaMismatchError,
+    VersionConflictError,
 )
 from shards.invocation import command_line
 from shards.layout import MANIFEST, artifact_path, check_unit_id, unit_commit_path, versioned_stats_path
@@ -37,17 +39,20 @@ from shards.manifest import (
     code_version,
     identity_diff,
     list_versions,
+    manifest_of_root,
     now_iso,
     parse_manifest,
     read_manifest,
+    roll_forward,
 )
 from shards.schema import DatasetSchema, infer_column_type, parse_hooks
+from shards.secrets import redact
 from shards.stats import HookStats
 from shards.stats_files import covers, read_stats_file
 from shards.storage import Storage, StorageOptions
 from shards.unit_table import IdDigest
 from shards.unit_writer import UnitWriter
-from shards.versionlog import LogWriter, list_checkpoints
+from shards.versionlog import LogWriter
 
 log = logging.getLogger("actlake.writer")
 Mode = Literal["create", "append", "overwrite"]
@@ -128,10 +133,13 @@ class DatasetWriter:
         self._written_state: dict | None = None  #: the state fields at the last write (None: must write)
         self._pending_added: dict[int, UnitEntry] = {}  #: units added or replaced since the last version
         self._pending_removed: set[int] = set()  #: units dropped since the last version
-        self._ids = IdDigest()  #: the committed unit ids, summarised (updated per unit: O(1))
+        self._ids = IdDigest(content=0)  #: the committed units, summarised (updated per unit: O(1))
         self._stats_ids: IdDigest | None = None  #: the unit ids the stats files of the last version cover
         self._rows = self._bytes = 0  #: totals of the committed units (updated per unit)
-        self.log = LogWriter(self.storage)
+        #: this writer session's tag: every file it writes for a version is named with it (format v4), so files a
+        #: stalled writer that lost its lock writes can never replace the ones of the version that counts
+        self.tag = uuid.uuid4().hex[:8]
+        self.log = LogWriter(self.storage, self.tag)
         self._stats_rebuilt = False  #: damaged or stale statistics files were rebuilt: write new ones
         self._check_existing(self._existing_manifest(mode), mode)
         self.lock = WriteLock(self.storage, ttl=lock_ttl)
@@ -149,13 +157,34 @@ class DatasetWriter:
         try:
             return self._read_root()
         except DatasetNotFoundError:
-            return None
+            return self._from_log("missing")
         except CorruptManifestError:
             if mode == "overwrite" or self._rebuild:
                 log.warning("%s is damaged; %s", self.storage.display(MANIFEST),
-                            "overwriting the dataset" if mode == "overwrite" else "rebuilding it from commit records")
-                return None
+                            "overwriting the dataset" if mode == "overwrite" else "rebuilding it")
+                return self._from_log("damaged")
             raise
+
+    def _from_log(self, problem: str) -> Manifest | None:
+        """The latest version from its log entry when the root is ``problem`` (missing, damaged): the log is what
+        makes versions (format v4), so a lost root loses nothing. None without a readable log."""
+        from shards.versionlog import list_log_versions, read_log, root_of
+
+        logged = list_log_versions(self.storage)
+        if not logged:
+            return None
+        try:
+            root = root_of(self.storage, read_log(self.storage, logged[-1])[0])
+            manifest = manifest_of_root(root, self.storage.display(MANIFEST), self.storage)
+        except (CorruptManifestError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+            log.warning("the latest version cannot be read from the log either (%s)", exc)
+            return None
+        if not getattr(self, "_warned_root", False):
+            log.warning("%s is %s: continuing from version %d, the latest in the log", self.storage.display(MANIFEST),
+                        problem, manifest.version)
+            self._warned_root = True
+        self._root_lost = manifest.version  # the version the root is rebuilt from; the next one writes it again
+        return manifest
 
     def _read_root(self) -> Manifest:
         """``manifest.json`` parsed, once per distinct content: opening reads it before and after taking the
@@ -166,11 +195,9 @@ class DatasetWriter:
         except FileNotFoundError:
             return read_manifest(self.storage)  # the error that names what to do
         memo = getattr(self, "_root_memo", None)
-        if memo is not None and memo[0] == raw:
-            return memo[1]
-        manifest = parse_manifest(raw, self.storage.display(MANIFEST), self.storage)
-        self._root_memo = (raw, manifest)
-        return manifest
+        if memo is None or memo[0] != raw:
+            memo = self._root_memo = (raw, parse_manifest(raw, self.storage.display(MANIFEST), self.storage))
+        return roll_forward(self.storage, memo[1])  # versions committed after the root was written
 
     def _check_existing(self, existing: Manifest | None, mode: str) -> None:
         """Refuse what would mix or lose data, before the lock is taken and anything is written."""
@@ -182,7 +209,8 @@ class DatasetWriter:
                                      "mode='overwrite' to replace it.")
         existing.schema.check_same(self._schema_with_columns_of(existing), self.storage.display())
         if self.job_identity is not None and existing.units and existing.job_identity is not None:
-            diffs = identity_diff(existing.job_identity, self.job_identity)
+            # stored redacted: compared redacted (a secret-named setting would otherwise always differ, and be shown)
+            diffs = identity_diff(existing.job_identity, redact(self.job_identity))
             if diffs:
                 raise JobMismatchError(
                     f"{self.storage.display()} holds a dataset made by a different job ({'; '.join(diffs)}). Rerun "
@@ -198,13 +226,16 @@ class DatasetWriter:
     def _open(self, mode: str, provenance: Provenance, config: dict | None) -> None:
         self._kept = list_versions(self.storage)
         previous = self._existing_manifest(mode)
-        #: versions go on from the highest number ever written (an overwrite keeps the old versions readable),
-        #: checkpoints included: one a killed writer left without its log entry is never taken for a later one's
-        self._floor = max([previous.version if previous else 0, *self._kept, *list_checkpoints(self.storage)])
+        #: the next version is the one after the latest (whose log entry is the last that exists: the root may lag).
+        #: Without a readable root (an overwrite or a rebuild of a damaged one) or from a v2 dataset (whose killed
+        #: writer may have kept a version ahead of its manifest), after every version record there is. A number
+        #: taken meanwhile is never written twice: the commit creates the log entry only if absent.
+        self._floor = (previous.version if previous is not None and previous.format_version >= 3
+                       else max([previous.version if previous else 0, *self._kept]))
         if mode == "overwrite":
             self._start_over(previous)
         existing = self._existing_manifest() if mode != "overwrite" else None  # re-read under the lock
-        if existing is None and self._rebuild:
+        if (existing is None or getattr(self, "_root_lost", False)) and self._rebuild:
             self._set_aside_damaged_manifest()
         self._check_existing(existing, mode)
         stored_state = _state_key(existing.state_json()) if existing is not None else None  # before this job
@@ -222,26 +253,39 @@ class DatasetWriter:
             self._written_state = stored_state
             self._stats_ids = self._ids if existing.stats_files else None
         self.manifest.units = _UnitsView(self.units)
-        self._fold_orphan_commits()
-        self._write_manifest()
+        if mode == "overwrite":  # "unknown": a dataset whose root could not be read
+            self.manifest.replaces = previous.dataset_id if previous is not None else "unknown" if self._kept else ""
+        else:
+            self._fold_orphan_commits()
+        self._write_manifest(force=mode == "overwrite" or getattr(self, "_root_lost", False))
+        if mode == "overwrite":
+            self._remove_replaced_records()
 
     def _start_over(self, previous: Manifest | None) -> None:
         """``mode="overwrite"``: the dataset starts again empty. Format v2 keeps every committed file and the old
         versions (a reader of one keeps reading it; ``vacuum`` removes them); only the commit records go, so
         that no unit of the old dataset is folded into the new one. A v1 dataset's files are named by unit id
         and would be rewritten in place: they are deleted, as before."""
-        from shards.cleanup import record_ids
-
         if previous is not None and previous.format_version < 2 and not self._kept:
             delete_dataset_files(self.storage, previous, list(self.schema.hooks))
             return
-        for uid in record_ids(self.storage):
-            self.storage.delete(unit_commit_path(uid))
+        # The old commit records go once the new dataset's first version is committed (``_remove_replaced_records``):
+        # stopped before, nothing changed; stopped after, they are records of a replaced dataset, never folded
+        # (``CommitRecord.belongs_to``) and removed by `verify --repair`.
         self.log.restart()
         if previous is not None:
             self._removed += len(previous.units)
             log.info("overwriting %s: version %d (%d units) stays readable as a version until vacuumed",
                      self.storage.display(), previous.version, len(previous.units))
+
+    def _remove_replaced_records(self) -> None:
+        """After an overwrite's first version: the commit records of the dataset it replaced (none is folded)."""
+        records, bad = readable_records(self.storage, record_ids(self.storage))
+        for record in records:
+            if record.dataset_id != self.manifest.dataset_id:
+                self.storage.delete(unit_commit_path(record.id))
+        for rel in bad:  # unreadable: of no dataset
+            self.storage.delete(rel)
 
     def _set_aside_damaged_manifest(self) -> None:
         """Keep a damaged manifest's bytes as ``manifest.json.damaged`` before a rebuilt one replaces it."""
@@ -260,8 +304,7 @@ class DatasetWriter:
         self.schema = DatasetSchema(existing.schema.hooks, dict(self._schema_with_columns_of(existing).columns))
         self._columns_fixed = self._columns_fixed or bool(existing.units)
         self.units = {u.id: u for u in existing.units}
-        ids = existing.units.ids if hasattr(existing.units, "ids") else list(self.units)
-        self._ids = IdDigest.of(ids)
+        self._ids = IdDigest.of(list(self.units), [u.checksum for u in self.units.values()])
         self._rows, self._bytes = existing.num_rows, existing.num_bytes
         self._load_stats(existing)
         if existing.job_identity is None or not existing.units:
@@ -315,7 +358,18 @@ class DatasetWriter:
         for rel, problem in bad.items():
             log.warning("not folding %s: %s", rel, problem)
         folded = 0
+        if self._rebuild and not self.manifest.version and records:
+            # rebuilding a lost root from the records: the dataset is the one most records were written for
+            from collections import Counter
+
+            ids = Counter(r.dataset_id for r in records if r.dataset_id)
+            if ids:
+                self.manifest.dataset_id = ids.most_common(1)[0][0]
         for record in records:
+            if not record.belongs_to(self.manifest):
+                log.warning("not folding %s: it belongs to dataset %s, which an overwrite replaced",
+                            unit_commit_path(record.id), record.dataset_id or "(before format v4)")
+                continue
             if not self._columns_fixed:
                 # The dead writer had inferred its metadata columns: adopt them if the hooks agree.
                 record.schema.check_same(self.schema, self.storage.display())
@@ -342,17 +396,20 @@ class DatasetWriter:
         self._rows += record.unit.rows - (old.rows if old else 0)
         self._bytes += record.unit.bytes - (old.bytes if old else 0)
         if old is None:
-            self._ids = self._ids.toggled(record.id, added=True)
+            self._ids = self._ids.toggled(record.id, added=True, checksum=record.unit.checksum)
             self._added += 1
             self._merge_stats(record)
         elif old.path != record.unit.path or old.checksum != record.unit.checksum:
-            self._rebuild_stats()  # a rewrite of a committed unit replaces it: no trace of the old copy
+            # a rewrite of a committed unit replaces it: no trace of the old copy, and the digest of the units the
+            # statistics cover changes, so this version writes statistics of its own rows
+            self._ids = self._ids.replaced(record.id, old.checksum, record.unit.checksum)
+            self._rebuild_stats()
 
     def _remove(self, uid: int) -> None:
         old = self.units.pop(uid)
         self._pending_added.pop(uid, None)
         self._pending_removed.add(uid)
-        self._ids = self._ids.toggled(uid, added=False)
+        self._ids = self._ids.toggled(uid, added=False, checksum=old.checksum)
         self._rows, self._bytes = self._rows - old.rows, self._bytes - old.bytes
         self._removed += 1
 
@@ -367,21 +424,30 @@ class DatasetWriter:
         state_key = _state_key(m.state_json())
         if not (self._pending_added or self._pending_removed or force or state_key != self._written_state):
             return False
-        m.format_version = FORMAT_VERSION  # a v1 or v2 dataset becomes v3 at its first new commit
-        self._floor = m.version = max(m.version, self._floor) + 1
+        self.lock.check()  # a writer that lost its lock stops here, before writing anything of a version
+        m.format_version = FORMAT_VERSION  # a v1, v2 or v3 dataset becomes v4 at its first new commit
+        m.version = max(m.version, self._floor) + 1
         m.updated = now_iso()
         m.commit = CommitInfo(self.commit_info.operation, self.commit_info.job, self.commit_info.tick,
                               self._added, self._removed)
-        if self._ids != self._stats_ids or set(m.stats_files) != set(self.stats):
-            # each version names its own statistics files: a reader of an older version gets that version's
+        stats_files, stats_ids = m.stats_files, self._stats_ids
+        if not self._ids.same(self._stats_ids) or set(m.stats_files) != set(self.stats):
+            # each version names its own statistics files (a reader of an older version gets that version's), with
+            # this writer's tag: another writer's files for the same version number are never replaced
             m.stats_files = {}
             for name, s in self.stats.items():
-                m.stats_files[name] = versioned_stats_path(name, m.version)
+                m.stats_files[name] = versioned_stats_path(name, m.version, self.tag)
                 self.storage.put_bytes(m.stats_files[name], s.to_npz_bytes(self._ids))
             self._stats_ids = self._ids
         counts = {"units": len(self.units), "rows": self._rows, "bytes": self._bytes}
-        self.log.record(self._pending_added, self._pending_removed)
-        data = self.log.write(m.state_json(), self.units, self._pending_added, self._pending_removed, counts)
+        try:
+            self.log.record(self._pending_added, self._pending_removed)
+            data = self.log.write(m.state_json(), self.units, self._pending_added, self._pending_removed, counts)
+        except VersionConflictError:
+            m.version, m.stats_files, self._stats_ids = m.version - 1, stats_files, stats_ids
+            self.lock.lost = self.lock.lost or VersionConflictError(str(sys.exc_info()[1]))
+            raise
+        self._floor = m.version
         m.source_digest = bytes_digest(data)
         self._written_state = _state_key(m.state_json())
         self._pending_added, self._pending_removed = {}, set()
@@ -408,7 +474,7 @@ class DatasetWriter:
         return UnitWriter(uri=self.uri, schema=self.schema, storage_options=self.storage.storage_options,
                           compression=self.compression, row_group_bytes=self.row_group_bytes,
                           compute_stats=self.compute_stats, fsync=self.fsync, tick=tick,
-                          allow_nonfinite=self.allow_nonfinite)
+                          allow_nonfinite=self.allow_nonfinite, dataset_id=self.manifest.dataset_id)
 
     def write_unit(self, unit_id: int, columns: dict) -> CommitRecord:
         """Write and commit one unit; rewriting a unit id replaces it (one copy, never two)."""
@@ -418,7 +484,9 @@ class DatasetWriter:
             reserved = {*self.schema.column_names, *self.schema.hooks}
             self.schema.columns = {n: infer_column_type(v, n) for n, v in columns.items() if n not in reserved}
             self._columns_fixed = True
-        record = self.unit_writer().write(unit_id, columns)
+        writer = self.unit_writer()
+        writer.before_record = self.lock.check  # taken over while it wrote the file: no record, no version
+        record = writer.write(unit_id, columns)
         self.commit(record)
         return record
 
@@ -437,12 +505,19 @@ class DatasetWriter:
         The commit record goes first, then the manifest without the unit. Its data file stays: older versions
         name it (``vacuum`` removes it once no kept version does)."""
         self._check_open()
-        for uid in sorted({check_unit_id(u) for u in unit_ids} & set(self.units)):
+        dropped = sorted({check_unit_id(u) for u in unit_ids} & set(self.units))
+        if not dropped:
+            return
+        for uid in dropped:
             self.storage.delete(unit_commit_path(uid))
             self._remove(uid)
             log.warning("dropped unit %d from %s", uid, self.storage.display())
         self._rebuild_stats()
-        self._write_manifest()
+        made_by, self.commit_info = self.commit_info, dataclasses.replace(self.commit_info, operation="drop")
+        try:  # a version of its own, listed as a drop (`verify` then knows older versions name the dropped files)
+            self._write_manifest()
+        finally:
+            self.commit_info = made_by
 
     @property
     def ticks(self) -> list[TickRecord]:
@@ -497,6 +572,8 @@ class DatasetWriter:
         self.manifest.provenance = self.manifest.provenance.updated(_as_provenance(provenance))
 
     def _check_open(self) -> None:
+        if self.lock.lost is not None:  # taken over: it commits nothing more, whatever it is asked
+            raise self.lock.lost
         if self._closed:
             raise RuntimeError(f"writer of {self.storage.display()} is closed")
 
@@ -504,6 +581,10 @@ class DatasetWriter:
         """Write the final manifest and the dataset card (``README.md``), and release the write lock."""
         if self._closed:
             return
+        if self.lock.lost is not None:  # it stopped committing when it lost the lock: say so again
+            self._closed = True
+            self.lock.release_quietly()
+            raise self.lock.lost
         try:
             wrote = self._write_manifest()
             if wrote or self._wrote_version or not self.storage.exists(CARD):

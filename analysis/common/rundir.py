@@ -71,7 +71,9 @@ class RunRecord:
     files: list[str] = field(default_factory=list)  #: every file the run wrote (once it finished)
 
     def to_json(self) -> dict:
-        return {"fingerprint": self.fingerprint, "command": self.command, "settings": self.settings,
+        """What ``run.json`` holds: settings and configuration with every secret-named value removed, in any
+        spelling (``shards.secrets.redact``); the fingerprint is of the settings as given."""
+        return {"fingerprint": self.fingerprint, "command": self.command, "settings": redact(self.settings),
                 "config": redact(self.config), "dataset": self.dataset.to_json() if self.dataset else None,
                 "seeds": self.seeds, "libraries": self.libraries, "preexisting": self.preexisting,
                 "files": self.files}
@@ -99,9 +101,9 @@ def _ancestors(uri: str) -> list[str]:
     return out
 
 
-def refuse_dataset_output(storage: Storage) -> None:
-    """An analysis' output never is, holds or lies inside a dataset: ``--overwrite`` would delete its files, and
-    its files would mix with the dataset's."""
+def refuse_dataset_place(storage: Storage) -> None:
+    """Refuse an output that is a dataset or lies inside one. Reads only: it runs before anything (the output's
+    write lock included) creates a folder there, so a refused ``--out DS/data/sub`` leaves no trace in DS."""
     if storage.exists(MANIFEST):
         raise RunMismatchError(f"--out {storage.display()} is a dataset (it holds {MANIFEST}): an analysis writes "
                                "its results beside the data, never into it. Choose another --out, e.g. runs/NAME.")
@@ -109,6 +111,12 @@ def refuse_dataset_output(storage: Storage) -> None:
         if Storage(parent, storage.storage_options).exists(MANIFEST):
             raise RunMismatchError(f"--out {storage.display()} lies inside the dataset {redact_uri(parent)}. "
                                    "Choose an --out outside it, e.g. runs/NAME.")
+
+
+def refuse_dataset_output(storage: Storage) -> None:
+    """An analysis' output never is, holds or lies inside a dataset: ``--overwrite`` would delete its files, and
+    its files would mix with the dataset's."""
+    refuse_dataset_place(storage)
     held = storage.walk_dirs("", maxdepth=4)
     if held:
         raise RunMismatchError(f"--out {storage.display()} holds the dataset {storage.display(held[0])}: an "
@@ -157,9 +165,9 @@ class RunDir:
         if existing.command and self.command and existing.command != self.command:
             return (f"{where} holds an `actlake {existing.command}` run; this is `actlake {self.command}`. Choose "
                     f"another --out (--overwrite replaces that run: only the files it wrote are deleted).")
-        diffs = identity_diff(existing.settings, settings)
+        diffs = identity_diff(redact(existing.settings), redact(settings))  # run.json holds them redacted
         hint = ""
-        if _without_version(existing.settings) == _without_version(settings):  # only the data moved on
+        if _without_version(redact(existing.settings)) == _without_version(redact(settings)):  # only the data moved
             hint = f" (--data-version {existing.settings.get('dataset_version')} reads what it read)"
         return (f"{where} already holds a different run ({'; '.join(diffs) or 'other settings'}). Use the same "
                 f"settings to resume it{hint}, --overwrite to replace it, or another --out.")
@@ -170,7 +178,7 @@ class RunDir:
         existing = self.record()
         if existing is None or self.storage.exists(self.summary_name):
             return None
-        if _without_version(existing.settings) != _without_version(settings):
+        if _without_version(redact(existing.settings)) != _without_version(redact(settings)):
             return None
         version = existing.settings.get("dataset_version")
         return int(version) if version is not None else None
@@ -226,6 +234,7 @@ def output_lock(storage: Storage, what: str) -> Iterator[None]:
     """Hold the output's write lock (two runs never write one output at once), released however the run ends."""
     from shards.lock import WriteLock
 
+    refuse_dataset_place(storage)  # before the lock: acquiring it creates the output's folder
     lock = WriteLock(storage, what=what)
     lock.acquire()
     try:

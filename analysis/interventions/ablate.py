@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis.interventions.common import describe, flat_rows, from_position
+from analysis.interventions.common import describe, flat_rows, from_position, require_position
 from analysis.interventions.registry import InterventionKind, register
-from analysis.interventions.sources import direction_source, width
-from shards.errors import InterventionError
+from analysis.interventions.sources import check_direction, direction_source, width
 
 if TYPE_CHECKING:
     from ingest.interventions import ResolveContext
@@ -23,6 +22,9 @@ class AblateOptions:
     """One direction or k rows (e.g. a probe run's RUN#diffmean: every class's diff in means)."""
     from_position: int = 0
     """Ablate at positions >= P only (0: every position)."""
+
+    def __post_init__(self) -> None:
+        require_position(self.from_position)
 
 
 def orthonormal_basis(rows: torch.Tensor) -> torch.Tensor:
@@ -37,9 +39,7 @@ class Ablate:
     kind = "ablate"
 
     def __init__(self, ctx: ResolveContext, options: AblateOptions) -> None:
-        rows, self.source = direction_source(options.direction, ctx)
-        if not bool(rows.abs().sum() > 0):
-            raise InterventionError(f"ablate: the direction {options.direction!r} is all zeros")
+        rows, self.source = direction_source(options.direction, ctx)  # no zero rows: sources refuse them
         self.hook, self.options, self.shape, self.width = ctx.hook, options, ctx.shape, width(ctx)
         self.basis = orthonormal_basis(rows)
 
@@ -54,4 +54,5 @@ class Ablate:
                 "rank": int(self.basis.shape[1])}
 
 
-ABLATE = register(InterventionKind("ablate", AblateOptions, Ablate, "direction=SRC[,from_position=P]"))
+ABLATE = register(InterventionKind("ablate", AblateOptions, Ablate, "direction=SRC[,from_position=P]",
+                                   lambda options, storage: check_direction(options.direction, storage)))

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis.interventions.common import describe, from_position
+from analysis.interventions.common import describe, from_position, require_finite, require_position
 from analysis.interventions.registry import InterventionKind, register
-from analysis.interventions.sources import direction_source
+from analysis.interventions.sources import check_direction, direction_source
 from shards.errors import InterventionError
 
 if TYPE_CHECKING:
@@ -27,6 +27,10 @@ class AddOptions:
     normalize: bool = False
     """Scale the direction to unit norm first (scale is then in activation-norm units)."""
 
+    def __post_init__(self) -> None:
+        require_finite("scale", self.scale)
+        require_position(self.from_position)
+
 
 class Add:
     kind = "add"
@@ -36,7 +40,7 @@ class Add:
         if len(rows) != 1:
             raise InterventionError(f"add takes one direction; {options.direction!r} gives {len(rows)} (pick one: "
                                     "RUN#CLASS, FILE#TENSOR, SAE_RUN#I)")
-        v = rows[0] / rows[0].norm().clamp_min(1e-12) if options.normalize else rows[0]
+        v = rows[0] / rows[0].double().norm().float() if options.normalize else rows[0]  # not zero: sources check
         self.hook, self.options, self.shape = ctx.hook, options, ctx.shape
         self.delta = (options.scale * v).reshape(ctx.shape)
 
@@ -48,4 +52,5 @@ class Add:
         return describe(self.hook, self.kind, self.options, {"direction": self.source})
 
 
-ADD = register(InterventionKind("add", AddOptions, Add, "direction=SRC[,scale=A,from_position=P,normalize=true]"))
+ADD = register(InterventionKind("add", AddOptions, Add, "direction=SRC[,scale=A,from_position=P,normalize=true]",
+                                lambda options, storage: check_direction(options.direction, storage)))

@@ -3,14 +3,16 @@ error stays in and only the clamped latents change what later layers see."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from analysis.interventions.common import describe, flat_rows, from_position
+from analysis.interventions.common import describe, flat_rows, from_position, require_finite, require_position
 from analysis.interventions.registry import InterventionKind, register
-from analysis.interventions.sources import parse_latents, sae_source, width
+from analysis.interventions.sources import check_sae, parse_latents, sae_source, width
+from analysis.sae.io import rows_min_position
 
 if TYPE_CHECKING:
     from ingest.interventions import ResolveContext
@@ -24,8 +26,13 @@ class ClampOptions:
     """Latent id(s): I or I+J+..."""
     value: float = 0.0
     """The value the latents are set to (0: ablate them)."""
-    from_position: int = 0
-    """Clamp at positions >= P only (0: every position)."""
+    from_position: int | None = None
+    """Clamp at positions >= P only (default: the SAE's own `sae train --min-position`, the rows it was trained
+    on; 0: every position)."""
+
+    def __post_init__(self) -> None:
+        require_finite("value", self.value)
+        require_position(self.from_position)
 
 
 class Clamp:
@@ -35,6 +42,8 @@ class Clamp:
         self.hook, self.options, self.shape, self.width = ctx.hook, options, ctx.shape, width(ctx)
         self.sae, self.source = sae_source(options.sae, ctx)
         self.latents = parse_latents(options.latent, self.sae.d_sae, f"clamp latent={options.latent}")
+        # the SAE's encoder means nothing on rows it was not trained on (an attention sink): left as they are
+        self.options = dataclasses.replace(options, from_position=rows_min_position(self.sae, options.from_position))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         flat = flat_rows(x, self.width)
@@ -47,4 +56,5 @@ class Clamp:
         return describe(self.hook, self.kind, self.options, {"sae": self.source})
 
 
-CLAMP = register(InterventionKind("clamp", ClampOptions, Clamp, "sae=RUN,latent=I[+J],value=V[,from_position=P]"))
+CLAMP = register(InterventionKind("clamp", ClampOptions, Clamp, "sae=RUN,latent=I[+J],value=V[,from_position=P]",
+                                  lambda options, storage: check_sae(options.sae, storage)))

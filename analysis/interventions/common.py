@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import torch
 
+from shards.errors import InterventionError
+
 if TYPE_CHECKING:
     from ingest.hooks import HookPoint
 
+
+def require_finite(name: str, value: float) -> None:
+    """An option that multiplies or replaces activations: NaN or ±inf would turn every later layer into NaN."""
+    if not math.isfinite(value):
+        raise InterventionError(f"option {name}={value} is not a finite number; give one such as {name}=4")
+
+
+def require_position(value: int | None) -> None:
+    """``from_position`` counts tokens from 0."""
+    if value is not None and value < 0:
+        raise InterventionError(f"option from_position={value} is negative; give 0 (every position) or more")
 
 
 def from_position(x: torch.Tensor, changed: torch.Tensor, shape: tuple[int, ...], position: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from analysis.interventions.common import describe
 from analysis.interventions.registry import InterventionKind, register
-from analysis.interventions.sources import dataset_mean
+from analysis.interventions.sources import check_dataset, dataset_mean
 
 if TYPE_CHECKING:
     from ingest.interventions import ResolveContext
@@ -35,4 +35,5 @@ class Mean:
         return describe(self.hook, self.kind, self.options, {"data": self.source})
 
 
-MEAN = register(InterventionKind("mean", MeanOptions, Mean, "data=DATASET"))
+MEAN = register(InterventionKind("mean", MeanOptions, Mean, "data=DATASET",
+                                 lambda options, storage: check_dataset(options.data, storage)))

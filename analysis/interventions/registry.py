@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class InterventionKind:
-    """A registered kind: its options dataclass (parsed from ``key=value``) and its builder."""
+    """A registered kind: its options dataclass (parsed from ``key=value``; its ``__post_init__`` checks the
+    values), its builder, and ``check``: its sources read and checked without the model (before it loads)."""
 
     name: str
     options: type
     build: Callable[[ResolveContext, object], Intervention]
     help: str
+    check: Callable[[object, object], None] | None = None  #: (options, storage options) -> None or raises
 
 
 KINDS: dict[str, InterventionKind] = {}
@@ -76,7 +78,34 @@ def parse_options(kind: InterventionKind, spec: InterventionSpec):
     return kind.options(**values)
 
 
-def build(spec: InterventionSpec, ctx: ResolveContext) -> Intervention:
-    """The intervention ``spec`` names, built and checked against the hook (``ingest``'s resolver)."""
-    kind = get_kind(spec.kind)
-    return kind.build(ctx, parse_options(kind, spec))
+def _naming_the_spec(spec: InterventionSpec, exc: InterventionError) -> InterventionError:
+    """``exc`` with the ``--intervene`` value it is about in front (where it does not say so already)."""
+    text = str(exc)
+    return exc if text.startswith("--intervene") else InterventionError(f"--intervene {spec.text()!r}: {text}")
+
+
+class KindResolver:
+    """``ingest``'s ``Resolver`` over the registered kinds: ``check`` (options and sources, before the model
+    loads) and the call (built against the loaded model's hook)."""
+
+    def check(self, spec: InterventionSpec, storage: object = None) -> None:
+        """Parse ``spec``'s options (each options class checks its values) and read and check its sources."""
+        kind = get_kind(spec.kind)
+        try:
+            options = parse_options(kind, spec)
+            if kind.check is not None:
+                kind.check(options, storage)
+        except InterventionError as exc:
+            raise _naming_the_spec(spec, exc) from None
+
+    def __call__(self, spec: InterventionSpec, ctx: ResolveContext) -> Intervention:
+        """The intervention ``spec`` names, built and checked against the hook."""
+        kind = get_kind(spec.kind)
+        try:
+            return kind.build(ctx, parse_options(kind, spec))
+        except InterventionError as exc:
+            raise _naming_the_spec(spec, exc) from None
+
+
+#: the resolver the command layer hands to extraction
+build = KindResolver()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis.interventions.common import describe, from_position
+from analysis.interventions.common import describe, from_position, require_position
 from analysis.interventions.registry import InterventionKind, register
 
 if TYPE_CHECKING:
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 class ZeroOptions:
     from_position: int = 0
     """Zero positions >= P only."""
+
+    def __post_init__(self) -> None:
+        require_position(self.from_position)
 
 
 class Zero:

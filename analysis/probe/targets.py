@@ -120,6 +120,26 @@ def _items(cfg: ProbeConfig, meta: pa.Table, keep: np.ndarray, labels: np.ndarra
     return rep, np.arange(len(rep)), rep
 
 
+def _check_class_counts(cfg: ProbeConfig, classes: list[str], y: np.ndarray, notes: list[str]) -> None:
+    """Every class smaller than ``--folds``: refused (scikit-learn's stratified splitter cannot deal them and
+    raised a bare ValueError). Some classes smaller: noted, as those classes miss some folds' test sets, and a
+    class of one item is never in the training folds of the fold that tests it."""
+    counts = np.bincount(y, minlength=len(classes))
+    small = [i for i in np.argsort(counts, kind="stable") if counts[i] < cfg.folds]
+    if not small:
+        return
+    least = small[0]
+    shown = ", ".join(f"{classes[i]!r} {int(counts[i])}" for i in small[:8]) + (", ..." if len(small) > 8 else "")
+    if len(small) == len(classes):
+        raise ProbeInputError(
+            f"label {cfg.label!r} has fewer items per class than --folds {cfg.folds}: its smallest class "
+            f"{classes[least]!r} has {int(counts[least])} item(s) (classes: {shown}), so no stratified split into "
+            f"{cfg.folds} folds exists. Lower --folds to at most {int(counts.max())}, or probe more examples of "
+            "each class.")
+    notes.append(f"class(es) with fewer items than --folds {cfg.folds}: {shown}; they are missing from some "
+                 "folds' test sets")
+
+
 def _folds(cfg: ProbeConfig, task: str, y: np.ndarray, groups: np.ndarray, group_col: str) -> np.ndarray:
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
@@ -238,6 +258,8 @@ def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
         rows, item_of_row = rows[row_sel], new_index[item_of_row[row_sel]]
         rep, groups, item_labels = rep[sel], groups[sel], item_labels[sel]
     classes, y = _targets(cfg, task, item_labels)
+    if task == "classify":
+        _check_class_counts(cfg, classes, y, notes)
     fold = _folds(cfg, task, y, groups, group_col)
     plan = ProbePlan(task=task, label=cfg.label, rows=rows, item_of_row=item_of_row.astype(np.int64), n_items=len(rep),
                      pool=cfg.pool if token_rows else "none", y=y, groups=groups.astype(np.int64), fold=fold,

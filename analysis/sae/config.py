@@ -6,6 +6,7 @@ from the registry: each architecture file declares them, ``SaeOptions`` merges t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -160,7 +161,7 @@ class SaeTrainConfig:
             raise ConfigError(f"--min-position cannot be negative, got {self.min_position}")
         if self.log_every < 0:
             raise ConfigError(f"--log-every must be positive (or 0 to adapt to the run length), got {self.log_every}")
-        if self.lr < 0:
+        if not (self.lr >= 0 and math.isfinite(self.lr)):  # NaN passes a plain `< 0` test
             raise ConfigError(f"--lr must be positive (or 0 for the default schedule's choice), got {self.lr}")
         if self.batch_size % self.workers:
             raise ConfigError(f"--batch-size {self.batch_size} must be divisible by --workers {self.workers}")
@@ -242,6 +243,10 @@ class SaeEncodeConfig:
     batch_size: int = 4096
     """Rows per encoding batch."""
 
+    min_position: int | None = None
+    """Encode rows at positions >= P only (default: the SAE's own `sae train --min-position`, the rows it was
+    trained on); rows below keep their place with no active latent (ids -1) and are never top examples."""
+
     dashboard: str = ""
     """Also build the SAE's latent dashboard over --data into this folder or s3:// prefix (actlake sae dashboard)."""
 
@@ -259,3 +264,5 @@ class SaeEncodeConfig:
             self.data_version = check_version(self.data_version)
         if self.top_latents < 0 or self.context < 0:
             raise ConfigError("--top-latents and --context cannot be negative")
+        if self.min_position is not None and self.min_position < 0:
+            raise ConfigError(f"--min-position cannot be negative, got {self.min_position}")

@@ -15,6 +15,7 @@ from analysis.common.rundir import RunDir
 from analysis.sae.checkpoints import LATEST
 from analysis.sae.config import SaeTrainConfig
 from analysis.sae.runner import SUMMARY, SaeRun, TrainSummary, pin_sae_data
+from shards.errors import ActlakeError
 from shards.runtime import connect_ray
 from shards.storage import Storage
 
@@ -28,6 +29,19 @@ def _worker_loop(config: dict) -> None:
     torch.set_num_threads(max(1, cfg.threads or 1))
     summary = SaeRun(cfg, ctx.get_world_rank(), ctx.get_world_size()).run()
     ray.train.report({"summary": summary.to_json() if summary else None})
+
+
+def _worker_error(error: Exception) -> Exception:
+    """What a failed worker group raises: a worker's own ``ActlakeError`` (a run that diverged, too little data),
+    whose message names the problem and the fix, rather than Ray's wrapper of every rank's traceback; ``error``
+    itself when no worker raised one."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        exc = failures[rank]
+        exc = getattr(exc, "cause", None) or exc  # a RayTaskError carries the original as .cause
+        if isinstance(exc, ActlakeError):
+            return exc
+    return error
 
 
 def train_distributed(cfg: SaeTrainConfig) -> TrainSummary:
@@ -53,9 +67,12 @@ def train_distributed(cfg: SaeTrainConfig) -> TrainSummary:
         # Ray Train's own run folder holds only its bookkeeping; our checkpoints go to --out
         run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="actlake-raytrain-"), name="sae"),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()  # Ray Train v2 raises the workers' errors; older versions return them
+    except Exception as exc:  # noqa: BLE001 - unwrapped below when a worker raised one of ours
+        raise _worker_error(exc) from None
     if result.error:
-        raise result.error
+        raise _worker_error(result.error) from None
     summary = (result.metrics or {}).get("summary")
     # reported by rank 0 only on some Ray versions: else read what it wrote
     return TrainSummary.from_json(summary) if summary else TrainSummary.from_json(rundir.summary())

@@ -16,7 +16,7 @@ import torch
 from analysis.common.results import Results
 from analysis.common.stream import stream_units
 from analysis.sae.config import SaeEncodeConfig
-from analysis.sae.io import load_sae, trained_on
+from analysis.sae.io import SaeRowsError, kept_rows, load_sae, require_kept_rows, rows_min_position, trained_on
 from shards.errors import ActlakeError
 from shards.manifest import Provenance
 from shards.reader import Dataset, open_dataset
@@ -75,11 +75,14 @@ def _tokenizer_for(ds: Dataset):
         return None
 
 
-def _encode_unit(sae, rows: dict, m: int, batch_size: int) -> tuple[dict, torch.Tensor]:
+def _encode_unit(sae, rows: dict, m: int, batch_size: int, min_position: int = 0) -> tuple[dict, torch.Tensor]:
     """One unit's columns: its ids and metadata, the top ``m`` latent values and ids per row (-1 for
-    inactive); and the unit's dense latents."""
+    inactive; every latent inactive at rows below ``min_position``, which the SAE does not read); and the unit's
+    dense latents."""
     z = torch.cat([sae.encode(x) for x in rows["x"].split(batch_size)]) if len(rows["x"]) else \
         rows["x"].new_zeros((0, sae.d_sae))
+    if min_position:
+        z = z * kept_rows(rows["position"], min_position).to(z.dtype)[:, None]
     v, i = z.topk(m, dim=-1)
     cols = {c: values for c, values in rows.items() if c != "x"}
     cols.update({"latent_values": v, "latent_ids": torch.where(v != 0, i, torch.full_like(i, -1)).to(torch.int32)})
@@ -102,23 +105,31 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
         raise SaeEncodeError(f"hook {hook!r} not in {ds.storage.display()}; it has {ds.hooks}")
     if ds.hook_spec(hook).numel != sae.d_in:
         raise SaeEncodeError(f"the SAE takes {sae.d_in}-dim inputs but hook {hook!r} is {ds.hook_spec(hook).numel}-dim")
+    min_position = rows_min_position(sae, cfg.min_position)  # the rows it was trained on, unless overridden
+    try:
+        require_kept_rows(ds, min_position)
+    except SaeRowsError as exc:
+        raise SaeEncodeError(str(exc)) from None
     m = min(cfg.top_latents or sae.k or 64, sae.d_sae)
     out = Results(cfg.out, cfg.storage)
     provenance = Provenance(derived_from=ds.manifest.ref(ds.storage.display(), [hook]), details={
-        "sae": {"uri": Results(cfg.sae, cfg.storage).display(), "arch": sae.arch, "d_sae": sae.d_sae, "k": sae.k}})
+        "sae": {"uri": Results(cfg.sae, cfg.storage).display(), "arch": sae.arch, "d_sae": sae.d_sae, "k": sae.k},
+        "min_position": min_position})
     writer = create_dataset(cfg.out, {"latent_values": {"shape": [m], "dtype": "float32"},
                                       "latent_ids": {"shape": [m], "dtype": "int32"}},
                             columns=dict(ds.schema.columns), mode="overwrite" if cfg.overwrite else "create",
                             provenance=provenance, storage_options=cfg.storage)
     top, fires, row0 = TopExamples(sae.d_sae, cfg.top_examples), torch.zeros(sae.d_sae, dtype=torch.long), 0
+    read = 0  # rows the SAE read (at positions >= min_position): what mean_l0 averages over
     try:
         # one unit of the source per unit of the latents: row order and ids stay the same
         for unit, rows in stream_units(ds, hook, ds.columns):
-            cols, z = _encode_unit(sae, rows, m, cfg.batch_size)
+            cols, z = _encode_unit(sae, rows, m, cfg.batch_size, min_position)
             fires += (z != 0).sum(0)
             top.add(z, row0)
             writer.write_unit(unit.id, cols)
             row0 += len(z)
+            read += int(kept_rows(rows["position"], min_position).sum()) if min_position else len(z)
             log.info("encoded unit %d (%d rows)", unit.id, unit.rows)
         writer.close()
     except BaseException:
@@ -127,7 +138,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
     table = _top_table(ds, top, cfg.context)
     out.table("top_examples.parquet", table)
     summary = EncodeSummary(out=out.display(), rows=row0, top_latents_per_row=m, latents=sae.d_sae,
-                            latents_never_active=int((fires == 0).sum()), mean_l0=float(fires.sum()) / max(row0, 1),
+                            latents_never_active=int((fires == 0).sum()), mean_l0=float(fires.sum()) / max(read, 1),
                             top_examples_rows=table.num_rows, seconds=round(time.perf_counter() - t0, 2))
     out.json("encode_summary.json", summary.to_json())
     return summary

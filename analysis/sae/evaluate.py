@@ -23,6 +23,7 @@ from analysis.common.results import Results
 from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, output_lock, run_settings
 from analysis.sae.evals import registry
 from analysis.sae.evals.registry import EvalInputError, EvalInputs, get_metric
+from analysis.sae.io import SaeRowsError, require_kept_rows, rows_min_position
 from analysis.sae.split import heldout_rows, plan_split
 from shards.config import check_choices, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
@@ -61,6 +62,10 @@ class SaeEvaluateConfig:
     max_rows: str = "64k"
     """At most this many rows for core and synthetic (a seeded sample)."""
 
+    min_position: int | None = None
+    """Read rows at positions >= P only (default: the SAE's own `sae train --min-position`, the rows it was trained
+    on; 0: every row)."""
+
     labels: list[str] = field(default_factory=list, nargs="*", metavar="COLUMN[,COLUMN...]")
     """sparse_probing: metadata columns to probe (default: every column constant within an example with 2+ classes)."""
 
@@ -85,6 +90,8 @@ class SaeEvaluateConfig:
         self.suite, self.labels = split_list(self.suite), split_list(self.labels)
         if self.data_version is not None:
             self.data_version = check_version(self.data_version)
+        if self.min_position is not None and self.min_position < 0:
+            raise ConfigError(f"--min-position cannot be negative, got {self.min_position}")
         check_choices(self)
         try:
             parse_count(self.max_rows)
@@ -114,8 +121,8 @@ class SaeEvaluateSummary(JsonRecord):
     out: str
 
 
-def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta) -> tuple[np.ndarray, str]:
-    """The rows core and synthetic read, and how they were chosen."""
+def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta, min_position: int = 0) -> tuple[np.ndarray, str]:
+    """The rows core and synthetic read (at positions >= ``min_position``), and how they were chosen."""
     ours = sae.loaded_cfg.get("actlake") or {}
     split = ours.get("eval_split") or {}
     same = ours.get("dataset_id") == ds.dataset_id
@@ -129,9 +136,11 @@ def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta) -> tuple[np.ndarray, str]:
             raise EvalInputError(f"the held-out examples of {ds.storage.display()} differ from the ones the SAE's "
                                  "training held out (the dataset changed since): use --data-version "
                                  f"{ours.get('dataset_version')} or --rows all")
-        rows = heldout_rows(meta, held, int(ours.get("min_position") or 0))
+        rows = heldout_rows(meta, held, min_position)
     else:
         rows = np.arange(meta.num_rows)
+        if min_position:
+            rows = rows[meta.column("position").fill_null(-1).to_numpy() >= min_position]
     cap = parse_count(cfg.max_rows)
     if len(rows) > cap:
         rows = np.sort(np.random.default_rng(cfg.seed + 7_919).choice(rows, cap, replace=False))
@@ -240,10 +249,15 @@ def _run(cfg: SaeEvaluateConfig, out: Results) -> SaeEvaluateSummary:
     if rundir.state(settings, cfg.overwrite) == "done":
         return SaeEvaluateSummary.from_json(rundir.summary())
     meta = ds.metadata_table([c for c in ds.schema.check_columns(None, ds.storage.display())])
-    rows, which = _eval_rows(cfg, sae, ds, meta)
+    min_position = rows_min_position(sae, cfg.min_position)  # the rows it was trained on, unless overridden
+    try:
+        require_kept_rows(ds, min_position)
+    except SaeRowsError as exc:
+        raise EvalInputError(str(exc)) from None
+    rows, which = _eval_rows(cfg, sae, ds, meta, min_position)
     inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=_reader(ds, sae, hook, cfg.storage),
                         columns=meta.column_names, meta=meta, token_text=_token_text(cfg, ds),
-                        synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels,
+                        synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels, min_position=min_position,
                         progress=lambda m: log.info("%s", m))
     names, skipped = _suite(cfg, inputs)
     rundir.start(RunRecord(fingerprint=fingerprint_of(settings), settings=settings,

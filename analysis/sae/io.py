@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
+import numpy as np
 import torch
 
 import analysis.sae.saes  # noqa: F401 - registers the architectures
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.registry import get_architecture
-from shards.errors import ActlakeError
+from shards.errors import ActlakeError, ConfigError
+from shards.manifest import ModelInfo
 from shards.storage import Storage, StorageOptions
 
 WEIGHTS = "sae_weights.safetensors"
@@ -113,3 +116,74 @@ def trained_on(sae) -> tuple[str | None, str | None]:
     ``metadata.hook_name`` (SAELens records no dataset); None where it does not say."""
     ours = sae.loaded_cfg.get("actlake") or {}
     return ours.get("dataset"), ours.get("hook") or (sae.loaded_cfg.get("metadata") or {}).get("hook_name")
+
+
+def recorded_model(sae, storage_options: StorageOptions | dict | None = None) -> ModelInfo | None:
+    """The model whose activations a loaded SAE was trained on: what its ``cfg.json`` records (``sae train``
+    writes it), else what the manifest of the dataset it names records when that dataset is still there, with the
+    same id; None where neither says (SAELens' layout, or the dataset is gone or was replaced)."""
+    ours = sae.loaded_cfg.get("actlake") or {}
+    if ours.get("model"):
+        return ModelInfo.from_json(ours["model"])
+    if not ours.get("dataset") or not ours.get("dataset_id"):
+        return None
+    from shards.reader import open_dataset
+
+    try:
+        ds = open_dataset(ours["dataset"], storage_options)
+    except (ActlakeError, OSError, ValueError):
+        return None
+    return ds.manifest.model if ds.dataset_id == ours["dataset_id"] else None
+
+
+def model_differences(a: ModelInfo, b: ModelInfo) -> list[str]:
+    """How two models as manifests record them differ: architecture, parameter count and revision where both
+    record them, and the name unless both name the same folder (a package and its directory are one model)."""
+    diffs = [f"{f} {getattr(a, f)!r} vs {getattr(b, f)!r}" for f in ("architecture", "parameters", "revision")
+             if getattr(a, f) and getattr(b, f) and getattr(a, f) != getattr(b, f)]
+    same_folder = bool(a.path and b.path) and os.path.realpath(a.path) == os.path.realpath(b.path)
+    if a.name != b.name and not same_folder:
+        diffs.insert(0, f"name {a.name!r} vs {b.name!r}")
+    return diffs
+
+
+def trained_min_position(sae) -> int:
+    """The rows filter an SAE was trained with: it read rows at positions >= this (``sae train
+    --min-position``; 0 for SAEs that do not record one, SAELens' among them)."""
+    return int((sae.loaded_cfg.get("actlake") or {}).get("min_position") or 0)
+
+
+def rows_min_position(sae, override: int | None = None) -> int:
+    """The positions every tool reading ``sae`` keeps (dashboard, ``sae evaluate``, ``sae encode``, ``sae eval``,
+    splice and clamp): the user's explicit ``--min-position`` (``override``), else the filter the SAE was trained
+    with, so that rows it never saw (a causal LM's attention sink, norms ~100x the rest) are not read by default."""
+    if override is not None:
+        if override < 0:
+            raise ConfigError(f"--min-position cannot be negative, got {override}")
+        return int(override)
+    return trained_min_position(sae)
+
+
+class SaeRowsError(ActlakeError, ValueError):
+    """The rows filter an SAE reads with leaves no row of a dataset."""
+
+
+def kept_rows(position, min_position: int) -> torch.Tensor:
+    """Which rows (by their ``position`` column; null or -1 for pooled and image rows) a reader with
+    ``min_position`` keeps, as a bool tensor."""
+    pos = torch.as_tensor(np.asarray(position, dtype=np.int64) if not isinstance(position, torch.Tensor) else position)
+    return pos >= min_position
+
+
+def require_kept_rows(ds, min_position: int) -> None:
+    """Refuse, before any pass over the data, a filter that keeps no row of ``ds`` (pooled or image rows have
+    position -1: an SAE trained with --min-position 1 on token rows reads none of them)."""
+    if not min_position:
+        return
+    import pyarrow.compute as pc
+
+    top = pc.max(ds.metadata_table(["position"]).column("position")).as_py()
+    if top is None or top < min_position:
+        raise SaeRowsError(f"the SAE reads rows at positions >= {min_position} (its `sae train --min-position`), and "
+                           f"{ds.storage.display()} has none (its highest position is {top}); pass --min-position 0 "
+                           "to read every row")

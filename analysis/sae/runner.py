@@ -29,7 +29,15 @@ from analysis.sae.paired import PREFIX, PairedDataset
 from analysis.sae.registry import SaeConfigError, get_architecture
 from analysis.sae.report import write_report
 from analysis.sae.split import EvalSplit, heldout_rows, plan_split
-from analysis.sae.trainer import SaeSpec, SaeTrainer, Schedule, TrainerCallbacks, default_lr, geometric_median
+from analysis.sae.trainer import (
+    SaeSpec,
+    SaeTrainer,
+    Schedule,
+    TrainerCallbacks,
+    TrainingDivergedError,
+    default_lr,
+    geometric_median,
+)
 from shards.errors import ActlakeError
 from shards.progress import Progress
 from shards.reader import Dataset, open_dataset
@@ -367,12 +375,21 @@ class SaeRun:
         self.out.json(SPLIT_FILE, self.split.to_json())
         if self.heldout is not None:
             self.out.table(HELDOUT_FILE, {"example_id": self.heldout.numpy()})
-        for spec in self.specs:
+        scales, folds = self.trainer.scales, {}
+        for spec in self.specs:  # every SAE folded and checked before any is saved: a run saves all or none
             folded = copy.deepcopy(self.trainer.saes[spec.name])
-            scales = self.trainer.scales
             folded.fold_input_scale(hook_scale(scales, spec.in_hooks, self.ds),
                                     hook_scale(scales, spec.out_hooks, self.ds))
             folded.eval()
+            bad = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise TrainingDivergedError(
+                    f"sae train: SAE {spec.name}'s weights {bad} are not finite once the input scale is folded in "
+                    f"(scales {[scales[h] for h in spec.hooks]}); nothing was saved as this run's result. Lower "
+                    "--lr, or train with --no-normalize, and rerun with --overwrite.")
+            folds[spec.name] = folded
+        for spec in self.specs:
+            folded = folds[spec.name]
             ev, freq = core_metrics(folded, eval_batches(self.ds, rows, spec), {**self.split.to_json(),
                                                                                "evaluated_rows": len(rows)})
             dest = self.out.child("" if len(self.specs) == 1 else spec.name)
@@ -385,6 +402,8 @@ class SaeRun:
                 "kind": "transcoder" if spec.transcoder else "crosscoder" if len(spec.in_hooks) > 1 else "sae",
                 "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json(),
                 "min_position": self.cfg.min_position, "crosscoder_data": self.cfg.crosscoder_data or None,
+                # the model whose activations it read: splicing it into another model is refused
+                "model": model.to_json() if (model := self.ds.manifest.model) else None,
                 "eval_split": {k: v for k, v in self.split.to_json().items()}},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from analysis.common.rundir import refuse_dataset_place
 from analysis.sae.config import SaeTrainConfig
 from analysis.sae.distributed import train_distributed
 from analysis.sae.runner import SaeRun, TrainSummary
@@ -25,7 +26,9 @@ def run(cfg: SaeTrainConfig) -> TrainSummary:
                            tokens="1M", out="runs/minilm-topk"))
     """
     # One run per output at a time, as one writer per dataset: two runs would mix weights and run.json.
-    lock = WriteLock(Storage(cfg.out, cfg.storage), what="SAE output")
+    out = Storage(cfg.out, cfg.storage)
+    refuse_dataset_place(out)  # before the lock: acquiring it creates the output's folder (inside a dataset too)
+    lock = WriteLock(out, what="SAE output")
     lock.acquire()
     try:
         if cfg.workers > 1:

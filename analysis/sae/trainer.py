@@ -17,6 +17,12 @@ import torch
 
 from analysis.sae.base import SparseAutoencoder
 from shards.batches import Cursor
+from shards.errors import ActlakeError
+
+
+class TrainingDivergedError(ActlakeError, ArithmeticError):
+    """An SAE's loss or weights stopped being finite during training (a learning rate far too high, most often);
+    the run stops there, saving nothing as its result."""
 
 
 @dataclass(kw_only=True)
@@ -95,6 +101,11 @@ def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-8) -> to
             return y_new
         y = y_new
     return y
+
+
+#: metrics computed from the loss (not terms of it): their non-finite values follow from the loss's, or from a
+#: degenerate batch (fvu of a constant batch), and are not checked on their own
+_DERIVED = frozenset({"fvu", "explained_variance", "l0", "dead_frac", "cossim", "l2_ratio"})
 
 
 def _average(rows: list[dict], names: list[str]) -> dict:
@@ -187,7 +198,27 @@ class SaeTrainer:
         for spec in self.specs:
             self.saes[spec.name].normalize_decoder()
             row[spec.name] = self._metrics(spec, *stats[spec.name])
+        self._require_finite(row, f)
         return row
+
+    def _require_finite(self, row: dict, factor: float) -> None:
+        """Stop at the first step whose loss or updated weights are not finite: Adam never recovers from a NaN
+        weight, and every later step (and checkpoint, and the saved SAE) would carry it. Every rank sees the same
+        reduced metrics and the same weights, so all ranks stop at the same step."""
+        flags = [torch.isfinite(p).all() for sae in self.saes.values() for p in sae.parameters()]
+        weights_ok = bool(torch.stack(flags).all()) if flags else True  # one device sync for every SAE
+        for spec in self.specs:
+            bad = [k for k, v in row[spec.name].items() if k not in _DERIVED and not math.isfinite(v)]
+            if not weights_ok:
+                bad += [f"weight {n}" for n, p in self.saes[spec.name].named_parameters()
+                        if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise TrainingDivergedError(
+                    f"sae train: SAE {spec.name} diverged at step {row['step']} of {self.schedule.steps}: "
+                    f"{', '.join(bad)} not finite (NaN or inf) at learning rate {spec.lr:g}"
+                    f"{f' x {factor:.3g} (warm-up/decay)' if factor != 1 else ''}. Training stopped; no SAE was "
+                    f"saved as this run's result. Lower --lr (the default, --lr 0, is "
+                    f"{default_lr(spec.d_sae):.3g} for {spec.d_sae} latents) and rerun with --overwrite.")
 
     def _metrics(self, spec: SaeSpec, sums: torch.Tensor, fired: torch.Tensor, terms: dict) -> dict:
         sums = self.reduce(sums, "sum")

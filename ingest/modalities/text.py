@@ -11,7 +11,7 @@ import torch
 from ingest.capture import capture
 from ingest.columns import CONTEXT_COLUMNS
 from ingest.config import TEXT_POOLS, ExtractConfig
-from ingest.corpus import CorpusError, corpus_fingerprint, load_corpus
+from ingest.corpus import CorpusError, check_unchanged, corpus_fingerprint, corpus_provenance, load_corpus
 from ingest.hooks import resolve_hooks
 from ingest.modalities.base import Modality
 from ingest.models import LoadedModel, max_positions
@@ -33,6 +33,8 @@ class TextInputs:
     pool: str
     exclude_special: bool
     rows: tuple[int, int] | None = None  #: a growing table: the rows [start, stop) this job reads
+    #: rows the corpus held when planned: a worker's changed corpus is reported by what changed (not identity)
+    corpus_rows: int = 0
 
 
 def _open_corpus(inputs: TextInputs, storage, fields=None, check_text: bool = True):
@@ -79,10 +81,10 @@ class TextModality(Modality):
         meta = metadata_columns(corpus.features, cfg.text_field, cfg.fields)
         inputs = TextInputs(source=source, text_field=cfg.text_field, meta_fields=tuple(meta),
                             fingerprint=corpus_fingerprint(corpus), context_size=cfg.context_size, pack=cfg.pack,
-                            pool=pool, exclude_special=cfg.exclude_special, rows=sel.rows)
+                            pool=pool, exclude_special=cfg.exclude_special, rows=sel.rows, corpus_rows=len(corpus))
         with torch.inference_mode():  # one short input tells every hook's per-token shape
             acts = capture(loaded.model, hooks, cls.probe_inputs(None, loaded))
-        settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k not in ("source", "rows")}
+        settings = {k: v for k, v in dataclasses.asdict(inputs).items() if k not in ("source", "rows", "corpus_rows")}
         return ExtractionPlan(
             config=dataclasses.replace(cfg, modality="text", pool=pool), modality="text", model=loaded.info(),
             hooks=hooks, hook_specs=stored_hooks(hooks, {h: list(a.shape[2:]) for h, a in acts.items()}, cfg.dtype),
@@ -90,7 +92,7 @@ class TextModality(Modality):
             provenance=base_provenance(
                 loaded, cfg, n,
                 corpus={"source": cfg.data, "text_field": cfg.text_field, "fields": list(meta), "examples": n,
-                        "fingerprint": inputs.fingerprint},
+                        "fingerprint": inputs.fingerprint, **corpus_provenance(cfg.data)},
                 tokenizer={"name": type(loaded.tokenizer).__name__, "vocab_size": loaded.tokenizer.vocab_size,
                            "padding_stored": False},
                 packing={"pack": cfg.pack, "context_size": cfg.context_size, "pool": pool,
@@ -105,9 +107,7 @@ class TextModality(Modality):
         inputs: TextInputs = plan.inputs
         self.inputs = inputs
         self.corpus = _open_corpus(inputs, plan.config.storage, check_text=False)
-        if corpus_fingerprint(self.corpus) != inputs.fingerprint:
-            raise CorpusError(f"corpus {inputs.source!r} changed since the job was planned (content hash "
-                              f"{corpus_fingerprint(self.corpus)}, planned {inputs.fingerprint}); rerun the job")
+        check_unchanged(self.corpus, inputs.source, inputs.fingerprint, inputs.corpus_rows)
         self.extractor = TextExtractor(model=loaded.model, tokenizer=loaded.tokenizer, hooks=plan.hooks,
                                        context_size=inputs.context_size, pack=inputs.pack, pool=inputs.pool,
                                        exclude_special=inputs.exclude_special, dtype=plan.config.dtype,

@@ -56,6 +56,7 @@ class LatentCollector:
 
     def __init__(self, d_sae: int, n_top: int, seed: int = 0) -> None:
         self.d_sae, self.n_top, self.rows = d_sae, n_top, 0
+        self.seen = 0  #: rows streamed so far, kept or not: the next batch's first global row index
         self.fires = torch.zeros(d_sae, dtype=torch.long)
         self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
         self.max_act = torch.zeros(d_sae)
@@ -66,20 +67,26 @@ class LatentCollector:
         self.edges = torch.as_tensor(EDGES, dtype=torch.float32)
         self.gen = torch.Generator().manual_seed(seed)  #: the rows sampled per bin are the same on every build
 
-    def add(self, z: torch.Tensor) -> None:
+    def add(self, z: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Fold in the next rows' latents; ``keep`` (bool per row): only those rows count (rows the SAE was not
+        trained on, below its --min-position, are neither counted, nor shown, nor sampled), while row indices
+        still advance over every row."""
         z = z.float()
+        if keep is not None:
+            z = z * keep.to(z.device)[:, None]  # a left-out row fires nothing
         active = z > 0
         self.fires += active.sum(0)
         self.sum_act += z.sum(0).double()
         self.max_act = torch.maximum(self.max_act, z.max(0).values.clamp_min(0))
         row, lat = active.nonzero(as_tuple=True)
         bins = torch.bucketize(z[row, lat], self.edges).clamp_max(len(EDGES) - 1)
-        self._sample_bins(lat, bins, row + self.rows)
+        self._sample_bins(lat, bins, row + self.seen)
         cand_v = torch.cat([self.top_values, z.t()], dim=1)
-        cand_r = torch.cat([self.top_rows, torch.arange(self.rows, self.rows + len(z)).expand(self.d_sae, -1)], 1)
+        cand_r = torch.cat([self.top_rows, torch.arange(self.seen, self.seen + len(z)).expand(self.d_sae, -1)], 1)
         self.top_values, pick = cand_v.topk(self.n_top, dim=1)
         self.top_rows = cand_r.gather(1, pick)
-        self.rows += len(z)
+        self.seen += len(z)
+        self.rows += len(z) if keep is None else int(keep.sum())
 
     def _sample_bins(self, lat: torch.Tensor, bins: torch.Tensor, rows: torch.Tensor) -> None:
         """Count the active values per (latent, bin) and keep one row per bin drawn uniformly from all rows seen

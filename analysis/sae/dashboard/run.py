@@ -25,6 +25,7 @@ from analysis.sae.dashboard.site import (
     latent_data,
 )
 from analysis.sae.dashboard.views import ImageLookup, ImageView, TextView, pair_rows, picks_for
+from analysis.sae.io import kept_rows, rows_min_position
 from shards.config import check_positive, nested, take_credentials
 from shards.errors import ActlakeError
 from shards.records import JsonRecord
@@ -64,6 +65,9 @@ class SaeDashboardConfig:
     an imported dataset has none)."""
     batch_size: int = 4096
     """Rows per encoding batch."""
+    min_position: int | None = None
+    """Show rows at positions >= P only (default: the SAE's own `sae train --min-position`, the rows it was
+    trained on, so that attention-sink rows it never saw are not its top examples; 0: every row)."""
     storage: StorageOptions = field(default_factory=StorageOptions)
     """Storage options for the SAE, the dataset and --out."""
 
@@ -73,6 +77,8 @@ class SaeDashboardConfig:
         check_positive(self, "top", "batch_size")
         if self.context < 0:
             raise DashboardError(f"--context {self.context}: give 0 or more tokens on each side")
+        if self.min_position is not None and self.min_position < 0:
+            raise DashboardError(f"--min-position cannot be negative, got {self.min_position}")
 
 
 @dataclass(kw_only=True)
@@ -90,14 +96,24 @@ def _encode(sae, x: torch.Tensor) -> torch.Tensor:
         return sae.encode(x.float())
 
 
-def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_size: int) -> dict:
-    """{(row, latent): activation} for the pairs, from a second pass over the rows in order."""
+def _kept_batches(ds, hook: str, batch_size: int, min_position: int):
+    """(batch, rows kept or None) in row order: rows at positions >= ``min_position`` are kept."""
+    for batch in stream_rows(ds, hook, batch_size, columns=["position"] if min_position else None):
+        yield batch, (kept_rows(batch["position"], min_position) if min_position else None)
+
+
+def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_size: int,
+                 min_position: int = 0) -> dict:
+    """{(row, latent): activation} for the pairs, from a second pass over the rows in order (0 at rows below
+    ``min_position``, which the SAE does not read: an attention sink shown in a context stays unlit)."""
     out, start, j = {}, 0, 0
-    for batch in stream_rows(ds, hook, batch_size):
+    for batch, keep in _kept_batches(ds, hook, batch_size, min_position):
         stop = start + len(batch["x"])
         k = np.searchsorted(rows, stop, side="left")
         if k > j:
             z = _encode(sae, batch["x"])
+            if keep is not None:
+                z = z * keep[:, None]
             vals = z[torch.as_tensor(rows[j:k] - start), torch.as_tensor(lats[j:k])].numpy()
             out.update({(int(r), int(la)): float(v) for r, la, v in zip(rows[j:k], lats[j:k], vals, strict=True)})
         j, start = k, stop
@@ -156,7 +172,7 @@ def _tokenizer(spec: str):
 
 
 def _open(cfg: SaeDashboardConfig):
-    from analysis.sae.io import load_sae, trained_on
+    from analysis.sae.io import SaeRowsError, load_sae, require_kept_rows, trained_on
     from shards.reader import open_dataset
 
     sae = load_sae(cfg.sae, cfg.storage)
@@ -165,6 +181,10 @@ def _open(cfg: SaeDashboardConfig):
     if not uri:
         raise DashboardError(f"the SAE at {cfg.sae} does not name its dataset; pass --data")
     ds = open_dataset(uri, cfg.storage)
+    try:
+        require_kept_rows(ds, rows_min_position(sae, cfg.min_position))
+    except SaeRowsError as exc:
+        raise DashboardError(str(exc)) from None
     if hook not in ds.hooks:
         raise DashboardError(f"the SAE was trained on hook {hook!r}, which {ds.storage.display()} does not have "
                              f"({ds.hooks}); pass the dataset it was trained on with --data")
@@ -232,17 +252,18 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     datasets (the CLI passes the image sources of ``ingest``, which ``analysis`` does not import)."""
     t0 = time.perf_counter()
     sae, ds, hook = _open(cfg)
+    min_position = rows_min_position(sae, cfg.min_position)  # the rows the SAE was trained on, unless overridden
     expl = _explanations(cfg.explanations, cfg.storage)
     view = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
     out = _writable(cfg)
     collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
-    for batch in stream_rows(ds, hook, cfg.batch_size):
-        collector.add(_encode(sae, batch["x"]))
+    for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
+        collector.add(_encode(sae, batch["x"]), keep)
     table = collector.table()
     picks = {lat: picks_for(view, table, lat, cfg.top) for lat in range(sae.d_sae)}
-    values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size)
+    values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size, min_position)
     pages = _pages(cfg, sae, ds, table, picks, values, view, expl)
-    size = _write(out, cfg, hook, ds, table, pages, view)
+    size = _write(out, cfg, hook, ds, table, pages, view, min_position)
     summary = DashboardSummary(out=out.display(), latents=sae.d_sae, rows=table.rows,
                                dead=int((table.fires == 0).sum()), seconds=round(time.perf_counter() - t0, 2),
                                bytes=size)
@@ -270,7 +291,8 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: dict[int
     return pages
 
 
-def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage], view) -> int:
+def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage], view,
+           min_position: int = 0) -> int:
     """Thumbnails, one data file per latent, the index in parts, the shared pages and assets; returns bytes."""
     edges = (f"{EDGES[0]:.0e}", f"{EDGES[-1]:.0e}")
     files: dict[str, bytes] = {}
@@ -289,8 +311,9 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
     alive = np.log10(freq[freq > 0]) if (freq > 0).any() else np.zeros(0)
     counts, bins = np.histogram(alive, bins=40) if len(alive) else (np.zeros(1), np.array([0.0, 1.0]))
     density = bars_svg(counts, (f"10^{bins[0]:.1f}", f"10^{bins[-1]:.1f}"))
+    kept = f" at positions >= {min_position} (the rows the SAE reads)" if min_position else ""
     notes = (f"SAE {cfg.sae} on hook {hook} of {ds.storage.display()} (dataset {ds.dataset_id}, version "
-             f"{ds.version}); {table.rows} rows; {int((freq == 0).sum())} latents never fired")
+             f"{ds.version}); {table.rows} rows{kept}; {int((freq == 0).sum())} latents never fired")
     files["index.html"] = index_html(f"Latents of {cfg.sae}", columns, len(parts), density, notes).encode()
     files["latent.html"] = LATENT_HTML.encode()
     for name in ("index.js", "latent.js"):  # style.css went first (_writable)

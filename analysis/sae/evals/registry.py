@@ -32,6 +32,7 @@ class EvalInputs:
     synthetic: object | None = None  #: analysis.sae.synthetic.SyntheticData of a synthetic dataset
     seed: int = 0
     labels: list[str] = field(default_factory=list)  #: --labels (empty: every suitable metadata column)
+    min_position: int = 0  #: rows at positions below this are not read (the SAE's training filter, or the user's)
     progress: Callable[[str], None] = lambda _msg: None
 
 

@@ -57,7 +57,9 @@ def pooled(inputs: EvalInputs, examples: np.ndarray, batch_size: int = 8192) -> 
     ids = meta.column("example_id").to_numpy()
     pos = meta.column("position").fill_null(-1).to_numpy()
     mask = np.isin(ids, examples)
-    if (pos[mask] >= 1).any():
+    if inputs.min_position:  # the rows the SAE reads
+        mask &= pos >= inputs.min_position
+    elif (pos[mask] >= 1).any():  # token rows: each example's first token (BOS, attention sink) left out
         mask &= pos >= 1
     rows = np.nonzero(mask)[0]
     slot = np.searchsorted(examples, ids[rows])

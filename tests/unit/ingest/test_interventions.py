@@ -232,7 +232,7 @@ def test_encoder_without_lm_head_compares_final_hidden_states(tmp_path):
     ("resid.1:add:scale=2", InterventionError, "add needs direction="),
     ("resid.1:add:direction=D,scale=big", InterventionError, "'big' is not a float"),
     ("resid.1:add:direction=D,angle=3", InterventionError, "add takes direction, scale"),
-    ("resid.1:add:direction=D32", InterventionError, r"shape \(1, 32\).*64 values per token"),
+    ("resid.1:add:direction=D32", InterventionError, r"shape \(32,\).*64 values per token"),
     ("resid.1:add:direction=D2", InterventionError, "add takes one direction"),
     ("resid.1:add:direction=missing.npy", InterventionError, "does not exist"),
     ("resid.1:splice:sae=SAE32", InterventionError, "d_in=32 values, but hook 'resid.1'"),

@@ -17,7 +17,7 @@ import shards.versionlog
 from shards.cleanup import _unnamed_metadata
 from shards.errors import FormatVersionError
 from shards.storage import Storage
-from shards.versionlog import CHECKPOINT_EVERY, CHECKPOINT_MAX, TIER, list_checkpoints, read_log
+from shards.versionlog import CHECKPOINT_EVERY, CHECKPOINT_MAX, TIER, checkpoint_files, list_checkpoints, read_log
 from shards.versions import vacuum, versions
 from tests.helpers import HOOKS, unit_columns
 
@@ -71,7 +71,7 @@ def test_every_version_reads_back_across_checkpoints_merges_drops_and_rewrites(t
             expected[w.manifest.version] = dict(current)
     st = Storage(uri)
     assert len(list_checkpoints(st)) >= 4
-    levels = [x["level"] for p in (tmp_path / "ds" / "_checkpoints").glob("v*.json")
+    levels = [x["level"] for p in (tmp_path / "ds" / "_checkpoints").glob("v*-*.json")
               for x in json.loads(p.read_text())["leaves"]]
     assert max(levels) > 0  # TIER leaves of a level were merged into one of the next
     for v, units in expected.items():
@@ -87,13 +87,14 @@ def test_every_version_reads_back_across_checkpoints_merges_drops_and_rewrites(t
     assert shards.open_dataset(uri).num_rows == latest.num_rows and shards.verify_dataset(uri).ok
 
 
-def test_a_reader_that_knows_only_v2_refuses_v3(tmp_path, monkeypatch):
+@pytest.mark.parametrize("knows", [2, 3])
+def test_a_reader_that_knows_an_older_format_refuses_v4(tmp_path, monkeypatch, knows):
     uri = str(tmp_path / "ds")
     with shards.create_dataset(uri, HOOKS) as w:
         w.write_unit(0, unit_columns(0, ROWS))
-    monkeypatch.setattr(shards.manifest, "READABLE_FORMATS", (1, 2))  # what an actlake of format v2 checks
-    monkeypatch.setattr(shards.manifest, "FORMAT_VERSION", 2)
-    with pytest.raises(FormatVersionError, match="has format_version 3; this actlake reads and writes version 2"):
+    monkeypatch.setattr(shards.manifest, "READABLE_FORMATS", tuple(range(1, knows + 1)))  # what that actlake checks
+    monkeypatch.setattr(shards.manifest, "FORMAT_VERSION", knows)
+    with pytest.raises(FormatVersionError, match=f"format_version 4; this actlake reads and writes version {knows}"):
         shards.open_dataset(uri)
 
 
@@ -115,20 +116,27 @@ def test_a_writer_stopped_at_any_step_of_a_commit_loses_and_duplicates_nothing(t
             w.write_unit(u, unit_columns(u, ROWS))
             w.flush()
     before = {v.version: shards.open_dataset(uri, version=v.version).num_rows for v in versions(uri)}
-    real = Storage.put_bytes
+    real, real_create = Storage.put_bytes, Storage.create_exclusive
 
     def put(self, rel, data):
         if rel.startswith(step) and "_commits" not in rel:
             raise Killed(rel)
         return real(self, rel, data)
 
+    def create(self, rel, data):  # the log entry, the commit point, is created only if absent
+        if rel.startswith(step):
+            raise Killed(rel)
+        return real_create(self, rel, data)
+
     w = shards.create_dataset(uri, HOOKS, mode="append", commit_interval=1e9)
     w.write_unit(100, unit_columns(100, ROWS))
     w.write_unit(101, unit_columns(101, ROWS))
     monkeypatch.setattr(Storage, "put_bytes", put)
+    monkeypatch.setattr(Storage, "create_exclusive", create)
     with pytest.raises(Killed):
         w.flush()
     monkeypatch.setattr(Storage, "put_bytes", real)
+    monkeypatch.setattr(Storage, "create_exclusive", real_create)
     w.lock.release_quietly()  # the lock of a dead writer on this host is taken over anyway
     for v, rows in before.items():  # readers of every kept version read what they read
         assert shards.open_dataset(uri, version=v).num_rows == rows
@@ -160,8 +168,8 @@ def test_verify_repair_rebuilds_damaged_metadata_from_the_commit_records(tmp_pat
             w.write_unit(u, unit_columns(u, ROWS))
             w.flush()
     expected = shards.open_dataset(uri).metadata_table(["example_id"]).column(0).to_pylist()
-    last_cp = list_checkpoints(Storage(uri))[-1]
-    target = {"manifest.json": root / "manifest.json", "checkpoint": root / "_checkpoints" / f"v{last_cp:09d}.json",
+    last_cp = checkpoint_files(Storage(uri))[-1]
+    target = {"manifest.json": root / "manifest.json", "checkpoint": root / last_cp,
               "leaf": sorted((root / "_checkpoints" / "leaves").glob("*.parquet"))[0]}[damage]
     target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
     with pytest.raises(shards.errors.CorruptManifestError, match="verify --repair"):  # before a row is read

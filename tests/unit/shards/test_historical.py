@@ -100,7 +100,7 @@ def test_v2_reads_every_kept_version_unchanged():
     assert report.ok and report.versions_checked == [1, 2, 3, 4, 5, 6]
 
 
-def test_v2_becomes_v3_at_its_next_commit_chained_to_its_last_manifest(tmp_path):
+def test_v2_becomes_v4_at_its_next_commit_chained_to_its_last_manifest(tmp_path):
     from shards.manifest import FORMAT_VERSION
     from shards.versionlog import digest, log_path, read_log
 
@@ -110,7 +110,7 @@ def test_v2_becomes_v3_at_its_next_commit_chained_to_its_last_manifest(tmp_path)
     with shards.create_dataset(str(uri), HOOKS, {"label": "string", "score": "float64"}, mode="append") as w:
         w.write_unit(4, unit_columns(4, 6, HOOKS, 13))
     new = shards.open_dataset(str(uri))
-    assert new.manifest.format_version == FORMAT_VERSION == 3 and new.version == 7 and new.num_rows == 24
+    assert new.manifest.format_version == FORMAT_VERSION == 4 and new.version == 7 and new.num_rows == 24
     entry, _raw = read_log(shards.storage.Storage(str(uri)), 7)
     assert entry.previous == {"version": 6, "digest": digest((uri / "_versions" / "v000000006.json").read_bytes())}
     assert (uri / log_path(7)).exists() and entry.checkpoint == 7  # the first v3 version is a checkpoint

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import shards
+from shards.storage import Storage
+from shards.versionlog import read_log
 from tests.helpers import HOOKS, listed_units, raw_bytes, unit_columns, unit_file, write_dataset
 
 
@@ -57,7 +59,8 @@ def test_file_layout_and_field_metadata(tmp_path):
     assert [re.fullmatch(r"unit-(\d{6})-[0-9a-f]{8}\.parquet", n).group(1) for n in names] == ["000000", "000001"]
     assert sorted(p.name for p in (root / "_commits").iterdir()) == ["unit-000000.json", "unit-000001.json"]
     v = manifest["version"]
-    assert manifest["stats_files"] == {h: f"stats/{h}.v{v:09d}.npz" for h in HOOKS}  # this version's own
+    tag = read_log(Storage(str(root)), v)[0].tag  # this version's own, named by its writer session (format v4)
+    assert len(tag) == 8 and manifest["stats_files"] == {h: f"stats/{h}.v{v:09d}-{tag}.npz" for h in HOOKS}
     assert all((root / p).is_file() for p in manifest["stats_files"].values())
     # format v3: a log entry per version (what it changed), the first a checkpoint
     assert sorted(p.name for p in (root / "_log").iterdir()) == [f"v{i:09d}.json" for i in range(1, v + 1)]

@@ -28,9 +28,11 @@ def dataset(tmp_path_factory):
 
 
 def committed_files(root) -> list[str]:
-    """The unit files of the latest version, by docs/format.md's recipe (format v3), with JSON and pyarrow."""
-    ref = json.loads((root / "manifest.json").read_text())["units"]
-    cp = json.loads((root / "_checkpoints" / f"v{ref['checkpoint']:09d}.json").read_text())
+    """The unit files of the latest version, by docs/format.md's recipe (formats v3 and v4), with JSON and pyarrow."""
+    m = json.loads((root / "manifest.json").read_text())
+    ref = m["units"]
+    tag = f"-{ref['checkpoint_tag']}" if ref.get("checkpoint_tag") else ""
+    cp = json.loads((root / "_checkpoints" / f"v{ref['checkpoint']:09d}{tag}.json").read_text())
     units = {}
     for leaf in cp["leaves"]:
         rows = pq.read_table(root / leaf["path"], columns=["id", "path"]).to_pylist()
@@ -40,6 +42,11 @@ def committed_files(root) -> list[str]:
     changes = ([(ref["added"], ref["removed"])] if "added" in ref else
                [(e.get("added", []), e.get("removed", [])) for e in
                 (json.loads((root / "_log" / f"v{v:09d}.json").read_text()) for v in ref["chain"])])
+    v = m["version"]  # versions committed after the root was written (format v4): apply them too
+    while (root / "_log" / f"v{v + 1:09d}.json").exists():
+        e = json.loads((root / "_log" / f"v{v + 1:09d}.json").read_text())
+        changes.append((e.get("added", []), e.get("removed", [])))
+        v += 1
     for added, removed in changes:
         units.update({u["id"]: u["path"] for u in added})
         for i in removed:
@@ -125,8 +132,8 @@ def test_the_format_recipe_reads_leaves_removals_and_the_log(tmp_path):
                 w.drop_units([step])
             w.flush()
         cp = json.loads((root / "manifest.json").read_text())["units"]
-        assert "added" in cp and json.loads((root / "_checkpoints" / f"v{cp['checkpoint']:09d}.json").read_text())[
-            "leaves"]
+        assert "added" in cp and json.loads((root / "_checkpoints" / f"v{cp['checkpoint']:09d}-{cp['checkpoint_tag']}"
+                                                            ".json").read_text())["leaves"]
         assert committed_files(root) == [str(root / u.path) for u in shards.open_dataset(str(root)).units]
         for u in range(400, 700):  # more than 256 changes since the checkpoint: the root names the log entries
             w.write_unit(u, unit_columns(u, 2))
