@@ -161,7 +161,29 @@ def build_parser(argv: list[str] | None = None) -> JobFileParser:
         p.section = leaf
         if name == chosen:
             p.add_arguments(_resolve(cmd.config), dest="cfg")
+            _add_version_flags(p, _resolve(cmd.config))
     return parser
+
+
+def _add_version_flags(p, config) -> None:
+    """``--NAME-version N`` for each dataset input NAME of the command: the older spelling of ``--NAME URI@vN``."""
+    from analysis.common.inputs import input_fields, version_flag
+
+    for name in input_fields(config):
+        flag = version_flag(name)
+        p.add_argument("--" + flag.replace("_", "-"), dest=VERSION_DEST + flag, type=int, default=None,
+                       metavar="N", help=f"Read version N of --{name.replace('_', '-')} (the same as URI@vN).")
+
+
+VERSION_DEST = "pin_"  #: where argparse leaves the --NAME-version flags, until they pin the config's inputs
+
+
+def _with_version_flags(args):
+    """The parsed config with its ``--NAME-version N`` flags applied (``analysis.common.inputs.with_versions``)."""
+    from analysis.common.inputs import with_versions
+
+    flags = {k[len(VERSION_DEST):-len("_version")]: v for k, v in vars(args).items() if k.startswith(VERSION_DEST)}
+    return with_versions(args.cfg, flags)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -179,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)  # configs check themselves while they are built
         _setup_logging(args.verbose)
         set_command_line(argv)  # for the manifest and the dataset card (secrets redacted)
-        check_outputs(name, args.cfg)
-        result = _resolve(COMMANDS[name].run)(args.cfg)
+        cfg = _with_version_flags(args)
+        check_outputs(name, cfg)
+        result = _resolve(COMMANDS[name].run)(cfg)
     except ActlakeError as exc:
         print(f"actlake {name}: error: {printable(str(exc), keep_newlines=True)}", file=sys.stderr)  # text of files
         return 2

@@ -30,8 +30,11 @@ def cmd_encode(cfg: SaeEncodeConfig) -> EncodeSummary:
     """Encode the dataset with the SAE; with ``--dashboard SITE``, then build its dashboard there."""
     summary = encode(cfg)
     if cfg.dashboard:
-        build_dashboard(SaeDashboardConfig(sae=cfg.sae, data=cfg.data, out=cfg.dashboard, top=cfg.top_examples,
+        # the version encode read, whatever was committed since
+        data = cfg.data.at(summary.dataset.version) if cfg.data is not None and cfg.data.uri else cfg.data
+        build_dashboard(SaeDashboardConfig(sae=cfg.sae, data=data, out=cfg.dashboard, top=cfg.top_examples,
                                            context=cfg.context, batch_size=cfg.batch_size,
-                                           min_position=cfg.min_position, storage=cfg.storage),
+                                           min_position=cfg.min_position, overwrite=cfg.overwrite,
+                                           storage=cfg.storage),
                         open_images)
     return summary

@@ -7,6 +7,7 @@ import json
 import time
 
 from cluster.commands import DemoConfig, InfoConfig, LsConfig, UnlockConfig, VacuumConfig, VerifyConfig, VersionsConfig
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.printable import printable
 from shards.reader import Dataset, open_dataset
 from shards.storage import Storage
@@ -149,9 +150,9 @@ def _demo_unit(rng, u: int, cfg: DemoConfig, hooks: dict, directions) -> dict:
 
     n = cfg.rows_per_unit
     concept = rng.integers(0, 8, n)
-    cols = {"example_id": np.arange(u * n, (u + 1) * n) // 64,  # 64 tokens per example
-            "position": np.tile(np.arange(64, dtype=np.int32), n // 64 + 1)[:n],
-            "token_id": rng.integers(0, 30000, n).astype(np.int32),
+    cols = {EXAMPLE_ID: np.arange(u * n, (u + 1) * n) // 64,  # 64 tokens per example
+            POSITION: np.tile(np.arange(64, dtype=np.int32), n // 64 + 1)[:n],
+            TOKEN_ID: rng.integers(0, 30000, n).astype(np.int32),
             "label": np.array([f"concept-{c}" for c in concept], dtype=object)}
     for i, h in enumerate(hooks):
         cols[h] = ((1 + i) * directions[concept] + rng.standard_normal((n, cfg.dim), dtype=np.float32)).astype(

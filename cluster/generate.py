@@ -93,8 +93,8 @@ def read_prompts(uri: str, storage) -> list[str]:
     """Prompts from a .txt (a line each) or .jsonl (prompt/text field) file."""
     from shards.storage import Storage
 
-    parent, _, name = uri.rpartition("/")
-    text = Storage(parent or ".", storage).get_bytes(name).decode()
+    st, name = Storage.for_file(uri, storage)
+    text = st.get_bytes(name).decode()
     if name.endswith(".jsonl"):
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         prompts = [r.get("prompt", r.get("text")) for r in rows]
@@ -124,11 +124,11 @@ def _continue(loaded, prompts: list[str], cfg: GenerateConfig, seed: int) -> lis
 
 
 def _load(cfg: GenerateConfig):
-    from ingest.inloop import is_causal_lm
     from ingest.models import load_model
+    from shards.modelpaths import is_causal_lm_model
 
     loaded = load_model(cfg.model, cfg.model_dtype, device="cpu")
-    if not is_causal_lm(loaded.model) or loaded.tokenizer is None:
+    if not is_causal_lm_model(loaded.model) or loaded.tokenizer is None:
         raise ConfigError(f"generate needs a causal LM with a tokenizer; {cfg.model!r} is not one")
     tok = loaded.tokenizer
     tok.padding_side = "left"  # generation continues from the last token of each row

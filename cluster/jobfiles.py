@@ -85,6 +85,7 @@ def normalise(data: dict, cfg_cls, section: str, where: str) -> dict:
     top = {f.name for f in dataclasses.fields(cfg_cls)}
     nested = _nested_fields(cfg_cls)
     out: dict = {}
+    data = _pin_versions(data, cfg_cls, where)
     for key, value in data.items():
         if key in top:
             if isinstance(value, dict) and key in nested.values():
@@ -97,6 +98,23 @@ def normalise(data: dict, cfg_cls, section: str, where: str) -> dict:
         else:
             raise ConfigError(f"job file {where}: unknown option {key!r}; known: {sorted(top | set(nested))}")
     return out
+
+
+def _pin_versions(data: dict, cfg_cls, where: str) -> dict:
+    """``data_version: N`` (for any dataset input ``data``) folded into ``data: URI@vN``: the older spelling."""
+    from analysis.common.inputs import DatasetInput, input_fields, version_flag
+
+    data = dict(data)
+    for name in input_fields(cfg_cls):
+        version = data.pop(version_flag(name), None)
+        if version is None:
+            continue
+        given = data.get(name, _default_of(cfg_cls, name))
+        try:
+            data[name] = str(DatasetInput("" if given is None else given, version))
+        except ConfigError as exc:
+            raise ConfigError(f"job file {where}: {exc}") from None
+    return data
 
 
 class JobFileParser(ArgumentParser):

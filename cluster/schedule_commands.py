@@ -9,7 +9,6 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from simple_parsing import field
 
@@ -24,6 +23,7 @@ from cluster.schedules import (
     parse_time,
     run_tick_now,
 )
+from ingest.incremental import OnChanged
 from shards.config import nested
 from shards.errors import ConfigError
 from shards.storage import StorageOptions
@@ -63,7 +63,7 @@ class ScheduleAddConfig(_WithState):
     cron: str | None = None
     """Run a tick when this cron expression matches (UTC), e.g. '0 */6 * * *'."""
 
-    on_changed: Literal["warn", "fail", "reextract"] = "warn"
+    on_changed: OnChanged = "warn"
     """An input that changed after it was extracted: warn (keep its rows), fail (the tick stops before any work),
     or reextract (its units are dropped and extracted again)."""
 
@@ -189,7 +189,7 @@ def cmd_serve(cfg: ScheduleServeConfig) -> int:
     store = cfg.store()
     stop = {"now": False}
 
-    def on_term(signum, frame) -> None:  # finish the tick in progress, then leave
+    def on_term(_signum, _frame) -> None:  # finish the tick in progress, then leave
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, on_term)

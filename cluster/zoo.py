@@ -67,9 +67,9 @@ class ZooSummary(JsonRecord):
 
 def _read_zoo_file(cfg: ExtractConfig):
     """The zoo file's YAML document; a ConfigError naming the file and the problem (line, column) otherwise."""
-    parent, _, name = cfg.zoo.rpartition("/")
+    st, name = Storage.for_file(cfg.zoo, cfg.storage)
     try:
-        data = Storage(parent or ".", cfg.storage).get_bytes(name)
+        data = st.get_bytes(name)
     except FileNotFoundError:
         raise ConfigError(f"--zoo {cfg.zoo}: no such file") from None
     try:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ingest.plan import ExtractionPlan, WorkUnit
+from shards.columns import EXAMPLE_ID
 from shards.commits import CommitRecord
 from shards.errors import ActlakeError
 from shards.unit_writer import UnitWriter
@@ -88,7 +89,7 @@ class ExtractionActor:
 
             import numpy as np
 
-            rows.columns["example_id"] = np.asarray(rows.columns["example_id"], dtype=np.int64) + self.example_base
+            rows.columns[EXAMPLE_ID] = np.asarray(rows.columns[EXAMPLE_ID], dtype=np.int64) + self.example_base
             rows.skipped = tuple(dataclasses.replace(s, example_id=s.example_id + self.example_base)
                                  for s in rows.skipped)
         record = self.write_pool.submit(self.writer.write, unit.id, rows.columns, rows.skipped).result()

@@ -9,8 +9,10 @@ from simple_parsing import field, flag
 
 from shards.card import CardOptions
 from shards.config import check_choices, check_positive, nested, split_list, take_credentials
+from shards.dtypes import FloatDtype
 from shards.errors import ConfigError
 from shards.storage import StorageOptions
+from shards.unit_writer import Compression
 
 #: text pools: a row per token, or one per example
 TEXT_POOLS = ("auto", "none", "mean", "last", "first")
@@ -94,14 +96,14 @@ class ExtractConfig:
     resample: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
     """Explicit preprocessing: resampling filter for the resize."""
 
-    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    dtype: FloatDtype = "float16"
     """Stored activation dtype."""
 
     allow_nonfinite: bool = field(default=False, action="store_true")
     """Write NaN or infinite activations (counted per hook in the manifest) instead of failing on the first unit
     that holds any (float16 overflows above 65,504: --dtype bfloat16 or float32 avoids that)."""
 
-    model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    model_dtype: FloatDtype = "float32"
     """Dtype the model runs in."""
 
     out: str = "demo-data/minilm"
@@ -162,7 +164,7 @@ class ExtractConfig:
     overwrite: bool = field(default=False, action="store_true")
     """Replace an existing dataset at --out instead of resuming it."""
 
-    compression: Literal["none", "lz4", "zstd"] = "none"
+    compression: Compression = "none"
     """Parquet compression of the output."""
 
     storage: StorageOptions = field(default_factory=StorageOptions)

@@ -11,9 +11,11 @@ Aliases (N = block index):
 - ``block.N`` (any other ``nn.Module``, e.g. EfficientNet's ``_blocks``): the output of child N of the model's
   largest numbered container (``nn.ModuleList``/``nn.Sequential``)
 
-Families: BERT/MiniLM, GPT-2, Llama-style; vision: ViT, DINOv2 (attn/mlp after the
-layer scale, i.e. what is added to the residual), CLIP/SigLIP vision towers, and
-CNNs with ``encoder.stages`` (ResNet, ConvNeXt).
+Families: BERT/MiniLM, GPT-2, GPT-NeoX/Pythia (parallel attention and MLP: both read the block's input),
+Llama-style (Llama, Qwen, Mistral, Gemma; Gemma 2's ``attn.N``/``mlp.N`` are before its post-norms, so not
+exactly what is added to the residual); vision: ViT, DINOv2 (attn/mlp after the layer scale, i.e. what is added
+to the residual), CLIP/SigLIP vision towers, and CNNs with ``encoder.stages`` (ResNet, ConvNeXt). Causal LMs are
+loaded with their LM head (``ingest.models``), so their blocks are where these paths look.
 """
 
 from __future__ import annotations
@@ -21,27 +23,17 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import dataclass
 
 from shards.errors import UnknownHookError
+from shards.interventions import HookPoint  # where an intervention names its hook too (analysis reads it there)
 from shards.schema import natural_key
-
-
-@dataclass(frozen=True)
-class HookPoint:
-    """Where to read: a module, and whether its input (pre-hook) or output."""
-
-    name: str  #: the name stored in the dataset
-    module: str  #: dotted module path inside the model
-    read_input: bool = False  #: read the module's (first) input instead of its output
-    block: int | None = None  #: block index, for stopping the forward early
-
 
 # Per family: (blocks path, embed candidates "a|b" (first present wins), attn, mlp, mlp output projection)
 _FAMILIES = {
     "bert": ("encoder.layer", "embeddings", "{b}.attention", "{b}.output.dense", "{b}.output.dense"),
     "gpt2": ("transformer.h", "transformer.drop", "{b}.attn", "{b}.mlp", "{b}.mlp.c_proj"),
     "llama": ("model.layers", "model.embed_tokens", "{b}.self_attn", "{b}.mlp", "{b}.mlp.down_proj"),
+    "gpt_neox": ("gpt_neox.layers", "gpt_neox.embed_in", "{b}.attention", "{b}.mlp", "{b}.mlp.dense_4h_to_h"),
     "vit": ("layers", "embeddings", "{b}.attention", "{b}.mlp", "{b}.mlp.fc2"),
     "dinov2": ("encoder.layer", "embeddings", "{b}.layer_scale1", "{b}.layer_scale2", "{b}.mlp.fc2"),
     "clip_vision": ("encoder.layers", "pre_layrnorm|embeddings", "{b}.self_attn", "{b}.mlp", "{b}.mlp.fc2"),
@@ -83,6 +75,8 @@ def detect_family(model) -> str | None:
         return "gpt2"
     if "model.layers.0" in names:
         return "llama"
+    if "gpt_neox.layers.0" in names:
+        return "gpt_neox"
     return "blocks" if generic_blocks(model) else None
 
 
@@ -139,7 +133,7 @@ def _expand(spec: str, aliases: list[str], modules: list[str]) -> list[str]:
         depth = spec.count(".")
         hits = [m for m in modules if m.count(".") == depth and fnmatch.fnmatchcase(m, spec)]
     if not hits:
-        raise UnknownHookError(f"hook pattern {spec!r} matches nothing. {_valid_hint(spec, aliases, modules)}")
+        raise UnknownHookError(f"hook pattern {spec!r} matches nothing. {_valid_hint(aliases)}")
     return sorted(hits, key=natural_key)
 
 
@@ -151,7 +145,7 @@ def _hook_point(model, family: str | None, name: str, aliases: list[str], module
     if name not in modules:
         close = difflib.get_close_matches(name, aliases + modules, n=5, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise UnknownHookError(f"unknown hook {name!r}.{hint} {_valid_hint(name, aliases, modules, with_close=False)}")
+        raise UnknownHookError(f"unknown hook {name!r}.{hint} {_valid_hint(aliases)}")
     return HookPoint(name, name, block=_block_of(model, name, family))
 
 
@@ -183,10 +177,14 @@ def _block_of(model, module: str, family: str | None) -> int | None:
     return None
 
 
-def _valid_hint(name: str, aliases: list[str], modules: list[str], with_close: bool = True) -> str:  # noqa: ARG001
+def _valid_hint(aliases: list[str]) -> str:
+    """The valid names, in brief: the aliases by range, then module paths by where to find them."""
     stages = len([a for a in aliases if a.startswith("stage.")])
+    blocks = len([a for a in aliases if a.startswith("block.")])
     if stages:
         alias_text = f"Aliases: embed, stage.0-{stages - 1}; "
+    elif blocks:  # a model no family describes: its numbered blocks only (no embed, resid, attn, mlp)
+        alias_text = f"Aliases: block.0-{blocks - 1}; "
     elif aliases:
         alias_text = (f"Aliases: embed, resid.0-{len([a for a in aliases if a.startswith('resid.')]) - 1}, "
                       "attn.N, mlp.N, mlp_hidden.N; ")

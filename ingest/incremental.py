@@ -365,7 +365,7 @@ def _extract_tick(plan: ExtractionPlan, writer, tp: TickPlan, record: TickRecord
         if tp.drop_units:
             writer.drop_units(tp.drop_units)
         writer.plan_tick(record)  # durable before any unit is written: a killed tick is finished, not replanned
-    rows_before = sum(u.rows for u in writer.manifest.units)
+    rows_before = writer.manifest.num_rows  # from the running totals: no unit list read per tick
     todo, _count, _startup = extract_units(plan, writer, plan.units(), record.tick)
     writer.finish_tick(record.tick)
     return todo, rows_before

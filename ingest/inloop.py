@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ingest.interventions import Intervention, InterventionError, intervening
+from shards.modelpaths import is_causal_lm_model
 
 
 @dataclass
@@ -135,14 +136,6 @@ def _masked(values: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor) -> np
     return np.ma.masked_array(values[keep].cpu().numpy(), mask=~valid[keep].cpu().numpy())
 
 
-def is_causal_lm(model) -> bool:
-    """Whether the model predicts the next token (it has an LM head and is a causal/decoder LM)."""
-    get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    name = type(model).__name__
-    return head is not None and ("CausalLM" in name or "LMHead" in name)
-
-
 def loss_measure(model, model_name: str, wants: list[str], comparing: bool, pool: str, modality: str) -> str:
     """How comparisons are measured ("loss" for causal LMs, "cosine" otherwise), after checking the flags:
     ``wants`` (--save-loss, --save-logits) need a causal LM; all of them a row per token of text."""
@@ -154,7 +147,7 @@ def loss_measure(model, model_name: str, wants: list[str], comparing: bool, pool
     if pool != "none":
         raise InterventionError(f"{', '.join(wants) or '--compare-clean'} stores a value per token: it needs "
                                 f"--pool none, not {pool!r}")
-    if is_causal_lm(model):
+    if is_causal_lm_model(model):
         return "loss"
     if wants:
         verb = "needs" if len(wants) == 1 else "need"

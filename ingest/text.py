@@ -13,6 +13,7 @@ from ingest.columns import RESERVED
 from ingest.hooks import HookPoint
 from ingest.inloop import ModelInLoop, concat_columns
 from ingest.interventions import intervening
+from shards.columns import CONTEXT_ID, CONTEXT_POSITION, EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.dtypes import get_dtype
 from shards.schema import column_type_of_arrow
 
@@ -144,8 +145,8 @@ class TextExtractor:
         cols: dict = {name: torch.cat(p) for name, p in parts.items()}
         cols.update(concat_columns(extra))
         index_of = {int(e): i for i, e in enumerate(example_ids)}
-        rows_of = np.fromiter((index_of[int(e)] for e in cols["example_id"]), dtype=np.int64,
-                              count=len(cols["example_id"]))
+        rows_of = np.fromiter((index_of[int(e)] for e in cols[EXAMPLE_ID]), dtype=np.int64,
+                              count=len(cols[EXAMPLE_ID]))
         for name, values in meta.items():
             cols[name] = np.asarray(values, dtype=object if isinstance(values[0], str) else None)[rows_of]
         return cols, sum(b.tokens for b in batches)
@@ -158,13 +159,13 @@ class TextExtractor:
         """example_id (and for token rows position, token_id, packed contexts) of the rows a batch gives."""
         keep = batch.keep
         if self.pool != "none":
-            return {"example_id": batch.example_id[:, 0]}
-        out = {"example_id": batch.example_id[keep], "position": batch.position[keep],
-               "token_id": batch.inputs["input_ids"][keep].to(torch.int32)}
+            return {EXAMPLE_ID: batch.example_id[:, 0]}
+        out = {EXAMPLE_ID: batch.example_id[keep], POSITION: batch.position[keep],
+               TOKEN_ID: batch.inputs["input_ids"][keep].to(torch.int32)}
         if self.pack:
             rows = torch.arange(batch.first_context, batch.first_context + keep.shape[0])
-            out["context_id"] = rows.unsqueeze(1).expand_as(keep)[keep]
-            out["context_position"] = torch.arange(keep.shape[1], dtype=torch.int32).expand_as(keep)[keep]
+            out[CONTEXT_ID] = rows.unsqueeze(1).expand_as(keep)[keep]
+            out[CONTEXT_POSITION] = torch.arange(keep.shape[1], dtype=torch.int32).expand_as(keep)[keep]
         return out
 
     @staticmethod

@@ -21,6 +21,7 @@ from ingest.hooks import HookPoint
 from ingest.image_sources import ImageDecodeError, ImageSource
 from ingest.interventions import intervening
 from ingest.preprocess import Preprocessor
+from shards.columns import EXAMPLE_ID, PATCH_COL, PATCH_ROW, POSITION, STIMULUS_ID
 from shards.dtypes import get_dtype
 from shards.errors import ActlakeError
 from shards.manifest import SkippedInput
@@ -167,12 +168,12 @@ class VisionExtractor:
         reps = 1
         if self.per_patch and pos_p:
             reps = len(pos_p[0]) // len(batches[0])  # positions per image
-            cols["position"] = np.concatenate(pos_p)
-            cols["patch_row"] = np.concatenate(row_p)
-            cols["patch_col"] = np.concatenate(col_p)
+            cols[POSITION] = np.concatenate(pos_p)
+            cols[PATCH_ROW] = np.concatenate(row_p)
+            cols[PATCH_COL] = np.concatenate(col_p)
         rows_of = np.repeat(kept_arr, reps)
-        cols["example_id"] = rows_of
-        cols["stimulus_id"] = np.asarray(source.ids, dtype=object)[rows_of] if len(rows_of) else np.asarray([], object)
+        cols[EXAMPLE_ID] = rows_of
+        cols[STIMULUS_ID] = np.asarray(source.ids, dtype=object)[rows_of] if len(rows_of) else np.asarray([], object)
         for name in meta_fields:
             values = source.metadata[name]
             arr = np.asarray(values, dtype=object if any(isinstance(v, str) for v in values) else None)

@@ -20,6 +20,7 @@ from shards.layout import (
     LEAF_DIR,
     LOG_DIR,
     MANIFEST,
+    PENDING_DIR,
     STATS_DIR,
     VERSIONS_DIR,
     is_leaf_name,
@@ -29,6 +30,7 @@ from shards.layout import (
     parse_data_name,
     parse_unit_name,
     parse_version_name,
+    record_path,
     stats_path,
     unit_commit_path,
 )
@@ -38,18 +40,22 @@ from shards.storage import Storage
 log = logging.getLogger("actlake.cleanup")
 
 
-def record_ids(storage: Storage) -> list[int]:
-    """Ids of the commit records present (files named exactly ``_commits/unit-NNNNNN.json``)."""
-    return sorted(i for i in (parse_unit_name(f) for f in storage.list(COMMITS_DIR) if f.endswith(".json"))
+def record_ids(storage: Storage, legacy: bool = False) -> list[int]:
+    """Ids of the commit records present: pending ones (files named exactly ``_pending/unit-NNNNNN.json``), or
+    (``legacy``) those formats v1-v3 kept under ``_commits/``."""
+    folder = COMMITS_DIR if legacy else PENDING_DIR
+    return sorted(i for i in (parse_unit_name(f) for f in storage.list(folder) if f.endswith(".json"))
                   if i is not None)
 
 
-def readable_records(storage: Storage, ids: list[int]) -> tuple[list[CommitRecord], dict[str, str]]:
-    """The commit records of ``ids`` that parse and pass their checks (read 16 at a time: thousands of small
-    objects on S3), and the problem of every other one by its path; records that are gone are skipped."""
+def readable_records(storage: Storage, ids: list[int], legacy: bool = False
+                     ) -> tuple[list[CommitRecord], dict[str, str]]:
+    """The commit records of ``ids`` (pending, or ``legacy``) that parse and pass their checks (read 16 at a
+    time: thousands of small objects on S3), and the problem of every other one by its path; records that are
+    gone are skipped."""
     def read(uid: int) -> CommitRecord | str | None:
         try:
-            return CommitRecord.read(storage, uid)
+            return CommitRecord.read(storage, uid, legacy)
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -58,7 +64,7 @@ def readable_records(storage: Storage, ids: list[int]) -> tuple[list[CommitRecor
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(read, ids))
     good = [r for r in results if isinstance(r, CommitRecord)]
-    bad = {unit_commit_path(uid): r for uid, r in zip(ids, results, strict=True) if isinstance(r, str)}
+    bad = {record_path(uid, legacy): r for uid, r in zip(ids, results, strict=True) if isinstance(r, str)}
     return good, bad
 
 
@@ -68,7 +74,7 @@ def garbage(storage: Storage, named: set[str]) -> list[str]:
     that have no log entry and leaves no checkpoint lists. (Callers that delete hold the write lock: no writer
     is between writing a leaf and naming it.)"""
     out = []
-    for d in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR, LOG_DIR, CHECKPOINT_DIR, LEAF_DIR):
+    for d in (DATA_DIR, COMMITS_DIR, PENDING_DIR, STATS_DIR, VERSIONS_DIR, LOG_DIR, CHECKPOINT_DIR, LEAF_DIR):
         for f in storage.list(d):
             if is_temp_file(f) or (d == DATA_DIR and parse_data_name(f) is not None and f"{d}/{f}" not in named):
                 out.append(f"{d}/{f}")
@@ -106,7 +112,8 @@ def dataset_files(storage: Storage, manifest: Manifest | None, hooks: list[str] 
     """Every file of the dataset: unit files and commit records, statistics, kept versions, artifacts, garbage
     (what a v1 overwrite, or the removal of a dataset a failed job created, deletes)."""
     files = [f"{DATA_DIR}/{f}" for f in storage.list(DATA_DIR) if parse_data_name(f) is not None]
-    files += [unit_commit_path(i) for i in record_ids(storage)]
+    files += [unit_commit_path(i) for i in record_ids(storage, legacy=True)]
+    files += [record_path(i) for i in record_ids(storage)]
     hook_names = {*hooks, *(manifest.hooks if manifest else ())}
     files += sorted({*_our_stats_files(storage, hook_names), *(stats_path(h) for h in hook_names)})
     files += [f"{VERSIONS_DIR}/{f}" for f in storage.list(VERSIONS_DIR) if parse_version_name(f) is not None]
@@ -124,7 +131,7 @@ def delete_dataset_files(storage: Storage, manifest: Manifest | None, hooks: lis
     a readable dataset or unit files no record names (garbage), never records a later writer would fold.
     """
     files = dataset_files(storage, manifest, hooks)
-    records = [f for f in files if f.startswith(COMMITS_DIR)]
+    records = [f for f in files if f.startswith((COMMITS_DIR, PENDING_DIR))]
     for rel in records:
         storage.delete(rel)
     storage.delete(MANIFEST)
@@ -143,7 +150,8 @@ def remove_empty_dirs(storage: Storage) -> None:
     dataset leaves no trace; a folder holding anything (a user's file, another writer's lock) stays."""
     if not storage.is_local:
         return  # object stores have no folders
-    for rel in (DATA_DIR, COMMITS_DIR, STATS_DIR, VERSIONS_DIR, LOG_DIR, LEAF_DIR, CHECKPOINT_DIR, ARTIFACTS_DIR, ""):
+    for rel in (DATA_DIR, COMMITS_DIR, PENDING_DIR, STATS_DIR, VERSIONS_DIR, LOG_DIR, LEAF_DIR, CHECKPOINT_DIR,
+                ARTIFACTS_DIR, ""):
         try:
             os.rmdir(storage.path(rel))
         except OSError:

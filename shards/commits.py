@@ -1,7 +1,9 @@
-"""Commit records (``_commits/unit-NNNNNN.json``): a unit counts once its record exists.
+"""Commit records: a unit counts once its record exists.
 
 A record is what a unit writer (in a Ray actor, say) hands to the dataset's one writer, which folds it
-into the manifest: the unit's manifest entry, the schema it was written with, its statistics.
+into the manifest: the unit's manifest entry, the schema it was written with, its statistics. Format v4 writes
+it to ``_pending/unit-NNNNNN.json`` and removes it once a version names the unit (the unit's statistics stay in
+its file's footer); formats v1-v3 kept every record under ``_commits/``, which v4 still reads.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from shards.layout import unit_commit_path
+from shards.layout import record_path
 from shards.manifest import FORMAT_VERSION, UnitEntry
 from shards.schema import DatasetSchema
 from shards.stats import HookStats
@@ -54,9 +56,9 @@ class CommitRecord:
         return not manifest.replaces
 
     def write(self, storage: Storage) -> None:
-        storage.put_bytes(unit_commit_path(self.id),
-                          (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode())
+        storage.put_bytes(record_path(self.id), (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode())
 
     @classmethod
-    def read(cls, storage: Storage, unit_id: int) -> CommitRecord:
-        return cls.from_json(json.loads(storage.get_bytes(unit_commit_path(unit_id))))
+    def read(cls, storage: Storage, unit_id: int, legacy: bool = False) -> CommitRecord:
+        """The pending record of ``unit_id`` (``legacy``: the kept one a format v1-v3 writer wrote)."""
+        return cls.from_json(json.loads(storage.get_bytes(record_path(unit_id, legacy))))

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.checksums import checksum
+from shards.columns import EXAMPLE_ID
 from shards.errors import ConfigError, CorruptDataError, DatasetNotFoundError, StorageError
 from shards.manifest import DatasetRef, Manifest, Provenance, UnitEntry
 from shards.records import JsonRecord
@@ -123,7 +124,7 @@ def _row_mask(table: pa.Table, job: _UnitJob, plan: CopyPlan) -> np.ndarray | No
         pos = np.arange(job.row_offset, job.row_offset + n)
         keep &= (pos >= plan.rows[0]) & (pos < plan.rows[1])
     if plan.examples:
-        ids = table.column("example_id").to_numpy(zero_copy_only=False)
+        ids = table.column(EXAMPLE_ID).to_numpy(zero_copy_only=False)
         keep &= (ids >= plan.examples[0]) & (ids < plan.examples[1])
     return None if keep.all() else keep
 
@@ -152,13 +153,23 @@ class DatasetCopier:
         self.bytes_read += len(data)
         return data
 
-    def recorded_stats(self, entry: UnitEntry) -> dict | None:
-        """The unit's statistics from its commit record when the record is of exactly this file (its checksum);
+    def recorded_stats(self, entry: UnitEntry, data: bytes) -> dict | None:
+        """The unit's statistics as the file's own footer holds them (format v4; ``data``: the file's checked
+        bytes), else from its kept commit record when that is of exactly this file (its checksum, formats v1-v3);
         None otherwise (a replaced unit, a record the store cannot serve): then they are computed again."""
-        from shards.commits import CommitRecord
+        import json
 
+        from shards.commits import CommitRecord
+        from shards.partials import STATS_KEY
+        from shards.stats import HookStats
+
+        raw = (pq.ParquetFile(pa.BufferReader(data)).metadata.metadata or {}).get(STATS_KEY.encode())
+        if raw is not None:
+            return {h: HookStats.from_json(s) for h, s in json.loads(raw).items()}
+        if entry.bytes < RECORD_STATS_FROM:  # decoding a small file costs less than fetching its record
+            return None
         try:
-            record = CommitRecord.read(self.src, entry.id)
+            record = CommitRecord.read(self.src, entry.id, legacy=True)
         except (FileNotFoundError, ValueError, KeyError, TypeError, StorageError):
             return None
         return record.stats if record.unit.checksum == entry.checksum else None
@@ -172,7 +183,7 @@ class DatasetCopier:
         if mask is not None and not mask.any():
             return None
         if mask is None and self.plan.whole_units:
-            stats = self.recorded_stats(job.entry) if job.entry.bytes >= RECORD_STATS_FROM else None
+            stats = self.recorded_stats(job.entry, data)
             record = unit_writer.write_file(job.entry.id, data, job.entry.skipped, stats)
             self.unchanged += 1
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +46,8 @@ DTYPES: dict[str, TensorDType] = {d.name: d for d in (
 )}
 #: the dtypes activations are stored in and models run in
 FLOAT_DTYPES: tuple[str, ...] = tuple(n for n, d in DTYPES.items() if d.is_float)
+#: the same names as a config field's type (``--dtype``, ``--model-dtype``): the table above is the one list
+FloatDtype = Literal[FLOAT_DTYPES]  # type: ignore[valid-type]
 
 
 def get_dtype(name: str) -> TensorDType:

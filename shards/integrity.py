@@ -13,6 +13,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from shards.checksums import checksum
+from shards.columns import EXAMPLE_ID
 from shards.errors import CorruptDataError
 from shards.manifest import UnitEntry
 
@@ -47,9 +48,9 @@ def check_footer(metadata: pq.FileMetaData, size: int | None, unit: UnitEntry, w
 def example_id_range(metadata: pq.FileMetaData) -> tuple[int, int] | None:
     """(min, max) example_id from the footer's statistics; None when the file has none."""
     names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
-    if "example_id" not in names or metadata.num_rows == 0:
+    if EXAMPLE_ID not in names or metadata.num_rows == 0:
         return None
-    col = names.index("example_id")
+    col = names.index(EXAMPLE_ID)
     lo, hi = [], []
     for g in range(metadata.num_row_groups):
         st = metadata.row_group(g).column(col).statistics

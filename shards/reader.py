@@ -95,6 +95,7 @@ class Dataset:
         self.units = self.manifest.units  #: a v3 dataset's is read when first used (``LazyUnitTable``)
         self.files = FileCache(self.storage, on_missing=self._missing_file)
         self._stats: dict[str, HookStats] = {}
+        self._pending_partials: list | None = None  #: own statistics of the units added since the stats files
         self.zero_copy = True  #: read local uncompressed tensors straight from the page cache
 
     @functools.cached_property
@@ -171,6 +172,14 @@ class Dataset:
             path = self.manifest.stats_files.get(hook, stats_path(hook))  # v2: this version's own file
             try:
                 self._stats[hook], _units = read_stats_file(self.storage, hook, path)
+                if self.manifest.stats_pending:  # format v4: the units added since that file, merged in
+                    from shards.partials import PendingUnit, all_partials, merge
+
+                    if self._pending_partials is None:  # each unit's footer holds every hook's: read once
+                        self._pending_partials = all_partials(
+                            self.storage, [PendingUnit(*p) for p in self.manifest.stats_pending], self.schema)
+                    self._stats[hook] = merge({hook: self._stats[hook]}, [
+                        {hook: p[hook]} for p in self._pending_partials])[hook]
             except FileNotFoundError:
                 where = " (on the store it is served from)" if self.storage.read_only else ""
                 raise CorruptDataError(

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from shards.codecs import get_codec
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.dtypes import DTYPES, as_numpy, check_dtype
 from shards.errors import SchemaMismatchError, UnknownHookError
 from shards.layout import check_name
 
-#: the columns every dataset has, in this order, before metadata and tensors (name -> type)
-FIXED_COLUMNS: dict[str, str] = {"example_id": "int64", "position": "int32", "token_id": "int32"}
+#: the columns every dataset has, in this order, before metadata and tensors (name -> type; names: shards.columns)
+FIXED_COLUMNS: dict[str, str] = {EXAMPLE_ID: "int64", POSITION: "int32", TOKEN_ID: "int32"}
 #: fixed columns that may hold nulls (token_id is null for images and pooled rows)
-NULLABLE_FIXED = frozenset({"token_id"})
+NULLABLE_FIXED = frozenset({TOKEN_ID})
 #: what a reader gives for a null in an integer column
 INT_NULL = -1
 

@@ -345,6 +345,20 @@ class Storage:
     def child(self, rel: str) -> Storage:
         return Storage(f"{self.uri}/{rel}", self.storage_options, self.policy)
 
+    @classmethod
+    def for_file(cls, uri: str, storage_options: StorageOptions | dict | None = None) -> tuple[Storage, str]:
+        """``(storage of the file's folder, the file's name)`` for one file named by URI (a table, a prompts or
+        zoo file, a direction, an image): read it with ``st.get_bytes(name)``, name it with ``st.display(name)``.
+        A bare name is in the current folder; ``/x.csv`` in ``/``.
+
+        Example::
+
+            st, name = Storage.for_file("s3://bucket/labels/pos.parquet", options)
+            data = st.get_bytes(name)
+        """
+        parent, slash, name = str(uri).rstrip("/").rpartition("/")
+        return cls(parent or ("/" if slash else "."), storage_options), name
+
     # --- the one retried call ------------------------------------------------
     def call(self, what: str, rel: str, fn: Callable[[], T], *, missing_ok: bool = False) -> T:
         """Run ``fn`` (an operation on ``rel``), retrying the classes of ``transient_errors``.
@@ -528,6 +542,26 @@ class Storage:
                 pass
 
         self.call("delete", rel, rm)
+
+    def delete_many(self, rels: list[str]) -> None:
+        """Remove objects (those already gone are fine): on object stores in batches of up to 1,000 per request
+        (S3's DeleteObjects), locally one by one."""
+        if not rels:
+            return
+        if self.is_local:
+            for rel in rels:
+                self.delete(rel)
+            return
+        for start in range(0, len(rels), 1000):
+            chunk = rels[start:start + 1000]
+
+            def rm(chunk=chunk) -> None:
+                try:
+                    self.fs.rm([self.path(r) for r in chunk])
+                except FileNotFoundError:
+                    pass
+
+            self.call("delete", chunk[0], rm)
 
     def delete_prefix(self, rel: str) -> None:
         def rm() -> None:

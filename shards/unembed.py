@@ -134,11 +134,11 @@ def load_unembed(spec: str) -> Unembed:
         return Unembed.from_bytes(Path(spec).read_bytes())
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from shards.modelpaths import resolve_model_path
+    from shards.modelpaths import is_causal_lm_config, resolve_model_path
 
     path = resolve_model_path(spec)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    if not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in (config.architectures or [])):
+    if not is_causal_lm_config(config):
         raise NoUnembeddingError(f"--model {spec}: {config.architectures} is not a causal language model, so it has "
                                  "no unembedding for the logit lens")
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)

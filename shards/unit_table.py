@@ -84,6 +84,16 @@ class IdDigest:
         return IdDigest(self.count, self.xor,
                         self.content ^ content_hash(unit_id, old_checksum) ^ content_hash(unit_id, new_checksum))
 
+    def to_hex(self) -> str:
+        """``xor`` and ``content`` as 32 hex digits (how a version's record keeps them: compact)."""
+        return f"{self.xor:016x}{self.content or 0:016x}"
+
+    @classmethod
+    def from_hex(cls, count: int, text: str) -> IdDigest:
+        if len(text) != 32:
+            raise ValueError(f"unit digest {text!r} is not 32 hex digits")
+        return cls(int(count), int(text[:16], 16), int(text[16:], 16))
+
     def same(self, other: IdDigest | None) -> bool:
         """The same units: ids, and the same copies of them wherever both digests know (statistics files written
         before format v4 record only the ids)."""
@@ -242,9 +252,6 @@ class UnitTable(Sequence):
 
     def paths(self) -> list[str]:
         return self.table.column("path").to_pylist()
-
-    def id_digest(self) -> IdDigest:
-        return IdDigest.of(self.ids)
 
     def check(self) -> None:
         """What ``UnitEntry.check`` checks, for every unit in a few vectorised passes: ids unique, in range and

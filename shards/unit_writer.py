@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,15 +19,20 @@ import pyarrow.parquet as pq
 
 from shards.checksums import HashingSink
 from shards.codecs import get_codec
+from shards.columns import EXAMPLE_ID, POSITION
 from shards.commits import CommitRecord
 from shards.dtypes import as_numpy, to_storage_numpy
 from shards.errors import NonFiniteError, SchemaMismatchError
 from shards.integrity import PAGE_CHECKSUMS_KEY
 from shards.layout import check_unit_id, unit_attempt_path
 from shards.manifest import FORMAT_VERSION, SkippedInput, UnitEntry, now_iso
+from shards.partials import STATS_KEY
 from shards.schema import FIXED_COLUMNS, DatasetSchema, HookSpec, arrow_type
 from shards.stats import HookStats
 from shards.storage import Storage
+
+#: Parquet compressions a dataset may be written with (each config that writes one offers these)
+Compression = Literal["none", "lz4", "zstd"]
 
 
 def tensor_array(spec: HookSpec, values, n: int) -> pa.Array:
@@ -84,7 +90,7 @@ class UnitWriter:
 
     # ---------------------------------------------------------------------
     def _check_columns(self, columns: dict) -> None:
-        if "example_id" not in columns:
+        if EXAMPLE_ID not in columns:
             raise SchemaMismatchError("a unit needs an 'example_id' column (int64, one per row)")
         unknown = sorted(set(columns) - {*FIXED_COLUMNS, *self.schema.columns, *self.schema.hooks})
         if unknown:
@@ -97,8 +103,8 @@ class UnitWriter:
     def build_table(self, columns: dict) -> pa.Table:
         """Validate one unit's columns and assemble its Arrow table."""
         self._check_columns(columns)
-        n = len(as_numpy(columns["example_id"]).reshape(-1))
-        defaults = {"position": -1}  # pooled rows; token_id stays null for images and pooled rows
+        n = len(as_numpy(columns[EXAMPLE_ID]).reshape(-1))
+        defaults = {POSITION: -1}  # pooled rows; token_id stays null for images and pooled rows
         arrays = {name: _column_array(columns.get(name), typ, n, defaults.get(name))
                   for name, typ in {**FIXED_COLUMNS, **self.schema.columns}.items()}
         arrays.update({name: tensor_array(spec, columns[name], n) for name, spec in self.schema.hooks.items()})
@@ -107,8 +113,10 @@ class UnitWriter:
                 raise SchemaMismatchError(f"column {name!r} has {len(arr)} rows, example_id has {n}")
         return pa.Table.from_arrays(list(arrays.values()), schema=self.schema.arrow_schema())
 
-    def encode(self, table: pa.Table, sink) -> list[int]:
-        """Write a unit's table as Parquet into ``sink``; return the row-group sizes."""
+    def encode(self, table: pa.Table, sink, footer_stats=None) -> list[int]:
+        """Write a unit's table as Parquet into ``sink``; return the row-group sizes. ``footer_stats()``: the
+        unit's statistics, waited for just before the footer is written and kept in it (``STATS_KEY``): format v4
+        reads a unit's partial statistics there (its commit record is removed once a version names it)."""
         meta_cols = self.schema.column_names
         rows_per_group = max(1, self.row_group_bytes // max(self.schema.row_bytes, 1))
         file_meta = {"actlake.format_version": str(FORMAT_VERSION), PAGE_CHECKSUMS_KEY.decode(): "crc32",
@@ -122,6 +130,10 @@ class UnitWriter:
             write_page_checksum=True,  # CRC32 per page: readers check what they read (docs/format.md)
         ) as w:
             w.write_table(table.replace_schema_metadata(file_meta), row_group_size=rows_per_group)
+            stats = footer_stats() if footer_stats is not None else None
+            if stats:
+                w.add_key_value_metadata({STATS_KEY: json.dumps({h: s.to_json() for h, s in stats.items()},
+                                                                separators=(",", ":"), allow_nan=False)})
         n = table.num_rows
         return [min(rows_per_group, n - s) for s in range(0, n, rows_per_group)] or [0]
 
@@ -185,11 +197,11 @@ class UnitWriter:
         if not pf.schema_arrow.remove_metadata().equals(self.schema.arrow_schema().remove_metadata()):
             raise SchemaMismatchError(f"unit {unit_id}: the file's columns differ from the dataset's")
         known = stats is not None and set(stats) == set(self.schema.hooks)
-        table = pf.read(columns=None if not known and self.compute_stats else ["example_id"])
+        table = pf.read(columns=None if not known and self.compute_stats else [EXAMPLE_ID])
         groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)] or [0]
         stats_fn = (lambda: stats) if known else (lambda: self.table_stats(table)) if self.compute_stats else None
 
-        def put(sink) -> list[int]:
+        def put(sink, _footer) -> list[int]:  # the bytes as they are (their checksum is the source's)
             sink.write(data)
             return groups
 
@@ -202,21 +214,27 @@ class UnitWriter:
         import uuid
 
         path = unit_attempt_path(unit_id, uuid.uuid4().hex[:8])
-        encode = encode or (lambda sink: self.encode(table, sink))
+        encode = encode or (lambda sink, footer: self.encode(table, sink, footer))
 
-        def attempt() -> tuple[list[int], HashingSink]:
-            with self.storage.open_output(path, fsync=self.fsync) as raw:
-                sink = HashingSink(raw)
-                groups = encode(sink)
-            return groups, sink
-
-        # Statistics (numpy) and Parquet encoding (Arrow) both release the GIL: run them side by side.
+        # Statistics (numpy) and Parquet encoding (Arrow) both release the GIL: run them side by side; the footer
+        # waits for them (they go into it), and a unit refused for NaN/inf is never completed (no file left).
         with ThreadPoolExecutor(1) as pool:
             stats_future = pool.submit(stats_fn) if stats_fn is not None else None
+
+            def stats_now() -> dict[str, HookStats]:
+                stats = stats_future.result() if stats_future is not None else {}
+                self._check_finite(unit_id, stats)
+                return stats
+
+            def attempt() -> tuple[list[int], HashingSink]:
+                with self.storage.open_output(path, fsync=self.fsync) as raw:
+                    sink = HashingSink(raw)
+                    groups = encode(sink, stats_now)
+                return groups, sink
+
             groups, sink = self.storage.call("write", path, attempt)
-            stats = stats_future.result() if stats_future is not None else {}
-        self._check_finite(unit_id, stats)
-        ids = table.column("example_id")
+            stats = stats_now()
+        ids = table.column(EXAMPLE_ID)
         example_range = (int(pc.min(ids).as_py()), int(pc.max(ids).as_py())) if table.num_rows else None
         entry = UnitEntry(id=int(unit_id), path=path, rows=table.num_rows, bytes=sink.size, checksum=sink.checksum(),
                           row_groups=tuple(groups), example_range=example_range, committed=now_iso(),

@@ -23,7 +23,7 @@ from shards.checksums import checksum
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptDataError, CorruptManifestError, DatasetNotFoundError
 from shards.integrity import check_footer
-from shards.layout import MANIFEST, unit_commit_path, version_path
+from shards.layout import MANIFEST, record_path, unit_commit_path, version_path
 from shards.manifest import ArtifactEntry, Manifest, UnitEntry, parse_manifest, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
@@ -111,30 +111,57 @@ def _check_unit(storage: Storage, unit: UnitEntry, arrow_schema, checksums: bool
 
 
 def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport) -> set[str]:
-    """Every commit record parses and agrees with the manifest; the unit files the records name. Records of a
-    dataset an overwrite replaced (it was stopped before it removed them) are garbage: never folded."""
-    ids = record_ids(storage)
-    listed = {u.id: (u.checksum, u.rows) for u in manifest.units}
+    """The commit records, and the unit files they name. Pending ones (format v4): a unit the manifest lacks is
+    committed but not yet in a version (a writer died: the next one folds it); one the manifest names is folded and
+    merely not yet removed. Kept ones (formats v1-v3, ``_commits/``) must agree with the manifest, and before v4
+    every unit had one. Records of a dataset an overwrite replaced, and second attempts at committed units, are
+    garbage: never folded."""
+    lookup = _unit_lookup(manifest)
     paths: set[str] = set()
-    for start in range(0, len(ids), RECORDS_AT_ONCE):  # in chunks: a parsed record weighs ~2 KB
-        records, bad = readable_records(storage, ids[start:start + RECORDS_AT_ONCE])
-        report.records.update(bad)
-        for r in records:
-            if not r.belongs_to(manifest):
-                report.garbage.append(unit_commit_path(r.id))
-                continue
-            paths.add(r.unit.path)
-            if r.id not in listed:
-                report.uncommitted_records.append(unit_commit_path(r.id))
-            elif listed[r.id] != (r.unit.checksum, r.unit.rows):
-                report.records[unit_commit_path(r.id)] = "disagrees with the manifest (checksum or rows)"
-    foreign = set(report.garbage)
-    for uid in sorted(set(listed) - set(ids)):
-        report.records[unit_commit_path(uid)] = "missing (the manifest lists this unit)"
-    for uid in sorted(set(listed) & set(ids)):
-        if unit_commit_path(uid) in foreign:
-            report.records[unit_commit_path(uid)] = "belongs to another dataset (the manifest lists this unit)"
+    for legacy in (False, True):
+        ids = record_ids(storage, legacy)
+        for start in range(0, len(ids), RECORDS_AT_ONCE):  # in chunks: a parsed record weighs ~2 KB
+            records, bad = readable_records(storage, ids[start:start + RECORDS_AT_ONCE], legacy)
+            report.records.update(bad)
+            for r in records:
+                rel, listed = record_path(r.id, legacy), lookup(r.id)
+                if not r.belongs_to(manifest):
+                    report.garbage.append(rel)
+                elif listed is None:
+                    paths.add(r.unit.path)
+                    report.uncommitted_records.append(rel)
+                elif listed == (r.unit.checksum, r.unit.rows):
+                    paths.add(r.unit.path)
+                elif legacy and manifest.format_version < 4:
+                    report.records[rel] = "disagrees with the manifest (checksum or rows)"
+                elif not legacy:
+                    report.garbage.append(rel)
+        if legacy and manifest.format_version < 4:
+            present = set(ids)
+            for uid in (u.id for u in manifest.units if u.id not in present):
+                report.records[unit_commit_path(uid)] = "missing (the manifest lists this unit)"
     return paths
+
+
+def _unit_lookup(manifest: Manifest):
+    """``id -> (checksum, rows)`` of the manifest's units, or None: from the unit list's columns (no entry object
+    per unit: bounded memory at a million units)."""
+    import numpy as np
+
+    from shards.unit_table import UnitTable
+
+    units = manifest.units.loaded() if hasattr(manifest.units, "loaded") else manifest.units
+    table = units if isinstance(units, UnitTable) else UnitTable.from_entries(units)
+    ids = table.ids
+    checksums, rows = table.table.column("checksum"), table.table.column("rows")
+
+    def lookup(uid: int):
+        i = int(np.searchsorted(ids, uid))
+        if i < len(ids) and ids[i] == uid:
+            return str(checksums[i].as_py()), int(rows[i].as_py())
+        return None
+
+    return lookup
 
 
 def _check_units(storage: Storage, units: list[UnitEntry], arrow_schema, report: VerifyReport, checked: set[str],
@@ -155,12 +182,15 @@ def _check_view(storage: Storage, view, report: VerifyReport, checked: set[str],
     artifacts."""
     manifest = view.manifest
     _check_units(storage, view.new_units, manifest.schema.arrow_schema(), report, checked, checksums, threads)
+    covered = view.ids  # what the statistics files must cover: the version's units less those added since them
+    for uid, _path, sum_ in manifest.stats_pending:
+        covered = covered.toggled(uid, added=False, checksum=sum_)
     for hook in manifest.hooks:
         path = manifest.stats_files.get(hook) or f"stats/{hook}.npz"
         if path in checked and not latest:
             continue
         checked.add(path)
-        problem = check_stats_file(storage, hook, view.units.keys(), manifest.stats_files.get(hook), view.ids)
+        problem = check_stats_file(storage, hook, view.units.keys(), manifest.stats_files.get(hook), covered)
         if problem:
             (report.stats if latest else report.old_stats)[path] = problem
     for art in manifest.artifacts.values():
@@ -425,12 +455,44 @@ def _set_aside_a_root_its_log_disagrees_with(storage: Storage) -> None:
 
 
 def _manifest_or_records(storage: Storage) -> tuple[Manifest, bool]:
-    """The manifest, or (when it is missing or damaged) one standing in for it made from the commit records."""
+    """The manifest, or (when it or its unit list is missing or damaged: ``True``) one standing in for it, whose
+    schema the writer that rebuilds it opens with: from the log (the latest entry's version, its unit list replayed
+    when its checkpoint cannot be read), else from the commit records."""
     try:
-        return read_manifest(storage), False
+        manifest = read_manifest(storage)
+        if hasattr(manifest.units, "loaded"):
+            manifest.units.loaded()  # a damaged checkpoint or leaf shows here
+        return manifest, False
     except (DatasetNotFoundError, CorruptManifestError) as exc:
-        records, _bad = readable_records(storage, record_ids(storage))
-        if not records:
-            raise type(exc)(f"{exc} There are no commit records to rebuild it from.") from None
-        schema = max((r.schema for r in records), key=lambda s: sum(r.schema == s for r in records))
-        return Manifest("", schema, "", ""), True
+        problem = exc
+    standin = _schema_from_log(storage)
+    if standin is not None:
+        return Manifest("", standin, "", ""), True
+    records, _bad = readable_records(storage, record_ids(storage))
+    if not records:
+        records, _bad = readable_records(storage, record_ids(storage, legacy=True), legacy=True)
+    if not records:
+        raise type(problem)(f"{problem} There is no readable log entry or commit record to rebuild it from."
+                            ) from None
+    schema = max((r.schema for r in records), key=lambda s: sum(r.schema == s for r in records))
+    return Manifest("", schema, "", ""), True
+
+
+def _schema_from_log(storage: Storage):
+    """The latest version's schema as the root (read without its unit list) or the log gives it; None if neither
+    can be read."""
+    from shards.schema import DatasetSchema
+    from shards.versionlog import list_log_versions, read_log, replayed_version
+
+    try:
+        return read_manifest(storage, lazy=True, roll=False).schema
+    except (DatasetNotFoundError, CorruptManifestError, FileNotFoundError):
+        pass
+    logged = list_log_versions(storage)
+    if not logged:
+        return None
+    try:
+        state, _units = replayed_version(storage, read_log(storage, logged[-1])[0])
+        return DatasetSchema.from_json(state["schema"])
+    except (CorruptManifestError, FileNotFoundError, KeyError, ValueError, TypeError):
+        return None

@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from shards.errors import CorruptDataError, CorruptManifestError, VersionConflictError
+from shards.errors import CorruptManifestError, VersionConflictError
 from shards.layout import (
     CHECKPOINT_DIR,
     LOG_DIR,
@@ -37,6 +37,7 @@ from shards.layout import (
     log_path,
     parse_checkpoint_name,
 )
+from shards.parallel import in_parallel
 from shards.records import json_object
 from shards.storage import Storage
 from shards.unit_table import UnitTable
@@ -53,7 +54,7 @@ FULL_COMPACTION = 4096  #: tombstones at which every leaf is merged into one (re
 PER_VERSION = ("version", "updated", "commit", "format_version", "previous", "code_version")
 #: state fields a log entry does not repeat: the statistics files are named by the version that wrote them
 #: (``stats_at``) and their summaries are read from them (a few hundred bytes saved per version)
-DERIVED = ("stats", "stats_files")
+DERIVED = ("stats", "stats_files", "stats_pending")
 
 
 def digest(data: bytes) -> str:
@@ -225,22 +226,6 @@ def checkpoint_units(storage: Storage, cp: Checkpoint) -> UnitTable:
     return UnitTable.layered(tables, cp.removed)
 
 
-_POOL = None
-
-
-def in_parallel(fn, items: list) -> list:
-    """``fn`` over ``items`` in a thread pool shared by every open (object stores answer reads in parallel;
-    starting threads per open cost more than a small dataset's whole open). Tasks never wait on the pool."""
-    global _POOL
-    if len(items) <= 1:
-        return [fn(x) for x in items]
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(16, thread_name_prefix="actlake-meta")
-    return list(_POOL.map(fn, items))
-
-
 def _net(entries: list[LogEntry]) -> tuple[dict[int, dict], set[int]]:
     """The unit changes of ``entries`` applied in order, as one change, on the entries' JSON: unit entries added
     or replaced (by id; a later one wins) and ids removed."""
@@ -342,43 +327,65 @@ def chain_to(storage: Storage, entry: LogEntry, checkpoints: set[str] | None = N
     return chain[-1], list(reversed(chain[:-1]))
 
 
-def apply_state(storage: Storage, state: dict, entries: list[LogEntry]) -> dict:
+def apply_state(storage: Storage, state: dict, entries: list[LogEntry], summaries: bool = True) -> dict:
     """``state`` with the state changes of ``entries`` applied in order; the last one's per-version fields; the
-    statistics files (and their summaries, read from them) of the last version that wrote some."""
+    statistics files of the last version that wrote some and the units added since (``stats_pending``: format v4
+    writes statistics files every few hundred units, and a version between merges its added units' own); with
+    ``summaries``, the per-hook summaries of exactly this version's statistics (read from those)."""
     from shards.layout import versioned_stats_path
-    from shards.stats_files import read_stats_file
 
     state = dict(state)
     stats_by = None  #: the last entry that wrote statistics files
+    pending = [list(p) for p in state.get("stats_pending") or ()]
     for e in entries:
         state.update(e.state)
-        stats_by = e if e.stats_at else stats_by
+        if e.stats_at:
+            stats_by, pending = e, []
+        else:  # only additions: a version that removes or replaces units writes statistics files (the writer)
+            try:
+                pending += [[_unit_id(e, d), str(d["path"]), str(d["checksum"])] for d in e.added]
+            except (KeyError, TypeError, ValueError):
+                raise damaged(f"{log_path(e.version)}: a unit entry in `added` lacks its id, path or checksum."
+                              ) from None
     if entries:
         last = entries[-1]
         state.update(version=last.version, updated=last.updated, commit=last.commit, previous=last.previous)
+    state["stats_pending"] = pending
     if stats_by is not None:
         hooks = list((state.get("schema") or {}).get("hooks") or {})
         state["stats_files"] = {h: versioned_stats_path(h, stats_by.stats_at, stats_by.tag) for h in hooks}
+    if summaries and (stats_by is not None or pending):
+        state["stats"] = _summaries(storage, state)
+    elif not summaries:
         state["stats"] = {}
-        for h, p in state["stats_files"].items():
-            try:
-                state["stats"][h] = read_stats_file(storage, h, p)[0].summary().to_json()
-            except (FileNotFoundError, CorruptDataError):
-                # the version's rows are intact: it stays readable without this summary; reading the hook's
-                # statistics names the file, and `verify` reports it (the latest's, repair rebuilds)
-                continue
     return state
 
 
-def version_state(storage: Storage, version: int) -> tuple[dict, UnitTable, LogEntry]:
-    """The state (manifest fields) and unit list of a v3 version, from its checkpoint and log entries."""
+def _summaries(storage: Storage, state: dict) -> dict:
+    """Per-hook summaries of a version's statistics: its statistics files with its pending units merged in."""
+    from shards.partials import version_stats
+    from shards.schema import DatasetSchema
+
+    schema = DatasetSchema.from_json(state["schema"])
+    try:
+        stats = version_stats(storage, state.get("stats_files") or {}, state.get("stats_pending") or (), schema)
+    except Exception:  # noqa: BLE001 - a file missing or damaged, whichever way (see below)
+        # the version's rows are intact: it stays readable without summaries; reading a hook's statistics names
+        # the file, and `verify` reports it (the latest's, repair rebuilds)
+        return {}
+    return {h: s.summary().to_json() for h, s in stats.items()}
+
+
+def version_state(storage: Storage, version: int, summaries: bool = True) -> tuple[dict, UnitTable, LogEntry]:
+    """The state (manifest fields) and unit list of a v3/v4 version, from its checkpoint and log entries
+    (``summaries``: with its statistics' summaries, which cost reading its statistics)."""
     entry, _raw = read_log(storage, version)
     # a web server cannot list: the entry names the checkpoint its unit list starts from (a vacuum may have given
     # a later version one too; the listing finds that shorter way where there is one)
     known = None if storage.read_only else set(checkpoint_files(storage))
     start, chain = chain_to(storage, entry, known)
     cp = read_checkpoint(storage, start.version, start.tag)
-    state = apply_state(storage, cp.state, chain)
+    state = apply_state(storage, cp.state, chain, summaries)
     if not chain:
         state.update(version=entry.version, updated=entry.updated, commit=entry.commit, previous=entry.previous)
     units = check_counts(apply_entries(checkpoint_units(storage, cp), chain), entry.counts,
@@ -521,6 +528,48 @@ def rolled_forward(storage: Storage, root: dict) -> dict | None:
     return root_of(storage, after[-1][0])
 
 
+def replayed_version(storage: Storage, latest: LogEntry, state: dict | None = None) -> tuple[dict, UnitTable]:
+    """The state and unit list of ``latest``'s version rebuilt by replaying log entries, for a repair when its
+    checkpoint or a leaf cannot be read: from the newest checkpoint that reads whole (its leaves checked), or,
+    failing every one, from the last kept entry that started the dataset anew (no predecessor: a creation, an
+    overwrite), applying every entry after it in order. ``state``: the version's state when the root still gives it
+    (else replayed too). CorruptManifestError when neither start exists (versions vacuumed away)."""
+    from shards.layout import parse_checkpoint_name
+
+    logged = [v for v in list_log_versions(storage) if v <= latest.version]
+    start: tuple[dict, UnitTable, int] | None = None
+    for rel in reversed(checkpoint_files(storage)):
+        v, tag = parse_checkpoint_name(rel.rsplit("/", 1)[-1])
+        if v > latest.version or v not in logged:
+            continue
+        try:
+            if read_log(storage, v)[0].tag != tag:
+                continue
+            cp = read_checkpoint(storage, v, tag)
+            start = (dict(cp.state), checkpoint_units(storage, cp), v)
+            break
+        except (CorruptManifestError, FileNotFoundError):
+            continue
+    entries = []
+    for v in reversed(logged):
+        if start is not None and v <= start[2]:
+            break
+        entry = read_log(storage, v)[0]
+        entries.append(entry)
+        if start is None and entry.previous is None and entry.checkpoint == entry.version:  # a new start
+            start = ({}, UnitTable.empty(), v - 1)
+            break
+    if start is None:
+        raise damaged(f"{storage.display()}: version {latest.version} cannot be rebuilt from the log either (no "
+                      "readable checkpoint, and the entries back to the dataset's start were vacuumed).")
+    entries.reverse()
+    units = check_counts(apply_entries(start[1], entries), latest.counts, storage.display(log_path(latest.version)))
+    if state is None:  # a new start's entry holds the whole state only at a creation: replay from the oldest kept
+        older = [read_log(storage, v)[0] for v in logged if v <= start[2]] if not start[0] else []
+        state = apply_state(storage, start[0], [*older, *entries], summaries=False)
+    return state, units
+
+
 def root_of(storage: Storage, latest: LogEntry) -> dict:
     """The root of the version whose log entry is ``latest``, made from its checkpoint and chain (what a writer
     writes as ``manifest.json``): for versions committed after the root, and for a root that is lost."""
@@ -605,16 +654,20 @@ class LogWriter:
             self.since_added[uid] = u
             self.since_removed.discard(uid)
 
-    def write(self, state: dict, units: dict[int, object], added: dict[int, object], removed: set[int],
+    def checkpoint_due(self) -> bool:
+        """Whether the next version writes a checkpoint (after ``record`` of its changes)."""
+        churn = len(self.since_added) + len(self.since_removed)
+        return (self.checkpoint is None or len(self.chain) >= CHECKPOINT_MAX
+                or (len(self.chain) >= CHECKPOINT_EVERY and churn >= LEAF_MIN))
+
+    def write(self, state: dict, units, added: dict[int, object], removed: set[int],
               counts: dict) -> bytes:
         """Write one version: its checkpoint when due, its log entry (created only if absent: the commit point),
         then the root. Returns the root's bytes. ``units``: every unit of the version (read only for a first
         checkpoint). VersionConflictError when another writer created this version first: nothing of this one
         is committed, and the caller must stop."""
         version = int(state["version"])
-        churn = len(self.since_added) + len(self.since_removed)
-        due = (self.checkpoint is None or len(self.chain) >= CHECKPOINT_MAX
-               or (len(self.chain) >= CHECKPOINT_EVERY and churn >= LEAF_MIN))
+        due = self.checkpoint_due()
         changed = {k: v for k, v in state.items()
                    if k not in PER_VERSION and k not in DERIVED and self.state.get(k) != v}
         wrote_stats = state.get("stats_files") != self.state.get("stats_files") and state.get("stats_files")
@@ -654,7 +707,7 @@ class LogWriter:
     def _checkpoint(self, version: int, state: dict, units: dict[int, object], entry: LogEntry) -> None:
         if self.checkpoint is None:  # a new dataset, an overwrite, or the first v3 version of a v1/v2 dataset
             self.leaves, self.removed = [], set()
-            fresh = UnitTable.from_entries(units.values())
+            fresh = units.table() if hasattr(units, "table") else UnitTable.from_entries(units.values())
             if len(fresh):
                 self.leaves = [self._put_leaf(fresh, leaf_level(len(fresh)))]
         else:

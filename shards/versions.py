@@ -111,11 +111,6 @@ def read_kept(storage: Storage, latest: Manifest | None = None) -> tuple[list[Ma
         {v: m for v, m in got.items() if isinstance(m, str)}
 
 
-def kept_manifests(storage: Storage, latest: Manifest | None = None) -> list[Manifest]:
-    """The manifest of every kept version that can be read, oldest first, ending with the latest."""
-    return read_kept(storage, latest)[0]
-
-
 def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> list[VersionInfo]:
     """Every kept version of the dataset at ``uri``, oldest first (a damaged one listed with its problem): from
     the small per-version records (log entries) alone; a v2 version from its whole manifest."""
@@ -200,7 +195,7 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
                            ids=IdDigest.of_units(units.values()))
     if prev is None or prev.entry is None or entry.base != prev.version or entry.checkpoint == v:
-        state, table, entry = version_state(storage, v)
+        state, table, entry = version_state(storage, v, summaries=False)
         m = Manifest.from_json(state, table)
         units = {u.id: u for u in table}
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
@@ -233,7 +228,7 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         k, (got, said) = next(iter(wrong.items()))
         raise CorruptManifestError(f"{storage.display(log_path(v))}: its unit list has {got} {k}, its record says "
                                    f"{said} (edited or damaged)")
-    state = apply_state(storage, prev.manifest.state_json(), [entry])
+    state = apply_state(storage, prev.manifest.state_json(), [entry], summaries=False)
     m = Manifest.from_json(state, _Listed(units))
     return VersionView(version=v, manifest=m, units=units, new_units=new, ids=ids, entry=entry, entry_bytes=raw,
                        totals=totals)
@@ -246,7 +241,7 @@ def root_problem(storage: Storage, latest: Manifest) -> str | None:
     if not isinstance((latest.root or {}).get("units"), dict):
         return None
     try:
-        _state, table, _entry = version_state(storage, latest.version)
+        _state, table, _entry = version_state(storage, latest.version, summaries=False)
     except FileNotFoundError:
         return f"names version {latest.version}, which has no log entry"
     ours = latest.units.table if hasattr(latest.units, "table") else None
@@ -318,11 +313,6 @@ class VacuumReport:
     def to_json(self) -> dict:
         return {"uri": self.uri, "kept_versions": self.kept, "removed_versions": self.removed_versions,
                 "removed_files": len(self.removed_files), "dry_run": self.dry_run}
-
-
-def named_files(m: Manifest) -> set[str]:
-    """Every file one version reads: its units, its statistics files, its artifacts."""
-    return {u.path for u in m.units} | set(m.stats_files.values()) | {a.path for a in m.artifacts.values()}
 
 
 def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | None = None, dry_run: bool = False,

@@ -148,3 +148,36 @@ def nan_gpt2():
     with torch.no_grad():
         model.transformer.h[1].mlp.c_proj.weight[0, 0] = float("nan")
     return model, tok
+
+
+# --- causal LMs of each family: saved as local model directories (config, safetensors weights, tokenizer) ---------
+def _causal_lm(family: str, vocab: int):
+    """A random 3-block causal LM of ``family`` (hidden 16), built from its config class."""
+    import transformers as T
+
+    small = {"vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
+             "intermediate_size": 32, "max_position_embeddings": 128}
+    gqa = {**small, "num_key_value_heads": 1}
+    configs = {
+        "gpt2": lambda: T.GPT2LMHeadModel(T.GPT2Config(vocab_size=vocab, n_positions=128, n_embd=16, n_layer=3,
+                                                       n_head=2)),
+        "pythia": lambda: T.GPTNeoXForCausalLM(T.GPTNeoXConfig(**small)),
+        "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(**gqa)),
+        "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**gqa)),
+        "gemma": lambda: T.GemmaForCausalLM(T.GemmaConfig(**gqa, head_dim=8)),
+        "gemma2": lambda: T.Gemma2ForCausalLM(T.Gemma2Config(**gqa, head_dim=8)),
+    }
+    return configs[family]()
+
+
+CAUSAL_LM_FAMILIES = ("gpt2", "pythia", "llama", "qwen2", "gemma", "gemma2")
+
+
+def save_tiny_causal_lm(path, family: str) -> str:
+    """A random causal LM of ``family`` (one of ``CAUSAL_LM_FAMILIES``) saved to ``path`` with ``save_pretrained``,
+    with MiniLM's tokenizer beside it: a directory ``--model`` loads offline, as a downloaded checkpoint."""
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    _causal_lm(family, tok.vocab_size).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

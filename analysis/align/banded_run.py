@@ -18,23 +18,20 @@ from analysis.align.config import BandedConfig
 from analysis.align.features import load_items, plan_stimuli
 from analysis.align.inputs import read_responses
 from analysis.common.args import TASK_NEUTRAL
+from analysis.common.inputs import DatasetInput, RunSummary
 from analysis.common.plots import pyplot
-from analysis.common.rundir import output_lock
-from analysis.common.runstart import start_run
+from analysis.common.runstart import RunKind, StartedRun, run_start
 from shards.errors import ConfigError
-from shards.reader import open_dataset
 from shards.records import JsonRecord
-from shards.storage import Storage
 
 log = logging.getLogger("actlake.align")
 CONFIG = BandedConfig
 
 
 @dataclass(kw_only=True)
-class BandedSummary(JsonRecord):
-    dataset: str
-    dataset_id: str
-    dataset_version: int
+class BandedSummary(RunSummary, JsonRecord):
+    """``summary.json``: ``inputs`` holds each ``--bands-from`` dataset read (``bands_from[i]``)."""
+
     bands: list[str]
     n_stimuli: int
     n_targets: int
@@ -68,22 +65,28 @@ def _held_out(xs: list[np.ndarray], y: np.ndarray, cfg: BandedConfig) -> tuple[n
 
 
 def _band_name(spec: str) -> str:
-    """``zoo/vit-random#resid.1`` -> ``vit-random:resid.1``."""
+    """``zoo/vit-random@v2#resid.1`` -> ``vit-random:resid.1``."""
     uri, hook = spec.rsplit("#", 1)
-    return f"{uri.rstrip('/').rsplit('/', 1)[-1]}:{hook}"
+    return f"{DatasetInput(uri).uri.rstrip('/').rsplit('/', 1)[-1]}:{hook}"
+
+
+def band_inputs(cfg: BandedConfig) -> dict[str, DatasetInput]:
+    """Each ``--bands-from DATASET[@vN]#HOOK``'s dataset, an input of the run named ``bands_from[i]``."""
+    return {f"bands_from[{i}]": DatasetInput(spec.rsplit("#", 1)[0]) for i, spec in enumerate(cfg.bands_from)}
+
+
+KIND = RunKind("align banded", TASK_NEUTRAL | {"batch_size"}, lock="align output", resume_marker=None)
 
 
 def run(cfg: BandedConfig) -> BandedSummary:
     """Banded ridge of ``cfg.hooks`` to ``cfg.responses``; a rerun of a finished run returns its summary."""
-    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
-        return _run(cfg)
+    with run_start(cfg, KIND, hooks=cfg.resolve_hooks, extra=band_inputs(cfg)) as started:
+        return _run(cfg, started)
 
 
-def _run(cfg: BandedConfig) -> BandedSummary:
+def _run(cfg: BandedConfig, run: StartedRun) -> BandedSummary:
     t0 = time.perf_counter()
-    others = {spec: open_dataset(spec.rsplit("#", 1)[0], cfg.storage) for spec in cfg.bands_from}
-    run = start_run(cfg, TASK_NEUTRAL | {"batch_size"}, command="align banded", resume_marker=None,
-                    extra=lambda ds: {"bands_from": {s: [o.dataset_id, o.version] for s, o in others.items()}})
+    others = {spec: run.inputs[name] for spec, name in zip(cfg.bands_from, band_inputs(cfg), strict=True)}
     if run.state == "done":
         return BandedSummary.from_json(run.rundir.summary())
     resp = read_responses(cfg.responses, cfg.storage)
@@ -114,8 +117,7 @@ def _run(cfg: BandedConfig) -> BandedSummary:
                                                                  for j, t in enumerate(resp.targets)]))
     _plot(run.out, bands, shares, parts)
     summary = BandedSummary(
-        dataset=run.ds.storage.display(), dataset_id=run.ds.dataset_id, dataset_version=run.ds.version,
-        bands=bands, n_stimuli=len(y), n_targets=y.shape[1], r2_joint=float(joint.mean()),
+        **run.recorded(), bands=bands, n_stimuli=len(y), n_targets=y.shape[1], r2_joint=float(joint.mean()),
         r2_split={b: float(shares[i].mean()) for i, b in enumerate(bands)},
         partition={p: float(v.mean()) for p, v in parts.items()}, conventions=CONVENTIONS,
         seconds=round(time.perf_counter() - t0, 2), out=run.out.display())

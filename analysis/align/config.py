@@ -1,6 +1,8 @@
-"""Configurations of ``actlake align rsa|cka|knn|encode``; their CLI flags are generated from these."""
+"""Configurations of ``actlake align rsa|cka|knn|encode``; their CLI flags are generated from these.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the choices' types (``Pool``, ``KeyName``, ...) are named once, where
+they are used, and simple-parsing resolves a subclass's string annotations in the globals of the base class that
+defines a flag (``HookTaskArgs``), where those names do not exist."""
 
 from dataclasses import dataclass
 from typing import Literal
@@ -8,8 +10,8 @@ from typing import Literal
 from simple_parsing import field
 
 import analysis.align  # noqa: F401 - registers the methods whose names and options are the choices here
-from analysis.align.metrics.cka import CkaOptions
-from analysis.align.metrics.knn import KnnOptions
+from analysis.align.features import KeyName, Pool
+from analysis.align.inference import BootstrapOver
 from analysis.align.registry import (
     COMPARISONS,
     CONVENTIONS,
@@ -23,11 +25,12 @@ from analysis.align.registry import (
     get_rdm_method,
     get_transform,
 )
+from analysis.align.ridge import AlphaScore
 from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
+from analysis.common.inputs import DatasetInput
 from analysis.common.options import merged_options, options_of, refuse_foreign_options
-from shards.config import check_choices, check_positive, split_list, take_credentials
+from shards.config import check_choices, check_positive, split_list
 from shards.errors import ConfigError
-from shards.manifest import check_version
 
 
 @dataclass
@@ -37,10 +40,10 @@ class AlignArgs(HookTaskArgs):
     out: str = "runs/align"
     """Output URI: results.parquet, summary.json and plots."""
 
-    key: Literal["auto", "stimulus_id", "example_id"] = "auto"
+    key: KeyName = "auto"
     """Column matching dataset rows to stimuli: stimulus_id or example_id (auto: stimulus_id when present)."""
 
-    pool: Literal["none", "mean", "first", "last", "max"] = "none"
+    pool: Pool = "none"
     """How a stimulus' rows (tokens, patches) become one vector: none (one row each), mean, first, last, max."""
 
     ids: str | None = None
@@ -77,13 +80,13 @@ class RsaConfig(RdmOptions, TransformOptions, AlignArgs):
     """Fixed model RDMs to score beside the hooks (e.g. rsatoolbox's 92_modelRDMs.mat: animacy, faces, ...),
     each RDM of a file against every target: baselines.parquet, and dashed lines on a sweep's plot."""
 
-    rdm: str = field(default="correlation", choices=tuple(RDM_METHODS))
+    rdm: str = field(default="correlation", choices=RDM_METHODS.choices())
     """Model RDM (one file each in analysis/align/rdms/; docs/alignment.md)."""
 
-    compare: str = field(default="spearman", choices=tuple(COMPARISONS))
+    compare: str = field(default="spearman", choices=COMPARISONS.choices())
     """RDM comparison (one file each in analysis/align/comparisons/; rsatoolbox's names)."""
 
-    convention: str = field(default="rsatoolbox", choices=tuple(CONVENTIONS))
+    convention: str = field(default="rsatoolbox", choices=CONVENTIONS.choices())
     """Whose numbers to reproduce (docs/alignment.md): rsatoolbox, or net2brain (squared scores, mean-RDM
     ceilings, plain euclidean)."""
 
@@ -96,7 +99,7 @@ class RsaConfig(RdmOptions, TransformOptions, AlignArgs):
     bootstrap: int = 0
     """Bootstrap resamples for confidence intervals (0: none)."""
 
-    bootstrap_over: Literal["both", "stimuli", "subjects"] = "both"
+    bootstrap_over: BootstrapOver = "both"
     """What the bootstrap resamples."""
 
     permutations: int = 0
@@ -105,7 +108,7 @@ class RsaConfig(RdmOptions, TransformOptions, AlignArgs):
     seed: int = 0
     """Seed of the resamples and permutations (the same for every hook: paired comparisons)."""
 
-    transform: str = field(default="none", choices=tuple(TRANSFORMS))
+    transform: str = field(default="none", choices=TRANSFORMS.choices())
     """Topological RSA: transform every RDM before comparing (Lin & Kriegeskorte 2023)."""
 
     nan_policy: Literal["refuse", "drop-pairs", "drop-subjects"] = "refuse"
@@ -157,11 +160,9 @@ RSA_NEUTRAL = TASK_NEUTRAL | {"batch_size"}
 class PairArgs(AlignArgs):
     """Two sets of hooks (of one dataset, or of --data and --data2) compared pair by pair."""
 
-    data2: str | None = None
-    """Second dataset (default: --data; then every pair of --hooks is compared)."""
-
-    data2_version: int | None = None
-    """Version of --data2 to read (default: its latest when the run starts; recorded in run.json)."""
+    data2: DatasetInput | None = field(default=None, metavar="URI[@vN]")
+    """Second dataset (default: --data; then every pair of --hooks is compared); URI@vN reads version N (default:
+    its latest when the run starts; recorded in run.json)."""
 
     hooks2: list[str] = field(default_factory=list, nargs="*", metavar="HOOK[,HOOK...]")
     """Hooks of the second dataset (default: --hooks)."""
@@ -186,9 +187,8 @@ class PairArgs(AlignArgs):
         if self.permutations < 0:
             raise ConfigError(f"--permutations {self.permutations}: give 0 (none) or more")
         self.hooks2 = split_list(self.hooks2)
-        take_credentials(self, "data2")
-        if self.data2_version is not None:
-            self.data2_version = check_version(self.data2_version)
+        if self.data2 is not None and not self.data2.uri:
+            raise ConfigError(f"--data2 {self.data2}: name the second dataset (--data2 URI@vN)")
         for name in self.metric_names():
             options_of(get_metric(name).options, self)  # a bad option fails here, before any data is read
 
@@ -197,47 +197,64 @@ class PairArgs(AlignArgs):
         raise NotImplementedError
 
 
-def streamed_metrics() -> list[str]:
-    """Metrics that can be computed from streamed moments (the choices of ``align cka --metrics``)."""
-    return [name for name, m in METRICS.items() if m.from_moments is not None]
+def offered_by(command: str):
+    """Which alignment metrics ``align COMMAND --metrics`` offers (``AlignmentMetric.command``)."""
+    return lambda m: m.command == command
+
+
+def metric_options(command: str) -> type:
+    """The options of the metrics ``command`` offers, merged (each field once): that command's flags."""
+    return merged_options(f"{command.capitalize()}MetricOptions",
+                          (m.options for m in METRICS.values() if m.command == command),
+                          f"Options of the metrics of align {command} (each applies to the metrics it names).",
+                          __name__)
+
+
+CkaMetricOptions = metric_options("cka")
+KnnMetricOptions = metric_options("knn")
 
 
 @dataclass
-class CkaConfig(CkaOptions, PairArgs):
-    """Centered kernel alignment between every pair of hooks; linear CKA streams over the rows in one pass
-    (exact, memory independent of N), RBF CKA holds N x N Gram matrices."""
+class MetricArgs(PairArgs):
+    """``--metrics``: names from the metric registry, offered by this command (``COMMAND``)."""
 
-    metrics: list[str] = field(default_factory=lambda: ["cka"], nargs="*", metavar="NAME[,NAME...]",
-                               help=f"Metrics from the same moments: {', '.join(streamed_metrics())} (shape "
-                                    "distances: Williams et al. 2021).")
-
-    def __post_init__(self) -> None:
-        self.metrics = split_list(self.metrics) or ["cka"]
-        bad = [m for m in self.metrics if m not in streamed_metrics()]
-        if bad:
-            raise ConfigError(f"--metrics: unknown {bad}; choose from {', '.join(streamed_metrics())}")
-        super().__post_init__()
-
-    def metric_names(self) -> list[str]:
-        return list(self.metrics)
-
-
-@dataclass
-class KnnConfig(KnnOptions, PairArgs):
-    """Mutual k-nearest-neighbour alignment between every pair of hooks (platonic-representation style)."""
-
-    metrics: list[str] = field(default_factory=lambda: ["mutual_knn"], nargs="*", metavar="NAME[,NAME...]")
-    """Neighbourhood metrics: mutual_knn (shared neighbours) and/or cknna (CKA over mutual neighbours)."""
+    COMMAND = ""  #: the ``AlignmentMetric.command`` whose metrics this config offers
 
     def __post_init__(self) -> None:
         self.metrics = split_list(self.metrics)
-        bad = [m for m in self.metrics if m not in ("mutual_knn", "cknna")]
+        offered = METRICS.names(offered_by(self.COMMAND))
+        bad = [m for m in self.metrics if m not in offered]
         if bad or not self.metrics:
-            raise ConfigError(f"--metrics {bad or self.metrics}: choose mutual_knn and/or cknna")
+            raise ConfigError(f"--metrics {', '.join(bad or self.metrics) or '(none)'}: choose from "
+                              f"{', '.join(offered)}")
+        refuse_foreign_options({m: METRICS[m].options for m in offered}, self.metrics, self, "--metrics")
         super().__post_init__()
 
     def metric_names(self) -> list[str]:
         return list(self.metrics)
+
+
+@dataclass
+class CkaConfig(CkaMetricOptions, MetricArgs):
+    """Centered kernel alignment between every pair of hooks; linear CKA streams over the rows in one pass
+    (exact, memory independent of N), RBF CKA holds N x N Gram matrices."""
+
+    COMMAND = "cka"
+
+    metrics: list[str] = field(default_factory=lambda: ["cka"], nargs="*", metavar="NAME[,NAME...]",
+                               choices=METRICS.choices(where=offered_by("cka")),
+                               help="Metrics (one file each in analysis/align/metrics/): %(choices)s.")
+
+
+@dataclass
+class KnnConfig(KnnMetricOptions, MetricArgs):
+    """Mutual k-nearest-neighbour alignment between every pair of hooks (platonic-representation style)."""
+
+    COMMAND = "knn"
+
+    metrics: list[str] = field(default_factory=lambda: ["mutual_knn"], nargs="*", metavar="NAME[,NAME...]",
+                               choices=METRICS.choices(where=offered_by("knn")),
+                               help="Neighbourhood metrics (one file each in analysis/align/metrics/): %(choices)s.")
 
 
 @dataclass
@@ -259,7 +276,7 @@ class EncodeConfig(AlignArgs):
     inner_folds: int = 5
     """Inner folds choosing each target's alpha."""
 
-    alpha_score: Literal["r2", "neg_mse"] = "r2"
+    alpha_score: AlphaScore = "r2"
     """Inner-CV criterion: r2 (scikit-learn RidgeCV / GridSearchCV) or neg_mse (himalaya RidgeCV)."""
 
     ceilings: str | None = None
@@ -331,9 +348,10 @@ class BandedConfig(AlignArgs):
                                 metavar="A[,A...]")
     """Ridge penalties searched (default 1e-2 ... 1e6)."""
 
-    bands_from: list[str] = field(default_factory=list, nargs="*", metavar="DATASET#HOOK")
+    bands_from: list[str] = field(default_factory=list, nargs="*", metavar="DATASET[@vN]#HOOK")
     """More bands from other datasets on the same stimuli (another model: zoo/vit#resid.1), joined by stimulus id;
-    their ids and versions are recorded in run.json."""
+    DATASET@vN reads version N (default: its latest when the run starts); the ids and versions read are recorded in
+    run.json."""
 
     steps: int = 10
     """Band weights searched on the simplex in steps of 1/steps."""
@@ -354,7 +372,7 @@ class BandedConfig(AlignArgs):
             raise ConfigError("--alphas: positive ridge penalties, e.g. --alphas 0.1,1,10,100")
         bad = [b for b in self.bands_from if "#" not in b]
         if bad:
-            raise ConfigError(f"--bands-from {bad}: give DATASET#HOOK, e.g. zoo/vit-random#resid.1")
+            raise ConfigError(f"--bands-from {bad}: give DATASET[@vN]#HOOK, e.g. zoo/vit-random@v2#resid.1")
         check_positive(self, "steps", "folds", "inner_folds")
         if self.folds < 2 or self.inner_folds < 2:
             raise ConfigError("--folds and --inner-folds must be at least 2")

@@ -18,6 +18,7 @@ from analysis.align.ridge import ridge_cv
 from analysis.align.sweep import is_pattern, sweep_brain
 from analysis.common.args import TASK_NEUTRAL
 from analysis.common.hooks import layer_index
+from analysis.common.inputs import RunSummary
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.plots import pyplot
 from analysis.common.results import Results
@@ -91,10 +92,7 @@ def encode_hook(task: HookTask[EncodeConfig, EncodePlan], hook: str) -> HookFit:
 
 
 @dataclass(kw_only=True)
-class EncodeSummary(JsonRecord):
-    dataset: str
-    dataset_id: str
-    dataset_version: int
+class EncodeSummary(RunSummary, JsonRecord):
     hooks: list[str]
     n_stimuli: int
     n_targets: int
@@ -142,8 +140,7 @@ def _assemble(run: Assembly[EncodeConfig, EncodePlan], fits: dict[str, HookFit])
     for h in hooks:
         r = np.asarray(table.filter(pa.compute.equal(table["hook"], h))["score"])
         per_hook[h] = {"mean_r": float(r.mean()), "median_r": float(np.median(r)), "max_r": float(r.max())}
-    return EncodeSummary(dataset=run.ds.storage.display(), dataset_id=run.ds.dataset_id,
-                         dataset_version=run.ds.version, hooks=hooks, n_stimuli=len(run.plan.stimuli.ids),
+    return EncodeSummary(**run.recorded, hooks=hooks, n_stimuli=len(run.plan.stimuli.ids),
                          n_targets=len(run.plan.targets), folds=cfg.folds, inner_folds=cfg.inner_folds,
                          alphas=list(cfg.alphas), alpha_score=cfg.alpha_score, per_hook=per_hook,
                          conventions=CONVENTIONS, out=out.display())

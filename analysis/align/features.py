@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 
 from analysis.common.stream import stream_rows
+from shards.columns import EXAMPLE_ID, STIMULUS_ID
 from shards.errors import ActlakeError
 from shards.reader import Dataset
 
@@ -50,7 +51,7 @@ def dataset_key(ds: Dataset, key: KeyName) -> str:
         if key not in ds.columns:
             raise MatchError(f"the dataset has no {key!r} column (columns: {', '.join(ds.columns)})")
         return key
-    return "stimulus_id" if "stimulus_id" in ds.columns else "example_id"
+    return STIMULUS_ID if STIMULUS_ID in ds.columns else EXAMPLE_ID
 
 
 def row_keys(ds: Dataset, key: str) -> np.ndarray:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from analysis.align.vectors import RdmError, asymmetry, check_rdm_stack
 from analysis.common.tables import read_table
+from shards.columns import STIMULUS_ID
 from shards.errors import ActlakeError
 from shards.storage import Storage, StorageOptions
 
@@ -32,8 +33,7 @@ class BrainTarget:
 
 
 def _read_bytes(uri: str, storage: StorageOptions | dict | None) -> tuple[bytes, str]:
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    st = Storage(parent or ".", storage)
+    st, name = Storage.for_file(uri, storage)
     try:
         return st.get_bytes(name), st.display(name)
     except FileNotFoundError:
@@ -112,7 +112,7 @@ def read_ids(uri: str, storage: StorageOptions | dict | None = None) -> list[str
     suffix = posixpath.splitext(uri)[1].lower()
     if suffix in (".parquet", ".pq", ".csv", ".jsonl", ".json"):
         t = read_table(uri, storage)
-        col = "stimulus_id" if "stimulus_id" in t.column_names else t.column_names[0]
+        col = STIMULUS_ID if STIMULUS_ID in t.column_names else t.column_names[0]
         return [str(v) for v in t.column(col).to_pylist()]
     data, shown = _read_bytes(uri, storage)
     if suffix == ".npy":
@@ -129,7 +129,7 @@ class Responses:
     values: np.ndarray
 
 
-def read_responses(uri: str, storage: StorageOptions | dict | None = None, id_column: str = "stimulus_id"
+def read_responses(uri: str, storage: StorageOptions | dict | None = None, id_column: str = STIMULUS_ID
                    ) -> Responses:
     """Responses keyed by stimulus id: a Parquet/CSV table with an id column and one column per target, or an
     NPZ with ``responses`` (stimuli × targets), ``stimulus_id`` and optional ``targets``."""

@@ -11,7 +11,8 @@ import numpy as np
 
 from analysis.align.features import MatchError, StimulusPlan, load_items, plan_stimuli
 from analysis.common.join import join_rows
-from shards.reader import Dataset, open_dataset
+from shards.columns import EXAMPLE_ID, POSITION, STIMULUS_ID
+from shards.reader import Dataset
 
 log = logging.getLogger("actlake.align")
 
@@ -40,7 +41,7 @@ class HookPairs:
 
 
 def _match_rows(cfg, ds1: Dataset, ds2: Dataset) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    keys = ["example_id", "position"]
+    keys = [EXAMPLE_ID, POSITION]
     left = ds1.metadata_table(keys)
     right = ds2.metadata_table(keys)
     if left.equals(right):
@@ -51,18 +52,19 @@ def _match_rows(cfg, ds1: Dataset, ds2: Dataset) -> tuple[np.ndarray | None, np.
     if missing:
         if not cfg.intersect:
             raise MatchError(f"{missing} of {len(idx)} rows of --data have no row with the same example_id and "
-                             f"position in --data2 (e.g. example {left.column('example_id')[int(np.argmax(idx < 0))]})."
+                             f"position in --data2 (e.g. example {left.column(EXAMPLE_ID)[int(np.argmax(idx < 0))]})."
                              " Extract both over the same corpus, or pass --intersect to use the common rows.")
         notes.append(f"--intersect: {missing} rows of --data without a match in --data2 were dropped")
     rows1 = np.flatnonzero(idx >= 0)
     return rows1, idx[rows1], notes
 
 
-def second_dataset(cfg, ds1: Dataset) -> Dataset:
-    """``--data2`` at ``--data2-version`` (or its latest), or ``ds1`` itself when there is no second dataset."""
-    if cfg.data2 is None or (cfg.data2 == cfg.data and cfg.data2_version in (None, ds1.version)):
+def second_dataset(ds1: Dataset, ds2: Dataset | None) -> Dataset:
+    """The pinned ``--data2``, or ``ds1`` itself when there is no second dataset or it is ``ds1`` at the same
+    version (then every pair of ``--hooks`` is compared once)."""
+    if ds2 is None or (ds2.dataset_id, ds2.version, ds2.storage.uri) == (ds1.dataset_id, ds1.version, ds1.storage.uri):
         return ds1
-    return open_dataset(cfg.data2, cfg.storage, cfg.data2_version)
+    return ds2
 
 
 def plan_pairs(cfg, ds1: Dataset, hooks1: list[str], ds2: Dataset) -> HookPairs:
@@ -75,7 +77,7 @@ def plan_pairs(cfg, ds1: Dataset, hooks1: list[str], ds2: Dataset) -> HookPairs:
             raise MatchError("one dataset and one hook: nothing to compare. Name several --hooks, or --data2/--hooks2")
     else:
         pairs = [(a, b) for a in hooks1 for b in hooks2]
-    if cfg.pool != "none" or cfg.match == "stimulus_id":
+    if cfg.pool != "none" or cfg.match == STIMULUS_ID:
         pool = cfg.pool if cfg.pool != "none" else "none"
         p1 = plan_stimuli(ds1, "auto" if cfg.key == "auto" else cfg.key, pool, None, False, "--data")
         p2 = p1 if same else plan_stimuli(ds2, cfg.key, pool, p1.ids, cfg.intersect, "--data")

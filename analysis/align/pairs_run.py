@@ -21,20 +21,19 @@ import pyarrow as pa
 from analysis.align import metrics  # noqa: F401  (registers the metrics)
 from analysis.align.config import CkaConfig, KnnConfig, PairArgs
 from analysis.align.moments import CrossMoments
-from analysis.align.null import MAX_ROWS, NULLS, permutation_null, permutations
+from analysis.align.null import MAX_ROWS, permutation_null, permutations
 from analysis.align.pairs import HookPairs, load_matched, plan_pairs, second_dataset, stream_matched
 from analysis.align.registry import AlignmentMetric, get_metric
 from analysis.align.report import write_pair_matrix
 from analysis.align.sweep import is_pattern, sweep_pairs
 from analysis.common.args import TASK_NEUTRAL
 from analysis.common.finite import require_finite
+from analysis.common.inputs import RunSummary
 from analysis.common.options import options_of
-from analysis.common.rundir import output_lock
-from analysis.common.runstart import start_run
+from analysis.common.runstart import RunKind, StartedRun, run_start
 from shards.errors import ConfigError
 from shards.progress import Progress
 from shards.records import JsonRecord
-from shards.storage import Storage
 
 log = logging.getLogger("actlake.align")
 CONFIG = CkaConfig
@@ -42,11 +41,9 @@ SUMMARY = "summary.json"
 
 
 @dataclass(kw_only=True)
-class PairSummary(JsonRecord):
-    dataset: str
-    dataset_id: str
-    dataset2: str
-    dataset2_id: str
+class PairSummary(RunSummary, JsonRecord):
+    """``summary.json``: ``dataset`` is --data; ``inputs["data2"]`` the second dataset, when there is one."""
+
     rows: int
     method: str
     pairs: list[dict]
@@ -54,8 +51,6 @@ class PairSummary(JsonRecord):
     seconds: float
     peak_state_bytes: int = 0
     out: str = ""
-    dataset_version: int = 0
-    dataset2_version: int = 0
 
 
 @dataclass
@@ -151,7 +146,7 @@ def add_null(cfg: PairArgs, hp: HookPairs, rows: list[dict]) -> None:
     perms = None
     for row in rows:
         c = chosen[row["method"]]
-        if c.metric.name not in NULLS:
+        if c.metric.null is None:
             continue  # shape distances: no null (say so in the note)
         for key in (("1", row["hook"]), (_side2(hp), row["hook2"])):
             if key not in views:
@@ -159,23 +154,15 @@ def add_null(cfg: PairArgs, hp: HookPairs, rows: list[dict]) -> None:
         x, y = views[("1", row["hook"])], views[(_side2(hp), row["hook2"])]
         if perms is None:
             perms = permutations(len(x), cfg.permutations, cfg.seed)
-        row.update(permutation_null(c.metric.name, x, y, perms, c.options).to_row())
+        row.update(permutation_null(c.metric, x, y, perms, c.options).to_row())
         log.info("%s x %s: %s %.4f, null %.4f +- %.4f, p %.4g", row["hook"], row["hook2"], row["method"],
                  row["score"] or float("nan"), row["null_mean"], row["null_sd"], row["p_value"])
 
 
-def _pairs(cfg: PairArgs) -> PairSummary:
+def _pairs(cfg: PairArgs, run: StartedRun) -> PairSummary:
     t0 = time.perf_counter()
-    second: dict = {}
-
-    def with_second(ds1) -> dict:  # the second dataset's id and version are part of the run too
-        ds2 = second["ds"] = second_dataset(cfg, ds1)
-        return {"dataset2_id": ds2.dataset_id, "dataset2_version": ds2.version} if ds2 is not ds1 else {}
-
-    command = "align knn" if isinstance(cfg, KnnConfig) else "align cka"
-    run = start_run(cfg, TASK_NEUTRAL | {"batch_size", "block", "data2_version"}, command=command,
-                    resume_marker=None, extra=with_second)
-    ds2 = second["ds"]
+    command = run.rundir.command
+    ds2 = second_dataset(run.ds, run.inputs.get("data2"))
     if run.state == "done":
         log.info("%s already holds this finished run", run.out.display())
         return PairSummary.from_json(run.rundir.summary())
@@ -199,18 +186,19 @@ def _pairs(cfg: PairArgs) -> PairSummary:
     for note in undefined:
         log.warning("%s", note)
     summary = PairSummary(
-        dataset=hp.ds1.storage.display(), dataset_id=hp.ds1.dataset_id, dataset2=hp.ds2.storage.display(),
-        dataset2_id=hp.ds2.dataset_id, rows=rows[0]["rows"], method=rows[0]["method"], pairs=rows,
+        **run.recorded(), rows=rows[0]["rows"], method=rows[0]["method"], pairs=rows,
         notes=[*(hp.notes or []), *undefined], seconds=round(time.perf_counter() - t0, 3), peak_state_bytes=state_bytes,
-        out=run.out.display(), dataset_version=hp.ds1.version, dataset2_version=hp.ds2.version)
+        out=run.out.display())
     run.rundir.finish(summary.to_json())
     return summary
 
 
 def run_pairs(cfg: PairArgs) -> PairSummary:
     """Every metric of ``cfg`` between hook pairs, under the output's lock; returns what ``summary.json`` holds."""
-    with output_lock(Storage(cfg.out, cfg.storage), "align output"):
-        return _pairs(cfg)
+    command = "align knn" if isinstance(cfg, KnnConfig) else "align cka"
+    kind = RunKind(command, TASK_NEUTRAL | {"batch_size", "block"}, lock="align output", resume_marker=None)
+    with run_start(cfg, kind, hooks=cfg.resolve_hooks) as run:
+        return _pairs(cfg, run)
 
 
 def run(cfg: CkaConfig) -> PairSummary:

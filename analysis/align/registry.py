@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 
-from shards.config import did_you_mean
-from shards.errors import ConfigError
-
-T = TypeVar("T")
+from shards.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,10 @@ class AlignmentMetric:
       ``compare(a, b, options)`` per pair.
 
     ``fn(X, Y, **options)`` is the plain function on two matched arrays; ``options`` the metric's options
-    dataclass (or None); ``method(options)`` the name results carry (``linear_cka_debiased``)."""
+    dataclass (or None: its fields become flags of ``command``); ``method(options)`` the name results carry
+    (``linear_cka_debiased``); ``null(x, y, permutations, options) -> (score, permuted scores)`` its permutation
+    null (``--permutations``; ``null.py``), computed from what it prepares once (None: the metric has no null);
+    ``command``: the ``align`` command whose ``--metrics`` offers it."""
 
     name: str
     fn: Callable[..., float]
@@ -98,6 +98,8 @@ class AlignmentMetric:
     options: type | None = None
     method: Callable[[object], str] | None = None
     streams: Callable[[object], bool] | None = None  #: default: whenever ``from_moments`` exists
+    null: Callable[[np.ndarray, np.ndarray, np.ndarray, object], tuple[float, np.ndarray]] | None = None
+    command: Literal["cka", "knn"] = "cka"
 
     def runs_streamed(self, options) -> bool:
         return self.from_moments is not None and (self.streams is None or self.streams(options))
@@ -106,69 +108,28 @@ class AlignmentMetric:
         return self.method(options) if self.method is not None else self.name
 
 
-RDM_METHODS: dict[str, RdmMethod] = {}
-TRANSFORMS: dict[str, Transform] = {}
-METRICS: dict[str, AlignmentMetric] = {}
-COMPARISONS: dict[str, Comparison] = {}
-CONVENTIONS: dict[str, Convention] = {}
+RDM_METHODS: Registry[RdmMethod] = Registry("RDM method")
+TRANSFORMS: Registry[Transform] = Registry("transform")
+METRICS: Registry[AlignmentMetric] = Registry("alignment metric")
+COMPARISONS: Registry[Comparison] = Registry("comparison method")
+CONVENTIONS: Registry[Convention] = Registry("convention")
+
+register_rdm, get_rdm_method = RDM_METHODS.register, RDM_METHODS.lookup
+register_transform, get_transform = TRANSFORMS.register, TRANSFORMS.lookup
+register_comparison, get_comparison = COMPARISONS.register, COMPARISONS.lookup
+register_metric, get_metric = METRICS.register, METRICS.lookup
+get_convention = CONVENTIONS.lookup
 
 
-def _register(table: dict[str, T], entry: T) -> T:
-    table[entry.name] = entry
-    return entry
-
-
-def register_rdm(method: RdmMethod) -> RdmMethod:
-    return _register(RDM_METHODS, method)
-
-
-def register_transform(t: Transform) -> Transform:
-    return _register(TRANSFORMS, t)
-
-
-def register_comparison(cmp: Comparison) -> Comparison:
-    return _register(COMPARISONS, cmp)
-
-
-def register_metric(metric: AlignmentMetric) -> AlignmentMetric:
-    return _register(METRICS, metric)
-
-
-def get_metric(name: str) -> AlignmentMetric:
-    return _get(METRICS, "alignment metric", name)
-
-
-def _get(table: dict, kind: str, name: str):
-    if name not in table:
-        raise ConfigError(f"unknown {kind} {name!r}.{did_you_mean(name, table)} Known: {', '.join(table)}")
-    return table[name]
-
-
-def get_rdm_method(name: str) -> RdmMethod:
-    return _get(RDM_METHODS, "RDM method", name)
-
-
-def get_transform(name: str) -> Transform:
-    return _get(TRANSFORMS, "transform", name)
-
-
-def get_comparison(name: str) -> Comparison:
-    return _get(COMPARISONS, "comparison method", name)
-
-
-def get_convention(name: str) -> Convention:
-    return _get(CONVENTIONS, "convention", name)
-
-
-CONVENTIONS["rsatoolbox"] = Convention(
+CONVENTIONS.register(Convention(
     "rsatoolbox", squared=False, ceiling_pool="method",
     describe="RDMs as rsatoolbox.rdm.calc_rdm (euclidean: squared distance / channels); scores as "
              "rsatoolbox.rdm.compare, averaged over subjects; noise ceiling as "
              "rsatoolbox.inference.boot_noise_ceiling (subjects pooled with pool_rdm for the method)",
-    reference="rsatoolbox 0.3 (rsagroup/rsatoolbox)")
-CONVENTIONS["net2brain"] = Convention(
+    reference="rsatoolbox 0.3 (rsagroup/rsatoolbox)"))
+CONVENTIONS.register(Convention(
     "net2brain", squared=True, ceiling_pool="mean",
     describe="RDMs as net2brain RDMCreator (euclidean: plain distance; --standardize: z-score over stimuli with "
              "std + 1e-7); scores squared per subject then averaged (R²), t-test against 0 and SEM over "
              "subjects; noise ceiling as net2brain NoiseCeiling (mean RDM, squared score)",
-    reference="Net2Brain (cvai-roig-lab/Net2Brain, evaluations/rsa.py, noiseceiling.py)")
+    reference="Net2Brain (cvai-roig-lab/Net2Brain, evaluations/rsa.py, noiseceiling.py)"))

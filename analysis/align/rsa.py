@@ -90,12 +90,6 @@ def ceiling_pool(vectors: np.ndarray, method: str, convention: str) -> np.ndarra
     return get_comparison(method).pool(vectors)
 
 
-def subject_scores(model_vec: np.ndarray, subject_vecs: np.ndarray, method: str, convention: str) -> np.ndarray:
-    """Per-subject scores of one model RDM, squared where the convention squares them."""
-    s = get_comparison(method).score(model_vec[None], subject_vecs)[0]
-    return s ** 2 if get_convention(convention).squared else s
-
-
 def noise_ceiling(rdms, method: str = "spearman", convention: str = "rsatoolbox") -> tuple[float, float]:
     """(lower, upper) noise ceiling of a subjects × N × N stack (or subjects × condensed).
 

@@ -28,6 +28,7 @@ from analysis.align.sweep import is_pattern, sweep_brain
 from analysis.align.topology import transform
 from analysis.align.vectors import RdmError, condensed
 from analysis.common.hooks import layer_index
+from analysis.common.inputs import RunSummary
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.results import Results, npy_bytes, read_npy
 from shards.records import JsonRecord
@@ -295,10 +296,7 @@ def _paired(cfg: RsaConfig, plan: RsaPlan, hooks: list[str], results: dict[str, 
 
 
 @dataclass(kw_only=True)
-class RsaSummary(JsonRecord):
-    dataset: str
-    dataset_id: str
-    dataset_version: int
+class RsaSummary(RunSummary, JsonRecord):
     hooks: list[str]
     n_stimuli: int
     stimulus_key: str
@@ -312,7 +310,7 @@ class RsaSummary(JsonRecord):
     out: str = ""
 
 
-def _summary(cfg, ds, hooks, plan, results) -> RsaSummary:
+def _summary(cfg, recorded: dict, hooks, plan, results) -> RsaSummary:
     conv = get_convention(cfg.convention)
     targets = {}
     for ti, t in enumerate(plan.targets):
@@ -323,7 +321,7 @@ def _summary(cfg, ds, hooks, plan, results) -> RsaSummary:
             "hooks": {h: {k: getattr(results[h].targets[ti], k) for k in
                           ("mean", "sem", "t_p_value", "ci_low", "ci_high", "p_value")} for h in hooks}}
     return RsaSummary(
-        dataset=ds.storage.display(), dataset_id=ds.dataset_id, dataset_version=ds.version, hooks=hooks,
+        **recorded, hooks=hooks,
         n_stimuli=len(plan.stimuli.ids), stimulus_key=plan.stimuli.key, rdm=cfg.rdm, compare=cfg.compare,
         convention={"name": conv.name, "describe": conv.describe, "reference": conv.reference},
         methods={"rdm": get_rdm_method(cfg.rdm).describe[cfg.convention],
@@ -352,7 +350,7 @@ def _assemble(run: Assembly[RsaConfig, RsaPlan], results: dict[str, HookScores])
     if plan.baselines:
         out.table("baselines.parquet", pa.Table.from_pylist(_baseline_rows(cfg, plan)))
     write_rsa_plots(out, cfg, hooks, rows, plan, {h: out.storage.exists(f"{HOOKS}/{h}-rdm.npy") for h in hooks})
-    summary = _summary(cfg, run.ds, hooks, plan, results)
+    summary = _summary(cfg, run.recorded, hooks, plan, results)
     summary.out = out.display()
     return summary
 

@@ -20,9 +20,11 @@ from analysis.align.regression_score import commit_halves, internal_consistency,
 from analysis.align.sweep import is_pattern, sweep_brain
 from analysis.common.args import TASK_NEUTRAL
 from analysis.common.hooks import layer_index
+from analysis.common.inputs import RunSummary
 from analysis.common.perhook import Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.plots import pyplot
 from analysis.common.tables import read_table
+from shards.columns import STIMULUS_ID
 from shards.errors import ConfigError
 from shards.reader import Dataset
 from shards.records import JsonRecord
@@ -44,27 +46,27 @@ class NeuralResponses:
 def read_neural(uri: str, storage) -> NeuralResponses:
     """A response table with repetitions as a column (long: one row per stimulus and repetition) or an axis."""
     if posixpath.splitext(uri)[1].lower() == ".npz":
-        parent, _, name = uri.rpartition("/")
-        with np.load(io.BytesIO(Storage(parent or ".", storage).get_bytes(name)), allow_pickle=False) as z:
-            if "responses" not in z.files or "stimulus_id" not in z.files:
+        st, name = Storage.for_file(uri, storage)
+        with np.load(io.BytesIO(st.get_bytes(name)), allow_pickle=False) as z:
+            if "responses" not in z.files or STIMULUS_ID not in z.files:
                 raise ConfigError(f"{uri}: an NPZ needs 'responses' (repetitions x stimuli x neuroids) and "
                                   f"'stimulus_id'; it has {z.files}")
             r = np.asarray(z["responses"], dtype=np.float64)
             r = r[None] if r.ndim == 2 else r
             names = [str(n) for n in z["neuroids"]] if "neuroids" in z.files else [str(i) for i in range(r.shape[2])]
-            return NeuralResponses([str(s) for s in z["stimulus_id"]], names, r)
+            return NeuralResponses([str(s) for s in z[STIMULUS_ID]], names, r)
     t = read_table(uri, storage).to_pandas()
-    if "stimulus_id" not in t.columns:
+    if STIMULUS_ID not in t.columns:
         raise ConfigError(f"{uri}: no stimulus_id column (columns: {list(t.columns)[:10]})")
-    neuroids = [c for c in t.columns if c not in ("stimulus_id", "repetition")]
+    neuroids = [c for c in t.columns if c not in (STIMULUS_ID, "repetition")]
     bad = [c for c in neuroids if not pd.api.types.is_numeric_dtype(t[c])]
     if bad or not neuroids:
         raise ConfigError(f"{uri}: every column but stimulus_id and repetition must be a neuroid's numbers "
                           f"({bad[:5] or 'none given'})")
-    t["stimulus_id"] = t["stimulus_id"].astype(str)
+    t[STIMULUS_ID] = t[STIMULUS_ID].astype(str)
     if "repetition" not in t.columns:
-        t["repetition"] = t.groupby("stimulus_id").cumcount()
-    if t.duplicated(["stimulus_id", "repetition"]).any():
+        t["repetition"] = t.groupby(STIMULUS_ID).cumcount()
+    if t.duplicated([STIMULUS_ID, "repetition"]).any():
         raise ConfigError(f"{uri}: a (stimulus_id, repetition) pair appears twice")
     ids, reps = list(dict.fromkeys(t.stimulus_id)), sorted(t.repetition.unique())
     cube = np.full((len(reps), len(ids), len(neuroids)), np.nan)
@@ -131,10 +133,7 @@ def score_hook(task: HookTask[ScoreConfig, ScorePlan], hook: str) -> HookScore:
 
 
 @dataclass(kw_only=True)
-class ScoreSummary(JsonRecord):
-    dataset: str
-    dataset_id: str
-    dataset_version: int
+class ScoreSummary(RunSummary, JsonRecord):
     hooks: list[str]
     n_stimuli: int
     n_neuroids: int
@@ -168,8 +167,7 @@ def _assemble(run: Assembly[ScoreConfig, ScorePlan], scores: dict[str, HookScore
         committed = {"hook": best, "selection": scores[best].selection, "score": scores[best].evaluation,
                      "ceiled": scores[best].evaluation / ceil if ceil else None}
     _plot(run, rows, committed, ceil)
-    return ScoreSummary(dataset=run.ds.storage.display(), dataset_id=run.ds.dataset_id,
-                        dataset_version=run.ds.version, hooks=hooks, n_stimuli=len(plan.y),
+    return ScoreSummary(**run.recorded, hooks=hooks, n_stimuli=len(plan.y),
                         n_neuroids=plan.y.shape[1], repetitions=len(plan.reps), dropped_values=plan.dropped,
                         regression=cfg.regression, ceiling=plan.ceiling,
                         per_hook={r["hook"]: {k: r[k] for k in ("score", "error", "ceiled")} for r in rows},

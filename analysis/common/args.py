@@ -8,23 +8,21 @@ from dataclasses import dataclass
 from simple_parsing import field
 
 from analysis.common.hooks import in_layer_order
+from analysis.common.inputs import DatasetInput, take_inputs
 from shards.config import check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
-from shards.manifest import check_version
-from shards.reader import Dataset, open_dataset
+from shards.reader import Dataset
 from shards.storage import StorageOptions
 
 
 @dataclass
 class DataArgs:
-    """The dataset an analysis reads (``--data``, ``--data-version``, ``--hooks``, storage options)."""
+    """The dataset an analysis reads (``--data URI[@vN]``, ``--hooks``, storage options)."""
 
-    data: str = "demo-data/minilm"
-    """Activation dataset URI (local path, s3://bucket/prefix, any fsspec URI)."""
-
-    data_version: int | None = None
-    """Read this version of the dataset (`actlake versions URI` lists them; default: the latest when the run is
-    planned). The version read is recorded in run.json and used by every task, whatever is appended meanwhile."""
+    data: DatasetInput = field(default=DatasetInput("demo-data/minilm"), metavar="URI[@vN]")
+    """Activation dataset URI (local path, s3://bucket/prefix, any fsspec URI); URI@vN reads version N (`actlake
+    versions URI` lists them; default: the latest when the run is planned). The version read is recorded in
+    run.json and used by every task, whatever is appended meanwhile."""
 
     hooks: list[str] = field(default_factory=lambda: ["resid.*"], nargs="*", metavar="HOOK[,HOOK...]")
     """Hooks to analyse: names or globs (resid.*), taken in layer order."""
@@ -35,17 +33,16 @@ class DataArgs:
     def __post_init__(self) -> None:
         self.hooks = split_list(self.hooks)
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "data", "out")
+        take_credentials(self, "out")
+        take_inputs(self)  # --data, and a subclass' own inputs (--data2)
+        if self.data is None or not self.data.uri:
+            raise ConfigError("--data: name the activation dataset (URI, or URI@vN for version N)")
         if not self.hooks:
             raise ConfigError("--hooks: name at least one hook, e.g. --hooks 'resid.*'")
-        if self.data_version is not None:
-            self.data_version = check_version(self.data_version)
 
-    def open(self, version: int | None = None) -> tuple[Dataset, list[str]]:
-        """The dataset at ``version`` (default: ``--data-version``, else the latest), and the hooks asked for
-        (globs expanded) in layer order; unknown names fail here."""
-        ds = open_dataset(self.data, self.storage, self.data_version if version is None else version)
-        return ds, in_layer_order(ds.schema.resolve_hooks(self.hooks, ds.storage.display()))
+    def resolve_hooks(self, ds: Dataset) -> list[str]:
+        """The hooks asked for (globs expanded) in layer order; unknown names fail here."""
+        return in_layer_order(ds.schema.resolve_hooks(self.hooks, ds.storage.display()))
 
 
 @dataclass
@@ -69,6 +66,6 @@ class HookTaskArgs(DataArgs):
         check_positive(self, "workers")
 
 
-#: HookTaskArgs' settings (and --out) that do not change what a run computes: out of its fingerprint. The
-#: version asked for is replaced there by the version read (``dataset_version``).
-TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage", "data_version"})
+#: HookTaskArgs' settings (and --out) that do not change what a run computes: out of its fingerprint (an input's
+#: version asked for is replaced there by the version read: ``run_settings``).
+TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage"})

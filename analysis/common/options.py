@@ -9,36 +9,9 @@ method takes its own by name (``options_of``). A flag of a method that was not c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from shards.errors import ConfigError
-
-
-class RegistryChoices(Sequence[str]):
-    """A registry's names (after ``extra`` ones such as ``auto``), read when they are asked for: argparse asks
-    when it checks a flag's value and writes the help, after every method file has registered itself, whereas a
-    config class is defined while they are still being imported."""
-
-    def __init__(self, table: Mapping[str, object], *extra: str) -> None:
-        self.table, self.extra = table, extra
-
-    def _names(self) -> list[str]:
-        return [*self.extra, *self.table]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __getitem__(self, i):
-        return self._names()[i]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.extra or name in self.table
-
-    def __repr__(self) -> str:
-        return repr(tuple(self._names()))
 
 
 def merged_options(name: str, classes: Iterable[type | None], doc: str, module: str) -> type:

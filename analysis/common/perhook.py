@@ -1,9 +1,10 @@
 """The skeleton of every per-hook analysis (``stats``, ``probe``, ``align rsa``, ``align encode``): plan, one task
 per hook, assemble.
 
-``run_hook_analysis`` owns everything around the science: the output's lock, the dataset opened once and pinned
-at one version (``runstart``), ``run.json``, resuming a killed run (a hook is done once ``OUT/hooks/HOOK.json``
-exists, written last), ``--overwrite``, the fan-out over Ray, reading the hooks' results back and the summary.
+``run_hook_analysis`` owns everything around the science: the run start (``runstart``: the output's lock, every
+input opened once and pinned at one version, ``run.json``, ``--overwrite``), resuming a killed run (a hook is done
+once ``OUT/hooks/HOOK.json`` exists, written last), the fan-out over Ray, reading the hooks' results back and the
+summary.
 An analysis supplies a ``HookAnalysis``: its plan (every check of the input, before any hook is read), its
 per-hook function (handed the pinned dataset, the plan and a place for side files; it returns its outcome) and
 its assembly (tables, plots and the summary from every hook's outcome), as SAELens' trainer is handed its data
@@ -15,17 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
 from analysis.common.fanout import run_pending_hooks
 from analysis.common.finite import require_finite
 from analysis.common.results import Results
-from analysis.common.rundir import output_lock
-from analysis.common.runstart import StartedRun, start_run
+from analysis.common.runstart import RunKind, StartedRun, run_start
 from shards.reader import Dataset
-from shards.storage import Storage
 
 HOOKS = "hooks"  #: OUT/hooks/: each hook's outcome (HOOK.json) and side files
 
@@ -52,13 +51,15 @@ class HookTask(Generic[C, P]):
 
 @dataclass
 class Assembly(Generic[C, P]):
-    """What the assembly receives: the run's config, plan, pinned dataset, hooks and output."""
+    """What the assembly receives: the run's config, plan, pinned dataset, hooks and output, and what the summary
+    records of the inputs (``recorded``: ``dataset`` and ``inputs``, as ``RunSummary`` takes them)."""
 
     cfg: C
     plan: P
     ds: Dataset
     hooks: list[str]
     out: Results  #: OUT/
+    recorded: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _run(analysis: HookAnalysis, cfg, run: StartedRun):
                       lambda h: hooks_out.storage.exists(f"{h}.json"), workers=cfg.workers, address=cfg.address,
                       threads=cfg.threads, logger=log, verb=analysis.verb)
     outcomes = {h: analysis.outcome.from_json(hooks_out.read_json(f"{h}.json")) for h in run.hooks}
-    summary = analysis.assemble(Assembly(cfg, plan, run.ds, run.hooks, run.out), outcomes)
+    summary = analysis.assemble(Assembly(cfg, plan, run.ds, run.hooks, run.out, run.recorded()), outcomes)
     run.rundir.finish(summary.to_json())
     return summary
 
@@ -120,8 +121,8 @@ def _run(analysis: HookAnalysis, cfg, run: StartedRun):
 def run_hook_analysis(analysis: HookAnalysis[C, P, O, S], cfg: C) -> S:
     """Run ``analysis`` over ``cfg``'s hooks (or resume it, or return its finished summary) under the output's
     lock; every hook reads the one version the run pinned."""
-    with output_lock(Storage(cfg.out, cfg.storage), f"{analysis.name} output"):
-        run = start_run(cfg, analysis.neutral, command=analysis.command)
+    kind = RunKind(analysis.command, analysis.neutral, lock=f"{analysis.name} output")
+    with run_start(cfg, kind, hooks=cfg.resolve_hooks) as run:
         if run.state == "done":
             analysis.log.info("%s already holds this finished run", run.out.display())
             return analysis.summary.from_json(run.rundir.summary())

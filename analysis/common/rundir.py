@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
+from analysis.common.inputs import DatasetInput
 from analysis.common.report_files import REPORT, write_report
 from shards.errors import ActlakeError
 from shards.layout import LOCK, MANIFEST
@@ -42,8 +43,12 @@ def fingerprint_of(settings: dict) -> str:
 
 
 def run_settings(cfg, neutral: frozenset[str], **extra) -> dict:
-    """The settings that make a run: every field of ``cfg`` but the ``neutral`` ones, plus ``extra``."""
-    return {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in neutral}, **extra}
+    """The settings that make a run: every field of ``cfg`` but the ``neutral`` ones, plus ``extra``. A dataset
+    input counts by its URI: the version asked for is replaced by the version read, which the run start adds."""
+    def setting(v):
+        return (v.uri or None) if isinstance(v, DatasetInput) else v
+
+    return {**{k: setting(v) for k, v in dataclasses.asdict(cfg).items() if k not in neutral}, **extra}
 
 
 def library_versions(names=LIBRARIES) -> dict[str, str]:
@@ -63,12 +68,13 @@ class RunRecord:
     fingerprint: str
     settings: dict
     config: dict
-    dataset: DatasetRef | None = None
+    dataset: DatasetRef | None = None  #: the main input (``--data``) and the hooks read
     seeds: dict[str, int] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=library_versions)
     command: str = ""  #: the command that made the run (``stats``, ``align rsa``, ``sae train``)
     preexisting: list[str] = field(default_factory=list)  #: files under the output before the run: never its own
     files: list[str] = field(default_factory=list)  #: every file the run wrote (once it finished)
+    inputs: dict[str, DatasetRef] = field(default_factory=dict)  #: every input read, by the option naming it
 
     def to_json(self) -> dict:
         """What ``run.json`` holds: settings and configuration with every secret-named value removed, in any
@@ -76,7 +82,7 @@ class RunRecord:
         return {"fingerprint": self.fingerprint, "command": self.command, "settings": redact(self.settings),
                 "config": redact(self.config), "dataset": self.dataset.to_json() if self.dataset else None,
                 "seeds": self.seeds, "libraries": self.libraries, "preexisting": self.preexisting,
-                "files": self.files}
+                "files": self.files, "inputs": {k: v.to_json() for k, v in self.inputs.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> RunRecord:
@@ -84,7 +90,8 @@ class RunRecord:
         return cls(fingerprint=d["fingerprint"], settings=d.get("settings") or d.get("config") or {},
                    config=d.get("config") or {}, dataset=DatasetRef.from_json(ds) if isinstance(ds, dict) else None,
                    seeds=d.get("seeds") or {}, libraries=d.get("libraries") or {}, command=d.get("command") or "",
-                   preexisting=list(d.get("preexisting") or []), files=list(d.get("files") or []))
+                   preexisting=list(d.get("preexisting") or []), files=list(d.get("files") or []),
+                   inputs={k: DatasetRef.from_json(v) for k, v in (d.get("inputs") or {}).items()})
 
 
 def _ancestors(uri: str) -> list[str]:
@@ -113,11 +120,12 @@ def refuse_dataset_place(storage: Storage) -> None:
                                    "Choose an --out outside it, e.g. runs/NAME.")
 
 
-def refuse_dataset_output(storage: Storage) -> None:
+def refuse_dataset_output(storage: Storage, own: tuple[str, ...] = ()) -> None:
     """An analysis' output never is, holds or lies inside a dataset: ``--overwrite`` would delete its files, and
-    its files would mix with the dataset's."""
+    its files would mix with the dataset's. ``own``: the datasets the run itself writes there (``sae eval``'s
+    per-token rows), which it may hold."""
     refuse_dataset_place(storage)
-    held = storage.walk_dirs("", maxdepth=4)
+    held = [d for d in storage.walk_dirs("", maxdepth=4) if d.strip("/") not in own]
     if held:
         raise RunMismatchError(f"--out {storage.display()} holds the dataset {storage.display(held[0])}: an "
                                "analysis' output must not contain datasets. Choose another --out.")
@@ -131,9 +139,9 @@ class RunDir:
     that were there before it started (a user's own files in a shared folder survive)."""
 
     def __init__(self, storage: Storage, summary: str = "summary.json", resume_marker: str | None = None,
-                 command: str = "") -> None:
+                 command: str = "", own_datasets: tuple[str, ...] = ()) -> None:
         self.storage, self.summary_name, self.resume_marker = storage, summary, resume_marker
-        self.command = command
+        self.command, self.own_datasets = command, own_datasets
 
     def record(self) -> RunRecord | None:
         try:
@@ -147,7 +155,7 @@ class RunDir:
         Another run's output is refused naming what differs (the command, or the settings), or with ``overwrite``
         removed (only where ``clear``: in a data-parallel run the driver clears once, before any worker starts).
         """
-        refuse_dataset_output(self.storage)
+        refuse_dataset_output(self.storage, self.own_datasets)
         existing = self.record()
         if existing is None:
             return "new"
@@ -168,20 +176,29 @@ class RunDir:
         diffs = identity_diff(redact(existing.settings), redact(settings))  # run.json holds them redacted
         hint = ""
         if _without_version(redact(existing.settings)) == _without_version(redact(settings)):  # only the data moved
-            hint = f" (--data-version {existing.settings.get('dataset_version')} reads what it read)"
+            refs = existing.inputs or ({"data": existing.dataset} if existing.dataset else {})
+            pins = ", ".join(f"--{name.replace('_', '-')} {ref.uri}@v{ref.version}" for name, ref in refs.items())
+            hint = f" ({pins} reads what it read)" if pins else ""
         return (f"{where} already holds a different run ({'; '.join(diffs) or 'other settings'}). Use the same "
                 f"settings to resume it{hint}, --overwrite to replace it, or another --out.")
 
-    def unfinished_version(self, settings: dict) -> int | None:
-        """The dataset version an unfinished run of these ``settings`` (bar the version) planned on, or None: a
-        killed run resumes on the version it planned, whatever was committed since."""
+    def unfinished_versions(self, settings: dict) -> dict[str, int]:
+        """The version of each input (by name; ``data``: the main one) that an unfinished run of these
+        ``settings`` (bar the versions) planned on, or nothing: a killed run resumes on the versions it planned,
+        whatever was committed since."""
         existing = self.record()
         if existing is None or self.storage.exists(self.summary_name):
-            return None
+            return {}
         if _without_version(redact(existing.settings)) != _without_version(redact(settings)):
-            return None
-        version = existing.settings.get("dataset_version")
-        return int(version) if version is not None else None
+            return {}
+        got = {name: int(v["version"]) for name, v in (existing.settings.get(INPUTS) or {}).items()}
+        if existing.settings.get("dataset_version") is not None:
+            got["data"] = int(existing.settings["dataset_version"])
+        return got
+
+    def unfinished_version(self, settings: dict) -> int | None:
+        """The main dataset's version an unfinished run of these ``settings`` planned on (``unfinished_versions``)."""
+        return self.unfinished_versions(settings).get("data")
 
     def _files(self) -> list[str]:
         return sorted(r for r in (self.storage.rel(p) for p in self.storage.find()) if r and r != LOCK)
@@ -216,7 +233,9 @@ class RunDir:
         if record is not None:
             keep = set(record.preexisting)
             own = sorted({f for f in self._files() if f not in keep} | {RUN, self.summary_name})
-            wrote = write_report(self.storage, self.command, summary, [f for f in own if f != self.summary_name])
+            shown = [f for f in own if f != self.summary_name  # a dataset the run writes is no table of the page
+                     and not any(f.startswith(d.rstrip("/") + "/") for d in self.own_datasets)]
+            wrote = write_report(self.storage, self.command, summary, shown)
             record.files = sorted(set(own) | ({REPORT} if wrote else set()))
             self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())
         self.storage.put_bytes(self.summary_name, json.dumps(summary, indent=1).encode())
@@ -225,8 +244,15 @@ class RunDir:
         return json.loads(self.storage.get_bytes(self.summary_name))
 
 
+#: the settings key of the inputs besides the main one: {name: {"dataset_id": ..., "version": ...}}
+INPUTS = "inputs"
+
+
 def _without_version(settings: dict) -> str:
-    return fingerprint_of({k: v for k, v in settings.items() if k != "dataset_version"})
+    """The settings' fingerprint with every input's version left out (what a resumed run may differ in)."""
+    others = {name: {k: v for k, v in ref.items() if k != "version"}
+              for name, ref in (settings.get(INPUTS) or {}).items()}
+    return fingerprint_of({**{k: v for k, v in settings.items() if k != "dataset_version"}, INPUTS: others})
 
 
 @contextmanager

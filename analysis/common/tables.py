@@ -47,8 +47,7 @@ def read_table(uri: str, storage_options: StorageOptions | dict | None = None) -
     suffix = "." + uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
     if suffix not in READERS:
         raise TableError(f"{uri}: cannot tell the table's format from its name; use a .parquet, .csv or .jsonl file")
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    st = Storage(parent or ".", storage_options)
+    st, name = Storage.for_file(uri, storage_options)
     try:
         data = st.get_bytes(name)
     except FileNotFoundError:

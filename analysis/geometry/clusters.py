@@ -177,4 +177,4 @@ def _tsne_aqi(sample: Sample, gamma: float, seed: int) -> float | None:
 
 
 register(Statistic("clusters", "with --label: silhouette, Davies–Bouldin, Calinski–Harabasz, Dunn, Xie–Beni, AQI",
-                   ClusterAccumulator, needs_label=True))
+                   ClusterAccumulator, order=60, needs_label=True))

@@ -8,7 +8,7 @@ from typing import Literal
 from simple_parsing import field
 
 from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
-from analysis.geometry.registry import get_statistic, statistic_names
+from analysis.geometry.registry import STATISTICS, get_statistic, statistic_names
 from shards.config import check_choices, check_positive, split_list
 from shards.errors import ConfigError
 
@@ -22,8 +22,9 @@ class StatsConfig(HookTaskArgs):
     """Output URI: stats.parquet, per_dim.parquet, massive.parquet, summary.json and plots."""
 
     stats: list[str] = field(default_factory=lambda: ["all"], nargs="*", metavar="all|NAME[,NAME...]",
-                             help=f"Statistic families: all (those that apply to the dataset), or any of "
-                                  f"{', '.join(statistic_names())}.")
+                             choices=STATISTICS.choices("all"),
+                             help="Statistic families (one file each in analysis/geometry/): %(choices)s; all: those "
+                                  "that apply to the dataset.")
 
     label: str | None = None
     """Metadata column whose classes the cluster indices score (needed by clusters)."""

@@ -47,4 +47,4 @@ class TwoNNAccumulator(SampleOnly):
         return out
 
 
-register(Statistic("intrinsic", "TwoNN intrinsic dimension on the seeded sample", TwoNNAccumulator))
+register(Statistic("intrinsic", "TwoNN intrinsic dimension on the seeded sample", TwoNNAccumulator, order=50))

@@ -8,6 +8,7 @@ import torch
 
 from analysis.geometry.config import StatsConfig
 from analysis.geometry.logit_lens import LensInputs
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.reader import Dataset
 from shards.unembed import UNEMBED, NoUnembeddingError, Unembed, load_unembed
 
@@ -20,13 +21,13 @@ def dataset_unembed(ds: Dataset) -> Unembed | None:
 
 def next_tokens(ds: Dataset, rows: np.ndarray) -> np.ndarray:
     """The token after each row in its example (-1 where the row ends its example or has no token id)."""
-    cols = ["example_id", "position", "token_id"]
+    cols = [EXAMPLE_ID, POSITION, TOKEN_ID]
     here = ds.take(rows, hooks=[], columns=cols)
     after_rows = np.minimum(rows + 1, ds.num_rows - 1)
     after = ds.take(after_rows, hooks=[], columns=cols)
-    same = ((rows + 1 < ds.num_rows) & (after["example_id"].numpy() == here["example_id"].numpy())
-            & (after["position"].numpy() == here["position"].numpy() + 1))
-    tok = after["token_id"].numpy().astype(np.int64)
+    same = ((rows + 1 < ds.num_rows) & (after[EXAMPLE_ID].numpy() == here[EXAMPLE_ID].numpy())
+            & (after[POSITION].numpy() == here[POSITION].numpy() + 1))
+    tok = after[TOKEN_ID].numpy().astype(np.int64)
     return np.where(same & (tok >= 0), tok, -1)
 
 

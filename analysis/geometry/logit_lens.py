@@ -70,4 +70,4 @@ class LensAccumulator(SampleOnly):
 
 register(Statistic("logit_lens", "final norm + unembedding per residual hook: agreement with the last layer, KL, "
                                  "next-token rank (causal LMs)",
-                   lambda ctx: LensAccumulator(ctx) if ctx.lens else None))
+                   lambda ctx: LensAccumulator(ctx) if ctx.lens else None, order=80))

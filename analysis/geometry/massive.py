@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.geometry.registry import Batch, Definition, HookContext, Sample, Statistic, StatResult, register
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 
 SOURCE = "Sun et al. 2024, Massive Activations in Large Language Models"
-_FIELDS = ("abs", "value", "row", "dim", "example_id", "position", "token_id")
+_FIELDS = ("abs", "value", "row", "dim", EXAMPLE_ID, POSITION, TOKEN_ID)
 
 
 class MassiveAccumulator:
@@ -35,7 +36,7 @@ class MassiveAccumulator:
         if not len(r):
             return
         cand = {"abs": np.abs(b.x[r, c]), "value": b.x[r, c], "row": b.start + r, "dim": c,
-                "example_id": b.example_id[r], "position": b.position[r], "token_id": b.token_id[r]}
+                EXAMPLE_ID: b.example_id[r], POSITION: b.position[r], TOKEN_ID: b.token_id[r]}
         merged = {k: np.concatenate([self.top[k], cand[k]]) for k in _FIELDS}
         keep = np.argsort(-merged["abs"], kind="stable")[:self.m]
         self.top = {k: v[keep] for k, v in merged.items()}
@@ -77,8 +78,8 @@ class MassiveAccumulator:
         for i in range(len(self.top["abs"])):
             v = float(self.top["abs"][i])
             rows.append({"hook": self.ctx.hook, "dim": int(self.top["dim"][i]), "row": int(self.top["row"][i]),
-                         "example_id": int(self.top["example_id"][i]), "position": int(self.top["position"][i]),
-                         "token_id": int(self.top["token_id"][i]), "value": float(self.top["value"][i]),
+                         EXAMPLE_ID: int(self.top[EXAMPLE_ID][i]), POSITION: int(self.top[POSITION][i]),
+                         TOKEN_ID: int(self.top[TOKEN_ID][i]), "value": float(self.top["value"][i]),
                          "ratio_to_median": v / median if median > 0 else None, "massive": bool(v > cut)})
         out.tables["massive"] = rows
         out.per_dim.update(max_abs=self.max_abs.copy(), rows_above_massive_min=self.above.copy())
@@ -86,4 +87,4 @@ class MassiveAccumulator:
 
 
 register(Statistic("massive", "top-m |x| entries with (dim, example_id, position, token_id); massive dimensions",
-                   MassiveAccumulator))
+                   MassiveAccumulator, order=30))

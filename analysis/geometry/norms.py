@@ -137,4 +137,4 @@ class NormAccumulator:
 
 
 register(Statistic("norms", "‖x‖ by hook and position bucket; layer change; depth efficiency (attn.N + mlp.N)",
-                   NormAccumulator))
+                   NormAccumulator, order=10))

@@ -11,6 +11,7 @@ import torch
 from analysis.geometry.config import StatsConfig
 from analysis.geometry.plan import StatsPlan
 from analysis.geometry.registry import STATISTICS, Batch, HookContext, Sample, StatResult, TwoPass
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.progress import Progress
 from shards.reader import Dataset
 
@@ -48,8 +49,8 @@ def _batch(raw: dict, ctx: HookContext, start: int, classes: np.ndarray, phase: 
     x = to_float64(raw[ctx.hook])
     get = lambda h: to_float64(raw[h]) if h in raw else None  # noqa: E731
     attn, mlp, resid_in = ctx.sublayers or (None, None, None)
-    return Batch(x=x, start=start, example_id=raw["example_id"].numpy(), position=raw["position"].numpy(),
-                 token_id=raw["token_id"].numpy(),
+    return Batch(x=x, start=start, example_id=raw[EXAMPLE_ID].numpy(), position=raw[POSITION].numpy(),
+                 token_id=raw[TOKEN_ID].numpy(),
                  label=label_codes(raw[ctx.settings.label], classes) if len(classes) else None,
                  phase=np.asarray(raw[phase], dtype=bool) if phase else None, prev=get(ctx.prev) if ctx.prev else None,
                  attn=get(attn) if attn else None, mlp=get(mlp) if mlp else None,
@@ -57,7 +58,7 @@ def _batch(raw: dict, ctx: HookContext, start: int, classes: np.ndarray, phase: 
 
 
 def _columns(cfg: StatsConfig, plan: StatsPlan, classes: np.ndarray) -> list[str]:
-    return ["example_id", "position", "token_id", *([cfg.label] if len(classes) else []),
+    return [EXAMPLE_ID, POSITION, TOKEN_ID, *([cfg.label] if len(classes) else []),
             *([plan.phase_column] if plan.phase_column else [])]
 
 

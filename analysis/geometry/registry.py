@@ -15,8 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from shards.config import did_you_mean
-from shards.errors import ConfigError
+from shards.registry import Registry
 
 
 @dataclass
@@ -125,30 +124,21 @@ class SampleOnly:
 
 @dataclass(frozen=True)
 class Statistic:
-    """A registered family: ``make`` returns the hook's accumulator, or None where the family does not apply."""
+    """A registered family: ``make`` returns the hook's accumulator, or None where the family does not apply;
+    ``order``: where it is listed and run among the families (smaller first: cheap per-batch ones before the
+    sample-based ones, the logit lens last)."""
 
     name: str
     help: str
     make: Callable[[HookContext], Accumulator | None]
+    order: int
     needs_label: bool = False
 
 
-STATISTICS: dict[str, Statistic] = {}
-#: the order families are listed and run in (a family not named here comes last)
-ORDER = ("norms", "sparsity", "massive", "spectrum", "intrinsic", "clusters", "voids", "logit_lens")
-
-
-def register(stat: Statistic) -> Statistic:
-    STATISTICS[stat.name] = stat
-    return stat
+STATISTICS: Registry[Statistic] = Registry("statistic")
+register, get_statistic = STATISTICS.register, STATISTICS.lookup
 
 
 def statistic_names() -> list[str]:
-    return sorted(STATISTICS, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
-
-
-def get_statistic(name: str) -> Statistic:
-    if name not in STATISTICS:
-        raise ConfigError(f"unknown statistic {name!r}.{did_you_mean(name, STATISTICS, cutoff=0.5)} "
-                          f"Known: all, {', '.join(statistic_names())}")
-    return STATISTICS[name]
+    """The families in the order they are listed and run in (each family's ``order``)."""
+    return STATISTICS.names()

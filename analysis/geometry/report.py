@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.common.plots import pyplot
+from shards.columns import POSITION, TOKEN_ID
 
 
 def _series(rows: list[dict], key: str) -> list[float]:
@@ -94,7 +95,7 @@ def massive_figure(massive: dict[str, list[dict]]):
         ax.scatter(np.full(len(vals), i) + np.linspace(-0.2, 0.2, len(vals)), vals, s=8,
                    c=["tab:red" if r["massive"] else "tab:blue" for r in rows])
         for r in rows[:1]:  # the largest: which dimension, which token
-            ax.annotate(f"d{r['dim']} t{r['token_id']}@{r['position']}", (i, abs(r["value"])), fontsize=6)
+            ax.annotate(f"d{r['dim']} t{r[TOKEN_ID]}@{r[POSITION]}", (i, abs(r["value"])), fontsize=6)
     ax.set_yscale("log")
     ax.set_xticks(range(len(hooks)), hooks, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("|x| of the top entries (red: massive)")

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.common.hooks import layer_index
+from analysis.common.inputs import RunSummary
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.results import Results, npy_bytes, read_npy
 from analysis.geometry.config import RUN_NEUTRAL, StatsConfig
@@ -46,12 +47,9 @@ class HookOutcome(JsonRecord):
 
 
 @dataclass(kw_only=True)
-class StatsSummary(JsonRecord):
+class StatsSummary(RunSummary, JsonRecord):
     """``summary.json``."""
 
-    dataset: str
-    dataset_id: str
-    dataset_version: int
     hooks: list[str]
     families: list[str]
     sample_size: int
@@ -141,8 +139,8 @@ def _assemble(run: Assembly[StatsConfig, StatsPlan], outcomes: dict[str, HookOut
     voids = void_fractions(plan, ds.num_rows, cfg.void_alpha, out) if "voids" in plan.families else {}
     rows = _tables(hooks, outcomes, voids, out)
     write_plots(out, rows, outcomes, cfg.label)
-    return StatsSummary(dataset=ds.storage.display(), dataset_id=ds.dataset_id, dataset_version=ds.version,
-                        hooks=hooks, families=plan.families, sample_size=len(plan.sample_rows), seed=cfg.seed,
+    return StatsSummary(**run.recorded, hooks=hooks, families=plan.families, sample_size=len(plan.sample_rows),
+                        seed=cfg.seed,
                         statistics=_definitions(outcomes, plan, cfg.void_alpha), values={r["hook"]: r for r in rows},
                         notes=plan.notes, out=out.display())
 

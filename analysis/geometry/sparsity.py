@@ -47,4 +47,4 @@ class SparsityAccumulator:
 
 
 register(Statistic("sparsity", "near-zero fraction, firing frequency per dimension, dead dimensions, "
-                               "non-positive fraction of mlp_hidden.N", SparsityAccumulator))
+                               "non-positive fraction of mlp_hidden.N", SparsityAccumulator, order=20))

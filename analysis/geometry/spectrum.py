@@ -93,4 +93,4 @@ class SpectrumAccumulator:
 
 
 register(Statistic("spectrum", "exact covariance eigenvalues, effective rank, participation ratio, top-k variance, "
-                               "anisotropy", SpectrumAccumulator))
+                               "anisotropy", SpectrumAccumulator, order=40))

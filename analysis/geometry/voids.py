@@ -83,4 +83,4 @@ class NormBlocks:
 
 
 register(Statistic("voids", "LAC voids: fraction of tokens for which each layer is a void (prompt/generated)",
-                   lambda ctx: NormBlocks(ctx) if ctx.emit is not None else None))
+                   lambda ctx: NormBlocks(ctx) if ctx.emit is not None else None, order=70))

@@ -13,7 +13,7 @@ from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import check_direction, direction_source, width
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 
 @dataclass

@@ -13,7 +13,7 @@ from analysis.interventions.sources import check_direction, direction_source
 from shards.errors import InterventionError
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 
 @dataclass

@@ -15,7 +15,7 @@ from analysis.interventions.sources import check_sae, parse_latents, sae_source,
 from analysis.sae.io import rows_min_position
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 
 @dataclass

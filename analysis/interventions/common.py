@@ -11,7 +11,7 @@ import torch
 from shards.errors import InterventionError
 
 if TYPE_CHECKING:
-    from ingest.hooks import HookPoint
+    from shards.interventions import HookPoint
 
 
 def require_finite(name: str, value: float) -> None:

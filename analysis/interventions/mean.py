@@ -7,18 +7,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from analysis.common.inputs import DatasetInput
 from analysis.interventions.common import describe
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import check_dataset, dataset_mean
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 
 @dataclass
 class MeanOptions:
-    data: str
-    """An activation dataset extracted at this hook (row per token or per image), whose mean replaces it."""
+    data: DatasetInput
+    """An activation dataset extracted at this hook (row per token or per image), whose mean replaces it; URI@vN
+    reads version N (default: the latest when the run is planned; the version read is recorded)."""
 
 
 class Mean:
@@ -35,5 +37,5 @@ class Mean:
         return describe(self.hook, self.kind, self.options, {"data": self.source})
 
 
-MEAN = register(InterventionKind("mean", MeanOptions, Mean, "data=DATASET",
+MEAN = register(InterventionKind("mean", MeanOptions, Mean, "data=DATASET[@vN]",
                                  lambda options, storage: check_dataset(options.data, storage)))

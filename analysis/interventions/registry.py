@@ -1,5 +1,5 @@
-"""Intervention kinds by name. Each file beside this one declares its options dataclass and how it builds an
-``ingest.interventions.Intervention`` from them, and registers both here (as the SAE architectures do);
+"""Intervention kinds by name. Each file beside this one declares its options dataclass and how it builds a
+``shards.interventions.Intervention`` from them, and registers both here (as the SAE architectures do);
 ``__init__.py`` lists the files. ``build`` is the resolver the command layer hands to extraction."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shards.config import did_you_mean
 from shards.errors import InterventionError
+from shards.registry import Registry
 
 if TYPE_CHECKING:
-    from ingest.interventions import Intervention, InterventionSpec, ResolveContext
+    from shards.interventions import Intervention, InterventionSpec, ResolveContext
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,8 @@ class InterventionKind:
     check: Callable[[object, object], None] | None = None  #: (options, storage options) -> None or raises
 
 
-KINDS: dict[str, InterventionKind] = {}
-
-
-def register(kind: InterventionKind) -> InterventionKind:
-    KINDS[kind.name] = kind
-    return kind
-
-
-def get_kind(name: str) -> InterventionKind:
-    if name not in KINDS:
-        raise InterventionError(f"unknown intervention kind {name!r}.{did_you_mean(name, list(KINDS), n=3)} "
-                                f"Known: {', '.join(KINDS)}")
-    return KINDS[name]
+KINDS: Registry[InterventionKind] = Registry("intervention kind", InterventionError)
+register, get_kind = KINDS.register, KINDS.lookup
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from analysis.common.inputs import DatasetInput, dataset_of, ref_of
 from analysis.sae.io import CFG, WEIGHTS, SaeNotFoundError, load_sae, model_differences, recorded_model, trained_on
 from shards.checksums import checksum
 from shards.errors import InterventionError
 from shards.storage import Storage
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 log = logging.getLogger("actlake.intervene")
 PROBE_DIRECTIONS = "directions.safetensors"  #: what `actlake probe` writes at its --out
@@ -91,15 +92,15 @@ def sae_source(uri: str, ctx: ResolveContext):
     """A trained SAE (``actlake sae train`` output or SAELens layout) checked against the hook and the model:
     (sae, identity)."""
     sae, st = _load_sae(uri, ctx.storage)
-    cfg = sae.loaded_cfg
-    ours = cfg.get("actlake") or {}
+    record = trained_on(sae)
     if sae.d_in != width(ctx):
         raise InterventionError(f"the SAE at {st.display()} takes d_in={sae.d_in} values, but hook {ctx.hook.name!r} "
                                 f"of this model has {width(ctx)} per token; use an SAE trained on this hook")
-    _check_hook(trained_on(sae)[1], f"the SAE at {st.display()}", ctx)
+    _check_hook(record.hook, f"the SAE at {st.display()}", ctx)
     _check_model(sae, f"the SAE at {st.display()}", ctx)
+    trained = record.dataset_ref()  # the version of the dataset it was trained on: what it read, recorded
     return sae, {"uri": st.display(), "checksum": checksum(st.get_bytes(WEIGHTS)),
-                 "dataset_id": ours.get("dataset_id"), "hook": ours.get("hook")}
+                 "dataset": trained.to_json() if trained else None, "hook": record.hook}
 
 
 def _require_nonzero(rows: torch.Tensor, what: str) -> None:
@@ -172,8 +173,7 @@ def _decode_file(data: bytes, name: str, where: str, pick: str) -> torch.Tensor:
 
 def _file_tensor(path: str, pick: str, storage) -> tuple[torch.Tensor, bytes, str]:
     """(tensor, raw bytes, display name) of a direction file, checked as ``_decode_file`` checks it."""
-    parent, _, name = path.rpartition("/")
-    st = Storage(parent or ".", storage)
+    st, name = Storage.for_file(path, storage)
     where = st.display(name)
     if not st.exists(name):
         raise InterventionError(f"direction file {where} does not exist")
@@ -250,8 +250,9 @@ def direction_source(src: str, ctx: ResolveContext) -> tuple[torch.Tensor, dict]
         t, data, hook = _probe_tensor(st, pick, ctx)
         _check_hook(hook, f"the probe direction {src!r}", ctx)
         summary = json.loads(st.get_bytes(PROBE_SUMMARY)) if st.exists(PROBE_SUMMARY) else {}
+        trained = dataset_of(summary)  # the dataset (and version) the probe run read
         ident = {"uri": st.display(), "checksum": checksum(data), "pick": pick or "diffmean",
-                 "dataset_id": summary.get("dataset_id")}
+                 "dataset": trained.to_json() if trained else None}
         return _as_rows(t, f"the probe direction {src!r}", ctx), ident
     if st.exists(CFG):
         return _sae_latents(path, pick, ctx)
@@ -279,24 +280,25 @@ def parse_latents(text: str, d_sae: int, what: str) -> list[int]:
     return ids
 
 
-def _open_source_dataset(uri: str, storage):
+def _open_source_dataset(data: DatasetInput, storage):
     from shards.errors import ActlakeError
-    from shards.reader import open_dataset
 
     try:
-        return open_dataset(uri, storage)
+        return data.open(storage)
     except ActlakeError as exc:
-        raise InterventionError(f"data={uri}: {exc}") from None
+        raise InterventionError(f"data={data}: {exc}") from None
 
 
-def check_dataset(uri: str, storage) -> None:
-    """A dataset option checked before the model loads: it opens."""
-    _open_source_dataset(uri, storage)
+def check_dataset(data: DatasetInput, storage) -> None:
+    """A dataset option checked before the model loads: it opens (at the version it names)."""
+    _open_source_dataset(data, storage)
 
 
-def dataset_mean(uri: str, ctx: ResolveContext) -> tuple[torch.Tensor, dict]:
-    """The hook's mean over a dataset's rows, from its stored statistics (no rows read)."""
-    ds = _open_source_dataset(uri, ctx.storage)
+def dataset_mean(data: DatasetInput, ctx: ResolveContext) -> tuple[torch.Tensor, dict]:
+    """The hook's mean over a dataset's rows at the version ``data`` names (``URI@vN``; else the latest when the
+    interventions are built, once, before any work), from its stored statistics (no rows read); with the
+    ``DatasetRef`` of what was read."""
+    ds = _open_source_dataset(data, ctx.storage)
     if ctx.hook.name not in ds.hooks or ctx.hook.name not in ds.manifest.stats:
         raise InterventionError(f"dataset {ds.storage.display()} has no statistics for hook {ctx.hook.name!r} "
                                 f"(it has {ds.hooks}); mean-ablation needs a dataset extracted at that hook")
@@ -304,5 +306,4 @@ def dataset_mean(uri: str, ctx: ResolveContext) -> tuple[torch.Tensor, dict]:
     if mean.numel() != width(ctx):
         raise InterventionError(f"dataset {ds.storage.display()} stores {mean.numel()} values per row at "
                                 f"{ctx.hook.name!r}, the model has {width(ctx)}; was it pooled or another model?")
-    return mean.reshape(ctx.shape), {"uri": ds.storage.display(), "dataset_id": ds.dataset_id,
-                                     "version": ds.version}
+    return mean.reshape(ctx.shape), ref_of(ds, [ctx.hook.name]).to_json()

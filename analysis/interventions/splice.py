@@ -15,7 +15,7 @@ from analysis.interventions.sources import check_sae, sae_source, width
 from analysis.sae.io import rows_min_position
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 
 @dataclass

@@ -11,7 +11,7 @@ from analysis.interventions.common import describe, from_position, require_posit
 from analysis.interventions.registry import InterventionKind, register
 
 if TYPE_CHECKING:
-    from ingest.interventions import ResolveContext
+    from shards.interventions import ResolveContext
 
 
 @dataclass

@@ -8,12 +8,12 @@ from typing import Literal
 from simple_parsing import field
 
 from analysis.common.args import TASK_NEUTRAL, HookTaskArgs
-from analysis.common.options import RegistryChoices
 from analysis.probe.registry import PROBES, get_probe
+from shards.columns import EXAMPLE_ID, POSITION, STIMULUS_ID
 from shards.config import check_choices, check_positive, parse_count, split_list
 from shards.errors import ConfigError
 
-ON_CHOICES = ("example_id", "stimulus_id", "example_id,position")
+ON_CHOICES = (EXAMPLE_ID, STIMULUS_ID, f"{EXAMPLE_ID},{POSITION}")
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ProbeConfig(HookTaskArgs):
     labels: str | None = None
     """A table of labels (Parquet, CSV or JSON lines; any URI) joined to the rows on --on."""
 
-    on: str = "example_id"
+    on: str = EXAMPLE_ID
     """Join key of --labels: example_id, stimulus_id, or example_id,position for token-level labels."""
 
     allow_missing_labels: bool = field(default=False, action="store_true")
@@ -39,7 +39,7 @@ class ProbeConfig(HookTaskArgs):
     task: Literal["auto", "classify", "regress"] = "auto"
     """classify or regress; auto: strings, booleans and integers with few values are classified."""
 
-    probe: str = field(default="auto", choices=RegistryChoices(PROBES, "auto"))
+    probe: str = field(default="auto", choices=PROBES.choices("auto"))
     """The probe kind (one file each in analysis/probe/probes/); auto: the first kind that solves the task."""
 
     folds: int = 5
@@ -128,7 +128,7 @@ class ProbeConfig(HookTaskArgs):
 
     def group_column(self, columns: list[str]) -> str:
         """--group-by, or its default for a dataset with these columns."""
-        return self.group_by or ("stimulus_id" if "stimulus_id" in columns else "example_id")
+        return self.group_by or (STIMULUS_ID if STIMULUS_ID in columns else EXAMPLE_ID)
 
 
 #: settings that do not change what a run computes: left out of its fingerprint

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.probe.features import Features
+from analysis.probe.problems import Features
 
 
 def diff_in_means(feats: Features, y, n_classes: int) -> torch.Tensor:

@@ -4,49 +4,17 @@ budget, else streamed from the dataset on every pass; always standardised with t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from analysis.common.stream import stream_rows
+from analysis.probe.problems import Features
 from analysis.probe.targets import ProbeInputError, ProbePlan
 from shards.reader import Dataset
 
 log = logging.getLogger("actlake.probe")
-CHUNK_ROWS = 16384  #: rows per matrix product: ~25 MB of float32 at d = 384: large enough for fast products,
-#: small next to the items themselves
-
-
-@dataclass
-class Features:
-    """Items ``(n, d)``: ``x`` in memory (stored dtype), or ``stream`` re-reading them from the dataset."""
-
-    n: int
-    d: int
-    mean: torch.Tensor  #: (d,) float64, the dataset's per-dimension mean
-    inv_std: torch.Tensor  #: (d,) float64, 1 / the dataset's per-dimension std (1 where the std is 0)
-    x: torch.Tensor | None = None
-    stream: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
-
-    @property
-    def in_memory(self) -> bool:
-        return self.x is not None
-
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[torch.Tensor | slice, torch.Tensor]]:
-        """``(items, x)`` pieces covering every item once: ``x`` raw float32 (a copy the caller may modify),
-        ``items`` their indices."""
-        if self.x is not None:
-            for start in range(0, self.n, rows):
-                chunk = self.x[start:start + rows]
-                yield slice(start, min(start + rows, self.n)), chunk.clone() if chunk.dtype == torch.float32 \
-                    else chunk.float()
-        else:
-            yield from self.stream()
-
-    def standardized(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.double() - self.mean) * self.inv_std
 
 
 def _selected_batches(ds: Dataset, hook: str, plan: ProbePlan, batch: int = 16384

@@ -4,10 +4,14 @@ Every fit is an L2-penalised linear probe on the same items (rows or pooled exam
 folds it trains and tests on, which target it predicts (the label or a control task) and its penalty. A probe
 kind solves all of them in one pass over the features per iteration (one wide matrix product instead of one
 narrow product per fit), which is where most of its speed over a loop of scikit-learn fits comes from.
+``Features`` (the items a fit reads) lives here beside ``ProbeData`` rather than in ``features.py`` (which loads
+them from a dataset): the registry names it in its fit signature, and ``features.py`` needs the probe plan,
+whose config needs the registry, so a type imported from there would close a circle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,6 +19,8 @@ import numpy as np
 import torch
 
 Role = Literal["search", "fold", "control", "final"]
+CHUNK_ROWS = 16384  #: rows per matrix product: ~25 MB of float32 at d = 384: large enough for fast products,
+#: small next to the items themselves
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +40,36 @@ class Fit:
     @property
     def solve_reg(self) -> float:
         return self.reg * self.reg_scale
+
+
+@dataclass
+class Features:
+    """Items ``(n, d)``: ``x`` in memory (stored dtype), or ``stream`` re-reading them from the dataset."""
+
+    n: int
+    d: int
+    mean: torch.Tensor  #: (d,) float64, the dataset's per-dimension mean
+    inv_std: torch.Tensor  #: (d,) float64, 1 / the dataset's per-dimension std (1 where the std is 0)
+    x: torch.Tensor | None = None
+    stream: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.x is not None
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[torch.Tensor | slice, torch.Tensor]]:
+        """``(items, x)`` pieces covering every item once: ``x`` raw float32 (a copy the caller may modify),
+        ``items`` their indices."""
+        if self.x is not None:
+            for start in range(0, self.n, rows):
+                chunk = self.x[start:start + rows]
+                yield slice(start, min(start + rows, self.n)), chunk.clone() if chunk.dtype == torch.float32 \
+                    else chunk.float()
+        else:
+            yield from self.stream()
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.double() - self.mean) * self.inv_std
 
 
 @dataclass

@@ -5,14 +5,10 @@ grid, how it fits a batch of problems) and registers it here; ``probes/__init__.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from analysis.probe.problems import Fit, FitResult, ProbeData
-from shards.config import did_you_mean
-from shards.errors import ConfigError
-
-if TYPE_CHECKING:  # annotations only: the features module reads the config, whose --probe choices come from here
-    from analysis.probe.features import Features
+from analysis.probe.problems import Features, Fit, FitResult, ProbeData
+from shards.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,18 +40,8 @@ class ProbeKind:
     exact_search: bool = False  #: the penalty search is cheap and exact on all items (no subsample)
 
 
-PROBES: dict[str, ProbeKind] = {}
-
-
-def register(kind: ProbeKind) -> ProbeKind:
-    PROBES[kind.name] = kind
-    return kind
-
-
-def get_probe(name: str) -> ProbeKind:
-    if name not in PROBES:
-        raise ConfigError(f"unknown probe {name!r}.{did_you_mean(name, PROBES)} Known: {', '.join(PROBES)}")
-    return PROBES[name]
+PROBES: Registry[ProbeKind] = Registry("probe")
+register, get_probe = PROBES.register, PROBES.lookup
 
 
 def probe_for_task(task: str) -> ProbeKind:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.common.hooks import layer_index
+from analysis.common.inputs import RunSummary
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.probe.config import RUN_NEUTRAL, ProbeConfig
 from analysis.probe.directions import diff_in_means
@@ -25,6 +26,7 @@ from analysis.probe.registry import ProbeKind, SolverOptions, get_probe, probe_f
 from analysis.probe.report import accuracy_figure
 from analysis.probe.summary import HookSummary, concept_depth
 from analysis.probe.targets import ProbeInputError, ProbePlan, plan_probe
+from shards.columns import EXAMPLE_ID
 from shards.reader import Dataset
 from shards.records import JsonRecord
 
@@ -47,7 +49,7 @@ class HookOutcome(JsonRecord):
 
 
 @dataclass(kw_only=True)
-class ProbeSummary(JsonRecord):
+class ProbeSummary(RunSummary, JsonRecord):
     """``summary.json``."""
 
     label: str
@@ -55,7 +57,6 @@ class ProbeSummary(JsonRecord):
     classes: list[str]
     hooks: dict[str, dict]
     concept_depth: dict
-    dataset_id: str
     rows_used: int
     seed: int
     metric: str = "accuracy"
@@ -63,11 +64,9 @@ class ProbeSummary(JsonRecord):
     reg_units: str = "1/C"
     items: int = 0
     folds: int = 5
-    group_by: str = "example_id"
+    group_by: str = EXAMPLE_ID
     control: str = "none"
     pool: str = "none"
-    dataset: str = ""
-    dataset_version: int = 0
     notes: list[str] = field(default_factory=list)
     out: str = ""
 
@@ -177,10 +176,10 @@ def _assemble(run: Assembly[ProbeConfig, ProbeRun], outcomes: dict[str, HookOutc
                                                               "space": "the hook's stored activation values"}))
     return ProbeSummary(
         label=plan.label, task=plan.task, classes=plan.classes, hooks={h: s.to_json() for h, s in summaries.items()},
-        concept_depth=depth.to_json(), dataset_id=ds.dataset_id, rows_used=int(len(plan.rows)), seed=cfg.seed,
+        concept_depth=depth.to_json(), **run.recorded, rows_used=int(len(plan.rows)), seed=cfg.seed,
         metric=kind.metric, probe=kind.name, reg_units=kind.reg_name, items=plan.n_items, folds=plan.folds,
-        group_by=cfg.group_column(ds.columns), control=cfg.control, pool=plan.pool, dataset=ds.storage.display(),
-        dataset_version=ds.version, notes=plan.notes, out=out.display())
+        group_by=cfg.group_column(ds.columns), control=cfg.control, pool=plan.pool, notes=plan.notes,
+        out=out.display())
 
 
 PROBE = HookAnalysis(name="probe", command="probe", neutral=RUN_NEUTRAL, plan=_plan, hook=probe_hook,

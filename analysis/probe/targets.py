@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from analysis.common.join import join_rows
 from analysis.common.tables import read_table
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.errors import ActlakeError
 from shards.reader import Dataset
 
@@ -102,8 +103,8 @@ def _items(cfg: ProbeConfig, meta: pa.Table, keep: np.ndarray, labels: np.ndarra
     rows = np.nonzero(keep)[0]
     if cfg.pool == "none" or not token_rows:
         return rows, np.arange(len(rows)), rows
-    ex = meta.column("example_id").to_numpy()[rows]
-    pos = meta.column("position").to_numpy()[rows]
+    ex = meta.column(EXAMPLE_ID).to_numpy()[rows]
+    pos = meta.column(POSITION).to_numpy()[rows]
     uniq, item = np.unique(ex, return_inverse=True)
     lab = labels[rows]
     first_label = np.empty(len(uniq), dtype=lab.dtype)
@@ -197,7 +198,7 @@ def _read_meta(cfg: ProbeConfig, ds: Dataset, group_col: str) -> pa.Table:
     """The id, group and label columns of every row (the label joined from --labels where given)."""
     if group_col not in ds.columns:
         raise ProbeInputError(f"--group-by {group_col!r} is not a column of {ds.storage.display()} ({ds.columns})")
-    wanted = ["example_id", "position", "token_id", group_col]
+    wanted = [EXAMPLE_ID, POSITION, TOKEN_ID, group_col]
     if not cfg.labels:
         if cfg.label not in ds.columns:
             raise ProbeInputError(f"label column {cfg.label!r} is not in {ds.storage.display()}; its columns are "
@@ -245,7 +246,7 @@ def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
     task = _task(cfg, values)
     notes = [f"task {task}" + (f" (--task auto: label {cfg.label!r} is {values.type})" if cfg.task == "auto" else "")]
     labels, keep = _row_labels(cfg, task, values, notes)
-    token_rows = bool((meta.column("position").to_numpy() >= 0).any())
+    token_rows = bool((meta.column(POSITION).to_numpy() >= 0).any())
     rows, item_of_row, rep = _items(cfg, meta, keep, labels, token_rows)
     groups_raw = meta.column(group_col).to_numpy(zero_copy_only=False)[rep]
     _, groups = np.unique(groups_raw, return_inverse=True)
@@ -264,7 +265,7 @@ def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
     plan = ProbePlan(task=task, label=cfg.label, rows=rows, item_of_row=item_of_row.astype(np.int64), n_items=len(rep),
                      pool=cfg.pool if token_rows else "none", y=y, groups=groups.astype(np.int64), fold=fold,
                      folds=cfg.folds, classes=classes, notes=notes)
-    tokens = meta.column("token_id").to_numpy(zero_copy_only=False)[rep] if plan.pool == "none" and token_rows \
+    tokens = meta.column(TOKEN_ID).to_numpy(zero_copy_only=False)[rep] if plan.pool == "none" and token_rows \
         else None
     plan.control = _control(cfg, plan, tokens)
     if cfg.reg_search_rows and plan.n_items > cfg.reg_search_rows:

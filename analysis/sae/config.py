@@ -13,10 +13,11 @@ from typing import Literal
 from simple_parsing import field, flag
 
 import analysis.sae.saes  # noqa: F401 - registers the architectures
-from analysis.sae.registry import get_architecture, merged_options_class
+from analysis.common.inputs import DatasetInput, take_inputs
+from analysis.sae.registry import ARCHITECTURES, get_architecture, merged_options_class
+from analysis.sae.split import SplitGroup
 from shards.config import check_choices, check_positive, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
-from shards.manifest import check_version
 from shards.storage import StorageOptions
 
 SaeOptions = merged_options_class()
@@ -26,12 +27,10 @@ SaeOptions = merged_options_class()
 class SaeTrainConfig:
     """Train sparse autoencoders on hooks of an activation dataset (one process, or Ray Train workers)."""
 
-    data: str = "demo-data/minilm"
-    """Activation dataset URI (local path, s3://..., any fsspec URI)."""
-
-    data_version: int | None = None
-    """Train on this version of the dataset (default: the latest when the run starts; a resumed run keeps the
-    version it started on). Recorded in run.json and the SAE's cfg.json."""
+    data: DatasetInput = field(default=DatasetInput("demo-data/minilm"), metavar="URI[@vN]")
+    """Activation dataset URI (local path, s3://..., any fsspec URI); URI@vN trains on version N (default: the
+    latest when the run starts; a resumed run keeps the version it started on). Recorded in run.json and the SAE's
+    cfg.json, where every tool reading the SAE finds it."""
 
     hook: list[str] = field(default_factory=lambda: ["resid.3"], nargs="*", metavar="HOOK[,HOOK...]")
     """Hook(s) to train on; several hooks train several SAEs from one pass over the data."""
@@ -47,13 +46,16 @@ class SaeTrainConfig:
     """Train one acausal crosscoder over all --hook values: each latent reads and writes every hook (the hooks'
     rows side by side, each normalised on its own), instead of one SAE per hook."""
 
-    crosscoder_data: str = ""
+    crosscoder_data: DatasetInput | None = field(default=None, metavar="URI[@vN]")
     """Model diffing: a second dataset, row-aligned with --data (the same corpus, tokenizer and --context-size
     through another model: fine-tuned vs. base, trained vs. random-init); the crosscoder reads every --hook of
-    both (the second's as other:HOOK). Needs --crosscoder."""
+    both (the second's as other:HOOK). Needs --crosscoder. URI@vN reads version N (default: its latest when the run
+    starts), recorded in run.json and the SAE's cfg.json."""
 
-    arch: list[str] = field(default_factory=lambda: ["topk"], nargs="*", metavar="ARCH[,ARCH...]")
-    """Architecture(s): relu (L1), topk, batchtopk, jumprelu, matryoshka, mp."""
+    arch: list[str] = field(default_factory=lambda: ["topk"], nargs="*", metavar="ARCH[,ARCH...]",
+                            choices=ARCHITECTURES.choices(),
+                            help="Architecture(s) (one file each in analysis/sae/saes/): %(choices)s; several train "
+                                 "several SAEs.")
 
     k: list[int] = field(default_factory=lambda: [32], nargs="*", type=str, metavar="K[,K...]")
     """Active latents per row (topk, batchtopk, matryoshka, mp); several values train several SAEs."""
@@ -114,7 +116,7 @@ class SaeTrainConfig:
     """Hold out this fraction of the examples (whole examples, never single tokens) from training and evaluate on
     them; 0: evaluate on training rows (recorded as such)."""
 
-    eval_group: Literal["text", "example"] = "text"
+    eval_group: SplitGroup = "text"
     """How held-out examples are chosen: text (every copy of a repeated text on the same side; datasets without
     token ids fall back to example ids) or example (by example id alone)."""
 
@@ -144,11 +146,12 @@ class SaeTrainConfig:
         self.target_hook = split_list(self.target_hook)
         self.k, self.expansion = split_list(self.k, int), split_list(self.expansion, int)
         self.options, self.storage = nested(self.options, SaeOptions), nested(self.storage, StorageOptions)
-        take_credentials(self, "data", "out", "crosscoder_data")
+        take_credentials(self, "out")
+        take_inputs(self)
+        if self.data is None or not self.data.uri:
+            raise ConfigError("--data: name the activation dataset to train on (URI, or URI@vN for version N)")
         check_choices(self)
         check_positive(self, "batch_size", "workers")
-        if self.data_version is not None:
-            self.data_version = check_version(self.data_version)
         for name in ("hook", "arch", "k", "expansion"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} needs at least one value")
@@ -208,8 +211,7 @@ class SaeTrainConfig:
 
 
 #: settings that do not change what a run computes: left out of its fingerprint (everything else is in)
-RUN_NEUTRAL = frozenset({"out", "overwrite", "checkpoint_every", "log_every", "threads", "address", "storage",
-                         "data_version"})
+RUN_NEUTRAL = frozenset({"out", "overwrite", "checkpoint_every", "log_every", "threads", "address", "storage"})
 
 
 @dataclass
@@ -219,11 +221,10 @@ class SaeEncodeConfig:
     sae: str = "runs/sae"
     """The trained SAE's URI (cfg.json + sae_weights.safetensors)."""
 
-    data: str = "demo-data/minilm"
-    """Activation dataset URI to encode."""
-
-    data_version: int | None = None
-    """Encode this version of the dataset (default: the latest; recorded in the output's provenance)."""
+    data: DatasetInput | None = field(default=None, metavar="URI[@vN]")
+    """Activation dataset to encode (default: the one the SAE was trained on, at the version it was trained on;
+    refused if its URI now holds another dataset); URI@vN reads version N, URI alone its latest. Recorded in the
+    output's provenance."""
 
     hook: str = ""
     """Hook to encode (default: the one the SAE was trained on)."""
@@ -258,10 +259,9 @@ class SaeEncodeConfig:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "sae", "data", "out", "dashboard")
+        take_credentials(self, "sae", "out", "dashboard")
+        take_inputs(self)
         check_positive(self, "batch_size", "top_examples")
-        if self.data_version is not None:
-            self.data_version = check_version(self.data_version)
         if self.top_latents < 0 or self.context < 0:
             raise ConfigError("--top-latents and --context cannot be negative")
         if self.min_position is not None and self.min_position < 0:

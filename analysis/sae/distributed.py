@@ -11,13 +11,12 @@ import dataclasses
 import os
 import tempfile
 
-from analysis.common.rundir import RunDir
-from analysis.sae.checkpoints import LATEST
+from analysis.common.inputs import with_versions
+from analysis.common.runstart import StartedRun
 from analysis.sae.config import SaeTrainConfig
-from analysis.sae.runner import SUMMARY, SaeRun, TrainSummary, pin_sae_data
+from analysis.sae.runner import SaeRun, TrainSummary
 from shards.errors import ActlakeError
 from shards.runtime import connect_ray
-from shards.storage import Storage
 
 
 def _worker_loop(config: dict) -> None:
@@ -44,18 +43,17 @@ def _worker_error(error: Exception) -> Exception:
     return error
 
 
-def train_distributed(cfg: SaeTrainConfig) -> TrainSummary:
-    """Run ``cfg`` on ``cfg.workers`` Ray Train workers; returns rank 0's summary."""
+def train_distributed(cfg: SaeTrainConfig, run: StartedRun) -> TrainSummary:
+    """Run ``cfg`` on ``cfg.workers`` Ray Train workers; returns rank 0's summary. ``run``: the run as the driver
+    started it (the output checked, and with --overwrite cleared, once here, not by every worker at once)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ray = connect_ray(cfg.address)
-    # the output is checked (and with --overwrite cleared) once here, not by every worker at once
-    rundir = RunDir(Storage(cfg.out, cfg.storage), SUMMARY, resume_marker=LATEST, command="sae train")
-    ds, settings = pin_sae_data(cfg, rundir)
-    if rundir.state(settings, cfg.overwrite) == "done":
+    rundir = run.rundir
+    if run.state == "done":
         return TrainSummary.from_json(rundir.summary())
-    cfg = dataclasses.replace(cfg, data_version=ds.version)  # every worker reads the version pinned here
+    cfg = with_versions(cfg, run.versions())  # every worker reads the versions pinned here
     cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     threads = cfg.threads or max(1, cores // cfg.workers)
     trainer = TorchTrainer(

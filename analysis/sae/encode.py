@@ -13,13 +13,23 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from analysis.common.inputs import RunSummary, ref_of
 from analysis.common.results import Results
 from analysis.common.stream import stream_units
 from analysis.sae.config import SaeEncodeConfig
-from analysis.sae.io import SaeRowsError, kept_rows, load_sae, require_kept_rows, rows_min_position, trained_on
+from analysis.sae.io import (
+    SaeRowsError,
+    kept_rows,
+    load_sae,
+    require_kept_rows,
+    rows_min_position,
+    sae_dataset,
+    trained_on,
+)
+from shards.columns import EXAMPLE_ID, POSITION, STIMULUS_ID, TOKEN_ID
 from shards.errors import ActlakeError
 from shards.manifest import Provenance
-from shards.reader import Dataset, open_dataset
+from shards.reader import Dataset
 from shards.records import JsonRecord
 from shards.schema import FIXED_COLUMNS
 from shards.writer import create_dataset
@@ -32,8 +42,10 @@ class SaeEncodeError(ActlakeError, ValueError):
     """The SAE does not fit the dataset."""
 
 
-@dataclass
-class EncodeSummary(JsonRecord):
+@dataclass(kw_only=True)
+class EncodeSummary(RunSummary, JsonRecord):
+    """``encode_summary.json``: ``dataset`` is what was encoded (the output's manifest records it too)."""
+
     out: str
     rows: int
     top_latents_per_row: int
@@ -82,7 +94,7 @@ def _encode_unit(sae, rows: dict, m: int, batch_size: int, min_position: int = 0
     z = torch.cat([sae.encode(x) for x in rows["x"].split(batch_size)]) if len(rows["x"]) else \
         rows["x"].new_zeros((0, sae.d_sae))
     if min_position:
-        z = z * kept_rows(rows["position"], min_position).to(z.dtype)[:, None]
+        z = z * kept_rows(rows[POSITION], min_position).to(z.dtype)[:, None]
     v, i = z.topk(m, dim=-1)
     cols = {c: values for c, values in rows.items() if c != "x"}
     cols.update({"latent_values": v, "latent_ids": torch.where(v != 0, i, torch.full_like(i, -1)).to(torch.int32)})
@@ -99,8 +111,10 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
     """
     t0 = time.perf_counter()
     sae = load_sae(cfg.sae, cfg.storage)
-    ds = open_dataset(cfg.data, cfg.storage, cfg.data_version)
-    hook = cfg.hook or trained_on(sae)[1]
+    ds = sae_dataset(sae, cfg.sae, cfg.data, cfg.storage)
+    hook = cfg.hook or trained_on(sae).hook
+    if not hook:
+        raise SaeEncodeError(f"the SAE at {cfg.sae} does not name its hook; pass --hook")
     if hook not in ds.hooks:
         raise SaeEncodeError(f"hook {hook!r} not in {ds.storage.display()}; it has {ds.hooks}")
     if ds.hook_spec(hook).numel != sae.d_in:
@@ -112,7 +126,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
         raise SaeEncodeError(str(exc)) from None
     m = min(cfg.top_latents or sae.k or 64, sae.d_sae)
     out = Results(cfg.out, cfg.storage)
-    provenance = Provenance(derived_from=ds.manifest.ref(ds.storage.display(), [hook]), details={
+    provenance = Provenance(derived_from=ref_of(ds, [hook]), details={
         "sae": {"uri": Results(cfg.sae, cfg.storage).display(), "arch": sae.arch, "d_sae": sae.d_sae, "k": sae.k},
         "min_position": min_position})
     writer = create_dataset(cfg.out, {"latent_values": {"shape": [m], "dtype": "float32"},
@@ -129,7 +143,7 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
             top.add(z, row0)
             writer.write_unit(unit.id, cols)
             row0 += len(z)
-            read += int(kept_rows(rows["position"], min_position).sum()) if min_position else len(z)
+            read += int(kept_rows(rows[POSITION], min_position).sum()) if min_position else len(z)
             log.info("encoded unit %d (%d rows)", unit.id, unit.rows)
         writer.close()
     except BaseException:
@@ -137,7 +151,8 @@ def encode_dataset(cfg: SaeEncodeConfig) -> EncodeSummary:
         raise
     table = _top_table(ds, top, cfg.context)
     out.table("top_examples.parquet", table)
-    summary = EncodeSummary(out=out.display(), rows=row0, top_latents_per_row=m, latents=sae.d_sae,
+    summary = EncodeSummary(dataset=ref_of(ds, [hook]), out=out.display(), rows=row0, top_latents_per_row=m,
+                            latents=sae.d_sae,
                             latents_never_active=int((fires == 0).sum()), mean_l0=float(fires.sum()) / max(read, 1),
                             top_examples_rows=table.num_rows, seconds=round(time.perf_counter() - t0, 2))
     out.json("encode_summary.json", summary.to_json())
@@ -149,16 +164,16 @@ def _top_table(ds: Dataset, top: TopExamples, context: int) -> pa.Table:
     keep = torch.isfinite(top.values) & (top.values > 0)
     lat, rank = keep.nonzero(as_tuple=True)
     rows = top.rows[lat, rank].numpy()
-    want = [c for c in (*FIXED_COLUMNS, "stimulus_id") if c in ds.columns]
+    want = [c for c in (*FIXED_COLUMNS, STIMULUS_ID) if c in ds.columns]
     uniq, inv = np.unique(rows, return_inverse=True)
     meta = ds.take(uniq, hooks=[], columns=want) if len(uniq) else {}
     data = {"latent": lat.numpy().astype(np.int32), "rank": rank.numpy().astype(np.int32),
             "activation": top.values[lat, rank].numpy().astype(np.float32), "row": rows}
     for c in want:
         v = meta[c]
-        data[c] = np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=object if c == "stimulus_id"
+        data[c] = np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=object if c == STIMULUS_ID
                              else None)[inv]
-    has_tokens = "token_id" in want and len(uniq) and bool((np.asarray(meta["token_id"]) >= 0).any())
+    has_tokens = TOKEN_ID in want and len(uniq) and bool((np.asarray(meta[TOKEN_ID]) >= 0).any())
     if has_tokens and context > 0:
         data["context"] = _contexts(ds, uniq, context)[inv]
     return pa.table(data)
@@ -170,9 +185,9 @@ def _contexts(ds: Dataset, rows: np.ndarray, context: int) -> np.ndarray:
     lo = np.clip(rows - context, 0, ds.num_rows - 1)
     hi = np.clip(rows + context, 0, ds.num_rows - 1)
     spans = sorted({int(r) for a, b in zip(lo, hi, strict=True) for r in range(a, b + 1)})
-    got = ds.take(spans, hooks=[], columns=["example_id", "token_id"])
+    got = ds.take(spans, hooks=[], columns=[EXAMPLE_ID, TOKEN_ID])
     where = {r: i for i, r in enumerate(spans)}
-    ex, ids = got["example_id"].numpy(), got["token_id"].numpy()
+    ex, ids = got[EXAMPLE_ID].numpy(), got[TOKEN_ID].numpy()
     out = []
     for r, a, b in zip(rows, lo, hi, strict=True):
         own = ex[where[int(r)]]

@@ -8,7 +8,6 @@ and ``report.html``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -19,15 +18,24 @@ import pyarrow as pa
 import torch
 from simple_parsing import field
 
-from analysis.common.results import Results
-from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, output_lock, run_settings
+from analysis.common.inputs import DatasetInput, RunSummary, take_inputs
+from analysis.common.runstart import RunKind, StartedRun, run_start
 from analysis.sae.evals import registry
 from analysis.sae.evals.registry import EvalInputError, EvalInputs, get_metric
-from analysis.sae.io import SaeRowsError, require_kept_rows, rows_min_position
+from analysis.sae.io import (
+    OTHER,
+    SaeRowsError,
+    TrainedOn,
+    load_sae,
+    require_kept_rows,
+    rows_min_position,
+    sae_source,
+    trained_on,
+)
 from analysis.sae.split import heldout_rows, plan_split
+from shards.columns import POSITION
 from shards.config import check_choices, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
-from shards.manifest import check_version
 from shards.records import JsonRecord
 from shards.storage import StorageOptions
 
@@ -42,18 +50,19 @@ class SaeEvaluateConfig:
     sae: str = "runs/sae"
     """The trained SAE's URI (cfg.json + sae_weights.safetensors)."""
 
-    data: str = ""
-    """Activation dataset URI (default: the one the SAE was trained on)."""
-
-    data_version: int | None = None
-    """Read this version of the dataset (default: the latest)."""
+    data: DatasetInput | None = field(default=None, metavar="URI[@vN]")
+    """Activation dataset (default: the one the SAE was trained on, at the version it was trained on; refused if
+    its URI now holds another dataset); URI@vN reads version N, URI alone its latest, @vN alone version N of the
+    SAE's dataset."""
 
     hook: str = ""
     """Hook to evaluate on (default: the SAE's)."""
 
-    suite: list[str] = field(default_factory=lambda: [AUTO], nargs="*", metavar="METRIC[,METRIC...]")
-    """Metrics: core, sparse_probing, absorption, synthetic; auto: core and every other one this dataset has the
-    inputs for (labels, token ids with a tokenizer, synthetic ground truth)."""
+    suite: list[str] = field(default_factory=lambda: [AUTO], nargs="*", metavar="METRIC[,METRIC...]",
+                             choices=registry.METRICS.choices(AUTO),
+                             help="Metrics (one file each in analysis/sae/evals/): %(choices)s; auto: every one this "
+                                  "dataset has the inputs for (labels, token ids with a tokenizer, synthetic ground "
+                                  "truth).")
 
     rows: Literal["heldout", "all", "auto"] = AUTO
     """Which rows core and synthetic read: heldout (the examples the SAE's training held out; needs the SAE's
@@ -86,10 +95,9 @@ class SaeEvaluateConfig:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "sae", "data", "out")
+        take_credentials(self, "sae", "out")
+        take_inputs(self)
         self.suite, self.labels = split_list(self.suite), split_list(self.labels)
-        if self.data_version is not None:
-            self.data_version = check_version(self.data_version)
         if self.min_position is not None and self.min_position < 0:
             raise ConfigError(f"--min-position cannot be negative, got {self.min_position}")
         check_choices(self)
@@ -104,15 +112,16 @@ class SaeEvaluateConfig:
                 get_metric(name)  # an unknown metric fails now, naming the known ones
 
 
-NEUTRAL = frozenset({"out", "overwrite", "storage", "data_version"})
+NEUTRAL = frozenset({"out", "overwrite", "storage"})
+#: a rerun of a finished evaluation returns it; an unfinished one starts again (its metrics write whole files)
+KIND = RunKind("sae evaluate", NEUTRAL, lock="SAE evaluation output", resume_marker=None)
 
 
 @dataclass(kw_only=True)
-class SaeEvaluateSummary(JsonRecord):
+class SaeEvaluateSummary(RunSummary, JsonRecord):
+    """``summary.json``: ``inputs["crosscoder_data"]`` is a model-diffing crosscoder's second dataset."""
+
     sae: str
-    dataset: str
-    dataset_id: str
-    dataset_version: int
     hook: str
     rows: str  #: which rows core/synthetic read ("heldout" or "all") and how many
     metrics: dict  #: metric -> its summary
@@ -121,11 +130,10 @@ class SaeEvaluateSummary(JsonRecord):
     out: str
 
 
-def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta, min_position: int = 0) -> tuple[np.ndarray, str]:
+def _eval_rows(cfg: SaeEvaluateConfig, record: TrainedOn, ds, meta, min_position: int = 0) -> tuple[np.ndarray, str]:
     """The rows core and synthetic read (at positions >= ``min_position``), and how they were chosen."""
-    ours = sae.loaded_cfg.get("actlake") or {}
-    split = ours.get("eval_split") or {}
-    same = ours.get("dataset_id") == ds.dataset_id
+    split = record.eval_split
+    same = record.dataset_id == ds.dataset_id
     want = cfg.rows if cfg.rows != AUTO else ("heldout" if same and split.get("heldout_examples") else "all")
     if want == "heldout":
         if not same or not split.get("heldout_examples"):
@@ -134,31 +142,29 @@ def _eval_rows(cfg: SaeEvaluateConfig, sae, ds, meta, min_position: int = 0) -> 
         rec, held = plan_split(meta, split["fraction"], split["group"])
         if rec.digest != split["digest"]:
             raise EvalInputError(f"the held-out examples of {ds.storage.display()} differ from the ones the SAE's "
-                                 "training held out (the dataset changed since): use --data-version "
-                                 f"{ours.get('dataset_version')} or --rows all")
+                                 f"training held out (the dataset changed since): use --data {record.data} (the "
+                                 "version it was trained on) or --rows all")
         rows = heldout_rows(meta, held, min_position)
     else:
         rows = np.arange(meta.num_rows)
         if min_position:
-            rows = rows[meta.column("position").fill_null(-1).to_numpy() >= min_position]
+            rows = rows[meta.column(POSITION).fill_null(-1).to_numpy() >= min_position]
     cap = parse_count(cfg.max_rows)
     if len(rows) > cap:
         rows = np.sort(np.random.default_rng(cfg.seed + 7_919).choice(rows, cap, replace=False))
     return rows, want
 
 
-def _reader(ds, sae, hook: str, storage: StorageOptions):
+def _reader(ds, other, record: TrainedOn, hook: str):
     """rows -> {"x": (n, d_in) float32, column: values} for the SAE's input hooks (concatenated for a
-    crosscoder; a model-diffing crosscoder's other:HOOK from the second dataset it records)."""
-    ours = sae.loaded_cfg.get("actlake") or {}
-    hooks = ours.get("in_hooks") or [hook]
-    if ours.get("crosscoder_data"):
+    crosscoder; a model-diffing crosscoder's other:HOOK from ``other``, its second dataset, pinned)."""
+    hooks = list(record.in_hooks) or [hook]
+    if other is not None:
         from analysis.sae.paired import PairedDataset
-        from shards.reader import open_dataset
 
-        ds = PairedDataset(ds, open_dataset(ours["crosscoder_data"], storage), [])
+        ds = PairedDataset(ds, other, [])
 
-    outs = ours.get("out_hooks") or hooks
+    outs = list(record.out_hooks) or hooks
     transcoder = outs != hooks
 
     def cat(batch: dict, names: list[str]) -> torch.Tensor:
@@ -192,20 +198,7 @@ def _suite(cfg: SaeEvaluateConfig, inputs: EvalInputs) -> tuple[list[str], dict]
     """The metrics to run and, for ``auto``, the ones left out with the reason."""
     if AUTO not in cfg.suite:
         return list(dict.fromkeys(cfg.suite)), {}
-    names, skipped = ["core"], {}
-    has_tokens = bool((inputs.meta.column("token_id").fill_null(-1).to_numpy() >= 0).any())
-    checks = {"sparse_probing": (bool(inputs.labels) or _has_labels(inputs), "no label column"),
-              "absorption": (has_tokens and inputs.token_text is not None, "no token ids with a tokenizer"),
-              "synthetic": (inputs.synthetic is not None, "not a synthetic dataset")}
-    for name, (ok, why) in checks.items():
-        (names.append(name) if ok else skipped.__setitem__(name, why))
-    return names, skipped
-
-
-def _has_labels(inputs: EvalInputs) -> bool:
-    from analysis.sae.evals.sparse_probing import label_columns
-
-    return bool(label_columns(inputs.meta, []))
+    return registry.auto_suite(inputs)  # each metric says what it is missing (its own file)
 
 
 def run(cfg: SaeEvaluateConfig) -> SaeEvaluateSummary:
@@ -215,54 +208,52 @@ def run(cfg: SaeEvaluateConfig) -> SaeEvaluateSummary:
 
         run(SaeEvaluateConfig(sae="runs/minilm-topk", suite=["core", "sparse_probing"], out="runs/topk-eval"))
     """
-    out = Results(cfg.out, cfg.storage)
-    with output_lock(out.storage, "SAE evaluation output"):
-        return _run(cfg, out)
-
-
-def _open(cfg: SaeEvaluateConfig):
-    from analysis.sae.io import load_sae, trained_on
-    from shards.reader import open_dataset
-
     sae = load_sae(cfg.sae, cfg.storage)
-    data, hook = trained_on(sae)
-    if not (cfg.data or data):
-        raise ConfigError(f"the SAE at {cfg.sae} does not say which dataset it was trained on: give --data")
-    ds = open_dataset(cfg.data or data, cfg.storage, cfg.data_version)
-    hook = cfg.hook or hook
-    ours = sae.loaded_cfg.get("actlake") or {}
-    hooks = [h for h in ours.get("in_hooks") or [hook] if not h.startswith("other:")]
+    record = trained_on(sae)
+    if cfg.data is None and record.data is None:
+        raise ConfigError(f"{sae_source(cfg.sae, cfg.storage)} does not say which dataset it was trained on: give "
+                          "--data")
+    # the SAE's dataset (and a model-diffing crosscoder's second one) at the versions it was trained on by default
+    with run_start(cfg, KIND, defaults=record.defaults(sae_source(cfg.sae, cfg.storage))) as started:
+        return _run(cfg, sae, record, started)
+
+
+def _hook(cfg: SaeEvaluateConfig, sae, record: TrainedOn, ds) -> str:
+    """The hook evaluated, checked against the dataset (its hooks and width) before any row is read."""
+    hook = cfg.hook or record.hook
+    if not hook:
+        raise ConfigError(f"{sae_source(cfg.sae, cfg.storage)} does not name its hook: give --hook")
+    hooks = [h for h in record.in_hooks or (hook,) if not h.startswith(OTHER)]
     missing = [h for h in hooks if h not in ds.hooks]
     if missing:
         raise ConfigError(f"hook(s) {missing} not in {ds.storage.display()} (it has {ds.hooks}); give --hook")
     width = sum(ds.hook_spec(h).numel for h in hooks)
-    if width != sae.d_in and not ours.get("crosscoder_data"):
+    if width != sae.d_in and record.crosscoder is None:
         raise ConfigError(f"the SAE reads {sae.d_in} dimensions, {hooks} of {ds.storage.display()} hold {width}")
-    return sae, ds, hook
+    return hook
 
 
-def _run(cfg: SaeEvaluateConfig, out: Results) -> SaeEvaluateSummary:
+def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) -> SaeEvaluateSummary:
     t0 = time.perf_counter()
-    sae, ds, hook = _open(cfg)
-    settings = run_settings(cfg, NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version)
-    rundir = RunDir(out.storage, "summary.json", command="sae evaluate")
-    if rundir.state(settings, cfg.overwrite) == "done":
-        return SaeEvaluateSummary.from_json(rundir.summary())
+    ds, out = started.ds, started.out
+    hook = _hook(cfg, sae, record, ds)
+    started.hooks = [hook]
+    if started.state == "done":
+        return SaeEvaluateSummary.from_json(started.rundir.summary())
     meta = ds.metadata_table([c for c in ds.schema.check_columns(None, ds.storage.display())])
     min_position = rows_min_position(sae, cfg.min_position)  # the rows it was trained on, unless overridden
     try:
         require_kept_rows(ds, min_position)
     except SaeRowsError as exc:
         raise EvalInputError(str(exc)) from None
-    rows, which = _eval_rows(cfg, sae, ds, meta, min_position)
-    inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=_reader(ds, sae, hook, cfg.storage),
+    rows, which = _eval_rows(cfg, record, ds, meta, min_position)
+    read = _reader(ds, started.inputs.get("crosscoder_data"), record, hook)
+    inputs = EvalInputs(sae=sae, hook=hook, rows=rows, read=read,
                         columns=meta.column_names, meta=meta, token_text=_token_text(cfg, ds),
                         synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels, min_position=min_position,
                         progress=lambda m: log.info("%s", m))
     names, skipped = _suite(cfg, inputs)
-    rundir.start(RunRecord(fingerprint=fingerprint_of(settings), settings=settings,
-                           config=dataclasses.asdict(cfg), dataset=ds.manifest.ref(ds.storage.display(), [hook]),
-                           seeds={"seed": cfg.seed}))
+    started.begin(cfg, {"seed": cfg.seed})
     results = {}
     for name in names:
         t = time.perf_counter()
@@ -275,11 +266,10 @@ def _run(cfg: SaeEvaluateConfig, out: Results) -> SaeEvaluateSummary:
             out.figure(fname, fig)
         results[name] = outcome.summary
         log.info("%s: %s", name, {k: v for k, v in outcome.summary.items() if not isinstance(v, (dict, list))})
-    summary = SaeEvaluateSummary(sae=cfg.sae, dataset=ds.storage.display(), dataset_id=ds.dataset_id,
-                                 dataset_version=ds.version, hook=hook, rows=f"{which} ({len(rows)})",
+    summary = SaeEvaluateSummary(**started.recorded(), sae=cfg.sae, hook=hook, rows=f"{which} ({len(rows)})",
                                  metrics=results, skipped=skipped, seconds=round(time.perf_counter() - t0, 2),
                                  out=out.display())
-    rundir.finish(summary.to_json())
+    started.rundir.finish(summary.to_json())
     return summary
 
 

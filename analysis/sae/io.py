@@ -5,19 +5,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 import analysis.sae.saes  # noqa: F401 - registers the architectures
+from analysis.common.inputs import DatasetInput
+from analysis.common.runstart import InputDefault
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.registry import get_architecture
+from shards.columns import POSITION
 from shards.errors import ActlakeError, ConfigError
-from shards.manifest import ModelInfo
+from shards.manifest import DatasetRef, ModelInfo
 from shards.storage import Storage, StorageOptions
 
 WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
+OTHER = "other:"  #: a model-diffing crosscoder's hooks of its second dataset (``analysis.sae.paired.PREFIX``)
 
 
 def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None,
@@ -111,29 +116,125 @@ def load_sae(uri: str, storage_options: StorageOptions | dict | None = None) -> 
     return sae.eval()
 
 
-def trained_on(sae) -> tuple[str | None, str | None]:
-    """(dataset URI, hook) a loaded SAE says it was trained on: actlake's own ``cfg.json`` section, else SAELens'
-    ``metadata.hook_name`` (SAELens records no dataset); None where it does not say."""
-    ours = sae.loaded_cfg.get("actlake") or {}
-    return ours.get("dataset"), ours.get("hook") or (sae.loaded_cfg.get("metadata") or {}).get("hook_name")
+def _data_ref(data: DatasetInput | None, dataset_id: str | None, hooks) -> dict | None:
+    if data is None:
+        return None
+    return DatasetRef(data.uri, dataset_id or "", data.version if data.version is not None else -1,
+                      tuple(hooks)).to_json()
+
+
+def _data_of(value, dataset_id: str | None = None,
+             version: int | None = None) -> tuple[DatasetInput | None, str | None]:
+    """(input, dataset id) from a ``DatasetRef`` object, or (SAEs saved before) a URI with its id and version."""
+    if isinstance(value, dict):
+        version = value.get("version")
+        return DatasetInput(value["uri"], None if version is None or version < 0 else int(version)), \
+            value.get("dataset_id") or None
+    return (DatasetInput(value, version) if value else None), dataset_id
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What an SAE was trained on, as its ``cfg.json`` records it (the ``actlake`` section): the one place that
+    section's data fields are written (``to_cfg``) and read (``of``).
+
+    ``data`` is the dataset's URI and the version read (None for SAEs that record none), ``dataset_id`` which
+    dataset it was; every tool reading the SAE defaults to that version of that dataset (``defaults``)."""
+
+    data: DatasetInput | None = None
+    dataset_id: str | None = None
+    hook: str | None = None  #: the hook it reads (a crosscoder: the label of its hooks)
+    in_hooks: tuple[str, ...] = ()  #: hooks read (a model-diffing crosscoder's second dataset's as other:HOOK)
+    out_hooks: tuple[str, ...] = ()  #: hooks reconstructed (a transcoder's differ)
+    kind: str = "sae"  #: sae, transcoder or crosscoder
+    crosscoder: DatasetInput | None = None  #: a model-diffing crosscoder's second dataset, at the version read
+    crosscoder_id: str | None = None
+    min_position: int = 0  #: rows at positions >= this were read (``sae train --min-position``)
+    model: ModelInfo | None = None  #: the model whose activations it read
+    eval_split: dict = field(default_factory=dict)  #: the held-out examples (``EvalSplit.to_json``)
+
+    def to_cfg(self) -> dict:
+        """The fields of ``cfg.json``'s ``actlake`` section: each dataset as a ``DatasetRef`` object."""
+        own = [h for h in (*self.in_hooks, *self.out_hooks) if not h.startswith(OTHER)]
+        other = [h[len(OTHER):] for h in self.in_hooks if h.startswith(OTHER)]
+        return {"hook": self.hook, "dataset": _data_ref(self.data, self.dataset_id, dict.fromkeys(own)),
+                "in_hooks": list(self.in_hooks), "out_hooks": list(self.out_hooks), "kind": self.kind,
+                "crosscoder_data": _data_ref(self.crosscoder, self.crosscoder_id, other),
+                "min_position": self.min_position, "model": self.model.to_json() if self.model else None,
+                "eval_split": self.eval_split}
+
+    @classmethod
+    def of(cls, cfg: dict) -> TrainedOn:
+        """The record of a ``cfg.json``: actlake's section (this layout, or the flat one SAEs were saved with
+        before), else SAELens' ``metadata.hook_name`` (SAELens records no dataset)."""
+        ours = cfg.get("actlake") or {}
+        data, dataset_id = _data_of(ours.get("dataset"), ours.get("dataset_id"), ours.get("dataset_version"))
+        other, other_id = _data_of(ours.get("crosscoder_data"))
+        hook = ours.get("hook") or (cfg.get("metadata") or {}).get("hook_name")
+        return cls(data=data, dataset_id=dataset_id, hook=hook, in_hooks=tuple(ours.get("in_hooks") or ()),
+                   out_hooks=tuple(ours.get("out_hooks") or ()), kind=ours.get("kind") or "sae", crosscoder=other,
+                   crosscoder_id=other_id, min_position=int(ours.get("min_position") or 0),
+                   model=ModelInfo.from_json(ours["model"]) if ours.get("model") else None,
+                   eval_split=dict(ours.get("eval_split") or {}))
+
+    def dataset_ref(self) -> DatasetRef | None:
+        """The training dataset as run records name what they read (None where the SAE does not say which
+        version of which dataset)."""
+        if self.data is None or self.data.version is None or not self.dataset_id:
+            return None
+        return DatasetRef(self.data.uri, self.dataset_id, self.data.version, (self.hook,) if self.hook else ())
+
+    def defaults(self, source: str) -> dict[str, InputDefault]:
+        """What a tool reading the SAE reads unless told otherwise: ``data``, the dataset it was trained on at the
+        version it read, and (a model-diffing crosscoder) ``crosscoder_data``; each refused when its URI now holds
+        another dataset. ``source`` names the SAE in that message."""
+        out = {}
+        if self.data is not None:
+            out["data"] = InputDefault(self.data, self.dataset_id, source)
+        if self.crosscoder is not None:
+            out["crosscoder_data"] = InputDefault(self.crosscoder, self.crosscoder_id, f"{source} (its second dataset)")
+        return out
+
+
+def trained_on(sae) -> TrainedOn:
+    """What a loaded SAE says it was trained on (``TrainedOn``; fields are None where it does not say)."""
+    return TrainedOn.of(sae.loaded_cfg)
+
+
+def sae_source(uri: str, storage_options: StorageOptions | dict | None = None) -> str:
+    """How messages name the SAE at ``uri`` (its URI without credentials)."""
+    return f"the SAE at {Storage(uri, storage_options).display()}"
+
+
+def sae_dataset(sae, uri: str, data: DatasetInput | None, storage_options: StorageOptions | dict | None = None):
+    """The dataset a tool reading the SAE at ``uri`` reads: ``data`` as given (``URI``: its latest, ``URI@vN``),
+    else the one the SAE was trained on at the version it read (``@vN`` alone: at version N), refused when its URI
+    now holds another dataset; a ConfigError when neither says which."""
+    from analysis.common.runstart import open_input
+
+    ds = open_input("data", data, trained_on(sae).defaults(sae_source(uri, storage_options)).get("data"),
+                    storage_options)
+    if ds is None:
+        raise ConfigError(f"{sae_source(uri, storage_options)} does not say which dataset it was trained on (a "
+                          "SAELens layout?): give --data")
+    return ds
 
 
 def recorded_model(sae, storage_options: StorageOptions | dict | None = None) -> ModelInfo | None:
     """The model whose activations a loaded SAE was trained on: what its ``cfg.json`` records (``sae train``
-    writes it), else what the manifest of the dataset it names records when that dataset is still there, with the
-    same id; None where neither says (SAELens' layout, or the dataset is gone or was replaced)."""
-    ours = sae.loaded_cfg.get("actlake") or {}
-    if ours.get("model"):
-        return ModelInfo.from_json(ours["model"])
-    if not ours.get("dataset") or not ours.get("dataset_id"):
+    writes it), else what the manifest of the dataset it names records at the version it was trained on, when that
+    dataset is still there with the same id; None where neither says (SAELens' layout, or the dataset is gone or
+    was replaced)."""
+    record = trained_on(sae)
+    if record.model is not None:
+        return record.model
+    if record.data is None or not record.dataset_id:
         return None
-    from shards.reader import open_dataset
-
     try:
-        ds = open_dataset(ours["dataset"], storage_options)
+        ds = record.data.open(storage_options)
     except (ActlakeError, OSError, ValueError):
         return None
-    return ds.manifest.model if ds.dataset_id == ours["dataset_id"] else None
+    return ds.manifest.model if ds.dataset_id == record.dataset_id else None
 
 
 def model_differences(a: ModelInfo, b: ModelInfo) -> list[str]:
@@ -150,7 +251,7 @@ def model_differences(a: ModelInfo, b: ModelInfo) -> list[str]:
 def trained_min_position(sae) -> int:
     """The rows filter an SAE was trained with: it read rows at positions >= this (``sae train
     --min-position``; 0 for SAEs that do not record one, SAELens' among them)."""
-    return int((sae.loaded_cfg.get("actlake") or {}).get("min_position") or 0)
+    return trained_on(sae).min_position
 
 
 def rows_min_position(sae, override: int | None = None) -> int:
@@ -182,7 +283,7 @@ def require_kept_rows(ds, min_position: int) -> None:
         return
     import pyarrow.compute as pc
 
-    top = pc.max(ds.metadata_table(["position"]).column("position")).as_py()
+    top = pc.max(ds.metadata_table([POSITION]).column(POSITION)).as_py()
     if top is None or top < min_position:
         raise SaeRowsError(f"the SAE reads rows at positions >= {min_position} (its `sae train --min-position`), and "
                            f"{ds.storage.display()} has none (its highest position is {top}); pass --min-position 0 "

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.common.plots import pyplot
+from shards.columns import POSITION
 from shards.records import JsonRecord
 
 
@@ -61,7 +62,7 @@ def cosine_eval(cos_spliced: np.ndarray, cos_ablated: np.ndarray) -> CosineEval:
 def position_curves(position: np.ndarray, columns: dict[str, np.ndarray]) -> pa.Table:
     """Per position in the context: token count and the mean of each column (NaNs left out)."""
     positions = np.unique(position)
-    out = {"position": positions.astype(np.int32), "tokens": []}
+    out = {POSITION: positions.astype(np.int32), "tokens": []}
     for name in columns:
         out[name] = []
     for p in positions:
@@ -77,11 +78,11 @@ def position_curves(position: np.ndarray, columns: dict[str, np.ndarray]) -> pa.
 def position_figure(curves: pa.Table, title: str):
     """Loss (or cosine) by position, each pass a line; KL on a second panel when there is one."""
     plt = pyplot()
-    names = [n for n in curves.column_names if n not in ("position", "tokens")]
+    names = [n for n in curves.column_names if n not in (POSITION, "tokens")]
     kls = [n for n in names if n.startswith("kl")]
     main = [n for n in names if n not in kls]
     fig, axes = plt.subplots(1, 2 if kls else 1, figsize=(11 if kls else 6, 3.6), squeeze=False)
-    x = curves.column("position").to_numpy()
+    x = curves.column(POSITION).to_numpy()
     for n in main:
         axes[0, 0].plot(x, curves.column(n).to_numpy(zero_copy_only=False), label=n)
     axes[0, 0].set_xlabel("position in context")

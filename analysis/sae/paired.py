@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.common.finite import require_finite
+from shards.columns import EXAMPLE_ID, POSITION
 from shards.errors import ConfigError
 from shards.reader import Dataset
 
@@ -27,7 +28,7 @@ def check_aligned(a: Dataset, b: Dataset) -> None:
         raise ConfigError(f"--crosscoder-data: {where} hold {a.num_rows} and {b.num_rows} rows; a model-diffing "
                           "crosscoder needs both models run over the same corpus with the same tokenizer and "
                           "--context-size")
-    for col in ("example_id", "position"):
+    for col in (EXAMPLE_ID, POSITION):
         x = a.metadata_table([col]).column(col).to_numpy(zero_copy_only=False)
         y = b.metadata_table([col]).column(col).to_numpy(zero_copy_only=False)
         if not np.array_equal(x, y):

@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from analysis.common.options import merged_options
-from shards.config import did_you_mean
 from shards.errors import ActlakeError
+from shards.registry import Registry
 
 
 class SaeConfigError(ActlakeError, ValueError):
@@ -33,22 +33,9 @@ class Architecture:
         return self.options(**{f.name: getattr(values, f.name) for f in dataclasses.fields(self.options)})
 
 
-ARCHITECTURES: dict[str, Architecture] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def register(arch: Architecture) -> Architecture:
-    ARCHITECTURES[arch.name] = arch
-    _ALIASES.update({a: arch.name for a in arch.aliases})
-    return arch
-
-
-def get_architecture(name: str) -> Architecture:
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in ARCHITECTURES:
-        hint = did_you_mean(name, [*ARCHITECTURES, *_ALIASES], n=3)
-        raise SaeConfigError(f"unknown SAE architecture {name!r}.{hint} Known: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[key]
+#: names are looked up case-insensitively (``--arch TopK``), aliases too (``relu``)
+ARCHITECTURES: Registry[Architecture] = Registry("SAE architecture", SaeConfigError, casefold=True)
+register, get_architecture = ARCHITECTURES.register, ARCHITECTURES.lookup
 
 
 def create_sae(arch: str, d_in: int, d_sae: int, k: int | None = None, seed: int = 0, options=None):

@@ -5,7 +5,6 @@ Train worker, where every worker reads its own rank's share of the shuffled data
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -16,15 +15,15 @@ import numpy as np
 import torch
 
 from analysis.common.finite import require_finite
-from analysis.common.results import Results
-from analysis.common.rundir import RunDir, RunRecord, fingerprint_of, run_settings
-from analysis.common.runstart import pin_dataset
+from analysis.common.inputs import DatasetInput, RunSummary
+from analysis.common.rundir import fingerprint_of
+from analysis.common.runstart import RunKind, StartedRun, open_run
 from analysis.common.stream import sample_rows
 from analysis.sae.base import SparseAutoencoder
 from analysis.sae.checkpoints import LATEST, load_checkpoint, save_checkpoint
 from analysis.sae.config import RUN_NEUTRAL, SaeTrainConfig, parse_count
 from analysis.sae.evals.core import core_metrics
-from analysis.sae.io import save_residual_directions, save_sae
+from analysis.sae.io import TrainedOn, save_residual_directions, save_sae
 from analysis.sae.paired import PREFIX, PairedDataset
 from analysis.sae.registry import SaeConfigError, get_architecture
 from analysis.sae.report import write_report
@@ -38,9 +37,10 @@ from analysis.sae.trainer import (
     default_lr,
     geometric_median,
 )
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.errors import ActlakeError
 from shards.progress import Progress
-from shards.reader import Dataset, open_dataset
+from shards.reader import Dataset
 from shards.records import JsonRecord
 
 log = logging.getLogger("actlake.sae")
@@ -52,7 +52,7 @@ class SaeRunError(ActlakeError, ValueError):
 
 
 @dataclass(kw_only=True)
-class TrainSummary(JsonRecord):
+class TrainSummary(RunSummary, JsonRecord):
     """What a finished run wrote (also ``training_summary.json``)."""
 
     out: str
@@ -78,7 +78,7 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
     if cfg.min_position:  # pooled rows and images have position -1: nothing would be left to train on
         import pyarrow.compute as pc
 
-        top = pc.max(ds.metadata_table(["position"]).column("position")).as_py()
+        top = pc.max(ds.metadata_table([POSITION]).column(POSITION)).as_py()
         if top is None or top < cfg.min_position:
             raise SaeConfigError(f"--min-position {cfg.min_position} leaves no row of {ds.storage.display()} "
                                  f"(its highest position is {top}); lower it, or use 0 for pooled or image rows")
@@ -139,13 +139,13 @@ def kept_sample(ds: Dataset, hooks: list[str], n: int, seed: int, min_position: 
     if not min_position:
         return sample_rows(ds, hooks, n, seed)
     it = ds.iter_batches(hooks, batch_size=max(1, min(2 * n, ds.num_rows)), shuffle=True, seed=seed,
-                         columns=["position"], reuse_buffers=False)
+                         columns=[POSITION], reuse_buffers=False)
     gen = iter(it)
     try:
         batch = next(gen)
     finally:
         gen.close()
-    keep = torch.nonzero(batch["position"] >= min_position).squeeze(1)[:n]
+    keep = torch.nonzero(batch[POSITION] >= min_position).squeeze(1)[:n]
     if not len(keep):
         raise SaeRunError(f"no row of {ds.storage.display()} is at position >= {min_position}; lower --min-position")
     return {h: batch[h].reshape(len(batch[h]), -1)[keep] for h in hooks}
@@ -208,13 +208,16 @@ def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     return t
 
 
-def pin_sae_data(cfg: SaeTrainConfig, rundir: RunDir) -> tuple[Dataset, dict]:
-    """The dataset at ``--data-version``, or at the version an unfinished run planned on, or its latest; with the
-    run's settings (the version read among them)."""
-    ds, _hooks, settings = pin_dataset(
-        lambda v: (open_dataset(cfg.data, cfg.storage, v), []), cfg.data_version, rundir,
-        lambda ds, _: run_settings(cfg, RUN_NEUTRAL, dataset_id=ds.dataset_id, dataset_version=ds.version))
-    return ds, settings
+#: ``sae train``'s run: resumable from its latest checkpoint; the lock is the output's, held by ``train.run``
+KIND = RunKind("sae train", RUN_NEUTRAL, lock="SAE output", summary=SUMMARY, resume_marker=LATEST)
+
+
+def start_training(cfg: SaeTrainConfig, clear: bool = True) -> StartedRun:
+    """The run's inputs pinned (``--data``, ``--crosscoder-data``) and what ``--out`` holds for it; a data-parallel
+    worker (``clear=False``) gets the versions its driver pinned in ``cfg``."""
+    run = open_run(cfg, KIND, clear=clear)
+    run.hooks = list(cfg.hook)  # recorded with the dataset (the settings hold them as --hook)
+    return run
 
 
 SPLIT_FILE = "eval_split.json"
@@ -224,7 +227,7 @@ HELDOUT_FILE = "heldout_examples.parquet"
 def plan_eval_split(cfg: SaeTrainConfig, ds: Dataset, warn: bool = True) -> tuple[EvalSplit, np.ndarray, object]:
     """The held-out examples of ``--eval-fraction`` (record, sorted ids) and the metadata they came from.
     Refused when nothing would be held out or nothing left to train on; a corpus that repeats texts is named."""
-    meta = ds.metadata_table(["example_id", "position", "token_id"])
+    meta = ds.metadata_table([EXAMPLE_ID, POSITION, TOKEN_ID])
     split, held = plan_split(meta, cfg.eval_fraction, cfg.eval_group)
     if cfg.eval_fraction and not split.heldout_examples:
         raise SaeConfigError(f"--eval-fraction {cfg.eval_fraction} holds out none of the {split.examples} examples of "
@@ -264,14 +267,13 @@ def hook_scale(scales: dict[str, float], hooks: list[str], ds: Dataset) -> float
 class SaeRun:
     """One rank's share of a run: the dataset, the trainer, the run directory and checkpoints."""
 
-    def __init__(self, cfg: SaeTrainConfig, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, cfg: SaeTrainConfig, rank: int = 0, world: int = 1, run: StartedRun | None = None) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.out = Results(cfg.out, cfg.storage)
-        self.rundir = RunDir(self.out.storage, SUMMARY, resume_marker=LATEST, command="sae train")
-        self.ds, self.settings = pin_sae_data(cfg, self.rundir)
-        if cfg.crosscoder_data:  # model diffing: the second model's rows beside the first's
-            other = open_dataset(cfg.crosscoder_data, cfg.storage)
-            self.settings["crosscoder_dataset"] = [other.dataset_id, other.version]
+        self.started = run if run is not None else start_training(cfg, clear=world == 1)
+        self.out, self.rundir, self.settings = self.started.out, self.started.rundir, self.started.settings
+        self.ds = self.started.ds
+        other = self.started.inputs.get("crosscoder_data")
+        if other is not None:  # model diffing: the second model's rows beside the first's
             self.ds = PairedDataset(self.ds, other, list(cfg.hook))
         self.specs = plan_saes(cfg, self.ds)
         self.split, held, self.meta = plan_eval_split(cfg, self.ds, warn=rank == 0)
@@ -284,7 +286,7 @@ class SaeRun:
     def _batches(self):
         """Shuffled batches from the saved cursor on, epoch after epoch, each with the cursor after it."""
         st = self.trainer.state
-        columns = (["position"] if self.cfg.min_position else []) + (["example_id"] if self.heldout is not None else [])
+        columns = ([POSITION] if self.cfg.min_position else []) + ([EXAMPLE_ID] if self.heldout is not None else [])
         while True:
             it = self.ds.iter_batches(sorted(self.trainer.scales), batch_size=self.trainer.local_bs, shuffle=True,
                                       seed=self.cfg.seed, epoch=st.epoch, rank=self.rank, world_size=self.world,
@@ -309,17 +311,17 @@ class SaeRun:
     def _kept(self, batch: dict) -> dict:
         """The batch without rows below --min-position and without held-out examples' rows."""
         keep = torch.ones(len(next(iter(batch.values()))), dtype=torch.bool)
-        if "position" in batch:
-            keep &= batch.pop("position") >= self.cfg.min_position
-        if "example_id" in batch:
-            keep &= ~torch.isin(batch.pop("example_id"), self.heldout)
+        if POSITION in batch:
+            keep &= batch.pop(POSITION) >= self.cfg.min_position
+        if EXAMPLE_ID in batch:
+            keep &= ~torch.isin(batch.pop(EXAMPLE_ID), self.heldout)
         idx = torch.nonzero(keep).squeeze(1)
         return {h: v[idx] for h, v in batch.items()}
 
     def eval_rows(self) -> np.ndarray:
         """Rows of the final evaluation: the held-out examples' (or, with --eval-fraction 0, any) rows at
         positions >= --min-position, a seeded sample of at most --eval-tokens of them in row order."""
-        held = self.heldout.numpy() if self.heldout is not None else self.meta.column("example_id").to_numpy()
+        held = self.heldout.numpy() if self.heldout is not None else self.meta.column(EXAMPLE_ID).to_numpy()
         rows = heldout_rows(self.meta, held, self.cfg.min_position)
         cap = parse_count(self.cfg.eval_tokens)
         if len(rows) > cap:
@@ -338,15 +340,12 @@ class SaeRun:
             return
         _init_b_dec(self.cfg, self.ds, self.trainer)
         if self.rank == 0:
-            ref = self.ds.manifest.ref(self.ds.storage.display(), self.cfg.hook)
-            self.rundir.start(RunRecord(fingerprint=fingerprint_of(self.settings), settings=self.settings,
-                                        config=dataclasses.asdict(self.cfg), dataset=ref,
-                                        seeds={"seed": self.cfg.seed}))
+            self.started.begin(self.cfg, {"seed": self.cfg.seed})
 
     def run(self) -> TrainSummary | None:
         """Train (or resume) to the token budget; rank 0 writes and returns the summary."""
         t0 = time.perf_counter()
-        found = self.rundir.state(self.settings, self.cfg.overwrite, clear=self.world == 1)
+        found = self.started.state
         if found == "done":  # rerunning a finished command changes nothing
             log.info("%s already holds this finished run", self.out.display())
             return TrainSummary.from_json(self.rundir.summary()) if self.rank == 0 else None
@@ -374,7 +373,7 @@ class SaeRun:
         rows = self.eval_rows()
         self.out.json(SPLIT_FILE, self.split.to_json())
         if self.heldout is not None:
-            self.out.table(HELDOUT_FILE, {"example_id": self.heldout.numpy()})
+            self.out.table(HELDOUT_FILE, {EXAMPLE_ID: self.heldout.numpy()})
         scales, folds = self.trainer.scales, {}
         for spec in self.specs:  # every SAE folded and checked before any is saved: a run saves all or none
             folded = copy.deepcopy(self.trainer.saes[spec.name])
@@ -393,28 +392,37 @@ class SaeRun:
             ev, freq = core_metrics(folded, eval_batches(self.ds, rows, spec), {**self.split.to_json(),
                                                                                "evaluated_rows": len(rows)})
             dest = self.out.child("" if len(self.specs) == 1 else spec.name)
+            record = _trained_on(self.started, spec, self.cfg, self.split)
             save_sae(folded, dest.storage.uri, {
-                # a transcoder's hook: the one it reads (what encode and dashboards feed it); a crosscoder's: its label
-                "hook": spec.in_hooks[0] if len(spec.in_hooks) == 1 else spec.hook,
-                "dataset": self.ds.storage.display(), "dataset_id": self.ds.dataset_id,
-                "dataset_version": self.ds.version, "input_scale_folded": {h: scales[h] for h in spec.hooks},
-                "in_hooks": spec.in_hooks, "out_hooks": spec.out_hooks,
-                "kind": "transcoder" if spec.transcoder else "crosscoder" if len(spec.in_hooks) > 1 else "sae",
-                "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json(),
-                "min_position": self.cfg.min_position, "crosscoder_data": self.cfg.crosscoder_data or None,
-                # the model whose activations it read: splicing it into another model is refused
-                "model": model.to_json() if (model := self.ds.manifest.model) else None,
-                "eval_split": {k: v for k, v in self.split.to_json().items()}},
+                **record.to_cfg(), "input_scale_folded": {h: scales[h] for h in spec.hooks},
+                "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json()},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)
             if not spec.transcoder and len(spec.in_hooks) == 1:
                 save_residual_directions(folded, self.ds, spec.hook, dest.storage.uri, self.cfg.storage)
             results[spec.name] = {"uri": dest.display(), **ev.to_json()}
-        summary = TrainSummary(out=self.out.display(), steps=st.step, tokens=st.tokens, seconds=round(seconds, 2),
-                               loop_seconds=round(loop, 2), steps_per_s=round(ran / max(loop, 1e-9), 3), saes=results)
+        summary = TrainSummary(**self.started.recorded(), out=self.out.display(), steps=st.step, tokens=st.tokens,
+                               seconds=round(seconds, 2), loop_seconds=round(loop, 2),
+                               steps_per_s=round(ran / max(loop, 1e-9), 3), saes=results)
         self.rundir.finish(summary.to_json())
         log.info("done: %s", json.dumps(summary.to_json()))
         return summary
+
+
+def _trained_on(run: StartedRun, spec: SaeSpec, cfg: SaeTrainConfig, split: EvalSplit) -> TrainedOn:
+    """What the SAE of ``spec`` records of its training data (``TrainedOn``, its cfg.json): every tool reading it
+    defaults to these versions of these datasets."""
+    data, other = run.ds, run.inputs.get("crosscoder_data")
+    return TrainedOn(
+        data=DatasetInput(data.storage.display(), data.version), dataset_id=data.dataset_id,
+        # a transcoder's hook: the one it reads (what encode and dashboards feed it); a crosscoder's: its label
+        hook=spec.in_hooks[0] if len(spec.in_hooks) == 1 else spec.hook, in_hooks=tuple(spec.in_hooks),
+        out_hooks=tuple(spec.out_hooks),
+        kind="transcoder" if spec.transcoder else "crosscoder" if len(spec.in_hooks) > 1 else "sae",
+        crosscoder=DatasetInput(other.storage.display(), other.version) if other is not None else None,
+        crosscoder_id=other.dataset_id if other is not None else None, min_position=cfg.min_position,
+        # the model whose activations it read: splicing it into another model is refused
+        model=data.manifest.model, eval_split=split.to_json())
 
 
 def _brief(row: dict) -> str:

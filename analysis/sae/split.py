@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.records import JsonRecord
 
 SALT = b"actlake-sae-eval-split-v1"
@@ -52,12 +53,12 @@ def _unit_hash(keys: list[bytes]) -> np.ndarray:
 def example_texts(meta: pa.Table) -> tuple[np.ndarray, list[bytes] | None]:
     """(sorted distinct example ids, each example's token-id sequence as bytes, in position order); None for the
     sequences when the rows carry no token ids."""
-    ids = meta.column("example_id").to_numpy()
-    tokens = meta.column("token_id").fill_null(-1).to_numpy().astype(np.int64)
+    ids = meta.column(EXAMPLE_ID).to_numpy()
+    tokens = meta.column(TOKEN_ID).fill_null(-1).to_numpy().astype(np.int64)
     uniq, first = np.unique(ids, return_index=True)
     if not (tokens >= 0).any():
         return uniq, None
-    pos = meta.column("position").fill_null(-1).to_numpy().astype(np.int64)
+    pos = meta.column(POSITION).fill_null(-1).to_numpy().astype(np.int64)
     order = np.lexsort((pos, ids))
     bounds = np.searchsorted(ids[order], uniq, side="left").tolist() + [len(ids)]
     seq = tokens[order]
@@ -72,7 +73,7 @@ def plan_split(meta: pa.Table, fraction: float, group: SplitGroup = "text") -> t
                                                                    for i in uniq]
     distinct = len(set(texts)) if texts is not None else len(uniq)
     held = uniq[_unit_hash(keys) < fraction] if fraction > 0 else uniq[:0]
-    n_held_rows = int(np.isin(meta.column("example_id").to_numpy(), held).sum())
+    n_held_rows = int(np.isin(meta.column(EXAMPLE_ID).to_numpy(), held).sum())
     split = EvalSplit(fraction=fraction, group=group if fraction > 0 else "none", examples=len(uniq),
                       distinct_texts=distinct, heldout_examples=len(held), heldout_rows=n_held_rows,
                       train_rows=meta.num_rows - n_held_rows,
@@ -82,7 +83,7 @@ def plan_split(meta: pa.Table, fraction: float, group: SplitGroup = "text") -> t
 
 def heldout_rows(meta: pa.Table, held: np.ndarray, min_position: int = 0) -> np.ndarray:
     """Global row indices of the held-out examples' rows (those at positions >= ``min_position``)."""
-    mask = np.isin(meta.column("example_id").to_numpy(), held)
+    mask = np.isin(meta.column(EXAMPLE_ID).to_numpy(), held)
     if min_position:
-        mask &= meta.column("position").fill_null(-1).to_numpy() >= min_position
+        mask &= meta.column(POSITION).fill_null(-1).to_numpy() >= min_position
     return np.nonzero(mask)[0]

@@ -11,6 +11,7 @@ import numpy as np
 from simple_parsing import field
 
 from analysis.sae.synthetic import CHUNK, TRUTH_ARTIFACT, SyntheticConfig, SyntheticData, truth_bytes
+from shards.columns import EXAMPLE_ID, POSITION
 from shards.config import nested, parse_count, take_credentials
 from shards.errors import ConfigError
 from shards.records import JsonRecord
@@ -79,7 +80,7 @@ def run(cfg: SaeSynthConfig) -> SynthSummary:
             x, acts = data.rows(start, min(start + per_unit, n))
             active += int((acts > 0).sum())
             ids = np.arange(start, start + len(x), dtype=np.int64)
-            w.write_unit(u, {"example_id": ids, "position": np.full(len(x), -1, np.int32), HOOK: x})
+            w.write_unit(u, {EXAMPLE_ID: ids, POSITION: np.full(len(x), -1, np.int32), HOOK: x})
     return SynthSummary(out=cfg.out, rows=n, d=cfg.generator.d, n_features=cfg.generator.n_features,
                         mean_l0=active / n)
 

@@ -7,11 +7,10 @@ import os
 
 import torch
 
-from analysis.common.rundir import refuse_dataset_place
+from analysis.common.rundir import output_lock
 from analysis.sae.config import SaeTrainConfig
 from analysis.sae.distributed import train_distributed
-from analysis.sae.runner import SaeRun, TrainSummary
-from shards.lock import WriteLock
+from analysis.sae.runner import KIND, SaeRun, TrainSummary, start_training
 from shards.storage import Storage
 
 CONFIG = SaeTrainConfig
@@ -26,21 +25,16 @@ def run(cfg: SaeTrainConfig) -> TrainSummary:
                            tokens="1M", out="runs/minilm-topk"))
     """
     # One run per output at a time, as one writer per dataset: two runs would mix weights and run.json.
-    out = Storage(cfg.out, cfg.storage)
-    refuse_dataset_place(out)  # before the lock: acquiring it creates the output's folder (inside a dataset too)
-    lock = WriteLock(out, what="SAE output")
-    lock.acquire()
-    try:
+    with output_lock(Storage(cfg.out, cfg.storage), KIND.lock):
+        run = start_training(cfg)  # the inputs pinned and the output checked (--overwrite cleared) once, here
         if cfg.workers > 1:
-            return train_distributed(cfg)
+            return train_distributed(cfg, run)
         threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
         try:
-            return SaeRun(cfg).run()
+            return SaeRun(cfg, run=run).run()
         finally:
             torch.set_num_threads(threads)  # a caller's process keeps its own setting
-    finally:
-        lock.release_quietly()
 
 
 train_sae = run

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shards.columns import STIMULUS_ID
 from shards.errors import ActlakeError
 from shards.schema import infer_column_type
 from shards.storage import Storage
@@ -66,7 +67,7 @@ class ImageSource:
         return len(self.ids)
 
     def column_types(self) -> dict[str, str]:
-        return {"stimulus_id": "string", **{n: infer_column_type(v, n) for n, v in self.metadata.items()}}
+        return {STIMULUS_ID: "string", **{n: infer_column_type(v, n) for n, v in self.metadata.items()}}
 
     def subset(self, items: tuple[str, ...] | list[str]) -> ImageSource:
         """The images whose path/URI is in ``items``, in that order (what a scheduled tick extracts)."""
@@ -119,10 +120,10 @@ def as_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def read_bytes(uri: str, storage_options: dict) -> bytes:
-    import fsspec
-
-    with fsspec.open(uri, "rb", **storage_options) as f:
-        return f.read()
+    """One image file's bytes, through ``Storage`` (retries, secrets kept out of messages); FileNotFoundError
+    when it does not exist."""
+    st, name = Storage.for_file(uri, storage_options)
+    return st.get_bytes(name)
 
 
 def numbered_ids(n: int) -> list[str]:
@@ -177,7 +178,7 @@ def ids_from(data: dict, id_field: str | None, paths: list, uri: str) -> list[st
         if id_field not in data:
             raise ImageSourceError(f"id column {id_field!r} not in {uri!r}; columns: {sorted(data)}")
         return [str(v) for v in data[id_field]]
-    for guess in ("stimulus_id", "id"):
+    for guess in (STIMULUS_ID, "id"):
         if guess in data:
             return [str(v) for v in data[guess]]
     if paths and all(isinstance(p, str) for p in paths):

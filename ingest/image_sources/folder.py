@@ -15,10 +15,11 @@ from ingest.image_sources.base import (
     read_table,
     scalar_columns,
 )
+from shards.columns import STIMULUS_ID
 from shards.storage import Storage
 
 _SIDECARS = ("metadata.csv", "metadata.parquet", "stimuli.csv", "stimuli.parquet")
-_SIDECAR_KEYS = ("stimulus_id", "id", "file", "filename", "file_name", "image")
+_SIDECAR_KEYS = (STIMULUS_ID, "id", "file", "filename", "file_name", "image")
 
 
 def _images(st: Storage) -> list[str]:
@@ -60,7 +61,7 @@ def _join_sidecar(sidecar: str, ids: list[str], rel: list[str], so: dict) -> dic
         raise ImageSourceError(f"metadata table {sidecar!r} has no row for {len(missing)} images "
                                f"(e.g. {missing[:5]}) in column {key!r}")
     rows = [index.get(i, index.get(r)) for i, r in zip(ids, rel, strict=True)]
-    return scalar_columns({name: [values[r] for r in rows] for name, values in table.items()}, (key, "stimulus_id"))
+    return scalar_columns({name: [values[r] for r in rows] for name, values in table.items()}, (key, STIMULUS_ID))
 
 
 SOURCE = SourceKind("folder", matches, detects, load)

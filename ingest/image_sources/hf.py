@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ingest.image_sources.base import ImageSource, SourceKind, SourceOptions, ids_from, pick_image_field, scalar_columns
+from shards.columns import STIMULUS_ID
 from shards.storage import Storage
 
 
@@ -31,7 +32,7 @@ def load(uri: str, st: Storage, opts: SourceOptions) -> ImageSource:
     items = [v.get("bytes") or v.get("path") if isinstance(v, dict) else v for v in data[col]]
     paths = [v.get("path") if isinstance(v, dict) else None for v in data[col]]
     ids = ids_from(data, opts.id_field, paths if all(paths) else items, uri)
-    return ImageSource(uri, "hf", ids, items, scalar_columns(data, (col, opts.id_field, "stimulus_id")))
+    return ImageSource(uri, "hf", ids, items, scalar_columns(data, (col, opts.id_field, STIMULUS_ID)))
 
 
 SOURCE = SourceKind("hf", matches, detects, load)

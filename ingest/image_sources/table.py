@@ -15,6 +15,7 @@ from ingest.image_sources.base import (
     read_table,
     scalar_columns,
 )
+from shards.columns import STIMULUS_ID
 from shards.storage import Storage
 
 TABLE_FORMATS = (".parquet", ".csv", ".jsonl", ".json")
@@ -41,7 +42,7 @@ def load(uri: str, st: Storage, opts: SourceOptions) -> ImageSource:
         items.append(v)
     paths = [v if isinstance(v, str) else None for v in data[col]]
     ids = ids_from(data, opts.id_field, paths if all(paths) else items, uri)
-    meta = scalar_columns(data, (col, opts.id_field, "stimulus_id"))
+    meta = scalar_columns(data, (col, opts.id_field, STIMULUS_ID))
     return ImageSource(uri, "table", ids, items, meta, opts.storage_options)
 
 

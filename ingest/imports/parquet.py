@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.imports.source import FeatureImportError, FeatureSource, Layer
+from shards.columns import STIMULUS_ID
 from shards.storage import Storage
 
 
@@ -21,7 +22,7 @@ def load(src: str, id_field: str | None = None, storage_options: dict | None = N
         table = pa.concat_tables([pq.read_table(io.BytesIO(st.get_bytes(rel))) for rel in parts])
     except (FileNotFoundError, ValueError):  # missing, or a folder without Parquet files (nothing to concatenate)
         raise FeatureImportError(f"Parquet features: {src!r} not found (looked at {st.display()})") from None
-    key = id_field or next((c for c in ("stimulus_id", "id") if c in table.column_names), None)
+    key = id_field or next((c for c in (STIMULUS_ID, "id") if c in table.column_names), None)
     if key is None or key not in table.column_names:
         raise FeatureImportError(f"Parquet features: no id column {id_field or 'stimulus_id'!r} in {src!r}; columns: "
                            f"{table.column_names}. Name it with --id-field.")

@@ -14,12 +14,14 @@ from simple_parsing import field
 from ingest.imports.registry import LAYOUTS, get_layout
 from ingest.imports.source import FeatureImportError, FeatureSource, Layer
 from shards.card import CardOptions
+from shards.columns import EXAMPLE_ID, STIMULUS_ID
 from shards.config import check_choices, check_positive, nested, split_list, take_credentials
-from shards.dtypes import FLOAT_DTYPES
+from shards.dtypes import FLOAT_DTYPES, FloatDtype
 from shards.manifest import Provenance
 from shards.records import JsonRecord
 from shards.schema import infer_column_type
 from shards.storage import StorageOptions
+from shards.unit_writer import Compression
 
 log = logging.getLogger("actlake.import")
 
@@ -39,7 +41,7 @@ class ImportConfig:
     out: str = "demo-data/imported"
     """Output dataset URI."""
 
-    dtype: Literal["float16", "bfloat16", "float32"] | None = None
+    dtype: FloatDtype | None = None
     """Stored dtype; default: each array's own dtype."""
 
     hooks: list[str] = field(default_factory=list, nargs="*", metavar="LAYER[,LAYER...]")
@@ -57,7 +59,7 @@ class ImportConfig:
     unit_size: int = 1024
     """Rows per work unit (Parquet file)."""
 
-    compression: Literal["none", "lz4", "zstd"] = "none"
+    compression: Compression = "none"
     """Parquet compression."""
 
     overwrite: bool = field(default=False, action="store_true")
@@ -125,8 +127,8 @@ def _unit_columns(source: FeatureSource, hooks: dict, a: int, b: int) -> dict:
     if source.tokens is not None:
         cols = source.tokens.columns(a, b)
     else:
-        cols = {"example_id": np.arange(a, b, dtype=np.int64),
-                "stimulus_id": np.asarray(source.ids[a:b], dtype=object)}
+        cols = {EXAMPLE_ID: np.arange(a, b, dtype=np.int64),
+                STIMULUS_ID: np.asarray(source.ids[a:b], dtype=object)}
     for k, v in source.metadata.items():
         cols[k] = np.asarray(v[a:b], dtype=object if isinstance(v[0], str) else None)
     for name, layer in source.layers.items():
@@ -148,7 +150,7 @@ def import_features(cfg: ImportConfig) -> ImportSummary:
     source = _open_source(cfg)
     hooks = {name: {"shape": list(layer.shape), "dtype": _stored_dtype(layer, cfg.dtype)}
              for name, layer in source.layers.items()}
-    columns = {**({"stimulus_id": "string"} if source.tokens is None else {}),
+    columns = {**({STIMULUS_ID: "string"} if source.tokens is None else {}),
                **{k: infer_column_type(v, k) for k, v in source.metadata.items()}}
     n = source.num_rows
     provenance = Provenance(details={"import": {

@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from ingest.imports.source import FeatureImportError, FeatureSource, Layer, TokenRows
+from shards.columns import EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.storage import Storage
 
 
@@ -55,11 +56,11 @@ def load(src: str, storage_options: dict | None = None, **_) -> FeatureSource:
 
     def columns(a: int, b: int) -> dict[str, np.ndarray]:
         idx = np.arange(a, b, dtype=np.int64)
-        out = {"example_id": idx // context, "position": (idx % context).astype(np.int32)}
+        out = {EXAMPLE_ID: idx // context, POSITION: (idx % context).astype(np.int32)}
         if tokens_view is not None:
             s0, s1 = a // context, (b - 1) // context + 1
             t = np.asarray(tokens_view[s0:s1]["token_ids"]).reshape(-1)
-            out["token_id"] = t[a - s0 * context:b - s0 * context].astype(np.int32)
+            out[TOKEN_ID] = t[a - s0 * context:b - s0 * context].astype(np.int32)
         return out
 
     provenance = {"layout": "saelens", "context_size": context, "windows": len(hf), "with_tokens": has_tokens}

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from shards.columns import TOKEN_ID
+
 log = logging.getLogger("actlake.export")
 
 SIDECAR = "actlake_export.json"
@@ -59,9 +61,9 @@ def _windows(ds, hook: str, context: int, max_tokens: int | None, dtype: str) ->
     want = ds.num_rows if not max_tokens else min(max_tokens, ds.num_rows)
     usable = want // context * context
     carry_x, carry_t, done = None, None, 0
-    for batch in ds.iter_batches(hook, batch_size=max(context * 64, 4096), columns=["token_id"], dtype=dtype):
+    for batch in ds.iter_batches(hook, batch_size=max(context * 64, 4096), columns=[TOKEN_ID], dtype=dtype):
         x = np.asarray(batch[hook]).reshape(len(batch[hook]), -1)
-        t = np.asarray(batch["token_id"]).astype(np.int32)
+        t = np.asarray(batch[TOKEN_ID]).astype(np.int32)
         if carry_x is not None:
             x, t = np.concatenate([carry_x, x]), np.concatenate([carry_t, t])
         take = min(len(x) // context * context, usable - done)

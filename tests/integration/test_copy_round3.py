@@ -89,7 +89,7 @@ def _kill_copy_midway(cmd: list[str], dst_store: Storage, log_path: Path, at_lea
         try:
             deadline = time.time() + 120
             while time.time() < deadline and proc.poll() is None:
-                if dst_store.exists("_commits") and len(dst_store.list("_commits")) >= at_least:
+                if dst_store.exists("data") and len(dst_store.list("data")) >= at_least:  # files (but one committed)
                     break
                 time.sleep(0.05)
             assert proc.poll() is None, "the copy ended first: " + log_path.read_text()[-2000:]

@@ -99,7 +99,7 @@ def test_killed_driver_resumes_on_rerun(tmp_path):
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
-            if (out / "_commits").exists() and len(list((out / "_commits").glob("*.json"))) >= 5:
+            if (out / "data").exists() and len(list((out / "data").glob("*.parquet"))) >= 5:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the job ended first: " + (tmp_path / "driver.log").read_text()[-3000:]

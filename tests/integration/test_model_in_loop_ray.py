@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import shards
-from analysis.sae.io import save_sae
+from analysis.common.inputs import DatasetInput
+from analysis.sae.io import TrainedOn, load_sae, save_sae
 from analysis.sae.registry import create_sae
 from cluster.cli import main
 from cluster.extract_command import cmd_extract
@@ -122,6 +123,25 @@ def test_sae_eval_numbers_come_from_the_stored_columns(trained):
     assert Path(out, "eval_by_position.png").stat().st_size > 10_000
 
 
+def test_sae_eval_reads_the_version_the_sae_was_trained_on_and_records_it(trained, tmp_path):
+    """The SAE's dataset grows by 40 more examples after training: heldout still starts after the 40 examples of
+    the version it was trained on, and run.json and eval.json name that version (issue 37)."""
+    from tests.unit.analysis.pinning import append
+
+    ds = str(tmp_path / "ds")
+    shutil.copytree(trained / "ds", ds)
+    before = shards.open_dataset(ds)
+    save_sae(load_sae(str(trained / "sae")), str(tmp_path / "sae"), TrainedOn(
+        data=DatasetInput(ds, before.version), dataset_id=before.dataset_id, hook="resid.1").to_cfg())
+    append(ds)  # another writer commits examples 40..
+    assert shards.open_dataset(ds).version > before.version
+    s = sae_eval(SaeEvalConfig(sae=str(tmp_path / "sae"), examples=8, out=str(tmp_path / "e")))
+    assert s.example_ids == [40, 48] and s.dataset.version == before.version
+    assert json.loads((tmp_path / "e" / "run.json").read_text())["inputs"]["data"]["version"] == before.version
+    again = sae_eval(SaeEvalConfig(sae=str(tmp_path / "sae"), examples=8, out=str(tmp_path / "e")))
+    assert again.metrics == s.metrics  # a rerun of the finished eval returns it
+
+
 def test_sae_eval_refuses_an_sae_of_another_width_before_any_work(trained, tmp_path):
     save_sae(create_sae("topk", d_in=32, d_sae=64, k=4), str(tmp_path / "narrow"),
              {"hook": "resid.1", "dataset": str(trained / "ds")})
@@ -144,7 +164,7 @@ def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
-            if len(list((out / "rows" / "_commits").glob("*.json"))) >= 2:
+            if len(list((out / "rows" / "data").glob("*.parquet"))) >= 2:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the eval ended first: " + (tmp_path / "driver.log").read_text()[-3000:]

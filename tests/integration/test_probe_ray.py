@@ -46,7 +46,7 @@ def test_probe_reads_and_writes_s3(ray_local, s3_bucket, s3_endpoint, tmp_path):
     Storage(f"{s3_bucket}/tables", opts).put_bytes("labels.jsonl", labels.read_bytes())
     s = run(ProbeConfig(data=uri, hooks=["resid.2", "resid.3"], label="label", out=out, workers=2,
                         storage=dict(endpoint_url=s3_endpoint)))
-    assert s.hooks["resid.3"]["mean"] > 0.95 and s.dataset_id == ds.dataset_id
+    assert s.hooks["resid.3"]["mean"] > 0.95 and s.dataset.dataset_id == ds.dataset_id
     store = Storage(out, opts)
     for name in ("probe_results.parquet", "summary.json", "probe_accuracy.png", "directions.safetensors"):
         assert store.exists(name)

@@ -109,7 +109,7 @@ def test_killed_tick_is_finished_by_the_next_and_a_concurrent_tick_stands_aside(
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
-            if (out / "_commits").exists() and len(list((out / "_commits").glob("*.json"))) >= 3:
+            if (out / "data").exists() and len(list((out / "data").glob("*.parquet"))) >= 3:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, (tmp_path / "tick.log").read_text()[-3000:]

@@ -167,7 +167,8 @@ def test_an_analysis_reads_a_served_dataset_as_a_local_one(served_dataset, tmp_p
     import json
 
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("local", "https"))
-    assert a["hooks"] == b["hooks"] and a["dataset_id"] == b["dataset_id"] and b["dataset"] == url
+    assert a["hooks"] == b["hooks"] and a["dataset"]["dataset_id"] == b["dataset"]["dataset_id"]
+    assert b["dataset"]["uri"] == url and a["dataset"]["version"] == b["dataset"]["version"]
 
 
 def test_an_untrusted_certificate_is_named_at_once_and_a_ca_file_option_trusts_it(served, served_dataset, tmp_path,

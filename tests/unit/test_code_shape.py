@@ -1,6 +1,6 @@
 """The code's shape, checked: the layers of DESIGN.md (shards imports nothing of ours; ingest and analysis
-only shards; cluster anything), no import cycle (function-level imports included), no function over 60
-lines. Complexity (C901, max 12) is ruff's job (pyproject.toml)."""
+only shards; cluster anything), no import cycle (function-level and ``TYPE_CHECKING`` imports included), no
+function over 60 lines. Complexity (C901, max 12) is ruff's job (pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -23,24 +23,13 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def _type_checking_only(tree: ast.Module) -> set[int]:
-    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: never run)."""
-    skip = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-    return skip
-
-
 def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
-    """Our modules that ``path`` imports anywhere (module level or inside functions; not the imports under
-    ``if TYPE_CHECKING:``, which never run)."""
+    """Our modules that ``path`` imports anywhere: module level, inside functions, and under
+    ``if TYPE_CHECKING:`` too. A type a module names is a dependency like any other: a layer that imports a
+    higher layer's types only for annotations still sits above it, and a circle of annotation imports is still
+    a circle (each module needs the others to be read)."""
     found = set()
-    tree = ast.parse(path.read_text())
-    skip = _type_checking_only(tree)
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -133,4 +122,26 @@ def test_storage_is_touched_through_storage_only():
                 owner = node.func.value
                 if isinstance(owner, ast.Attribute) and owner.attr == "fs":
                     raw.append(f"{name}:{node.lineno} {ast.unparse(node.func)}")
+    assert raw == []
+
+
+def test_type_checking_imports_count(tmp_path):
+    """An import under ``if TYPE_CHECKING:`` is an edge of the graph: ``analysis`` importing ``ingest``'s types
+    there once put ``analysis`` above ``ingest`` unnoticed."""
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ingest.interventions import X\n")
+    assert imports_of(src, {}) == {"ingest.interventions"}
+
+
+def test_files_are_opened_through_storage_only():
+    """``fsspec`` is imported by ``shards/storage.py`` alone: a file named by URI is read with
+    ``Storage.for_file(uri, options)`` (retries, credentials out of URIs, secrets out of messages)."""
+    raw = []
+    for name, path in modules().items():
+        if name == "shards.storage":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            raw += [f"{name}:{node.lineno} imports {m}" for m in mods if m.split(".")[0] == "fsspec"]
     assert raw == []

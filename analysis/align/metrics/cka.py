@@ -115,11 +115,22 @@ class CkaOptions:
             raise ConfigError(f"--rbf-threshold must be positive, got {self.rbf_threshold}")
 
 
+def cka_null(x: np.ndarray, y: np.ndarray, perms: np.ndarray, options: CkaOptions) -> tuple[float, np.ndarray]:
+    """CKA (linear or RBF, biased or debiased) and its values with y's rows permuted: a permutation of the rows
+    permutes both axes of the centred Gram matrix, so each is centred once."""
+    gram = (lambda a: a @ a.T) if options.kernel == "linear" else (lambda a: gram_rbf(a, options.rbf_threshold))
+    cx, cy = _center_gram(gram(x), options.debiased), _center_gram(gram(y), options.debiased)
+    den = float(np.sqrt(np.sum(cx * cx) * np.sum(cy * cy)))
+    score = float(np.sum(cx * cy)) / den
+    null = np.array([float(np.sum(cx * cy[np.ix_(p, p)])) for p in perms]) / den
+    return score, null
+
+
 register_metric(AlignmentMetric(
     "cka", cka, "linear (or RBF) centered kernel alignment",
     "Kornblith et al. 2019 (google-research/centered-kernel-alignment)",
     from_moments=lambda m, o: cka_from_moments(m, o.debiased),
     prepare=lambda x, o: gram_rbf(x, o.rbf_threshold),
     compare=lambda ka, kb, o: gram_cka(ka, kb, o.debiased),
-    options=CkaOptions, streams=lambda o: o.kernel == "linear",
+    options=CkaOptions, streams=lambda o: o.kernel == "linear", null=cka_null,
     method=lambda o: f"{o.kernel}_cka{'_debiased' if o.debiased else ''}"))

@@ -70,7 +70,16 @@ def cknna(X, Y, k: int = 10) -> float:
     return cknna_views(kernel_view(X, k), kernel_view(Y, k))
 
 
+def cknna_null(x: np.ndarray, y: np.ndarray, perms: np.ndarray, options: KnnOptions) -> tuple[float, np.ndarray]:
+    """CKNNA and its values with y's rows permuted: the permuted view's Gram matrix and neighbour mask are the
+    original ones with both axes permuted."""
+    va, vb = kernel_view(x, options.k), kernel_view(y, options.k)
+    null = [cknna_views(va, KernelView(vb.gram[np.ix_(p, p)], vb.mask[np.ix_(p, p)])) for p in perms]
+    return cknna_views(va, vb), np.asarray(null)
+
+
 register_metric(AlignmentMetric("cknna", cknna, "CKA over mutual k-nearest-neighbour pairs (cosine kernels, unbiased "
                                 "HSIC)", "Huh et al. 2024 (minyoungg/platonic-rep metrics.cknna)",
                                 prepare=lambda x, o: kernel_view(x, o.k),
-                                compare=lambda a, b, o: cknna_views(a, b), options=KnnOptions))
+                                compare=lambda a, b, o: cknna_views(a, b), options=KnnOptions,
+                                null=cknna_null, command="knn"))

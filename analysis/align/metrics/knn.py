@@ -81,7 +81,22 @@ def _neighbours(x: np.ndarray, o: KnnOptions) -> torch.Tensor:
     return nearest_neighbors(_unit(x), o.k, o.block)
 
 
+def knn_null(x: np.ndarray, y: np.ndarray, perms: np.ndarray, options: KnnOptions) -> tuple[float, np.ndarray]:
+    """Mutual k-NN and its values with y's rows permuted: row i of the permuted y is y[p[i]], whose neighbours
+    are those of y[p[i]] renamed by p's inverse (the neighbour search runs once)."""
+    nx = nearest_neighbors(_unit(x), options.k, options.block)
+    ny = nearest_neighbors(_unit(y), options.k, options.block)
+    score = knn_overlap(nx, ny)
+    null = []
+    for p in perms:
+        inv = np.empty_like(p)
+        inv[p] = np.arange(len(p))
+        null.append(knn_overlap(nx, torch.as_tensor(inv)[ny[torch.as_tensor(p)]]))
+    return score, np.asarray(null)
+
+
 register_metric(AlignmentMetric("mutual_knn", mutual_knn,
                                 "mean fraction of shared k nearest neighbours (cosine, self excluded)",
                                 "Huh et al. 2024 (minyoungg/platonic-rep metrics.mutual_knn)",
-                                prepare=_neighbours, compare=lambda a, b, o: knn_overlap(a, b), options=KnnOptions))
+                                prepare=_neighbours, compare=lambda a, b, o: knn_overlap(a, b), options=KnnOptions,
+                                null=knn_null, command="knn"))

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.probe.features import Features
-from analysis.probe.problems import Fit, FitResult, ProbeData
+from analysis.probe.problems import Features, Fit, FitResult, ProbeData
 from analysis.probe.registry import ProbeKind, SolverOptions, register
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.probe.features import Features
-from analysis.probe.problems import Fit, FitResult, ProbeData
+from analysis.probe.problems import Features, Fit, FitResult, ProbeData
 from analysis.probe.registry import ProbeKind, SolverOptions, register
 
 

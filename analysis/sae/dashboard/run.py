@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from analysis.common.inputs import DatasetInput, RunSummary, take_inputs
+from analysis.common.rundir import refuse_dataset_place
+from analysis.common.runstart import RunKind, run_start
 from analysis.common.stream import stream_rows
 from analysis.sae.dashboard.collect import EDGES, LatentCollector, LatentTable, logit_effects, nearest_latents
 from analysis.sae.dashboard.site import (
@@ -26,6 +29,7 @@ from analysis.sae.dashboard.site import (
 )
 from analysis.sae.dashboard.views import ImageLookup, ImageView, TextView, pair_rows, picks_for
 from analysis.sae.io import kept_rows, rows_min_position
+from shards.columns import EXAMPLE_ID, PATCH_COL, PATCH_ROW, POSITION, STIMULUS_ID, TOKEN_ID
 from shards.config import check_positive, nested, take_credentials
 from shards.errors import ActlakeError
 from shards.records import JsonRecord
@@ -48,8 +52,9 @@ class SaeDashboardConfig:
 
     sae: str
     """The SAE (an `actlake sae train` output or a SAELens-layout directory)."""
-    data: str = ""
-    """The dataset to show the latents on (default: the one the SAE's cfg.json names)."""
+    data: DatasetInput | None = None
+    """The dataset to show the latents on (default: the one the SAE's cfg.json names, at the version it was trained
+    on; refused if its URI now holds another dataset); URI@vN reads version N, URI alone its latest."""
     out: str = "runs/dashboard"
     """Where the site goes (a folder or s3:// prefix): index.html, latent.html, latents/N.js, index/, thumbs/."""
     top: int = 10
@@ -68,12 +73,15 @@ class SaeDashboardConfig:
     min_position: int | None = None
     """Show rows at positions >= P only (default: the SAE's own `sae train --min-position`, the rows it was
     trained on, so that attention-sink rows it never saw are not its top examples; 0: every row)."""
+    overwrite: bool = False
+    """Replace a different dashboard already at --out (only the files it wrote) instead of refusing."""
     storage: StorageOptions = field(default_factory=StorageOptions)
     """Storage options for the SAE, the dataset and --out."""
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "sae", "data", "out", "explanations", "images")
+        take_credentials(self, "sae", "out", "explanations", "images")
+        take_inputs(self)
         check_positive(self, "top", "batch_size")
         if self.context < 0:
             raise DashboardError(f"--context {self.context}: give 0 or more tokens on each side")
@@ -81,8 +89,15 @@ class SaeDashboardConfig:
             raise DashboardError(f"--min-position cannot be negative, got {self.min_position}")
 
 
+#: a rerun of a finished dashboard returns it; settings that do not change the site are out of its fingerprint
+KIND = RunKind("sae dashboard", frozenset({"out", "overwrite", "storage", "batch_size"}), lock="dashboard output",
+               resume_marker=None)
+
+
 @dataclass(kw_only=True)
-class DashboardSummary(JsonRecord):
+class DashboardSummary(RunSummary, JsonRecord):
+    """``summary.json`` of the site: ``dataset`` is the one the latents are shown on."""
+
     out: str
     latents: int
     rows: int
@@ -98,8 +113,8 @@ def _encode(sae, x: torch.Tensor) -> torch.Tensor:
 
 def _kept_batches(ds, hook: str, batch_size: int, min_position: int):
     """(batch, rows kept or None) in row order: rows at positions >= ``min_position`` are kept."""
-    for batch in stream_rows(ds, hook, batch_size, columns=["position"] if min_position else None):
-        yield batch, (kept_rows(batch["position"], min_position) if min_position else None)
+    for batch in stream_rows(ds, hook, batch_size, columns=[POSITION] if min_position else None):
+        yield batch, (kept_rows(batch[POSITION], min_position) if min_position else None)
 
 
 def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_size: int,
@@ -124,9 +139,9 @@ def _explanations(uri: str, storage) -> dict[int, str]:
     """``--explanations``, read before any pass over the data: a missing or malformed file is refused first."""
     if not uri:
         return {}
-    parent, _, name = uri.rpartition("/")
+    st, name = Storage.for_file(uri, storage)
     try:
-        text = Storage(parent or ".", storage).get_bytes(name).decode()
+        text = st.get_bytes(name).decode()
         if name.endswith(".jsonl"):
             return {int(r["latent"]): str(r["explanation"])
                     for r in map(json.loads, filter(str.strip, text.splitlines()))}
@@ -171,16 +186,10 @@ def _tokenizer(spec: str):
     return AutoTokenizer.from_pretrained(str(resolve_model_path(spec)), local_files_only=True)
 
 
-def _open(cfg: SaeDashboardConfig):
-    from analysis.sae.io import SaeRowsError, load_sae, require_kept_rows, trained_on
-    from shards.reader import open_dataset
+def _check(cfg: SaeDashboardConfig, sae, hook: str | None, ds) -> None:
+    """The SAE against the pinned dataset (rows it reads, its hook, its width), before anything is written."""
+    from analysis.sae.io import SaeRowsError, require_kept_rows
 
-    sae = load_sae(cfg.sae, cfg.storage)
-    dataset, hook = trained_on(sae)
-    uri = cfg.data or dataset
-    if not uri:
-        raise DashboardError(f"the SAE at {cfg.sae} does not name its dataset; pass --data")
-    ds = open_dataset(uri, cfg.storage)
     try:
         require_kept_rows(ds, rows_min_position(sae, cfg.min_position))
     except SaeRowsError as exc:
@@ -191,7 +200,6 @@ def _open(cfg: SaeDashboardConfig):
     if ds.hook_spec(hook).numel != sae.d_in:
         raise DashboardError(f"the SAE takes {sae.d_in} values per row, {hook!r} of {ds.storage.display()} has "
                              f"{ds.hook_spec(hook).numel}")
-    return sae.eval(), ds, hook
 
 
 def _logits(sae, ds, n: int = 10):
@@ -215,19 +223,19 @@ def _writable(cfg: SaeDashboardConfig) -> Storage:
 
 
 def _text_view(cfg: SaeDashboardConfig, ds, open_images) -> TextView:
-    meta = ds.metadata_table(["example_id", "token_id"])
-    if meta.column("token_id").null_count == len(meta):
+    meta = ds.metadata_table([EXAMPLE_ID, TOKEN_ID])
+    if meta.column(TOKEN_ID).null_count == len(meta):
         raise DashboardError(f"{ds.storage.display()} holds no token rows (token_id is null: rows pooled per "
                              "example, or imported features); a dashboard of text shows tokens in context: extract "
                              "with --pool none")
-    return TextView(meta.column("example_id").to_numpy(), meta.column("token_id").to_numpy(),
+    return TextView(meta.column(EXAMPLE_ID).to_numpy(), meta.column(TOKEN_ID).to_numpy(),
                     _Tokens(ds, cfg.tokenizer), cfg.context)
 
 
 def _image_view(cfg: SaeDashboardConfig, ds, open_images) -> ImageView:
-    patches = "patch_row" in ds.columns
-    meta = ds.metadata_table(["example_id", "stimulus_id", *(["patch_row", "patch_col"] if patches else [])])
-    sid = meta.column("stimulus_id").to_numpy(zero_copy_only=False)
+    patches = PATCH_ROW in ds.columns
+    meta = ds.metadata_table([EXAMPLE_ID, STIMULUS_ID, *([PATCH_ROW, PATCH_COL] if patches else [])])
+    sid = meta.column(STIMULUS_ID).to_numpy(zero_copy_only=False)
     source = cfg.images or ((ds.manifest.provenance.details.get("images") or {}).get("source") or "")
     if open_images is None or not source:
         raise DashboardError(f"{ds.storage.display()} records no image source to take thumbnails from (an "
@@ -239,23 +247,51 @@ def _image_view(cfg: SaeDashboardConfig, ds, open_images) -> ImageView:
         raise DashboardError(f"stimulus {sid[0]!r} cannot be read from {source!r} ({type(e).__name__}: {e}); "
                              "pass --images with the source the dataset was extracted from") from None
     col = (lambda c: meta.column(c).to_numpy()) if patches else (lambda c: None)  # noqa: E731
-    return ImageView(meta.column("example_id").to_numpy(), sid, lookup, col("patch_row"), col("patch_col"))
+    return ImageView(meta.column(EXAMPLE_ID).to_numpy(), sid, lookup, col(PATCH_ROW), col(PATCH_COL))
 
 
 #: how a latent page shows a row, by the column that marks the dataset's kind (the first present wins; every
 #: dataset has token_id)
-VIEWS = {"stimulus_id": _image_view, "token_id": _text_view}
+VIEWS = {STIMULUS_ID: _image_view, TOKEN_ID: _text_view}
 
 
 def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> DashboardSummary:
     """Collect, read the shown rows' activations, write the site. ``open_images`` gives the thumbnails of image
     datasets (the CLI passes the image sources of ``ingest``, which ``analysis`` does not import)."""
+    from analysis.sae.io import load_sae, sae_source, trained_on
+
     t0 = time.perf_counter()
-    sae, ds, hook = _open(cfg)
+    sae = load_sae(cfg.sae, cfg.storage).eval()
+    record = trained_on(sae)
+    if cfg.data is None and record.data is None:
+        raise DashboardError(f"{sae_source(cfg.sae, cfg.storage)} does not name its dataset; pass --data")
+    checked: dict = {}
+
+    def check(inputs: dict) -> None:  # every refusal before the site's folder is made
+        ds = inputs["data"]
+        _check(cfg, sae, record.hook, ds)
+        checked["expl"] = _explanations(cfg.explanations, cfg.storage)
+        checked["view"] = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
+        refuse_dataset_place(Storage(cfg.out, cfg.storage))
+        _writable(cfg)
+
+    # the SAE's dataset at the version it was trained on, unless --data says otherwise
+    with run_start(cfg, KIND, defaults=record.defaults(sae_source(cfg.sae, cfg.storage)), check=check) as run:
+        if run.state == "done":
+            return DashboardSummary.from_json(run.rundir.summary())
+        run.hooks = [record.hook]
+        run.begin(cfg)
+        summary = _build(cfg, sae, record.hook, run, checked["view"], checked["expl"])
+        summary.seconds = round(time.perf_counter() - t0, 2)
+        run.rundir.finish(summary.to_json())
+    log.info("dashboard: %s", summary.to_json())
+    return summary
+
+
+def _build(cfg: SaeDashboardConfig, sae, hook: str, run, view, expl: dict[int, str]) -> DashboardSummary:
+    """The two passes over the pinned dataset and the site."""
+    ds, out = run.ds, Storage(cfg.out, cfg.storage)
     min_position = rows_min_position(sae, cfg.min_position)  # the rows the SAE was trained on, unless overridden
-    expl = _explanations(cfg.explanations, cfg.storage)
-    view = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
-    out = _writable(cfg)
     collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
     for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
         collector.add(_encode(sae, batch["x"]), keep)
@@ -264,11 +300,8 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size, min_position)
     pages = _pages(cfg, sae, ds, table, picks, values, view, expl)
     size = _write(out, cfg, hook, ds, table, pages, view, min_position)
-    summary = DashboardSummary(out=out.display(), latents=sae.d_sae, rows=table.rows,
-                               dead=int((table.fires == 0).sum()), seconds=round(time.perf_counter() - t0, 2),
-                               bytes=size)
-    log.info("dashboard: %s", summary.to_json())
-    return summary
+    return DashboardSummary(**run.recorded(), out=out.display(), latents=sae.d_sae, rows=table.rows,
+                            dead=int((table.fires == 0).sum()), seconds=0.0, bytes=size)
 
 
 def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: dict[int, str]) -> list[LatentPage]:

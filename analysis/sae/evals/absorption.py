@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from analysis.sae.evals.registry import EvalInputError, EvalInputs, EvalMetric, EvalOutcome, register
+from shards.columns import POSITION, TOKEN_ID
 
 PER_TOKEN = 4
 MAX_ROWS = 30_000
@@ -68,9 +69,9 @@ def absorption_scores(z: np.ndarray, x_proj: np.ndarray, cos: np.ndarray, main: 
 def word_tokens(meta, token_text, seed: int, min_position: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, their token ids, first letters as 0..25) of word-start alphabetic tokens at positions >=
     ``min_position`` (the rows the SAE reads), <= PER_TOKEN rows each."""
-    tok = meta.column("token_id").fill_null(-1).to_numpy().astype(np.int64)
+    tok = meta.column(TOKEN_ID).fill_null(-1).to_numpy().astype(np.int64)
     if min_position:  # rows the SAE does not read count as no token
-        tok = np.where(meta.column("position").fill_null(-1).to_numpy() >= min_position, tok, -1)
+        tok = np.where(meta.column(POSITION).fill_null(-1).to_numpy() >= min_position, tok, -1)
     ids = np.unique(tok[tok >= 0])
     letter = {}
     for t in ids.tolist():
@@ -158,5 +159,11 @@ def run(inputs: EvalInputs) -> EvalOutcome:
     return EvalOutcome(summary=summary, tables={"absorption.parquet": per_letter})
 
 
+def _missing(inputs: EvalInputs) -> str | None:
+    has_tokens = bool((inputs.meta.column(TOKEN_ID).fill_null(-1).to_numpy() >= 0).any())
+    return None if has_tokens and inputs.token_text is not None else "no token ids with a tokenizer"
+
+
 register(EvalMetric("absorption", run, "first-letter feature absorption (SAEBench): absorption fraction and full "
-                                       "absorption per letter, main latents by feature splitting"))
+                                       "absorption per letter, main latents by feature splitting",
+                    order=30, missing=_missing))

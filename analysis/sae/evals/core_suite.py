@@ -38,4 +38,4 @@ def run(inputs: EvalInputs, batch_size: int = 4096) -> EvalOutcome:
 
 
 register(EvalMetric("core", run, "explained variance, cosine, L2 ratio, relative reconstruction bias, L0/L1, "
-                                 "dead/dense fractions at several thresholds, density histogram"))
+                                 "dead/dense fractions at several thresholds, density histogram", order=10))

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shards.config import did_you_mean
 from shards.errors import ActlakeError
+from shards.registry import Registry
 
 
 class EvalInputError(ActlakeError, ValueError):
@@ -47,21 +47,29 @@ class EvalOutcome:
 
 @dataclass(frozen=True)
 class EvalMetric:
+    """A registered evaluation: ``fn`` computes it from its inputs; ``order`` is its place in the suite (and in
+    ``summary.json``); ``missing(inputs)`` says why this dataset cannot give it what it needs (no labels, no
+    tokenizer, no ground truth), or None: ``--suite auto`` runs every metric with nothing missing and names the
+    reason for each one it leaves out. A metric without ``missing`` always runs."""
+
     name: str
     fn: Callable[[EvalInputs], EvalOutcome]
     help: str
+    order: int = 100
+    missing: Callable[[EvalInputs], str | None] | None = None
 
 
-METRICS: dict[str, EvalMetric] = {}
+METRICS: Registry[EvalMetric] = Registry("evaluation", EvalInputError)
+register, get_metric = METRICS.register, METRICS.lookup
 
 
-def register(metric: EvalMetric) -> EvalMetric:
-    METRICS[metric.name] = metric
-    return metric
-
-
-def get_metric(name: str) -> EvalMetric:
-    if name not in METRICS:
-        raise EvalInputError(f"unknown evaluation {name!r}.{did_you_mean(name, list(METRICS), n=3)} "
-                             f"Known: {', '.join(METRICS)}")
-    return METRICS[name]
+def auto_suite(inputs: EvalInputs) -> tuple[list[str], dict[str, str]]:
+    """``--suite auto``: the metrics these inputs can feed, in order, and why each other one is left out."""
+    names, skipped = [], {}
+    for metric in METRICS.values():
+        why = metric.missing(inputs) if metric.missing is not None else None
+        if why:
+            skipped[metric.name] = why
+        else:
+            names.append(metric.name)
+    return names, skipped

@@ -18,13 +18,14 @@ import torch
 
 from analysis.sae.evals.registry import EvalInputError, EvalInputs, EvalMetric, EvalOutcome, register
 from analysis.sae.split import example_texts
+from shards.columns import EXAMPLE_ID, POSITION
+from shards.schema import FIXED_COLUMNS
 
 KS = (1, 2, 5, 10, 20)
 FOLDS = 5
 MAX_CLASSES = 8  #: per label column, the most frequent classes
 MIN_POSITIVES = 20
 MAX_EXAMPLES = 4000
-FIXED = {"example_id", "position", "token_id"}
 
 
 def label_columns(meta: pa.Table, wanted: list[str]) -> list[str]:
@@ -33,12 +34,12 @@ def label_columns(meta: pa.Table, wanted: list[str]) -> list[str]:
         missing = [c for c in wanted if c not in meta.column_names]
         if missing:
             raise EvalInputError(f"--labels {missing}: no such metadata column; the dataset has "
-                                 f"{[c for c in meta.column_names if c not in FIXED]}")
+                                 f"{[c for c in meta.column_names if c not in FIXED_COLUMNS]}")
         return wanted
-    out, ids = [], meta.column("example_id").to_numpy()
+    out, ids = [], meta.column(EXAMPLE_ID).to_numpy()
     n_ex = len(np.unique(ids))
     for name in meta.column_names:
-        if name in FIXED:
+        if name in FIXED_COLUMNS:
             continue
         col = meta.column(name)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_integer(col.type)
@@ -54,8 +55,8 @@ def label_columns(meta: pa.Table, wanted: list[str]) -> list[str]:
 def pooled(inputs: EvalInputs, examples: np.ndarray, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """(raw, latent) mean over each example's rows, in ``examples``' order."""
     meta = inputs.meta
-    ids = meta.column("example_id").to_numpy()
-    pos = meta.column("position").fill_null(-1).to_numpy()
+    ids = meta.column(EXAMPLE_ID).to_numpy()
+    pos = meta.column(POSITION).fill_null(-1).to_numpy()
     mask = np.isin(ids, examples)
     if inputs.min_position:  # the rows the SAE reads
         mask &= pos >= inputs.min_position
@@ -104,7 +105,7 @@ def fold_scores(xr: np.ndarray, z: np.ndarray, y: np.ndarray, groups: np.ndarray
 
 def tasks(meta: pa.Table, columns: list[str], examples: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
     """(column, class, balanced item indices into ``examples`` with the positives first) per task."""
-    first = np.unique(meta.column("example_id").to_numpy(), return_index=True)[1]
+    first = np.unique(meta.column(EXAMPLE_ID).to_numpy(), return_index=True)[1]
     rng = np.random.default_rng(seed)
     out = []
     for col in columns:
@@ -127,10 +128,10 @@ def run(inputs: EvalInputs) -> EvalOutcome:
     if not columns:
         raise EvalInputError("sparse_probing needs a label: a metadata column constant within each example with 2 or "
                              "more classes (name it with --labels); this dataset has none")
-    examples = np.unique(meta.column("example_id").to_numpy())
+    examples = np.unique(meta.column(EXAMPLE_ID).to_numpy())
     if len(examples) > MAX_EXAMPLES:
         examples = np.sort(np.random.default_rng(inputs.seed).choice(examples, MAX_EXAMPLES, replace=False))
-    sub = meta.filter(pa.array(np.isin(meta.column("example_id").to_numpy(), examples)))
+    sub = meta.filter(pa.array(np.isin(meta.column(EXAMPLE_ID).to_numpy(), examples)))
     examples, texts = example_texts(sub)
     groups = np.unique([*texts], return_inverse=True)[1] if texts is not None else np.arange(len(examples))
     inputs.progress(f"sparse probing: pooling {len(examples)} examples")
@@ -173,5 +174,10 @@ def _figure(by_k: dict[str, float], raw: float, hook: str):
     return fig
 
 
+def _missing(inputs: EvalInputs) -> str | None:
+    return None if inputs.labels or label_columns(inputs.meta, []) else "no label column"
+
+
 register(EvalMetric("sparse_probing", run, "top-k latents (by mean difference) in a logistic probe per label class, "
-                                           "k = 1..20, vs. the same probe on the raw activations"))
+                                           "k = 1..20, vs. the same probe on the raw activations",
+                    order=20, missing=_missing))

@@ -107,4 +107,5 @@ def run(inputs: EvalInputs, batch_size: int = 16384) -> EvalOutcome:
 
 
 register(EvalMetric("synthetic", run, "ground truth of a synthetic dataset: MCC (Hungarian), uniqueness, recovered "
-                                      "features, per-latent precision/recall"))
+                                      "features, per-latent precision/recall", order=40,
+                    missing=lambda inputs: None if inputs.synthetic is not None else "not a synthetic dataset"))

@@ -30,10 +30,10 @@ def test_hooks_in_layer_order():
 def test_data_args_expand_globs_in_layer_order(tmp_path):
     ds = write_dataset(str(tmp_path / "ds"), units=2, rows=5)
     args = DataArgs(data=ds.uri, hooks="resid.*,mlp.0")
-    opened, hooks = args.open()
-    assert hooks == ["mlp.0", "resid.0", "resid.1"] and opened.dataset_id == ds.dataset_id
+    opened = args.data.open(args.storage)
+    assert args.resolve_hooks(opened) == ["mlp.0", "resid.0", "resid.1"] and opened.dataset_id == ds.dataset_id
     with pytest.raises(shards.UnknownHookError, match="unknown hook 'resid.9'"):
-        DataArgs(data=ds.uri, hooks=["resid.9"]).open()
+        DataArgs(data=ds.uri, hooks=["resid.9"]).resolve_hooks(opened)
 
 
 def test_stream_rows_and_units(tmp_path):

@@ -177,7 +177,7 @@ def test_summary_plots_and_per_position(planted):
     assert summary["statistics"]["effective_rank"]["exact"] is True
     assert summary["statistics"]["twonn_id"] == {**summary["statistics"]["twonn_id"], "exact": False,
                                                  "sample_size": 1200}
-    assert summary["dataset_version"] >= 1 and summary["dataset_id"]
+    assert summary["dataset"]["version"] >= 1 and summary["dataset"]["dataset_id"]
     for png in ("norms.png", "sparsity.png", "spectrum.png", "massive.png", "clusters.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     pos = _table(out, "norms_by_position.parquet")

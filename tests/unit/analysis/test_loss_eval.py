@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.sae.loss_eval import cosine_eval, loss_eval, position_curves
-from cluster.sae_eval import _parse_split
+from analysis.sae.model_eval import parse_split
 from shards.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def test_cosine_recovered_and_position_curves():
 @pytest.mark.parametrize("text", ["half", "10:5", "3", "-1:4"])
 def test_eval_split_names_its_forms(text):
     with pytest.raises(ConfigError, match="heldout, all, or START:STOP"):
-        _parse_split(text)
+        parse_split(text)
 
 
 def test_sae_eval_of_a_run_of_several_saes_names_each(tmp_path):

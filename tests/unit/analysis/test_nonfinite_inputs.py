@@ -35,11 +35,12 @@ from shards.errors import NonFiniteError
 N, D = 120, 8
 
 
-def _strict(path) -> dict:
+def _strict(path_or_text) -> dict:
     def refuse(token):
         raise ValueError(f"not strict JSON: {token}")
 
-    return json.loads(path.read_text(), parse_constant=refuse)
+    text = path_or_text.read_text() if hasattr(path_or_text, "read_text") else path_or_text
+    return json.loads(text, parse_constant=refuse)
 
 
 def _dataset(path, allow: bool, bad_values: int = 3):
@@ -67,8 +68,10 @@ def test_the_writer_refuses_nonfinite_unless_allowed_and_manifests_stay_strict_j
     manifest = _strict(tmp_path / "ds" / "manifest.json")
     assert manifest["stats"]["bad"]["nonfinite"] == 3 and manifest["stats"]["bad"]["mean_norm"] is None
     assert "nonfinite" not in manifest["stats"]["good"] and manifest["stats"]["good"]["mean_norm"] > 0
-    for record in (tmp_path / "ds" / "_commits").glob("*.json"):
-        _strict(record)
+    import pyarrow.parquet as pq
+
+    for unit in (tmp_path / "ds" / "data").glob("*.parquet"):  # each unit's own statistics, in its footer
+        assert _strict(pq.read_metadata(unit).metadata[b"actlake.stats"])["bad"]["norm_sum"] is None
     assert shards.verify_dataset(data).ok
     assert main(["info", data]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,6 @@
 """Analyses read exactly the version they record: a dataset appended to, re-extracted or shrunk after an
 analysis planned gives the results of the same run on a frozen copy, and run.json names the version read
-(in-process tasks here; Ray tasks in tests/integration/test_pinned_version_ray.py). ``--data-version`` reads an
+(in-process tasks here; Ray tasks in tests/integration/test_pinned_version_ray.py). ``--data URI@vN`` reads an
 older version while newer ones exist, for every command that reads a dataset."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import analysis.geometry.run as stats_run
 import analysis.probe.run as probe_run
 import shards
 from analysis.align.config import CkaConfig, EncodeConfig, KnnConfig, RsaConfig
+from analysis.common.inputs import DatasetInput
 from analysis.common.rundir import RunMismatchError
 from analysis.geometry.config import StatsConfig
 from analysis.probe.config import ProbeConfig
@@ -78,7 +79,7 @@ def test_a_dataset_changed_after_planning_is_read_as_planned(tmp_path, monkeypat
     got = module.run(config(data, str(tmp_path / "out")))
     assert seen == [planned] and shards.open_dataset(data).version > planned  # the dataset did change
     assert_same(expected.to_json(), got.to_json())
-    assert recorded_version(str(tmp_path / "out")) == planned == got.to_json()["dataset_version"]
+    assert recorded_version(str(tmp_path / "out")) == planned == got.to_json()["dataset"]["version"]
 
 
 def test_a_killed_run_resumes_on_the_version_it_planned(tmp_path, monkeypatch):
@@ -102,7 +103,7 @@ def test_a_killed_run_resumes_on_the_version_it_planned(tmp_path, monkeypatch):
     monkeypatch.undo()
     got = stats_run.run(_stats(data, out))
     assert_same(expected.to_json(), got.to_json())
-    assert recorded_version(out) == planned == got.dataset_version < shards.open_dataset(data).version
+    assert recorded_version(out) == planned == got.dataset.version < shards.open_dataset(data).version
 
 
 def test_a_finished_run_of_an_older_version_is_named_with_the_version_to_ask_for(tmp_path):
@@ -110,9 +111,9 @@ def test_a_finished_run_of_an_older_version_is_named_with_the_version_to_ask_for
     planted_geometry_dataset(data, examples=60)
     first = stats_run.run(_stats(data, out))
     append(data)
-    with pytest.raises(RunMismatchError, match=rf"dataset_version.*--data-version {first.dataset_version}"):
+    with pytest.raises(RunMismatchError, match=rf"dataset_version.*--data {data}@v{first.dataset.version} reads"):
         stats_run.run(_stats(data, out))
-    again = stats_run.run(_stats(data, out, data_version=first.dataset_version))  # the finished run, as it was
+    again = stats_run.run(_stats(f"{data}@v{first.dataset.version}", out))  # the finished run, as it was
     assert_same(first.to_json(), again.to_json())
 
 
@@ -132,7 +133,7 @@ def test_data_version_reads_an_older_version_per_hook_analyses(tmp_path, name):
     module, _attr, make, config = _cases(tmp_path)[name]
     data, frozen, old = _versions(tmp_path, make)
     expected = module.run(config(frozen, str(tmp_path / "expected")))
-    got = module.run(config(data, str(tmp_path / "out"), data_version=old))
+    got = module.run(config(f"{data}@v{old}", str(tmp_path / "out")))
     assert_same(expected.to_json(), got.to_json())
     assert recorded_version(str(tmp_path / "out")) == old
 
@@ -144,9 +145,9 @@ def test_data_version_reads_an_older_version_pair_analyses(tmp_path, command):
     data, frozen, old = _versions(tmp_path, stimulus_dataset)
     cls, kw = (CkaConfig, {"metrics": ["cka", "procrustes"]}) if command == "cka" else (KnnConfig, {"k": 4})
     expected = run_pairs(cls(data=frozen, hooks=["a", "b"], out=str(tmp_path / "expected"), **kw))
-    got = run_pairs(cls(data=data, hooks=["a", "b"], out=str(tmp_path / "out"), data_version=old, **kw))
+    got = run_pairs(cls(data=f"{data}@v{old}", hooks=["a", "b"], out=str(tmp_path / "out"), **kw))
     assert_same(expected.to_json(), got.to_json())
-    assert got.dataset_version == old and recorded_version(str(tmp_path / "out")) == old
+    assert got.dataset.version == old and recorded_version(str(tmp_path / "out")) == old
 
 
 def test_data_version_reads_an_older_version_sae_train_and_encode(tmp_path):
@@ -161,13 +162,13 @@ def test_data_version_reads_an_older_version_sae_train_and_encode(tmp_path):
     torch.manual_seed(0)
     train(SaeTrainConfig(data=frozen, out=str(tmp_path / "sae-expected"), **kw))
     torch.manual_seed(0)
-    train(SaeTrainConfig(data=data, out=str(tmp_path / "sae"), data_version=old, **kw))
+    train(SaeTrainConfig(data=f"{data}@v{old}", out=str(tmp_path / "sae"), **kw))
     a, b = (load_file(str(tmp_path / d / "sae_weights.safetensors")) for d in ("sae-expected", "sae"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    assert cfg["actlake"]["dataset_version"] == old
+    assert cfg["actlake"]["dataset"]["version"] == old
     assert recorded_version(str(tmp_path / "sae")) == old
-    enc = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=data, data_version=old,
+    enc = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=f"{data}@v{old}",
                                          out=str(tmp_path / "latents")))
     latents = shards.open_dataset(str(tmp_path / "latents"))
     assert enc.rows == latents.num_rows == shards.open_dataset(data, version=old).num_rows
@@ -194,7 +195,7 @@ def test_versions_are_whole_numbers_and_vacuumed_ones_say_so(tmp_path):
         with pytest.raises(ConfigError, match="version"):
             shards.open_dataset(data, version=bad)
     with pytest.raises(ConfigError, match="version"):
-        StatsConfig(data=data, data_version="2")
+        StatsConfig(data=DatasetInput(data, "2"))
     pinned = shards.open_dataset(data, version=old)
     vacuum(data, keep=1)
     with pytest.raises(DatasetNotFoundError, match=rf"version {old} was vacuumed \(kept: "):
@@ -202,4 +203,4 @@ def test_versions_are_whole_numbers_and_vacuumed_ones_say_so(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=rf"version {old} was vacuumed"):
         pinned.to_numpy("a")  # a reader pinned to it while vacuum ran: its files are gone
     with pytest.raises(DatasetNotFoundError, match=rf"version {old} was vacuumed"):
-        stats_run.run(StatsConfig(data=data, out=str(tmp_path / "o"), hooks=["a"], data_version=old))
+        stats_run.run(StatsConfig(data=f"{data}@v{old}", out=str(tmp_path / "o"), hooks=["a"]))

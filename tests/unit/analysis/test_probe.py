@@ -51,7 +51,7 @@ def test_planted_label_found_in_exactly_the_right_hooks(planted, tmp_path):
     rows = table.to_pylist()
     assert all(r["n_train"] + r["n_test"] == planted.num_rows for r in rows)
     on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert on_disk["dataset_id"] == planted.dataset_id and on_disk["hooks"]["resid.3"]["ci95"][0] <= 1.0
+    assert on_disk["dataset"]["dataset_id"] == planted.dataset_id and on_disk["hooks"]["resid.3"]["ci95"][0] <= 1.0
     assert (tmp_path / "out" / "probe_accuracy.png").read_bytes()[:4] == b"\x89PNG"
     directions = load_file(str(tmp_path / "out" / "directions.safetensors"))
     assert directions["resid.2/probe"].shape == (3, 16) and directions["resid.2/probe"].dtype == torch.float32

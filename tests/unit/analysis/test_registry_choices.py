@@ -1,20 +1,25 @@
 """Choices and options come from the registries: every registered method is a CLI choice, its options are flags
 of the commands that use it, a method's options given for another method are refused, and a metric registered
-from outside runs through the same pair runner as CKA and k-NN."""
+from outside runs through the same pair runner as CKA and k-NN. A metric with its null is one new file; a file that
+registers a taken name fails at import (issue 37, item 4)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
+import sys
 
 import numpy as np
 import pytest
 
 from analysis.align.config import CkaConfig, KnnConfig, RsaConfig
 from analysis.align.registry import COMPARISONS, CONVENTIONS, METRICS, RDM_METHODS, TRANSFORMS, AlignmentMetric
-from analysis.geometry.registry import statistic_names
+from analysis.geometry.registry import STATISTICS, Statistic, statistic_names
 from analysis.probe.registry import PROBES
 from cluster.cli import main
 from shards.errors import ConfigError
+from shards.registry import DuplicateNameError
 from tests.unit.analysis.pinning import stimulus_dataset
 
 
@@ -79,3 +84,82 @@ def test_a_metric_registered_from_outside_runs_streamed_and_in_memory(tmp_path, 
     monkeypatch.setattr(KnnConfig, "metric_names", lambda self: ["first_rows"])
     got = run_pairs(KnnConfig(data=data, hooks=["a", "b"], out=str(tmp_path / "k")))
     assert got.pairs[0]["score"] == pytest.approx(a[:3].sum() + b[:3].sum(), rel=1e-6)
+
+
+NEW_METRIC = '''
+"""A whole alignment metric in one file: the correlation of the two views' first features, and its null."""
+import numpy as np
+
+from analysis.align.registry import AlignmentMetric, register_metric
+
+
+def first_r(x, y):
+    return float(np.corrcoef(x[:, 0], y[:, 0])[0, 1])
+
+
+def null(x, y, perms, options):
+    return first_r(x, y), np.array([first_r(x, y[p]) for p in perms])
+
+
+register_metric(AlignmentMetric("first_r", first_r, "correlation of the first features", "test",
+                                prepare=lambda x, o: x, compare=lambda a, b, o: first_r(a, b), null=null))
+'''
+
+
+@pytest.fixture
+def module_dir(tmp_path, monkeypatch):
+    """A folder on sys.path for metric modules written by a test; they and what they registered go afterwards."""
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(METRICS)
+    yield folder
+    for name in [n for n in sys.modules if n.startswith("tmp_metric_")]:
+        del sys.modules[name]
+    for name in set(METRICS) - before:
+        del METRICS[name]
+
+
+def test_a_metric_with_a_null_is_one_new_file(tmp_path, module_dir, capsys):
+    """The file above, imported, is a choice of ``align cka --metrics`` (whose parser was defined before it) and
+    runs through the command line with ``--permutations``: its own null gives the p-value."""
+    (module_dir / "tmp_metric_first_r.py").write_text(NEW_METRIC)
+    mod = importlib.import_module("tmp_metric_first_r")
+    assert "first_r" in _help(capsys, "align", "cka")
+    data = str(tmp_path / "ds")
+    stimulus_dataset(data)
+    argv = ["align", "cka", "--data", data, "--hooks", "a,b", "--metrics", "cka,first_r", "--permutations", "19",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out.splitlines()[-1])["pairs"] if r["method"] == "first_r"]
+    import shards
+
+    ds = shards.open_dataset(data)
+    a, b = (ds.to_numpy(h).astype(np.float64) for h in ("a", "b"))
+    ab = next(r for r in rows if (r["hook"], r["hook2"]) == ("a", "b"))
+    assert ab["score"] == pytest.approx(mod.first_r(a, b), rel=1e-6)
+    assert ab["permutations"] == 19 and 1 / 20 <= ab["p_value"] <= 1 and ab["null_sd"] > 0
+
+
+def test_a_file_registering_a_taken_name_fails_at_import(module_dir):
+    """A new file that claims a name another file registered (the alignment metric ``cka``) fails when it is
+    imported, naming both files; reloading a module (the same place again) is not a second registration."""
+    clash = "from analysis.align.registry import AlignmentMetric, register_metric\n\n" \
+            "register_metric(AlignmentMetric({name!r}, lambda x, y: 0.0, 'a metric', 'test'))\n"
+    (module_dir / "tmp_metric_clash.py").write_text(clash.format(name="cka"))
+    (module_dir / "tmp_metric_fresh.py").write_text(clash.format(name="fresh"))
+    with pytest.raises(DuplicateNameError, match=r"alignment metric 'cka' is registered twice: at "
+                                                 r"analysis/align/metrics/cka\.py:\d+ and at .*tmp_metric_clash\.py:3"):
+        importlib.import_module("tmp_metric_clash")
+    assert METRICS["cka"].describe != "a metric"
+    importlib.reload(importlib.import_module("tmp_metric_fresh"))
+    assert METRICS.where("fresh").endswith("tmp_metric_fresh.py:3")
+
+
+def test_a_statistic_family_carries_its_order(monkeypatch, capsys):
+    """No list of family names outside their files: each ``Statistic`` says where it runs and is listed."""
+    assert statistic_names() == ["norms", "sparsity", "massive", "spectrum", "intrinsic", "clusters", "voids",
+                                 "logit_lens"]
+    monkeypatch.setitem(STATISTICS, "kurtosis", Statistic("kurtosis", "test", lambda ctx: None, order=35))
+    assert statistic_names()[2:5] == ["massive", "kurtosis", "spectrum"]
+    assert "massive, kurtosis, spectrum" in _help(capsys, "stats")

@@ -3,6 +3,7 @@ against an independent computation (numpy, brute force, scikit-learn) or hand-bu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -181,3 +182,25 @@ def test_sparse_probing_folds_match_scikit_learn():
     assert acc == {k: pytest.approx(np.mean(v)) for k, v in want_k.items()}
     assert raw == pytest.approx(np.mean(want_raw))
     assert acc[1] > 0.8  # the planted latent is found first
+
+
+def test_auto_suite_asks_each_metric_what_it_lacks(monkeypatch, capsys):
+    """``--suite auto`` keeps no table of metric names: each entry's ``missing`` says what this dataset lacks and
+    its ``order`` places it; a metric registered later is a ``--suite`` choice and joins the suite by itself."""
+    from analysis.sae.evals.registry import METRICS, EvalInputs, EvalMetric, EvalOutcome, auto_suite
+    from cluster.cli import main
+
+    meta = _meta([[5, 6], [7, 8]]).set_column(2, "token_id", pa.nulls(4, pa.int32()))
+    inputs = EvalInputs(sae=None, hook="h", rows=np.arange(4), read=lambda rows, cols: {}, columns=meta.column_names,
+                        meta=meta)
+    assert auto_suite(inputs) == (["core"], {"sparse_probing": "no label column",
+                                             "absorption": "no token ids with a tokenizer",
+                                             "synthetic": "not a synthetic dataset"})
+    monkeypatch.setitem(METRICS, "even_rows", EvalMetric(
+        "even_rows", lambda i: EvalOutcome({}), "test", order=15,
+        missing=lambda i: None if len(i.rows) % 2 == 0 else "an odd number of rows"))
+    assert auto_suite(inputs)[0] == ["core", "even_rows"]
+    assert auto_suite(dataclasses.replace(inputs, rows=np.arange(3)))[1]["even_rows"] == "an odd number of rows"
+    with pytest.raises(SystemExit):
+        main(["sae", "evaluate", "--help"])
+    assert "core, even_rows, sparse_probing" in " ".join(capsys.readouterr().out.split())

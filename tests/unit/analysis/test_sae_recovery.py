@@ -240,7 +240,7 @@ def test_outputs_record_the_source_dataset_id(synth, tmp_path):
     dataset_id = json.loads((__import__("pathlib").Path(data) / "manifest.json").read_text())["dataset_id"]
     _, out = train(synth, tmp_path, "topk", tokens="8k")
     cfg = json.loads((tmp_path / "topk" / "cfg.json").read_text())
-    assert cfg["actlake"]["dataset_id"] == dataset_id
+    assert cfg["actlake"]["dataset"]["dataset_id"] == dataset_id
     assert json.loads((tmp_path / "topk" / "run.json").read_text())["dataset"]["dataset_id"] == dataset_id
     encode_dataset(SaeEncodeConfig(sae=out, data=data, out=str(tmp_path / "latents"), top_examples=2))
     manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
@@ -281,6 +281,7 @@ def test_encode_takes_the_hook_from_a_saelens_only_cfg(synth, tmp_path):
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
     cfg.pop("actlake")
     (tmp_path / "sae" / "cfg.json").write_text(json.dumps(cfg))
-    assert trained_on(load_sae(str(tmp_path / "sae"))) == (None, "x")
+    record = trained_on(load_sae(str(tmp_path / "sae")))
+    assert (record.data, record.hook) == (None, "x")
     s = encode_dataset(SaeEncodeConfig(sae=str(tmp_path / "sae"), data=data, out=str(tmp_path / "latents")))
     assert s.rows == 60000 and s.latents == 64

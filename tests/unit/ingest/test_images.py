@@ -109,3 +109,27 @@ def test_unknown_image_column_lists_columns(tmp_path):
 def test_missing_source_says_where_it_looked(tmp_path):
     with pytest.raises(ImageSourceError, match="not found"):
         load_image_source(str(tmp_path / "nowhere"))
+
+
+def test_an_image_named_by_path_is_read_through_storage(tmp_path, monkeypatch):
+    """An image a table names by path or URI is read through ``Storage``: a dropped connection is retried, not
+    reported as a bad image (it once went through a raw ``fsspec.open``)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    import shards.retry
+    from ingest.image_sources.base import ImageSource
+
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / "a.png")
+    real, calls = LocalFileSystem._open, []
+
+    def drops_once(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise ConnectionResetError("connection reset by peer")
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "_open", drops_once)
+    monkeypatch.setattr(shards.retry.time, "sleep", lambda _s: None)
+    src = ImageSource(str(tmp_path), "table", ["a"], [str(tmp_path / "a.png")])
+    assert src.image(0).getpixel((0, 0)) == (10, 20, 30)
+    assert len(calls) == 2

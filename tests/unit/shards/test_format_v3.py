@@ -43,9 +43,10 @@ def test_200_one_unit_commits_cost_about_one_copy_of_the_unit_list(tmp_path):
     ds = shards.open_dataset(uri)
     assert ds.version >= 200 and len(ds.units) == 200
     ratio = _meta_bytes(tmp_path / "ds") / _one_copy(uri)
-    # measured 2.3: each version's record holds its unit's entry (one copy in all) and ~230 bytes of its own
-    # (docs/format.md); format v2 kept ~100 copies here
-    assert ratio < 2.5, ratio
+    # measured 2.3 in format v3, 2.56 in v4: each version's record holds its unit's entry (one copy in all) and
+    # ~300 bytes of its own (docs/format.md; v4 adds its writer's tag, its largest unit id and its unit digest, so
+    # that opening reads no unit list); format v2 kept ~100 copies here
+    assert ratio < 2.7, ratio
     entry, raw = read_log(Storage(uri), ds.version)
     assert len(entry.added) == 1 and len(raw) < 2500  # a version's record holds its change, not the dataset
 
@@ -119,7 +120,7 @@ def test_a_writer_stopped_at_any_step_of_a_commit_loses_and_duplicates_nothing(t
     real, real_create = Storage.put_bytes, Storage.create_exclusive
 
     def put(self, rel, data):
-        if rel.startswith(step) and "_commits" not in rel:
+        if rel.startswith(step) and "_pending" not in rel:
             raise Killed(rel)
         return real(self, rel, data)
 

@@ -73,9 +73,10 @@ def test_truncated_stats_file_fails_verify_and_repair_rebuilds_it(tmp_path, caps
 def test_damaged_commit_record_fails_verify(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, units=2, rows=10, hooks=HOOK)
-    (tmp_path / "ds" / "_commits" / "unit-000001.json").write_text("{not json")
+    (tmp_path / "ds" / "_pending").mkdir(exist_ok=True)
+    (tmp_path / "ds" / "_pending" / "unit-000002.json").write_text("{not json")  # a killed writer's, damaged
     report = shards.verify_dataset(uri)
-    assert not report.ok and "_commits/unit-000001.json" in report.records
+    assert not report.ok and "_pending/unit-000002.json" in report.records
 
 
 # --- 4. paths that escape the dataset ---
@@ -99,15 +100,16 @@ def test_orphan_commit_record_with_escaping_path_is_not_folded(tmp_path):
     write_dataset(uri, units=1, rows=10, hooks=HOOK)
     outside = tmp_path / "x.parquet"
     outside.write_bytes((unit_file(tmp_path / "ds", 0)).read_bytes())
-    rec = json.loads((tmp_path / "ds" / "_commits" / "unit-000000.json").read_text())
+    with shards.create_dataset(uri, HOOK, mode="append") as w:  # a pending record, as a killed writer leaves it
+        rec = w.unit_writer().write(5, cols(5)).to_json()
     rec.update(id=5, path="../x.parquet")
-    (tmp_path / "ds" / "_commits" / "unit-000005.json").write_text(json.dumps(rec))
+    (tmp_path / "ds" / "_pending" / "unit-000005.json").write_text(json.dumps(rec))
     with shards.create_dataset(uri, HOOK, mode="append") as w:
         assert w.committed_units == {0}
     ds = shards.open_dataset(uri)
     assert [u.path for u in ds.units] == [unit_rel(tmp_path / "ds", 0)] and ds.num_rows == 10
     report = shards.verify_dataset(uri)
-    assert "_commits/unit-000005.json" in report.records and "path" in report.records["_commits/unit-000005.json"]
+    assert "_pending/unit-000005.json" in report.records and "path" in report.records["_pending/unit-000005.json"]
     assert outside.exists()
 
 
@@ -253,7 +255,8 @@ def test_bad_unit_ids_write_nothing(tmp_path, bad):
             w.write_unit(bad, cols(1))
         w.write_unit(1, cols(1))
     assert sorted(n[:11] for n in os.listdir(tmp_path / "ds" / "data")) == ["unit-000000", "unit-000001"]
-    assert sorted(os.listdir(tmp_path / "ds" / "_commits")) == ["unit-000000.json", "unit-000001.json"]
+    # format v4: a unit's record is pending until a version names it, then removed (its statistics stay in its file)
+    assert not os.listdir(tmp_path / "ds" / "_pending")
     with shards.create_dataset(uri, HOOK, mode="append") as w:  # later appends are not blocked
         w.write_unit(2, cols(2))
     assert shards.verify_dataset(uri).ok

@@ -56,10 +56,14 @@ def test_flipped_tensor_byte_is_refused_by_every_read_path(tmp_path, compression
 
 def test_unit_copied_over_another_is_refused(tmp_path):
     uri = str(tmp_path / "ds")
-    write_dataset(uri, units=3, rows=100, hooks=HOOK)
+    write_dataset(uri, units=8, rows=100, hooks=HOOK)
     root = tmp_path / "ds"
-    shutil.copyfile(unit_file(root, 0), unit_file(root, 2))  # same size, valid pages
-    with pytest.raises(CorruptDataError, match=r"unit-000002-[0-9a-f]{8}.parquet.*example_id 0\.\.99.*200\.\.299"):
+    # two units whose files have the same size (their footers' statistics print in a few digits more or less)
+    sizes = {u: unit_file(root, u).stat().st_size for u in range(8)}
+    a, b = next((a, b) for a in range(8) for b in range(a + 1, 8) if sizes[a] == sizes[b])
+    shutil.copyfile(unit_file(root, a), unit_file(root, b))  # same size, valid pages
+    with pytest.raises(CorruptDataError, match=rf"unit-00000{b}-[0-9a-f]{{8}}.parquet.*example_id {a * 100}\.\."
+                                               rf"{a * 100 + 99}.*{b * 100}\.\.{b * 100 + 99}"):
         read_everything(shards.open_dataset(uri))
 
 

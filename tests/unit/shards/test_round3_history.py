@@ -47,15 +47,20 @@ def test_a_rewritten_unit_gets_statistics_of_its_new_rows(tmp_path):
 
 
 def test_verify_reports_statistics_of_a_unit_s_old_copy_as_stale(tmp_path):
+    from shards.partials import all_partials, merge
+    from shards.unit_table import IdDigest
+
     uri, root = str(tmp_path / "ds"), tmp_path / "ds"
     with shards.create_dataset(uri, HOOKS, commit_interval=0) as w:
         for u in range(3):
             w.write_unit(u, unit_columns(u, 20))
-        old = {h: (root / p).read_bytes() for h, p in w.manifest.stats_files.items()}
+        before = list(w.manifest.units)
+        old = merge({}, all_partials(Storage(uri), before, w.schema))
         w.write_unit(1, unit_columns(1, 20, seed=7))
         latest = dict(w.manifest.stats_files)
+        assert not w.manifest.stats_pending
     for h, p in latest.items():  # what the writer wrote before the fix: the statistics of the old copy
-        (root / p).write_bytes(old[h])
+        (root / p).write_bytes(old[h].to_npz_bytes(IdDigest.of_units(before)))
     report = shards.verify_dataset(uri)
     assert not report.ok and set(report.stats) == set(latest.values())
     assert all("other copies of the units" in p for p in report.stats.values())
@@ -103,12 +108,16 @@ class Killed(BaseException):
     """The overwriting process ending at this step (simulated: SIGKILL cannot be aimed at one write)."""
 
 
-@pytest.mark.parametrize("step", ["_checkpoints/", "_log/", "manifest.json", "_commits/"])
+@pytest.mark.parametrize("step", ["_checkpoints/", "_log/", "manifest.json", "_pending/"])
 def test_an_overwrite_stopped_at_any_step_is_undone_or_finished_by_repair(tmp_path, monkeypatch, step):
     """Stopped before its first version is committed (``_log/``), nothing changed; after, the new (empty) dataset
-    is committed and the old records left are of a replaced dataset: never folded, removed by the repair."""
+    is committed and the old records left (a killed writer's, pending) are of a replaced dataset: never folded,
+    removed by the repair."""
     uri = str(tmp_path / "ds")
     old = write_dataset(uri, units=6, rows=5).manifest
+    with shards.create_dataset(uri, HOOKS, mode="append") as w:  # a record no version names yet (a killed job's)
+        w.unit_writer().write(7, unit_columns(7, 5))
+    assert shards.open_dataset(uri).num_rows == 30
     real_put, real_create, real_delete = Storage.put_bytes, Storage.create_exclusive, Storage.delete
 
     def die(rel):
@@ -117,24 +126,24 @@ def test_an_overwrite_stopped_at_any_step_is_undone_or_finished_by_repair(tmp_pa
 
     monkeypatch.setattr(Storage, "put_bytes", lambda self, rel, data: die(rel) or real_put(self, rel, data))
     monkeypatch.setattr(Storage, "create_exclusive", lambda self, rel, data: die(rel) or real_create(self, rel, data))
-    monkeypatch.setattr(Storage, "delete", lambda self, rel: (die(rel) if rel.startswith("_commits/") else None)
+    monkeypatch.setattr(Storage, "delete", lambda self, rel: (die(rel) if rel.startswith("_pending/") else None)
                         or real_delete(self, rel))
     with pytest.raises(Killed):
         shards.create_dataset(uri, HOOKS, columns={"label": "string", "score": "float64"}, mode="overwrite")
     monkeypatch.undo()
-    committed = step in ("manifest.json", "_commits/")  # its first version's log entry exists
+    committed = step in ("manifest.json", "_pending/")  # its first version's log entry exists
     ds = shards.open_dataset(uri)
     assert ds.num_rows == (0 if committed else 30)
     assert ds.manifest.dataset_id != old.dataset_id if committed else ds.manifest.dataset_id == old.dataset_id
     report = shards.verify_dataset(uri)
     assert report.ok, report.lines()
-    if committed and step == "_commits/":  # the old records: garbage, not "missing" or "uncommitted"
-        assert any(g.startswith("_commits/") for g in report.garbage) and not report.uncommitted_records
+    if committed:  # the old dataset's pending record: garbage, not "uncommitted" (never folded)
+        assert "_pending/unit-000007.json" in report.garbage and not report.uncommitted_records
     shards.verify_dataset(uri, repair=True)
     with shards.create_dataset(uri, HOOKS, mode="append") as w:  # nothing of the old dataset is folded
         w.write_unit(9, unit_columns(9, 5))
     ds = shards.open_dataset(uri)
-    assert ds.num_rows == (5 if committed else 35) and shards.verify_dataset(uri).ok
+    assert ds.num_rows == (5 if committed else 40) and shards.verify_dataset(uri).ok  # not replaced: 7 folded
     assert shards.open_dataset(uri, version=old.version).num_rows == 30  # the replaced version stays readable
 
 
@@ -143,8 +152,7 @@ def test_a_lost_root_is_rebuilt_from_the_log_with_every_unit(tmp_path):
     now the log, which makes the versions, gives the latest version back whole."""
     uri, root = str(tmp_path / "ds"), tmp_path / "ds"
     before = write_dataset(uri, units=13, rows=10).manifest
-    for record in sorted((root / "_commits").iterdir())[:4]:
-        record.unlink()  # records gone (as an old overwrite left them)
+    assert not list((root / "_pending").iterdir())  # format v4 keeps no record of a committed unit
     (root / "manifest.json").unlink()
     report = shards.verify_dataset(uri, repair=True)
     assert any("rebuilt from the log" in r for r in report.repaired)

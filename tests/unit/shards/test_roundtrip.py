@@ -57,10 +57,16 @@ def test_file_layout_and_field_metadata(tmp_path):
     manifest = json.loads((root / "manifest.json").read_text())
     names = sorted(p.name for p in (root / "data").iterdir())  # format v2: unit id plus an attempt tag
     assert [re.fullmatch(r"unit-(\d{6})-[0-9a-f]{8}\.parquet", n).group(1) for n in names] == ["000000", "000001"]
-    assert sorted(p.name for p in (root / "_commits").iterdir()) == ["unit-000000.json", "unit-000001.json"]
+    assert not list((root / "_pending").iterdir())  # records go once a version names their units (format v4)
+    assert all(json.loads(pq.read_metadata(unit_file(root, u)).metadata[b"actlake.stats"]).keys() == set(HOOKS)
+               for u in (0, 1))  # each unit's own statistics stay in its footer
     v = manifest["version"]
-    tag = read_log(Storage(str(root)), v)[0].tag  # this version's own, named by its writer session (format v4)
-    assert len(tag) == 8 and manifest["stats_files"] == {h: f"stats/{h}.v{v:09d}-{tag}.npz" for h in HOOKS}
+    # statistics files of the version that wrote them, named by its writer session (format v4); the units added
+    # since (here the second) are named by the version, whose statistics merge their own in
+    s = int(manifest["stats_files"]["mlp.0"].split(".v")[1][:9])
+    tag = read_log(Storage(str(root)), s)[0].tag
+    assert len(tag) == 8 and manifest["stats_files"] == {h: f"stats/{h}.v{s:09d}-{tag}.npz" for h in HOOKS}
+    assert [p[0] for p in manifest["stats_pending"]] == [1] and s < v
     assert all((root / p).is_file() for p in manifest["stats_files"].values())
     # format v3: a log entry per version (what it changed), the first a checkpoint
     assert sorted(p.name for p in (root / "_log").iterdir()) == [f"v{i:09d}.json" for i in range(1, v + 1)]
@@ -155,13 +161,16 @@ def test_secrets_never_in_manifest(tmp_path):
 
 def test_resume_when_writer_died_before_its_first_manifest(tmp_path):
     """Units committed (records written) but no manifest yet: reopening in append mode folds them in."""
-    import os
+    import shutil
 
     uri = tmp_path / "ds"
-    write_dataset(str(uri), units=3, rows=10)
-    os.remove(uri / "manifest.json")
-    for f in (uri / "stats").iterdir():
-        f.unlink()
+    w = shards.create_dataset(str(uri), HOOKS, columns={"label": "string", "score": "float64"})
+    for u in range(3):  # what a job's remote unit writers do: files and records, no version yet
+        w.unit_writer().write(u, unit_columns(u, 10))
+    w.lock.release_quietly()  # the writer dies
+    (uri / "manifest.json").unlink()  # before its first version (the empty one it made at open is taken away)
+    for name in ("_log", "_checkpoints"):
+        shutil.rmtree(uri / name)
     with pytest.raises(shards.DatasetNotFoundError, match="writer died before its first manifest"):
         shards.open_dataset(str(uri))
     with shards.create_dataset(str(uri), HOOKS, mode="append") as w:  # columns=None: adopted from the records

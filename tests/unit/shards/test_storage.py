@@ -92,3 +92,18 @@ def test_native_s3_client_stands_in_only_for_options_it_knows(monkeypatch):
     assert native_s3({"requester_pays": True}) is None
     monkeypatch.setenv("ACTLAKE_S3_READER", "s3fs")
     assert native_s3({}) is None
+
+
+def test_for_file_opens_one_file_by_uri(tmp_path, monkeypatch):
+    """``Storage.for_file``: the storage of a file's folder and its name, for every file read by URI (a table, a
+    prompts file, a direction, an image). A file at the root of the disk is in ``/``, not the current folder."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.csv").write_bytes(b"x,y\n")
+    st, name = Storage.for_file(str(tmp_path / "sub" / "a.csv"))
+    assert (name, st.get_bytes(name), st.display(name)) == ("a.csv", b"x,y\n", f"{tmp_path}/sub/a.csv")
+    monkeypatch.chdir(tmp_path / "sub")
+    st, name = Storage.for_file("a.csv")
+    assert st.get_bytes(name) == b"x,y\n"
+    assert Storage.for_file("/a.csv")[0].uri == "/"
+    st, name = Storage.for_file("s3://KEY:SECRET@bucket/labels/a.csv", {"endpoint_url": "http://127.0.0.1:9"})
+    assert (st.display(name), st.storage_options["key"]) == ("s3://bucket/labels/a.csv", "KEY")
