@@ -64,14 +64,14 @@ def _training_texts(cfg: SaeEvalConfig, ds, load, text_field: str):
     checking it is still the one the dataset recorded (its content fingerprint); ConfigError naming the corpus and
     what changed when it is not (None, warned, with --force): an index into another corpus says nothing about
     which examples the SAE saw."""
-    from ingest.corpus import CorpusError, corpus_fingerprint
+    from ingest.corpus import CorpusError, fingerprint_like
 
     source = ds.manifest.config["data"]
     recorded = (((ds.manifest.provenance.details or {}).get("corpus") or {}).get("fingerprint")
                 or (ds.manifest.job_identity or {}).get("fingerprint"))
     try:
         corpus = load(source)
-        now = corpus_fingerprint(corpus)
+        now = fingerprint_like(recorded, corpus)
         problem = "" if now == recorded else (
             f"the dataset recorded content fingerprint {recorded} and the corpus has {now} now ({len(corpus)} "
             "examples)" if recorded else "the dataset recorded no fingerprint of it")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ingest.config import ExtractConfig
-from ingest.corpus import _FORMATS, corpus_fingerprint, load_corpus
+from ingest.corpus import _FORMATS, corpus_fingerprint, fingerprint_like, load_corpus
 from ingest.plan import ExtractionPlan, InputSelection
 from shards.errors import ActlakeError, ConfigError
 from shards.manifest import CommitInfo, InputRecord, Manifest, TickRecord, now_iso, read_manifest
@@ -207,7 +207,8 @@ def plan_table(cfg: ExtractConfig, listing: list[FoundInput], manifest: Manifest
         return TickPlan([], None, [], [], [])
     corpus = load_corpus(table.path, cfg.text_field, cfg.fields, storage_options=cfg.storage, check_text=False)
     start = prior.rows[1] if prior is not None and prior.rows else 0
-    if prior is not None and corpus_fingerprint(corpus.select(range(min(start, len(corpus))))) != prior.fingerprint:
+    if prior is not None and fingerprint_like(prior.fingerprint, corpus.select(range(min(start, len(corpus))))
+                                              ) != prior.fingerprint:
         _report_changed([table.path], on_changed)
         if on_changed != "reextract":  # warn: the rows extracted before stay; the new rows are still extracted
             if len(corpus) <= start:
@@ -281,7 +282,7 @@ def _fingerprint_now(cfg: ExtractConfig, rec: InputRecord) -> str:
     if rec.rows is None:
         return file_fingerprint(cfg, rec.path, int(Storage(rec.path, cfg.storage).info().get("size") or 0))
     corpus = load_corpus(rec.path, cfg.text_field, cfg.fields, storage_options=cfg.storage, check_text=False)
-    return corpus_fingerprint(corpus.select(range(min(rec.rows[1], len(corpus)))))
+    return fingerprint_like(rec.fingerprint, corpus.select(range(min(rec.rows[1], len(corpus)))))
 
 
 def _check_unchanged(cfg: ExtractConfig, tick: TickRecord) -> None:

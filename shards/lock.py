@@ -61,10 +61,21 @@ def command_line(pid: int) -> str:
         return ""
 
 
+DEAD_AFTER_TTLS = 3  #: a holder silent for this many ttls is not alive, whatever process has its PID now
+
+
 def refuse_breaking_a_live_holder(storage: Storage, holder: dict, what: str) -> None:
     """A lock held by a live process on this host is never broken: its writer would go on committing over
     whoever took the lock, and lose units (it did, before this check)."""
     if holder.get("unreadable") or holder.get("host") != socket.gethostname() or not pid_alive(holder["pid"]):
+        return
+    age = time.time() - float(holder.get("heartbeat", 0))
+    if age > DEAD_AFTER_TTLS * float(holder.get("ttl", 300)):
+        # A writer beats every quarter of its ttl: one silent for many ttls is not the process that now has its
+        # PID (reused after a reboot), or one paused so long that, resumed, it finds the lock lost and stops (the
+        # version it would commit next is fenced by the log's create-if-absent).
+        log.warning("the lock's holder pid %s has not beaten for %.0fs (%.0f× its ttl): not that process",
+                    holder["pid"], age, age / float(holder.get("ttl", 300)))
         return
     cmd = command_line(holder["pid"])
     raise DatasetLockedError(

@@ -23,7 +23,7 @@ from shards.checksums import checksum
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptDataError, CorruptManifestError, DatasetNotFoundError
 from shards.integrity import check_footer
-from shards.layout import MANIFEST, record_path, unit_commit_path, version_path
+from shards.layout import MANIFEST, PENDING_DIR, record_path, unit_commit_path, version_path
 from shards.manifest import ArtifactEntry, Manifest, UnitEntry, parse_manifest, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
@@ -54,6 +54,9 @@ class VerifyReport:
     #: --drop-damaged`, `drop`): the latest is intact and readers pinned to those versions get a clear error;
     #: reported, not failing the check (``vacuum`` removes them with those versions)
     old_bad: dict[str, list[str]] = field(default_factory=dict)
+    #: damaged files in ``bad`` that only older versions name (a unit rewritten or replaced since): the latest
+    #: is intact; failing all the same, since readers pinned to those versions lose rows
+    old_only: set[str] = field(default_factory=set)
     garbage: list[str] = field(default_factory=list)  #: unit files no commit record names, temp files
     uncommitted_records: list[str] = field(default_factory=list)  #: commit records the manifest lacks
     removed: list[str] = field(default_factory=list)
@@ -65,10 +68,16 @@ class VerifyReport:
         return not (self.bad or self.records or self.stats or self.versions)
 
     def lines(self) -> list[str]:
-        out = [f"{f}: {'; '.join(p)}" for f, p in sorted(self.bad.items())]
+        out = [f"{f}: {'; '.join(p)}" + (" (only older versions name it; the latest version is intact: restore the "
+                                        "file, or `actlake vacuum URI --keep N` removes those versions and it)"
+                                        if f in self.old_only else "") for f, p in sorted(self.bad.items())]
         out += [f"{f}: {p}" for f, p in sorted({**self.records, **self.stats, **self.versions}.items())]
         if any("damaged" in p for p in self.versions.values()):
             out.append("damaged kept versions: `actlake verify --repair` sets them aside (they can no longer be read)")
+        if any(p.startswith("rewritten") for p in self.versions.values()):
+            out.append("a version's record was rewritten after it was committed: no repair can tell its true content; "
+                       "put the original file back (a backup, or the same path in a copy of the dataset), or "
+                       "`actlake copy URI@vN NEW` a version whose chain is intact to a new dataset")
         out += [f"{f}: {p} (statistics of an older version; its rows are intact)" for f, p in self.old_stats.items()]
         out += [f"{f}: {'; '.join(p)} (named only by versions before its unit was dropped; the latest version is "
                 "intact: `actlake vacuum URI --keep N` removes those versions and this file)"
@@ -208,7 +217,7 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     checked: set[str] = set()
     named: set[str] = set()
     walked = []
-    dropped: dict[int, int] = {}  #: unit id -> the version that dropped it (drop, repair)
+    dropped: set[int] = set()  #: unit ids a drop (``drop``, ``verify --repair --drop-damaged``) removed
     for view in walk_versions(storage, manifest, None if all_versions and not storage.read_only else []):
         if isinstance(view, tuple):
             v, problem = view
@@ -217,8 +226,7 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
             continue
         _check_view(storage, view, report, checked, checksums, threads, latest=view.version == manifest.version)
         named |= {u.path for u in view.new_units}
-        if view.entry is not None and view.entry.commit.get("operation") in ("drop", "repair"):
-            dropped.update({uid: view.version for uid in view.entry.removed})
+        _note_drops(storage, view, manifest, dropped)
         walked.append(_ChainLink(view.version, view.entry.previous if view.entry is not None else None,
                                  view.manifest.previous_version, view.manifest.previous_digest))
     for v, problem in chain_problems(storage, walked).items():  # a damaged record is reported as damaged
@@ -241,15 +249,36 @@ def check_dataset(storage: Storage, manifest: Manifest, checksums: bool = True, 
     return report
 
 
-def _old_only(report: VerifyReport, latest: Manifest, dropped: dict[int, int]) -> None:
-    """Move the damaged files that only versions before their unit was dropped name from ``bad`` to ``old_bad``."""
+def _note_drops(storage: Storage, view, latest: Manifest, dropped: set[int]) -> None:
+    """Add the units ``view``'s version dropped to ``dropped``. The latest version's view may come from the root
+    without its log entry: that entry is read (a drop is often the latest version)."""
+    entry = view.entry
+    if entry is None and view.version == latest.version:
+        from shards.versionlog import read_log
+
+        try:
+            entry = read_log(storage, view.version)[0]
+        except (CorruptManifestError, FileNotFoundError):  # reported by the chain and root checks
+            return
+    if entry is not None and entry.commit.get("operation") in ("drop", "repair"):
+        dropped.update(entry.removed)
+
+
+def _old_only(report: VerifyReport, latest: Manifest, dropped: set[int]) -> None:
+    """Sort the damaged files the latest version does not name: those of units a drop removed (deliberately: the
+    damage was found and dealt with) move to ``old_bad``, a warning; the others (a unit rewritten or replaced since)
+    still fail, since readers pinned to those versions lose rows, but are named as old-only (``old_only``)."""
     from shards.layout import parse_data_name
 
-    in_latest = {u.path for u in latest.units} if dropped and report.bad else set()
+    if not report.bad:
+        return
+    in_latest = {u.path for u in latest.units} | {a.path for a in latest.artifacts.values()}
     for path in [p for p in report.bad if p not in in_latest]:
         uid = parse_data_name(path.rsplit("/", 1)[-1])
         if uid is not None and uid in dropped:
             report.old_bad[path] = report.bad.pop(path)
+        else:
+            report.old_only.add(path)
 
 
 def _link_of_unreadable(storage: Storage, version: int) -> list[_ChainLink]:
@@ -363,16 +392,41 @@ def _set_aside_entries_ahead(storage: Storage) -> list[str]:
     return bad
 
 
+def _set_aside_a_damaged_latest_entry(storage: Storage) -> list[str]:
+    """The latest version's own log entry, when it cannot be read, is set aside (bytes kept) with the root that names
+    it: the repair's writer then rebuilds the latest from the version before and the latest's commit records, which
+    format v4 keeps until the version after (a version that only dropped units is lost with its entry)."""
+    from shards.versionlog import read_log
+
+    try:
+        version = int(json.loads(storage.get_bytes(MANIFEST))["version"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return []
+    rel = log_path(version)
+    try:
+        read_log(storage, version)
+        return []
+    except FileNotFoundError:
+        return []
+    except CorruptManifestError:
+        pass
+    for path in (rel, MANIFEST):
+        storage.put_bytes(f"{path}.damaged", storage.get_bytes(path))
+        storage.delete(path)
+    log.warning("set aside the damaged log entry of the latest version %s (and the root naming it)",
+                storage.display(rel))
+    return [rel]
+
+
 def _repair(uri: str, storage: Storage, storage_options, checksums: bool, threads: int, break_lock: bool,
             drop_damaged: bool) -> VerifyReport:
     from shards.writer import DatasetWriter
 
     ahead = _set_aside_entries_ahead(storage)
+    latest_entry = _set_aside_a_damaged_latest_entry(storage)
     _set_aside_a_root_its_log_disagrees_with(storage)
     manifest, rebuilt = _manifest_or_records(storage)
-    committed = sorted(u.id for u in manifest.units)
-    damaged_stats = [manifest.stats_files.get(h, f"stats/{h}.npz") for h in manifest.hooks
-                     if check_stats_file(storage, h, committed, manifest.stats_files.get(h))]
+    damaged_stats = [] if rebuilt else _damaged_stats(storage, manifest)
     # The writer holds the lock from here on: the listing below and every deletion see the same files.
     with DatasetWriter(uri, dict(manifest.hooks), dict(manifest.schema.columns), "append",
                        compression=manifest.compression, row_group_bytes=manifest.row_group_bytes,
@@ -384,28 +438,53 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
             set_aside += _set_aside_damaged_versions(storage, w.manifest)
         report = check_dataset(storage, w.manifest, checksums, threads)
         if rebuilt and getattr(w, "_root_lost", False):
+            folded = getattr(w, "folded", 0)
             report.repaired.append(f"manifest.json rebuilt from the log (version {w._root_lost}: "
-                                   f"{len(w.manifest.units)} units, as committed)")
+                                   f"{len(w.manifest.units) - folded} units, as committed"
+                                   + (f"; {folded} units after it from their commit records)" if folded else ")"))
         elif rebuilt:
             report.repaired.append(f"manifest.json rebuilt from {len(w.manifest.units)} commit records")
         report.repaired += [f"{rel} was damaged: set aside as {rel}.damaged (that version can no longer be read)"
                             for rel in [*ahead, *set_aside]]
+        report.repaired += [f"{rel} was damaged: set aside as {rel}.damaged; its version was written again from the "
+                            "commit records of its units" for rel in latest_entry]
+        for rel in [r for r in report.records if r.startswith(f"{PENDING_DIR}/")]:
+            # a record that cannot be read commits nothing (its unit was never in a version): set aside, bytes kept
+            storage.put_bytes(f"{rel}.damaged", storage.get_bytes(rel))
+            storage.delete(rel)
+            report.repaired.append(f"{rel} could not be read: set aside as {rel}.damaged (its unit was not "
+                                   "committed; rerun the job to write it)")
+            del report.records[rel]
         for rel in report.garbage:
             storage.delete(rel)
             report.removed.append(rel)
             log.info("removed %s", rel)
         # The writer rebuilt damaged statistics from the commit records when it opened (and writes them again
         # on close); what was damaged before is reported as repaired.
-        report.repaired += [f"{rel} rebuilt from the commit records" for rel in damaged_stats if not rebuilt]
+        report.repaired += [f"{rel} rebuilt from the units' own statistics" for rel in damaged_stats]
         report.stats = {}
-        if drop_damaged and report.bad:
-            ids = [u.id for u in w.manifest.units if u.path in report.bad]
-            w.drop_units(ids)
-            report.repaired += [f"{rel} dropped (rerun the job to write it again)" for rel in sorted(report.bad)]
-            dropped = {unit_commit_path(i) for i in ids}
+        if drop_damaged and set(report.bad) - report.old_only:
+            units = [u for u in w.manifest.units if u.path in report.bad]
+            w.drop_units([u.id for u in units])
+            report.repaired += [f"{u.path} dropped (rerun the job to write it again)" for u in units]
+            dropped = {unit_commit_path(u.id) for u in units}
             report.records = {r: p for r, p in report.records.items() if r not in dropped}
-            report.bad = {}
+            for u in units:  # the latest no longer names them: a warning from now on, as `verify` will say
+                report.old_bad[u.path] = report.bad.pop(u.path)
     return report
+
+
+def _damaged_stats(storage: Storage, manifest: Manifest) -> list[str]:
+    """The latest version's statistics files that do not cover its units less those added since them
+    (``stats_pending``, merged by readers from the units' own footers)."""
+    from shards.unit_table import IdDigest
+
+    committed = sorted(u.id for u in manifest.units)
+    covered = IdDigest.of_units(manifest.units)
+    for uid, _path, sum_ in manifest.stats_pending:
+        covered = covered.toggled(uid, added=False, checksum=sum_)
+    return [manifest.stats_files.get(h, f"stats/{h}.npz") for h in manifest.hooks
+            if check_stats_file(storage, h, committed, manifest.stats_files.get(h), covered)]
 
 
 def _set_aside_damaged_versions(storage: Storage, latest: Manifest) -> list[str]:

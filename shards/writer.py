@@ -158,7 +158,10 @@ class DatasetWriter:
         self._stats_since: dict[int, UnitEntry | PendingUnit] = {}
         self._stats_dirty = False  #: a unit was removed or replaced since the files: the next version writes some
         self._stats_stale = False  #: ``stats`` must be rebuilt from every unit's own before the next version
-        self._retire: set[int] = set()  #: units whose pending records go once a version names them
+        self._retire: set[int] = set()  #: units whose pending records the version being built names
+        #: units whose records the latest version named: kept until the next version, so that a latest log entry
+        #: lost or damaged can be rebuilt from them (`verify --repair`); removed once a later version is committed
+        self._retire_prev: set[int] = set()
         self._rows = self._bytes = 0  #: totals of the committed units (updated per unit)
         #: this writer session's tag: every file it writes for a version is named with it (format v4), so files a
         #: stalled writer that lost its lock writes can never replace the ones of the version that counts
@@ -430,16 +433,14 @@ class DatasetWriter:
         Only records named and shaped as the format makes them are folded (``UnitEntry.check``: a path
         derived from the unit id); an unreadable one is left out with a warning, and ``verify`` names it.
         """
-        records, bad = readable_records(self.storage, record_ids(self.storage))
-        fresh, done = [], []
-        for record in records:  # pending records (format v4): a killed writer's, or folded ones not yet removed
-            # a unit the manifest names already counts through it (a writer stopped between a version and removing
-            # its records, or a second attempt at a committed unit): its record goes; the others are folded
-            (done if record.id in self.units else fresh).append(record)
-        if done:
-            from shards.layout import pending_record_path
-
-            self.storage.delete_many([pending_record_path(r.id) for r in done])
+        pending = record_ids(self.storage)
+        # A unit the manifest names already counts through it (the latest version's own records, kept until the
+        # next version; or a second attempt at a committed unit): not read, removed after this writer's first
+        # version. The others are a killed writer's: folded.
+        done = {i for i in pending if i in self.units}
+        self._retire_prev |= done
+        records, bad = readable_records(self.storage, [i for i in pending if i not in done])
+        fresh = list(records)
         if self.manifest.format_version < 4 or not self.manifest.version:
             # before format v4 every record was kept: fold those of units the manifest lacks (once: the first v4
             # version is written by a writer that did, and v4 writers never write there)
@@ -474,6 +475,7 @@ class DatasetWriter:
                 continue
             self._add_record(record)
             folded += 1
+        self.folded = folded  #: units folded from a killed writer's records when it opened (`verify --repair` says)
         if folded:
             log.info("folded %d committed units that the manifest did not list yet", folded)
 
@@ -582,13 +584,16 @@ class DatasetWriter:
         return len(self._stats_since) >= STATS_EVERY or self.log.checkpoint_due()
 
     def _retire_records(self) -> None:
-        """Remove the pending records of the units the version just committed names (they count through it now;
-        their statistics stay in their files' footers): a writer that opens later lists only what is pending."""
-        if self._retire:
-            from shards.layout import pending_record_path
+        """Remove the pending records of the units the version before the one just committed named (they count
+        through the log now; their statistics stay in their files' footers). The latest version's own records stay
+        until the next version: a writer that opens later lists them without reading them, and `verify --repair`
+        rebuilds a lost or damaged latest log entry from them."""
+        from shards.layout import pending_record_path
 
-            self.storage.delete_many([pending_record_path(i) for i in sorted(self._retire)])
-            self._retire = set()
+        old = self._retire_prev - self._retire  # a record rewritten since (same path) names the new version's unit
+        if old:
+            self.storage.delete_many([pending_record_path(i) for i in sorted(old)])
+        self._retire_prev, self._retire = self._retire, set()
 
     def checkpoint_now(self) -> None:
         """Write a new version with a checkpoint of every unit (``verify --repair``, after setting aside damaged
@@ -722,6 +727,9 @@ class DatasetWriter:
             raise self.lock.lost
         try:
             wrote = self._write_manifest()
+            # A writer taken over while paused must not describe its own (older) version in the successor's
+            # card, nor report success: the check reads the lock itself, not the heartbeat thread's verdict.
+            self.lock.check()
             if wrote or self._wrote_version or not self.storage.exists(CARD):
                 self._write_card()
         except BaseException:

@@ -2,7 +2,8 @@
 commits one unit, says so, then waits for a go file and commits more units. The test pauses it (SIGSTOP) past its
 ttl in between, lets another writer take the dataset over, resumes it and creates the go file.
 
-Usage: python -m tests.integration.stale_writer URI TTL READY_FILE GO_FILE
+Usage: python -m tests.integration.stale_writer URI TTL READY_FILE GO_FILE [close]
+(``close``: after the go file it only closes, committing nothing more: finding F3 of the attack on round 3.)
 Exit status 3 and the error on stderr when it finds that it lost the dataset (the expected end); 0 otherwise.
 """
 
@@ -23,10 +24,15 @@ def main() -> None:
     w.write_unit(50, unit_columns(50, 3))
     with open(ready, "w") as f:
         f.write(str(w.manifest.version))
+    if sys.argv[5:] == ["close"]:
+        # The heartbeat thread can notice the takeover first and mark the writer lost (then close raises for that
+        # reason): stopped here, the test is the case the attacker hit, where close() itself has to look.
+        w.lock._stop.set()
+        w.lock._thread.join()
     while not os.path.exists(go):
         time.sleep(0.02)
     try:
-        for u in (51, 52):
+        for u in (51, 52) if sys.argv[5:] != ["close"] else ():
             w.write_unit(u, unit_columns(u, 3))
         w.close()
     except LockLostError as exc:

@@ -82,6 +82,40 @@ def test_a_paused_writer_taken_over_never_rewrites_the_new_holders_history(tmp_p
     assert shards.verify_dataset(uri).ok
 
 
+def test_a_paused_writer_closing_with_nothing_pending_leaves_the_successors_card(tmp_path):
+    """Attack on round 3, F3: a writer taken over while paused, then closed with nothing pending, rewrote the
+    successor's README card (its data_files named only its own units) and exited 0. It now fails and writes nothing."""
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=2, rows=3)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.stale_writer", uri, str(TTL), str(ready),
+                             str(go), "close"], cwd=ROOT, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(TTL + 0.5)
+        with shards.create_dataset(uri, HOOKS, mode="append", lock_ttl=60, commit_interval=0) as b:
+            for u in (60, 61):
+                b.write_unit(u, unit_columns(u, 3))
+        card = (tmp_path / "ds" / "README.md").read_bytes()
+        assert b"unit-000061" in card
+        os.kill(proc.pid, signal.SIGCONT)
+        go.write_text("go")
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3, err
+        assert "lost the write lock" in err
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+    assert (tmp_path / "ds" / "README.md").read_bytes() == card
+    assert _ids(uri) == _rows_of([0, 1, 50, 60, 61])
+
+
 def test_a_stale_writer_past_its_lock_check_loses_the_version_race(tmp_path, monkeypatch):
     """The narrow window a lock check cannot close: a writer stalled *after* checking its lock and before creating
     its version's log entry. Simulated by disabling its check (a pause cannot be aimed at that instruction): its

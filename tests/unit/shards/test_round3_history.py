@@ -152,12 +152,14 @@ def test_a_lost_root_is_rebuilt_from_the_log_with_every_unit(tmp_path):
     now the log, which makes the versions, gives the latest version back whole."""
     uri, root = str(tmp_path / "ds"), tmp_path / "ds"
     before = write_dataset(uri, units=13, rows=10).manifest
-    assert not list((root / "_pending").iterdir())  # format v4 keeps no record of a committed unit
+    with shards.create_dataset(uri, HOOKS, mode="append") as w:  # the records of versions before the latest go
+        w.write_unit(13, unit_columns(13, 10))
+    assert [p.name for p in (root / "_pending").iterdir()] == ["unit-000013.json"]
     (root / "manifest.json").unlink()
     report = shards.verify_dataset(uri, repair=True)
     assert any("rebuilt from the log" in r for r in report.repaired)
     ds = shards.open_dataset(uri)
-    assert ds.num_rows == 130 and ds.manifest.dataset_id == before.dataset_id
+    assert ds.num_rows == 140 and ds.manifest.dataset_id == before.dataset_id
 
 
 # --- 9 -------------------------------------------------------------------------------------------------------------
