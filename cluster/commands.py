@@ -22,6 +22,10 @@ class _WithStorage:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
+        for name in ("uri", "prefix"):  # Storage("") is the file system's root: `info ''` said "no dataset at /"
+            value = getattr(self, name, None)
+            if isinstance(value, str) and not value.strip():
+                raise ConfigError(f"{name.upper()} is empty: give a path, file://PATH or s3://bucket/prefix")
         take_credentials(self, "uri", "prefix", "out")
 
 
@@ -36,7 +40,20 @@ class InfoConfig(_WithStorage):
     """Print the whole manifest as JSON."""
 
     data_version: int | None = field(default=None, alias=["--version"])
-    """Describe the dataset as it was at this version (`actlake versions URI` lists them; default: the latest)."""
+    """Describe the dataset as it was at this version (`actlake versions URI` lists them; default: the latest);
+    URI@vN says the same."""
+
+    def __post_init__(self) -> None:
+        from analysis.common.inputs import split_pin
+        from shards.secrets import redact_uri
+
+        uri, pinned = split_pin(self.uri)  # before the credentials: '@vN' never reads as the end of KEY:SECRET@
+        if pinned is not None:
+            if self.data_version is not None and self.data_version != pinned:
+                raise ConfigError(f"{redact_uri(uri)}@v{pinned} and --version {self.data_version} name two versions: "
+                                  "give one")
+            self.uri, self.data_version = uri, pinned
+        super().__post_init__()
 
 
 @dataclass
@@ -63,10 +80,17 @@ class VerifyConfig(_WithStorage):
     no_checksums: bool = field(default=False, action="store_true")
     """Skip reading whole files for checksums (sizes, footers and schemas are still checked)."""
 
+    since: int | None = field(default=None, metavar="VERSION")
+    """Check only the versions after VERSION (one an earlier verify passed): their log chain back to it, the unit
+    files they added, the latest's statistics and the root. Cost: what changed since, not the dataset's size."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.break_lock or self.drop_damaged) and not self.repair:
             raise ConfigError("--break-lock and --drop-damaged only act with --repair")
+        if self.since is not None and (self.repair or self.since < 0):
+            raise ConfigError("--since VERSION takes a version >= 0 (`actlake versions URI` lists them) and checks "
+                              "without --repair; `actlake verify --repair URI` repairs the whole dataset")
 
 
 @dataclass
@@ -142,7 +166,8 @@ class DemoConfig(_WithStorage):
     """Write a dataset of synthetic activations, then describe, verify and read it back."""
 
     out: str = "demo-data/synthetic"
-    """Where to write the demo dataset (replaced if it exists)."""
+    """Where to write the demo dataset (a demo dataset already there is replaced; any other only with
+    --overwrite)."""
 
     units: int = 16
     """Number of work units (one Parquet file each)."""
@@ -158,6 +183,9 @@ class DemoConfig(_WithStorage):
 
     seed: int = 0
     """Seed of the synthetic activations."""
+
+    overwrite: bool = field(default=False, action="store_true")
+    """Replace a dataset at --out that is not an earlier demo dataset."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -158,10 +159,9 @@ class DatasetWriter:
         self._stats_since: dict[int, UnitEntry | PendingUnit] = {}
         self._stats_dirty = False  #: a unit was removed or replaced since the files: the next version writes some
         self._stats_stale = False  #: ``stats`` must be rebuilt from every unit's own before the next version
-        self._retire: set[int] = set()  #: units whose pending records the version being built names
-        #: units whose records the latest version named: kept until the next version, so that a latest log entry
-        #: lost or damaged can be rebuilt from them (`verify --repair`); removed once a later version is committed
-        self._retire_prev: set[int] = set()
+        # units whose records the version being built names, and those the latest named: kept until the next
+        # version, so that a lost or damaged latest log entry can be rebuilt from them (`verify --repair`)
+        self._retire, self._retire_prev = set[int](), set[int]()
         self._rows = self._bytes = 0  #: totals of the committed units (updated per unit)
         #: this writer session's tag: every file it writes for a version is named with it (format v4), so files a
         #: stalled writer that lost its lock writes can never replace the ones of the version that counts
@@ -259,8 +259,13 @@ class DatasetWriter:
             return DatasetSchema(self.schema.hooks, dict(existing.schema.columns))
         return self.schema
 
+    @functools.cached_property
+    def _kept(self) -> list[int]:
+        """Every version record there is (a listing of ``_log/``: O(versions), so read only when no v3+ root says
+        where the dataset stands: a new, damaged or v1/v2 dataset; an append opens without it)."""
+        return list_versions(self.storage)
+
     def _open(self, mode: str, provenance: Provenance, config: dict | None) -> None:
-        self._kept = list_versions(self.storage)
         previous = self._existing_manifest(mode)
         #: the next version is the one after the latest (whose log entry is the last that exists: the root may lag).
         #: Without a readable root (an overwrite or a rebuild of a damaged one) or from a v2 dataset (whose killed

@@ -1,0 +1,78 @@
+"""``verify --since VERSION`` (issue 38): checks the versions after VERSION -- their chain back to it, the files they
+added, the latest's statistics and the root -- and nothing before, so its cost is what changed since."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import shards
+from cluster.cli import main
+from shards.versionlog import log_path
+from tests.helpers import HOOKS, unit_columns, write_dataset
+
+
+def _grown(tmp_path) -> tuple[str, object, int]:
+    uri, root = str(tmp_path / "ds"), tmp_path / "ds"
+    write_dataset(uri, units=3, rows=5)
+    since = shards.open_dataset(uri).version
+    for u in (3, 4, 5):  # three more versions, one unit each
+        with shards.create_dataset(uri, HOOKS, mode="append") as w:
+            w.write_unit(u, unit_columns(u, 5))
+    return uri, root, since
+
+
+def _flip(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_clean_dataset_passes_and_only_the_new_files_are_read(tmp_path, capsys):
+    uri, root, since = _grown(tmp_path)
+    report = shards.verify_dataset(uri, since=since)
+    assert report.ok and report.units_checked == 3 and report.versions_checked == [since + 1, since + 2, since + 3]
+    _flip(root / shards.open_dataset(uri).units[0].path)  # a file of VERSION and before: not its business
+    assert shards.verify_dataset(uri, since=since).ok and not shards.verify_dataset(uri).ok
+    capsys.readouterr()
+    assert main(["verify", uri, "--since", str(since)]) == 0
+    assert "3 units checked in 3 versions" in capsys.readouterr().out
+
+
+def test_a_flipped_byte_in_a_file_added_after_version_fails(tmp_path):
+    uri, root, since = _grown(tmp_path)
+    bad = shards.open_dataset(uri).units[4].path
+    _flip(root / bad)
+    report = shards.verify_dataset(uri, since=since)
+    assert not report.ok and any("checksum" in p for p in report.bad[bad])
+
+
+def test_a_rewritten_log_entry_after_version_fails(tmp_path):
+    uri, root, since = _grown(tmp_path)
+    path = root / log_path(since + 1)
+    entry = json.loads(path.read_text())
+    entry["updated"] = "2020-01-01T00:00:00Z"  # consistent, parses: only the next entry's digest of it tells
+    path.write_text(json.dumps(entry))
+    report = shards.verify_dataset(uri, since=since)
+    assert not report.ok and "rewritten after it was committed" in report.versions[log_path(since + 1)]
+
+
+def test_a_missing_entry_and_a_stale_root_fail(tmp_path):
+    uri, root, since = _grown(tmp_path)
+    (root / log_path(since + 2)).unlink()
+    assert log_path(since + 2) in shards.verify_dataset(uri, since=since).versions
+    uri2, root2, since2 = _grown(tmp_path / "b")
+    m = json.loads((root2 / "manifest.json").read_text())
+    m["units"]["digest"] = "0" * 32  # reads on its own; only the comparison with the latest entry tells
+    (root2 / "manifest.json").write_text(json.dumps(m))
+    assert "manifest.json" in shards.verify_dataset(uri2, since=since2).versions
+
+
+def test_bad_since_is_refused_before_any_work(tmp_path, capsys):
+    uri, _root, _since = _grown(tmp_path)
+    assert main(["verify", uri, "--since", "999"]) == 2
+    assert "latest version" in capsys.readouterr().err
+    assert main(["verify", uri, "--since", "1", "--repair"]) == 2
+    with pytest.raises(Exception, match="latest version"):
+        shards.verify_dataset(uri, since=999)
