@@ -117,6 +117,11 @@ class VacuumConfig(_WithStorage):
     dry_run: bool = field(default=False, action="store_true")
     """Only say what would be removed."""
 
+    full: bool = field(default=False, action="store_true")
+    """List every file of the dataset and remove whatever no kept version names (garbage of killed writers
+    included). Without it, what the dropped versions superseded is read from their log entries: the cost is what
+    is removed, not the dataset's size."""
+
     break_lock: bool = field(default=False, action="store_true")
     """Take the write lock even if another writer seems to hold it (see `actlake unlock`)."""
 

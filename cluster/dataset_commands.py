@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 
 from cluster.commands import DemoConfig, InfoConfig, LsConfig, UnlockConfig, VacuumConfig, VerifyConfig, VersionsConfig
@@ -53,30 +54,59 @@ def _stat_text(s) -> str:
     return f"  mean‖x‖ {s.mean_norm:.4g}  max|x| {s.max_abs:.4g}  mean var {s.mean_variance:.4g}"
 
 
+#: a version-like suffix at the end of a URI: ``@v3`` (``URI@vN``), and what is not one (``@v-1``, ``@vx``)
+_VERSION_SUFFIX = re.compile(r"@v[^/@]*$")
+
+
+def check_version_suffix(command: str, uri: str, storage, pins: bool = False) -> None:
+    """A URI ending in ``@v…`` where no dataset is, but one is without the suffix: say what is wrong with the suffix
+    (``actlake info DS@v-1`` said "no actlake dataset at DS@v-1", while DS exists). ``pins``: the command reads
+    ``URI@vN`` (what is left here is no version number); else it takes the whole dataset, not a version."""
+    from shards.errors import ConfigError
+    from shards.layout import MANIFEST
+
+    m = _VERSION_SUFFIX.search(uri)
+    if m is None or Storage(uri, storage).exists(MANIFEST):
+        return
+    base = Storage(uri[:m.start()], storage)
+    if not base.exists(MANIFEST):
+        return  # no dataset either way: the command says so
+    suffix, name = printable(m.group(0)), printable(base.display())
+    if pins:
+        raise ConfigError(f"{name}{suffix}: {suffix!r} is not a version: a version is pinned as URI@vN with N a whole "
+                          f"number from 0, e.g. {name}@v3 (`actlake versions {name}` lists them)")
+    raise ConfigError(f"{name}{suffix}: `actlake {command}` takes a dataset, not one of its versions: give {name} "
+                      "(without the suffix)")
+
+
 def cmd_info(cfg: InfoConfig) -> int:
+    check_version_suffix("info", cfg.uri, cfg.storage, pins=True)
     ds = open_dataset(cfg.uri, cfg.storage, version=cfg.data_version)
     print(json.dumps(ds.manifest.to_json(), indent=1) if cfg.json else describe(ds))
     return 0
 
 
 def cmd_verify(cfg: VerifyConfig) -> int:
+    check_version_suffix("verify", cfg.uri, cfg.storage)
     report = verify_dataset(cfg.uri, cfg.storage, checksums=not cfg.no_checksums, repair=cfg.repair,
-                            break_lock=cfg.break_lock, drop_damaged=cfg.drop_damaged)
+                            break_lock=cfg.break_lock, drop_damaged=cfg.drop_damaged, since=cfg.since)
     for line in report.lines():
         print(printable(line, keep_newlines=True))  # names and problems read from the dataset's files
     problems = [f"{len(report.bad)} bad unit(s)"] if report.bad else []
     problems += [f"{len(report.records)} bad commit record(s)"] if report.records else []
     problems += [f"{len(report.stats)} bad statistics file(s)"] if report.stats else []
+    problems += [f"{len(report.versions)} bad version record(s)"] if report.versions else []
     status = "OK" if report.ok else f"FAILED: {', '.join(problems)}"
     versions = report.versions_checked
     span = f" in {len(versions)} versions ({versions[0]}..{versions[-1]})" if len(versions) > 1 else ""
-    print(f"{report.uri}: {report.units_checked} units checked{span}, {status}")
+    print(f"{printable(report.uri)}: {report.units_checked} units checked{span}, {status}")  # a path's ESC escaped
     return 0 if report.ok else 1
 
 
 def cmd_versions(cfg: VersionsConfig) -> int:
     from shards.versions import versions
 
+    check_version_suffix("versions", cfg.uri, cfg.storage)
     infos = versions(cfg.uri, cfg.storage)
     if cfg.json:
         for v in infos:
@@ -96,12 +126,14 @@ def cmd_versions(cfg: VersionsConfig) -> int:
 def cmd_vacuum(cfg: VacuumConfig):
     from shards.versions import vacuum
 
-    return vacuum(cfg.uri, cfg.keep, cfg.storage, dry_run=cfg.dry_run, break_lock=cfg.break_lock)
+    check_version_suffix("vacuum", cfg.uri, cfg.storage)
+    return vacuum(cfg.uri, cfg.keep, cfg.storage, dry_run=cfg.dry_run, break_lock=cfg.break_lock, full=cfg.full)
 
 
 def cmd_unlock(cfg: UnlockConfig) -> int:
     from shards.lock import break_lock
 
+    check_version_suffix("unlock", cfg.uri, cfg.storage)
     storage = Storage(cfg.uri, cfg.storage)
     holder = break_lock(storage)
     if holder is None:
@@ -160,6 +192,31 @@ def _demo_unit(rng, u: int, cfg: DemoConfig, hooks: dict, directions) -> dict:
     return cols
 
 
+def _check_demo_out(cfg: DemoConfig) -> None:
+    """Refuse, before anything is written, a --out holding a dataset that an earlier ``actlake demo`` did not make
+    (a mistyped --out would lose the latest view of a real dataset), unless --overwrite. A folder holding no
+    dataset is written into (its files are kept) and an earlier demo dataset is replaced, as before."""
+    from shards.errors import ActlakeError, ConfigError, DatasetNotFoundError
+    from shards.layout import LOG_DIR
+    from shards.manifest import read_manifest
+
+    if cfg.overwrite:
+        return
+    storage = Storage(cfg.out, cfg.storage)
+    try:
+        config = read_manifest(storage, lazy=True).config or {}
+    except DatasetNotFoundError:
+        if not storage.list(LOG_DIR):  # no dataset at all (a dataset whose root was lost still has its log)
+            return
+        config = {}
+    except ActlakeError:  # a dataset that cannot be read is no known demo
+        config = {}
+    if config.get("command") != "demo":
+        raise ConfigError(f"--out {printable(storage.display())} holds a dataset that `actlake demo` did not write: "
+                          "the demo never replaces another dataset unless told to. Give --overwrite to replace it, "
+                          "or choose another --out (e.g. demo-data/synthetic).")
+
+
 def cmd_demo(cfg: DemoConfig) -> int:
     import numpy as np
     from tqdm.auto import tqdm
@@ -170,6 +227,7 @@ def cmd_demo(cfg: DemoConfig) -> int:
     rng = np.random.default_rng(cfg.seed)
     directions = rng.standard_normal((8, cfg.dim)).astype(np.float32)
     t0 = time.perf_counter()
+    _check_demo_out(cfg)
     with create_dataset(cfg.out, hooks, columns={"label": "string"}, mode="overwrite", storage_options=cfg.storage,
                         provenance={"model": {"name": "synthetic"}, "corpus": {"source": "demo", "seed": cfg.seed}},
                         config={"command": "demo", **dataclasses.asdict(cfg)}) as w:

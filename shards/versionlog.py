@@ -119,6 +119,10 @@ class LogEntry:
     #: the writer session that wrote this version (format v4): its statistics files and checkpoint carry it in their
     #: names, so that files another writer wrote for the same version number are never taken for this one's
     tag: str = ""
+    #: the files of the units this version removed or replaced (what stops being named with it: ``vacuum`` removes
+    #: them once no kept version is before it); None in entries written before 2026-12 and by an overwrite's first
+    #: version, whose vacuum lists the dataset's files instead
+    superseded: list[str] | None = None
 
     def to_json(self) -> dict:
         # empty fields are left out: a one-unit version's record is mostly that unit's entry
@@ -133,6 +137,8 @@ class LogEntry:
                             ("tag", self.tag)):
             if value:
                 out[name] = value
+        if self.superseded is not None:
+            out["superseded"] = self.superseded
         out["counts"] = self.counts
         return out
 
@@ -145,7 +151,8 @@ class LogEntry:
                    added=added, removed=removed,
                    state=dict(d.get("state") or {}), counts=dict(d.get("counts") or {}),
                    stats_at=int(d["stats_at"]) if d.get("stats_at") is not None else None,
-                   tag=check_tag(str(d.get("tag") or "")))
+                   tag=check_tag(str(d.get("tag") or "")),
+                   superseded=[str(x) for x in d["superseded"]] if isinstance(d.get("superseded"), list) else None)
 
     @property
     def checkpoint_path(self) -> str:
@@ -661,7 +668,7 @@ class LogWriter:
                 or (len(self.chain) >= CHECKPOINT_EVERY and churn >= LEAF_MIN))
 
     def write(self, state: dict, units, added: dict[int, object], removed: set[int],
-              counts: dict) -> bytes:
+              counts: dict, superseded: list[str] | None = None) -> bytes:
         """Write one version: its checkpoint when due, its log entry (created only if absent: the commit point),
         then the root. Returns the root's bytes. ``units``: every unit of the version (read only for a first
         checkpoint). VersionConflictError when another writer created this version first: nothing of this one
@@ -676,7 +683,8 @@ class LogWriter:
                          previous={"version": self.base[0], "digest": self.base[1]} if self.base else None,
                          updated=state.get("updated", ""), commit=state.get("commit") or {},
                          added=[u.to_json() for _, u in sorted(added.items())], removed=sorted(removed),
-                         state=changed, counts=counts, stats_at=version if wrote_stats else None, tag=self.tag)
+                         state=changed, counts=counts, stats_at=version if wrote_stats else None, tag=self.tag,
+                         superseded=sorted(superseded) if superseded is not None and self.base else None)
         saved = (self.checkpoint, self.checkpoint_tag, self.leaves, self.removed, self.chain, self.since_added,
                  self.since_removed)
         if due:

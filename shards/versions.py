@@ -26,12 +26,10 @@ from shards.storage import Storage, StorageOptions
 from shards.unit_table import IdDigest
 from shards.versionlog import (
     LOG_FORMAT,
-    Checkpoint,
     LogEntry,
     apply_state,
     checkpoint_files,
     digest,
-    dumps,
     in_parallel,
     list_log_versions,
     live_checkpoints,
@@ -316,14 +314,16 @@ class VacuumReport:
 
 
 def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | None = None, dry_run: bool = False,
-           break_lock: bool = False) -> VacuumReport:
+           break_lock: bool = False, full: bool = False) -> VacuumReport:
     """Remove every version but the newest ``keep``, and the files no kept version (and no commit record) names.
 
     Runs under the dataset's write lock, so no writer is between writing a unit and committing it. A reader
     still reading a removed version loses its files: keep as many versions as readers may be pinned to.
     Order: the oldest kept version gets a checkpoint of its own first (format v3: its history before it can go),
     then version records, then data, so that a vacuum stopped half-way leaves no kept version naming a missing
-    file.
+    file. What it removes is found in the dropped versions' log entries (each names the files it superseded): it
+    costs what it removes. ``full`` (and a dataset whose entries do not say) lists every file instead and removes
+    whatever no kept version names, garbage of killed writers included.
     """
     from shards.lock import WriteLock
 
@@ -334,7 +334,7 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
     lock = WriteLock(storage)
     lock.acquire(break_lock=break_lock)
     try:
-        return _vacuum(storage, keep, dry_run)
+        return _vacuum(storage, keep, dry_run, full)
     finally:
         lock.release_quietly()
 
@@ -364,26 +364,54 @@ def _unneeded_stats(storage: Storage, latest: Manifest, named: set[str]) -> list
 
 
 def _own_checkpoint(storage: Storage, version: int) -> None:
-    """Give a v3 version a checkpoint of its own (its state and its unit list as one leaf), so that the log
-    entries and checkpoints before it are no longer needed to read it."""
-    from shards.layout import leaf_path
-    from shards.unit_table import UnitTable
-    from shards.versionlog import LeafRef, leaf_level
+    """Give a v3 version a checkpoint of its own, so that the log entries and checkpoints before it are no longer
+    needed to read it. It reuses the leaves of the checkpoint its chain starts from and adds one leaf of the units
+    its chain added since (as a writer's checkpoint does): it costs the versions between, not the unit count."""
+    from shards.versionlog import LogWriter, net_changes
 
     entry = read_log(storage, version)[0]
     if storage.exists(entry.checkpoint_path):  # its writer's (or an earlier vacuum's): under the entry's tag
         return
-    state, table, entry = version_state(storage, version)
-    leaves = []
-    if len(table):
-        data = table.to_parquet() if isinstance(table, UnitTable) else UnitTable.from_entries(table).to_parquet()
-        d = digest(data)
-        storage.put_bytes(leaf_path(d), data)
-        leaves = [LeafRef(leaf_path(d), d, len(table), leaf_level(len(table)))]
+    cp, chain, state = _state_of(storage, entry)
     # named by the version's own tag: whoever writes this name writes this version's state (no other writer can)
-    cp = Checkpoint(version=version, state={**state, "format_version": LOG_FORMAT if entry.tag else 3},
-                    leaves=leaves, tag=entry.tag)
-    storage.put_bytes(entry.checkpoint_path, dumps(cp.to_json()))
+    writer = LogWriter(storage, entry.tag)
+    writer.checkpoint, writer.leaves, writer.removed = cp.version, list(cp.leaves), set(cp.removed)
+    writer.since_added, writer.since_removed = net_changes(chain)
+    state = {k: v for k, v in state.items() if k != "format_version"}
+    writer._checkpoint(version, {**state, "format_version": LOG_FORMAT if entry.tag else 3}, {}, entry)
+
+
+def _state_of(storage: Storage, entry: LogEntry):
+    """A v3/v4 version's state without its unit list: (the checkpoint its chain starts from, the entries after it,
+    the state)."""
+    from shards.versionlog import chain_to
+
+    start, chain = chain_to(storage, entry, set(checkpoint_files(storage)))
+    cp = read_checkpoint(storage, start.version, start.tag)
+    return cp, chain, apply_state(storage, cp.state, chain, summaries=False)
+
+
+def _superseded_files(storage: Storage, latest: Manifest, drop: list[int], first_kept: int) -> list[str] | None:
+    """What dropping ``drop`` (every version before ``first_kept``) stops naming, from the log entries alone: the
+    files of units removed or replaced by the versions after the oldest dropped one up to the first kept one (file
+    names are never reused), and the statistics files dropped versions wrote that the first kept version does not
+    name. It costs the dropped versions, not the units. None when an entry does not record what it superseded
+    (written before 2026-12, or an overwrite): then the dataset's files are listed."""
+    from shards.layout import versioned_stats_path
+
+    if not drop or any(storage.exists(version_path(v)) for v in drop):
+        return None
+    try:
+        entries = in_parallel(lambda v: read_log(storage, v)[0], list(range(min(drop), first_kept + 1)))
+    except (FileNotFoundError, CorruptManifestError):
+        return None
+    if any(e.superseded is None for e in entries[1:]):
+        return None
+    files = {p for e in entries[1:] for p in e.superseded}
+    kept_stats = set((_state_of(storage, entries[-1])[2].get("stats_files") or {}).values())
+    files |= {p for e in entries[:-1] if e.stats_at for h in latest.hooks
+              if (p := versioned_stats_path(h, e.version, e.tag)) not in kept_stats}
+    return sorted(files)
 
 
 def _reroot(storage: Storage, latest: Manifest, first_kept: int) -> None:
@@ -422,7 +450,7 @@ def _history_to_drop(storage: Storage, drop: list[int], first_kept: int) -> list
     return files
 
 
-def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
+def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> VacuumReport:
     latest = read_manifest(storage)  # again, under the lock
     kept_versions = [v for v in list_versions(storage) if v <= latest.version] or [latest.version]
     drop = kept_versions[:-keep] if len(kept_versions) > keep else []
@@ -432,8 +460,12 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool) -> VacuumReport:
         _own_checkpoint(storage, first_kept)
         _reroot(storage, latest, first_kept)
         latest = read_manifest(storage)
-    named = _named_by(storage, latest, keep_set)
-    files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
+    files = None if full else _superseded_files(storage, latest, drop, first_kept)
+    if files is None:  # the whole dataset's files, against what every kept version names
+        named = _named_by(storage, latest, keep_set)
+        files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
+    else:
+        files = [f for f in files if storage.exists(f)]
     history = _history_to_drop(storage, drop, first_kept) if drop else []
     report = VacuumReport(uri=storage.display(), kept=keep_set, removed_versions=drop,
                           removed_files=files + history, dry_run=dry_run)

@@ -147,11 +147,11 @@ class DatasetWriter:
         self.commit_interval = float(commit_interval)
         self.commit_info = commit_info or CommitInfo(operation=mode)
         self._added = self._removed = 0
-        self._wrote_version = False
-        self._last_write = 0.0
+        self._wrote_version, self._last_write = False, 0.0
         self._written_state: dict | None = None  #: the state fields at the last write (None: must write)
         self._pending_added: dict[int, UnitEntry] = {}  #: units added or replaced since the last version
         self._pending_removed: set[int] = set()  #: units dropped since the last version
+        self._superseded: list[str] | None = []  #: files of units removed or replaced since (None: unknown)
         self._ids = IdDigest(content=0)  #: the committed units, summarised (updated per unit: O(1))
         self._stats_ids: IdDigest | None = None  #: the units the statistics files of the last version cover
         #: units added since those files (statistics files are written every ``STATS_EVERY`` units: a version
@@ -319,6 +319,7 @@ class DatasetWriter:
         # stopped before, nothing changed; stopped after, they are records of a replaced dataset, never folded
         # (``CommitRecord.belongs_to``) and removed by `verify --repair`.
         self.log.restart()
+        self._superseded = None  # every file of the old dataset: its vacuum lists the dataset's files
         if previous is not None:
             self._removed += len(previous.units)
             log.info("overwriting %s: version %d (%d units) stays readable as a version until vacuumed",
@@ -503,6 +504,8 @@ class DatasetWriter:
             self._merge_stats(record)
             self._stats_since[record.id] = record.unit
         elif old.path != record.unit.path or old.checksum != record.unit.checksum:
+            if self._superseded is not None:
+                self._superseded.append(old.path)
             # a rewrite of a committed unit replaces it: no trace of the old copy, and the digest of the units the
             # statistics cover changes, so this version writes statistics of its own rows
             self._ids = self._ids.replaced(record.id, old.checksum, record.unit.checksum)
@@ -510,6 +513,8 @@ class DatasetWriter:
 
     def _remove(self, uid: int) -> None:
         old = self.units.pop(uid)
+        if self._superseded is not None:
+            self._superseded.append(old.path)
         self._pending_added.pop(uid, None)
         self._pending_removed.add(uid)
         self._ids = self._ids.toggled(uid, added=False, checksum=old.checksum)
@@ -558,7 +563,8 @@ class DatasetWriter:
         counts = {"units": len(self.units), "rows": self._rows, "bytes": self._bytes, "max_id": self.units.max_id,
                   "digest": self._ids.to_hex()}
         try:
-            data = self.log.write(m.state_json(), self.units, self._pending_added, self._pending_removed, counts)
+            data = self.log.write(m.state_json(), self.units, self._pending_added, self._pending_removed, counts,
+                                  self._superseded)
         except VersionConflictError:
             m.version = m.version - 1
             m.stats_files, m.stats_pending, self._stats_ids, self._stats_since, self._stats_dirty = saved
@@ -568,7 +574,7 @@ class DatasetWriter:
         self._retire_records()
         m.source_digest = bytes_digest(data)
         self._written_state = _state_key(m.state_json())
-        self._pending_added, self._pending_removed = {}, set()
+        self._pending_added, self._pending_removed, self._superseded = {}, set(), []
         self._added = self._removed = 0
         self._last_write = time.monotonic()
         self._wrote_version = True  # the card (written at close) describes the latest version
