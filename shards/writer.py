@@ -232,7 +232,10 @@ class DatasetWriter:
             return read_manifest(self.storage)  # the error that names what to do
         memo = getattr(self, "_root_memo", None)
         if memo is None or memo[0] != raw:
-            memo = self._root_memo = (raw, parse_manifest(raw, self.storage.display(MANIFEST), self.storage))
+            # lazy: the unit list is read only when a question needs it (``UnitSet``): an append to a million-unit
+            # dataset reads its root, not its unit list
+            memo = self._root_memo = (raw, parse_manifest(raw, self.storage.display(MANIFEST), self.storage,
+                                                          lazy=True))
         return roll_forward(self.storage, memo[1])  # versions committed after the root was written
 
     def _check_existing(self, existing: Manifest | None, mode: str) -> None:
@@ -442,8 +445,10 @@ class DatasetWriter:
         pending = record_ids(self.storage)
         # A unit the manifest names already counts through it (the latest version's own records, kept until the
         # next version; or a second attempt at a committed unit): not read, removed after this writer's first
-        # version. The others are a killed writer's: folded.
-        done = {i for i in pending if i in self.units}
+        # version. The others are a killed writer's: folded. The latest version's are found in its log entry, so
+        # that the unit list is read only for a record of another unit.
+        recent = self._latest_added() if pending else set()
+        done = {i for i in pending if i in recent or i in self.units}
         self._retire_prev |= done
         records, bad = readable_records(self.storage, [i for i in pending if i not in done])
         fresh = list(records)
@@ -484,6 +489,15 @@ class DatasetWriter:
         self.folded = folded  #: units folded from a killed writer's records when it opened (`verify --repair` says)
         if folded:
             log.info("folded %d committed units that the manifest did not list yet", folded)
+
+    def _latest_added(self) -> set[int]:
+        """The ids of the units the latest version added (its log entry; empty before format v3)."""
+        from shards.versionlog import read_log
+
+        try:
+            return {int(d["id"]) for d in read_log(self.storage, self.manifest.version)[0].added}
+        except (FileNotFoundError, CorruptManifestError, KeyError, ValueError, TypeError):
+            return set()
 
     # --- committing ------------------------------------------------------------
     def _merge_stats(self, record: CommitRecord) -> None:
