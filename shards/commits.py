@@ -55,8 +55,10 @@ class CommitRecord:
             return self.dataset_id == manifest.dataset_id
         return not manifest.replaces
 
-    def write(self, storage: Storage) -> None:
-        storage.put_bytes(record_path(self.id), (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode())
+    def write(self, storage: Storage, fsync: bool = True) -> None:
+        """Put the pending record (``fsync=False``: as a writer that does not flush its unit files either)."""
+        storage.put_bytes(record_path(self.id), (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode(),
+                          fsync)
 
     @classmethod
     def read(cls, storage: Storage, unit_id: int, legacy: bool = False) -> CommitRecord:

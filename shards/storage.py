@@ -13,6 +13,7 @@ exception classes in ``transient_errors``), e.g. while an S3 server restarts.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
@@ -31,7 +32,7 @@ from simple_parsing import field
 
 from shards.errors import ActlakeError, ConfigError, StorageError
 from shards.retry import RetryPolicy, retry
-from shards.secrets import redact_uri, secret_values, split_credentials
+from shards.secrets import redact_message, redact_uri, secret_values, split_credentials
 
 log = logging.getLogger("actlake.storage")
 T = TypeVar("T")
@@ -71,6 +72,30 @@ def untrusted_certificate_errors() -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+class ExtendOptions(argparse.Action):
+    """``--storage-option A=1 B=2 --storage-option C=3``: every flag counts, after a job file's list (or single
+    option); argparse's ``store`` kept only the last flag's, silently."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = getattr(namespace, self.dest, None)
+        items = [given] if isinstance(given, str) else list(given or [])
+        setattr(namespace, self.dest, items + list(values or []))
+
+
+def check_option_list(items: list[str], flag: str) -> None:
+    """Refuse a ``KEY=VALUE`` option list with an item that is not one, or with a KEY given twice (a repeated
+    ``--storage-option`` flag once kept only its last value, silently); the messages never show a value."""
+    seen: set[str] = set()
+    for item in items:
+        key = str(item).split("=", 1)[0]
+        if "=" not in str(item) or not key:
+            raise ConfigError(f"{flag} {redact_message(repr(str(item)))}: write KEY=VALUE, e.g. requester_pays=true")
+        if key in seen:
+            raise ConfigError(f"{flag} {redact_message(key)}=... is given twice (flags and a job file's list "
+                              "count together): give each option once")
+        seen.add(key)
+
+
 @dataclass
 class StorageOptions:
     """Where the data lives, beyond the URI (credentials come from the usual environment, never from flags)."""
@@ -87,8 +112,9 @@ class StorageOptions:
     anonymous: bool = field(default=False, action="store_true")
     """Read public buckets without credentials."""
 
-    storage_option: list[str] = field(default_factory=list, nargs="*")
-    """Any other fsspec option as KEY=VALUE (JSON values), e.g. --storage-option requester_pays=true."""
+    storage_option: list[str] = field(default_factory=list, nargs="*", action=ExtendOptions)
+    """Any other fsspec option as KEY=VALUE (JSON values), e.g. --storage-option requester_pays=true; repeat the
+    flag (or give several after one) for more options."""
 
     credentials: dict[str, str] = field(default_factory=dict, cmd=False)
     """Key, secret and token taken out of a ``KEY:SECRET@`` URI (``take_credentials``): held here once, never
@@ -96,9 +122,7 @@ class StorageOptions:
 
     def __post_init__(self) -> None:
         self.storage_option = [self.storage_option] if isinstance(self.storage_option, str) else self.storage_option
-        for item in self.storage_option:
-            if "=" not in item or not item.split("=", 1)[0]:
-                raise ConfigError(f"--storage-option {item!r}: write KEY=VALUE, e.g. requester_pays=true")
+        check_option_list(self.storage_option, "--storage-option")
 
     def to_fsspec(self) -> dict:
         """The fsspec keyword arguments these options stand for (S3 names; the rest passed through)."""
@@ -236,6 +260,32 @@ def as_fsspec_options(options: StorageOptions | dict | None) -> dict:
     return dict(options or {})
 
 
+#: S3 endpoints this process has had an answer from. A store not reached yet is probed once, quickly, before its
+#: first operation (``Storage._reach``): an endpoint where nothing listens then fails in seconds, where every
+#: operation's retries (botocore's and ours, meant for a store that answered before) took about seven minutes.
+_REACHED: set[str] = set()
+#: the probe's patience: a connect timeout per try, one try per botocore call, 3 calls in all (about 16 s at most
+#: for an address that never answers; under a second for a refused connection)
+_PROBE_CONNECT_TIMEOUT = 5
+_PROBE_POLICY = RetryPolicy(attempts=2)
+
+
+def s3_endpoint(options: dict) -> str:
+    """The endpoint an S3 client of these fsspec options talks to, as s3fs/botocore choose it ("" for AWS)."""
+    return str(options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+               or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "")
+
+
+def quick_s3_options(options: dict) -> dict:
+    """``options`` with a short connect timeout and one try per request, where the user set neither."""
+    opts = dict(options)
+    config = dict(opts.get("config_kwargs") or {})
+    config.setdefault("connect_timeout", _PROBE_CONNECT_TIMEOUT)
+    config.setdefault("retries", {"max_attempts": 1})
+    opts["config_kwargs"] = config
+    return opts
+
+
 class Storage:
     """A dataset root on some filesystem, with retried primitive operations.
 
@@ -340,7 +390,9 @@ class Storage:
     def display(self, rel: str = "") -> str:
         """The URI of ``rel`` as shown to people (no credentials)."""
         base = redact_uri(self.uri)
-        return f"{base}/{rel}" if rel else base
+        if not rel:
+            return base
+        return f"{base}{'' if base.endswith('/') else '/'}{rel}"  # a file of "/" is "/x", not "//x"
 
     def child(self, rel: str) -> Storage:
         return Storage(f"{self.uri}/{rel}", self.storage_options, self.policy)
@@ -367,6 +419,8 @@ class Storage:
         and handles); otherwise a missing bucket or parent is a StorageError that says so. Every other
         failure becomes a StorageError naming the object, with secrets removed.
         """
+        self._reach(rel)
+
         def attempt() -> T:
             try:
                 return fn()
@@ -391,6 +445,32 @@ class Storage:
         except Exception as exc:  # noqa: BLE001 - every other store failure, named and scrubbed
             raise StorageError(f"{what} failed for {self.display(rel)}: {type(exc).__name__}: "
                                f"{self.scrub(str(exc))}{_hint(exc)}") from None
+
+    def _reach(self, rel: str = "") -> None:
+        """Before the first operation on an S3 endpoint in this process: one quick look at the bucket (short connect
+        timeout, 3 tries in about a second), so that an endpoint where nothing listens is a StorageError naming it
+        in seconds. Any answer, a refusal included, counts as reached: the operation itself reports it."""
+        if not self.uri.startswith(_S3) or getattr(self, "_probing", False):
+            return
+        endpoint = s3_endpoint(self.storage_options)
+        if endpoint in _REACHED:
+            return
+        quick = Storage(self.uri, quick_s3_options(self.storage_options), _PROBE_POLICY)
+        quick._probing = True
+        try:
+            # HEAD of the bucket: one small request that raises what the connection met (exists() would swallow it)
+            bucket = quick.root.split("/", 1)[0]
+            retry(lambda: quick.fs.call_s3("head_bucket", Bucket=bucket), retry_on=transient_errors(),
+                  policy=_PROBE_POLICY)
+        except transient_errors() as exc:
+            where = f"the S3 endpoint {redact_uri(endpoint)}" if endpoint else "AWS S3"
+            raise StorageError(
+                f"cannot reach {where} for {self.display(rel)}: {type(exc).__name__}: {self.scrub(str(exc))}. Nothing "
+                "answered there (tried 3 times): check that the store is running and the endpoint is right "
+                "(--endpoint-url, AWS_ENDPOINT_URL), and that this machine can reach it.") from None
+        except Exception:  # noqa: BLE001, S110 - it answered (a refusal, missing credentials): the operation says so
+            pass
+        _REACHED.add(endpoint)
 
     def _invalidate(self) -> None:
         try:
@@ -432,14 +512,14 @@ class Storage:
         """A seekable binary file for Parquet footers and row groups; FileNotFoundError when missing."""
         return self.call("open", rel, lambda: self.fs.open(self.path(rel), "rb"), missing_ok=True)
 
-    def put_bytes(self, rel: str, data: bytes | memoryview) -> None:
+    def put_bytes(self, rel: str, data: bytes | memoryview, fsync: bool = True) -> None:
         """Write an object whole: readers see the old object or the new one, never a part.
 
         On object stores a single PUT (or a completed multipart upload) is atomic. On a local disk
-        we write a temporary sibling and rename it.
+        we write a temporary sibling and rename it (``fsync``: flushed to the disk first).
         """
         def local() -> None:
-            with self._local_output(rel, fsync=True) as f:
+            with self._local_output(rel, fsync=fsync) as f:
                 f.write(data)
 
         def remote() -> None:

@@ -263,5 +263,5 @@ class UnitWriter:
         record = CommitRecord(entry, self.schema, stats, dataset_id=self.dataset_id)
         if self.before_record is not None:
             self.before_record()
-        record.write(self.storage)
+        record.write(self.storage, self.fsync)
         return record
