@@ -21,6 +21,7 @@ from cluster.jobfiles import JobFileParser
 from shards.errors import ActlakeError
 from shards.invocation import set_command_line
 from shards.printable import printable
+from shards.secrets import redact_message
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(name, cfg)
         result = _resolve(COMMANDS[name].run)(cfg)
     except ActlakeError as exc:
-        print(f"actlake {name}: error: {printable(str(exc), keep_newlines=True)}", file=sys.stderr)  # text of files
+        message = redact_message(str(exc), argv)  # it may echo what was typed (--storage-option 'secret:X')
+        print(f"actlake {name}: error: {printable(message, keep_newlines=True)}", file=sys.stderr)  # text of files
         return 2
     if isinstance(result, int):
         return result
@@ -218,7 +220,11 @@ def cli() -> None:
     when no Ray runtime was started: tearing down the native libraries it loaded (torch, scikit-learn, arrow) has
     aborted the process ("terminate called without an active exception", exit 134) after the error was printed,
     in about 1 of 10 runs on these machines, so a script saw 134 instead of 2."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # a closed pipe shows here for output still buffered
+    except BrokenPipeError:
+        code = _reader_went_away()
     ray = sys.modules.get("ray")
     if code != 0 and not (ray is not None and ray.is_initialized()):
         sys.stdout.flush()
@@ -226,6 +232,23 @@ def cli() -> None:
         logging.shutdown()
         os._exit(code)
     sys.exit(code)
+
+
+#: the exit code of a command whose reader closed its output early (``actlake versions DS | head``): 128 + SIGPIPE,
+#: what a shell reports for a program the closed pipe ended
+BROKEN_PIPE_EXIT = 141
+
+
+def _reader_went_away() -> int:
+    """Output went to a pipe whose reader left (``| head``): stop quietly. Standard output is pointed at the null
+    device, so flushing what is still buffered at exit cannot raise a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process): nothing to redirect
+        pass
+    return BROKEN_PIPE_EXIT
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -17,6 +19,7 @@ from simple_parsing import ArgumentParser
 
 from shards.config import check_nested_keys
 from shards.errors import ConfigError
+from shards.secrets import redact_message
 
 ENV_PREFIX = "env:"
 
@@ -117,6 +120,10 @@ def _pin_versions(data: dict, cfg_cls, where: str) -> dict:
     return data
 
 
+_UNRECOGNIZED = "unrecognized arguments: "  #: argparse's message for words no flag took
+_UNKNOWN_FLAG_VALUE = re.compile(r"(?<!\S)(--?[\w.\-]+)=\S+")
+
+
 class JobFileParser(ArgumentParser):
     """simple_parsing's parser, reading ``--config`` files with ``read_job_file`` and ``normalise``."""
 
@@ -125,7 +132,16 @@ class JobFileParser(ArgumentParser):
     def parse_known_args(self, args=None, namespace=None, *rest, **kwargs):
         if args is not None:
             check_config_flag(list(args))
+        self._given = list(sys.argv[1:] if args is None else args)  # what error() masks the secrets of
         return super().parse_known_args(args, namespace, *rest, **kwargs)
+
+    def error(self, message: str):
+        """argparse's error, its message cleaned first: it echoes what was typed (``unrecognized arguments: ...``),
+        which may be a URI with credentials or a secret (``shards.secrets.redact_message``); an unknown flag's
+        ``=VALUE`` is not shown (``--hf-tokn=SECRET``: a mistyped name no longer looks secret)."""
+        if message.startswith(_UNRECOGNIZED):
+            message = _UNKNOWN_FLAG_VALUE.sub(r"\1=***", message)
+        super().error(redact_message(message, getattr(self, "_given", ())))
 
     def set_defaults(self, config_path=None, **kwargs) -> None:
         if config_path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -89,8 +90,12 @@ def shippable_job_text(text: str) -> str:
 
 
 def _masked(value) -> bool:
-    """A value ``redact`` masked: ``***``, ``KEY=***``, or a JSON value holding ``"***"`` (``client_kwargs={…}``)."""
-    return isinstance(value, str) and (value == "***" or value.endswith("=***") or '"***"' in value)
+    """A value ``redact`` masked: ``***``, ``KEY=***``, or a JSON value holding ``"***"`` (``client_kwargs={…}``);
+    not a URI whose secret query parameter was masked (``--data https://host/x?token=***``): the job still needs
+    its input, and the server refuses it without the token (dropped, the option's default would be read)."""
+    if not isinstance(value, str) or re.match(r"[a-zA-Z][\w+.-]*://", value):
+        return False
+    return value == "***" or value.endswith("=***") or '"***"' in value
 
 
 def _drop_secrets(obj):

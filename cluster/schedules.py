@@ -266,7 +266,8 @@ def job_config(schedule: Schedule, where: str = "schedule"):
     from shards.storage import as_fsspec_options
 
     cfg = ExtractConfig(**normalise(read_job_file_text(schedule.job, where), ExtractConfig, "extract", where))
-    if secret_values(as_fsspec_options(cfg.storage)):
+    uris = [str(u) for u in (cfg.data, cfg.out) if u]  # a presigned URL or ?token= is a credential too
+    if secret_values(as_fsspec_options(cfg.storage)) or any(redact_uri(u) != u for u in uris):
         raise ScheduleError(f"{where}: the job file holds credentials; schedule state is shared, so give them to "
                             "the machines that run ticks instead (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile "
                             "with --profile, or a Kubernetes secret: docs/operations.md)")

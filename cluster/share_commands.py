@@ -13,7 +13,7 @@ from shards.card import CardOptions
 from shards.config import nested, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.secrets import redact, split_credentials
-from shards.storage import StorageOptions
+from shards.storage import ExtendOptions, StorageOptions, check_option_list
 
 
 @dataclass
@@ -57,8 +57,8 @@ class CopyConfig:
     dst_profile: str | None = None
     """DST's profile of ~/.aws (default: SRC's)."""
 
-    dst_storage_option: list[str] = field(default_factory=list, nargs="*")
-    """Other fsspec options of DST as KEY=VALUE."""
+    dst_storage_option: list[str] = field(default_factory=list, nargs="*", action=ExtendOptions)
+    """Other fsspec options of DST as KEY=VALUE (repeat the flag for more)."""
 
     card: CardOptions = field(default_factory=CardOptions)
     """The copy's card: licence and citation (default: the source's)."""
@@ -70,6 +70,9 @@ class CopyConfig:
         self.storage = nested(self.storage, StorageOptions)
         self.card = nested(self.card, CardOptions)
         self.hooks = split_list(self.hooks)
+        if isinstance(self.dst_storage_option, str):
+            self.dst_storage_option = [self.dst_storage_option]
+        check_option_list(self.dst_storage_option, "--dst-storage-option")
         self.dst, creds = split_credentials(self.dst)
         self.dst_credentials = {**self.dst_credentials, **creds}
         take_credentials(self, "src")
@@ -140,14 +143,16 @@ def cmd_card(cfg: CardConfig) -> int:
     """``actlake card``: the card printed, written to ``--out`` or to URI/README.md. It never replaces a dataset's
     own file nor a file that is not a card (``shards.card.card_destination``, ``card_conflict``), checked before
     the manifest is read."""
+    from cluster.dataset_commands import check_version_suffix
     from shards.card import CARD, card_conflict, card_destination, render_card
     from shards.manifest import read_manifest
     from shards.storage import Storage
 
+    check_version_suffix("card", cfg.uri, cfg.storage)
     storage = Storage(cfg.uri, cfg.storage)
     out = Storage(cfg.out, cfg.storage) if cfg.out and not cfg.print else None
     if out is not None:
-        card_destination(out)
+        card_destination(out, storage)
     elif not cfg.print:
         storage.require_writable("writing its card (give --out FILE or --print)")
         conflict = card_conflict(storage)

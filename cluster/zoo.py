@@ -1,10 +1,11 @@
-"""``actlake extract --zoo zoo.yaml --out PREFIX``: one extraction per model, each into ``PREFIX/NAME`` (models ×
-hooks × pools), as thingsvision / Net2Brain / Brain-Score sweep a model zoo. Every entry is checked before the
-first model loads (YAML, names, options, and that its model can be found: a factory imports, a directory or
-package exists); each model then runs as an ordinary job on Ray (``--workers`` actors, each loading it once)
-and resumes exactly once; ``PREFIX/zoo.json`` records the finished models, so a rerun after a kill goes straight
-to the first unfinished one (a damaged ``zoo.json`` is rebuilt: every model's extraction resumes from its
-dataset, and finished ones write nothing).
+"""``actlake extract --zoo zoo.yaml --out PREFIX``: one extraction per model, each into ``PREFIX/NAME`` (models × hooks
+× pools), as thingsvision / Net2Brain / Brain-Score sweep a model zoo. Every entry is checked before the first model
+loads (YAML, names, options, and that its model can be found: a factory imports, a directory or package exists), then
+every model still to run is planned on the driver (``check_zoo``: its hooks, options and ``--intervene`` sources
+resolved against the loaded model) before the first one runs; each model then runs as an ordinary job on Ray
+(``--workers`` actors, each loading it once) and resumes exactly once; ``PREFIX/zoo.json`` records the finished
+models, so a rerun after a kill goes straight to the first unfinished one (a damaged ``zoo.json`` is rebuilt: every
+model's extraction resumes from its dataset, and finished ones write nothing).
 
 A zoo file::
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from ingest.config import ExtractConfig
-from shards.errors import ConfigError
+from shards.errors import ActlakeError, ConfigError
 from shards.layout import LOCK, MANIFEST
 from shards.records import JsonRecord
 from shards.storage import Storage
@@ -172,15 +173,37 @@ def _read_state(prefix: Storage) -> dict:
     return {}
 
 
-def run_zoo(cfg: ExtractConfig, extract) -> ZooSummary:
-    """Extract every model of the zoo in turn with ``extract(config)``, skipping those finished before."""
+def _finished(state: dict, prefix: Storage, m: ZooModel) -> bool:
+    """Whether ``m`` finished in an earlier run with the same settings (its dataset is still there)."""
+    done = state.get(m.name) or {}
+    return done.get("fingerprint") == m.fingerprint() and prefix.exists(f"{m.name}/{MANIFEST}")
+
+
+def check_zoo(zoo: str, models: list[ZooModel], check) -> None:
+    """Every model still to run checked with ``check(config)`` (the extraction's own planning: its model loaded on
+    the driver, its hooks, options and ``--intervene`` sources resolved) before the first one runs: a bad hook or a
+    missing intervention file of the last model must not surface after the others ran for hours."""
+    for i, m in enumerate(models):
+        log.info("zoo: checking %s (%d of %d) before any model runs", m.name, i + 1, len(models))
+        try:
+            check(m.config)
+        except ActlakeError as exc:  # a refusal of the plan: an unknown hook, a missing source, a bad option
+            raise ConfigError(f"--zoo {zoo}: model {m.name!r}: {exc} No model has run; fix the entry and "
+                              "rerun.") from None
+
+
+def run_zoo(cfg: ExtractConfig, extract, check=None) -> ZooSummary:
+    """Extract every model of the zoo in turn with ``extract(config)``, skipping those finished before; with
+    ``check``, every model still to run is checked first (``check_zoo``)."""
     models = load_zoo(cfg)
     prefix = Storage(cfg.out, cfg.storage)
     state = _read_state(prefix)
+    if check is not None:
+        check_zoo(cfg.zoo, [m for m in models if not _finished(state, prefix, m)], check)
     summary = ZooSummary(out=prefix.display(), models=[m.name for m in models])
     for i, m in enumerate(models):
         done = state.get(m.name) or {}
-        if done.get("fingerprint") == m.fingerprint() and prefix.exists(f"{m.name}/{MANIFEST}"):
+        if _finished(state, prefix, m):
             log.info("zoo: %s finished before (%d of %d), skipped", m.name, i + 1, len(models))
             summary.skipped.append(m.name)
             summary.datasets[m.name] = done.get("summary", {})

@@ -92,9 +92,11 @@ def _plan_in_loop(plan: ExtractionPlan, loaded, probe_inputs: dict, resolver: Re
     measure = loss_measure(loaded.model, cfg.model, wants, bool(comparisons),
                            plan.inputs.pool if plan.modality == "text" else "", plan.modality)
 
+    positions = cfg.context_size if plan.modality == "text" else 0  # images: no token positions
+
     def build(specs: list[str]):
         return resolve_interventions(loaded.model, specs, probe_inputs, resolver, cfg.storage, cfg.force,
-                                     model_info=loaded.info())
+                                     model_info=loaded.info(), positions=positions)
 
     loop = ModelInLoop(interventions=build(cfg.intervene), save_loss=cfg.save_loss, logits_k=cfg.save_logits,
                        comparisons=[ComparisonPass(name, build(specs)) for name, specs in comparisons], measure=measure)
@@ -228,9 +230,21 @@ def _counts(plan: ExtractionPlan) -> str:
     return get_modality(plan.modality).counts
 
 
+def _nonfinite_cause(plan: ExtractionPlan) -> str:
+    """What to blame first for NaN or infinite activations: this job's interventions, where it has any (a large
+    scale blows the activations up; the stored dtype is then not the cause)."""
+    specs = plan.config.intervene
+    if not specs:
+        return ""
+    return (f"This job changes the activations with --intervene {', '.join(map(repr, specs))}: a large scale or "
+            "direction blows them up; lower the scale (with normalize=true, scale is the norm added) and rerun.")
+
+
 def _run_units(plan: ExtractionPlan, writer, todo: list[WorkUnit], tick: str = "") -> tuple[int, float]:
     """Run ``todo`` on actors, committing each unit as it finishes; (tokens or images run, startup seconds)."""
-    pool = ActorPool(plan, writer.unit_writer(tick))
+    unit_writer = writer.unit_writer(tick)
+    unit_writer.nonfinite_cause = _nonfinite_cause(plan)
+    pool = ActorPool(plan, unit_writer)
     total = 0
     with Progress(len(todo), "unit", "extracting", log, count=_counts(plan)) as progress:
         def commit(outcome: UnitOutcome) -> None:

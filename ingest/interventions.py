@@ -89,12 +89,13 @@ def check_interventions(specs: list[str], resolver: Resolver | None, storage=Non
 
 
 def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver: Resolver | None,
-                          storage=None, force: bool = False, model_info: ModelInfo | None = None
-                          ) -> list[Intervention]:
+                          storage=None, force: bool = False, model_info: ModelInfo | None = None,
+                          positions: int | None = None) -> list[Intervention]:
     """Every ``--intervene`` spec built against the loaded model; errors (an unknown hook, a bad source, a
-    wrong shape, an SAE of another model) before any work starts. ``probe_inputs``: one small model input, which
-    tells each hook's per-token shape; ``model_info``: the model as the manifest records it, which the sources'
-    records (an SAE's training data) must match."""
+    wrong shape, an SAE of another model, a position no input reaches) before any work starts. ``probe_inputs``:
+    one small model input, which tells each hook's per-token shape; ``model_info``: the model as the manifest
+    records it, which the sources' records (an SAE's training data) must match; ``positions``: the most token
+    positions an input has (``ResolveContext.positions``)."""
     if not specs:
         return []
     resolver = _require_resolver(resolver)
@@ -108,8 +109,8 @@ def resolve_interventions(model, specs: list[str], probe_inputs: dict, resolver:
     with torch.inference_mode():
         acts = capture(model, list({h.name: h for _, h in parsed}.values()), probe_inputs)
     ndim = 2 if "input_ids" in probe_inputs else 1  # (batch, positions) or (batch,) lead every hook's shape
-    built = [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage, force, model_info))
-             for spec, hp in parsed]
+    built = [resolver(spec, ResolveContext(model, hp, tuple(acts[hp.name].shape[ndim:]), storage=storage, force=force,
+                                           model_info=model_info, positions=positions)) for spec, hp in parsed]
     for spec, iv in zip(specs, built, strict=True):
         if not isinstance(iv, Intervention):
             raise TypeError(f"the resolver built {type(iv).__name__} for {spec!r}: not an Intervention")

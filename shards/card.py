@@ -162,8 +162,8 @@ def render_card(m: Manifest, uri: str, overrides: CardOptions | None = None) -> 
     """The card's text for manifest ``m`` of the dataset at ``uri`` (shown without credentials); ``overrides``:
     licence and citation to show instead of the recorded ones."""
     uri = redact_uri(uri)
-    card = {**dict(m.provenance.details.get(CARD_KEY) or {}), **(overrides.to_details().get(CARD_KEY, {})
-                                                                    if overrides else {})}
+    card = redact({**dict(m.provenance.details.get(CARD_KEY) or {}), **(overrides.to_details().get(CARD_KEY, {})
+                                                                           if overrides else {})})  # as recorded
     model_line, corpus_line, modality = _made_by(m)
     model_name = printable(m.provenance.model.name) if m.provenance.model else "activations"
     title = f"{model_name} activations ({', '.join(list(m.hooks)[:4])}{', …' if len(m.hooks) > 4 else ''})"
@@ -255,10 +255,22 @@ def _holds_dataset(storage: Storage) -> bool:
     return any(storage.exists(rel) for rel in (MANIFEST, LOG_DIR, COMMITS_DIR))
 
 
-def card_destination(out: Storage) -> None:
+def _own_card(where: str, folder: Storage, dataset: Storage | None) -> None:
+    """Refuse ``--out FOLDER/README.md`` when FOLDER is a dataset other than ``dataset`` (the one being carded)."""
+    from shards.locations import overlap
+
+    if dataset is not None and overlap(folder, dataset) != "same":
+        raise ConfigError(f"--out {where} is the card of another dataset, {folder.display()}: a card describes "
+                          f"only its own dataset. Run `actlake card {folder.display()}` to renew that card, or give "
+                          f"a file outside any dataset (e.g. card.md), or {dataset.display(CARD)}.")
+
+
+def card_destination(out: Storage, dataset: Storage | None = None) -> None:
     """Refuse, before anything is written, an ``--out`` for a card that would replace a dataset's own file
     (``manifest.json``, anything under ``_log/``, ``_checkpoints/``, ``_commits/``, ``data/``, ``stats/``), a folder,
-    or a file that is not a card. The one file of a dataset a card may take is its ``README.md``, if that is one."""
+    or a file that is not a card. The one file of a dataset a card may take is its ``README.md``, if that is one,
+    and only the card of that dataset itself (``dataset``, the one being carded): another dataset's README.md
+    would then describe files it does not hold (its Hub copy would no longer load)."""
     out.require_writable("writing a card")
     where = out.display()
     if posixpath.basename(out.uri.rstrip("/")) in (MANIFEST, LOCK) or _holds_dataset(out):
@@ -272,6 +284,7 @@ def card_destination(out: Storage) -> None:
         if not _holds_dataset(folder):
             continue
         if parent == parents[0] and posixpath.basename(out.uri.rstrip("/")) == CARD:
+            _own_card(where, folder, dataset)
             break  # the dataset's own card: replaced below only if it is one
         raise ConfigError(f"--out {where} lies inside the dataset {folder.display()}: a card never replaces a "
                           f"dataset's files. Give a file outside it, or {folder.display(CARD)}.")

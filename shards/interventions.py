@@ -95,6 +95,9 @@ class ResolveContext:
     storage: object = None  #: StorageOptions for the sources (SAEs, probe runs, datasets)
     force: bool = False  #: go ahead where a source was made for another hook or model (warned)
     model_info: ModelInfo | None = None  #: what the manifest records about the model (None: not checked)
+    #: the most token positions an input has (text: --context-size); 0: inputs without positions (images), where
+    #: ``from_position`` changes nothing; None: not known (not checked)
+    positions: int | None = None
 
 
 @runtime_checkable

@@ -5,15 +5,21 @@ A string comparison of URIs is not enough to keep a command from writing onto wh
 ``actlake copy SRC SRC/. --overwrite`` would then delete what it copies. Here a local path is resolved with
 ``realpath`` (``file://`` stripped, ``.``/``..`` and symlinks resolved); an object-store key is normalised
 (``.``/``..`` resolved, repeated and trailing slashes dropped) and compared within the same store: the same
-protocol and, for S3, the same endpoint.
+protocol and, for S3, the same endpoint in any spelling (``normalise_endpoint``: ``localhost`` or ``127.0.0.1``,
+a trailing slash, a default port, the scheme's case).
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import posixpath
+import re
+import socket
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from shards.layout import MANIFEST
 from shards.secrets import redact_uri
@@ -46,7 +52,66 @@ def _s3_endpoint(options: dict) -> str:
     """The endpoint an S3 client of these options talks to (as s3fs/botocore choose it), normalised."""
     endpoint = (options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
                 or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "aws")
-    return str(endpoint).rstrip("/").lower()
+    return normalise_endpoint(str(endpoint))
+
+
+#: AWS's own S3 endpoints (any region, dual-stack, FIPS): one namespace of buckets, the default endpoint's
+_AWS_HOST = re.compile(r"(^|\.)amazonaws\.com$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_endpoint(endpoint: str) -> str:
+    """An endpoint URL as a comparable value, whatever its spelling: scheme and host lower-case, the scheme's
+    default port written out, a trailing slash dropped, a host name resolved to its addresses (``localhost`` and
+    ``127.0.0.1`` are one server; any loopback or own address of this machine is ``this-machine``), and every
+    ``*.amazonaws.com`` endpoint ``aws`` (AWS bucket names are global). Credentials are never part of it."""
+    text = endpoint.strip()
+    if text.lower() == "aws":
+        return "aws"
+    try:
+        parts = urlsplit(text if "://" in text else f"https://{text}")  # botocore reads a bare host as https
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
+    except ValueError:  # no URL (an unclosed '[' of an IPv6 address): compared as written; the client refuses it
+        return text.rstrip("/").lower()
+    if _AWS_HOST.search(host):
+        return "aws"
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is no number: compared as written
+        port = parts.netloc.rpartition(":")[2].lower()
+    path = posixpath.normpath("/" + parts.path.strip("/")) if parts.path.strip("/") else ""
+    return f"{scheme}://{_host_identity(host)}:{port}{path}"
+
+
+@functools.lru_cache(maxsize=64)
+def _host_identity(host: str) -> str:
+    """One name for every spelling of a host: ``this-machine`` for a loopback, unspecified or own address (or a
+    name resolving to one), else its sorted resolved addresses; the name itself where it does not resolve."""
+    try:
+        addresses = {info[4][0].split("%", 1)[0] for info in socket.getaddrinfo(host.strip("[]"), None)}
+    except (OSError, UnicodeError, ValueError):
+        return host
+    if any(_this_machine(a) for a in addresses):
+        return "this-machine"
+    return ",".join(sorted(addresses)) or host
+
+
+def _this_machine(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None) or ip
+    return mapped.is_loopback or mapped.is_unspecified or address in _own_addresses()
+
+
+@functools.lru_cache(maxsize=1)
+def _own_addresses() -> frozenset[str]:
+    """This machine's addresses as its own host name resolves (an endpoint may name it by one of them)."""
+    try:
+        return frozenset(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    except (OSError, UnicodeError):
+        return frozenset()
 
 
 def location_of(storage: Storage) -> Location:

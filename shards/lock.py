@@ -122,10 +122,11 @@ class WriteLock:
         who = ("nobody holds it now" if holder is None else "it is unreadable" if holder.get("unreadable") else
                f"host {holder.get('host')} pid {holder.get('pid')} holds it since {holder.get('acquired')}")
         self.lost = LockLostError(
-            f"this writer lost the write lock of {self.what} {self.storage.display()} ({who}): it went {self.ttl:.0f}s "
-            "without a heartbeat (a paused process, a suspended machine or a long stall), or another host's clock "
-            "made it look so, and the lock was taken over. It stops and commits nothing more; the units it wrote "
-            "are in commit records, which the writer that holds the dataset now folds (rerun the job to resume).")
+            f"this writer lost the write lock of {self.what} {self.storage.display()} ({who}): its heartbeat looked "
+            f"older than {self.ttl:.0f}s to another writer (a paused process, a suspended machine, a long stall, or "
+            "another host's clock), or the lock file was removed (`actlake unlock`, a deleted folder), and the lock "
+            "was taken. It stops and commits nothing more; the units it wrote are in commit records, which the "
+            "writer that holds the dataset now folds (rerun the job to resume).")
         self._stop.set()
 
     def _stale(self, holder: dict) -> str | None:

@@ -123,9 +123,10 @@ class HookStats:
         if self.count == 0:
             return other
         n = self.count + other.count
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.count / n)
-        m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / n)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf moments (counted in nonfinite): no warning
+            delta = other.mean - self.mean
+            mean = self.mean + delta * (other.count / n)
+            m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / n)
         return HookStats(count=n, mean=mean, m2=m2, norm_sum=self.norm_sum + other.norm_sum,
                          max_abs=max(self.max_abs, other.max_abs), nonfinite=self.nonfinite + other.nonfinite)
 

@@ -23,12 +23,12 @@ def nonfinite_count(ds: Dataset, hook: str) -> int:
     return 0 if np.isfinite(st.mean).all() and np.isfinite(st.m2).all() else max(1, st.nonfinite)
 
 
-def require_finite(ds: Dataset, hooks: list[str], command: str) -> None:
-    """Refuse hooks holding non-finite values."""
+def require_finite(ds: Dataset, hooks: list[str], command: str, flags: str = "--hooks") -> None:
+    """Refuse hooks holding non-finite values; ``flags``: the command's options naming hooks (the advice)."""
     bad = {h: n for h in hooks if (n := nonfinite_count(ds, h))}
     if bad:
         where = ", ".join(f"{h} ({n:,} values)" for h, n in bad.items())
         raise NonFiniteError(f"`actlake {command}` needs finite activations; {ds.storage.display()} (version "
                              f"{ds.version}) holds NaN or infinite values in {where} (`actlake info` shows the "
-                             "counts). Leave those hooks out (--hooks), or extract them again with --dtype bfloat16 "
+                             f"counts). Leave those hooks out ({flags}), or extract them again with --dtype bfloat16 "
                              "or float32 (float16 overflows above 65,504).")

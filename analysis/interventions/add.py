@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis.interventions.common import describe, from_position, require_finite, require_position
+from analysis.interventions.common import (
+    describe,
+    from_position,
+    require_finite,
+    require_moderate,
+    require_position,
+)
 from analysis.interventions.registry import InterventionKind, register
 from analysis.interventions.sources import check_direction, direction_source
 from shards.errors import InterventionError
@@ -43,6 +49,9 @@ class Add:
         v = rows[0] / rows[0].double().norm().float() if options.normalize else rows[0]  # not zero: sources check
         self.hook, self.options, self.shape = ctx.hook, options, ctx.shape
         self.delta = (options.scale * v).reshape(ctx.shape)
+        unit = " (normalize=true: scale is the norm added)" if options.normalize else ""
+        require_moderate(f"scale={options.scale:g} x the direction {options.direction!r}", self.delta,
+                         f"Lower scale{unit}, or use a direction of ordinary size.")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         # in the activations' own dtype: scale = 0 gives x back bit for bit

@@ -20,6 +20,21 @@ def require_finite(name: str, value: float) -> None:
         raise InterventionError(f"option {name}={value} is not a finite number; give one such as {name}=4")
 
 
+#: the largest entry a vector added to activations may have: its square must stay below float32's largest value
+#: (3.4e38), or the next layer norm (a mean of squares) is infinite and every later activation NaN
+MAX_ADDED = math.sqrt(torch.finfo(torch.float32).max)
+
+
+def require_moderate(what: str, delta: torch.Tensor, fix: str) -> None:
+    """Refuse, before any work, a vector added to activations that makes every later value NaN or infinite (the
+    job would otherwise fail on its first unit with advice about the stored dtype, which is not the cause)."""
+    largest = float(delta.double().abs().max()) if delta.numel() else 0.0
+    if not largest < MAX_ADDED:
+        raise InterventionError(f"{what} adds values up to {largest:.3g} to the activations: beyond {MAX_ADDED:.3g} "
+                                "their squares overflow float32 in the model's next normalisation, so every later "
+                                f"activation would be NaN or infinite. {fix}")
+
+
 def require_position(value: int | None) -> None:
     """``from_position`` counts tokens from 0."""
     if value is not None and value < 0:

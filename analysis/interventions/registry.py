@@ -91,9 +91,28 @@ class KindResolver:
         """The intervention ``spec`` names, built and checked against the hook."""
         kind = get_kind(spec.kind)
         try:
-            return kind.build(ctx, parse_options(kind, spec))
+            options = parse_options(kind, spec)
+            _check_position(options, ctx)
+            return kind.build(ctx, options)
         except InterventionError as exc:
             raise _naming_the_spec(spec, exc) from None
+
+
+def _check_position(options, ctx: ResolveContext) -> None:
+    """Refuse a ``from_position`` that no input reaches (it would change nothing, and the job would still be
+    recorded as an intervened one): past the last token position, or on inputs without positions (images)."""
+    position = getattr(options, "from_position", None)
+    if not position or ctx.positions is None:
+        return
+    if ctx.positions == 0:
+        raise InterventionError(f"option from_position={position}: these inputs (images) have no token positions, "
+                                "so it would change nothing; leave from_position out (the change then applies to "
+                                "every input)")
+    if position >= ctx.positions:
+        raise InterventionError(f"option from_position={position} is past the last token position of every input "
+                                f"(inputs hold at most {ctx.positions} tokens, --context-size {ctx.positions}): it "
+                                f"would change nothing. Give from_position below {ctx.positions}, or a larger "
+                                "--context-size.")
 
 
 #: the resolver the command layer hands to extraction

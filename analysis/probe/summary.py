@@ -46,7 +46,9 @@ class HookSummary(JsonRecord):
 
 @dataclass
 class ConceptDepth(JsonRecord):
-    """The first hook (in layer order) whose mean reaches ``threshold`` x the best hook's mean."""
+    """The first hook (in layer order) whose mean reaches ``threshold`` x the best hook's mean; undefined (``hook``
+    and ``layer_index`` None) when the best mean is 0 or below (an R² below 0 on every hook: no hook predicts the
+    label better than its mean, and a share of a negative score means nothing). ``best_hook`` is still named."""
 
     threshold: float
     hook: str | None
@@ -62,5 +64,7 @@ def concept_depth(hooks: dict[str, HookSummary], threshold: float) -> ConceptDep
         return ConceptDepth(threshold, None, None)
     best = max(scored, key=lambda h: scored[h].mean)
     top = scored[best].mean
+    if not top > 0:
+        return ConceptDepth(threshold, None, None, best, top)
     first = next(h for h, s in scored.items() if s.mean >= threshold * top)
     return ConceptDepth(threshold, first, scored[first].layer_index, best, top)

@@ -132,11 +132,15 @@ def _check_class_counts(cfg: ProbeConfig, classes: list[str], y: np.ndarray, not
     least = small[0]
     shown = ", ".join(f"{classes[i]!r} {int(counts[i])}" for i in small[:8]) + (", ..." if len(small) > 8 else "")
     if len(small) == len(classes):
+        largest = int(counts.max())
+        fix = (f"Lower --folds to at most {largest}, or probe more examples of each class." if largest >= 2 else
+               "Every class has a single item, too few to both train and test on (--folds is at least 2): probe "
+               "more examples of each class, or a label whose classes several items share (a number: --task "
+               "regress).")
         raise ProbeInputError(
             f"label {cfg.label!r} has fewer items per class than --folds {cfg.folds}: its smallest class "
             f"{classes[least]!r} has {int(counts[least])} item(s) (classes: {shown}), so no stratified split into "
-            f"{cfg.folds} folds exists. Lower --folds to at most {int(counts.max())}, or probe more examples of "
-            "each class.")
+            f"{cfg.folds} folds exists. {fix}")
     notes.append(f"class(es) with fewer items than --folds {cfg.folds}: {shown}; they are missing from some "
                  "folds' test sets")
 
@@ -146,8 +150,11 @@ def _folds(cfg: ProbeConfig, task: str, y: np.ndarray, groups: np.ndarray, group
 
     n_groups = len(np.unique(groups))
     if n_groups < cfg.folds:
+        fix = (f"Lower --folds to at most {n_groups}, or group by a finer column (--group-by)." if n_groups >= 2 else
+               "A probe needs at least 2 groups (--folds is at least 2): group by a finer column (--group-by), or "
+               "probe more examples.")
         raise ProbeInputError(f"only {n_groups} distinct {group_col} value(s) for --folds {cfg.folds}: a group "
-                              f"is never split across folds. Lower --folds (at least 2) or group by a finer column.")
+                              f"is never split across folds. {fix}")
     splitter = (StratifiedGroupKFold(cfg.folds, shuffle=True, random_state=cfg.seed) if task == "classify"
                 else GroupKFold(cfg.folds, shuffle=True, random_state=cfg.seed))
     fold = np.full(len(y), -1, dtype=np.int64)

@@ -70,7 +70,7 @@ class PairedDataset:
 
     def __init__(self, a: Dataset, b: Dataset, hooks: list[str]) -> None:
         check_aligned(a, b)
-        require_finite(b, hooks, "sae train")
+        require_finite(b, hooks, "sae train", "--hook, --target-hook")
         self.a, self.b = a, b
         self.manifest, self.storage, self.schema = a.manifest, a.storage, a.schema
         self.dataset_id, self.version, self.num_rows = a.dataset_id, a.version, a.num_rows

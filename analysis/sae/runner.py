@@ -90,7 +90,7 @@ def plan_saes(cfg: SaeTrainConfig, ds: Dataset) -> list[SaeSpec]:
         close = {h: difflib.get_close_matches(h, ds.hooks, n=3, cutoff=0.4) for h in missing}
         raise SaeConfigError(f"hook(s) {missing} not in dataset {ds.storage.display()} (nearest: {close}); "
                              f"it has {ds.hooks}")
-    require_finite(ds, wanted, "sae train")
+    require_finite(ds, wanted, "sae train", "--hook, --target-hook")
     _require_variance(ds, wanted)
     specs: dict[str, SaeSpec] = {}
     for ins, outs in _dictionaries(cfg):

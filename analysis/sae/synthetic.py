@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from shards.errors import ConfigError
 from shards.records import JsonRecord
 
 CHUNK = 16384
@@ -60,18 +61,38 @@ class SyntheticConfig(JsonRecord):
     """Seed of the features and the rows."""
 
     def __post_init__(self) -> None:
+        """Checked before any work (``actlake sae synth`` builds it from its flags): each message names the flag
+        (``--n-features``) and the values it takes."""
+        for name in ("d", "n_features", "mean_active"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be positive")
+        for name in ("parents", "children", "correlated_pairs", "magnitude_std", "noise"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be 0 or more")
+        for name, low in (("child_prob", 0.0), ("correlation", -1.0)):
+            if not low <= getattr(self, name) <= 1:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: give a value from {low:g} to 1")
+        if self.parents and not self.children:
+            raise ConfigError(f"--children 0 with --parents {self.parents}: give each parent 1 or more children, "
+                              "or --parents 0 for no hierarchy")
         structured = self.parents * (1 + self.children) + 2 * self.correlated_pairs
-        if self.d <= 0 or self.n_features <= 0 or self.mean_active <= 0:
-            raise ValueError("d, n_features and mean_active must be positive")
         if structured > self.n_features:
-            raise ValueError(f"parents x (1 + children) + 2 x correlated_pairs = {structured} features exceed "
-                             f"n_features = {self.n_features}")
+            raise ConfigError(
+                f"--n-features {self.n_features} is fewer than the {structured} structured features "
+                f"(--parents {self.parents} x (1 + --children {self.children}) + 2 x --correlated-pairs "
+                f"{self.correlated_pairs}): give --n-features {structured} or more, or lower --parents, "
+                "--children or --correlated-pairs (0 turns a structure off)")
 
     @property
     def child_ids(self) -> np.ndarray:
         """(parents, children) ids of each parent's children (parents are 0 .. parents-1)."""
         start = self.parents
         return np.arange(start, start + self.parents * self.children).reshape(self.parents, self.children)
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a ``SyntheticConfig`` field (``n_features`` -> ``--n-features``)."""
+    return "--" + name.replace("_", "-")
 
 
 class SyntheticData:

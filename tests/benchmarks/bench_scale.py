@@ -250,10 +250,12 @@ def s3_server() -> tuple[str, object]:
     return "s3://scale", server
 
 
-PANELS = (("commit_s", "commit one more unit (s)"), ("writer_open_s", "open a writer (s)"),
+PANELS = (("commit_s", "commit one more unit (s)"), ("writer_open_s", "open a writer to append (s)"),
           ("open_s", "open_dataset (s)"), ("first_batch_s", "open + first batch (s)"),
-          ("verify_s", "verify, all versions (s)"), ("verify_rss_mb", "verify peak RSS (MB)"),
-          ("versions_s", "`versions` (s)"), ("bytes_versions_total", "version metadata (bytes)"))
+          ("verify_s", "verify, all versions (s)"), ("verify_since_s", "verify --since (16 versions) (s)"),
+          ("vacuum_one_version_s", "vacuum one version (s)"), ("versions_s", "`versions` (s)"),
+          ("verify_rss_mb", "verify peak RSS (MB)"), ("writer_open_rss_mb", "append-open peak RSS (MB)"),
+          ("bytes_versions_total", "version metadata (bytes)"), ("bytes_stats_files", "statistics files (bytes)"))
 
 
 def plot(paths: list[str], out: str) -> None:
@@ -268,13 +270,16 @@ def plot(paths: list[str], out: str) -> None:
     for r in rows:
         if "size" in r:
             runs.setdefault((r["label"], r["where"]), []).append(r)
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    fig, axes = plt.subplots(3, 4, figsize=(16, 11))
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
         for (label, where), pts in sorted(runs.items()):
             pts = sorted(pts, key=lambda r: r["n_units"])
+            pts = [r for r in pts if r.get(key)]
+            if not pts:
+                continue
             xs, ys = [r["n_units"] for r in pts], [r[key] for r in pts]
             b = fit(pts, key)
-            ax.loglog(xs, ys, "o-" if label.startswith("v3") else "s--",
+            ax.loglog(xs, ys, "o-" if label.startswith("v4") else "s--",
                       label=f"{label} {where}" + (f" (b={b:.2f})" if b is not None else ""))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("units in the dataset")
