@@ -119,10 +119,10 @@ def test_a_writer_stopped_at_any_step_of_a_commit_loses_and_duplicates_nothing(t
     before = {v.version: shards.open_dataset(uri, version=v.version).num_rows for v in versions(uri)}
     real, real_create = Storage.put_bytes, Storage.create_exclusive
 
-    def put(self, rel, data):
+    def put(self, rel, data, *args, **kwargs):
         if rel.startswith(step) and "_pending" not in rel:
             raise Killed(rel)
-        return real(self, rel, data)
+        return real(self, rel, data, *args, **kwargs)
 
     def create(self, rel, data):  # the log entry, the commit point, is created only if absent
         if rel.startswith(step):

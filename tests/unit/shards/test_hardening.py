@@ -339,7 +339,7 @@ def test_lock_release_failure_does_not_hide_the_real_error(tmp_path, monkeypatch
     def down(*a, **k):
         raise StorageError("write failed for _lock.json: store unreachable")
 
-    def put_down(self, rel, data):
+    def put_down(self, rel, data, *args, **kwargs):
         raise StorageError(f"write failed for {rel}: store unreachable")
 
     monkeypatch.setattr(Storage, "put_bytes", put_down)

@@ -124,7 +124,8 @@ def test_an_overwrite_stopped_at_any_step_is_undone_or_finished_by_repair(tmp_pa
         if rel.startswith(step):
             raise Killed(rel)
 
-    monkeypatch.setattr(Storage, "put_bytes", lambda self, rel, data: die(rel) or real_put(self, rel, data))
+    monkeypatch.setattr(Storage, "put_bytes",
+                        lambda self, rel, data, *a, **k: die(rel) or real_put(self, rel, data, *a, **k))
     monkeypatch.setattr(Storage, "create_exclusive", lambda self, rel, data: die(rel) or real_create(self, rel, data))
     monkeypatch.setattr(Storage, "delete", lambda self, rel: (die(rel) if rel.startswith("_pending/") else None)
                         or real_delete(self, rel))
