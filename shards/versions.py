@@ -330,7 +330,7 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
     if keep < 1:
         raise ValueError(f"--keep {keep}: keep at least the latest version (1)")
     storage = Storage(uri, storage_options)
-    read_manifest(storage)  # a clear error when there is no dataset, before the lock is taken
+    read_manifest(storage, lazy=True)  # a clear error when there is no dataset, before the lock is taken
     lock = WriteLock(storage)
     lock.acquire(break_lock=break_lock)
     try:
@@ -451,7 +451,7 @@ def _history_to_drop(storage: Storage, drop: list[int], first_kept: int) -> list
 
 
 def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> VacuumReport:
-    latest = read_manifest(storage)  # again, under the lock
+    latest = read_manifest(storage, lazy=True)  # again, under the lock
     kept_versions = [v for v in list_versions(storage) if v <= latest.version] or [latest.version]
     drop = kept_versions[:-keep] if len(kept_versions) > keep else []
     keep_set = [v for v in kept_versions if v not in drop]
@@ -459,7 +459,7 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> V
     if not dry_run and drop and first_kept in set(list_log_versions(storage)):
         _own_checkpoint(storage, first_kept)
         _reroot(storage, latest, first_kept)
-        latest = read_manifest(storage)
+        latest = read_manifest(storage, lazy=True)
     files = None if full else _superseded_files(storage, latest, drop, first_kept)
     if files is None:  # the whole dataset's files, against what every kept version names
         named = _named_by(storage, latest, keep_set)
