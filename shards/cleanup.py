@@ -48,6 +48,29 @@ def record_ids(storage: Storage, legacy: bool = False) -> list[int]:
                   if i is not None)
 
 
+def modified_time(info: dict) -> float | None:
+    """An object's last-modified time in seconds from its listing details (a disk's ``mtime``, S3's
+    ``LastModified``), None when the store gives none."""
+    t = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if t is None:
+        return None
+    return float(t.timestamp()) if hasattr(t, "timestamp") else float(t)
+
+
+def pending_records(storage: Storage) -> dict[int, float | None]:
+    """The pending records there are: unit id -> last-modified time (one listing with details)."""
+    out = {}
+    try:
+        found = storage.find(PENDING_DIR)
+    except FileNotFoundError:
+        found = {}
+    for path, info in found.items():
+        name = path.rsplit("/", 1)[-1]
+        if name.endswith(".json") and (uid := parse_unit_name(name)) is not None:
+            out[uid] = modified_time(info)
+    return dict(sorted(out.items()))
+
+
 def readable_records(storage: Storage, ids: list[int], legacy: bool = False
                      ) -> tuple[list[CommitRecord], dict[str, str]]:
     """The commit records of ``ids`` (pending, or ``legacy``) that parse and pass their checks (read 16 at a

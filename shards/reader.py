@@ -164,7 +164,12 @@ class Dataset:
 
     def stats(self, hook: str) -> HookStats:
         """Merged statistics of ``hook`` over all committed units."""
-        self.hook_spec(hook)
+        spec = self.hook_spec(hook)
+        if hook not in self._stats and not self.num_rows and hook not in self.manifest.stats_files:
+            # no unit, no statistics file: the statistics of no row (not a missing file)
+            import numpy as np
+
+            self._stats[hook] = HookStats.empty(int(np.prod(spec.shape)))
         if hook not in self._stats:
             from shards.errors import CorruptDataError
             from shards.stats_files import read_stats_file

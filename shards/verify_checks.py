@@ -129,8 +129,9 @@ def _check_records(storage: Storage, manifest: Manifest, report: VerifyReport, l
                     paths.add(r.unit.path)
                 elif legacy and manifest.format_version < 4:
                     report.records[rel] = "disagrees with the manifest (checksum or rows)"
-                elif not legacy:
-                    report.garbage.append(rel)
+                elif not legacy:  # a rewrite of a committed unit by a writer that died before its version
+                    paths.add(r.unit.path)
+                    report.uncommitted_records.append(rel)
         if legacy and manifest.format_version < 4:
             present = set(ids)
             for uid in (u.id for u in manifest.units if u.id not in present):

@@ -15,7 +15,14 @@ from typing import Literal
 import numpy as np
 
 from shards.card import CARD, write_card
-from shards.cleanup import delete_dataset_files, readable_records, record_ids, remove_empty_dirs
+from shards.cleanup import (
+    delete_dataset_files,
+    modified_time,
+    pending_records,
+    readable_records,
+    record_ids,
+    remove_empty_dirs,
+)
 from shards.codecs import CODECS
 from shards.commits import CommitRecord
 from shards.errors import (
@@ -442,16 +449,20 @@ class DatasetWriter:
         Only records named and shaped as the format makes them are folded (``UnitEntry.check``: a path
         derived from the unit id); an unreadable one is left out with a warning, and ``verify`` names it.
         """
-        pending = record_ids(self.storage)
-        # A unit the manifest names already counts through it (the latest version's own records, kept until the
-        # next version; or a second attempt at a committed unit): not read, removed after this writer's first
-        # version. The others are a killed writer's: folded. The latest version's are found in its log entry, so
-        # that the unit list is read only for a record of another unit.
-        recent = self._latest_added() if pending else set()
-        done = {i for i in pending if i in recent or i in self.units}
-        self._retire_prev |= done
-        records, bad = readable_records(self.storage, [i for i in pending if i not in done])
-        fresh = list(records)
+        pending = pending_records(self.storage)  # id -> last-modified time (one listing)
+        # The latest version's own records are kept until the next version: those written before its log entry
+        # (by the store's clock) are not read, and go after this writer's first version. Every other record is
+        # read: a unit the manifest names with that very file counts already; another file of a committed id is
+        # a rewrite a killed writer committed (its record exists), folded as a new unit is.
+        kept = self._kept_records(pending) if pending else set()
+        records, bad = readable_records(self.storage, [i for i in pending if i not in kept])
+        fresh = []
+        for record in records:
+            if record.id in self.units and self.units[record.id].path == record.unit.path:
+                kept.add(record.id)
+            else:
+                fresh.append(record)
+        self._retire_prev |= kept
         if self.manifest.format_version < 4 or not self.manifest.version:
             # before format v4 every record was kept: fold those of units the manifest lacks (once: the first v4
             # version is written by a writer that did, and v4 writers never write there)
@@ -490,14 +501,20 @@ class DatasetWriter:
         if folded:
             log.info("folded %d committed units that the manifest did not list yet", folded)
 
-    def _latest_added(self) -> set[int]:
-        """The ids of the units the latest version added (its log entry; empty before format v3)."""
-        from shards.versionlog import read_log
+    def _kept_records(self, pending: dict[int, float | None]) -> set[int]:
+        """The pending records that are the latest version's own: of a unit its log entry added, and written before
+        that entry (last-modified times of the same store; equal or unknown times are read instead)."""
+        from shards.versionlog import log_path, read_log
 
         try:
-            return {int(d["id"]) for d in read_log(self.storage, self.manifest.version)[0].added}
+            entry = read_log(self.storage, self.manifest.version)[0]
+            committed_at = modified_time(self.storage.info(log_path(self.manifest.version)))
         except (FileNotFoundError, CorruptManifestError, KeyError, ValueError, TypeError):
             return set()
+        if committed_at is None:
+            return set()
+        added = {int(d["id"]) for d in entry.added}
+        return {i for i, t in pending.items() if i in added and t is not None and t < committed_at}
 
     # --- committing ------------------------------------------------------------
     def _merge_stats(self, record: CommitRecord) -> None:

@@ -113,3 +113,32 @@ def test_f24_a_lock_silent_for_many_ttls_can_be_broken_although_its_pid_was_reus
                                          "ttl": 300}))
     assert os.path.exists("/proc/1")
     assert main(["unlock", uri]) == 0 and not (root / LOCK).exists()
+
+
+def test_a_rewrite_whose_record_was_written_counts_after_its_writer_dies(tmp_path):
+    """Attack on issue 38, F1: a writer rewrote committed unit 2 (file and commit record written) and died before
+    its version; the next writer took the record for the committed copy and dropped the rewrite."""
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=5, rows=5)
+    w = shards.create_dataset(uri, HOOKS, mode="append", commit_interval=1e9)
+    new = unit_columns(2, 5, seed=7)
+    w.write_unit(2, new)  # its record exists: the unit counts
+    w.lock.release_quietly()  # killed: no version, its lock gone with it
+    report = shards.verify_dataset(uri)
+    assert "_pending/unit-000002.json" in report.uncommitted_records and report.ok
+    with shards.create_dataset(uri, HOOKS, mode="append") as w2:
+        w2.write_unit(7, unit_columns(7, 5))
+    ds = shards.open_dataset(uri)
+    assert ds.num_rows == 30 and shards.verify_dataset(uri).ok
+    import torch
+
+    got = torch.cat([b["mlp.0"] for b in ds.iter_batches("mlp.0", batch_size=5)])  # in unit order: 5 rows each
+    assert torch.equal(got[10:15].float(), torch.as_tensor(new["mlp.0"]).float())  # unit 2 is the rewrite
+
+
+def test_statistics_of_an_empty_dataset_are_those_of_no_row(tmp_path):
+    """Attack on issue 38, F2: an empty dataset's statistics raised "stats/h.npz is missing ... verify --repair"."""
+    uri = str(tmp_path / "e")
+    shards.create_dataset(uri, {"h": {"shape": [4], "dtype": "float16"}}).close()
+    s = shards.open_dataset(uri).stats("h")
+    assert s.count == 0 and shards.verify_dataset(uri).ok
