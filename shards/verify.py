@@ -221,12 +221,15 @@ def _set_aside_a_damaged_latest_entry(storage: Storage) -> list[str]:
     """The latest version's own log entry, when it cannot be read, is set aside (bytes kept) with the root that names
     it: the repair's writer then rebuilds the latest from the version before and the latest's commit records, which
     format v4 keeps until the version after (a version that only dropped units is lost with its entry)."""
-    from shards.versionlog import read_log
+    from shards.versionlog import list_log_versions, read_log
 
     try:
         version = int(json.loads(storage.get_bytes(MANIFEST))["version"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return []
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # no root to say: the newest entry is the latest
+        logged = list_log_versions(storage)
+        if not logged:
+            return []
+        version = logged[-1]
     rel = log_path(version)
     try:
         read_log(storage, version)
@@ -236,8 +239,9 @@ def _set_aside_a_damaged_latest_entry(storage: Storage) -> list[str]:
     except CorruptManifestError:
         pass
     for path in (rel, MANIFEST):
-        storage.put_bytes(f"{path}.damaged", storage.get_bytes(path))
-        storage.delete(path)
+        if storage.exists(path):
+            storage.put_bytes(f"{path}.damaged", storage.get_bytes(path))
+            storage.delete(path)
     log.warning("set aside the damaged log entry of the latest version %s (and the root naming it)",
                 storage.display(rel))
     return [rel]

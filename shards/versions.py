@@ -409,6 +409,9 @@ def _superseded_files(storage: Storage, latest: Manifest, drop: list[int], first
         return None
     files = {p for e in entries[1:] for p in e.superseded}
     kept_stats = set((_state_of(storage, entries[-1])[2].get("stats_files") or {}).values())
+    # the statistics files the oldest dropped version names (possibly written by a version an earlier vacuum
+    # dropped) and those the dropped versions wrote, less what the first kept version names
+    files |= set((_state_of(storage, entries[0])[2].get("stats_files") or {}).values()) - kept_stats
     files |= {p for e in entries[:-1] if e.stats_at for h in latest.hooks
               if (p := versioned_stats_path(h, e.version, e.tag)) not in kept_stats}
     return sorted(files)

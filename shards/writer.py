@@ -209,7 +209,7 @@ class DatasetWriter:
     def _from_log(self, problem: str) -> Manifest | None:
         """The latest version from its log entry when the root is ``problem`` (missing, damaged): the log is what
         makes versions (format v4), so a lost root loses nothing. None without a readable log."""
-        from shards.versionlog import list_log_versions, read_log, root_of
+        from shards.versionlog import list_log_versions, log_path, read_log, root_of
 
         logged = list_log_versions(self.storage)
         if not logged:
@@ -218,10 +218,15 @@ class DatasetWriter:
             root = root_of(self.storage, read_log(self.storage, logged[-1])[0])
             manifest = manifest_of_root(root, self.storage.display(MANIFEST), self.storage, lazy=True)
             manifest.units.loaded()  # its checkpoint and leaves read whole
-        except (CorruptManifestError, FileNotFoundError, KeyError, ValueError, TypeError):
+        except (CorruptManifestError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
             manifest = self._replay(None) if self._rebuild else None
             if manifest is None:
-                return None
+                # never a new dataset where versions were committed: its units would silently leave the latest
+                raise CorruptManifestError(
+                    f"{self.storage.display(MANIFEST)} is {problem} and the latest version's log entry "
+                    f"{self.storage.display(log_path(logged[-1]))} cannot be read ({exc}). `actlake verify --repair "
+                    f"{self.storage.display()}` sets it aside and rebuilds the latest version from the version before "
+                    "and the commit records after it.") from None
         if not getattr(self, "_warned_root", False):
             log.warning("%s is %s: continuing from version %d, the latest in the log", self.storage.display(MANIFEST),
                         problem, manifest.version)

@@ -8,8 +8,11 @@ import os
 import socket
 import time
 
+import pytest
+
 import shards
 from cluster.cli import main
+from shards.errors import CorruptManifestError
 from shards.lock import LOCK
 from shards.versionlog import log_path
 from tests.helpers import HOOKS, unit_columns, write_dataset
@@ -142,3 +145,52 @@ def test_statistics_of_an_empty_dataset_are_those_of_no_row(tmp_path):
     shards.create_dataset(uri, {"h": {"shape": [4], "dtype": "float16"}}).close()
     s = shards.open_dataset(uri).stats("h")
     assert s.count == 0 and shards.verify_dataset(uri).ok
+
+
+def _then(uri: str, last: str) -> None:
+    """Units 0..4 one version each, then a last version that adds unit 5, rewrites unit 1 or drops unit 3."""
+    for u in range(5):
+        with shards.create_dataset(uri, HOOKS, mode="append") as w:
+            w.write_unit(u, unit_columns(u, 5))
+    with shards.create_dataset(uri, HOOKS, mode="append") as w:
+        {"add": lambda: w.write_unit(5, unit_columns(5, 5)),
+         "rewrite": lambda: w.write_unit(1, unit_columns(1, 5, seed=9)),
+         "drop": lambda: w.drop_units([3])}[last]()
+
+
+def _rows(uri: str):
+    import torch
+
+    ds = shards.open_dataset(uri)
+    return ds.metadata_table(["example_id"]).column(0).to_pylist(), torch.cat(
+        [b["mlp.0"] for b in ds.iter_batches("mlp.0", batch_size=5)])
+
+
+@pytest.mark.parametrize("last", ["add", "rewrite", "drop"])
+@pytest.mark.parametrize("root", ["garbled", "deleted"])
+def test_latest_entry_and_root_both_damaged_lose_no_older_unit(tmp_path, last, root):
+    """Attack on issue 38, F3-F5: with the latest log entry garbled and the root garbled or gone, an append started
+    a new history of the pending records alone (units 0..4 left the latest) and repair did the same; a rewrite in
+    the latest version was reverted. Now an append refuses, and repair rebuilds the latest from the version before
+    and the latest's own records (a version that only dropped units is lost with its entry: the drop is undone)."""
+    import torch
+
+    uri, base = str(tmp_path / "ds"), tmp_path / "ds"
+    _then(uri, last)
+    ids, rows = _rows(uri)
+    v = shards.open_dataset(uri).version
+    (base / log_path(v)).write_text("garbage")
+    if root == "garbled":
+        (base / "manifest.json").write_text("{garbage")
+    else:
+        (base / "manifest.json").unlink()
+    with pytest.raises(CorruptManifestError, match="verify --repair"):
+        shards.create_dataset(uri, HOOKS, mode="append")
+    report = shards.verify_dataset(uri, repair=True)
+    assert report.ok, report.lines()
+    got_ids, got_rows = _rows(uri)
+    if last == "drop":  # the drop was only in the lost entry
+        assert sorted(got_ids) == sorted(ids + [15, 16, 17, 18, 19])
+    else:
+        assert got_ids == ids and torch.equal(got_rows, rows)
+    assert shards.verify_dataset(uri).ok

@@ -55,3 +55,24 @@ def test_vacuum_of_one_version_lists_no_unit_file(tmp_path, monkeypatch):
     report = vacuum(uri, keep=n - 1)
     assert len(report.removed_versions) == 1
     assert not [rel for rel in listed if rel.startswith("data")]  # the full sweep lists data/ (all units)
+
+
+def test_repeated_vacuums_leave_no_statistics_file_behind(tmp_path):
+    """Attack on issue 38, F7: a statistics file an earlier vacuum's first kept version still named was outside
+    every later vacuum's range and stayed for ever."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    with shards.create_dataset(str(a), HOOKS, commit_interval=1e9) as w:
+        for u in range(40):  # 40 versions; statistics files every STATS_EVERY units or checkpoint
+            w.write_unit(u, unit_columns(u, 2))
+            w.flush()
+        w.drop_units([3])  # a version that writes statistics files of its own
+        for u in range(40, 60):
+            w.write_unit(u, unit_columns(u, 2))
+            w.flush()
+    shutil.copytree(a, b)
+    n = len(versions(str(a)))
+    for keep in (n - 5, n - 30, 1):
+        vacuum(str(a), keep=keep)
+    vacuum(str(b), keep=1, full=True)
+    assert sorted(p.name for p in (a / "stats").iterdir()) == sorted(p.name for p in (b / "stats").iterdir())
+    assert shards.verify_dataset(str(a)).ok
