@@ -625,12 +625,18 @@ class Storage:
 
     def delete_many(self, rels: list[str]) -> None:
         """Remove objects (those already gone are fine): on object stores in batches of up to 1,000 per request
-        (S3's DeleteObjects), locally one by one."""
+        (S3's DeleteObjects), locally from a pool of threads (unlink releases the GIL: retiring a 10k-unit version's
+        commit records took 16 s one by one on a busy disk)."""
         if not rels:
             return
         if self.is_local:
-            for rel in rels:
-                self.delete(rel)
+            if len(rels) < 64:
+                for rel in rels:
+                    self.delete(rel)
+                return
+            from shards.parallel import in_parallel
+
+            in_parallel(self.delete, list(rels))
             return
         for start in range(0, len(rels), 1000):
             chunk = rels[start:start + 1000]
