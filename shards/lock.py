@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -62,6 +63,7 @@ def command_line(pid: int) -> str:
 
 
 DEAD_AFTER_TTLS = 3  #: a holder silent for this many ttls is not alive, whatever process has its PID now
+MAX_TTL_S = 86_400.0  #: the longest lock ttl a writer takes (a day); a lock claiming more is not a writer's
 
 
 def refuse_breaking_a_live_holder(storage: Storage, holder: dict, what: str) -> None:
@@ -70,12 +72,19 @@ def refuse_breaking_a_live_holder(storage: Storage, holder: dict, what: str) -> 
     if holder.get("unreadable") or holder.get("host") != socket.gethostname() or not pid_alive(holder["pid"]):
         return
     age = time.time() - float(holder.get("heartbeat", 0))
-    if age > DEAD_AFTER_TTLS * float(holder.get("ttl", 300)):
+    ttl = float(holder.get("ttl", 300))
+    if not (math.isfinite(age) and math.isfinite(ttl) and 0 < ttl <= MAX_TTL_S) or age < -MAX_TTL_S:
+        # a heartbeat far in the future or a ttl no writer uses: not a lock an actlake writer keeps (planted,
+        # damaged): it never stands in the way of `unlock`
+        log.warning("the lock names pid %s with heartbeat age %.0fs and ttl %s: not a live writer's lock",
+                    holder["pid"], age, ttl)
+        return
+    if age > DEAD_AFTER_TTLS * ttl:
         # A writer beats every quarter of its ttl: one silent for many ttls is not the process that now has its
         # PID (reused after a reboot), or one paused so long that, resumed, it finds the lock lost and stops (the
         # version it would commit next is fenced by the log's create-if-absent).
         log.warning("the lock's holder pid %s has not beaten for %.0fs (%.0f× its ttl): not that process",
-                    holder["pid"], age, age / float(holder.get("ttl", 300)))
+                    holder["pid"], age, age / ttl)
         return
     cmd = command_line(holder["pid"])
     raise DatasetLockedError(
@@ -89,6 +98,8 @@ class WriteLock:
 
     def __init__(self, storage: Storage, ttl: float = 300.0, what: str = "dataset") -> None:
         self.storage, self.what = storage, what
+        if not (isinstance(ttl, int | float) and math.isfinite(ttl) and 0 < ttl <= MAX_TTL_S):
+            raise ValueError(f"lock ttl {ttl!r}: give seconds in (0, {MAX_TTL_S:.0f}] (a day at most)")
         self.ttl = ttl
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from shards.checksums import checksum
 from shards.cleanup import garbage, readable_records, record_ids
 from shards.errors import CorruptManifestError, DatasetNotFoundError
-from shards.layout import MANIFEST, PENDING_DIR, unit_commit_path, version_path
+from shards.layout import MANIFEST, PENDING_DIR, parse_unit_name, unit_commit_path, version_path
 from shards.manifest import ArtifactEntry, Manifest, parse_manifest, read_manifest
 from shards.stats_files import check_stats_file
 from shards.storage import Storage, StorageOptions
@@ -281,8 +281,10 @@ def _repair(uri: str, storage: Storage, storage_options, checksums: bool, thread
             # a record that cannot be read commits nothing (its unit was never in a version): set aside, bytes kept
             storage.put_bytes(f"{rel}.damaged", storage.get_bytes(rel))
             storage.delete(rel)
-            report.repaired.append(f"{rel} could not be read: set aside as {rel}.damaged (its unit was not "
-                                   "committed; rerun the job to write it)")
+            committed = parse_unit_name(rel.rsplit("/", 1)[-1]) in w.manifest.units
+            report.repaired.append(f"{rel} could not be read: set aside as {rel}.damaged" + (
+                " (its unit is committed: the latest version names it; the record was kept only to rebuild a lost "
+                "latest log entry)" if committed else " (its unit was not committed; rerun the job to write it)"))
             del report.records[rel]
         for rel in report.garbage:
             storage.delete(rel)

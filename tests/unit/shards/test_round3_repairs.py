@@ -194,3 +194,20 @@ def test_latest_entry_and_root_both_damaged_lose_no_older_unit(tmp_path, last, r
     else:
         assert got_ids == ids and torch.equal(got_rows, rows)
     assert shards.verify_dataset(uri).ok
+
+
+@pytest.mark.parametrize("heartbeat, ttl", [(10_000, 300), (-1e7, 300), (0, float("inf")), (0, 1e9)])
+def test_a_lock_no_writer_keeps_can_be_broken_whoever_has_its_pid(tmp_path, heartbeat, ttl):
+    """Attack on issue 38, F10: a heartbeat far in the future or a ttl no writer takes (inf, 30 years) made a lock
+    whose PID an unrelated live process has unbreakable."""
+    uri, root = str(tmp_path / "ds"), tmp_path / "ds"
+    write_dataset(uri, units=1, rows=5)
+    (root / LOCK).write_text(json.dumps({"token": "0" * 32, "host": socket.gethostname(), "pid": 1,
+                                         "acquired": "2026-01-01T00:00:00Z", "heartbeat": time.time() - heartbeat,
+                                         "ttl": ttl}))
+    assert main(["unlock", uri]) == 0 and not (root / LOCK).exists()
+
+
+def test_a_writer_refuses_a_lock_ttl_over_a_day(tmp_path):
+    with pytest.raises(ValueError, match="a day at most"):
+        shards.create_dataset(str(tmp_path / "ds"), HOOKS, lock_ttl=2 * 86_400)
