@@ -88,9 +88,11 @@ class VerifyConfig(_WithStorage):
         super().__post_init__()
         if (self.break_lock or self.drop_damaged) and not self.repair:
             raise ConfigError("--break-lock and --drop-damaged only act with --repair")
-        if self.since is not None and (self.repair or self.since < 0):
-            raise ConfigError("--since VERSION takes a version >= 0 (`actlake versions URI` lists them) and checks "
-                              "without --repair; `actlake verify --repair URI` repairs the whole dataset")
+        if self.since is not None and self.since < 0:
+            raise ConfigError(f"--since {self.since}: give a version >= 0 (`actlake versions URI` lists them)")
+        if self.since is not None and self.repair:
+            raise ConfigError("--since only checks; `actlake verify --repair URI` (without --since) repairs the "
+                              "whole dataset")
 
 
 @dataclass

@@ -34,6 +34,13 @@ def open_dataset(uri: str, storage_options: StorageOptions | dict | None = None,
         for batch in ds.iter_batches(["resid.3"], batch_size=4096, shuffle=True, seed=0):
             x = batch["resid.3"]          # float32 tensor (4096, 384)
     """
+    from shards.pins import split_pin
+
+    base, pinned = split_pin(uri)  # ``URI@vN``, as every command takes it
+    if pinned is not None:
+        if version is not None and version != pinned:
+            raise ValueError(f"{uri!r} pins version {pinned} and version={version} asks for another: give one")
+        uri, version = base, pinned
     return Dataset(uri, storage_options, version)
 
 

@@ -48,7 +48,16 @@ def check_since(storage: Storage, latest: Manifest, since: int, checksums: bool 
     if since > latest.version:
         raise ConfigError(f"--since {since}: the latest version of {storage.display()} is {latest.version} "
                           "(`actlake versions URI` lists them)")
-    entries = _chain(storage, latest.version, since, report)
+    from shards.versionlog import list_log_versions
+
+    kept = [v for v in list_log_versions(storage) if v <= latest.version]
+    base_gone = bool(kept) and 0 < since < kept[0]  # vacuumed: no entry to show the next one follows it
+    if kept and since < kept[0] - 1:  # what is left of that span starts at the oldest kept version
+        report.notes.append(f"versions {since + 1}..{kept[0] - 1} were vacuumed: checked the versions after "
+                            f"{kept[0]}, the oldest kept (a full `actlake verify` checks that one's files)")
+        since = kept[0]
+        base_gone = False
+    entries = _chain(storage, latest.version, since, report, base_gone)
     added: dict[str, UnitEntry] = {}
     arrow_schema = latest.schema.arrow_schema()
     for entry in entries:
@@ -73,7 +82,7 @@ def check_since(storage: Storage, latest: Manifest, since: int, checksums: bool 
     return report
 
 
-def _chain(storage: Storage, latest: int, since: int, report) -> list[LogEntry]:
+def _chain(storage: Storage, latest: int, since: int, report, base_gone: bool = False) -> list[LogEntry]:
     """The log entries after ``since``, each checked to follow the one before (base and digest of its bytes)."""
     def read(v: int):
         try:
@@ -87,7 +96,7 @@ def _chain(storage: Storage, latest: int, since: int, report) -> list[LogEntry]:
         got = list(pool.map(read, range(since, latest + 1)))
     entries: list[LogEntry] = []
     before = got[0]
-    if since > 0 and not isinstance(before, tuple):
+    if since > 0 and not isinstance(before, tuple) and not base_gone:
         report.versions[log_path(since)] = ("missing or damaged: the versions after it cannot be shown to follow it"
                                             if before is not None else "missing (vacuumed, or lost)")
     for v, item in zip(range(since + 1, latest + 1), got[1:], strict=True):

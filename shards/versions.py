@@ -478,7 +478,7 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> V
         storage.delete(rel)
     for rel in files:
         storage.delete(rel)
-    log.info("vacuumed %s: removed %d versions and %d files; kept versions %s", storage.display(), len(drop),
-             len(files), keep_set)
+    log.info("vacuumed %s: removed %d version(s), their %d version record(s) and %d other file(s); kept versions %s",
+             storage.display(), len(drop), len(history), len(files), keep_set)
     return report
 
