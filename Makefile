@@ -26,8 +26,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shards ingest analysis cluster tests
 
+# Two workers (CI has two cores; much of a Ray test is waiting), each test file one unit of work, the slowest
+# files first (tests/conftest.py); tests that must not run side by side share an xdist_group.
 test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt eai-sparsify  # the SAE benchmark's second baseline

@@ -12,6 +12,42 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Idle OpenMP threads (torch's intra-op pool, MKL's) sleep instead of spinning for a while. On CI's two cores the
+# spinning threads of one process starve every other one (Ray's workers, the S3 server, the second pytest worker):
+# a small SAE's training ran 3-6x slower. Only how an idle thread waits changes, not how work is split between
+# threads, so every number computed is the same. Read when torch is first imported, which happens after this.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: Test files by their time on CI (seconds, slowest first): under pytest-xdist (`make test` runs two workers,
+#: `--dist loadgroup --no-loadscope-reorder`) these start first, so that no long file is left for the end while
+#: the other worker has nothing to do. A file missing here only starts later; nothing else depends on this list.
+SLOW_FILES = {
+    "tests/unit/analysis/test_sae_synthetic_bench.py": 246,
+    "tests/integration/test_probe_ray.py": 144,
+    "tests/integration/test_causal_probing.py": 130,
+    "tests/integration/test_sae_train.py": 123,
+    "tests/integration/test_sae_evaluate.py": 102,
+    "tests/integration/test_schedule_ray.py": 100,
+    "tests/integration/test_model_in_loop_ray.py": 93,
+    "tests/integration/test_extract_ray.py": 86,
+    "tests/integration/test_cluster_submit.py": 72,
+    "tests/integration/test_copy.py": 67,
+    "tests/integration/test_zoo.py": 63,
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which appends the group to each test's id
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist: each test file is one unit of work (its module fixtures are built once, its tests run
+    in order in one worker, as when run alone), unless a test names its own ``xdist_group``; the slow files first.
+    Every worker collects the same files and sorts them the same way, as xdist requires."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=lambda item: -SLOW_FILES.get(item.nodeid.split("::", 1)[0], 0))  # stable: file order kept
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
@@ -65,6 +101,11 @@ def ray_local(tmp_path_factory, s3_endpoint):
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Headless chromium, from Debian's package (installed now when missing, as the test set-up promises)."""
+    import fcntl
+
     from tests.browser import install_chromium
 
-    return install_chromium()
+    # one apt-get at a time when pytest-xdist's workers both find it missing (dpkg takes a lock of its own)
+    with open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "actlake-tests-chromium.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return install_chromium()

@@ -12,8 +12,17 @@ import psutil
 
 
 def actor_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("ExtractionActor" in part for part in (p.info["cmdline"] or []))]
+    """The extraction actors of this process's own Ray (its workers are this process's descendants), never those
+    of another test run on the machine (a second pytest-xdist worker, a subprocess's driver)."""
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmdline = p.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if any("ExtractionActor" in part for part in cmdline):
+            pids.append(p.pid)
+    return sorted(pids)
 
 
 @contextmanager

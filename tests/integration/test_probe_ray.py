@@ -63,7 +63,11 @@ def test_minilm_concepts_by_layer(ray_local, tmp_path):
     data = str(tmp_path / "minilm")
     run_extraction(ExtractConfig(data="builtin:concepts?n=240", out=data, hooks=["embed", "resid.*"], workers=1,
                                  unit_size=60, pool="none", pack=False, dtype="float16"))
-    s = run(ProbeConfig(data=data, hooks=["embed", "resid.*"], label="label", control="type", out=str(tmp_path / "p")))
+    # one penalty, near the one the inner search picks here (0.34 for most hooks; the search is tested on planted
+    # data in tests/unit/analysis/test_probe.py and above): the search took 5/6 of this test's time, and the
+    # accuracies are the same to 0.01 (embed 0.31, resid.5 0.99 either way)
+    s = run(ProbeConfig(data=data, hooks=["embed", "resid.*"], label="label", control="type", reg=["1"],
+                        out=str(tmp_path / "p")))
     means = {h: v["mean"] for h, v in s.hooks.items()}
     assert list(means) == ["embed", *[f"resid.{i}" for i in range(6)]]
     # a token's concept needs context: the embeddings barely decode it, contextual layers do
