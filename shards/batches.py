@@ -166,6 +166,9 @@ class BatchIterator:
             out.put(exc)
 
     def __iter__(self) -> Iterator[dict]:
+        # each iteration starts at the iterator's start, and so does its cursor: a second ``iter()`` used to start
+        # again from the first batch while the cursor went on counting (resuming from it skipped rows)
+        self.offset = self.start
         if self.prefetch <= 0:
             for batch, n in self._batches():
                 self.offset += n

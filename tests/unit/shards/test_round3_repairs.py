@@ -211,3 +211,13 @@ def test_a_lock_no_writer_keeps_can_be_broken_whoever_has_its_pid(tmp_path, hear
 def test_a_writer_refuses_a_lock_ttl_over_a_day(tmp_path):
     with pytest.raises(ValueError, match="a day at most"):
         shards.create_dataset(str(tmp_path / "ds"), HOOKS, lock_ttl=2 * 86_400)
+
+
+def test_a_second_iteration_restarts_its_cursor_with_its_batches(tmp_path):
+    """New user's finding: iterating one ``iter_batches`` object twice restarted the batches but not the cursor."""
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=4, rows=5)
+    it = shards.open_dataset(uri).iter_batches("mlp.0", batch_size=4, prefetch=0)
+    first = next(iter(it))
+    again = next(iter(it))
+    assert it.cursor.offset == 4 and (first["mlp.0"] == again["mlp.0"]).all()
