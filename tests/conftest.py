@@ -18,9 +18,10 @@ sys.path.insert(0, str(ROOT))
 # threads, so every number computed is the same. Read when torch is first imported, which happens after this.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-#: Test files by their time on CI (seconds, slowest first): under pytest-xdist (`make test` runs two workers,
-#: `--dist loadgroup --no-loadscope-reorder`) these start first, so that no long file is left for the end while
-#: the other worker has nothing to do. A file missing here only starts later; nothing else depends on this list.
+#: Test files by their time (seconds, on CI run alone; the last four estimated from a run on two workers): under
+#: pytest-xdist (`make test` runs two workers, `--dist loadgroup --no-loadscope-reorder`) these start first, then
+#: the other integration files, then the unit files, so that no long file is left for the end while the other
+#: worker has nothing to do. A file missing here only starts later; nothing else depends on this list.
 SLOW_FILES = {
     "tests/unit/analysis/test_sae_synthetic_bench.py": 246,
     "tests/integration/test_probe_ray.py": 144,
@@ -33,6 +34,10 @@ SLOW_FILES = {
     "tests/integration/test_cluster_submit.py": 72,
     "tests/integration/test_copy.py": 67,
     "tests/integration/test_zoo.py": 63,
+    "tests/integration/test_align_ray.py": 60,
+    "tests/unit/analysis/test_sae_dictionaries.py": 60,
+    "tests/unit/analysis/test_round3_results.py": 50,
+    "tests/unit/shards/test_format_v3.py": 50,
 }
 
 
@@ -46,7 +51,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    items.sort(key=lambda item: -SLOW_FILES.get(item.nodeid.split("::", 1)[0], 0))  # stable: file order kept
+
+    def weight(item) -> tuple[int, bool]:
+        path = item.nodeid.split("::", 1)[0]
+        return -SLOW_FILES.get(path, 0), not path.startswith("tests/integration/")
+
+    items.sort(key=weight)  # stable: the order of the files and of the tests within a file is kept
 
 
 @pytest.fixture(scope="session")
