@@ -27,9 +27,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check shards ingest analysis cluster tests
 
 # Two workers (CI has two cores; much of a Ray test is waiting), each test file one unit of work, the slowest
-# files first (tests/conftest.py); tests that must not run side by side share an xdist_group.
+# files first (tests/conftest.py); tests that must not run side by side share an xdist_group. A worker that dies
+# fails its test and stops the run, naming it (replacing the worker crashes xdist 3.8's loadgroup scheduler with
+# an INTERNALERROR KeyError instead).
 test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder --max-worker-restart 0
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt eai-sparsify  # the SAE benchmark's second baseline
