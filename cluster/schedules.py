@@ -233,16 +233,24 @@ class ScheduleStore:
                                        status="damaged", error=str(exc)))
         return out
 
-    def close_killed(self, name: str) -> int:
+    def close_killed(self, name: str, after: int = 0) -> int:
         """Mark the attempts still ``running`` in the history as ``killed`` (called under the lease: none of them
-        can still run); the highest run number recorded."""
-        last = 0
-        for h in self.history(name):
-            last = max(last, h.run)
+        can still run); the highest run number recorded. Only the records numbered ``after`` (the last run the
+        status recorded: an interrupted attempt records its status still ``running``) and above are read: every
+        earlier one was closed by the tick that recorded a later run. One listing and a record or two per tick,
+        not the whole history (8,760 records after a year of hourly ticks)."""
+        self.get(name)
+        runs = sorted(int(f[:-5]) for f in self.storage.list(f"{name}/history")
+                      if f.endswith(".json") and f[:-5].isdigit())
+        for run in (r for r in runs if r >= after):
+            try:
+                h = self._get(f"{name}/history/{run:06d}.json", TickHistory)
+            except ScheduleError:
+                continue  # a damaged record: `schedule history` shows it; its number stays taken
             if h.status == "running":
                 self.write_history(name, dataclasses.replace(
                     h, status="killed", error="the tick's process ended before the tick did (killed or lost)"))
-        return last
+        return max(runs, default=0)
 
     def write_history(self, name: str, h: TickHistory) -> None:
         self._put(f"{check_name(name)}/history/{h.run:06d}.json", h)
@@ -294,7 +302,8 @@ def run_tick_now(store: ScheduleStore, name: str, now: datetime, address: str | 
         return TickHistory(0, iso(now), iso(now), "busy", error="another tick of this schedule is running")
     try:
         status = store.status(name)
-        run = max(status.ticks, store.close_killed(name)) + 1  # a killed attempt keeps its number and its record
+        # a killed attempt keeps its number and its record
+        run = max(status.ticks, store.close_killed(name, after=status.ticks)) + 1
         h = TickHistory(run, iso(now))
         store.write_history(name, h)
         t0 = time.time()

@@ -239,12 +239,19 @@ def tick_identity(identity: dict) -> dict:
 
 
 def _next_ids(manifest: Manifest | None) -> tuple[int, int]:
-    """The first unit id and example id no tick and no unit of the dataset has used."""
+    """The first unit id and example id no tick and no unit of the dataset has used: from the version's counts
+    (format v4 records its largest unit id and next example id: no unit list read per tick, whatever the dataset's
+    size), else from its unit list."""
     if manifest is None:
         return 0, 0
-    units = [t.units[1] for t in manifest.ticks] + [u.id + 1 for u in manifest.units]
-    examples = [t.examples[1] for t in manifest.ticks] + [u.example_range[1] + 1 for u in manifest.units
-                                                           if u.example_range is not None]
+    counts = (manifest.root or {}).get("units")
+    ticks_units = [t.units[1] for t in manifest.ticks]
+    ticks_examples = [t.examples[1] for t in manifest.ticks]
+    if isinstance(counts, dict) and "max_id" in counts and "next_example" in counts:
+        return (max([*ticks_units, int(counts["max_id"]) + 1], default=0),
+                max([*ticks_examples, int(counts["next_example"])], default=0))
+    units = ticks_units + [u.id + 1 for u in manifest.units]
+    examples = ticks_examples + [u.example_range[1] + 1 for u in manifest.units if u.example_range is not None]
     return max(units, default=0), max(examples, default=0)
 
 
@@ -390,12 +397,12 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
     t0 = time.perf_counter()
     kind, listing = input_kind(cfg), list_inputs(cfg)
     out = Storage(cfg.out, cfg.storage)
-    manifest = read_manifest(out) if out.exists("manifest.json") else None
+    manifest = read_manifest(out, lazy=True) if out.exists("manifest.json") else None
     seen = list(manifest.ticks) if manifest else []
     pending = next((t for t in seen if t.status == "planned"), None)
     if pending is not None and abandon_planned:
         _abandon(cfg, out, pending, schedule)
-        manifest = read_manifest(out)
+        manifest = read_manifest(out, lazy=True)
         seen, pending = list(manifest.ticks), None
     tp, tick_id, unit_base, example_base = _what_to_run(cfg, kind, listing, manifest, pending, on_changed)
     if not tp.inputs:
@@ -413,7 +420,7 @@ def run_tick(cfg: ExtractConfig, schedule: str = "", on_changed: OnChanged = "wa
     except BaseException:
         writer.abort()
         raise
-    after = read_manifest(out)
+    after = read_manifest(out, lazy=True)
     return TickResult(tick=tick_id, status="resumed" if pending else "extracted", inputs_found=len(listing),
                       new_inputs=[r.path for r in records], changed=list(tp.changed), missing=tp.missing,
                       units_written=len(todo), rows=after.num_rows - rows_before, examples=plan.num_examples,

@@ -191,7 +191,7 @@ def verify_dataset(uri: str, storage_options: StorageOptions | dict | None = Non
     if since is not None:  # the versions after one already verified (``shards.verify_since``)
         from shards.verify_since import check_since
 
-        return check_since(storage, read_manifest(storage), since, checksums, threads)
+        return check_since(storage, read_manifest(storage, lazy=True), since, checksums, threads)
     if not repair:
         try:
             return check_dataset(storage, read_manifest(storage), checksums, threads)

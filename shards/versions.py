@@ -13,6 +13,8 @@ list, never every version's.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -132,8 +134,10 @@ def versions(uri: str, storage_options: StorageOptions | dict | None = None) -> 
             return _problem(exc)
 
     dataset_id = ""
-    for start in range(0, len(logged), 256):  # a few entries at a time: each holds its version's unit entries
-        chunk = logged[start:start + 256]
+    # a few entries at a time: each holds its version's unit entries (a bulk version's, 10k of them: 256 at a time
+    # held 1 GB at 1M units, 16 hold what 16 versions added)
+    for start in range(0, len(logged), 16):
+        chunk = logged[start:start + 16]
         for v, e in zip(chunk, in_parallel(one, chunk), strict=True):
             if isinstance(e, str):
                 infos.append(VersionInfo.damaged(v, e))
@@ -177,10 +181,26 @@ def walk_versions(storage: Storage, latest: Manifest, wanted: list[int] | None =
             continue
         prev = view
         yield view
+    stepped, whole = None, False
+    if prev is not None and prev.entry is not None:
+        # the latest by its log entry, applied to the unit list before (one unit list in memory: building it from
+        # the root beside the one before held 3 GB at 1M units); what the root lists is compared with what its
+        # entry makes by `root_problem`
+        try:
+            stepped = _step(storage, prev, latest.version)
+        except (*_PROBLEM, FileNotFoundError):
+            whole = True  # the list before may be half-changed: every unit of the latest counts as new
+    if stepped is not None:
+        prev = None
+        yield dataclasses.replace(stepped, manifest=latest)
+        return
     units = {u.id: u for u in latest.units}
-    seen = set(prev.units) if prev is not None else set()
-    yield VersionView(version=latest.version, manifest=latest, units=units,
-                      new_units=[u for i, u in units.items() if i not in seen or prev.units.get(i) != u],
+    if prev is None or whole:
+        new = list(units.values())
+    else:
+        new = [u for i, u in units.items() if prev.units.get(i) != u]
+    prev = None
+    yield VersionView(version=latest.version, manifest=latest, units=units, new_units=new,
                       ids=IdDigest.of_units(units.values()))
 
 
@@ -193,6 +213,8 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
                            ids=IdDigest.of_units(units.values()))
     if prev is None or prev.entry is None or entry.base != prev.version or entry.checkpoint == v:
+        if prev is not None:  # served and done with: not two unit lists in memory at once
+            prev.units.clear()
         state, table, entry = version_state(storage, v, summaries=False)
         m = Manifest.from_json(state, table)
         units = {u.id: u for u in table}
@@ -439,16 +461,27 @@ def _reroot(storage: Storage, latest: Manifest, first_kept: int) -> None:
     storage.put_bytes(MANIFEST, (json.dumps(new, separators=(",", ":"), allow_nan=False) + "\n").encode())
 
 
-def _history_to_drop(storage: Storage, drop: list[int], first_kept: int) -> list[str]:
+def _history_to_drop(storage: Storage, drop: list[int], first_kept: int, full: bool = False) -> list[str]:
     """The version records of dropped versions, checkpoints before the first kept version, and leaves no kept
-    checkpoint lists."""
+    checkpoint lists. A checkpoint file at a kept version that a losing writer left lists leaves kept too (finding
+    out reads every kept checkpoint's log entry, whole: at a million units that cost seconds per vacuum); ``full``
+    finds out, and removes what only such files list."""
     files = [log_path(v) for v in drop if v in set(list_log_versions(storage))]
     files += [version_path(v) for v in drop if v in set(_v2_versions(storage))]
     cps = [(rel, parse_checkpoint_name(rel.rsplit("/", 1)[1])) for rel in checkpoint_files(storage)]
-    live = set(live_checkpoints(storage, [rel for rel, vt in cps if vt[0] >= first_kept]))
-    kept_cps = [vt for _rel, vt in cps if vt in live]
+    later = [(rel, vt) for rel, vt in cps if vt[0] >= first_kept]
+    live = set(live_checkpoints(storage, [rel for rel, _vt in later])) if full else None
     files += [rel for rel, (v, _tag) in cps if v < first_kept]
-    listed = {ref.path for v, tag in kept_cps for ref in read_checkpoint(storage, v, tag).leaves}
+    listed: set[str] = set()
+    for _rel, (v, tag) in later:
+        if live is not None and (v, tag) not in live:
+            continue
+        try:
+            listed |= {ref.path for ref in read_checkpoint(storage, v, tag).leaves}
+        except (CorruptManifestError, FileNotFoundError):
+            if live is None and (v, tag) not in set(live_checkpoints(storage, [_rel])):
+                continue  # a losing writer's damaged file: it names nothing a version reads
+            raise
     files += [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if f"{LEAF_DIR}/{f}" not in listed]
     return files
 
@@ -463,13 +496,15 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> V
         _own_checkpoint(storage, first_kept)
         _reroot(storage, latest, first_kept)
         latest = read_manifest(storage, lazy=True)
-    files = None if full else _superseded_files(storage, latest, drop, first_kept)
+    # nothing to drop: nothing a version stops naming (a killed writer's leftovers are found by `--full` only, which
+    # lists the dataset: an incremental vacuum costs what it removes, nothing here)
+    files = None if full else _superseded_files(storage, latest, drop, first_kept) if drop else []
     if files is None:  # the whole dataset's files, against what every kept version names
         named = _named_by(storage, latest, keep_set)
         files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
     else:
         files = [f for f in files if storage.exists(f)]
-    history = _history_to_drop(storage, drop, first_kept) if drop else []
+    history = _history_to_drop(storage, drop, first_kept, full) if drop else []
     report = VacuumReport(uri=storage.display(), kept=keep_set, removed_versions=drop,
                           removed_files=files + history, dry_run=dry_run)
     if dry_run:

@@ -377,6 +377,7 @@ class DatasetWriter:
     def _new_manifest(self) -> Manifest:
         self.created = not self._kept and self._floor == 0
         self.units = UnitSet()
+        self._next_example = 0
         return Manifest(dataset_id=uuid.uuid4().hex, schema=self.schema, created=now_iso(),
                         code_version=code_version(), job_identity=self.job_identity)
 
@@ -391,6 +392,9 @@ class DatasetWriter:
         self._ids = (IdDigest.from_hex(len(existing.units), digest) if digest else
                      IdDigest.of_units(self.units.base_table()))
         self._rows, self._bytes = existing.num_rows, existing.num_bytes
+        # the first example id no unit has used (format v4 counts record it since 2026-12; older roots: computed
+        # from the unit list when a version is written)
+        self._next_example = int(counts["next_example"]) if "next_example" in counts else None
         self._stats_since = {int(p[0]): PendingUnit(*p) for p in existing.stats_pending}
         self._load_stats(existing)
         if existing.job_identity is None or not existing.units:
@@ -531,6 +535,8 @@ class DatasetWriter:
         self.units[record.id] = record.unit
         self._pending_added[record.id] = record.unit
         self._pending_removed.discard(record.id)
+        if record.unit.example_range is not None and self._next_example is not None:
+            self._next_example = max(self._next_example, int(record.unit.example_range[1]) + 1)
         self._rows += record.unit.rows - (old.rows if old else 0)
         self._bytes += record.unit.bytes - (old.bytes if old else 0)
         self._retire.add(record.id)
@@ -597,7 +603,7 @@ class DatasetWriter:
             self._stats_ids, self._stats_since, self._stats_dirty = self._ids, {}, False
         m.stats_pending = [(u.id, u.path, u.checksum) for _, u in sorted(self._stats_since.items())]
         counts = {"units": len(self.units), "rows": self._rows, "bytes": self._bytes, "max_id": self.units.max_id,
-                  "digest": self._ids.to_hex()}
+                  "next_example": self.next_example, "digest": self._ids.to_hex()}
         try:
             data = self.log.write(m.state_json(), self.units, self._pending_added, self._pending_removed, counts,
                                   self._superseded)
@@ -734,6 +740,18 @@ class DatasetWriter:
             raise ValueError(f"no tick {tick} in {self.storage.display()}")
         self.manifest.ticks = [dataclasses.replace(t, status="done", finished=now_iso()) if t.tick == tick else t
                                for t in self.manifest.ticks]
+
+    @property
+    def next_example(self) -> int:
+        """The first example id no unit of the dataset has used (never lowered by a drop: a scheduled tick's ids
+        continue after it). Read from the version's counts; a dataset written before they held it reads its unit
+        list once."""
+        if self._next_example is None:
+            import pyarrow.compute as pc
+
+            top = pc.max(self.units.table().table.column("example_stop")).as_py()
+            self._next_example = 0 if top is None else int(top) + 1
+        return self._next_example
 
     def is_committed(self, unit_id: int) -> bool:
         return int(unit_id) in self.units

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -50,8 +51,82 @@ META_DIRS = ("_versions", "_log", "_checkpoints")
 
 
 def unit(uid: int) -> dict:
+    if TICKS.cfg is not None:  # the schema a tick of tests.model_factories:tiny_gpt2 writes
+        return {"example_id": np.array([10 * uid, 10 * uid + 1], dtype=np.int64) + TICKS.example_offset,
+                "position": np.zeros(2, np.int32), "token_id": np.zeros(2, np.int32),
+                "resid.1": np.full((2, 64), uid % 7, np.float16)}
     return {"example_id": np.array([2 * uid, 2 * uid + 1], dtype=np.int64),
             "position": np.zeros(2, np.int32), "h": np.full((2, 4), uid % 7, np.float16)}
+
+
+class TICKS:
+    """``--ticks``: the dataset is a scheduled one. A real tick (Ray, tests.model_factories:tiny_gpt2) creates it
+    from one input; the bulk units are added in its schema; at each size a tick with nothing new and a tick with
+    one new input (5 lines) run for real (``run_tick``: what `actlake schedule run` runs under its lease)."""
+
+    cfg = None  #: the scheduled job's ExtractConfig
+    corpus: Path | None = None
+    example_offset = 1000  #: bulk units' example ids start here (after the seed tick's and the timed ticks')
+    extract_s = 0.0  #: seconds inside the actors' run of the last tick (model, hooks: what no dataset size changes)
+
+
+def seed_ticks(base: str, local: str) -> str:
+    """The scheduled dataset (under ``base``), created by a first real tick of a corpus under ``local``; its URI.
+    Sets HOOKS to its schema."""
+    import ray
+
+    import ingest.driver
+    import shards
+    from ingest.config import ExtractConfig
+    from ingest.incremental import run_tick
+
+    global HOOKS
+    TICKS.corpus = Path(local) / "corpus"
+    shutil.rmtree(TICKS.corpus, ignore_errors=True)
+    TICKS.corpus.mkdir(parents=True)
+    (TICKS.corpus / "seed.jsonl").write_text("".join(json.dumps({"text": f"seed line {i} about a harbour"}) + "\n"
+                                                     for i in range(10)))
+    uri = f"{base}/grow"
+    TICKS.cfg = ExtractConfig(data=f"{TICKS.corpus}/*.jsonl", out=uri, model="tests.model_factories:tiny_gpt2",
+                              hooks=["resid.1"], pool="mean", unit_size=5, batch_size=5, workers=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    real = ingest.driver._run_units
+
+    def timed_run(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            TICKS.extract_s = time.perf_counter() - t0
+
+    ingest.driver._run_units = timed_run  # timed, not replaced: the tick's own extraction is measured apart
+    result = run_tick(TICKS.cfg)
+    assert result.status == "extracted" and result.units_written == 2, result
+    HOOKS = {h: spec.to_json() for h, spec in shards.open_dataset(uri).manifest.schema.hooks.items()}
+    return uri
+
+
+def measure_ticks(n: int) -> dict:
+    """A tick with nothing new (median of 3) and one with one new input, on the dataset of ``n`` units."""
+    from ingest.incremental import run_tick
+
+    def nothing() -> None:
+        r = run_tick(TICKS.cfg)
+        assert r.status == "nothing new", r
+
+    idle = timed(nothing, 3)
+    idle_requests = requests_of(nothing)
+    (TICKS.corpus / f"new-{n}.jsonl").write_text("".join(json.dumps({"text": f"new line {i} at {n}"}) + "\n"
+                                                        for i in range(5)))
+    t0 = time.perf_counter()
+    before = REQUESTS.count if REQUESTS else 0
+    r = run_tick(TICKS.cfg)
+    one = time.perf_counter() - t0
+    one_requests = REQUESTS.count - before if REQUESTS else None
+    assert r.status == "extracted" and r.units_written == 1, r
+    return {"tick_nothing_new_s": idle, "tick_one_new_s": one, "tick_one_new_extract_s": TICKS.extract_s,
+            "tick_one_new_dataset_s": one - TICKS.extract_s,
+            **({"requests_tick_nothing_new": idle_requests, "requests_tick_one_new": one_requests} if REQUESTS else {})}
 
 
 def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int,
@@ -65,6 +140,7 @@ def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int,
     st = Storage(uri, opts)
     flushes = []
     with shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts, commit_interval=1e9) as w:
+        start = max(start, w.units.max_id + 1)  # a seeded (--ticks) dataset has units already
         for u in range(start, stop):
             w.write_unit(u, unit(u))
             if (u + 1 - start) % batch == 0:
@@ -79,7 +155,9 @@ def grow(uri: str, opts: dict | None, start: int, stop: int, batch: int,
 def _write_range(args) -> list:
     """A worker process of ``grow_bulk``: units [lo, hi) written by a UnitWriter (what a Ray actor does), their
     commit records returned for the driver's writer to commit."""
-    writer, lo, hi = args
+    writer, lo, hi, ticks = args
+    if ticks:  # a spawned process: the unit schema of the parent's run
+        TICKS.cfg = TICKS.cfg or True
     return [writer.write(u, unit(u)) for u in range(lo, hi)]
 
 
@@ -94,12 +172,13 @@ def grow_bulk(uri: str, opts: dict | None, start: int, stop: int, batch: int, wo
 
     with shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts, commit_interval=1e9,
                                fsync=False) as w:
+        start = max(start, w.units.max_id + 1)  # a seeded (--ticks) dataset has units already
         if start == 0:  # the first unit fixes the metadata columns (example_id, position)
             w.write_unit(0, unit(0))
             start = 1
         uw = w.unit_writer()
         chunk = 500
-        tasks = [(uw, lo, min(lo + chunk, stop)) for lo in range(start, stop, chunk)]
+        tasks = [(uw, lo, min(lo + chunk, stop), TICKS.cfg is not None) for lo in range(start, stop, chunk)]
         done = 0
         with mp.get_context("spawn").Pool(workers) as pool:
             for records in pool.imap(_write_range, tasks):
@@ -165,24 +244,32 @@ def measure(uri: str, opts: dict | None, n: int, n_commits: int, env: dict, veri
     from shards.storage import Storage
 
     st = Storage(uri, opts)
-    got = commits(uri, opts, n, n_commits)
+    req: dict[str, float | None] = {}
+    got: list[float] = []
+    req["commit"] = requests_of(lambda: got.extend(commits(uri, opts, n, n_commits)))
+    req["commit"] = req["commit"] / n_commits if req["commit"] is not None else None  # per commit, with its open
     t0 = time.perf_counter()
-    shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts).close()
+    req["writer_open"] = requests_of(
+        lambda: shards.create_dataset(uri, HOOKS, mode="append", storage_options=opts).close())
     writer_open = time.perf_counter() - t0
+    req["open"] = requests_of(lambda: shards.open_dataset(uri, opts))
     open_s = timed(lambda: shards.open_dataset(uri, opts))
 
     def first_batch() -> None:
         ds = shards.open_dataset(uri, opts)
-        it = iter(ds.iter_batches("h", batch_size=256, shuffle=True, seed=0, prefetch=0, shuffle_window=1024))
+        it = iter(ds.iter_batches(next(iter(HOOKS)), batch_size=256, shuffle=True, seed=0, prefetch=0,
+                                  shuffle_window=1024))
         next(it)
         it.close()
 
     first = timed(first_batch, 3)
     opts_arg = json.dumps(opts or {})
     since = shards.open_dataset(uri, opts).version - n_commits  # the timed commits are what changed since
+    before = REQUESTS.count if REQUESTS else 0
     since_s, since_rss = in_process(
         f"import shards; r = shards.verify_dataset({uri!r}, {opts_arg}, since={since}); assert r.ok, r.lines()[:5]",
         env)
+    req["verify_since"] = REQUESTS.count - before if REQUESTS else None
     open_s2, open_rss = in_process(
         f"import shards; shards.create_dataset({uri!r}, {HOOKS!r}, mode='append', storage_options={opts_arg}).close()",
         env)
@@ -190,8 +277,9 @@ def measure(uri: str, opts: dict | None, n: int, n_commits: int, env: dict, veri
     t0 = time.perf_counter()
     from shards.versions import vacuum
 
-    vacuum(uri, keep=versions_now - 1, storage_options=opts)  # one version removed
-    vacuum_one = time.perf_counter() - t0
+    req["vacuum_one_version"] = requests_of(lambda: vacuum(uri, keep=versions_now - 1, storage_options=opts))
+    vacuum_one = time.perf_counter() - t0  # one version removed
+    ticks = measure_ticks(n) if TICKS.cfg is not None else {}
     verify_s, verify_rss = in_process(
         f"import shards; r = shards.verify_dataset({uri!r}, {opts_arg}); assert r.ok, r.lines()[:5]", env
     ) if verify_all else (None, None)
@@ -205,7 +293,8 @@ def measure(uri: str, opts: dict | None, n: int, n_commits: int, env: dict, veri
             "writer_open_s": writer_open, "open_s": open_s, "first_batch_s": first,
             "verify_s": verify_s, "verify_rss_mb": verify_rss, "versions_s": versions_s,
             "versions_rss_mb": versions_rss, "verify_since_s": since_s, "verify_since_rss_mb": since_rss,
-            "writer_open_rss_mb": open_rss, "vacuum_one_version_s": vacuum_one,
+            "writer_open_rss_mb": open_rss, "vacuum_one_version_s": vacuum_one, **ticks,
+            **{f"requests_{k}": v for k, v in req.items() if v is not None},
             **{f"bytes_{k}": v for k, v in metadata_bytes(st).items()}}
 
 
@@ -231,8 +320,17 @@ def storage_test(uri: str, opts: dict | None, n_commits: int, per_commit: int) -
     ds = shards.open_dataset(uri, opts)
     one_copy = len(json.dumps([u.to_json() for u in ds.units], indent=1).encode())
     one_copy_compact = len(json.dumps([u.to_json() for u in ds.units], separators=(",", ":")).encode())
-    meta = metadata_bytes(Storage(uri, opts))
-    return {"storage_test": f"{n_commits}x{per_commit}", "format_version": FORMAT_VERSION, "versions": ds.version,
+    st = Storage(uri, opts)
+    meta = metadata_bytes(st)
+    # item 2 of issue 38: statistics bytes against one statistics file per hook per checkpoint kept
+    from shards.versionlog import list_checkpoints
+
+    stats_files = {k: int(v.get("size") or 0) for k, v in st.find("stats").items()}
+    one_file = max(stats_files.values(), default=0)
+    checkpoints = len(list_checkpoints(st))
+    stats_vs = {"stats_files": len(stats_files), "stats_file_bytes": one_file, "checkpoints": checkpoints,
+                "stats_vs_one_file_per_checkpoint": round(meta["stats_files"] / max(1, one_file * checkpoints), 2)}
+    return {"storage_test": f"{n_commits}x{per_commit}", **stats_vs, "format_version": FORMAT_VERSION, "versions": ds.version,
             "n_units": len(ds.units), "seconds": round(seconds, 1), "commit_s_total": round(sum(flushes), 2),
             "commit_s_first100": statistics.mean(flushes[:100]), "commit_s_last100": statistics.mean(flushes[-100:]),
             "open_s": open_s, "one_copy_json_bytes": one_copy,
@@ -241,8 +339,42 @@ def storage_test(uri: str, opts: dict | None, n_commits: int, per_commit: int) -
             "root_bytes_uploaded": sum(roots), "root_bytes_max": max(roots, default=0)}
 
 
+class Requests(logging.Handler):
+    """Requests the S3 server answered, counted from its request log (the server runs in this process; the
+    processes the benchmark starts talk to it too). What a cost is on real S3: requests, not moto's own time, which
+    grows with the bucket (its listing filters every key in Python)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if any(f'"{m} ' in record.getMessage() for m in ("GET", "PUT", "HEAD", "DELETE", "POST")):
+            self.count += 1
+
+
+REQUESTS: Requests | None = None
+
+
+def requests_of(fn) -> int | None:
+    """The S3 requests ``fn()`` made (None off S3)."""
+    if REQUESTS is None:
+        fn()
+        return None
+    before = REQUESTS.count
+    fn()
+    return REQUESTS.count - before
+
+
 def s3_server() -> tuple[str, object]:
     from moto.server import ThreadedMotoServer
+
+    global REQUESTS
+    REQUESTS = Requests()
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.addHandler(REQUESTS)
+    werkzeug.setLevel(logging.INFO)
+    werkzeug.propagate = False
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
@@ -260,7 +392,9 @@ PANELS = (("commit_s", "commit one more unit (s)"), ("writer_open_s", "open a wr
           ("verify_s", "verify, all versions (s)"), ("verify_since_s", "verify --since (16 versions) (s)"),
           ("vacuum_one_version_s", "vacuum one version (s)"), ("versions_s", "`versions` (s)"),
           ("verify_rss_mb", "verify peak RSS (MB)"), ("writer_open_rss_mb", "append-open peak RSS (MB)"),
-          ("bytes_versions_total", "version metadata (bytes)"), ("bytes_stats_files", "statistics files (bytes)"))
+          ("bytes_versions_total", "version metadata (bytes)"), ("bytes_stats_files", "statistics files (bytes)"),
+          ("tick_nothing_new_s", "tick, nothing new (s)"),
+          ("tick_one_new_dataset_s", "tick, one new input: all but the actors' run (s)"))
 
 
 def plot(paths: list[str], out: str) -> None:
@@ -275,8 +409,10 @@ def plot(paths: list[str], out: str) -> None:
     for r in rows:
         if "size" in r:
             runs.setdefault((r["label"], r["where"]), []).append(r)
-    fig, axes = plt.subplots(3, 4, figsize=(16, 11))
-    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+    fig, axes = plt.subplots(4, 4, figsize=(16, 14))
+    for ax in axes.flat[len(PANELS):]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, PANELS, strict=False):
         for (label, where), pts in sorted(runs.items()):
             pts = sorted(pts, key=lambda r: r["n_units"])
             pts = [r for r in pts if r.get(key)]
@@ -302,6 +438,8 @@ def main() -> None:
     ap.add_argument("--bulk-workers", type=int, default=0, help="grow with this many writer processes (as a job's "
                     "actors write: UnitWriter, no fsync; the driver commits) instead of one in-process writer")
     ap.add_argument("--no-verify-all", action="store_true", help="skip the full verify (minutes at 1M units)")
+    ap.add_argument("--ticks", action="store_true", help="a scheduled dataset: seeded by a real tick (Ray, a tiny "
+                    "model), and at each size a tick with nothing new and one with one new input")
     ap.add_argument("--commits", type=int, default=32, help="one-unit commits timed at each size")
     ap.add_argument("--s3", action="store_true", help="on moto's S3 server on loopback instead of local disk")
     ap.add_argument("--storage", default=None, help="CxU: C commits of U units, then the bytes of all versions "
@@ -332,6 +470,8 @@ def main() -> None:
             rows.append({"where": "s3" if a.s3 else "local", **storage_test(f"{base}/storage", None, c, u)})
             print(json.dumps(rows[-1]), flush=True)
         uri, have = f"{base}/grow", 0
+        if a.ticks and not a.storage:
+            uri = seed_ticks(base, a.dir)
         for n in a.sizes if not a.storage else []:
             t0 = time.perf_counter()
             if a.bulk_workers:
@@ -348,7 +488,11 @@ def main() -> None:
         if len(grown) > 1:
             fits = {k: fit(grown, k) for k in ("commit_s", "writer_open_s", "open_s", "first_batch_s", "verify_s",
                                                "versions_s", "verify_since_s", "vacuum_one_version_s",
-                                               "writer_open_rss_mb", "bytes_manifest", "bytes_versions_total",
+                                               "writer_open_rss_mb", "tick_nothing_new_s",
+                                               "tick_one_new_s", "tick_one_new_dataset_s", "requests_commit",
+                                               "requests_writer_open", "requests_open", "requests_verify_since",
+                                               "requests_vacuum_one_version", "requests_tick_nothing_new",
+                                               "requests_tick_one_new", "bytes_manifest", "bytes_versions_total",
                                                "bytes_stats_files")}
             rows.append({"label": grown[0]["label"], "where": grown[0]["where"], "fitted_exponents": fits})
             print(json.dumps(rows[-1]), flush=True)

@@ -187,3 +187,24 @@ def test_now_parses_iso_with_and_without_zone():
     assert parse_time("2026-11-23T06:00:00") == datetime(2026, 11, 23, 6, tzinfo=UTC)
     with pytest.raises(ConfigError, match="ISO"):
         parse_time("tomorrow")
+
+
+def test_a_tick_reads_only_the_history_after_the_last_recorded_run(tmp_path):
+    """Closing killed attempts reads the records numbered above the status's last run, not the whole history
+    (a year of hourly ticks is 8,760 records: one GET each per tick on S3)."""
+    from cluster.schedules import TickHistory
+
+    state, _corpus = _add(tmp_path)
+    store = ScheduleStore(state)
+    assert main(["schedule", "run", "crawl", "--now", "2030-01-01T00:00:00Z", "--state", state]) == 0
+    assert store.status("crawl").ticks == 1
+    # run 1 says "running" but a later status was recorded (never read again: ticks closed it), run 3 an
+    # interrupted attempt (its status recorded, still running), run 4 a killed one (no status)
+    store.write_history("crawl", TickHistory(1, "2030-01-01T00:00:00Z"))
+    (Path(state) / "crawl" / "history" / "000002.json").write_text("{not json")
+    store.write_history("crawl", TickHistory(3, "2030-01-01T01:00:00Z"))
+    store.write_history("crawl", TickHistory(4, "2030-01-01T02:00:00Z"))
+    assert store.close_killed("crawl", after=3) == 4
+    assert [h.status for h in store.history("crawl")] == ["running", "damaged", "killed", "killed"]
+    assert main(["schedule", "run", "crawl", "--now", "2030-01-01T03:00:00Z", "--state", state]) == 0
+    assert [(h.run, h.status) for h in store.history("crawl")][2:] == [(3, "killed"), (4, "killed"), (5, "nothing new")]
