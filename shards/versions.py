@@ -14,7 +14,6 @@ list, never every version's.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor

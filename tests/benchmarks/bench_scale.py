@@ -330,7 +330,8 @@ def storage_test(uri: str, opts: dict | None, n_commits: int, per_commit: int) -
     checkpoints = len(list_checkpoints(st))
     stats_vs = {"stats_files": len(stats_files), "stats_file_bytes": one_file, "checkpoints": checkpoints,
                 "stats_vs_one_file_per_checkpoint": round(meta["stats_files"] / max(1, one_file * checkpoints), 2)}
-    return {"storage_test": f"{n_commits}x{per_commit}", **stats_vs, "format_version": FORMAT_VERSION, "versions": ds.version,
+    return {"storage_test": f"{n_commits}x{per_commit}", **stats_vs, "format_version": FORMAT_VERSION,
+            "versions": ds.version,
             "n_units": len(ds.units), "seconds": round(seconds, 1), "commit_s_total": round(sum(flushes), 2),
             "commit_s_first100": statistics.mean(flushes[:100]), "commit_s_last100": statistics.mean(flushes[-100:]),
             "open_s": open_s, "one_copy_json_bytes": one_copy,
