@@ -117,7 +117,12 @@ def cmd_versions(cfg: VersionsConfig) -> int:
         if v.problem:
             print(f"{v.version:>7}  damaged: {printable(v.problem)} (`actlake verify --repair` sets it aside)")
             continue
-        made = " ".join(str(x) for x in (v.operation, v.job, f"tick {v.tick}" if v.tick else "") if x)
+        # "tick t000002 (schedule crawl)", "extract": each word once (it read "extract extract")
+        parts = [f"tick {v.tick}"] if v.tick and v.operation == "tick" else [
+            str(v.operation or ""), f"tick {v.tick}" if v.tick else ""]
+        if v.job and v.job != v.operation:
+            parts.append(f"({v.job})")
+        made = " ".join(p for p in parts if p)
         print(f"{v.version:>7}  {printable(v.time):<20}  {v.rows:>12,}  {v.units:>6}  {v.units_added:>5}  "
               f"{v.units_removed:>5}  {human_bytes(v.bytes):>10}  {printable(made)}")
     return 0

@@ -52,7 +52,7 @@ class ScheduleAddConfig(_WithState):
     """Add a schedule: the extraction job file run every --every or on --cron, extracting only what is new."""
 
     name: str = field(positional=True, metavar="NAME")
-    """The schedule's name (letters, digits, _ . -)."""
+    """The schedule's name (lower-case letters, digits and -, a letter or digit at each end; at most 50)."""
 
     config: str = ""
     """The job file: `actlake extract` options as YAML, with `data` a glob of files, a folder or a growing table."""

@@ -9,7 +9,9 @@ added, and that they really follow it:
 - every unit file those entries added: size, checksum (unless ``checksums=False``), footer, schema;
 - the statistics files those versions wrote parse, and the latest's cover exactly its units less those it names
   as added since them (by the unit-id digest the log keeps: no unit list is loaded);
-- the root agrees with the latest entry (version, unit, row and byte counts, the ids digest);
+- the root agrees with the latest entry (version, unit, row and byte counts, the ids digest), and the files its
+  unit list is read from are there: its checkpoint parses, every leaf it lists exists, and the leaves written
+  after ``VERSION`` match their digest;
 - log entries planted above the latest, and pending commit records.
 
 What it does not re-check (files of ``VERSION`` and before) is what the earlier verify checked; a full ``verify``
@@ -53,11 +55,11 @@ def check_since(storage: Storage, latest: Manifest, since: int, checksums: bool 
     kept = [v for v in list_log_versions(storage) if v <= latest.version]
     base_gone = bool(kept) and 0 < since < kept[0]  # vacuumed: no entry to show the next one follows it
     if kept and since < kept[0] - 1:  # what is left of that span starts at the oldest kept version
-        report.notes.append(f"versions {since + 1}..{kept[0] - 1} were vacuumed: checked the versions after "
-                            f"{kept[0]}, the oldest kept (a full `actlake verify` checks that one's files)")
-        since = kept[0]
-        base_gone = False
+        report.notes.append(f"versions {since + 1}..{kept[0] - 1} were vacuumed: checked the versions from "
+                            f"{kept[0]}, the oldest kept, on")
+        since, base_gone = kept[0] - 1, True
     entries = _chain(storage, latest.version, since, report, base_gone)
+    _check_unit_list(storage, latest, since, report)
     added: dict[str, UnitEntry] = {}
     arrow_schema = latest.schema.arrow_schema()
     for entry in entries:
@@ -114,6 +116,42 @@ def _chain(storage: Storage, latest: int, since: int, report, base_gone: bool = 
         entries.append(entry)
         before = item
     return entries
+
+
+def _check_unit_list(storage: Storage, latest: Manifest, since: int, report) -> None:
+    """The files the latest version's unit list is read from: its checkpoint parses, every leaf it lists is there,
+    and the leaves not listed by the checkpoint version ``since`` read from (written after it) match their digest
+    (a leaf written earlier is checked for presence only, as the unit files of those versions are: the earlier
+    verify read it)."""
+    from shards.layout import LEAF_DIR, checkpoint_path
+    from shards.versionlog import read_checkpoint, read_leaf
+
+    ref = (latest.root or {}).get("units")
+    if not isinstance(ref, dict) or "checkpoint" not in ref:
+        return  # a v1/v2 root lists its units itself
+    version, tag = int(ref["checkpoint"]), str(ref.get("checkpoint_tag") or "")
+    try:
+        cp = read_checkpoint(storage, version, tag)
+    except CorruptManifestError as exc:
+        report.versions[checkpoint_path(version, tag)] = str(exc).split(". `actlake")[0]
+        return
+    before: set[str] = set()
+    try:
+        at = read_log(storage, since)[0] if since > 0 else None
+        if at is not None:
+            before = {r.path for r in read_checkpoint(storage, at.checkpoint, read_log(storage, at.checkpoint)[0].tag
+                                                      ).leaves}
+    except (FileNotFoundError, CorruptManifestError):
+        pass  # vacuumed or damaged (reported above): every leaf is read
+    present = set(storage.list(LEAF_DIR)) if not storage.read_only else None
+    for leaf in cp.leaves:
+        if present is not None and leaf.path.rsplit("/", 1)[-1] not in present:
+            report.versions[leaf.path] = "missing: the latest version's unit list is read from it"
+        elif leaf.path not in before:
+            try:
+                read_leaf(storage, leaf)
+            except CorruptManifestError as exc:
+                report.versions[leaf.path] = str(exc).split(". `actlake")[0]
 
 
 def _check_stats_written(storage: Storage, entry: LogEntry, latest: Manifest, report) -> None:

@@ -343,8 +343,9 @@ def vacuum(uri: str, keep: int = 1, storage_options: StorageOptions | dict | Non
     Order: the oldest kept version gets a checkpoint of its own first (format v3: its history before it can go),
     then version records, then data, so that a vacuum stopped half-way leaves no kept version naming a missing
     file. What it removes is found in the dropped versions' log entries (each names the files it superseded): it
-    costs what it removes. ``full`` (and a dataset whose entries do not say) lists every file instead and removes
-    whatever no kept version names, garbage of killed writers included.
+    costs what it removes (nothing to drop: nothing read, nothing removed). ``full`` (and, when versions are
+    dropped, a dataset whose entries do not say what they superseded) lists every file instead and removes whatever
+    no kept version names, garbage of killed writers and leaves a writer's merges left included.
     """
     from shards.lock import WriteLock
 
@@ -460,7 +461,8 @@ def _reroot(storage: Storage, latest: Manifest, first_kept: int) -> None:
     storage.put_bytes(MANIFEST, (json.dumps(new, separators=(",", ":"), allow_nan=False) + "\n").encode())
 
 
-def _history_to_drop(storage: Storage, drop: list[int], first_kept: int, full: bool = False) -> list[str]:
+def _history_to_drop(storage: Storage, drop: list[int], first_kept: int, full: bool = False,
+                     reused: set[str] = frozenset()) -> list[str]:
     """The version records of dropped versions, checkpoints before the first kept version, and leaves no kept
     checkpoint lists. A checkpoint file at a kept version that a losing writer left lists leaves kept too (finding
     out reads every kept checkpoint's log entry, whole: at a million units that cost seconds per vacuum); ``full``
@@ -471,7 +473,7 @@ def _history_to_drop(storage: Storage, drop: list[int], first_kept: int, full: b
     later = [(rel, vt) for rel, vt in cps if vt[0] >= first_kept]
     live = set(live_checkpoints(storage, [rel for rel, _vt in later])) if full else None
     files += [rel for rel, (v, _tag) in cps if v < first_kept]
-    listed: set[str] = set()
+    listed: set[str] = set(reused)
     for _rel, (v, tag) in later:
         if live is not None and (v, tag) not in live:
             continue
@@ -483,6 +485,20 @@ def _history_to_drop(storage: Storage, drop: list[int], first_kept: int, full: b
             raise
     files += [f"{LEAF_DIR}/{f}" for f in storage.list(LEAF_DIR) if f"{LEAF_DIR}/{f}" not in listed]
     return files
+
+
+def _reused_leaves(storage: Storage, first_kept: int) -> set[str]:
+    """A dry run's stand-in for the checkpoint a real vacuum gives the first kept version (``_own_checkpoint``): the
+    leaves of the checkpoint its chain starts from, which that one lists again (so a dry run does not count them as
+    removed)."""
+    try:
+        entry = read_log(storage, first_kept)[0]
+    except (FileNotFoundError, CorruptManifestError):
+        return set()
+    if storage.exists(entry.checkpoint_path):
+        return set()
+    cp, _chain, _state = _state_of(storage, entry)
+    return {ref.path for ref in cp.leaves}
 
 
 def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> VacuumReport:
@@ -503,7 +519,8 @@ def _vacuum(storage: Storage, keep: int, dry_run: bool, full: bool = False) -> V
         files = sorted(set(garbage(storage, named)) | set(_unneeded_stats(storage, latest, named)))
     else:
         files = [f for f in files if storage.exists(f)]
-    history = _history_to_drop(storage, drop, first_kept, full) if drop else []
+    history = _history_to_drop(storage, drop, first_kept, full, _reused_leaves(storage, first_kept) if dry_run
+                               else frozenset()) if drop else []
     report = VacuumReport(uri=storage.display(), kept=keep_set, removed_versions=drop,
                           removed_files=files + history, dry_run=dry_run)
     if dry_run:

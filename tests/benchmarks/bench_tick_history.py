@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, nargs="*", default=[100, 1000, 3000])
     ap.add_argument("--dir", default="/tmp/bench-tick-history")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--label", default="")
     a = ap.parse_args()
     import shutil
 
@@ -105,7 +106,8 @@ def main() -> None:
     if a.out:
         with open(a.out, "a") as f:
             for r in rows:
-                f.write(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), **r}) + "\n")
+                f.write(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+                                    "label": a.label, **r}) + "\n")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,24 @@ def test_repeated_vacuums_leave_no_statistics_file_behind(tmp_path):
     vacuum(str(b), keep=1, full=True)
     assert sorted(p.name for p in (a / "stats").iterdir()) == sorted(p.name for p in (b / "stats").iterdir())
     assert shards.verify_dataset(str(a)).ok
+
+
+def test_a_dry_run_names_exactly_what_the_vacuum_removes(tmp_path):
+    """New user's finding (issue 38 round): `vacuum --dry-run` counted one file more than the vacuum removed: the
+    leaf of the checkpoint the first kept version's chain starts from, which the checkpoint the vacuum gives that
+    version lists again."""
+    import shards
+    from shards.versions import vacuum
+    from tests.helpers import HOOKS, unit_columns, write_dataset
+
+    uri = str(tmp_path / "ds")
+    write_dataset(uri, units=3, rows=2)
+    vacuum(uri, keep=1)  # the latest gets a checkpoint of its own: one leaf
+    for u in range(3, 9):  # one-unit versions on its chain
+        with shards.create_dataset(uri, HOOKS, mode="append") as w:
+            w.write_unit(u, unit_columns(u, 2))
+    planned = vacuum(uri, keep=4, dry_run=True)
+    done = vacuum(uri, keep=4)
+    assert planned.removed_versions == done.removed_versions and len(done.removed_versions) >= 3
+    assert sorted(planned.removed_files) == sorted(done.removed_files)
+    assert shards.verify_dataset(uri).ok

@@ -91,3 +91,34 @@ def test_after_a_vacuum_since_an_older_version_checks_what_is_kept(tmp_path):
         assert report.ok, (s, report.lines())
     _flip(root / shards.open_dataset(uri).units[5].path)  # added by the latest version
     assert not shards.verify_dataset(uri, since=0).ok
+    # the oldest kept version's own files are checked when --since names a vacuumed version (attack on issue 38:
+    # its unit was skipped and the check said OK)
+    oldest_unit = root / shards.open_dataset(uri, version=oldest).units[3].path
+    _flip(oldest_unit)
+    assert not shards.verify_dataset(uri, since=1).ok
+
+
+@pytest.mark.parametrize("damage", ["delete", "flip"])
+def test_a_missing_or_damaged_leaf_of_the_latest_unit_list_fails(tmp_path, damage):
+    """Attack on issue 38: with the root read lazily, `verify --since` no longer read the unit list, and passed a
+    dataset whose checkpoint leaf was gone (open_dataset could not read it)."""
+    from shards.versions import vacuum
+
+    uri, root = str(tmp_path / "ds"), tmp_path / "ds"
+    write_dataset(uri, units=4, rows=3)
+    vacuum(uri, keep=1)  # the latest gets a checkpoint of its own: one leaf of its units
+    since = shards.open_dataset(uri).version
+    for u in (10, 11):
+        with shards.create_dataset(uri, HOOKS, mode="append") as w:
+            w.write_unit(u, unit_columns(u, 2))
+    assert shards.verify_dataset(uri, since=since).ok
+    (leaf,) = (root / "_checkpoints" / "leaves").glob("*.parquet")
+    if damage == "delete":
+        leaf.unlink()
+        report = shards.verify_dataset(uri, since=since)
+        assert not report.ok and "missing" in report.versions[f"_checkpoints/leaves/{leaf.name}"]
+    else:
+        _flip(leaf)
+        report = shards.verify_dataset(uri, since=since - 1)  # written by version `since`: read
+        assert not report.ok and "damaged" in report.versions[f"_checkpoints/leaves/{leaf.name}"]
+        assert not shards.verify_dataset(uri, since=since).ok, "the latest's pending records read the unit list"
