@@ -6,6 +6,8 @@ manifest, the version records and their checks show.
     python tests/benchmarks/bench_scale.py --storage 1000x100                     # 1,000 commits of 100 units
     python tests/benchmarks/bench_scale.py --storage 3100x10 --s3                 # the 31k-unit, 10-hour job
     python tests/benchmarks/bench_scale.py --plot docs/results/scale-*.jsonl      # docs/benchmarks_scale.png
+    python tests/benchmarks/bench_scale.py --ticks --sizes 1000 10000 100000 1000000 --bulk-workers 2 \
+        --build-batch 10000 --no-verify-all                                      # a scheduled dataset to 1M units
 
 One dataset grows through the sizes (built in commits of ``--build-batch`` units). At each size N:
 
@@ -16,6 +18,9 @@ One dataset grows through the sizes (built in commits of ``--build-batch`` units
 - ``open_s``: ``open_dataset`` (median of 5); ``first_batch_s``: open and the first shuffled batch of 256 rows;
 - ``verify_since_s``: ``verify --since`` the version before the timed commits; ``vacuum_one_version_s``:
   ``vacuum --keep <versions - 1>``; ``writer_open_rss_mb``: peak RSS of a fresh process opening a writer;
+- ``--ticks``: ``tick_nothing_new_s`` (``run_tick`` finding nothing new, median of 3) and ``tick_one_new_s`` (one
+  new input of 5 lines: a real extraction on Ray), with ``tick_one_new_dataset_s``, all but the actors' run;
+- on the S3 server, ``requests_*``: the requests each cost made (from the server's request log);
 - ``metadata_bytes``: manifest.json and every version record (``_versions/``, ``_log/``, ``_checkpoints/``),
   statistics files apart;
 - ``verify_s`` / ``verify_rss_mb`` and ``versions_s`` / ``versions_rss_mb``: ``actlake verify`` (all kept
@@ -395,7 +400,9 @@ PANELS = (("commit_s", "commit one more unit (s)"), ("writer_open_s", "open a wr
           ("verify_rss_mb", "verify peak RSS (MB)"), ("writer_open_rss_mb", "append-open peak RSS (MB)"),
           ("bytes_versions_total", "version metadata (bytes)"), ("bytes_stats_files", "statistics files (bytes)"),
           ("tick_nothing_new_s", "tick, nothing new (s)"),
-          ("tick_one_new_dataset_s", "tick, one new input: all but the actors' run (s)"))
+          ("tick_one_new_dataset_s", "tick, one new input: all but the actors' run (s)"),
+          ("requests_writer_open", "S3 requests: open a writer to append"),
+          ("requests_commit", "S3 requests per one-unit commit"))
 
 
 def plot(paths: list[str], out: str) -> None:
@@ -421,7 +428,7 @@ def plot(paths: list[str], out: str) -> None:
                 continue
             xs, ys = [r["n_units"] for r in pts], [r[key] for r in pts]
             b = fit(pts, key)
-            ax.loglog(xs, ys, "o-" if label.startswith("v4") else "s--",
+            ax.loglog(xs, ys, "o-" if label.startswith("v4") else "s--", markersize=8 if len(xs) == 1 else 5,
                       label=f"{label} {where}" + (f" (b={b:.2f})" if b is not None else ""))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("units in the dataset")
