@@ -13,7 +13,6 @@ list, never every version's.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -180,26 +179,12 @@ def walk_versions(storage: Storage, latest: Manifest, wanted: list[int] | None =
             continue
         prev = view
         yield view
-    stepped, whole = None, False
-    if prev is not None and prev.entry is not None:
-        # the latest by its log entry, applied to the unit list before (one unit list in memory: building it from
-        # the root beside the one before held 3 GB at 1M units); what the root lists is compared with what its
-        # entry makes by `root_problem`
-        try:
-            stepped = _step(storage, prev, latest.version)
-        except (*_PROBLEM, FileNotFoundError):
-            whole = True  # the list before may be half-changed: every unit of the latest counts as new
-    if stepped is not None:
-        prev = None
-        yield dataclasses.replace(stepped, manifest=latest)
-        return
+    # the latest from the root's own list, what readers read (an edited root shows against the unit files); a
+    # stepped list from its log entry held no less memory at 1M units (3.10 GB against 2.98 GB)
     units = {u.id: u for u in latest.units}
-    if prev is None or whole:
-        new = list(units.values())
-    else:
-        new = [u for i, u in units.items() if prev.units.get(i) != u]
-    prev = None
-    yield VersionView(version=latest.version, manifest=latest, units=units, new_units=new,
+    seen = set(prev.units) if prev is not None else set()
+    yield VersionView(version=latest.version, manifest=latest, units=units,
+                      new_units=[u for i, u in units.items() if i not in seen or prev.units.get(i) != u],
                       ids=IdDigest.of_units(units.values()))
 
 
