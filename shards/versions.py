@@ -197,8 +197,6 @@ def _step(storage: Storage, prev: VersionView | None, v: int) -> VersionView:
         return VersionView(version=v, manifest=m, units=units, new_units=list(units.values()),
                            ids=IdDigest.of_units(units.values()))
     if prev is None or prev.entry is None or entry.base != prev.version or entry.checkpoint == v:
-        if prev is not None:  # served and done with: not two unit lists in memory at once
-            prev.units.clear()
         state, table, entry = version_state(storage, v, summaries=False)
         m = Manifest.from_json(state, table)
         units = {u.id: u for u in table}
