@@ -42,7 +42,10 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESERVED_NAMES = (ZOO_STATE, MANIFEST, "README.md", LOCK)
 RESERVED = frozenset(n.lower() for n in RESERVED_NAMES)
 #: settings that do not change a model's dataset (how it runs, not what it writes)
-NEUTRAL = frozenset({"workers", "threads_per_worker", "address", "max_retries", "storage", "zoo", "out"})
+NEUTRAL = frozenset({"workers", "threads_per_worker", "address", "max_retries", "storage", "zoo", "out",
+                     "zoo_parallel"})
+#: --zoo-parallel 0: at most this many models at once (more rarely pays: each loads its model on the driver too)
+MAX_AUTO_PARALLEL = 4
 
 
 @dataclass
@@ -64,6 +67,17 @@ class ZooSummary(JsonRecord):
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  #: finished by an earlier run with the same settings
     datasets: dict[str, dict] = field(default_factory=dict)  #: per model: what its extraction returned
+    failed: dict[str, str] = field(default_factory=dict)  #: per model that failed: its error (rerun to retry)
+    parallel: int = 1  #: models extracted at once
+    seconds: float = 0.0
+
+
+class ZooFailedError(ActlakeError, RuntimeError):
+    """Some models of the zoo failed (the others finished and are recorded); rerun to retry the failed ones."""
+
+    def __init__(self, message: str, summary: ZooSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 def _read_zoo_file(cfg: ExtractConfig):
@@ -176,7 +190,8 @@ def _read_state(prefix: Storage) -> dict:
 def _finished(state: dict, prefix: Storage, m: ZooModel) -> bool:
     """Whether ``m`` finished in an earlier run with the same settings (its dataset is still there)."""
     done = state.get(m.name) or {}
-    return done.get("fingerprint") == m.fingerprint() and prefix.exists(f"{m.name}/{MANIFEST}")
+    return ("summary" in done and done.get("fingerprint") == m.fingerprint()
+            and prefix.exists(f"{m.name}/{MANIFEST}"))
 
 
 def check_zoo(zoo: str, models: list[ZooModel], check) -> None:
@@ -192,26 +207,98 @@ def check_zoo(zoo: str, models: list[ZooModel], check) -> None:
                               "rerun.") from None
 
 
-def run_zoo(cfg: ExtractConfig, extract, check=None) -> ZooSummary:
-    """Extract every model of the zoo in turn with ``extract(config)``, skipping those finished before; with
-    ``check``, every model still to run is checked first (``check_zoo``)."""
+def zoo_parallel(cfg: ExtractConfig, todo: list[ZooModel], cpus: int) -> int:
+    """How many models run at once: ``--zoo-parallel``, or as many as ``cpus`` hold at one CPU per actor (at
+    most ``MAX_AUTO_PARALLEL``), never more than there are models to run."""
+    if cfg.zoo_parallel:
+        return max(1, min(cfg.zoo_parallel, len(todo)))
+    per_model = max((m.config.workers for m in todo), default=1)
+    return max(1, min(MAX_AUTO_PARALLEL, len(todo), cpus // per_model))
+
+
+def _shared_cores(models: list[ZooModel], parallel: int, cpus: int) -> list[ZooModel]:
+    """Models running ``parallel`` at once share the cores: each actor gets cpus // (parallel x workers) threads
+    (and as many Ray CPUs), unless the model sets --threads-per-worker itself."""
+    if parallel == 1:
+        return models
+    return [m if m.config.threads_per_worker else ZooModel(m.name, dataclasses.replace(
+        m.config, threads_per_worker=max(1, cpus // (parallel * m.config.workers)))) for m in models]
+
+
+def _side_by_side(one, models: list[ZooModel], parallel: int) -> None:
+    """``one(model)`` for every model, ``parallel`` at a time (threads of this driver)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="zoo") as pool:
+        waiting = {pool.submit(one, m) for m in models}
+        try:
+            while waiting:
+                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()  # one() records its model's failure itself: anything here is ours
+        except BaseException:
+            for f in waiting:
+                f.cancel()  # models not started stay unstarted; running ones finish their job (resumable)
+            raise
+
+
+def run_zoo(cfg: ExtractConfig, extract, check=None, cpus: int | None = None) -> ZooSummary:
+    """Extract every model of the zoo with ``extract(config)``, up to ``zoo_parallel`` at once (threads of this
+    driver, each one job on the shared Ray runtime), skipping those finished before; with ``check``, every model
+    still to run is checked first (``check_zoo``). A model whose extraction fails is recorded in ``zoo.json``
+    (its error) while the others go on; ZooFailedError names the failed ones at the end. ``cpus``: the Ray
+    cluster's CPUs (default: asked of Ray)."""
+    import time
+    from threading import Lock
+
+    t0 = time.perf_counter()
     models = load_zoo(cfg)
     prefix = Storage(cfg.out, cfg.storage)
     state = _read_state(prefix)
+    todo = [m for m in models if not _finished(state, prefix, m)]
     if check is not None:
-        check_zoo(cfg.zoo, [m for m in models if not _finished(state, prefix, m)], check)
+        check_zoo(cfg.zoo, todo, check)
     summary = ZooSummary(out=prefix.display(), models=[m.name for m in models])
     for i, m in enumerate(models):
-        done = state.get(m.name) or {}
-        if _finished(state, prefix, m):
-            log.info("zoo: %s finished before (%d of %d), skipped", m.name, i + 1, len(models))
-            summary.skipped.append(m.name)
-            summary.datasets[m.name] = done.get("summary", {})
+        if not _finished(state, prefix, m):
             continue
-        log.info("zoo: extracting %s (%d of %d): %s", m.name, i + 1, len(models), m.config.model)
-        result = extract(m.config).to_json()
-        state[m.name] = {"fingerprint": m.fingerprint(), "summary": result}
-        prefix.put_bytes(ZOO_STATE, json.dumps(state, indent=1, default=str).encode())
-        summary.ran.append(m.name)
-        summary.datasets[m.name] = result
+        log.info("zoo: %s finished before (%d of %d), skipped", m.name, i + 1, len(models))
+        summary.skipped.append(m.name)
+        summary.datasets[m.name] = state[m.name].get("summary", {})
+    if todo and cpus is None:
+        from shards.runtime import connect_ray
+
+        cpus = int(connect_ray(cfg.address).cluster_resources().get("CPU", 1))
+    parallel = summary.parallel = zoo_parallel(cfg, todo, cpus or 1)
+    order = {m.name: i for i, m in enumerate(models)}
+    lock = Lock()  # zoo.json and the summary are written by whichever model finishes
+
+    def one(m: ZooModel) -> None:
+        log.info("zoo: extracting %s (%d of %d): %s", m.name, order[m.name] + 1, len(models), m.config.model)
+        try:
+            result, error = extract(m.config).to_json(), ""
+        except Exception as exc:  # noqa: BLE001 - any failure of one model is recorded; the others go on
+            result, error = None, f"{type(exc).__name__}: {exc}"
+            log.error("zoo: %s failed (%s); the other models go on", m.name, error)
+        with lock:
+            state[m.name] = ({"fingerprint": m.fingerprint(), "summary": result} if error == "" else
+                             {"fingerprint": m.fingerprint(), "failed": error})
+            prefix.put_bytes(ZOO_STATE, json.dumps(state, indent=1, default=str).encode())
+            if error:
+                summary.failed[m.name] = error
+            else:
+                summary.ran.append(m.name)
+                summary.datasets[m.name] = result
+
+    runs = _shared_cores(todo, parallel, cpus or 1)
+    if parallel > 1:
+        log.info("zoo: %d models to run, %d at a time", len(runs), parallel)
+    _side_by_side(one, runs, parallel)
+    summary.ran.sort(key=order.__getitem__)
+    summary.seconds = round(time.perf_counter() - t0, 2)
+    if summary.failed:
+        names = ", ".join(f"{n} ({e.splitlines()[0][:200]})" for n, e in summary.failed.items())
+        raise ZooFailedError(f"zoo {prefix.display()}: {len(summary.failed)} of {len(models)} models failed: "
+                             f"{names}. The others finished ({prefix.display(ZOO_STATE)}); fix the failed entries "
+                             "and rerun: finished models are skipped.", summary)
     return summary

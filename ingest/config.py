@@ -112,7 +112,13 @@ class ExtractConfig:
 
     zoo: str = ""
     """A YAML file of models (name, model, and any extract option per model): one dataset per model under --out,
-    one model after another, each resumable (actlake extract --zoo zoo.yaml --out zoo)."""
+    side by side as Ray's resources allow (--zoo-parallel), each resumable (actlake extract --zoo zoo.yaml --out
+    zoo). A model that fails is recorded in PREFIX/zoo.json and does not stop the others."""
+
+    zoo_parallel: int = 0
+    """With --zoo: models extracted at once, in one Ray runtime (each with --workers actors; one model's loading
+    overlaps another's running). 0: as many as the cluster's CPUs hold at one CPU per actor, at most 4; on CPU
+    the cores are shared among the actors running at once unless --threads-per-worker says otherwise."""
 
     workers: int = 1
     """Number of Ray extraction actors."""
@@ -201,8 +207,9 @@ class ExtractConfig:
         if self.save_logits < 0:
             raise ConfigError("--save-logits K: K is the number of top logits to store (0: none)")
         self.intervene = flat_specs(self.intervene)
-        if self.max_examples < 0 or self.threads_per_worker < 0 or self.max_retries < 0:
-            raise ConfigError("--max-examples, --threads-per-worker and --max-retries cannot be negative")
+        if self.max_examples < 0 or self.threads_per_worker < 0 or self.max_retries < 0 or self.zoo_parallel < 0:
+            raise ConfigError("--max-examples, --threads-per-worker, --max-retries and --zoo-parallel cannot be "
+                              "negative")
         if self.data.startswith("builtin:"):
             from ingest.corpus import parse_builtin
 

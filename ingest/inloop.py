@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ingest.interventions import Intervention, InterventionError, intervening
+from ingest.prefix import PrefixReuse
 from shards.modelpaths import is_causal_lm_model
 
 
@@ -77,10 +78,25 @@ class ModelInLoop:
             out["loss"] = {"save_loss": self.save_loss, "logits_k": self.logits_k, "measure": self.measure}
         return out
 
-    def token_columns(self, model, inputs: dict, output, keep: torch.Tensor) -> dict[str, np.ndarray]:
-        """This batch's extra columns at the kept tokens; ``output``: the main pass's model output."""
-        if self.measure == "cosine":
-            return self._cosine_columns(model, inputs, output.last_hidden_state, keep)
+    def prefix_reuse(self, model) -> PrefixReuse:
+        """What the comparison passes may take from the main pass (``ingest/prefix.py``)."""
+        return PrefixReuse(model, [iv.hook.module for iv in self.interventions],
+                           {c.name: [iv.hook.module for iv in c.interventions] for c in self.comparisons})
+
+    def token_columns(self, model, inputs: dict, output, keep: torch.Tensor,
+                      reuse: PrefixReuse | None = None) -> dict[str, np.ndarray]:
+        """This batch's extra columns at the kept tokens; ``output``: the main pass's model output; ``reuse``:
+        the main pass's recorded blocks, which comparison passes replay instead of recomputing."""
+        reuse = reuse or PrefixReuse(model, [], {})
+        try:
+            if self.measure == "cosine":
+                return self._cosine_columns(model, inputs, output.last_hidden_state, keep, reuse)
+            return self._loss_columns(model, inputs, output, keep, reuse)
+        finally:
+            reuse.clear()
+
+    def _loss_columns(self, model, inputs: dict, output, keep: torch.Tensor,
+                      reuse: PrefixReuse) -> dict[str, np.ndarray]:
         logits = output.logits
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
         keep = keep.to(logits.device)
@@ -89,7 +105,7 @@ class ModelInLoop:
         if self.save_loss or self.comparisons:
             out["loss"] = _masked(*next_token_loss(main_logp, ids, mask), keep)
         for c in self.comparisons:
-            with torch.inference_mode(), intervening(model, c.interventions):
+            with torch.inference_mode(), intervening(model, c.interventions), reuse.replaying(c.name):
                 other = F.log_softmax(model(**inputs).logits.float(), dim=-1)
             out[f"{c.name}_loss"] = _masked(*next_token_loss(other, ids, mask), keep)
             p, q = (other, main_logp) if c.name == "clean" else (main_logp, other)
@@ -101,12 +117,12 @@ class ModelInLoop:
                 out[f"token_top{i + 1}"] = idx[..., i][keep].to(torch.int32).cpu().numpy()
         return out
 
-
-    def _cosine_columns(self, model, inputs: dict, hidden: torch.Tensor, keep: torch.Tensor) -> dict[str, np.ndarray]:
+    def _cosine_columns(self, model, inputs: dict, hidden: torch.Tensor, keep: torch.Tensor,
+                        reuse: PrefixReuse) -> dict[str, np.ndarray]:
         out = {}
         keep = keep.to(hidden.device)
         for c in self.comparisons:
-            with torch.inference_mode(), intervening(model, c.interventions):
+            with torch.inference_mode(), intervening(model, c.interventions), reuse.replaying(c.name):
                 other = model(**inputs).last_hidden_state
             cos = F.cosine_similarity(hidden.float(), other.float(), dim=-1)
             out[f"{c.name}_cos"] = cos[keep].cpu().numpy().astype(np.float32)

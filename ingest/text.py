@@ -69,6 +69,8 @@ class TextExtractor:
                  exclude_special: bool, dtype: str, batch_size: int, in_loop: ModelInLoop | None = None) -> None:
         self.model, self.tok, self.hooks = model, tokenizer, hooks
         self.in_loop = in_loop or ModelInLoop()
+        #: comparison passes start from the main pass's blocks before the hook (``ingest/prefix.py``)
+        self.reuse = self.in_loop.prefix_reuse(model)
         self.context_size, self.pack, self.pool = context_size, pack, pool
         self.exclude_special, self.batch_size = exclude_special, batch_size
         self.stored = get_dtype(dtype).torch
@@ -132,7 +134,7 @@ class TextExtractor:
         loop = self.in_loop
         for batch in batches:
             inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
-            with intervening(self.model, loop.interventions):
+            with intervening(self.model, loop.interventions), self.reuse.recording():
                 acts, out = capture_with_output(self.model, self.hooks, inputs, stop_early=not loop.needs_output)
             rows = self._rows(acts, batch.keep) if self.pool == "none" else self._pool(acts, batch.keep)
             for name, r in rows.items():
@@ -140,7 +142,7 @@ class TextExtractor:
             for name, col in self._row_columns(batch).items():
                 extra.setdefault(name, []).append(col.numpy())
             if loop.needs_output:
-                for name, col in loop.token_columns(self.model, inputs, out, batch.keep).items():
+                for name, col in loop.token_columns(self.model, inputs, out, batch.keep, self.reuse).items():
                     extra.setdefault(name, []).append(col)
         cols: dict = {name: torch.cat(p) for name, p in parts.items()}
         cols.update(concat_columns(extra))

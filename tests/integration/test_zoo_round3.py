@@ -5,6 +5,7 @@ rebuilt from the models' datasets instead of stopping the zoo for good. Real Ray
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import shards
 from cluster.cli import main
 from cluster.extract_command import cmd_extract
-from cluster.zoo import load_zoo
+from cluster.zoo import ZooFailedError, _shared_cores, load_zoo, zoo_parallel
 from ingest.config import ExtractConfig
 from shards.errors import ConfigError
 
@@ -100,3 +101,45 @@ def test_a_damaged_zoo_state_is_rebuilt_from_the_models_datasets(ray_local, tmp_
     assert again.skipped == ["gpt2", "llama"] and again.ran == []
     (out / "zoo.json").write_text("[1, 2]")  # valid JSON, but not the zoo's record
     assert sorted(cmd_extract(cfg).ran) == ["gpt2", "llama"]
+
+
+def test_a_failing_model_does_not_stop_the_others_and_is_recorded(ray_local, tmp_path, capsys):
+    """Issue 39, item 3: the models run side by side; one whose actors fail (NaN activations, refused when its
+    first unit is written, after planning passed) is recorded in zoo.json with its error while the others finish;
+    the command exits 2 naming it, and a rerun with the entry fixed runs only that model."""
+    out = tmp_path / "out"
+    models = [{"name": "gpt2", "model": GPT2}, {"name": "broken", "model": "tests.model_factories:nan_gpt2"},
+              {"name": "llama", "model": LLAMA}]
+    cfg = _cfg(tmp_path, _zoo(tmp_path, models), out)
+    with pytest.raises(ZooFailedError, match=r"1 of 3 models failed: broken \(NonFiniteError") as failed:
+        cmd_extract(cfg)
+    summary = failed.value.summary
+    assert summary.ran == ["gpt2", "llama"] and summary.parallel == 2 and list(summary.failed) == ["broken"]
+    state = json.loads((out / "zoo.json").read_text())
+    assert "NaN" in state["broken"]["failed"] and "summary" not in state["broken"]
+    for name in ("gpt2", "llama"):  # finished despite the failure beside them, each row once
+        ds = shards.open_dataset(str(out / name))
+        assert ds.num_rows == state[name]["summary"]["rows"] > 0 and shards.verify_dataset(str(out / name)).ok
+    capsys.readouterr()
+    assert main(["extract", "--zoo", cfg.zoo, "--data", cfg.data, "--out", str(out), "--workers", "1",
+                 "--unit-size", "6", "--context-size", "16", "--pool", "none", "--hooks", "resid.1",
+                 "--dtype", "float32"]) == 2
+    assert "broken" in capsys.readouterr().err
+    models[1]["allow_nonfinite"] = True  # fixed: the failed model runs, the finished ones are skipped
+    again = cmd_extract(_cfg(tmp_path, _zoo(tmp_path, models), out))
+    assert again.ran == ["broken"] and again.skipped == ["gpt2", "llama"] and not again.failed
+    assert shards.open_dataset(str(out / "broken")).num_rows == state["gpt2"]["summary"]["rows"]
+
+
+def test_models_share_the_cores_when_they_run_side_by_side(tmp_path):
+    cfg = _cfg(tmp_path, _zoo(tmp_path, [{"name": f"m{i}", "model": GPT2} for i in range(3)]
+                            + [{"name": "own", "model": GPT2, "threads_per_worker": 3}]), tmp_path / "o")
+    models = load_zoo(cfg)
+    assert zoo_parallel(cfg, models, cpus=2) == 2 and zoo_parallel(cfg, models, cpus=64) == 4
+    assert zoo_parallel(cfg, models[:1], cpus=64) == 1
+    assert zoo_parallel(dataclasses.replace(cfg, zoo_parallel=1), models, cpus=64) == 1
+    shared = _shared_cores(models, 2, cpus=8)
+    assert [m.config.threads_per_worker for m in shared] == [4, 4, 4, 3]  # its own setting kept
+    assert shared[0].fingerprint() == models[0].fingerprint()  # how it runs is not what it writes
+    with pytest.raises(ConfigError, match="--zoo-parallel cannot be negative"):
+        dataclasses.replace(cfg, zoo_parallel=-1)

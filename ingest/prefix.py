@@ -1,0 +1,128 @@
+"""Comparison passes that start from the clean pass's activations: the blocks before the first intervention
+are not run again.
+
+``sae eval`` runs each batch clean, spliced and ablated. The spliced and ablated passes differ from the clean
+one only from the hook on, so the transformer blocks before it compute exactly what they computed in the clean
+pass. Here the clean (main) pass records those blocks' outputs and the comparison passes replay them: each
+such block's ``forward`` returns its recorded output instead of computing it, and the model's own code (masks,
+rotary tables, the blocks from the hook on, the head) runs as usual. The result is the same tensors the full
+pass would give (the same kernels on the same inputs), at the cost of the suffix only.
+
+Which blocks: the model's outermost ``nn.ModuleList`` of blocks (``model.layers``, ``transformer.h``,
+``encoder.layer``, …) that holds every intervention's module; blocks with a lower index than the first block
+any intervention (of the main pass or of the comparison) sits in are replayed. A model that runs a block more
+or less than once per forward (shared layers, as ALBERT's) is detected when recording, and its comparisons run
+whole; so are interventions outside any block list (embeddings, the final norm)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch import nn
+
+log = logging.getLogger("actlake.extract")
+
+
+def block_of(model: nn.Module, module_name: str) -> tuple[str, int] | None:
+    """(the outermost ModuleList of ``model`` whose child holds ``module_name``, that child's index), or None."""
+    parts = module_name.split(".")
+    modules = dict(model.named_modules())
+    for i in range(len(parts)):
+        parent = ".".join(parts[:i])
+        if isinstance(modules.get(parent), nn.ModuleList) and parts[i].isdigit():
+            return parent, int(parts[i])
+    return None
+
+
+class PrefixReuse:
+    """Records the main pass's block outputs and replays them in comparison passes (see the module docstring).
+
+    ``main`` are the main pass's intervention modules, ``comparisons`` each comparison's (by name)."""
+
+    def __init__(self, model: nn.Module, main: list[str], comparisons: dict[str, list[str]]) -> None:
+        self.blocks: list[nn.Module] = []
+        self.upto: dict[str, int] = {}  #: comparison -> blocks [0, upto) replayed
+        self._recorded: list[object | None] = []  #: the main pass's block outputs
+        self._calls: list[int] = []  #: how many times each block ran in the main pass
+        located = {name: [block_of(model, m) for m in mods] for name, mods in comparisons.items()}
+        main_at = [block_of(model, m) for m in main]
+        lists = {loc[0] for locs in [*located.values(), main_at] for loc in locs if loc is not None}
+        if len(lists) != 1 or any(loc is None for locs in [*located.values(), main_at] for loc in locs):
+            return  # no block list, or interventions in several or outside one: every pass runs whole
+        (blocks_name,) = lists
+        self.blocks = list(dict(model.named_modules())[blocks_name])
+        first_main = min((i for _, i in main_at), default=len(self.blocks))
+        for name, locs in located.items():
+            self.upto[name] = min([first_main, *(i for _, i in locs)])
+
+    @property
+    def active(self) -> bool:
+        return any(self.upto.values())
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Around the main pass: keep the outputs of the blocks some comparison replays."""
+        n = max(self.upto.values(), default=0)
+        if not n:
+            yield
+            return
+        self._recorded, self._calls = [None] * n, [0] * n
+        handles = []
+
+        def keep(i: int):
+            def hook(_module, _args, output):
+                self._recorded[i] = output
+                self._calls[i] += 1
+            return hook
+
+        try:
+            handles = [self.blocks[i].register_forward_hook(keep(i)) for i in range(n)]
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def replaying(self, comparison: str):
+        """Around a comparison pass: its blocks before the first intervention return what the main pass's did
+        (nothing replayed when the main pass ran a block other than once)."""
+        n = self.upto.get(comparison, 0)
+        if not n or self._calls[:n] != [1] * n:
+            if n and self._calls:
+                log.warning("a block before the hook ran %s times in one forward; comparison passes run whole",
+                            self._calls[:n])
+                self.upto = {}
+            return nullcontext()
+        return self._replay(n)
+
+    @contextmanager
+    def _replay(self, n: int) -> Iterator[None]:
+        def recorded(i: int):
+            out = self._recorded[i]
+            if i == n - 1:
+                out = _cloned_first(out)  # the one later blocks read: a fresh tensor, whatever they do to it
+            return lambda *args, **kwargs: out
+
+        patched = self.blocks[:n]
+        try:
+            for i, block in enumerate(patched):
+                block.forward = recorded(i)  # an instance attribute: nn.Module.__call__ calls self.forward
+            yield
+        finally:
+            for block in patched:
+                block.__dict__.pop("forward", None)
+
+    def clear(self) -> None:
+        """Drop the recorded outputs (after the batch's comparisons)."""
+        self._recorded = [None] * len(self._recorded)
+
+
+def _cloned_first(out):
+    """``out`` with its first tensor cloned (block outputs are tensors or tuples)."""
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        return (out[0].clone(), *out[1:])
+    return out
