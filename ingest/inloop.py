@@ -14,6 +14,8 @@ Models without an LM head (encoders such as MiniLM) have no next-token loss: the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -81,7 +83,8 @@ class ModelInLoop:
     def prefix_reuse(self, model) -> PrefixReuse:
         """What the comparison passes may take from the main pass (``ingest/prefix.py``)."""
         return PrefixReuse(model, [iv.hook.module for iv in self.interventions],
-                           {c.name: [iv.hook.module for iv in c.interventions] for c in self.comparisons})
+                           {c.name: [(iv.hook.module, iv.hook.read_input) for iv in c.interventions]
+                            for c in self.comparisons})
 
     def token_columns(self, model, inputs: dict, output, keep: torch.Tensor,
                       reuse: PrefixReuse | None = None) -> dict[str, np.ndarray]:
@@ -101,15 +104,16 @@ class ModelInLoop:
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
         keep = keep.to(logits.device)
         out: dict[str, np.ndarray] = {}
-        main_logp = F.log_softmax(logits.float(), dim=-1)
+        main = _LogProbs.of(logits.float())
         if self.save_loss or self.comparisons:
-            out["loss"] = _masked(*next_token_loss(main_logp, ids, mask), keep)
+            out["loss"] = _masked(*next_token_loss(main.logp, ids, mask), keep)
         for c in self.comparisons:
-            with torch.inference_mode(), intervening(model, c.interventions), reuse.replaying(c.name):
-                other = F.log_softmax(model(**inputs).logits.float(), dim=-1)
-            out[f"{c.name}_loss"] = _masked(*next_token_loss(other, ids, mask), keep)
-            p, q = (other, main_logp) if c.name == "clean" else (main_logp, other)
-            out[c.kl_column] = kl_div(p, q)[keep].cpu().numpy().astype(np.float32)
+            with (torch.inference_mode(), intervening(model, c.interventions), reuse.replaying(c.name),
+                  head_on_real_tokens(model, mask)):
+                other = _LogProbs.of(model(**inputs).logits.float(), full=False)
+            out[f"{c.name}_loss"] = _masked(*other.next_token_loss(ids, mask), keep)
+            p, q = (other, main) if c.name == "clean" else (main, other)
+            out[c.kl_column] = p.kl_to(q)[keep].cpu().numpy().astype(np.float32)
         if self.logits_k:
             vals, idx = logits.float().topk(self.logits_k, dim=-1)
             for i in range(self.logits_k):
@@ -129,6 +133,30 @@ class ModelInLoop:
         return out
 
 
+@contextmanager
+def head_on_real_tokens(model, mask: torch.Tensor, active: bool = True) -> Iterator[None]:
+    """Inside the block, the model's LM head (its output embeddings, a Linear) computes the logits of real tokens
+    only: padding positions get zeros, which nothing reads (their loss is null, their rows are not kept). Batches
+    of unpacked contexts are a third padding on the built-in corpus, and the head is a fifth of SmolLM2's forward
+    (49,152 x 576), so this is ~7 % of each of ``sae eval``'s three passes. A no-op when nothing is padded."""
+    head = model.get_output_embeddings() if active and hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or bool(mask.all()):
+        yield
+        return
+    where = mask.bool()
+
+    def real_only(hidden: torch.Tensor) -> torch.Tensor:
+        out = hidden.new_zeros((*hidden.shape[:-1], head.out_features))
+        out[where] = F.linear(hidden[where], head.weight, head.bias)
+        return out
+
+    head.forward = real_only  # an instance attribute: nn.Module.__call__ calls self.forward
+    try:
+        yield
+    finally:
+        head.__dict__.pop("forward", None)
+
+
 def next_token_loss(logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per position t, -log p(token t+1) under ``logp`` (batch, positions, vocab), and whether token t+1 exists
     (false at each context's last real token and on padding)."""
@@ -140,6 +168,55 @@ def next_token_loss(logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -
         m = mask.to(logp.device)
         valid[:, :-1] = m[:, :-1] & m[:, 1:]
     return loss, valid
+
+
+@dataclass
+class _LogProbs:
+    """A pass's next-token distributions from its logits, computed only as far as needed: a comparison pass keeps
+    its logits and log-normaliser (the loss gathers one entry, the KL from the main pass needs no log_softmax of
+    its own: measured on SmolLM2, 16 x 64 tokens x 49,152 entries, 0.23 s against 0.47 s per comparison)."""
+
+    logits: torch.Tensor
+    lse: torch.Tensor  #: log sum exp of the logits per position
+    logp: torch.Tensor | None = None  #: log_softmax (the main pass: its loss and its probabilities)
+    _prob: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, full: bool = True) -> _LogProbs:
+        if full:
+            logp = F.log_softmax(logits, dim=-1)
+            # the normaliser from one entry (logits - logp is the same at every entry): no second pass
+            return cls(logits, logits[..., 0] - logp[..., 0], logp)
+        return cls(logits, torch.logsumexp(logits, dim=-1))
+
+    @property
+    def prob(self) -> torch.Tensor:
+        if self._prob is None:
+            self._prob = self.logp.exp() if self.logp is not None else (self.logits - self.lse[..., None]).exp()
+        return self._prob
+
+    def next_token_loss(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``next_token_loss`` from the logits and normaliser (no log_softmax over the vocabulary)."""
+        if self.logp is not None:
+            return next_token_loss(self.logp, ids, mask)
+        ids = ids.to(self.logits.device)
+        loss = torch.zeros(ids.shape, dtype=torch.float32, device=self.logits.device)
+        valid = torch.zeros(ids.shape, dtype=torch.bool, device=self.logits.device)
+        if ids.shape[1] > 1:
+            picked = self.logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+            loss[:, :-1] = self.lse[:, :-1] - picked
+            m = mask.to(self.logits.device)
+            valid[:, :-1] = m[:, :-1] & m[:, 1:]
+        return loss, valid
+
+    def kl_to(self, q: _LogProbs) -> torch.Tensor:
+        """KL(self || q) per position: sum p (z_p - z_q) - lse_p + lse_q, the logit differences summed under p as
+        one matrix product per position (more accurate than differencing two log_softmaxes: the differences are
+        small where the distributions agree)."""
+        v = self.logits.shape[-1]
+        p, diff = self.prob, self.logits - q.logits
+        dot = torch.bmm(p.reshape(-1, 1, v), diff.reshape(-1, v, 1)).reshape(self.lse.shape)
+        return (dot - self.lse + q.lse).clamp_min(0.0)
 
 
 def kl_div(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

