@@ -46,6 +46,10 @@ NEUTRAL = frozenset({"workers", "threads_per_worker", "address", "max_retries", 
                      "zoo_parallel"})
 #: --zoo-parallel 0: at most this many models at once (more rarely pays: each loads its model on the driver too)
 MAX_AUTO_PARALLEL = 4
+#: --zoo-parallel 0: a second model runs beside the first only when every model still gets this many cores. On 2
+#: cores two models side by side took 136 s against 118 s one after another (docs/benchmarks.md, issue 39): the
+#: forward passes already use every core, and a model left alone keeps the threads it was given
+MIN_AUTO_CORES = 4
 
 
 @dataclass
@@ -208,11 +212,11 @@ def check_zoo(zoo: str, models: list[ZooModel], check) -> None:
 
 
 def zoo_parallel(cfg: ExtractConfig, todo: list[ZooModel], cpus: int) -> int:
-    """How many models run at once: ``--zoo-parallel``, or as many as ``cpus`` hold at one CPU per actor (at
-    most ``MAX_AUTO_PARALLEL``), never more than there are models to run."""
+    """How many models run at once: ``--zoo-parallel``, or as many as ``cpus`` hold at ``MIN_AUTO_CORES`` per
+    actor (at most ``MAX_AUTO_PARALLEL``), never more than there are models to run."""
     if cfg.zoo_parallel:
         return max(1, min(cfg.zoo_parallel, len(todo)))
-    per_model = max((m.config.workers for m in todo), default=1)
+    per_model = max((m.config.workers for m in todo), default=1) * MIN_AUTO_CORES
     return max(1, min(MAX_AUTO_PARALLEL, len(todo), cpus // per_model))
 
 
@@ -226,20 +230,41 @@ def _shared_cores(models: list[ZooModel], parallel: int, cpus: int) -> list[ZooM
 
 
 def _side_by_side(one, models: list[ZooModel], parallel: int) -> None:
-    """``one(model)`` for every model, ``parallel`` at a time (threads of this driver)."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    """``one(model)`` for every model, ``parallel`` at a time. One at a time runs in this thread, as before; side
+    by side in daemon threads this thread waits on in short joins, so that Ctrl-C (which reaches only the main
+    thread) ends the command at once: the running jobs then stop as after a kill, each resumable unit by unit
+    (an executor's threads would keep the process alive until every running model had finished)."""
+    if parallel == 1:
+        for m in models:
+            one(m)
+        return
+    import queue
+    import threading
 
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="zoo") as pool:
-        waiting = {pool.submit(one, m) for m in models}
-        try:
-            while waiting:
-                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
-                for f in done:
-                    f.result()  # one() records its model's failure itself: anything here is ours
-        except BaseException:
-            for f in waiting:
-                f.cancel()  # models not started stay unstarted; running ones finish their job (resumable)
-            raise
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for m in models:
+        todo.put(m)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not errors:
+            try:
+                m = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                one(m)  # records its model's failure itself: anything raised here is ours
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, name=f"zoo-{i}", daemon=True) for i in range(parallel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    if errors:
+        raise errors[0]
 
 
 def run_zoo(cfg: ExtractConfig, extract, check=None, cpus: int | None = None) -> ZooSummary:

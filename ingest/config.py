@@ -117,8 +117,9 @@ class ExtractConfig:
 
     zoo_parallel: int = 0
     """With --zoo: models extracted at once, in one Ray runtime (each with --workers actors; one model's loading
-    overlaps another's running). 0: as many as the cluster's CPUs hold at one CPU per actor, at most 4; on CPU
-    the cores are shared among the actors running at once unless --threads-per-worker says otherwise."""
+    overlaps another's running). 0: as many as the cluster's CPUs hold at 4 cores per actor, at most 4 (one at a
+    time on a small machine, where side by side was measured slower); the cores are shared among the actors
+    running at once unless --threads-per-worker says otherwise."""
 
     workers: int = 1
     """Number of Ray extraction actors."""

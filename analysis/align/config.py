@@ -56,6 +56,11 @@ class AlignArgs(HookTaskArgs):
     batch_size: int = 8192
     """Rows per streamed batch."""
 
+    run_plots: bool = field(default=False, action="store_true")
+    """With a pattern in --data (a sweep): also draw each run's own plots and report.html. By default a sweep's
+    runs write their results and records (each resumable, as a single run) and the sweep writes one report.html
+    over all of them, linking every run: at tens of stimuli the per-run pages cost more than the analyses."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choices(self)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.common.plots import pyplot
-from analysis.common.results import Results, read_npy
+from analysis.common.results import Results, draws_run_pages, read_npy
 
 
 def _score_vs_layer(plt, cfg, hooks: list[str], rows: list[dict]):
@@ -62,6 +62,8 @@ def _heatmaps(plt, hooks: list[str], mats: dict[str, np.ndarray], brain: dict[st
 
 
 def write_rsa_plots(out: Results, cfg, hooks: list[str], rows: list[dict], plan, has_rdm: dict[str, bool]) -> None:
+    if not draws_run_pages():  # a sweep's run: not even built (its RDMs are read back to draw them)
+        return
     plt = pyplot()
     out.figure("rsa_by_layer.png", _score_vs_layer(plt, cfg, hooks, rows))
     mats = {h: read_npy(out.storage.get_bytes(f"hooks/{h}-rdm.npy")) for h in hooks if has_rdm[h]}

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.common.plots import pyplot
-from analysis.common.results import Results
+from analysis.common.report_files import REPORT, write_report
+from analysis.common.results import Results, run_pages
 from shards.errors import ActlakeError
 from shards.layout import MANIFEST
 from shards.records import JsonRecord
@@ -79,7 +80,8 @@ def sweep_brain(cfg, run_one: Callable, command: str, group: tuple[str, ...]) ->
     parts = []
     for name, uri in found.items():
         log.info("%s sweep: %s (%d of %d)", command, uri, len(parts) + 1, len(found))
-        run_one(dataclasses.replace(cfg, data=uri, out=out.display(name)))
+        with run_pages(cfg.run_plots):
+            run_one(dataclasses.replace(cfg, data=uri, out=out.display(name)))
         t = _rows(out, name)
         parts.append(t.append_column("dataset", pa.array([name] * len(t))))
     table = pa.concat_tables(parts, promote_options="permissive")
@@ -90,8 +92,10 @@ def sweep_brain(cfg, run_one: Callable, command: str, group: tuple[str, ...]) ->
     baselines = (pq.read_table(io.BytesIO(out.storage.get_bytes(f"{first}/baselines.parquet"))).to_pandas()
                  if out.storage.exists(f"{first}/baselines.parquet") else None)
     _plot(out, table, group, command, baselines)
-    return SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=list(found), best=best,
-                        out=out.display())
+    summary = SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=list(found), best=best,
+                           out=out.display())
+    _page(out, summary, cfg.run_plots)
+    return summary
 
 
 def _best(table: pa.Table, group: tuple[str, ...]) -> list[dict]:
@@ -147,7 +151,9 @@ def sweep_pairs(cfg, run_one: Callable, command: str) -> SweepSummary:
     parts, runs = [], []
     for (a, ua), (b, ub) in itertools.combinations(found.items(), 2):
         name = f"{a}__{b}"
-        run_one(dataclasses.replace(cfg, data=ua, data2=ub, hooks2=cfg.hooks2 or cfg.hooks, out=out.display(name)))
+        with run_pages(cfg.run_plots):
+            run_one(dataclasses.replace(cfg, data=ua, data2=ub, hooks2=cfg.hooks2 or cfg.hooks,
+                                        out=out.display(name)))
         t = pq.read_table(io.BytesIO(out.storage.get_bytes(f"{name}/results.parquet")))
         t = t.append_column("dataset", pa.array([a] * len(t)))
         parts.append(t.append_column("dataset2", pa.array([b] * len(t))))
@@ -160,8 +166,19 @@ def sweep_pairs(cfg, run_one: Callable, command: str) -> SweepSummary:
             for r in picks[["dataset", "dataset2", "method", "hook", "hook2", "score"]].to_dict("records")]
     out.table("sweep_best.parquet", pa.Table.from_pylist(best))
     _matrix(out, list(found), best, command)
-    return SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=runs, best=best,
-                        out=out.display())
+    summary = SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=runs, best=best,
+                           out=out.display())
+    _page(out, summary, cfg.run_plots)
+    return summary
+
+
+def _page(out: Results, summary: SweepSummary, run_plots: bool) -> None:
+    """The sweep's one report.html: its table, best layers and plot, and every run's files linked (each run's
+    own page too with --run-plots)."""
+    runs = [f"{r}/{f}" for r in summary.runs for f in ("summary.json", "results.parquet", "run.json")
+            + ((REPORT,) if run_plots else ())]
+    write_report(out.storage, f"{summary.command} sweep", summary.to_json(),
+                 ["sweep.parquet", "sweep_best.parquet", "sweep.png", *runs])
 
 
 def _matrix(out: Results, names: list[str], best: list[dict], command: str) -> None:

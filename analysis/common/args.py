@@ -68,4 +68,5 @@ class HookTaskArgs(DataArgs):
 
 #: HookTaskArgs' settings (and --out) that do not change what a run computes: out of its fingerprint (an input's
 #: version asked for is replaced there by the version read: ``run_settings``).
-TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage"})
+#: run_plots: whether a sweep's run draws its own pages (analysis/align/config.py), not what it computes
+TASK_NEUTRAL = frozenset({"out", "overwrite", "workers", "address", "threads", "storage", "run_plots"})

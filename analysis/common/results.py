@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +14,26 @@ import pyarrow.parquet as pq
 
 from analysis.common.plots import figure_png
 from shards.storage import Storage, StorageOptions
+
+#: whether a run draws its own figures and report.html: inside a sweep (``analysis/align/sweep.py``) they are left
+#: to the sweep's one page unless --run-plots (at 78-92 stimuli drawing them cost more than the analyses)
+_RUN_PAGES: ContextVar[bool] = ContextVar("actlake_run_pages", default=True)
+
+
+@contextmanager
+def run_pages(draw: bool) -> Iterator[None]:
+    """Runs started inside the block draw their figures and report.html only if ``draw``; their results, per-hook
+    records and run.json are written as ever (each run stays resumable and recorded)."""
+    token = _RUN_PAGES.set(draw)
+    try:
+        yield
+    finally:
+        _RUN_PAGES.reset(token)
+
+
+def draws_run_pages() -> bool:
+    """False inside ``run_pages(False)``: figures and report pages are skipped."""
+    return _RUN_PAGES.get()
 
 
 class Results:
@@ -43,6 +66,12 @@ class Results:
         self.storage.put_bytes(name, buf.getvalue())
 
     def figure(self, name: str, fig) -> None:
+        """The figure as a PNG (closed either way; not drawn inside ``run_pages(False)``)."""
+        if not draws_run_pages():
+            from analysis.common.plots import pyplot
+
+            pyplot().close(fig)
+            return
         self.storage.put_bytes(name, figure_png(fig))
 
     def read_json(self, name: str):

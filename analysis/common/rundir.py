@@ -21,6 +21,7 @@ from typing import Literal
 
 from analysis.common.inputs import DatasetInput
 from analysis.common.report_files import REPORT, write_report
+from analysis.common.results import draws_run_pages
 from shards.errors import ActlakeError
 from shards.layout import LOCK, MANIFEST
 from shards.manifest import DatasetRef, identity_diff
@@ -235,7 +236,7 @@ class RunDir:
             own = sorted({f for f in self._files() if f not in keep} | {RUN, self.summary_name})
             shown = [f for f in own if f != self.summary_name  # a dataset the run writes is no table of the page
                      and not any(f.startswith(d.rstrip("/") + "/") for d in self.own_datasets)]
-            wrote = write_report(self.storage, self.command, summary, shown)
+            wrote = write_report(self.storage, self.command, summary, shown) if draws_run_pages() else False
             record.files = sorted(set(own) | ({REPORT} if wrote else set()))
             self.storage.put_bytes(RUN, json.dumps(record.to_json(), indent=1).encode())
         self.storage.put_bytes(self.summary_name, json.dumps(summary, indent=1).encode())

@@ -56,7 +56,7 @@ def zoo(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("zoo")
     out = tmp / "zoo"
     cmd = [sys.executable, "-m", "cluster.cli", "extract", "--zoo", str(_zoo_file(tmp)), "--data", str(STIMULI),
-           "--out", str(out), "--dtype", "float32", "--unit-size", "26", "--workers", "1"]
+           "--out", str(out), "--dtype", "float32", "--unit-size", "26", "--workers", "1", "--zoo-parallel", "2"]
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": ray_tmp}
     with open(tmp / "driver.log", "w") as log:
@@ -87,7 +87,7 @@ def test_a_killed_zoo_resumes_without_re_extracting_finished_models(zoo):
     names = ["lite0-untrained", "vit-random", "convnext-random"]
     assert summary["skipped"] == [n for n in names if n in before["done"]]
     assert summary["ran"] == [n for n in names if n not in before["done"]]  # in the zoo's order
-    assert summary["parallel"] == 2  # two models at a time on two CPUs
+    assert summary["parallel"] == 2  # --zoo-parallel 2: two models at a time
     first = shards.open_dataset(str(zoo / before["done"][0]))
     assert (first.version, len(first.units)) == (before["version"], before["units"])  # not written again
     for name, hooks in (("lite0-untrained", 7), ("vit-random", 2), ("convnext-random", 4)):
@@ -112,6 +112,21 @@ def test_rsa_and_cka_sweep_the_zoo(zoo, tmp_path):
         hooks = list(dict.fromkeys(own.hook))
         assert got["depth"] == pytest.approx(hooks.index(want) / (len(hooks) - 1))
     assert (tmp_path / "rsa" / "sweep.png").stat().st_size > 10_000
+    # issue 39, item 4: the runs write their results and records, the sweep one page linking every run
+    page = (tmp_path / "rsa" / "report.html").read_text()
+    for name in s.datasets:
+        run_dir = tmp_path / "rsa" / name
+        assert {"results.parquet", "summary.json", "run.json"} <= {p.name for p in run_dir.iterdir()}
+        assert not list(run_dir.glob("*.png")) and not (run_dir / "report.html").exists()
+        assert f"{name}/summary.json" in page and f"{name}/results.parquet" in page
+    again = rsa(RsaConfig(data=f"{zoo}/*", hooks=["*"], brain=[str(IT)], out=str(tmp_path / "rsa"),
+                          run_plots=True))  # finished runs are not redone for a setting of how they are shown
+    assert again.best == s.best
+    drawn = rsa(RsaConfig(data=f"{zoo}/vit*", hooks=["*"], brain=[str(IT)], out=str(tmp_path / "rsa-plots"),
+                          run_plots=True))
+    assert drawn.best == [b for b in s.best if b["dataset"] == "vit-random"]
+    assert (tmp_path / "rsa-plots" / "vit-random" / "rsa_by_layer.png").stat().st_size > 10_000
+    assert "vit-random/report.html" in (tmp_path / "rsa-plots" / "report.html").read_text()
     c = cka(CkaConfig(data=f"{zoo}/*", hooks=["*"], out=str(tmp_path / "cka")))
     assert c.runs == ["convnext-random__lite0-untrained", "convnext-random__vit-random", "lite0-untrained__vit-random"]
     pairs = pq.read_table(tmp_path / "cka" / "sweep.parquet").to_pandas()

@@ -110,7 +110,7 @@ def test_a_failing_model_does_not_stop_the_others_and_is_recorded(ray_local, tmp
     out = tmp_path / "out"
     models = [{"name": "gpt2", "model": GPT2}, {"name": "broken", "model": "tests.model_factories:nan_gpt2"},
               {"name": "llama", "model": LLAMA}]
-    cfg = _cfg(tmp_path, _zoo(tmp_path, models), out)
+    cfg = dataclasses.replace(_cfg(tmp_path, _zoo(tmp_path, models), out), zoo_parallel=2)
     with pytest.raises(ZooFailedError, match=r"1 of 3 models failed: broken \(NonFiniteError") as failed:
         cmd_extract(cfg)
     summary = failed.value.summary
@@ -123,7 +123,7 @@ def test_a_failing_model_does_not_stop_the_others_and_is_recorded(ray_local, tmp
     capsys.readouterr()
     assert main(["extract", "--zoo", cfg.zoo, "--data", cfg.data, "--out", str(out), "--workers", "1",
                  "--unit-size", "6", "--context-size", "16", "--pool", "none", "--hooks", "resid.1",
-                 "--dtype", "float32"]) == 2
+                 "--dtype", "float32", "--zoo-parallel", "2"]) == 2
     assert "broken" in capsys.readouterr().err
     models[1]["allow_nonfinite"] = True  # fixed: the failed model runs, the finished ones are skipped
     again = cmd_extract(_cfg(tmp_path, _zoo(tmp_path, models), out))
@@ -135,7 +135,8 @@ def test_models_share_the_cores_when_they_run_side_by_side(tmp_path):
     cfg = _cfg(tmp_path, _zoo(tmp_path, [{"name": f"m{i}", "model": GPT2} for i in range(3)]
                             + [{"name": "own", "model": GPT2, "threads_per_worker": 3}]), tmp_path / "o")
     models = load_zoo(cfg)
-    assert zoo_parallel(cfg, models, cpus=2) == 2 and zoo_parallel(cfg, models, cpus=64) == 4
+    assert zoo_parallel(cfg, models, cpus=2) == 1 and zoo_parallel(cfg, models, cpus=8) == 2
+    assert zoo_parallel(cfg, models, cpus=64) == 4
     assert zoo_parallel(cfg, models[:1], cpus=64) == 1
     assert zoo_parallel(dataclasses.replace(cfg, zoo_parallel=1), models, cpus=64) == 1
     shared = _shared_cores(models, 2, cpus=8)
