@@ -90,7 +90,25 @@ def ceiling_pool(vectors: np.ndarray, method: str, convention: str) -> np.ndarra
     return get_comparison(method).pool(vectors)
 
 
+_CEILINGS: dict[tuple, tuple[float, float]] = {}  #: by the stack's content: a sweep's runs share their targets
+_MAX_CEILINGS = 64
+
+
 def noise_ceiling(rdms, method: str = "spearman", convention: str = "rsatoolbox") -> tuple[float, float]:
+    """``_noise_ceiling``, computed once per stack content, method and convention in a process (every run of
+    an RSA sweep asks for the same targets' ceilings)."""
+    import hashlib
+
+    a = np.ascontiguousarray(as_float64(rdms))
+    key = (hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest(), a.shape, method, convention)
+    if key not in _CEILINGS:
+        if len(_CEILINGS) >= _MAX_CEILINGS:
+            _CEILINGS.pop(next(iter(_CEILINGS)))
+        _CEILINGS[key] = _noise_ceiling(a, method, convention)
+    return _CEILINGS[key]
+
+
+def _noise_ceiling(rdms, method: str = "spearman", convention: str = "rsatoolbox") -> tuple[float, float]:
     """(lower, upper) noise ceiling of a subjects × N × N stack (or subjects × condensed).
 
     Lower: each subject against the pooled RDM of the others; upper: against the pooled RDM of all; each the

@@ -174,19 +174,26 @@ def one_size(tokens: int, work: Path) -> list[dict]:
 
 
 def fit(rows: list[dict]) -> dict[str, dict]:
-    """Per stage: the exponent b of seconds ~ tokens^b (least squares on logs) and 1B tokens projected."""
+    """Per stage: seconds = fixed + per_token x tokens (least squares), the log-log exponent of the total (below 1
+    while the fixed part, process and Ray start and model loads, still counts), and 1B tokens projected from the
+    linear fit in node-hours of this 2-core node (``sae eval`` evaluates a fixed 128 contexts: its cost does not
+    grow with the corpus), beside its bare limit's."""
     out = {}
     for stage in STAGES:
         pts = [(r["tokens_target"], r["seconds"], r["limit_seconds"]) for r in rows if r["stage"] == stage]
         if len(pts) < 2:
             continue
         t, s, lim = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
-        b = float(np.polyfit(np.log(t), np.log(s), 1)[0])
-        bl = float(np.polyfit(np.log(t), np.log(lim), 1)[0])
-        grow = 1.0 if stage == "sae eval" else 1e9 / t[-1]  # sae eval evaluates a fixed number of contexts
-        out[stage] = {"exponent": round(b, 2), "limit_exponent": round(bl, 2),
-                      "node_hours_1B": round(s[-1] * grow ** (b if stage != "sae eval" else 0) / 3600, 2),
-                      "limit_node_hours_1B": round(lim[-1] * grow ** (bl if stage != "sae eval" else 0) / 3600, 2)}
+        per, fixed = np.polyfit(t, s, 1)
+        per_lim, fixed_lim = np.polyfit(t, lim, 1)
+        grows = stage != "sae eval"
+        out[stage] = {"exponent": round(float(np.polyfit(np.log(t), np.log(s), 1)[0]), 2),
+                      "limit_exponent": round(float(np.polyfit(np.log(t), np.log(lim), 1)[0]), 2),
+                      "fixed_s": round(float(fixed), 1), "us_per_token": round(float(per) * 1e6, 1),
+                      "limit_us_per_token": round(float(per_lim) * 1e6, 1),
+                      "node_hours_1B": round(float(fixed + per * 1e9) / 3600 if grows else s.mean() / 3600, 1),
+                      "limit_node_hours_1B": round(float(fixed_lim + per_lim * 1e9) / 3600 if grows
+                                                   else lim.mean() / 3600, 1)}
     return out
 
 
@@ -215,7 +222,16 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["100k", "250k", "500k"])
     ap.add_argument("--out", default="")
     ap.add_argument("--plot", default="")
+    ap.add_argument("--refit", default="", help="only fit and plot the rows of this JSONL file (an earlier --out)")
     args = ap.parse_args()
+    if args.refit:
+        rows = [r for r in map(json.loads, Path(args.refit).read_text().splitlines()) if "stage" in r]
+        Path(args.refit).write_text("".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"fits": fit(rows)})
+                                    + "\n")
+        print(json.dumps({"fits": fit(rows)}, indent=1))
+        if args.plot:
+            plot(rows, args.plot)
+        return
     torch.set_num_threads(2)
     rows = []
     for size in args.sizes:

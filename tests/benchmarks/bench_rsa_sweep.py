@@ -45,20 +45,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--zoo", required=True)
     ap.add_argument("--brain", nargs="+", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     brains = {Path(b).stem: load_brain_rdms(b).rdms for b in args.brain}  # the files' arrays, as stacks
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        rsa(RsaConfig(data=f"{args.zoo}/*", hooks=["*"], brain=args.brain, noise_ceiling=True, out=tmp))
-        ours = time.perf_counter() - t0
-        t = pq.read_table(Path(tmp, "sweep.parquet")).to_pandas()
+    ours_s, ref_s = [], []
+    for _ in range(args.rounds):  # alternating, best of each: the first round also pays imports (matplotlib)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            rsa(RsaConfig(data=f"{args.zoo}/*", hooks=["*"], brain=args.brain, noise_ceiling=True, out=tmp))
+            ours_s.append(time.perf_counter() - t0)
+            t = pq.read_table(Path(tmp, "sweep.parquet")).to_pandas()
+        s, ref, pairs = reference(Path(args.zoo), brains)
+        ref_s.append(s)
     t = t[t.subject == "all"]
     got = {(r.dataset, r.hook, r.target): r.score for r in t.itertuples()}
-    ref_s, ref, pairs = reference(Path(args.zoo), brains)
     diff = max(abs(got[k] - v) for k, v in ref.items())
+    ours, theirs = min(ours_s), min(ref_s)
     print(json.dumps({"pairs": pairs, "targets": len(brains), "actlake_s": round(ours, 2),
-                      "rsatoolbox_s": round(ref_s, 2), "speedup": round(ref_s / ours, 2), "max_abs_diff": diff}))
-
+                      "rsatoolbox_s": round(theirs, 2), "speedup": round(theirs / ours, 2), "max_abs_diff": diff,
+                      "rounds": args.rounds, "first_round_actlake_s": round(ours_s[0], 2),
+                      "date": time.strftime("%Y-%m-%d")}))
 
 if __name__ == "__main__":
     main()
