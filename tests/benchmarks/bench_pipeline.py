@@ -219,10 +219,11 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["100k", "250k", "500k"])
-    ap.add_argument("--out", default="")
-    ap.add_argument("--plot", default="")
-    ap.add_argument("--refit", default="", help="only fit and plot the rows of this JSONL file (an earlier --out)")
+    ap.add_argument("--sizes", nargs="+", default=["100k", "250k", "500k"], help="corpus tokens per run (k, M)")
+    ap.add_argument("--out", default="", help="JSON lines: a row per stage and size, then the fits")
+    ap.add_argument("--plot", default="", help="the log-log plot (PNG)")
+    ap.add_argument("--refit", default="", help="only fit and plot the rows of this JSONL file (an earlier --out); "
+                                                "its fits line is rewritten in place")
     args = ap.parse_args()
     if args.refit:
         rows = [r for r in map(json.loads, Path(args.refit).read_text().splitlines()) if "stage" in r]

