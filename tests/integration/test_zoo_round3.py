@@ -14,7 +14,7 @@ import pytest
 import shards
 from cluster.cli import main
 from cluster.extract_command import cmd_extract
-from cluster.zoo import ZooFailedError, _shared_cores, load_zoo, zoo_parallel
+from cluster.zoo import ZooFailedError, _shared_cores, check_zoo, failure_text, load_zoo, zoo_parallel
 from ingest.config import ExtractConfig
 from shards.errors import ConfigError
 
@@ -144,3 +144,23 @@ def test_models_share_the_cores_when_they_run_side_by_side(tmp_path):
     assert shared[0].fingerprint() == models[0].fingerprint()  # how it runs is not what it writes
     with pytest.raises(ConfigError, match="--zoo-parallel cannot be negative"):
         dataclasses.replace(cfg, zoo_parallel=-1)
+
+
+def test_a_model_failing_while_checked_is_refused_naming_it_and_failures_read_as_one_line(tmp_path):
+    cfg = _cfg(tmp_path, _zoo(tmp_path, [{"name": "gpt2", "model": GPT2}, {"name": "bad", "model": LLAMA}]),
+               tmp_path / "o")
+
+    def check(c):
+        if c.model == LLAMA:
+            raise RuntimeError("simulated failure in the probe batch\nTraceback (most recent call last): ...")
+
+    with pytest.raises(ConfigError, match=r"model 'bad' failed while it was checked .*RuntimeError: simulated "
+                                          r"failure in the probe batch\. No model has run"):
+        check_zoo(cfg.zoo, load_zoo(cfg), check)
+
+    class Wrapped(Exception):  # as Ray's RayTaskError: the actor's own error as .cause, colours in the text
+        cause = ValueError("bad pixels in image_07")
+
+    assert failure_text(Wrapped("\x1b[36mray::ExtractionActor.process()\x1b[39m (pid=1)\n  tb")) == (
+        "ValueError: bad pixels in image_07")
+    assert failure_text(RuntimeError("\x1b[31mred\x1b[0m\nmore")) == "RuntimeError: red"
