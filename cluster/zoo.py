@@ -206,7 +206,9 @@ def failure_text(exc: BaseException) -> str:
     terminal colours), for zoo.json and the command's message."""
     cause = getattr(exc, "cause", None)
     exc = cause if isinstance(cause, BaseException) else exc
-    text = _ANSI.sub("", str(exc)).strip()
+    from shards.secrets import redact_message
+
+    text = redact_message(_ANSI.sub("", str(exc))).strip()  # zoo.json and logs never hold a URI's password
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first[:500]}" if first else type(exc).__name__
 

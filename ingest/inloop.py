@@ -15,7 +15,7 @@ Models without an LM head (encoders such as MiniLM) have no next-token loss: the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ingest.interventions import Intervention, InterventionError, intervening
-from ingest.prefix import PrefixReuse
+from ingest.prefix import PrefixReuse, patched_forwards
 from shards.modelpaths import is_causal_lm_model
 
 
@@ -108,9 +108,9 @@ class ModelInLoop:
         if self.save_loss or self.comparisons:
             out["loss"] = _masked(*next_token_loss(main.logp, ids, mask), keep)
         for c in self.comparisons:
-            with (torch.inference_mode(), intervening(model, c.interventions), reuse.replaying(c.name),
-                  head_on_real_tokens(model, mask)):
-                other = _LogProbs.of(model(**inputs).logits.float(), full=False)
+            other_logits = _compared(model, inputs, c, reuse, lambda o: o.logits,
+                                     lambda: head_on_real_tokens(model, mask))
+            other = _LogProbs.of(other_logits.float(), full=False)
             out[f"{c.name}_loss"] = _masked(*other.next_token_loss(ids, mask), keep)
             p, q = (other, main) if c.name == "clean" else (main, other)
             out[c.kl_column] = p.kl_to(q)[keep].cpu().numpy().astype(np.float32)
@@ -126,11 +126,40 @@ class ModelInLoop:
         out = {}
         keep = keep.to(hidden.device)
         for c in self.comparisons:
-            with torch.inference_mode(), intervening(model, c.interventions), reuse.replaying(c.name):
-                other = model(**inputs).last_hidden_state
+            other = _compared(model, inputs, c, reuse, lambda o: o.last_hidden_state)
             cos = F.cosine_similarity(hidden.float(), other.float(), dim=-1)
             out[f"{c.name}_cos"] = cos[keep].cpu().numpy().astype(np.float32)
         return out
+
+
+def _compared(model, inputs: dict, c: ComparisonPass, reuse: PrefixReuse, pick, head=None) -> torch.Tensor:
+    # head: a factory of the context the pass runs in beside the interventions (the LM head on real tokens)
+    """Comparison pass ``c``'s output (``pick``: its logits or final hidden states), its blocks before the hook
+    replayed from the main pass. The first replayed pass of each comparison is checked against the whole pass
+    (and a replay that fails, as a model whose blocks hand state to later blocks beside their outputs, Gemma 3n's
+    shared keys and values): if they differ, every pass runs whole from then on, so no model gets other numbers
+    from the replay than from the whole pass."""
+    def run(replay: bool) -> torch.Tensor:
+        with (torch.inference_mode(), intervening(model, c.interventions),
+              reuse.replaying(c.name) if replay else nullcontext(), head() if head else nullcontext()):
+            return pick(model(**inputs))
+
+    if not reuse.upto.get(c.name):
+        return run(False)
+    try:
+        fast = run(True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the replay: the whole pass decides
+        reuse.disable(f"replaying the blocks before the hook failed ({type(exc).__name__}: {exc})")
+        return run(False)
+    if c.name in reuse.verified:
+        return fast
+    whole = run(False)
+    if not torch.allclose(fast, whole, rtol=1e-5, atol=1e-5, equal_nan=True):
+        reuse.disable("replaying the blocks before the hook changed the output (a model whose blocks pass state "
+                      "to later blocks beside their outputs)")
+        return whole
+    reuse.verified.add(c.name)
+    return fast
 
 
 @contextmanager
@@ -150,11 +179,8 @@ def head_on_real_tokens(model, mask: torch.Tensor, active: bool = True) -> Itera
         out[where] = F.linear(hidden[where], head.weight, head.bias)
         return out
 
-    head.forward = real_only  # an instance attribute: nn.Module.__call__ calls self.forward
-    try:
+    with patched_forwards({head: real_only}):
         yield
-    finally:
-        head.__dict__.pop("forward", None)
 
 
 def next_token_loss(logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,10 @@ Which blocks: the model's outermost ``nn.ModuleList`` of blocks (``model.layers`
 ``encoder.layer``, …) that holds every intervention's module; blocks with a lower index than the first block
 any intervention (of the main pass or of the comparison) sits in are replayed. A model that runs a block more
 or less than once per forward (shared layers, as ALBERT's) is detected when recording, and its comparisons run
-whole; so are interventions outside any block list (embeddings, the final norm)."""
+whole; so are interventions outside any block list (embeddings, the final norm). A model whose blocks hand state
+to later blocks beside their outputs (Gemma 3n's shared keys and values) cannot be replayed either: each
+comparison's first replayed pass is checked against the whole pass (``ingest/inloop.py::_compared``), and every
+pass runs whole from then on if they differ or the replay fails."""
 
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class PrefixReuse:
         self.upto: dict[str, int] = {}  #: comparison -> blocks [0, upto) replayed
         self._recorded: list[object | None] = []  #: the main pass's block outputs
         self._calls: list[int] = []  #: how many times each block ran in the main pass
+        self.verified: set[str] = set()  #: comparisons whose replay was checked against the whole pass
         located = {name: [_first_changed(model, m) for m in mods] for name, mods in comparisons.items()}
         main_at = [block_of(model, _name(m)) for m in main]  # the recorded outputs are the main pass's own
         lists = {loc[0] for locs in [*located.values(), main_at] for loc in locs if loc is not None}
@@ -107,9 +111,7 @@ class PrefixReuse:
         n = self.upto.get(comparison, 0)
         if not n or self._calls[:n] != [1] * n:
             if n and self._calls:
-                log.warning("a block before the hook ran %s times in one forward; comparison passes run whole",
-                            self._calls[:n])
-                self.upto = {}
+                self.disable(f"a block before the hook ran {self._calls[:n]} times in one forward")
             return nullcontext()
         return self._replay(n)
 
@@ -122,17 +124,36 @@ class PrefixReuse:
             return lambda *args, **kwargs: out
 
         patched = self.blocks[:n]
-        try:
-            for i, block in enumerate(patched):
-                block.forward = recorded(i)  # an instance attribute: nn.Module.__call__ calls self.forward
+        with patched_forwards({block: recorded(i) for i, block in enumerate(patched)}):
             yield
-        finally:
-            for block in patched:
-                block.__dict__.pop("forward", None)
+
+    def disable(self, why: str) -> None:
+        """Every comparison pass runs whole from now on (``why`` logged once)."""
+        if self.upto:
+            log.warning("comparison passes run whole from now on: %s", why)
+        self.upto = {}
 
     def clear(self) -> None:
         """Drop the recorded outputs (after the batch's comparisons)."""
         self._recorded = [None] * len(self._recorded)
+
+
+@contextmanager
+def patched_forwards(forwards: dict[nn.Module, object]) -> Iterator[None]:
+    """Each module's ``forward`` replaced inside the block (an instance attribute: nn.Module.__call__ calls
+    self.forward), and afterwards exactly what was there before: a module's own instance ``forward`` (an
+    accelerate hook's wrapper, a factory's) is put back, not deleted."""
+    saved = {m: m.__dict__.get("forward") for m in forwards}
+    try:
+        for module, fn in forwards.items():
+            module.forward = fn
+        yield
+    finally:
+        for module, before in saved.items():
+            if before is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = before
 
 
 def _cloned_first(out):

@@ -181,3 +181,19 @@ def save_tiny_causal_lm(path, family: str) -> str:
     _causal_lm(family, tok.vocab_size).eval().save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+def tiny_gemma3n():
+    """A random 4-block Gemma 3n text model whose last two blocks reuse the keys and values of earlier ones (a
+    side channel between blocks beside their outputs: replaying blocks from a recorded output cannot serve it)."""
+    from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    cfg = Gemma3nTextConfig(vocab_size=tok.vocab_size, vocab_size_per_layer_input=tok.vocab_size, hidden_size=32,
+                            hidden_size_per_layer_input=8, intermediate_size=64, num_hidden_layers=4,
+                            num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_kv_shared_layers=2,
+                            layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=8,
+                            laurel_rank=4, altup_num_inputs=2, activation_sparsity_pattern=[0.0] * 4,
+                            max_position_embeddings=128)
+    return Gemma3nForCausalLM(cfg).eval(), tok

@@ -9,6 +9,7 @@ import html
 import json
 import math
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 #: columns whose values name hooks: their cells link to the hook's filter
 HOOK_COLUMNS = frozenset({"hook", "hook_a", "hook_b", "layer", "source_hook", "target_hook"})
@@ -139,7 +140,9 @@ def report_html(r: RunReport) -> str:
            + "".join(f"<a href='#hook={_e(h)}' data-hook='{_e(h)}'>{_e(h)}</a>" for h in r.hooks) + "</nav>"
            if r.hooks else "")
     figs = "".join(_figure(f, r.hooks) for f in r.figures)
-    files = "".join(f"<li><a href='{_e(f)}'>{_e(f)}</a></li>" for f in r.files)
+    # a relative link per path segment URL-quoted: a file under a folder named "javascript:..." or "a#b" is that
+    # file, not a script or a fragment
+    files = "".join(f"<li><a href='./{_e(quote(f))}'>{_e(f)}</a></li>" for f in r.files)
     settings = {k: v for k, v in (r.run.get("config") or {}).items() if k not in ("storage",)}
     return (f"<!doctype html><meta charset='utf-8'><title>actlake {_e(r.command)}: {_e(r.where)}</title>"
             f"<style>{CSS}</style><h1>actlake {_e(r.command)}</h1><p class='v'>{_e(r.where)} · fingerprint "

