@@ -183,14 +183,18 @@ def head_on_real_tokens(model, mask: torch.Tensor, active: bool = True) -> Itera
         yield
 
 
-def next_token_loss(logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def next_token_loss(logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                    lse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per position t, -log p(token t+1) under ``logp`` (batch, positions, vocab), and whether token t+1 exists
-    (false at each context's last real token and on padding)."""
+    (false at each context's last real token and on padding). With ``lse``, ``logp`` holds raw logits and ``lse``
+    their log-normaliser per position (no log_softmax over the vocabulary)."""
     ids = ids.to(logp.device)
     loss = torch.zeros(ids.shape, dtype=torch.float32, device=logp.device)
     valid = torch.zeros(ids.shape, dtype=torch.bool, device=logp.device)
     if ids.shape[1] > 1:
         loss[:, :-1] = -logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+        if lse is not None:
+            loss[:, :-1] += lse[:, :-1]
         m = mask.to(logp.device)
         valid[:, :-1] = m[:, :-1] & m[:, 1:]
     return loss, valid
@@ -222,18 +226,10 @@ class _LogProbs:
         return self._prob
 
     def next_token_loss(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``next_token_loss`` from the logits and normaliser (no log_softmax over the vocabulary)."""
+        """``next_token_loss`` from the log-probabilities, or from the logits and normaliser when there are none."""
         if self.logp is not None:
             return next_token_loss(self.logp, ids, mask)
-        ids = ids.to(self.logits.device)
-        loss = torch.zeros(ids.shape, dtype=torch.float32, device=self.logits.device)
-        valid = torch.zeros(ids.shape, dtype=torch.bool, device=self.logits.device)
-        if ids.shape[1] > 1:
-            picked = self.logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
-            loss[:, :-1] = self.lse[:, :-1] - picked
-            m = mask.to(self.logits.device)
-            valid[:, :-1] = m[:, :-1] & m[:, 1:]
-        return loss, valid
+        return next_token_loss(self.logits, ids, mask, self.lse)
 
     def kl_to(self, q: _LogProbs) -> torch.Tensor:
         """KL(self || q) per position: sum p (z_p - z_q) - lse_p + lse_q, the logit differences summed under p as
@@ -243,11 +239,6 @@ class _LogProbs:
         p, diff = self.prob, self.logits - q.logits
         dot = torch.bmm(p.reshape(-1, 1, v), diff.reshape(-1, v, 1)).reshape(self.lse.shape)
         return (dot - self.lse + q.lse).clamp_min(0.0)
-
-
-def kl_div(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per position, in nats, from log-probabilities over the vocabulary."""
-    return (logp.exp() * (logp - logq)).sum(-1).clamp_min(0.0)
 
 
 def _masked(values: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor) -> np.ma.MaskedArray:
