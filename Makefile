@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first: 2.13.0 is the CPU build on disk; any other version pulls gigabytes.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# delphi's scorers are `sae score`'s oracle; the package requires vLLM, which its scorers do not use
+	$(PY) -m pip install -q --no-deps eai-delphi==0.1.3
 	touch $(STAMP)
 
 setup: $(STAMP)

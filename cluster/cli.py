@@ -89,6 +89,12 @@ COMMANDS: dict[str, Command] = {
     "sae dashboard": Command("analysis.sae.dashboard.run:SaeDashboardConfig", "cluster.dashboard_command:cmd_dashboard",
                              "A static site of an SAE's latents: sortable index, a page per latent with shaded "
                              "contexts or stimulus thumbnails and patch heat maps.", True),
+    "sae explain": Command("analysis.interp.config:SaeExplainConfig", "analysis.interp.run:explain",
+                           "Ask a language model (any OpenAI-compatible endpoint, or a local one) to explain each "
+                           "selected latent from its top and quantile contexts; answers cached, asked once.", True),
+    "sae score": Command("analysis.interp.config:SaeScoreConfig", "analysis.interp.run:score_run",
+                         "Score a sae explain run's explanations on held-out contexts (delphi's detection and "
+                         "fuzzing) beside a random-explanation baseline.", True),
     "sae eval": Command("cluster.sae_eval:SaeEvalConfig", "cluster.sae_eval:run",
                         "An SAE inside the model: next-token CE spliced vs clean vs zero-ablated (CE loss recovered), "
                         "KL, FVU, L0 on held-out contexts (Ray actors, three passes per batch).", True),

@@ -8,6 +8,7 @@ and ``report.html``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from shards.columns import POSITION
 from shards.config import check_choices, nested, parse_count, split_list, take_credentials
 from shards.errors import ConfigError
 from shards.records import JsonRecord
-from shards.storage import StorageOptions
+from shards.storage import Storage, StorageOptions
 
 log = logging.getLogger("actlake.sae")
 AUTO = "auto"
@@ -87,6 +88,10 @@ class SaeEvaluateConfig:
     out: str = "runs/sae-eval"
     """Output folder or URI."""
 
+    explanations: str = ""
+    """An `actlake sae explain` output of this SAE, scored by `actlake sae score`: its scores (mean per scorer
+    beside the random-explanation baseline, and their distribution) join the summary as ``autointerp``."""
+
     overwrite: bool = field(default=False, action="store_true")
     """Replace a different run already at --out."""
 
@@ -95,7 +100,7 @@ class SaeEvaluateConfig:
 
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
-        take_credentials(self, "sae", "out")
+        take_credentials(self, "sae", "out", "explanations")
         take_inputs(self)
         self.suite, self.labels = split_list(self.suite), split_list(self.labels)
         if self.min_position is not None and self.min_position < 0:
@@ -233,6 +238,22 @@ def _hook(cfg: SaeEvaluateConfig, sae, record: TrainedOn, ds) -> str:
     return hook
 
 
+def _autointerp(cfg: SaeEvaluateConfig) -> dict:
+    """``--explanations``: the `sae score` summary under a `sae explain` output of this SAE."""
+    src = Storage(cfg.explanations, cfg.storage)
+    try:
+        run = json.loads(src.get_bytes("run.json"))
+        scored = json.loads(src.get_bytes("scores/summary.json"))
+    except FileNotFoundError:
+        raise EvalInputError(f"--explanations {src.display()}: no finished `actlake sae explain` run scored by "
+                             f"`actlake sae score` (run.json and scores/summary.json); run them first") from None
+    theirs = (run.get("config") or {}).get("sae", "")
+    if Storage(theirs, cfg.storage).display() != Storage(cfg.sae, cfg.storage).display():
+        raise EvalInputError(f"--explanations {src.display()} explains the SAE at {theirs}, not {cfg.sae}")
+    return {"explainer": (run.get("config") or {}).get("explainer_model"), "scorer": scored["model"],
+            "latents": scored["latents"], "scorers": scored["scorers"]}
+
+
 def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) -> SaeEvaluateSummary:
     t0 = time.perf_counter()
     ds, out = started.ds, started.out
@@ -253,6 +274,7 @@ def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) ->
                         synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels, min_position=min_position,
                         progress=lambda m: log.info("%s", m))
     names, skipped = _suite(cfg, inputs)
+    autointerp = _autointerp(cfg) if cfg.explanations else None  # refused before the metrics run
     started.begin(cfg, {"seed": cfg.seed})
     results = {}
     for name in names:
@@ -266,6 +288,9 @@ def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) ->
             out.figure(fname, fig)
         results[name] = outcome.summary
         log.info("%s: %s", name, {k: v for k, v in outcome.summary.items() if not isinstance(v, (dict, list))})
+    if autointerp is not None:
+        out.json("autointerp.json", autointerp)
+        results["autointerp"] = autointerp
     summary = SaeEvaluateSummary(**started.recorded(), sae=cfg.sae, hook=hook, rows=f"{which} ({len(rows)})",
                                  metrics=results, skipped=skipped, seconds=round(time.perf_counter() - t0, 2),
                                  out=out.display())

@@ -62,7 +62,9 @@ class SaeDashboardConfig:
     context: int = 8
     """Tokens shown on each side of an example's token."""
     explanations: str = ""
-    """A JSON object or JSONL file of explanations by latent id ({"latent": 3, "explanation": "..."} rows)."""
+    """An `actlake sae explain` output (its explanations, and the scores `sae score` wrote under it: index
+    columns and latent pages show them), or a JSON object / JSONL file of explanations by latent id
+    ({"latent": 3, "explanation": "..."} rows)."""
     tokenizer: str = ""
     """Tokenizer for readable tokens (a directory or installed model package; default: the dataset's model's)."""
     images: str = ""
@@ -133,6 +135,38 @@ def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_s
             out.update({(int(r), int(la)): float(v) for r, la, v in zip(rows[j:k], lats[j:k], vals, strict=True)})
         j, start = k, stop
     return out
+
+
+@dataclass
+class Explained:
+    """``--explanations`` as read: text by latent, and `sae score`'s balanced accuracy by latent and scorer."""
+
+    text: dict[int, str] = field(default_factory=dict)
+    scores: dict[int, dict[str, float]] = field(default_factory=dict)
+    scorers: list[str] = field(default_factory=list)
+
+    def get(self, latent: int, default: str = "") -> str:
+        return self.text.get(latent, default)
+
+
+def _explained(uri: str, storage) -> Explained:
+    """``--explanations``: a `sae explain` output (with its ``scores/`` when scored) or a file of explanations."""
+    if not uri:
+        return Explained()
+    folder = Storage(uri, storage)
+    if folder.exists("explanations.jsonl"):
+        from analysis.interp.run import EXPLANATIONS, SCORES
+
+        got = Explained(_explanations(folder.uri_of(folder.path(EXPLANATIONS)), storage))
+        scores = folder.child("scores")
+        if scores.exists(SCORES):
+            for line in scores.get_bytes(SCORES).decode().splitlines():
+                r = json.loads(line)
+                name = r["scorer"] + ("" if r["explanation"] == "own" else " random")
+                got.scores.setdefault(int(r["latent"]), {})[name] = float(r["accuracy"])
+            got.scorers = sorted({k for v in got.scores.values() for k in v if " " not in k})
+        return got
+    return Explained(_explanations(uri, storage))
 
 
 def _explanations(uri: str, storage) -> dict[int, str]:
@@ -270,7 +304,7 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     def check(inputs: dict) -> None:  # every refusal before the site's folder is made
         ds = inputs["data"]
         _check(cfg, sae, record.hook, ds)
-        checked["expl"] = _explanations(cfg.explanations, cfg.storage)
+        checked["expl"] = _explained(cfg.explanations, cfg.storage)
         checked["view"] = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
         _writable(cfg)
@@ -288,7 +322,7 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     return summary
 
 
-def _build(cfg: SaeDashboardConfig, sae, hook: str, run, view, expl: dict[int, str]) -> DashboardSummary:
+def _build(cfg: SaeDashboardConfig, sae, hook: str, run, view, expl: Explained) -> DashboardSummary:
     """The two passes over the pinned dataset and the site."""
     ds, out = run.ds, Storage(cfg.out, cfg.storage)
     min_position = rows_min_position(sae, cfg.min_position)  # the rows the SAE was trained on, unless overridden
@@ -299,12 +333,12 @@ def _build(cfg: SaeDashboardConfig, sae, hook: str, run, view, expl: dict[int, s
     picks = {lat: picks_for(view, table, lat, cfg.top) for lat in range(sae.d_sae)}
     values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size, min_position)
     pages = _pages(cfg, sae, ds, table, picks, values, view, expl)
-    size = _write(out, cfg, hook, ds, table, pages, view, min_position)
+    size = _write(out, cfg, hook, ds, table, pages, view, min_position, expl.scorers)
     return DashboardSummary(**run.recorded(), out=out.display(), latents=sae.d_sae, rows=table.rows,
                             dead=int((table.fires == 0).sum()), seconds=0.0, bytes=size)
 
 
-def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: dict[int, str]) -> list[LatentPage]:
+def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: Explained) -> list[LatentPage]:
     near_ids, near_cos = nearest_latents(sae.W_dec)
     logits = _logits(sae, ds)
     tokens = view.tokens if isinstance(view, TextView) else _Tokens(ds, cfg.tokenizer) if logits is not None else None
@@ -314,7 +348,7 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: dict[int
         page = LatentPage(latent=lat, frequency=float(table.frequency[lat]), max_act=float(table.max_act[lat]),
                           mean_act=float(table.mean_act[lat]), hist=table.hist[lat].tolist(),
                           nearest=list(zip(near_ids[lat].tolist(), near_cos[lat].tolist(), strict=True)),
-                          explanation=expl.get(lat, ""))
+                          explanation=expl.get(lat, ""), scores=expl.scores.get(lat, {}))
         view.fill(page, picks[lat], values, n_top)
         if logits is not None:
             ids_up, up, ids_down, down = logits
@@ -325,7 +359,7 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: dict[int
 
 
 def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage], view,
-           min_position: int = 0) -> int:
+           min_position: int = 0, scorers: list[str] | None = None) -> int:
     """Thumbnails, one data file per latent, the index in parts, the shared pages and assets; returns bytes."""
     edges = (f"{EDGES[0]:.0e}", f"{EDGES[-1]:.0e}")
     files: dict[str, bytes] = {}
@@ -334,9 +368,11 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
         data = latent_data(p, edges).encode()
         out.put_bytes(f"latents/{p.latent}.js", data)
         size += len(data)
-    columns = ["latent", "frequency", "max", "mean", "l0_share", "explanation", view.terms_label]
+    scorers = scorers or []
+    columns = ["latent", "frequency", "max", "mean", "l0_share", "explanation", *scorers, view.terms_label]
     rows = [[p.latent, round(p.frequency, 6), round(p.max_act, 4), round(p.mean_act, 4),
-             round(p.frequency * p.mean_act, 6), p.explanation, view.terms(p)] for p in pages]
+             round(p.frequency * p.mean_act, 6), p.explanation,
+             *[round(p.scores[s], 4) if s in p.scores else None for s in scorers], view.terms(p)] for p in pages]
     parts = [rows[i:i + PART] for i in range(0, len(rows), PART)] or [[]]
     for k, part in enumerate(parts):
         files[f"index/part-{k}.js"] = index_part(columns, part).encode()

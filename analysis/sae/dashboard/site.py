@@ -66,6 +66,7 @@ class LatentPage:
     promoted: list[tuple[str, float]] = field(default_factory=list)
     suppressed: list[tuple[str, float]] = field(default_factory=list)
     explanation: str = ""
+    scores: dict[str, float] = field(default_factory=dict)  #: `sae score` by scorer: own, and "<scorer> random"
     stimuli: list[Stimulus] = field(default_factory=list)
     stimulus_quantiles: list[Stimulus] = field(default_factory=list)
 
@@ -97,6 +98,7 @@ def latent_data(p: LatentPage, edges: tuple[str, str]) -> str:
     separator can end the statement)."""
     d = {"latent": p.latent, "frequency": _r(p.frequency), "max": _r(p.max_act), "mean": _r(p.mean_act),
          "hist": p.hist, "edges": list(edges), "explanation": p.explanation,
+         "scores": {k: round(v, 4) for k, v in p.scores.items()},
          "nearest": [[n, round(c, 4)] for n, c in p.nearest],
          "promoted": [[t, round(v, 4)] for t, v in p.promoted],
          "suppressed": [[t, round(v, 4)] for t, v in p.suppressed]}

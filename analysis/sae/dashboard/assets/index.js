@@ -23,7 +23,7 @@ function cell(v, i) {
 function draw() {
   const s = q.value.trim().toLowerCase();
   const r = rows.filter(x => !s || String(x[0]) === s || (x[5] || "").toLowerCase().includes(s) ||
-                        (x[6] || "").toLowerCase().includes(s));
+                        (x[x.length - 1] || "").toLowerCase().includes(s));  // the last column: tokens or stimuli
   r.sort((a, b) => (a[key] < b[key] ? -1 : a[key] > b[key] ? 1 : 0) * (desc ? -1 : 1));
   document.getElementById("count").textContent =
     `${r.length} of ${rows.length} latents` + (parts < TOTAL_PARTS ? ` (loading ${parts}/${TOTAL_PARTS})` : "");

@@ -65,6 +65,9 @@ window.L = function (d) {
   document.title = `latent ${d.latent}`;
   main.append(el("p", {}, el("a", {href: "index.html"}, "all latents")), el("h1", {}, `Latent ${d.latent}`));
   if (d.explanation) main.append(el("p", {id: "explanation"}, el("b", {}, "Explanation: "), d.explanation));
+  const sc = Object.entries(d.scores || {});
+  if (sc.length) main.append(el("p", {id: "scores"}, el("b", {}, "Explanation scores (balanced accuracy): "),
+                                sc.map(([k, v]) => `${k} ${fmt(v)}`).join(" · ")));
   main.append(el("p", {}, "firing frequency ", el("b", {}, fmt(d.frequency)), " · max activation ",
                  el("b", {}, fmt(d.max)), " · mean when active ", el("b", {}, fmt(d.mean))));
   section("Activation histogram", bars(d.hist, d.edges));

@@ -1,0 +1,364 @@
+"""``actlake sae explain`` and ``actlake sae score``: contexts from the dataset, prompts, answers asked once
+(``ask``), explanations and scores written as JSON lines with a summary and a report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from analysis.common.inputs import RunSummary
+from analysis.common.rundir import output_lock, refuse_dataset_place
+from analysis.common.runstart import RunKind, run_start
+from analysis.interp import report
+from analysis.interp.ask import AnswerCache, Usage, ask_all
+from analysis.interp.clients.base import ClientError, FatalClientError
+from analysis.interp.config import NEUTRAL, InterpConfigError, SaeExplainConfig, SaeScoreConfig, select_latents
+from analysis.interp.contexts import ContextPlan, LatentContexts, collect
+from analysis.interp.prompts import (
+    MalformedAnswerError,
+    Request,
+    classify_messages,
+    explain_messages,
+    parse_explanation,
+    parse_predictions,
+    parse_probabilities,
+)
+from analysis.interp.scoring import Sample, Score, batches, samples_for, score
+from shards.errors import ActlakeError
+from shards.records import JsonRecord
+from shards.storage import Storage
+
+log = logging.getLogger("actlake.sae")
+
+EXPLANATIONS = "explanations.jsonl"
+CONTEXTS = "contexts.jsonl"
+SCORES = "scores.jsonl"
+PREDICTIONS = "predictions.jsonl"
+
+
+class InterpError(ActlakeError, RuntimeError):
+    """Explaining or scoring could not finish (some prompts unanswered: a rerun asks only those)."""
+
+
+def _jsonl(rows) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def _read_jsonl(st: Storage, name: str) -> list[dict]:
+    return [json.loads(line) for line in st.get_bytes(name).decode().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- sae explain
+
+
+@dataclass(kw_only=True)
+class ExplainSummary(RunSummary, JsonRecord):
+    """``summary.json`` of ``sae explain``."""
+
+    out: str
+    explainer: str
+    model: str
+    latents: int  #: selected
+    explained: int
+    unmarked: int  #: answers without the [EXPLANATION]: line (their last line taken)
+    skipped: int  #: selected latents that never fire on the dataset (nothing to show)
+    failed: int
+    calls: int  #: requests answered in this run
+    cached: int  #: answers reused from answers/ (an earlier, killed run)
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    seconds: float
+
+
+EXPLAIN_KIND = RunKind("sae explain", NEUTRAL, lock="explain output")
+
+
+def explain(cfg: SaeExplainConfig) -> ExplainSummary:
+    """Contexts of the selected latents, one explainer prompt each, answers asked once, explanations written."""
+    from analysis.sae.io import load_sae, rows_min_position, sae_source
+    from analysis.sae.io import trained_on as trained
+
+    t0 = time.perf_counter()
+    sae = load_sae(cfg.sae, cfg.storage).eval()
+    record = trained(sae)
+    if cfg.data is None and record.data is None:
+        raise InterpConfigError(f"{sae_source(cfg.sae, cfg.storage)} does not name its dataset; pass --data")
+    checked = {}
+
+    def check(inputs: dict) -> None:
+        from analysis.sae.dashboard.run import DashboardError, _check
+        from shards.columns import TOKEN_ID
+
+        ds = inputs["data"]
+        try:
+            _check(cfg, sae, record.hook, ds)
+        except DashboardError as e:
+            raise InterpConfigError(str(e)) from None
+        if TOKEN_ID not in ds.columns or "stimulus_id" in ds.columns:
+            raise InterpConfigError(f"{ds.storage.display()} is not a text dataset: sae explain shows token "
+                                    "contexts to a language model")
+        if cfg.explainer == "transformers":  # a local model that does not load fails now, not after the passes
+            from analysis.interp.clients.base import make_client
+
+            checked["client"] = make_client(cfg.client())
+        select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
+        refuse_dataset_place(Storage(cfg.out, cfg.storage))
+
+    with run_start(cfg, EXPLAIN_KIND, defaults=record.defaults(sae_source(cfg.sae, cfg.storage)),
+                   check=check) as run:
+        if run.state == "done":
+            return ExplainSummary.from_json(run.rundir.summary())
+        run.hooks = [record.hook]
+        run.begin(cfg, seeds={"seed": cfg.seed})
+        out = Storage(cfg.out, cfg.storage)
+        min_position = rows_min_position(sae, cfg.min_position)
+        contexts = _contexts(cfg, sae, record.hook, run.ds, out, min_position)
+        requests = {c.latent: _explain_request(cfg, c) for c in contexts if c.shown}
+        usage = _ask(cfg, cfg.client(), list(requests.values()), "explanation")
+        rows, unmarked = _explanations(cfg, requests, AnswerCache(out))
+        out.put_bytes(EXPLANATIONS, _jsonl(rows))
+        summary = ExplainSummary(**run.recorded(), out=out.display(), explainer=cfg.explainer,
+                                 model=cfg.explainer_model, latents=len(contexts), explained=len(rows),
+                                 unmarked=unmarked, skipped=sum(not c.shown for c in contexts),
+                                 failed=len(requests) - len(rows), calls=usage.calls, cached=usage.cached,
+                                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                                 cost_usd=usage.cost(cfg.price_in, cfg.price_out),
+                                 seconds=round(time.perf_counter() - t0, 2))
+        out.put_bytes("report.html", report.explain_page(summary.to_json(), rows, contexts).encode())
+        if summary.failed:
+            why = "; ".join(usage.errors)
+            raise InterpError(f"{summary.failed} of {len(requests)} latents got no explanation ({why}); the "
+                              f"{len(rows)} answered are in {out.display(EXPLANATIONS)}: rerun the same "
+                              "command to ask only the others")
+        run.rundir.finish(summary.to_json())
+    log.info("explained %d latents (%d skipped: never fire); %s; next: actlake sae score --explanations %s",
+             summary.explained, summary.skipped, out.display("report.html"), cfg.out)
+    return summary
+
+
+def _contexts(cfg: SaeExplainConfig, sae, hook: str, ds, out: Storage, min_position: int) -> list[LatentContexts]:
+    """The selected latents' contexts: read back when a killed run wrote them (same settings: same contexts),
+    else from the two passes over the dataset."""
+    if out.exists(CONTEXTS):
+        return [LatentContexts.from_json(d) for d in _read_jsonl(out, CONTEXTS)]
+    from analysis.sae.dashboard.collect import LatentCollector
+    from analysis.sae.dashboard.run import _encode, _kept_batches, _Tokens
+    from analysis.sae.dashboard.views import TextView
+    from shards.columns import EXAMPLE_ID, TOKEN_ID
+
+    meta = ds.metadata_table([EXAMPLE_ID, TOKEN_ID])
+    view = TextView(meta.column(EXAMPLE_ID).to_numpy(), meta.column(TOKEN_ID).to_numpy(),
+                    _Tokens(ds, cfg.tokenizer), cfg.context)
+    plan = ContextPlan(cfg.top, cfg.quantile_examples, cfg.held_out, cfg.not_active, cfg.context, cfg.seed)
+    log.info("collecting contexts: one pass over %d rows of %s, then the shown tokens' activations", len(meta), hook)
+    collector = LatentCollector(sae.d_sae, plan.n_top, seed=cfg.seed)
+    for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
+        collector.add(_encode(sae, batch["x"]), keep)
+    table = collector.table()
+    latents = select_latents(cfg.latents, table.frequency, cfg.seed)  # top:N and random:N need the frequencies
+    contexts = collect(sae, ds, hook, latents, plan, view, table, batch_size=cfg.batch_size,
+                       min_position=min_position)
+    out.put_bytes(CONTEXTS, _jsonl(c.to_json() for c in contexts))
+    return contexts
+
+
+def _explain_request(cfg: SaeExplainConfig, c: LatentContexts) -> Request:
+    msgs = explain_messages([(x.tokens, x.acts) for x in c.shown], threshold=cfg.threshold,
+                            show_activations=cfg.show_activations, scale=c.max_act or None)
+    return Request(cfg.explainer, cfg.explainer_model, msgs, cfg.max_tokens, cfg.temperature)
+
+
+def _ask(cfg, spec, reqs: list[Request], what: str) -> Usage:
+    try:
+        return ask_all(reqs, spec, cfg.out, cfg.storage, concurrency=cfg.concurrency, workers=cfg.workers,
+                       address=cfg.address, what=what)
+    except FatalClientError as e:
+        raise InterpError(f"{e}; the answers received so far are kept: rerun the same command once fixed") from None
+
+
+def _explanations(cfg: SaeExplainConfig, requests: dict[int, Request], cache: AnswerCache) -> tuple[list, int]:
+    have, rows, unmarked = cache.keys(), [], 0
+    for lat, req in requests.items():
+        if req.key() not in have:
+            continue
+        text = cache.get(req.key()).text
+        try:
+            expl, marked = parse_explanation(text)
+        except MalformedAnswerError:
+            expl, marked = "", False
+        unmarked += not marked
+        rows.append({"latent": lat, "explanation": expl, "marked": marked, "prompt_hash": req.key(),
+                     "explainer": cfg.explainer, "model": cfg.explainer_model,
+                     "sampling": {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "top": cfg.top,
+                                  "quantile_examples": cfg.quantile_examples, "context": cfg.context,
+                                  "threshold": cfg.threshold, "show_activations": cfg.show_activations,
+                                  "seed": cfg.seed}})
+    return rows, unmarked
+
+
+# ---------------------------------------------------------------------------------------------- sae score
+
+
+@dataclass(kw_only=True)
+class ScoreSummary(JsonRecord):
+    """``summary.json`` of ``sae score``: per scorer, the mean of each metric over latents (own explanations and,
+    beside, the random baseline) and the distribution of balanced accuracy."""
+
+    out: str
+    explanations: str
+    client: str
+    model: str
+    latents: int
+    scorers: dict = field(default_factory=dict)
+    calls: int = 0
+    cached: int = 0
+    failed_prompts: int = 0
+    unreadable_answers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+
+def _digest(keys: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16]
+
+
+def _baseline(latents: list[int], seed: int) -> dict[int, int]:
+    """Each latent -> another latent whose explanation it is scored with (a random derangement)."""
+    if len(latents) < 2:
+        return {}
+    rng = random.Random(seed)
+    while True:
+        perm = latents[:]
+        rng.shuffle(perm)
+        if all(a != b for a, b in zip(latents, perm, strict=True)):
+            return dict(zip(latents, perm, strict=True))
+
+
+def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
+    """Every explanation scored by every scorer (and the baseline), each prompt asked once."""
+    t0 = time.perf_counter()
+    src = Storage(cfg.explanations, cfg.storage)
+    if not (src.exists(EXPLANATIONS) and src.exists(CONTEXTS)):
+        raise InterpConfigError(f"--explanations {src.display()} holds no {EXPLANATIONS} and {CONTEXTS}: give the "
+                                "--out of an `actlake sae explain` run")
+    expl = {int(r["latent"]): r for r in _read_jsonl(src, EXPLANATIONS)}
+    if not expl:
+        raise InterpConfigError(f"--explanations {src.display()}: no latent was explained")
+    first = next(iter(expl.values()))
+    kind, model = cfg.client or first["explainer"], cfg.model or first["model"]
+    ctxs = {c.latent: c for c in (LatentContexts.from_json(d) for d in _read_jsonl(src, CONTEXTS))
+            if c.latent in expl}
+    settings = {"scorers": cfg.scorers, "client": kind, "model": model, "per_prompt": cfg.per_prompt,
+                "log_prob": cfg.log_prob, "baseline": cfg.baseline, "seed": cfg.seed,
+                "explanations": _digest([expl[k]["prompt_hash"] for k in sorted(expl)])}
+    out = Storage(cfg.out, cfg.storage)
+    refuse_dataset_place(out)
+    with output_lock(out, "score output"):
+        if out.exists("summary.json"):
+            done = ScoreSummary.from_json(json.loads(out.get_bytes("summary.json")))
+            if done.settings == settings:
+                return done
+            if not cfg.overwrite:
+                raise InterpConfigError(f"--out {out.display()} holds scores made with other settings; pass "
+                                        "--overwrite to replace them, or another --out")
+            out.delete("summary.json")
+        spec = cfg.spec(kind, model)
+        if kind == "transformers":
+            from analysis.interp.clients.base import make_client
+
+            make_client(spec)  # fails now if the model does not load
+        swap = _baseline(sorted(ctxs), cfg.seed) if cfg.baseline else {}
+        plan = _plan(cfg, kind, model, ctxs, expl, swap)
+        usage = _ask(cfg, spec, [req for _, _, _, req, _ in plan], "scorer prompt")
+        scores, preds, unreadable = _read(cfg, plan, AnswerCache(out))
+        out.put_bytes(SCORES, _jsonl(asdict(s) for s in scores))
+        out.put_bytes(PREDICTIONS, _jsonl(preds))
+        summary = ScoreSummary(out=out.display(), explanations=src.display(), client=kind, model=model,
+                               latents=len(ctxs), scorers=_means(scores), calls=usage.calls, cached=usage.cached,
+                               failed_prompts=usage.failed, unreadable_answers=unreadable,
+                               prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                               cost_usd=usage.cost(cfg.price_in, cfg.price_out),
+                               seconds=round(time.perf_counter() - t0, 2), settings=settings)
+        out.put_bytes("report.html", report.score_page(summary.to_json(), scores, expl).encode())
+        if usage.failed:
+            raise InterpError(f"{usage.failed} scorer prompts got no answer ({'; '.join(usage.errors)}); rerun the "
+                              "same command to ask only those")
+        out.put_bytes("summary.json", json.dumps(summary.to_json(), indent=1).encode())
+    log.info("scored %d latents: %s; %s", summary.latents,
+             ", ".join(f"{s} {v['own']['accuracy']:.3f} (random {v['random']['accuracy'] if v.get('random') else '-'})"
+                       for s, v in summary.scorers.items()), out.display("report.html"))
+    return summary
+
+
+def _plan(cfg: SaeScoreConfig, kind: str, model: str, ctxs: dict[int, LatentContexts], expl: dict, swap: dict):
+    """(latent, scorer, own|random, request, samples of the prompt) for every prompt to ask."""
+    plan = []
+    for lat, c in ctxs.items():
+        if not c.held_out or not c.not_active:
+            continue  # nothing to tell apart (a latent firing everywhere has no quiet windows)
+        for scorer in cfg.scorers:
+            for which, text in (("own", expl[lat]["explanation"]),
+                                *((("random", expl[swap[lat]]["explanation"]),) if lat in swap else ())):
+                for batch in batches(samples_for(scorer, c.held_out, c.not_active), cfg.per_prompt, cfg.seed):
+                    msgs = classify_messages(scorer, text, [s.text for s in batch])
+                    req = Request(kind, model, msgs, max_tokens=8 + 3 * len(batch), temperature=0.0,
+                                  logprobs=5 if cfg.log_prob else 0)
+                    plan.append((lat, scorer, which, req, batch))
+    return plan
+
+
+def _read(cfg: SaeScoreConfig, plan, cache: AnswerCache) -> tuple[list[Score], list[dict], int]:
+    have, groups, preds, unreadable = cache.keys(), {}, [], 0
+    for lat, scorer, which, req, batch in plan:
+        answered = req.key() in have
+        p, probs = None, None
+        if answered:
+            ans = cache.get(req.key())
+            try:
+                p = parse_predictions(ans.text, len(batch))
+                probs = parse_probabilities(ans.logprobs, len(batch)) if cfg.log_prob else None
+            except MalformedAnswerError:
+                unreadable += 1
+        samples = [Sample(s.text, s.activating, p[i] if p else None, probs[i] if probs else None)
+                   for i, s in enumerate(batch)]
+        groups.setdefault((lat, scorer, which), []).extend(samples)
+        preds += [{"latent": lat, "scorer": scorer, "explanation": which, "text": s.text,
+                   "activating": s.activating, "prediction": s.prediction, "probability": s.probability,
+                   "prompt_hash": req.key()} for s in samples]
+    return [score(lat, sc, which, ss) for (lat, sc, which), ss in groups.items()], preds, unreadable
+
+
+def _means(scores: list[Score]) -> dict:
+    out: dict = {}
+    for s in scores:
+        out.setdefault(s.scorer, {}).setdefault(s.explanation, []).append(s)
+    summary = {}
+    for scorer, by in out.items():
+        summary[scorer] = {}
+        for which, ss in by.items():
+            acc = np.array([s.accuracy for s in ss])
+            aucs = [s.auroc for s in ss if s.auroc is not None]
+            summary[scorer][which] = {
+                "latents": len(ss), "accuracy": round(float(acc.mean()), 4),
+                "f1": round(float(np.mean([s.f1 for s in ss])), 4),
+                "precision": round(float(np.mean([s.precision for s in ss])), 4),
+                "recall": round(float(np.mean([s.recall for s in ss])), 4),
+                "auroc": round(float(np.mean(aucs)), 4) if aucs else None,
+                "accuracy_quantiles": {f"p{q}": round(float(np.quantile(acc, q / 100)), 4)
+                                       for q in (10, 25, 50, 75, 90)},
+                "failed_samples": int(sum(s.failed for s in ss))}
+    return summary
+
+
+__all__ = ["explain", "score_run", "ExplainSummary", "ScoreSummary", "ClientError"]
