@@ -131,3 +131,17 @@ class ChatServer:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main() -> None:
+    """``python -m tests.interp_server KEY``: serve until killed (benchmarks run it in its own process); prints
+    the base URL on the first line."""
+    import sys
+
+    with ChatServer(sys.argv[1] if len(sys.argv) > 1 else "sk-bench") as server:
+        print(server.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,15 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from analysis.interp.clients.base import Answer, ClientError, ClientSpec, FatalClientError, Secret, make_client
+from analysis.interp.clients.base import (
+    KINDS,
+    Answer,
+    ClientError,
+    ClientSpec,
+    FatalClientError,
+    Secret,
+    make_client,
+)
 from analysis.interp.prompts import Request
 from shards.progress import Progress
 from shards.storage import Storage, StorageOptions
@@ -62,11 +70,11 @@ class Usage:
 
 
 def _ask_some(spec: ClientSpec, out: str, storage: StorageOptions, reqs: list[Request], concurrency: int,
-              on_done=None, key: Secret | None = None) -> Usage:
+              on_done=None, key: Secret | None = None, client=None) -> Usage:
     """Ask each request not cached yet, ``concurrency`` at a time; store each answer as it arrives. A fatal
     client error (key refused, nothing listening) stops the rest and is raised."""
     cache, usage, lock = AnswerCache(Storage(out, storage)), Usage(), threading.Lock()
-    client = make_client(spec, key)
+    client = client or make_client(spec, key)
     stop = threading.Event()
 
     def one(req: Request) -> None:
@@ -105,8 +113,9 @@ def _ask_some(spec: ClientSpec, out: str, storage: StorageOptions, reqs: list[Re
 
 
 def ask_all(reqs: list[Request], spec: ClientSpec, out: str, storage: StorageOptions, *, concurrency: int,
-            workers: int = 1, address: str | None = None, what: str = "prompt") -> Usage:
-    """Every request answered once (cached answers are not asked again); the usage of this call."""
+            workers: int = 1, address: str | None = None, what: str = "prompt", client=None) -> Usage:
+    """Every request answered once (cached answers are not asked again); the usage of this call. ``client``: one
+    already made (a local model loaded once), for asking in this process."""
     cache = AnswerCache(Storage(out, storage))
     have = cache.keys()
     unique = {r.key(): r for r in reqs}
@@ -118,13 +127,13 @@ def ask_all(reqs: list[Request], spec: ClientSpec, out: str, storage: StorageOpt
         return usage
     with Progress(len(todo), what, f"{what}s", log) as progress:
         if workers <= 1 and not address:
-            usage.add(_ask_some(spec, out, storage, todo, concurrency, on_done=progress.update))
+            usage.add(_ask_some(spec, out, storage, todo, concurrency, on_done=progress.update, client=client))
             return usage
         from shards.runtime import connect_ray
 
         ray = connect_ray(address)
         key = Secret.from_env(spec)  # a cluster's workers do not share this shell's environment
-        task = ray.remote(num_cpus=1 if spec.kind == "transformers" else 0.25)(_ask_some)
+        task = ray.remote(num_cpus=KINDS[spec.kind].cpus)(_ask_some)
         size = max(1, -(-len(todo) // (workers * 4)))  # a few chunks per worker: progress, and even loads
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
         pending, running = list(chunks), {}

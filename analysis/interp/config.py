@@ -12,6 +12,7 @@ from simple_parsing import field
 
 from analysis.common.inputs import DatasetInput, take_inputs
 from analysis.interp.clients.base import KINDS, ClientSpec
+from analysis.interp.files import SCORES_DIR
 from analysis.interp.scoring import SCORERS
 from shards.config import check_choices, check_positive, nested, split_list, take_credentials
 from shards.errors import ConfigError
@@ -213,4 +214,4 @@ class SaeScoreConfig(ModelFlags):
             raise InterpConfigError(f"--scorers {','.join(self.scorers)}: choose from {', '.join(SCORERS)}")
         check_positive(self, "per_prompt")
         if not self.out:
-            self.out = self.explanations.rstrip("/") + "/scores"
+            self.out = self.explanations.rstrip("/") + "/" + SCORES_DIR

@@ -16,9 +16,10 @@ from analysis.common.rundir import output_lock, refuse_dataset_place
 from analysis.common.runstart import RunKind, run_start
 from analysis.interp import report
 from analysis.interp.ask import AnswerCache, Usage, ask_all
-from analysis.interp.clients.base import ClientError, FatalClientError
+from analysis.interp.clients.base import KINDS, ClientError, FatalClientError, make_client
 from analysis.interp.config import NEUTRAL, InterpConfigError, SaeExplainConfig, SaeScoreConfig, select_latents
 from analysis.interp.contexts import ContextPlan, LatentContexts, collect
+from analysis.interp.files import CONTEXTS, EXPLANATIONS, PREDICTIONS, SCORES, TABLE, TABLE_INFO
 from analysis.interp.prompts import (
     MalformedAnswerError,
     Request,
@@ -34,11 +35,6 @@ from shards.records import JsonRecord
 from shards.storage import Storage
 
 log = logging.getLogger("actlake.sae")
-
-EXPLANATIONS = "explanations.jsonl"
-CONTEXTS = "contexts.jsonl"
-SCORES = "scores.jsonl"
-PREDICTIONS = "predictions.jsonl"
 
 
 class InterpError(ActlakeError, RuntimeError):
@@ -74,9 +70,35 @@ class ExplainSummary(RunSummary, JsonRecord):
     completion_tokens: int
     cost_usd: float
     seconds: float
+    contexts_seconds: float = 0.0  #: the passes over the dataset (0 when a killed run's contexts were read back)
+    ask_seconds: float = 0.0  #: asking the explainer
 
 
 EXPLAIN_KIND = RunKind("sae explain", NEUTRAL, lock="explain output")
+
+
+def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
+    """The refusals before anything is written: the SAE against the pinned dataset, a text dataset, latent ids
+    within the SAE, a local explainer that loads (kept in ``checked``), an output that is no dataset."""
+
+    def check(inputs: dict) -> None:
+        from analysis.sae.dashboard.run import DashboardError, _check
+        from shards.columns import STIMULUS_ID, TOKEN_ID
+
+        ds = inputs["data"]
+        try:
+            _check(cfg, sae, record.hook, ds)
+        except DashboardError as e:
+            raise InterpConfigError(str(e)) from None
+        if TOKEN_ID not in ds.columns or STIMULUS_ID in ds.columns:
+            raise InterpConfigError(f"{ds.storage.display()} is not a text dataset: sae explain shows token "
+                                    "contexts to a language model")
+        select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
+        if KINDS[cfg.explainer].local:  # a local model that does not load fails now, not after the passes
+            checked["client"] = make_client(cfg.client())
+        refuse_dataset_place(Storage(cfg.out, cfg.storage))
+
+    return check
 
 
 def explain(cfg: SaeExplainConfig) -> ExplainSummary:
@@ -89,26 +111,8 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
     record = trained(sae)
     if cfg.data is None and record.data is None:
         raise InterpConfigError(f"{sae_source(cfg.sae, cfg.storage)} does not name its dataset; pass --data")
-    checked = {}
-
-    def check(inputs: dict) -> None:
-        from analysis.sae.dashboard.run import DashboardError, _check
-        from shards.columns import TOKEN_ID
-
-        ds = inputs["data"]
-        try:
-            _check(cfg, sae, record.hook, ds)
-        except DashboardError as e:
-            raise InterpConfigError(str(e)) from None
-        if TOKEN_ID not in ds.columns or "stimulus_id" in ds.columns:
-            raise InterpConfigError(f"{ds.storage.display()} is not a text dataset: sae explain shows token "
-                                    "contexts to a language model")
-        if cfg.explainer == "transformers":  # a local model that does not load fails now, not after the passes
-            from analysis.interp.clients.base import make_client
-
-            checked["client"] = make_client(cfg.client())
-        select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
-        refuse_dataset_place(Storage(cfg.out, cfg.storage))
+    checked: dict = {}
+    check = _explain_checks(cfg, sae, record, checked)
 
     with run_start(cfg, EXPLAIN_KIND, defaults=record.defaults(sae_source(cfg.sae, cfg.storage)),
                    check=check) as run:
@@ -118,9 +122,12 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
         run.begin(cfg, seeds={"seed": cfg.seed})
         out = Storage(cfg.out, cfg.storage)
         min_position = rows_min_position(sae, cfg.min_position)
+        t1 = time.perf_counter()
         contexts = _contexts(cfg, sae, record.hook, run.ds, out, min_position)
         requests = {c.latent: _explain_request(cfg, c) for c in contexts if c.shown}
-        usage = _ask(cfg, cfg.client(), list(requests.values()), "explanation")
+        t2 = time.perf_counter()
+        usage = _ask(cfg, cfg.client(), list(requests.values()), "explanation", checked.get("client"))
+        t3 = time.perf_counter()
         rows, unmarked = _explanations(cfg, requests, AnswerCache(out))
         out.put_bytes(EXPLANATIONS, _jsonl(rows))
         summary = ExplainSummary(**run.recorded(), out=out.display(), explainer=cfg.explainer,
@@ -129,7 +136,8 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
                                  failed=len(requests) - len(rows), calls=usage.calls, cached=usage.cached,
                                  prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                  cost_usd=usage.cost(cfg.price_in, cfg.price_out),
-                                 seconds=round(time.perf_counter() - t0, 2))
+                                 seconds=round(time.perf_counter() - t0, 2), contexts_seconds=round(t2 - t1, 2),
+                                 ask_seconds=round(t3 - t2, 2))
         out.put_bytes("report.html", report.explain_page(summary.to_json(), rows, contexts).encode())
         if summary.failed:
             why = "; ".join(usage.errors)
@@ -161,11 +169,21 @@ def _contexts(cfg: SaeExplainConfig, sae, hook: str, ds, out: Storage, min_posit
     for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
         collector.add(_encode(sae, batch["x"]), keep)
     table = collector.table()
+    _keep_table(out, table, sae, ds, hook, min_position, plan.n_top)
     latents = select_latents(cfg.latents, table.frequency, cfg.seed)  # top:N and random:N need the frequencies
     contexts = collect(sae, ds, hook, latents, plan, view, table, batch_size=cfg.batch_size,
                        min_position=min_position)
     out.put_bytes(CONTEXTS, _jsonl(c.to_json() for c in contexts))
     return contexts
+
+
+def _keep_table(out: Storage, table, sae, ds, hook: str, min_position: int, n_top: int) -> None:
+    from analysis.sae.dashboard.collect import sae_digest
+
+    out.put_bytes(TABLE, table.to_npz())
+    out.put_bytes(TABLE_INFO, json.dumps({"dataset_id": ds.dataset_id, "version": ds.version, "hook": hook,
+                                          "min_position": min_position, "n_top": n_top,
+                                          "sae": sae_digest(sae)}).encode())
 
 
 def _explain_request(cfg: SaeExplainConfig, c: LatentContexts) -> Request:
@@ -174,10 +192,10 @@ def _explain_request(cfg: SaeExplainConfig, c: LatentContexts) -> Request:
     return Request(cfg.explainer, cfg.explainer_model, msgs, cfg.max_tokens, cfg.temperature)
 
 
-def _ask(cfg, spec, reqs: list[Request], what: str) -> Usage:
+def _ask(cfg, spec, reqs: list[Request], what: str, client=None) -> Usage:
     try:
         return ask_all(reqs, spec, cfg.out, cfg.storage, concurrency=cfg.concurrency, workers=cfg.workers,
-                       address=cfg.address, what=what)
+                       address=cfg.address, what=what, client=client)
     except FatalClientError as e:
         raise InterpError(f"{e}; the answers received so far are kept: rerun the same command once fixed") from None
 
@@ -274,13 +292,10 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
                                         "--overwrite to replace them, or another --out")
             out.delete("summary.json")
         spec = cfg.spec(kind, model)
-        if kind == "transformers":
-            from analysis.interp.clients.base import make_client
-
-            make_client(spec)  # fails now if the model does not load
+        client = make_client(spec) if KINDS[kind].local else None  # a model that does not load fails now
         swap = _baseline(sorted(ctxs), cfg.seed) if cfg.baseline else {}
         plan = _plan(cfg, kind, model, ctxs, expl, swap)
-        usage = _ask(cfg, spec, [req for _, _, _, req, _ in plan], "scorer prompt")
+        usage = _ask(cfg, spec, [req for _, _, _, req, _ in plan], "scorer prompt", client)
         scores, preds, unreadable = _read(cfg, plan, AnswerCache(out))
         out.put_bytes(SCORES, _jsonl(asdict(s) for s in scores))
         out.put_bytes(PREDICTIONS, _jsonl(preds))

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from analysis.interp.prompts import mark
 
-#: scorer name -> whether its examples are shown with tokens marked
-SCORERS: dict[str, bool] = {"detection": False, "fuzz": True}
-ScorerName = Literal["detection", "fuzz"]
 FUZZ_THRESHOLD = 0.3  #: tokens at or above this fraction of the context's maximum are marked in fuzzing
 
 
@@ -56,17 +53,31 @@ def _fuzz_wrong(ctx: Ctx, n_incorrect: int) -> str:
     return mark(ctx.tokens, chosen.__contains__)
 
 
-def samples_for(scorer: str, held_out: Sequence[Ctx], not_active: Sequence[Ctx]) -> list[Sample]:
-    """The scorer's samples, non-activating first, in the order delphi builds them (so one seeded shuffle gives
-    both the same batches)."""
-    if scorer == "detection":
-        return ([Sample("".join(c.tokens), False) for c in not_active]
-                + [Sample("".join(c.tokens), True) for c in held_out])
+def _detection(held_out: Sequence[Ctx], not_active: Sequence[Ctx]) -> list[Sample]:
+    """Plain text: does the explanation tell the activating contexts from the others?"""
+    return ([Sample("".join(c.tokens), False) for c in not_active]
+            + [Sample("".join(c.tokens), True) for c in held_out])
+
+
+def _fuzz(held_out: Sequence[Ctx], not_active: Sequence[Ctx]) -> list[Sample]:
+    """Marked text: activating contexts with their active tokens marked against non-activating ones with as many
+    tokens (the activating contexts' mean count of active tokens, rounded up) marked at random."""
     n_incorrect = math.ceil(sum(sum(a != 0 for a in c.acts) for c in held_out) / max(len(held_out), 1))
     wrong = [Sample(_fuzz_wrong(c, n_incorrect), False) for c in not_active]
     right = [Sample(mark(c.tokens, lambda i, c=c: c.acts[i] >= FUZZ_THRESHOLD * c.max_act), True)
              for c in held_out]
     return wrong + right
+
+
+#: scorer name -> its samples from (held-out activating, non-activating) contexts; also the list of ``--scorers``
+SCORERS: dict[str, Callable[[Sequence[Ctx], Sequence[Ctx]], list[Sample]]] = {"detection": _detection,
+                                                                               "fuzz": _fuzz}
+
+
+def samples_for(scorer: str, held_out: Sequence[Ctx], not_active: Sequence[Ctx]) -> list[Sample]:
+    """The scorer's samples, non-activating first, in the order delphi builds them (so one seeded shuffle gives
+    both the same batches)."""
+    return SCORERS[scorer](held_out, not_active)
 
 
 def batches(samples: list[Sample], per_prompt: int, seed: int) -> list[list[Sample]]:
@@ -129,5 +140,6 @@ def score(latent: int, scorer: str, explanation: Literal["own", "random"], sampl
     accuracy = ((tp / pos if pos else 0.0) + (tn / neg if neg else 0.0)) / 2
     probs = [s for s in samples if s.probability is not None]
     area = auroc([s.activating for s in probs], [s.probability for s in probs]) if probs else None
-    return Score(latent, scorer, explanation, accuracy, precision, recall, f1, area, len(done),
-                 len(samples) - len(done), pos, neg, {"tp": tp, "tn": tn, "fp": fp, "fn": fn})
+    return Score(latent=latent, scorer=scorer, explanation=explanation, accuracy=accuracy, precision=precision,
+                 recall=recall, f1=f1, auroc=area, n=len(done), failed=len(samples) - len(done), positives=pos,
+                 negatives=neg, confusion={"tp": tp, "tn": tn, "fp": fp, "fn": fn})

@@ -240,10 +240,12 @@ def _hook(cfg: SaeEvaluateConfig, sae, record: TrainedOn, ds) -> str:
 
 def _autointerp(cfg: SaeEvaluateConfig) -> dict:
     """``--explanations``: the `sae score` summary under a `sae explain` output of this SAE."""
+    from analysis.interp.files import SCORES_DIR
+
     src = Storage(cfg.explanations, cfg.storage)
     try:
         run = json.loads(src.get_bytes("run.json"))
-        scored = json.loads(src.get_bytes("scores/summary.json"))
+        scored = json.loads(src.get_bytes(f"{SCORES_DIR}/summary.json"))
     except FileNotFoundError:
         raise EvalInputError(f"--explanations {src.display()}: no finished `actlake sae explain` run scored by "
                              f"`actlake sae score` (run.json and scores/summary.json); run them first") from None

@@ -98,9 +98,20 @@ def make_client(spec: ClientSpec, key: Secret | None = None) -> Client:
     ``key``: the driver's, used where this process' environment has none."""
     import importlib
 
-    importlib.import_module(KINDS[spec.kind])
+    importlib.import_module(KINDS[spec.kind].module)
     return CLIENTS[spec.kind](spec, key)
 
 
-#: client kinds and the module that registers each (``--explainer`` choices)
-KINDS = {"openai": "analysis.interp.clients.openai_chat", "transformers": "analysis.interp.clients.local"}
+@dataclass(frozen=True)
+class Kind:
+    """A client kind: the module that registers it, the CPUs a Ray task asking through it takes, and whether it
+    loads a model here (then it is made once before any work, so a model that does not load fails first)."""
+
+    module: str
+    cpus: float
+    local: bool
+
+
+#: client kinds (``--explainer`` / ``--client`` choices)
+KINDS = {"openai": Kind("analysis.interp.clients.openai_chat", cpus=0.25, local=False),
+         "transformers": Kind("analysis.interp.clients.local", cpus=1.0, local=True)}

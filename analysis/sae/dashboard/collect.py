@@ -34,6 +34,22 @@ class LatentTable:
     def mean_act(self) -> np.ndarray:
         return np.where(self.fires > 0, self.sum_act / np.maximum(self.fires, 1), 0.0)
 
+    def to_npz(self) -> bytes:
+        """The table as an ``.npz`` (arrays only, no pickle): `sae explain` keeps its pass for `sae dashboard`."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **{f: getattr(self, f) for f in self.__dataclass_fields__ if f != "rows"},
+                 rows=np.array(self.rows))
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> LatentTable:
+        import io
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls(**{f: z[f] for f in cls.__dataclass_fields__ if f != "rows"}, rows=int(z["rows"]))
+
     def quantile_rows(self, latent: int, bands: int = 5) -> list[tuple[str, int]]:
         """One sample row per activation band (quantiles of the latent's active values, from the histogram)."""
         h = self.hist[latent]
@@ -107,6 +123,17 @@ class LatentCollector:
                            hist=self.hist.numpy(), top_rows=torch.where(keep, self.top_rows, -1).numpy(),
                            top_values=torch.where(keep, self.top_values, 0.0).numpy(),
                            bin_rows=self.bin_rows.numpy(), rows=self.rows)
+
+
+def sae_digest(sae) -> str:
+    """A digest of an SAE's encoder (what decides which rows each latent picks): a kept collection pass is reused
+    only by the same SAE."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (sae.W_enc, sae.b_enc):
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 def nearest_latents(w_dec: torch.Tensor, n: int = 8, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:

@@ -144,6 +144,7 @@ class Explained:
     text: dict[int, str] = field(default_factory=dict)
     scores: dict[int, dict[str, float]] = field(default_factory=dict)
     scorers: list[str] = field(default_factory=list)
+    folder: Storage | None = None  #: a `sae explain` output: its kept collection pass may serve the dashboard
 
     def get(self, latent: int, default: str = "") -> str:
         return self.text.get(latent, default)
@@ -155,10 +156,10 @@ def _explained(uri: str, storage) -> Explained:
         return Explained()
     folder = Storage(uri, storage)
     if folder.exists("explanations.jsonl"):
-        from analysis.interp.run import EXPLANATIONS, SCORES
+        from analysis.interp.files import EXPLANATIONS, SCORES, SCORES_DIR
 
-        got = Explained(_explanations(folder.uri_of(folder.path(EXPLANATIONS)), storage))
-        scores = folder.child("scores")
+        got = Explained(_explanations(folder.uri_of(folder.path(EXPLANATIONS)), storage), folder=folder)
+        scores = folder.child(SCORES_DIR)
         if scores.exists(SCORES):
             for line in scores.get_bytes(SCORES).decode().splitlines():
                 r = json.loads(line)
@@ -326,16 +327,40 @@ def _build(cfg: SaeDashboardConfig, sae, hook: str, run, view, expl: Explained) 
     """The two passes over the pinned dataset and the site."""
     ds, out = run.ds, Storage(cfg.out, cfg.storage)
     min_position = rows_min_position(sae, cfg.min_position)  # the rows the SAE was trained on, unless overridden
-    collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
-    for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
-        collector.add(_encode(sae, batch["x"]), keep)
-    table = collector.table()
+    table = _kept_table(expl, sae, ds, hook, min_position, cfg.top * view.collect_factor)
+    if table is None:
+        collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
+        for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
+            collector.add(_encode(sae, batch["x"]), keep)
+        table = collector.table()
     picks = {lat: picks_for(view, table, lat, cfg.top) for lat in range(sae.d_sae)}
     values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size, min_position)
     pages = _pages(cfg, sae, ds, table, picks, values, view, expl)
     size = _write(out, cfg, hook, ds, table, pages, view, min_position, expl.scorers)
     return DashboardSummary(**run.recorded(), out=out.display(), latents=sae.d_sae, rows=table.rows,
                             dead=int((table.fires == 0).sum()), seconds=0.0, bytes=size)
+
+
+def _kept_table(expl: Explained, sae, ds, hook: str, min_position: int, n_top: int) -> LatentTable | None:
+    """The collection pass `sae explain` kept, when it was made by this SAE over these rows (one pass serves
+    both); None otherwise."""
+    if expl.folder is None:
+        return None
+    from analysis.interp.files import TABLE, TABLE_INFO
+    from analysis.sae.dashboard.collect import sae_digest
+
+    try:
+        info = json.loads(expl.folder.get_bytes(TABLE_INFO))
+        want = {"dataset_id": ds.dataset_id, "version": ds.version, "hook": hook, "min_position": min_position,
+                "sae": sae_digest(sae)}
+        if any(info.get(k) != v for k, v in want.items()) or info.get("n_top", 0) < n_top:
+            return None
+        table = LatentTable.from_npz(expl.folder.get_bytes(TABLE))
+    except (FileNotFoundError, ValueError, KeyError, OSError):
+        return None
+    log.info("dashboard: the collection pass of %s serves this dashboard (same SAE, rows and dataset version)",
+             expl.folder.display())
+    return table
 
 
 def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: Explained) -> list[LatentPage]:

@@ -204,9 +204,10 @@ def test_scores_equal_delphis_scorers(one_token, monkeypatch):
                 assert mine[ours_key] == pytest.approx(ref[ref_key], abs=1e-12), (c.latent, name, ours_key)
 
 
-def test_dashboard_shows_explanations_and_scores(one_token, monkeypatch):
+def test_dashboard_shows_explanations_and_scores(one_token, monkeypatch, caplog):
     """`sae dashboard --explanations EXPLAIN_DIR`: each latent's explanation and its scores (own and random) in
-    the index (a column per scorer, sortable) and on its page."""
+    the index (a column per scorer, sortable) and on its page; the collection pass `sae explain` kept serves it,
+    giving the same pages as the dashboard's own pass."""
     from analysis.sae.dashboard.run import SaeDashboardConfig
     from analysis.sae.dashboard.run import run as dashboard
 
@@ -215,8 +216,17 @@ def test_dashboard_shows_explanations_and_scores(one_token, monkeypatch):
     with ChatServer(KEY) as server:
         explain(_explain(root, sae, server, out="dash-ex", latents="0:4"))
         score_run(SaeScoreConfig(explanations=str(root / "dash-ex"), base_url=server.url))
-    dashboard(SaeDashboardConfig(sae=sae, out=str(root / "site"), explanations=str(root / "dash-ex"), top=3,
-                                 context=3, tokenizer=TOK))
+    with caplog.at_level("INFO", logger="actlake.sae"):
+        dashboard(SaeDashboardConfig(sae=sae, out=str(root / "site"), explanations=str(root / "dash-ex"), top=3,
+                                     context=3, tokenizer=TOK))
+    assert "serves this dashboard" in caplog.text
+    dashboard(SaeDashboardConfig(sae=sae, out=str(root / "own-pass"), top=3, context=3, tokenizer=TOK,
+                                 explanations=str(root / "dash-ex" / "explanations.jsonl")))
+    for lat in range(24):
+        a, b = ((root / site / "latents" / f"{lat}.js").read_text() for site in ("site", "own-pass"))
+        a, b = (json.loads(t[2:t.rindex(")")]) for t in (a, b))
+        a.pop("scores"), b.pop("scores")
+        assert a == b, lat
     scores = {(r["latent"], r["scorer"], r["explanation"]): r["accuracy"] for r in
               map(json.loads, (root / "dash-ex" / "scores" / "scores.jsonl").read_text().splitlines())}
     part = (root / "site" / "index" / "part-0.js").read_text()
@@ -249,3 +259,36 @@ def test_evaluate_summary_holds_the_scores(one_token, monkeypatch):
     with pytest.raises(EvalInputError, match="sae explain"):
         evaluate(SaeEvaluateConfig(sae=sae, suite=["core"], rows="all", out=str(root / "ev2"),
                                    explanations=str(root / "nowhere")))
+
+
+def test_local_transformers_explainer(tmp_path):
+    """`--explainer transformers` on a random llama saved as a model directory with a chat template: greedy
+    answers repeat, usage counts the real tokens, and each answer token's log-probability and top-5 equal an
+    independent forward pass over prompt + answer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from analysis.interp.clients.base import ClientSpec, FatalClientError, make_client
+    from tests.model_factories import save_tiny_causal_lm
+
+    path = save_tiny_causal_lm(tmp_path / "llama", "llama")
+    with pytest.raises(FatalClientError, match="no chat template"):
+        make_client(ClientSpec(kind="transformers", model=path))
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    tok.save_pretrained(path)
+    client = make_client(ClientSpec(kind="transformers", model=path))
+    msgs = [{"role": "user", "content": "Excerpt 1: the<< cat>> sat"}]
+    a = client.complete(msgs, max_tokens=6, temperature=0.0, logprobs=5)
+    assert a == client.complete(msgs, max_tokens=6, temperature=0.0, logprobs=5)
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert a.prompt_tokens == len(ids) and a.completion_tokens == len(a.logprobs) == 6
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    gen = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):].tolist()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids + gen])).logits[0].float(), -1)
+    for k, t in enumerate(a.logprobs):
+        row = logp[len(ids) - 1 + k]
+        assert t["logprob"] == pytest.approx(float(row[gen[k]]), abs=1e-4)
+        assert t["logprob"] == pytest.approx(float(row.max()), abs=1e-5)  # greedy: the top token
+        assert [c["logprob"] for c in t["top"]] == pytest.approx(row.topk(5).values.tolist(), abs=1e-4)
