@@ -100,15 +100,16 @@ def _ask_some(spec: ClientSpec, out: str, storage: StorageOptions, reqs: list[Re
         if on_done is not None:
             on_done()
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ask") as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ask")
+    try:
         futures = [pool.submit(one, r) for r in reqs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        wait(futures, return_when=FIRST_EXCEPTION)
         for f in futures:
-            if f.done() and f.exception() is not None:
-                stop.set()
-                for g in futures:
-                    g.cancel()
+            if f.done() and not f.cancelled() and f.exception() is not None:
                 raise f.exception()
+    finally:  # a fatal error or Ctrl-C: nothing more is sent; requests in flight end and keep their answers
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
     return usage
 
 

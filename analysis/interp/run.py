@@ -16,7 +16,7 @@ from analysis.common.rundir import output_lock, refuse_dataset_place
 from analysis.common.runstart import RunKind, run_start
 from analysis.interp import report
 from analysis.interp.ask import AnswerCache, Usage, ask_all
-from analysis.interp.clients.base import KINDS, ClientError, FatalClientError, make_client
+from analysis.interp.clients.base import ClientError, FatalClientError, make_client
 from analysis.interp.config import NEUTRAL, InterpConfigError, SaeExplainConfig, SaeScoreConfig, select_latents
 from analysis.interp.contexts import ContextPlan, LatentContexts, collect
 from analysis.interp.files import CONTEXTS, EXPLANATIONS, PREDICTIONS, SCORES, TABLE, TABLE_INFO
@@ -94,8 +94,9 @@ def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
             raise InterpConfigError(f"{ds.storage.display()} is not a text dataset: sae explain shows token "
                                     "contexts to a language model")
         select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
-        if KINDS[cfg.explainer].local:  # a local model that does not load fails now, not after the passes
-            checked["client"] = make_client(cfg.client())
+        # a missing key or a local model that does not load fails now, not after the passes (the openai client
+        # is only configured here: nothing is sent)
+        checked["client"] = make_client(cfg.client())
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
 
     return check
@@ -292,7 +293,7 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
                                         "--overwrite to replace them, or another --out")
             out.delete("summary.json")
         spec = cfg.spec(kind, model)
-        client = make_client(spec) if KINDS[kind].local else None  # a model that does not load fails now
+        client = make_client(spec)  # a missing key or a model that does not load fails now
         swap = _baseline(sorted(ctxs), cfg.seed) if cfg.baseline else {}
         plan = _plan(cfg, kind, model, ctxs, expl, swap)
         usage = _ask(cfg, spec, [req for _, _, _, req, _ in plan], "scorer prompt", client)

@@ -104,14 +104,12 @@ def make_client(spec: ClientSpec, key: Secret | None = None) -> Client:
 
 @dataclass(frozen=True)
 class Kind:
-    """A client kind: the module that registers it, the CPUs a Ray task asking through it takes, and whether it
-    loads a model here (then it is made once before any work, so a model that does not load fails first)."""
+    """A client kind: the module that registers it, and the CPUs a Ray task asking through it takes."""
 
     module: str
     cpus: float
-    local: bool
 
 
 #: client kinds (``--explainer`` / ``--client`` choices)
-KINDS = {"openai": Kind("analysis.interp.clients.openai_chat", cpus=0.25, local=False),
-         "transformers": Kind("analysis.interp.clients.local", cpus=1.0, local=True)}
+KINDS = {"openai": Kind("analysis.interp.clients.openai_chat", cpus=0.25),
+         "transformers": Kind("analysis.interp.clients.local", cpus=1.0)}

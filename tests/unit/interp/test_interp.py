@@ -107,8 +107,16 @@ def test_explain_then_score_one_token_latents(one_token, monkeypatch):
         assert explain(_explain(root, sae, server)).calls == 20 and server.received == n  # done: returned
 
 
-def test_failures_are_retried_or_named_and_the_key_is_nowhere(one_token, monkeypatch, capfd):
+def test_failures_are_retried_or_named_and_the_key_is_nowhere(one_token, monkeypatch, capfd, caplog):
+    from analysis.interp.clients.base import FatalClientError
+
+    caplog.set_level("DEBUG")  # every log line, openai's and httpx's included
     root, sae, _ = one_token
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(FatalClientError, match="set OPENAI_API_KEY"):  # before any pass over the data
+        explain(SaeExplainConfig(sae=sae, out=str(root / "nokey"), explainer_model="gpt-4o-mini", tokenizer=TOK))
+    assert not (root / "nokey" / "contexts.jsonl").exists()
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with ChatServer(KEY) as server:
         server.script = ["429", "500", "429"]
@@ -139,7 +147,7 @@ def test_failures_are_retried_or_named_and_the_key_is_nowhere(one_token, monkeyp
             data = f.read_bytes()
             assert KEY.encode() not in data and KEY[::-1].encode() not in data, f
     out, err = capfd.readouterr()
-    assert KEY not in out + err and KEY[::-1] not in out + err
+    assert KEY not in out + err + caplog.text and KEY[::-1] not in out + err + caplog.text
 
 
 def test_a_killed_run_resumes_without_asking_again(one_token, tmp_path):
