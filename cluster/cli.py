@@ -193,11 +193,26 @@ def _with_version_flags(args):
     return with_versions(args.cfg, flags)
 
 
+#: what quiets third-party libraries at the default verbosity (set before they are imported, and inherited by the
+#: Ray workers this process starts): transformers' advisory warnings and progress bars, Hugging Face Hub bars
+QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore"}
+
+
 def _setup_logging(verbose: bool) -> None:
+    """actlake's own INFO lines; third-party banners, warnings and progress bars only with ``-v``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import warnings
+
+        for k, v in QUIET_ENV.items():
+            os.environ.setdefault(k, v)
+        warnings.simplefilter("ignore")  # library deprecation and config warnings; actlake reports by logging
+        for lib in ("transformers", "torch", "datasets", "huggingface_hub", "ray", "sentence_transformers"):
+            logging.getLogger(lib).setLevel(logging.ERROR)
     # Only our loggers go to DEBUG: botocore's DEBUG output carries request signatures and tokens.
     logging.getLogger("actlake").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec"):
+    for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "httpx", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -231,6 +246,12 @@ def cli() -> None:
         sys.stdout.flush()  # a closed pipe shows here for output still buffered
     except BrokenPipeError:
         code = _reader_went_away()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; what was committed or cached stays
+        print(f"\nactlake {command_of(sys.argv[1:]) or ''}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        code = INTERRUPTED_EXIT
+        sys.stderr.flush()
+        os._exit(code)  # at once: threads still in a request (a model endpoint, a retry) are not waited for
     ray = sys.modules.get("ray")
     if code != 0 and not (ray is not None and ray.is_initialized()):
         sys.stdout.flush()
@@ -240,6 +261,8 @@ def cli() -> None:
     sys.exit(code)
 
 
+#: the exit code of a command stopped by Ctrl-C: 128 + SIGINT, what a shell reports
+INTERRUPTED_EXIT = 130
 #: the exit code of a command whose reader closed its output early (``actlake versions DS | head``): 128 + SIGPIPE,
 #: what a shell reports for a program the closed pipe ended
 BROKEN_PIPE_EXIT = 141

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 
@@ -18,5 +19,21 @@ def connect_ray(address: str | None = None):
     elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster
         ray.init(log_to_driver=False)
     else:
+        _quiet_auth_banner()
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
+
+
+class _NotTheBanner(logging.Filter):
+    """Drops Ray's "Token authentication is enabled for this Ray cluster" notice, printed on every command that
+    starts a local Ray (the default it announces is the secure one); its warnings of auth *disabled* still show.
+    (Setting RAY_AUTH_MODE=token ourselves would do it, but Ray reads its config once at import.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_auth_banner() -> None:
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _NotTheBanner) for f in logger.filters):
+        logger.addFilter(_NotTheBanner())

@@ -55,6 +55,14 @@ def logprob_content(text: str, preds: list[bool] | None) -> list[dict]:
     return content
 
 
+#: scripted replies that are not an answer: (status, body, content type)
+FATES = {"429": (429, b'{"error": {"message": "fate 429"}}', "application/json"),
+         "500": (500, b'{"error": {"message": "fate 500"}}', "application/json"),
+         "garbage": (200, b"<html>not json</html>", "text/html"),
+         "nochoices": (200, b'{"id": "x", "object": "chat.completion", "choices": []}', "application/json"),
+         "badjson": (200, b"{not json", "application/json")}  # claims JSON, is not
+
+
 class ChatServer:
     """``with ChatServer(key) as s:`` — ``s.url`` is the base URL (``.../v1``)."""
 
@@ -99,15 +107,13 @@ class ChatServer:
                 if hold:
                     server.release.wait(60)
                     return self._send(503, b'{"error": {"message": "released"}}')
-                if fate in ("429", "500"):
-                    return self._send(int(fate), json.dumps({"error": {"message": f"fate {fate}"}}).encode())
                 if fate == "slow":
                     time.sleep(3)
-                if fate == "garbage":
-                    return self._send(200, b"<html>not json</html>", "text/html")
-                if fate == "nochoices":
-                    return self._send(200, b'{"id": "x", "object": "chat.completion", "choices": []}')
+                if fate in FATES:
+                    return self._send(*FATES[fate])
                 text, preds = oracle(body["messages"])
+                if fate in ("empty", "markonly"):
+                    text = "" if fate == "empty" else "[EXPLANATION]:"
                 choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
                 if body.get("logprobs"):
                     choice["logprobs"] = {"content": logprob_content(text, preds)}

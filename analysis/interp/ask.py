@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from analysis.interp.clients.base import (
@@ -69,52 +69,80 @@ class Usage:
         return round((self.prompt_tokens * price_in + self.completion_tokens * price_out) / 1e6, 6)
 
 
-def _ask_some(spec: ClientSpec, out: str, storage: StorageOptions, reqs: list[Request], concurrency: int,
-              on_done=None, key: Secret | None = None, client=None) -> Usage:
-    """Ask each request not cached yet, ``concurrency`` at a time; store each answer as it arrives. A fatal
-    client error (key refused, nothing listening) stops the rest and is raised."""
-    cache, usage, lock = AnswerCache(Storage(out, storage)), Usage(), threading.Lock()
-    client = client or make_client(spec, key)
-    stop = threading.Event()
+class _Askers:
+    """``concurrency`` daemon threads taking requests from one queue: each answer stored as it arrives
+    (``accept(answer)`` raising ``ValueError``: not stored, counted as failed). A fatal client error (key refused,
+    nothing listening) stops the rest and is raised; so is Ctrl-C, at once: daemon threads neither hold the
+    process nor go on retrying a request in flight."""
 
-    def one(req: Request) -> None:
-        if stop.is_set():
-            return
+    def __init__(self, client, cache: AnswerCache, accept=None, on_done=None) -> None:
+        self.client, self.cache, self.accept, self.on_done = client, cache, accept, on_done
+        self.usage, self.lock = Usage(), threading.Lock()
+        self.todo, self.stop, self.fatal = queue.SimpleQueue(), threading.Event(), []
+
+    def _fail(self, text: str) -> None:
+        with self.lock:
+            self.usage.failed += 1
+            self.usage.errors = (self.usage.errors + [text])[:5]
+
+    def _one(self, req: Request) -> None:
         try:
-            ans = client.complete(req.messages, max_tokens=req.max_tokens, temperature=req.temperature,
-                                  logprobs=req.logprobs)
+            ans = self.client.complete(req.messages, max_tokens=req.max_tokens, temperature=req.temperature,
+                                       logprobs=req.logprobs)
+            if self.accept is not None:
+                self.accept(ans)
         except ClientError as e:
-            with lock:
-                usage.failed += 1
-                usage.errors = (usage.errors + [str(e)])[:5]
-            return
-        except FatalClientError:
-            stop.set()
-            raise
-        stored = cache.put(req, ans)
-        with lock:
-            usage.calls += 1
-            usage.prompt_tokens += ans.prompt_tokens
-            usage.completion_tokens += ans.completion_tokens
-            usage.cached += 0 if stored else 1
-        if on_done is not None:
-            on_done()
+            return self._fail(str(e))
+        except ValueError as e:  # an answer that cannot be used (an empty explanation): not kept, asked again
+            return self._fail(f"unusable answer: {e}")
+        stored = self.cache.put(req, ans)
+        with self.lock:
+            self.usage.calls += 1
+            self.usage.prompt_tokens += ans.prompt_tokens
+            self.usage.completion_tokens += ans.completion_tokens
+            self.usage.cached += 0 if stored else 1
+        if self.on_done is not None:
+            self.on_done()
 
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ask")
-    try:
-        futures = [pool.submit(one, r) for r in reqs]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for f in futures:
-            if f.done() and not f.cancelled() and f.exception() is not None:
-                raise f.exception()
-    finally:  # a fatal error or Ctrl-C: nothing more is sent; requests in flight end and keep their answers
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-    return usage
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                req = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._one(req)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                self.fatal.append(e)
+                self.stop.set()
+
+    def run(self, reqs: list[Request], concurrency: int) -> Usage:
+        for r in reqs:
+            self.todo.put(r)
+        threads = [threading.Thread(target=self._loop, name=f"ask-{i}", daemon=True) for i in range(concurrency)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)  # short joins: Ctrl-C reaches this thread at once
+        finally:
+            self.stop.set()
+        if self.fatal:
+            raise self.fatal[0]
+        return self.usage
+
+
+def _ask_some(spec: ClientSpec, out: str, storage: StorageOptions, reqs: list[Request], concurrency: int,
+              on_done=None, key: Secret | None = None, client=None, accept=None) -> Usage:
+    """Ask each request (``_Askers``) through ``client`` or one made from ``spec`` (and the driver's ``key``)."""
+    return _Askers(client or make_client(spec, key), AnswerCache(Storage(out, storage)), accept,
+                   on_done).run(reqs, concurrency)
 
 
 def ask_all(reqs: list[Request], spec: ClientSpec, out: str, storage: StorageOptions, *, concurrency: int,
-            workers: int = 1, address: str | None = None, what: str = "prompt", client=None) -> Usage:
+            workers: int = 1, address: str | None = None, what: str = "prompt", client=None,
+            accept=None) -> Usage:
     """Every request answered once (cached answers are not asked again); the usage of this call. ``client``: one
     already made (a local model loaded once), for asking in this process."""
     cache = AnswerCache(Storage(out, storage))
@@ -128,7 +156,8 @@ def ask_all(reqs: list[Request], spec: ClientSpec, out: str, storage: StorageOpt
         return usage
     with Progress(len(todo), what, f"{what}s", log) as progress:
         if workers <= 1 and not address:
-            usage.add(_ask_some(spec, out, storage, todo, concurrency, on_done=progress.update, client=client))
+            usage.add(_ask_some(spec, out, storage, todo, concurrency, on_done=progress.update, client=client,
+                                accept=accept))
             return usage
         from shards.runtime import connect_ray
 
@@ -142,14 +171,19 @@ def ask_all(reqs: list[Request], spec: ClientSpec, out: str, storage: StorageOpt
             while pending or running:
                 while pending and len(running) < workers:
                     chunk = pending.pop(0)
-                    running[task.remote(spec, out, storage, chunk, concurrency, key=key)] = chunk
+                    running[task.remote(spec, out, storage, chunk, concurrency, key=key, accept=accept)] = chunk
                 done, _ = ray.wait(list(running), num_returns=1)
                 chunk = running.pop(done[0])
                 usage.add(_unwrap(ray, done[0]))
                 progress.update(len(chunk))
-        finally:
+        finally:  # a fatal error or Ctrl-C: the other tasks stop, and their errors are collected (not printed)
             for ref in running:
                 ray.cancel(ref)
+            for ref in running:
+                try:
+                    ray.get(ref, timeout=10)
+                except Exception:  # noqa: BLE001, S110 - cancelled or failed alike: the first error is raised
+                    pass
     return usage
 
 
@@ -160,5 +194,6 @@ def _unwrap(ray, ref) -> Usage:
     except ray.exceptions.RayTaskError as e:
         cause = e.as_instanceof_cause()
         if isinstance(cause, FatalClientError):
-            raise FatalClientError(str(cause).splitlines()[-1]) from None
+            last = str(cause).strip().splitlines()[-1]
+            raise FatalClientError(last.split("FatalClientError: ", 1)[-1]) from None
         raise

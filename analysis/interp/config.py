@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -26,15 +27,22 @@ class InterpConfigError(ConfigError):
     """An explain or score option that cannot be used."""
 
 
-_TERM = re.compile(r"^(?:(?P<id>\d+)|(?P<a>\d*):(?P<b>\d*)|(?P<kind>top|random):(?P<n>\d+))$")
+_TERM = re.compile(r"^(?:(?P<id>[0-9]+)|(?P<a>[0-9]*):(?P<b>[0-9]*)|(?P<kind>top|random):(?P<n>[0-9]+))$")
 
 
 def check_latents(spec: str) -> None:
-    """Refuse a ``--latents`` spec before any work (``3,17``, ``0:8``, ``top:100``, ``random:100``)."""
-    for term in split_list(spec):
-        if not _TERM.match(term):
+    """Refuse a ``--latents`` spec before any work (``3,17``, ``0:8``, ``top:100``, ``random:100``): unreadable
+    terms, empty ranges, N of 0, nothing at all."""
+    terms = split_list(spec)
+    if not terms:
+        raise InterpConfigError("--latents is empty: give ids (3,17), a range (0:8), top:N or random:N")
+    for term in terms:
+        m = _TERM.match(term)
+        if not m:
             raise InterpConfigError(f"--latents {spec!r}: {term!r} is not a latent id (3), a range (0:8), the most "
                                     "frequent N (top:100) or a random N (random:100, drawn with --seed)")
+        if (m["n"] is not None and int(m["n"]) == 0) or (m["b"] and int(m["a"] or 0) >= int(m["b"])):
+            raise InterpConfigError(f"--latents {spec!r}: {term!r} selects no latent")
 
 
 def select_latents(spec: str, frequency: np.ndarray, seed: int) -> list[int]:
@@ -51,7 +59,10 @@ def select_latents(spec: str, frequency: np.ndarray, seed: int) -> list[int]:
             live = np.flatnonzero(frequency > 0)
             ids = sorted(np.random.default_rng(seed).choice(live, min(int(m["n"]), len(live)), replace=False).tolist())
         else:
-            ids = list(range(int(m["a"] or 0), int(m["b"]) if m["b"] else d_sae))
+            a, b = int(m["a"] or 0), int(m["b"]) if m["b"] else d_sae
+            if b > d_sae:  # checked before the range is built: 0:300000000 is refused, not listed
+                raise InterpConfigError(f"--latents {spec!r}: {term} reaches beyond the SAE's {d_sae} latents")
+            ids = list(range(a, b))
         bad = [i for i in ids if i >= d_sae]
         if bad:
             raise InterpConfigError(f"--latents {spec!r}: latent {bad[0]} is beyond the SAE's {d_sae} latents")
@@ -83,16 +94,27 @@ class ModelFlags:
     """Ray cluster address for --workers (default: a local Ray)."""
 
     def _check_model_flags(self) -> None:
-        check_positive(self, "concurrency", "workers", "timeout")
-        if self.max_retries < 0 or self.price_in < 0 or self.price_out < 0:
-            raise InterpConfigError("--max-retries, --price-in and --price-out cannot be negative")
-        if "@" in self.base_url.split("//", 1)[-1].split("/", 1)[0]:
-            raise InterpConfigError("--base-url holds credentials; put the key in the variable --api-key-env names "
-                                    "instead (a URL is recorded in run.json)")
+        check_positive(self, "concurrency", "workers")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise InterpConfigError(f"--timeout {self.timeout}: give a finite number of seconds above 0")
+        if self.max_retries < 0 or not all(math.isfinite(p) and p >= 0 for p in (self.price_in, self.price_out)):
+            raise InterpConfigError("--max-retries, --price-in and --price-out must be finite and not negative")
+        if self.base_url:
+            if not re.match(r"^https?://[^/\s]+", self.base_url):
+                raise InterpConfigError(f"--base-url {self.base_url!r}: give an http(s):// URL of an "
+                                        "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1)")
+            if "@" in self.base_url.split("//", 1)[-1].split("/", 1)[0] or "?" in self.base_url:
+                raise InterpConfigError("--base-url holds credentials or a query string; put the key in the "
+                                        "variable --api-key-env names instead (a URL is recorded in run.json and "
+                                        "logged)")
 
-    def spec(self, kind: str, model: str) -> ClientSpec:
+    def _check_out(self) -> None:
+        if not self.out.strip():
+            raise InterpConfigError("--out is empty: name a folder or s3:// prefix for the results")
+
+    def spec(self, kind: str, model: str, flag: str) -> ClientSpec:
         return ClientSpec(kind=kind, model=model, base_url=self.base_url, api_key_env=self.api_key_env,
-                          timeout=self.timeout, max_retries=self.max_retries)
+                          timeout=self.timeout, max_retries=self.max_retries, flag=flag)
 
 
 #: settings that do not change what is asked of the model or how it is read (out of the run's fingerprint)
@@ -163,12 +185,15 @@ class SaeExplainConfig(ModelFlags):
         check_positive(self, "top", "held_out", "not_active", "max_tokens", "batch_size")
         if self.context < 1 or self.quantile_examples < 0:
             raise InterpConfigError("--context must be 1 or more and --quantile-examples 0 or more")
-        if not 0 <= self.threshold < 1 or self.temperature < 0:
-            raise InterpConfigError("--threshold is a fraction in [0, 1) and --temperature 0 or more")
+        if not 0 <= self.threshold < 1 or not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise InterpConfigError("--threshold is a fraction in [0, 1) and --temperature a finite number >= 0")
+        if self.seed < 0:
+            raise InterpConfigError(f"--seed {self.seed}: give 0 or more")
         check_latents(self.latents)
+        self._check_out()
 
     def client(self) -> ClientSpec:
-        return self.spec(self.explainer, self.explainer_model)
+        return self.spec(self.explainer, self.explainer_model, "--explainer-model")
 
 
 @dataclass
@@ -204,7 +229,7 @@ class SaeScoreConfig(ModelFlags):
     def __post_init__(self) -> None:
         self.storage = nested(self.storage, StorageOptions)
         take_credentials(self, "explanations", "out")
-        self.scorers = split_list(self.scorers)
+        self.scorers = list(dict.fromkeys(split_list(self.scorers)))  # each scorer once
         check_choices(self)
         self._check_model_flags()
         if not self.explanations:
@@ -213,5 +238,8 @@ class SaeScoreConfig(ModelFlags):
         if bad or not self.scorers:
             raise InterpConfigError(f"--scorers {','.join(self.scorers)}: choose from {', '.join(SCORERS)}")
         check_positive(self, "per_prompt")
+        if self.seed < 0:
+            raise InterpConfigError(f"--seed {self.seed}: give 0 or more")
         if not self.out:
             self.out = self.explanations.rstrip("/") + "/" + SCORES_DIR
+        self._check_out()

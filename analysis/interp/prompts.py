@@ -81,17 +81,22 @@ def explain_messages(contexts: Sequence[tuple[Sequence[str], Sequence[float]]], 
     return [{"role": "system", "content": system}, *shots, {"role": "user", "content": "\n".join(lines)}]
 
 
+MAX_EXPLANATION = 400  #: characters kept of an explanation (it goes into every scorer prompt)
+
+
 def parse_explanation(text: str) -> tuple[str, bool]:
     """(explanation, whether it was marked as asked): the text after the last ``[EXPLANATION]:``; an answer
-    without the mark gives its last non-empty line (small models often forget the mark), flagged unmarked."""
+    without the mark gives its last non-empty line (small models often forget the mark), flagged unmarked. An
+    empty answer, or the mark with nothing after it (a model cut off by its token limit), is malformed."""
     if EXPLANATION_MARK in text:
         found = text.rsplit(EXPLANATION_MARK, 1)[1].strip().splitlines()
-        if found and found[0].strip():
-            return found[0].strip(), True
+        if not found or not found[0].strip():
+            raise MalformedAnswerError(f"nothing after {EXPLANATION_MARK} (cut off by --max-tokens?)")
+        return found[0].strip()[:MAX_EXPLANATION], True
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
-        raise MalformedAnswerError("the explainer answered with empty text")
-    return lines[-1], False
+        raise MalformedAnswerError("the explainer answered with empty text (cut off by --max-tokens?)")
+    return lines[-1][:MAX_EXPLANATION], False
 
 
 CLASSIFY_SYSTEM = {
@@ -139,6 +144,8 @@ def parse_predictions(text: str, n: int) -> list[bool]:
         raise MalformedAnswerError(f"the list {found.group(0)[:80]!r} is not a list of 0s and 1s") from None
     if not isinstance(raw, list) or len(raw) != n:
         raise MalformedAnswerError(f"{found.group(0)[:80]!r} does not have {n} answers, one per example")
+    if any(v not in (0, 1) or isinstance(v, float) for v in raw):  # True/False are 1/0; "2", "yes", 0.2 are not
+        raise MalformedAnswerError(f"{found.group(0)[:80]!r} holds something else than 0, 1, true or false")
     return [bool(v) for v in raw]
 
 

@@ -28,7 +28,8 @@ def _histograms(scores) -> bytes | None:
     fig, axes = plt.subplots(1, len(scorers), figsize=(5 * len(scorers), 3.4), squeeze=False)
     for ax, scorer in zip(axes[0], scorers, strict=True):
         for which, colour in (("own", "tab:blue"), ("random", "tab:grey")):
-            acc = [s.accuracy for s in scores if s.scorer == scorer and s.explanation == which]
+            acc = [s.accuracy for s in scores if s.scorer == scorer and s.explanation == which
+                   and s.accuracy is not None]
             if acc:
                 ax.hist(acc, bins=[i / 20 for i in range(21)], alpha=0.6, color=colour,
                         label=f"{which} explanation (mean {sum(acc) / len(acc):.3f}, n={len(acc)})")
@@ -51,8 +52,8 @@ def score_page(summary: dict, scores, expl: dict) -> str:
         row = [lat, expl[lat]["explanation"]]
         for sc in scorers:
             own, rnd = got.get((sc, "own")), got.get((sc, "random"))
-            row += [round(own.accuracy, 3) if own else None, round(own.f1, 3) if own else None,
-                    round(rnd.accuracy, 3) if rnd else None]
+            r = lambda v: None if v is None else round(v, 3)  # noqa: E731 - no score: an empty cell
+            row += [r(own.accuracy) if own else None, r(own.f1) if own else None, r(rnd.accuracy) if rnd else None]
         rows.append(row)
     png = _histograms(scores)
     figs = [ReportFigure("accuracy.png", png)] if png else []

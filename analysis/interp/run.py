@@ -19,7 +19,15 @@ from analysis.interp.ask import AnswerCache, Usage, ask_all
 from analysis.interp.clients.base import ClientError, FatalClientError, make_client
 from analysis.interp.config import NEUTRAL, InterpConfigError, SaeExplainConfig, SaeScoreConfig, select_latents
 from analysis.interp.contexts import ContextPlan, LatentContexts, collect
-from analysis.interp.files import CONTEXTS, EXPLANATIONS, PREDICTIONS, SCORES, TABLE, TABLE_INFO
+from analysis.interp.files import (
+    CONTEXTS,
+    EXPLANATIONS,
+    PREDICTIONS,
+    SCORES,
+    TABLE,
+    TABLE_INFO,
+    explanations_digest,
+)
 from analysis.interp.prompts import (
     MalformedAnswerError,
     Request,
@@ -30,6 +38,7 @@ from analysis.interp.prompts import (
     parse_probabilities,
 )
 from analysis.interp.scoring import Sample, Score, batches, samples_for, score
+from analysis.sae.dashboard.collect import sae_digest
 from shards.errors import ActlakeError
 from shards.records import JsonRecord
 from shards.storage import Storage
@@ -70,11 +79,23 @@ class ExplainSummary(RunSummary, JsonRecord):
     completion_tokens: int
     cost_usd: float
     seconds: float
+    sae_digest: str = ""  #: the SAE's encoder digest: what `sae dashboard` / `sae evaluate` check explanations by
     contexts_seconds: float = 0.0  #: the passes over the dataset (0 when a killed run's contexts were read back)
     ask_seconds: float = 0.0  #: asking the explainer
 
 
 EXPLAIN_KIND = RunKind("sae explain", NEUTRAL, lock="explain output")
+
+
+def writable(out: Storage) -> None:
+    """``--out`` written to once (and the probe removed): a file, or a place without write access, is refused
+    before any work."""
+    try:
+        out.put_bytes(".actlake-write-probe", b"")
+        out.delete(".actlake-write-probe")
+    except OSError as e:
+        raise InterpConfigError(f"cannot write to --out {out.display()} ({type(e).__name__}: {e}); choose a "
+                                "folder or s3:// prefix you can write to") from None
 
 
 def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
@@ -83,7 +104,7 @@ def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
 
     def check(inputs: dict) -> None:
         from analysis.sae.dashboard.run import DashboardError, _check
-        from shards.columns import STIMULUS_ID, TOKEN_ID
+        from shards.columns import EXAMPLE_ID, STIMULUS_ID, TOKEN_ID
 
         ds = inputs["data"]
         try:
@@ -93,11 +114,16 @@ def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
         if TOKEN_ID not in ds.columns or STIMULUS_ID in ds.columns:
             raise InterpConfigError(f"{ds.storage.display()} is not a text dataset: sae explain shows token "
                                     "contexts to a language model")
+        checked["meta"] = ds.metadata_table([EXAMPLE_ID, TOKEN_ID])
+        if checked["meta"].column(TOKEN_ID).null_count == len(checked["meta"]):
+            raise InterpConfigError(f"{ds.storage.display()} holds no token rows (token_id is null: rows pooled "
+                                    "per example, or imported features); extract with --pool none")
         select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
         # a missing key or a local model that does not load fails now, not after the passes (the openai client
         # is only configured here: nothing is sent)
         checked["client"] = make_client(cfg.client())
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
+        writable(Storage(cfg.out, cfg.storage))
 
     return check
 
@@ -124,10 +150,11 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
         out = Storage(cfg.out, cfg.storage)
         min_position = rows_min_position(sae, cfg.min_position)
         t1 = time.perf_counter()
-        contexts = _contexts(cfg, sae, record.hook, run.ds, out, min_position)
+        contexts = _contexts(cfg, sae, record.hook, run.ds, out, min_position, checked["meta"])
         requests = {c.latent: _explain_request(cfg, c) for c in contexts if c.shown}
         t2 = time.perf_counter()
-        usage = _ask(cfg, cfg.client(), list(requests.values()), "explanation", checked.get("client"))
+        usage = _ask(cfg, cfg.client(), list(requests.values()), "explanation", checked.get("client"),
+                     accept=lambda ans: parse_explanation(ans.text))  # an empty answer is not kept
         t3 = time.perf_counter()
         rows, unmarked = _explanations(cfg, requests, AnswerCache(out))
         out.put_bytes(EXPLANATIONS, _jsonl(rows))
@@ -137,7 +164,8 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
                                  failed=len(requests) - len(rows), calls=usage.calls, cached=usage.cached,
                                  prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                  cost_usd=usage.cost(cfg.price_in, cfg.price_out),
-                                 seconds=round(time.perf_counter() - t0, 2), contexts_seconds=round(t2 - t1, 2),
+                                 seconds=round(time.perf_counter() - t0, 2), sae_digest=sae_digest(sae),
+                                 contexts_seconds=round(t2 - t1, 2),
                                  ask_seconds=round(t3 - t2, 2))
         out.put_bytes("report.html", report.explain_page(summary.to_json(), rows, contexts).encode())
         if summary.failed:
@@ -151,7 +179,8 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
     return summary
 
 
-def _contexts(cfg: SaeExplainConfig, sae, hook: str, ds, out: Storage, min_position: int) -> list[LatentContexts]:
+def _contexts(cfg: SaeExplainConfig, sae, hook: str, ds, out: Storage, min_position: int,
+              meta) -> list[LatentContexts]:
     """The selected latents' contexts: read back when a killed run wrote them (same settings: same contexts),
     else from the two passes over the dataset."""
     if out.exists(CONTEXTS):
@@ -161,7 +190,6 @@ def _contexts(cfg: SaeExplainConfig, sae, hook: str, ds, out: Storage, min_posit
     from analysis.sae.dashboard.views import TextView
     from shards.columns import EXAMPLE_ID, TOKEN_ID
 
-    meta = ds.metadata_table([EXAMPLE_ID, TOKEN_ID])
     view = TextView(meta.column(EXAMPLE_ID).to_numpy(), meta.column(TOKEN_ID).to_numpy(),
                     _Tokens(ds, cfg.tokenizer), cfg.context)
     plan = ContextPlan(cfg.top, cfg.quantile_examples, cfg.held_out, cfg.not_active, cfg.context, cfg.seed)
@@ -193,10 +221,10 @@ def _explain_request(cfg: SaeExplainConfig, c: LatentContexts) -> Request:
     return Request(cfg.explainer, cfg.explainer_model, msgs, cfg.max_tokens, cfg.temperature)
 
 
-def _ask(cfg, spec, reqs: list[Request], what: str, client=None) -> Usage:
+def _ask(cfg, spec, reqs: list[Request], what: str, client=None, accept=None) -> Usage:
     try:
         return ask_all(reqs, spec, cfg.out, cfg.storage, concurrency=cfg.concurrency, workers=cfg.workers,
-                       address=cfg.address, what=what, client=client)
+                       address=cfg.address, what=what, client=client, accept=accept)
     except FatalClientError as e:
         raise InterpError(f"{e}; the answers received so far are kept: rerun the same command once fixed") from None
 
@@ -233,7 +261,8 @@ class ScoreSummary(JsonRecord):
     explanations: str
     client: str
     model: str
-    latents: int
+    latents: int  #: latents scored
+    unscored: list = field(default_factory=list)  #: explained latents with nothing to tell apart
     scorers: dict = field(default_factory=dict)
     calls: int = 0
     cached: int = 0
@@ -244,12 +273,6 @@ class ScoreSummary(JsonRecord):
     cost_usd: float = 0.0
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
-
-
-def _digest(keys: list[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16]
 
 
 def _baseline(latents: list[int], seed: int) -> dict[int, int]:
@@ -280,28 +303,42 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
             if c.latent in expl}
     settings = {"scorers": cfg.scorers, "client": kind, "model": model, "per_prompt": cfg.per_prompt,
                 "log_prob": cfg.log_prob, "baseline": cfg.baseline, "seed": cfg.seed,
-                "explanations": _digest([expl[k]["prompt_hash"] for k in sorted(expl)])}
+                "explanations": explanations_digest([expl[k]["prompt_hash"] for k in sorted(expl)])}
     out = Storage(cfg.out, cfg.storage)
     refuse_dataset_place(out)
+    writable(out)
     with output_lock(out, "score output"):
         if out.exists("summary.json"):
-            done = ScoreSummary.from_json(json.loads(out.get_bytes("summary.json")))
+            try:
+                done = ScoreSummary.from_json(json.loads(out.get_bytes("summary.json")))
+            except (TypeError, KeyError, ValueError):
+                raise InterpConfigError(f"--out {out.display()} holds the output of another command; give "
+                                        "`sae score` a folder of its own (default: EXPLANATIONS/scores)") from None
             if done.settings == settings:
                 return done
             if not cfg.overwrite:
                 raise InterpConfigError(f"--out {out.display()} holds scores made with other settings; pass "
                                         "--overwrite to replace them, or another --out")
             out.delete("summary.json")
-        spec = cfg.spec(kind, model)
+        spec = cfg.spec(kind, model, "--model")
         client = make_client(spec)  # a missing key or a model that does not load fails now
         swap = _baseline(sorted(ctxs), cfg.seed) if cfg.baseline else {}
-        plan = _plan(cfg, kind, model, ctxs, expl, swap)
+        if cfg.baseline and not swap:
+            log.warning("one latent explained: no other latent's explanation to score it with (no baseline)")
+        plan, unscored = _plan(cfg, kind, model, ctxs, expl, swap)
+        if unscored:
+            log.warning("%d latents have no held-out or no non-activating contexts to tell apart (a latent firing "
+                        "on every window has no quiet one): not scored (%s)", len(unscored),
+                        ",".join(map(str, unscored[:20])))
         usage = _ask(cfg, spec, [req for _, _, _, req, _ in plan], "scorer prompt", client)
         scores, preds, unreadable = _read(cfg, plan, AnswerCache(out))
         out.put_bytes(SCORES, _jsonl(asdict(s) for s in scores))
         out.put_bytes(PREDICTIONS, _jsonl(preds))
+        if cfg.log_prob and scores and all(s.auroc is None for s in scores):
+            log.warning("--log-prob: the scorer returned no usable log-probabilities: no AUROC")
         summary = ScoreSummary(out=out.display(), explanations=src.display(), client=kind, model=model,
-                               latents=len(ctxs), scorers=_means(scores), calls=usage.calls, cached=usage.cached,
+                               latents=len(ctxs) - len(unscored), unscored=unscored, scorers=_means(scores),
+                               calls=usage.calls, cached=usage.cached,
                                failed_prompts=usage.failed, unreadable_answers=unreadable,
                                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                cost_usd=usage.cost(cfg.price_in, cfg.price_out),
@@ -311,18 +348,24 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
             raise InterpError(f"{usage.failed} scorer prompts got no answer ({'; '.join(usage.errors)}); rerun the "
                               "same command to ask only those")
         out.put_bytes("summary.json", json.dumps(summary.to_json(), indent=1).encode())
-    log.info("scored %d latents: %s; %s", summary.latents,
-             ", ".join(f"{s} {v['own']['accuracy']:.3f} (random {v['random']['accuracy'] if v.get('random') else '-'})"
-                       for s, v in summary.scorers.items()), out.display("report.html"))
+    log.info("scored %d latents (balanced accuracy, own explanation vs random): %s; %s", summary.latents,
+             ", ".join(f"{s} {_fmt(v.get('own'))} vs {_fmt(v.get('random'))}" for s, v in summary.scorers.items()),
+             out.display("report.html"))
     return summary
 
 
+def _fmt(m: dict | None) -> str:
+    return "-" if not m or m.get("accuracy") is None else f"{m['accuracy']:.3f}"
+
+
 def _plan(cfg: SaeScoreConfig, kind: str, model: str, ctxs: dict[int, LatentContexts], expl: dict, swap: dict):
-    """(latent, scorer, own|random, request, samples of the prompt) for every prompt to ask."""
-    plan = []
+    """(latent, scorer, own|random, request, samples of the prompt) for every prompt to ask; the latents with
+    nothing to tell apart."""
+    plan, unscored = [], []
     for lat, c in ctxs.items():
         if not c.held_out or not c.not_active:
-            continue  # nothing to tell apart (a latent firing everywhere has no quiet windows)
+            unscored.append(lat)
+            continue
         for scorer in cfg.scorers:
             for which, text in (("own", expl[lat]["explanation"]),
                                 *((("random", expl[swap[lat]]["explanation"]),) if lat in swap else ())):
@@ -331,7 +374,7 @@ def _plan(cfg: SaeScoreConfig, kind: str, model: str, ctxs: dict[int, LatentCont
                     req = Request(kind, model, msgs, max_tokens=8 + 3 * len(batch), temperature=0.0,
                                   logprobs=5 if cfg.log_prob else 0)
                     plan.append((lat, scorer, which, req, batch))
-    return plan
+    return plan, unscored
 
 
 def _read(cfg: SaeScoreConfig, plan, cache: AnswerCache) -> tuple[list[Score], list[dict], int]:
@@ -362,18 +405,18 @@ def _means(scores: list[Score]) -> dict:
     summary = {}
     for scorer, by in out.items():
         summary[scorer] = {}
-        for which, ss in by.items():
+        for which, all_ss in by.items():
+            ss = [s for s in all_ss if s.accuracy is not None]  # a latent none of whose answers could be read
             acc = np.array([s.accuracy for s in ss])
             aucs = [s.auroc for s in ss if s.auroc is not None]
+            mean = lambda v: round(float(np.mean(v)), 4) if len(v) else None  # noqa: E731
             summary[scorer][which] = {
-                "latents": len(ss), "accuracy": round(float(acc.mean()), 4),
-                "f1": round(float(np.mean([s.f1 for s in ss])), 4),
-                "precision": round(float(np.mean([s.precision for s in ss])), 4),
-                "recall": round(float(np.mean([s.recall for s in ss])), 4),
-                "auroc": round(float(np.mean(aucs)), 4) if aucs else None,
+                "latents": len(ss), "unreadable_latents": len(all_ss) - len(ss), "accuracy": mean(acc),
+                "f1": mean([s.f1 for s in ss]), "precision": mean([s.precision for s in ss]),
+                "recall": mean([s.recall for s in ss]), "auroc": mean(aucs),
                 "accuracy_quantiles": {f"p{q}": round(float(np.quantile(acc, q / 100)), 4)
-                                       for q in (10, 25, 50, 75, 90)},
-                "failed_samples": int(sum(s.failed for s in ss))}
+                                       for q in (10, 25, 50, 75, 90)} if len(acc) else {},
+                "failed_samples": int(sum(s.failed for s in all_ss))}
     return summary
 
 

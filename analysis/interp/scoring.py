@@ -114,10 +114,10 @@ class Score:
     latent: int
     scorer: str
     explanation: Literal["own", "random"]
-    accuracy: float
-    precision: float
-    recall: float
-    f1: float
+    accuracy: float | None  #: None (all metrics): no answer of the scorer could be read
+    precision: float | None
+    recall: float | None
+    f1: float | None
     auroc: float | None
     n: int  #: samples with an answer
     failed: int  #: samples whose batch's answer could not be read
@@ -140,6 +140,8 @@ def score(latent: int, scorer: str, explanation: Literal["own", "random"], sampl
     accuracy = ((tp / pos if pos else 0.0) + (tn / neg if neg else 0.0)) / 2
     probs = [s for s in samples if s.probability is not None]
     area = auroc([s.activating for s in probs], [s.probability for s in probs]) if probs else None
+    if not done:  # nothing answered: no score, not a score of 0
+        accuracy = precision = recall = f1 = None
     return Score(latent=latent, scorer=scorer, explanation=explanation, accuracy=accuracy, precision=precision,
                  recall=recall, f1=f1, auroc=area, n=len(done), failed=len(samples) - len(done), positives=pos,
                  negatives=neg, confusion={"tp": tp, "tn": tn, "fp": fp, "fn": fn})

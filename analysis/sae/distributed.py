@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 
 from analysis.common.inputs import with_versions
@@ -46,14 +47,22 @@ def _worker_error(error: Exception) -> Exception:
 def train_distributed(cfg: SaeTrainConfig, run: StartedRun) -> TrainSummary:
     """Run ``cfg`` on ``cfg.workers`` Ray Train workers; returns rank 0's summary. ``run``: the run as the driver
     started it (the output checked, and with --overwrite cleared, once here, not by every worker at once)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     ray = connect_ray(cfg.address)
     rundir = run.rundir
     if run.state == "done":
         return TrainSummary.from_json(rundir.summary())
     cfg = with_versions(cfg, run.versions())  # every worker reads the versions pinned here
+    bookkeeping = tempfile.mkdtemp(prefix="actlake-raytrain-")  # Ray Train's own run folder, removed after
+    try:
+        return _fit(cfg, ray, rundir, bookkeeping)
+    finally:
+        shutil.rmtree(bookkeeping, ignore_errors=True)
+
+
+def _fit(cfg: SaeTrainConfig, ray, rundir, bookkeeping: str) -> TrainSummary:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     threads = cfg.threads or max(1, cores // cfg.workers)
     trainer = TorchTrainer(
@@ -63,7 +72,7 @@ def train_distributed(cfg: SaeTrainConfig, run: StartedRun) -> TrainSummary:
                                      resources_per_worker={"CPU": min(threads, cores // cfg.workers or 1)}),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         # Ray Train's own run folder holds only its bookkeeping; our checkpoints go to --out
-        run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="actlake-raytrain-"), name="sae"),
+        run_config=RunConfig(storage_path=bookkeeping, name="sae"),
     )
     try:
         result = trainer.fit()  # Ray Train v2 raises the workers' errors; older versions return them

@@ -8,7 +8,6 @@ and ``report.html``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -238,21 +237,20 @@ def _hook(cfg: SaeEvaluateConfig, sae, record: TrainedOn, ds) -> str:
     return hook
 
 
-def _autointerp(cfg: SaeEvaluateConfig) -> dict:
+def _autointerp(cfg: SaeEvaluateConfig, sae) -> dict:
     """``--explanations``: the `sae score` summary under a `sae explain` output of this SAE."""
-    from analysis.interp.files import SCORES_DIR
+    from analysis.interp.files import explained_by
+    from analysis.sae.dashboard.collect import sae_digest
 
     src = Storage(cfg.explanations, cfg.storage)
     try:
-        run = json.loads(src.get_bytes("run.json"))
-        scored = json.loads(src.get_bytes(f"{SCORES_DIR}/summary.json"))
-    except FileNotFoundError:
-        raise EvalInputError(f"--explanations {src.display()}: no finished `actlake sae explain` run scored by "
-                             f"`actlake sae score` (run.json and scores/summary.json); run them first") from None
-    theirs = (run.get("config") or {}).get("sae", "")
-    if Storage(theirs, cfg.storage).display() != Storage(cfg.sae, cfg.storage).display():
-        raise EvalInputError(f"--explanations {src.display()} explains the SAE at {theirs}, not {cfg.sae}")
-    return {"explainer": (run.get("config") or {}).get("explainer_model"), "scorer": scored["model"],
+        rows, scored = explained_by(src, sae_digest(sae), "--explanations")
+    except ValueError as e:
+        raise EvalInputError(str(e)) from None
+    if scored is None:
+        raise EvalInputError(f"--explanations {src.display()}: not scored, or scored before the explanations were "
+                             f"made again: run `actlake sae score --explanations {cfg.explanations}` first")
+    return {"explainer": rows[0]["model"] if rows else None, "scorer": scored["model"],
             "latents": scored["latents"], "scorers": scored["scorers"]}
 
 
@@ -276,7 +274,7 @@ def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) ->
                         synthetic=_synthetic(ds), seed=cfg.seed, labels=cfg.labels, min_position=min_position,
                         progress=lambda m: log.info("%s", m))
     names, skipped = _suite(cfg, inputs)
-    autointerp = _autointerp(cfg) if cfg.explanations else None  # refused before the metrics run
+    autointerp = _autointerp(cfg, sae) if cfg.explanations else None  # refused before the metrics run
     started.begin(cfg, {"seed": cfg.seed})
     results = {}
     for name in names:

@@ -4,7 +4,7 @@ each kind registered next to its own code (``register``), the table also the lis
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from shards.errors import ActlakeError
@@ -57,7 +57,7 @@ class ClientSpec:
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
     max_retries: int = 4
-    options: dict = field(default_factory=dict)
+    flag: str = "--explainer-model"  #: the option that named the model (in messages)
 
 
 class Secret:

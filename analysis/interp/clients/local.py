@@ -21,16 +21,16 @@ class LocalChat:
         try:
             path = resolve_model_path(spec.model)
         except ModelLoadError as e:
-            raise FatalClientError(f"--explainer-model {spec.model!r}: {e}") from None
+            raise FatalClientError(f"{spec.flag} {spec.model!r}: {e}") from None
         kw = {"local_files_only": True, **({"gguf_file": g} if (g := gguf_file(path)) else {})}
         try:
             self.tok = AutoTokenizer.from_pretrained(str(path), **kw)
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **kw).eval()
         except (OSError, ValueError) as e:
-            raise FatalClientError(f"--explainer-model {spec.model!r} does not load as a causal LM offline "
+            raise FatalClientError(f"{spec.flag} {spec.model!r} does not load as a causal LM offline "
                                    f"({type(e).__name__}: {str(e)[:200]})") from None
         if self.tok.chat_template is None:
-            raise FatalClientError(f"--explainer-model {spec.model!r} has no chat template: use an instruct model")
+            raise FatalClientError(f"{spec.flag} {spec.model!r} has no chat template: use an instruct model")
         self.lock = threading.Lock()
         self.torch = torch
 

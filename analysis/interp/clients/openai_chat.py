@@ -26,7 +26,10 @@ class OpenAIChat:
         self._key = os.environ.get(spec.api_key_env, "") or (key.value if key is not None else "")
         base = spec.base_url or os.environ.get("OPENAI_BASE_URL", "")
         if not self._key and not base:
-            raise FatalClientError(f"no key for the OpenAI API: set {spec.api_key_env} (or point --base-url / "
+            # the variable's name only when it is the default: a name given to --api-key-env is masked in
+            # messages like any value of a flag named for a key
+            which = spec.api_key_env if spec.api_key_env == "OPENAI_API_KEY" else "the variable --api-key-env names"
+            raise FatalClientError(f"no key for the OpenAI API: set {which} (or point --base-url / "
                                    "OPENAI_BASE_URL at a local server, which needs none)")
         self.where = base or "https://api.openai.com/v1"
         # a local server takes any key; the client insists on one
@@ -58,6 +61,8 @@ class OpenAIChat:
                               f"{_without(str(e.message), self._key)}") from None
         except openai.APIError as e:  # a body that is not a chat completion
             raise ClientError(f"{self.where} sent a malformed answer ({_without(str(e), self._key)[:200]})") from None
+        except ValueError as e:  # a 200 whose body is not JSON, or not UTF-8 (JSONDecodeError, UnicodeDecodeError)
+            raise ClientError(f"{self.where} sent a malformed answer: not JSON ({type(e).__name__})") from None
         return _answer(reply, self.where)
 
 
@@ -74,8 +79,8 @@ def _answer(reply, where: str) -> Answer:
                    "top": [{"token": c.token, "logprob": float(c.logprob)} for c in (t.top_logprobs or [])]}
                   for t in choice.logprobs.content]
         usage = getattr(reply, "usage", None)
-        return Answer(text, lp, int(getattr(usage, "prompt_tokens", 0) or 0),
-                      int(getattr(usage, "completion_tokens", 0) or 0))
+        return Answer(text, lp, max(0, int(getattr(usage, "prompt_tokens", 0) or 0)),
+                      max(0, int(getattr(usage, "completion_tokens", 0) or 0)))
     except (AttributeError, IndexError, TypeError, ValueError) as e:
         raise ClientError(f"{where} sent a malformed answer: not a chat completion ({type(e).__name__}: "
                           f"{str(e)[:120]})") from None

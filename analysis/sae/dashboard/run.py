@@ -150,24 +150,34 @@ class Explained:
         return self.text.get(latent, default)
 
 
-def _explained(uri: str, storage) -> Explained:
-    """``--explanations``: a `sae explain` output (with its ``scores/`` when scored) or a file of explanations."""
+def _explained(uri: str, storage, sae) -> Explained:
+    """``--explanations``: a `sae explain` output of this SAE (with `sae score`'s scores when they are of these
+    explanations) or a file of explanations; refused when the output explains another SAE."""
     if not uri:
         return Explained()
     folder = Storage(uri, storage)
-    if folder.exists("explanations.jsonl"):
-        from analysis.interp.files import EXPLANATIONS, SCORES, SCORES_DIR
+    if not folder.exists("explanations.jsonl"):
+        return Explained(_explanations(uri, storage))
+    from analysis.interp.files import SCORES, SCORES_DIR, explained_by
+    from analysis.sae.dashboard.collect import sae_digest
 
-        got = Explained(_explanations(folder.uri_of(folder.path(EXPLANATIONS)), storage), folder=folder)
-        scores = folder.child(SCORES_DIR)
-        if scores.exists(SCORES):
-            for line in scores.get_bytes(SCORES).decode().splitlines():
-                r = json.loads(line)
-                name = r["scorer"] + ("" if r["explanation"] == "own" else " random")
-                got.scores.setdefault(int(r["latent"]), {})[name] = float(r["accuracy"])
-            got.scorers = sorted({k for v in got.scores.values() for k in v if " " not in k})
+    try:
+        rows, scored = explained_by(folder, sae_digest(sae), "--explanations")
+    except ValueError as e:
+        raise DashboardError(str(e)) from None
+    got = Explained({int(r["latent"]): str(r["explanation"]) for r in rows}, folder=folder)
+    if scored is None:
+        if folder.exists(f"{SCORES_DIR}/summary.json"):
+            log.warning("--explanations %s: its scores are of earlier explanations: rerun `actlake sae score` to "
+                        "show scores", folder.display())
         return got
-    return Explained(_explanations(uri, storage))
+    for line in folder.child(SCORES_DIR).get_bytes(SCORES).decode().splitlines():
+        r = json.loads(line)
+        if r["accuracy"] is not None:
+            name = r["scorer"] + ("" if r["explanation"] == "own" else " random")
+            got.scores.setdefault(int(r["latent"]), {})[name] = float(r["accuracy"])
+    got.scorers = sorted({k for v in got.scores.values() for k in v if " " not in k})
+    return got
 
 
 def _explanations(uri: str, storage) -> dict[int, str]:
@@ -305,7 +315,7 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
     def check(inputs: dict) -> None:  # every refusal before the site's folder is made
         ds = inputs["data"]
         _check(cfg, sae, record.hook, ds)
-        checked["expl"] = _explained(cfg.explanations, cfg.storage)
+        checked["expl"] = _explained(cfg.explanations, cfg.storage, sae)
         checked["view"] = next(make(cfg, ds, open_images) for col, make in VIEWS.items() if col in ds.columns)
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
         _writable(cfg)
@@ -356,7 +366,9 @@ def _kept_table(expl: Explained, sae, ds, hook: str, min_position: int, n_top: i
         if any(info.get(k) != v for k, v in want.items()) or info.get("n_top", 0) < n_top:
             return None
         table = LatentTable.from_npz(expl.folder.get_bytes(TABLE))
-    except (FileNotFoundError, ValueError, KeyError, OSError):
+    except Exception as e:  # noqa: BLE001 - a missing or damaged kept pass: the dashboard makes its own
+        log.info("dashboard: the kept collection pass of %s is not usable (%s): one pass over the data",
+                 expl.folder.display(), type(e).__name__)
         return None
     log.info("dashboard: the collection pass of %s serves this dashboard (same SAE, rows and dataset version)",
              expl.folder.display())

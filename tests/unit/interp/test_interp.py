@@ -33,6 +33,27 @@ def one_token(tmp_path_factory):
 _explain = explain_config
 
 
+def test_bad_options_are_refused_when_given():
+    for kw, msg in (({"latents": "5:2"}, "selects no latent"), ({"latents": "top:0"}, "selects no latent"),
+                    ({"latents": ","}, "empty"), ({"latents": "٣"}, "not a latent id"), ({"out": " "}, "--out"),
+                    ({"temperature": float("nan")}, "--temperature"), ({"timeout": float("inf")}, "--timeout"),
+                    ({"price_in": float("nan")}, "--price-in"), ({"seed": -1}, "--seed"),
+                    ({"base_url": "http://h/v1?api_key=abc"}, "query string"),
+                    ({"base_url": "ftp://h/v1"}, "http")):
+        with pytest.raises(InterpConfigError, match=msg):
+            SaeExplainConfig(sae="s", explainer_model="m", **kw)
+    with pytest.raises(InterpConfigError, match="beyond"):
+        select_latents("0:300000000", np.ones(24), 0)  # refused before the range is built
+    assert SaeScoreConfig(explanations="e", scorers=["fuzz,fuzz", "detection"]).scorers == ["fuzz", "detection"]
+
+
+def test_no_readable_answer_is_no_score():
+    from analysis.interp.scoring import Sample, score
+
+    s = score(3, "detection", "own", [Sample("a", True), Sample("b", False)])
+    assert s.accuracy is None and s.f1 is None and s.failed == 2
+
+
 def test_latents_spec():
     f = np.array([0, 0.1, 0.5, 0, 0.2, 0.3])
     assert select_latents("3,0:2,top:2", f, 0) == [3, 0, 1, 2, 5]
@@ -125,13 +146,19 @@ def test_failures_are_retried_or_named_and_the_key_is_nowhere(one_token, monkeyp
         server.script = ["500"] * 10
         with pytest.raises(InterpError, match=r"got no explanation .*HTTP 500.*rerun the same command"):
             explain(_explain(root, sae, server, out="fail", latents="0:4", concurrency=1, max_retries=1))
-        for fate in ("nochoices", "garbage"):  # a 200 that is not a chat completion: named, not retried
+        for fate in ("nochoices", "garbage", "badjson"):  # a 200 that is not a chat completion: named
             server.script = [fate]
             with pytest.raises(InterpError, match="malformed answer"):
                 explain(_explain(root, sae, server, out=f"bad-{fate}", latents="5", max_retries=0))
         server.script = ["slow"]
         with pytest.raises(InterpError, match="no answer within 0.5 s"):
             explain(_explain(root, sae, server, out="slow", latents="6", max_retries=0, timeout=0.5))
+        for fate in ("empty", "markonly"):  # no explanation in the answer: failed, not kept, asked again
+            server.script = [fate]
+            with pytest.raises(InterpError, match="unusable answer"):
+                explain(_explain(root, sae, server, out=f"bad-{fate}", latents="7", max_retries=0))
+            assert not list((root / f"bad-{fate}" / "answers").glob("*.json"))
+            assert explain(_explain(root, sae, server, out=f"bad-{fate}", latents="7")).explained == 1
         # a rerun asks only what failed
         n = server.received
         assert explain(_explain(root, sae, server, out="fail", latents="0:4", concurrency=1)).calls == 4
@@ -228,6 +255,20 @@ def test_dashboard_shows_explanations_and_scores(one_token, monkeypatch, caplog)
         dashboard(SaeDashboardConfig(sae=sae, out=str(root / "site"), explanations=str(root / "dash-ex"), top=3,
                                      context=3, tokenizer=TOK))
     assert "serves this dashboard" in caplog.text
+    # explanations of another SAE are refused; scores of earlier explanations are not shown
+    from analysis.sae.dashboard.run import DashboardError
+
+    other = one_token_sae(root / "other")[1]
+    import torch as _t
+
+    from analysis.sae.io import load_sae, save_sae
+    s2 = load_sae(other)
+    with _t.no_grad():
+        s2.b_enc.add_(0.01)
+    save_sae(s2, other, {"hook": "resid.0", "dataset": str(root / "ds")})
+    with pytest.raises(DashboardError, match="explains another SAE"):
+        dashboard(SaeDashboardConfig(sae=other, out=str(root / "site-other"), explanations=str(root / "dash-ex"),
+                                     tokenizer=TOK))
     dashboard(SaeDashboardConfig(sae=sae, out=str(root / "own-pass"), top=3, context=3, tokenizer=TOK,
                                  explanations=str(root / "dash-ex" / "explanations.jsonl")))
     for lat in range(24):
@@ -300,3 +341,36 @@ def test_local_transformers_explainer(tmp_path):
         assert t["logprob"] == pytest.approx(float(row[gen[k]]), abs=1e-4)
         assert t["logprob"] == pytest.approx(float(row.max()), abs=1e-5)  # greedy: the top token
         assert [c["logprob"] for c in t["top"]] == pytest.approx(row.topk(5).values.tolist(), abs=1e-4)
+
+
+def test_ctrl_c_stops_at_once_with_one_line(one_token, tmp_path):
+    """SIGINT while requests hang at the server: exit 130 within seconds (no retries of the requests in flight,
+    no traceback), and a rerun finishes asking only what has no answer."""
+    root, sae, _ = one_token
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    with ChatServer(KEY) as server:
+        server.hold_after = 3
+        cmd = [sys.executable, "-m", "cluster.cli", "sae", "explain", "--sae", sae, "--out", str(out),
+               "--explainer-model", "oracle-1", "--base-url", server.url, "--latents", "0:12", "--tokenizer", TOK,
+               "--concurrency", "2", "--max-retries", "4"]
+        proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[3], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and server.received < 5:
+                time.sleep(0.05)
+            t0 = time.time()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 130 and time.time() - t0 < 10
+            assert "interrupted; rerun the same command" in err and "Traceback" not in err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        server.hold_after = None
+        server.release.set()
+        done = subprocess.run(cmd, env=env, cwd=Path(__file__).parents[3], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert sum(server.answered.values()) == 12 and set(server.answered.values()) == {1}
