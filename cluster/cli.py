@@ -199,26 +199,35 @@ QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNIN
              "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore"}
 
 
+def _quiet_libraries() -> None:
+    """The environment that quiets third-party libraries, set before any of them is imported (Hugging Face
+    reads it once, at import) and inherited by the processes this one starts."""
+    import warnings
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    warnings.simplefilter("ignore")  # library deprecation and config warnings; actlake reports by logging
+
+
 def _setup_logging(verbose: bool) -> None:
     """actlake's own INFO lines; third-party banners, warnings and progress bars only with ``-v``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:
-        import warnings
-
-        for k, v in QUIET_ENV.items():
-            os.environ.setdefault(k, v)
-        warnings.simplefilter("ignore")  # library deprecation and config warnings; actlake reports by logging
+        _quiet_libraries()
         for lib in ("transformers", "torch", "datasets", "huggingface_hub", "ray", "sentence_transformers"):
             logging.getLogger(lib).setLevel(logging.ERROR)
     # Only our loggers go to DEBUG: botocore's DEBUG output carries request signatures and tokens.
     logging.getLogger("actlake").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "httpx", "httpcore", "openai"):
+    for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "httpx", "httpx2", "httpcore", "httpcore2",
+                  "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = command_of(argv) or "actlake"
+    if not {"-v", "--verbose"} & set(argv):
+        _quiet_libraries()  # before the command's modules import transformers or datasets
     try:
         args = build_parser(argv).parse_args(argv)  # configs check themselves while they are built
         _setup_logging(args.verbose)

@@ -63,6 +63,10 @@ FATES = {"429": (429, b'{"error": {"message": "fate 429"}}', "application/json")
          "badjson": (200, b"{not json", "application/json")}  # claims JSON, is not
 
 
+MODELS = json.dumps({"object": "list", "data": [{"id": "oracle-1", "object": "model", "created": 0,
+                                                 "owned_by": "test"}]}).encode()
+
+
 class ChatServer:
     """``with ChatServer(key) as s:`` — ``s.url`` is the base URL (``.../v1``)."""
 
@@ -92,6 +96,10 @@ class ChatServer:
                     self.send_header("Retry-After", "0")
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's API: /v1/models, the clients' first check
+                ok = self.headers.get("Authorization") == f"Bearer {server.key}"
+                self._send(200 if ok else 401, MODELS if ok else b'{"error": {"message": "Incorrect API key"}}')
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

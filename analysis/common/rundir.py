@@ -140,9 +140,9 @@ class RunDir:
     that were there before it started (a user's own files in a shared folder survive)."""
 
     def __init__(self, storage: Storage, summary: str = "summary.json", resume_marker: str | None = None,
-                 command: str = "", own_datasets: tuple[str, ...] = ()) -> None:
+                 command: str = "", own_datasets: tuple[str, ...] = (), kept: tuple[str, ...] = ()) -> None:
         self.storage, self.summary_name, self.resume_marker = storage, summary, resume_marker
-        self.command, self.own_datasets = command, own_datasets
+        self.command, self.own_datasets, self.kept = command, own_datasets, kept
 
     def record(self) -> RunRecord | None:
         try:
@@ -208,11 +208,13 @@ class RunDir:
         """Remove the other run's files: the ones it listed when it finished, else all but those that were there
         before it started; the write lock this run holds stays."""
         keep = set(existing.preexisting) | {LOCK}
-        own = existing.files or [f for f in self._files() if f not in keep]
+        own = [f for f in existing.files or [f for f in self._files() if f not in keep]
+               if not f.startswith(self.kept) or existing.command != self.command]
         for rel in [*own, RUN]:
             if rel not in keep:
                 self.storage.delete(rel)
-        log.info("--overwrite: removed the %d files of the earlier run at %s", len(own), self.storage.display())
+        log.info("--overwrite: removed the %d files of the earlier run at %s%s", len(own), self.storage.display(),
+                 f" (kept: {', '.join(self.kept)})" if self.kept and existing.command == self.command else "")
 
     def start(self, record: RunRecord) -> None:
         """Write ``run.json`` for a new run, naming the files already there (a user's own: never deleted)."""
@@ -220,8 +222,8 @@ class RunDir:
         old = self.record()
         if old is not None and old.fingerprint == record.fingerprint:  # a restart: what was there stays as listed
             record.preexisting = old.preexisting
-        else:
-            record.preexisting = [f for f in self._files() if f != RUN]
+        else:  # a cache a replaced run of this command left (``kept``) is this run's own, not a user's file
+            record.preexisting = [f for f in self._files() if f != RUN and not (self.kept and f.startswith(self.kept))]
         if len(record.preexisting) > MAX_PREEXISTING:
             raise RunMismatchError(f"--out {self.storage.display()} holds {len(record.preexisting)} files that no "
                                    "actlake run wrote. Choose an empty folder (or a new prefix) for the results.")

@@ -45,6 +45,9 @@ class RunKind:
     summary: str = SUMMARY  #: written last: the run is done
     resume_marker: str | None = RUN  #: its presence makes an unfinished run resumable (None: never resumes)
     own_datasets: tuple[str, ...] = ()  #: datasets the run writes under its output (``sae eval``'s rows)
+    #: what --overwrite leaves of a replaced run: caches valid whatever the settings (``sae explain``'s answers,
+    #: keyed by their request's hash)
+    kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def open_run(cfg, kind: RunKind, *, hooks: Callable[[Dataset], list[str]] | None
     ``clear``: whether ``--overwrite`` removes another run here (the driver of a data-parallel run clears once);
     ``opened``: the inputs already pinned (``run_start`` opens them before it takes the lock)."""
     out = Results(cfg.out, cfg.storage)
-    rundir = RunDir(out.storage, kind.summary, resume_marker=kind.resume_marker, command=kind.command,
+    rundir = RunDir(out.storage, kind.summary, resume_marker=kind.resume_marker, command=kind.command, kept=kind.kept,
                     own_datasets=kind.own_datasets)
     wanted, defaults = wanted_inputs(cfg, extra), defaults or {}
 

@@ -206,10 +206,11 @@ class SaeScoreConfig(ModelFlags):
     out: str = ""
     """Where scores.jsonl, predictions.jsonl, summary.json and report.html go (default: EXPLANATIONS/scores)."""
     scorers: list[str] = field(default_factory=lambda: ["detection", "fuzz"], nargs="*", type=str,
-                               metavar="NAME[,NAME...]")
-    """detection: does the explanation tell activating contexts from others; fuzz: are the marked tokens the ones
-    it describes (activating contexts marked right vs others marked at random)."""
-    client: ClientKind | None = None
+                               metavar="NAME[,NAME...]",
+                               help="detection: does the explanation tell activating contexts from others; fuzz: are "
+                                    "the marked tokens the ones it describes (activating contexts marked right vs "
+                                    "others marked at random). Default: both.")
+    client: ClientKind | None = field(default=None, metavar="{openai,transformers}")
     """openai or transformers (default: the explainer's)."""
     model: str = ""
     """The scorer model (default: the explainer model)."""

@@ -38,3 +38,26 @@ def explained_by(folder, sae_digest: str, what: str) -> tuple[list[dict], dict |
     if (scored.get("settings") or {}).get("explanations") != explanations_digest(order):
         return rows, None  # scored before the explanations were made again: those scores are not theirs
     return rows, scored
+
+
+def table_info(ds, hook: str, min_position: int, n_top: int, sae_digest: str, seed: int) -> dict:
+    """What a kept collection pass was made from (``TABLE_INFO``)."""
+    return {"dataset_id": ds.dataset_id, "version": ds.version, "hook": hook, "min_position": min_position,
+            "n_top": n_top, "sae": sae_digest, "seed": seed}
+
+
+def read_kept_table(folder, want: dict):
+    """The collection pass kept in ``folder`` when it was made from what ``want`` (``table_info``) says, with at
+    least ``want["n_top"]`` top rows per latent (any seed when ``want`` has none); else None (a damaged file too:
+    the caller makes its own pass)."""
+    import json
+
+    from analysis.sae.dashboard.collect import LatentTable
+
+    try:
+        info = json.loads(folder.get_bytes(TABLE_INFO))
+        if any(info.get(k) != v for k, v in want.items() if k != "n_top") or info.get("n_top", 0) < want["n_top"]:
+            return None
+        return LatentTable.from_npz(folder.get_bytes(TABLE))
+    except Exception:  # noqa: BLE001 - missing or damaged: not usable
+        return None

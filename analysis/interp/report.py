@@ -25,7 +25,7 @@ def _histograms(scores) -> bytes | None:
     if not scorers:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(scorers), figsize=(5 * len(scorers), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(scorers), figsize=(5 * len(scorers), 4.2), squeeze=False)
     for ax, scorer in zip(axes[0], scorers, strict=True):
         for which, colour in (("own", "tab:blue"), ("random", "tab:grey")):
             acc = [s.accuracy for s in scores if s.scorer == scorer and s.explanation == which
@@ -34,9 +34,11 @@ def _histograms(scores) -> bytes | None:
                 ax.hist(acc, bins=[i / 20 for i in range(21)], alpha=0.6, color=colour,
                         label=f"{which} explanation (mean {sum(acc) / len(acc):.3f}, n={len(acc)})")
         ax.axvline(0.5, color="k", lw=0.8, ls=":")
-        ax.set_xlabel(f"{scorer}: balanced accuracy per latent")
+        ax.set_xlabel(f"{scorer}: balanced accuracy per latent (0.5: chance)")
         ax.set_ylabel("latents")
-        ax.legend(fontsize=8)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=1, frameon=False)
     fig.tight_layout()
     return figure_png(fig)
 
@@ -46,14 +48,17 @@ def score_page(summary: dict, scores, expl: dict) -> str:
     for s in scores:
         by.setdefault(s.latent, {})[(s.scorer, s.explanation)] = s
     scorers = sorted({s.scorer for s in scores})
-    columns = ["latent", "explanation"] + [f"{sc} {m}" for sc in scorers for m in ("accuracy", "f1", "random")]
+    aurocs = any(s.auroc is not None for s in scores)
+    metrics = ("accuracy", "f1", "auroc", "random") if aurocs else ("accuracy", "f1", "random")
+    columns = ["latent", "explanation"] + [f"{sc} {m}" for sc in scorers for m in metrics]
     rows = []
     for lat, got in sorted(by.items()):
         row = [lat, expl[lat]["explanation"]]
         for sc in scorers:
             own, rnd = got.get((sc, "own")), got.get((sc, "random"))
             r = lambda v: None if v is None else round(v, 3)  # noqa: E731 - no score: an empty cell
-            row += [r(own.accuracy) if own else None, r(own.f1) if own else None, r(rnd.accuracy) if rnd else None]
+            row += [r(own.accuracy) if own else None, r(own.f1) if own else None,
+                    *([r(own.auroc) if own else None] if aurocs else []), r(rnd.accuracy) if rnd else None]
         rows.append(row)
     png = _histograms(scores)
     figs = [ReportFigure("accuracy.png", png)] if png else []

@@ -27,6 +27,8 @@ from analysis.interp.files import (
     TABLE,
     TABLE_INFO,
     explanations_digest,
+    read_kept_table,
+    table_info,
 )
 from analysis.interp.prompts import (
     MalformedAnswerError,
@@ -40,6 +42,7 @@ from analysis.interp.prompts import (
 from analysis.interp.scoring import Sample, Score, batches, samples_for, score
 from analysis.sae.dashboard.collect import sae_digest
 from shards.errors import ActlakeError
+from shards.progress import Progress
 from shards.records import JsonRecord
 from shards.storage import Storage
 
@@ -77,14 +80,16 @@ class ExplainSummary(RunSummary, JsonRecord):
     cached: int  #: answers reused from answers/ (an earlier, killed run)
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float
+    cost_usd: float | None  #: None: no --price-in / --price-out given
     seconds: float
     sae_digest: str = ""  #: the SAE's encoder digest: what `sae dashboard` / `sae evaluate` check explanations by
     contexts_seconds: float = 0.0  #: the passes over the dataset (0 when a killed run's contexts were read back)
     ask_seconds: float = 0.0  #: asking the explainer
 
 
-EXPLAIN_KIND = RunKind("sae explain", NEUTRAL, lock="explain output")
+#: --overwrite (another --latents, another model) keeps the answers, keyed by their request's hash, and the kept
+#: collection pass, checked against the SAE, dataset version, hook, rows and seed before it is used
+EXPLAIN_KIND = RunKind("sae explain", NEUTRAL, lock="explain output", kept=("answers/", TABLE, TABLE_INFO))
 
 
 def writable(out: Storage) -> None:
@@ -122,6 +127,7 @@ def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
         # a missing key or a local model that does not load fails now, not after the passes (the openai client
         # is only configured here: nothing is sent)
         checked["client"] = make_client(cfg.client())
+        checked["client"].check()
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
         writable(Storage(cfg.out, cfg.storage))
 
@@ -144,6 +150,7 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
     with run_start(cfg, EXPLAIN_KIND, defaults=record.defaults(sae_source(cfg.sae, cfg.storage)),
                    check=check) as run:
         if run.state == "done":
+            log.info("%s holds this run, finished: nothing asked (its summary, as written then)", cfg.out)
             return ExplainSummary.from_json(run.rundir.summary())
         run.hooks = [record.hook]
         run.begin(cfg, seeds={"seed": cfg.seed})
@@ -163,19 +170,22 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
                                  unmarked=unmarked, skipped=sum(not c.shown for c in contexts),
                                  failed=len(requests) - len(rows), calls=usage.calls, cached=usage.cached,
                                  prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                                 cost_usd=usage.cost(cfg.price_in, cfg.price_out),
+                                 cost_usd=_cost(cfg, usage),
                                  seconds=round(time.perf_counter() - t0, 2), sae_digest=sae_digest(sae),
                                  contexts_seconds=round(t2 - t1, 2),
                                  ask_seconds=round(t3 - t2, 2))
-        out.put_bytes("report.html", report.explain_page(summary.to_json(), rows, contexts).encode())
+        page = report.explain_page(summary.to_json(), rows, contexts).encode()
+        out.put_bytes("report.html", page)
         if summary.failed:
             why = "; ".join(usage.errors)
             raise InterpError(f"{summary.failed} of {len(requests)} latents got no explanation ({why}); the "
                               f"{len(rows)} answered are in {out.display(EXPLANATIONS)}: rerun the same "
                               "command to ask only the others")
         run.rundir.finish(summary.to_json())
-    log.info("explained %d latents (%d skipped: never fire); %s; next: actlake sae score --explanations %s",
-             summary.explained, summary.skipped, out.display("report.html"), cfg.out)
+        out.put_bytes("report.html", page)  # the run's own page, not the generic one finish() draws
+    log.info("explained %d of %d latents (%d skipped: never fire); open %s; next: actlake sae score "
+             "--explanations %s", summary.explained, summary.latents, summary.skipped,
+             out.display("report.html"), cfg.out)
     return summary
 
 
@@ -193,26 +203,26 @@ def _contexts(cfg: SaeExplainConfig, sae, hook: str, ds, out: Storage, min_posit
     view = TextView(meta.column(EXAMPLE_ID).to_numpy(), meta.column(TOKEN_ID).to_numpy(),
                     _Tokens(ds, cfg.tokenizer), cfg.context)
     plan = ContextPlan(cfg.top, cfg.quantile_examples, cfg.held_out, cfg.not_active, cfg.context, cfg.seed)
-    log.info("collecting contexts: one pass over %d rows of %s, then the shown tokens' activations", len(meta), hook)
-    collector = LatentCollector(sae.d_sae, plan.n_top, seed=cfg.seed)
-    for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
-        collector.add(_encode(sae, batch["x"]), keep)
-    table = collector.table()
-    _keep_table(out, table, sae, ds, hook, min_position, plan.n_top)
+    info = table_info(ds, hook, min_position, plan.n_top, sae_digest(sae), cfg.seed)
+    table = read_kept_table(out, info)
+    if table is None:
+        collector = LatentCollector(sae.d_sae, plan.n_top, seed=cfg.seed)
+        with Progress(len(meta), "row", "collecting contexts", log) as progress:
+            for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
+                collector.add(_encode(sae, batch["x"]), keep)
+                progress.update(len(batch["x"]))
+        table = collector.table()
+        out.put_bytes(TABLE, table.to_npz())
+        out.put_bytes(TABLE_INFO, json.dumps(info).encode())
+    else:
+        log.info("the collection pass kept in %s serves this run (same SAE, rows, dataset version and seed)",
+                 out.display())
+    log.info("reading the activations of the contexts' tokens: one more pass over %d rows", len(meta))
     latents = select_latents(cfg.latents, table.frequency, cfg.seed)  # top:N and random:N need the frequencies
     contexts = collect(sae, ds, hook, latents, plan, view, table, batch_size=cfg.batch_size,
                        min_position=min_position)
     out.put_bytes(CONTEXTS, _jsonl(c.to_json() for c in contexts))
     return contexts
-
-
-def _keep_table(out: Storage, table, sae, ds, hook: str, min_position: int, n_top: int) -> None:
-    from analysis.sae.dashboard.collect import sae_digest
-
-    out.put_bytes(TABLE, table.to_npz())
-    out.put_bytes(TABLE_INFO, json.dumps({"dataset_id": ds.dataset_id, "version": ds.version, "hook": hook,
-                                          "min_position": min_position, "n_top": n_top,
-                                          "sae": sae_digest(sae)}).encode())
 
 
 def _explain_request(cfg: SaeExplainConfig, c: LatentContexts) -> Request:
@@ -270,7 +280,7 @@ class ScoreSummary(JsonRecord):
     unreadable_answers: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = None
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
 
@@ -315,6 +325,7 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
                 raise InterpConfigError(f"--out {out.display()} holds the output of another command; give "
                                         "`sae score` a folder of its own (default: EXPLANATIONS/scores)") from None
             if done.settings == settings:
+                log.info("%s holds these scores, finished: nothing asked", out.display())
                 return done
             if not cfg.overwrite:
                 raise InterpConfigError(f"--out {out.display()} holds scores made with other settings; pass "
@@ -322,6 +333,7 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
             out.delete("summary.json")
         spec = cfg.spec(kind, model, "--model")
         client = make_client(spec)  # a missing key or a model that does not load fails now
+        client.check()
         swap = _baseline(sorted(ctxs), cfg.seed) if cfg.baseline else {}
         if cfg.baseline and not swap:
             log.warning("one latent explained: no other latent's explanation to score it with (no baseline)")
@@ -334,24 +346,53 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
         scores, preds, unreadable = _read(cfg, plan, AnswerCache(out))
         out.put_bytes(SCORES, _jsonl(asdict(s) for s in scores))
         out.put_bytes(PREDICTIONS, _jsonl(preds))
-        if cfg.log_prob and scores and all(s.auroc is None for s in scores):
-            log.warning("--log-prob: the scorer returned no usable log-probabilities: no AUROC")
+        _say_unreadable(cfg, plan, unreadable, scores, AnswerCache(out))
         summary = ScoreSummary(out=out.display(), explanations=src.display(), client=kind, model=model,
                                latents=len(ctxs) - len(unscored), unscored=unscored, scorers=_means(scores),
                                calls=usage.calls, cached=usage.cached,
                                failed_prompts=usage.failed, unreadable_answers=unreadable,
                                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                               cost_usd=usage.cost(cfg.price_in, cfg.price_out),
+                               cost_usd=_cost(cfg, usage),
                                seconds=round(time.perf_counter() - t0, 2), settings=settings)
         out.put_bytes("report.html", report.score_page(summary.to_json(), scores, expl).encode())
         if usage.failed:
             raise InterpError(f"{usage.failed} scorer prompts got no answer ({'; '.join(usage.errors)}); rerun the "
                               "same command to ask only those")
+        if plan and unreadable == len(plan):
+            raise InterpError(f"none of the scorer's {unreadable} answers could be read as a list of 0s and 1s, one "
+                              f"per example ({model} cannot do this task): score with a stronger model (--model, "
+                              f"--client); every answer is in {out.display('predictions.jsonl')}")
         out.put_bytes("summary.json", json.dumps(summary.to_json(), indent=1).encode())
     log.info("scored %d latents (balanced accuracy, own explanation vs random): %s; %s", summary.latents,
              ", ".join(f"{s} {_fmt(v.get('own'))} vs {_fmt(v.get('random'))}" for s, v in summary.scorers.items()),
              out.display("report.html"))
     return summary
+
+
+def _say_unreadable(cfg: SaeScoreConfig, plan, unreadable: int, scores, cache: AnswerCache) -> None:
+    """Warn of answers that could not be read (with one of them), and of --log-prob without log-probabilities."""
+    if unreadable:
+        have = cache.keys()
+        example = next((cache.get(req.key()).text for _, _, _, req, batch in plan if req.key() in have
+                        and _unreadable(cache.get(req.key()).text, len(batch))), "")
+        log.warning("%d of %d scorer answers could not be read as one 0/1 per example (e.g. %r): their samples are "
+                    "left out of the scores", unreadable, len(plan), example[:80])
+    if cfg.log_prob and unreadable < len(plan) and scores and all(s.auroc is None for s in scores):
+        log.warning("--log-prob: the scorer's answers carry no usable log-probabilities (top 5 per token with "
+                    "0 and 1 among them): no AUROC")
+
+
+def _unreadable(text: str, n: int) -> bool:
+    try:
+        parse_predictions(text, n)
+        return False
+    except MalformedAnswerError:
+        return True
+
+
+def _cost(cfg, usage: Usage) -> float | None:
+    """USD of the tokens billed in this run; None when no price was given (not computed, rather than free)."""
+    return usage.cost(cfg.price_in, cfg.price_out) if cfg.price_in or cfg.price_out else None
 
 
 def _fmt(m: dict | None) -> str:

@@ -45,6 +45,9 @@ class Client(Protocol):
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
                  logprobs: int = 0) -> Answer: ...
 
+    def check(self) -> None:
+        """Raise ``FatalClientError`` now if the model cannot be reached (called once, before any work)."""
+
 
 @dataclass
 class ClientSpec:

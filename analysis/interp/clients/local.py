@@ -34,6 +34,9 @@ class LocalChat:
         self.lock = threading.Lock()
         self.torch = torch
 
+    def check(self) -> None:
+        """Loaded already: nothing to check."""
+
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
                  logprobs: int = 0) -> Answer:
         torch = self.torch

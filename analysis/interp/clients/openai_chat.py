@@ -36,6 +36,28 @@ class OpenAIChat:
         self.client = openai.OpenAI(api_key=self._key or "none", base_url=base or None, timeout=spec.timeout,
                                     max_retries=spec.max_retries)
 
+    def check(self) -> None:
+        """Before any work: the endpoint answers and takes the key (GET /models, which costs no tokens; an
+        endpoint without that route is let through)."""
+        import openai
+
+        try:
+            self.client.with_options(max_retries=1).models.list()
+        except openai.AuthenticationError:
+            raise FatalClientError(f"{self.where} refused the key (HTTP 401): check "
+                                   f"{self._key_name()}") from None
+        except openai.APIConnectionError:
+            raise FatalClientError(f"nothing answers at {self.where}: start the server or fix --base-url / "
+                                   "OPENAI_BASE_URL") from None
+        except (openai.APIError, ValueError):
+            pass  # no /models route (or an odd one): the first request will tell
+
+    def _key_name(self) -> str:
+        if not self._key:
+            return f"no key is set ({self.spec.api_key_env} is empty)"
+        default = self.spec.api_key_env == "OPENAI_API_KEY"
+        return self.spec.api_key_env if default else "the variable --api-key-env names"
+
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
                  logprobs: int = 0) -> Answer:
         import openai
@@ -45,7 +67,7 @@ class OpenAIChat:
             reply = self.client.chat.completions.create(model=self.spec.model, messages=messages,
                                                         max_tokens=max_tokens, temperature=temperature, **extra)
         except openai.AuthenticationError as e:
-            raise FatalClientError(f"{self.where} refused the key (HTTP 401): check {self.spec.api_key_env} "
+            raise FatalClientError(f"{self.where} refused the key (HTTP 401): check {self._key_name()} "
                                    f"({_without(str(e.message), self._key)})") from None
         except (openai.PermissionDeniedError, openai.NotFoundError, openai.BadRequestError) as e:
             raise FatalClientError(f"{self.where} refused the request (HTTP {e.status_code}) for model "
@@ -55,7 +77,8 @@ class OpenAIChat:
                               f"({self.spec.max_retries} retries)") from None
         except openai.APIConnectionError:
             raise FatalClientError(f"nothing answers at {self.where} (connection failed after "
-                                   f"{self.spec.max_retries} retries): start the server or fix --base-url") from None
+                                   f"{self.spec.max_retries} retries): start the server or fix --base-url / "
+                                   "OPENAI_BASE_URL") from None
         except openai.APIStatusError as e:  # 429 and 5xx once the retries are spent
             raise ClientError(f"{self.where} answered HTTP {e.status_code} after {self.spec.max_retries} retries: "
                               f"{_without(str(e.message), self._key)}") from None

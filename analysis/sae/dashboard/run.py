@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -329,7 +330,9 @@ def run(cfg: SaeDashboardConfig, open_images: ImageOpener | None = None) -> Dash
         summary = _build(cfg, sae, record.hook, run, checked["view"], checked["expl"])
         summary.seconds = round(time.perf_counter() - t0, 2)
         run.rundir.finish(summary.to_json())
-    log.info("dashboard: %s", summary.to_json())
+    index = Storage(cfg.out, cfg.storage).display("index.html")
+    log.info("dashboard of %d latents (%d never fire): open %s", summary.latents, summary.dead,
+             index if "://" in index else f"file://{os.path.abspath(index)}")
     return summary
 
 
@@ -356,22 +359,15 @@ def _kept_table(expl: Explained, sae, ds, hook: str, min_position: int, n_top: i
     both); None otherwise."""
     if expl.folder is None:
         return None
-    from analysis.interp.files import TABLE, TABLE_INFO
+    from analysis.interp.files import read_kept_table, table_info
     from analysis.sae.dashboard.collect import sae_digest
 
-    try:
-        info = json.loads(expl.folder.get_bytes(TABLE_INFO))
-        want = {"dataset_id": ds.dataset_id, "version": ds.version, "hook": hook, "min_position": min_position,
-                "sae": sae_digest(sae)}
-        if any(info.get(k) != v for k, v in want.items()) or info.get("n_top", 0) < n_top:
-            return None
-        table = LatentTable.from_npz(expl.folder.get_bytes(TABLE))
-    except Exception as e:  # noqa: BLE001 - a missing or damaged kept pass: the dashboard makes its own
-        log.info("dashboard: the kept collection pass of %s is not usable (%s): one pass over the data",
-                 expl.folder.display(), type(e).__name__)
-        return None
-    log.info("dashboard: the collection pass of %s serves this dashboard (same SAE, rows and dataset version)",
-             expl.folder.display())
+    want = table_info(ds, hook, min_position, n_top, sae_digest(sae), seed=0)
+    want.pop("seed")  # any seed: the bin samples of another seed are as uniform
+    table = read_kept_table(expl.folder, want)
+    if table is not None:
+        log.info("dashboard: the collection pass of %s serves this dashboard (same SAE, rows and dataset "
+                 "version)", expl.folder.display())
     return table
 
 
@@ -418,8 +414,11 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
     counts, bins = np.histogram(alive, bins=40) if len(alive) else (np.zeros(1), np.array([0.0, 1.0]))
     density = bars_svg(counts, (f"10^{bins[0]:.1f}", f"10^{bins[-1]:.1f}"))
     kept = f" at positions >= {min_position} (the rows the SAE reads)" if min_position else ""
+    explained = sum(1 for p in pages if p.explanation)
     notes = (f"SAE {cfg.sae} on hook {hook} of {ds.storage.display()} (dataset {ds.dataset_id}, version "
-             f"{ds.version}); {table.rows} rows{kept}; {int((freq == 0).sum())} latents never fired")
+             f"{ds.version}); {table.rows} rows{kept}; {int((freq == 0).sum())} latents never fired"
+             + (f"; {explained} explained: sort by explanation or a score, or search, to list them"
+                if explained and len(pages) > 1000 else ""))
     files["index.html"] = index_html(f"Latents of {cfg.sae}", columns, len(parts), density, notes).encode()
     files["latent.html"] = LATENT_HTML.encode()
     for name in ("index.js", "latent.js"):  # style.css went first (_writable)
