@@ -194,9 +194,10 @@ def _with_version_flags(args):
 
 
 #: what quiets third-party libraries at the default verbosity (set before they are imported, and inherited by the
-#: Ray workers this process starts): transformers' advisory warnings and progress bars, Hugging Face Hub bars
+#: Ray workers this process starts): transformers' advisory warnings and progress bars, Hugging Face Hub bars, and
+#: other libraries' own tqdm bars (GGUF de-quantisation); actlake's bars pass ``disable`` themselves, so stay
 QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore"}
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def _quiet_libraries() -> None:

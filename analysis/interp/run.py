@@ -104,8 +104,8 @@ def writable(out: Storage) -> None:
 
 
 def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
-    """The refusals before anything is written: the SAE against the pinned dataset, a text dataset, latent ids
-    within the SAE, a local explainer that loads (kept in ``checked``), an output that is no dataset."""
+    """The refusals before anything is written: the SAE against the pinned dataset, a text dataset (its token
+    rows kept in ``checked``), latent ids within the SAE, an output that is no dataset and can be written."""
 
     def check(inputs: dict) -> None:
         from analysis.sae.dashboard.run import DashboardError, _check
@@ -124,10 +124,6 @@ def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
             raise InterpConfigError(f"{ds.storage.display()} holds no token rows (token_id is null: rows pooled "
                                     "per example, or imported features); extract with --pool none")
         select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
-        # a missing key or a local model that does not load fails now, not after the passes (the openai client
-        # is only configured here: nothing is sent)
-        checked["client"] = make_client(cfg.client())
-        checked["client"].check()
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
         writable(Storage(cfg.out, cfg.storage))
 
@@ -152,6 +148,10 @@ def explain(cfg: SaeExplainConfig) -> ExplainSummary:
         if run.state == "done":
             log.info("%s holds this run, finished: nothing asked (its summary, as written then)", cfg.out)
             return ExplainSummary.from_json(run.rundir.summary())
+        # a missing or refused key, nothing listening, a local model that does not load: refused now, before
+        # run.json and the passes (GET /models costs no tokens)
+        checked["client"] = make_client(cfg.client())
+        checked["client"].check()
         run.hooks = [record.hook]
         run.begin(cfg, seeds={"seed": cfg.seed})
         out = Storage(cfg.out, cfg.storage)
