@@ -7,6 +7,7 @@ imported, so ``actlake --help`` and ``actlake info`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -200,23 +201,39 @@ QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNIN
              "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _quiet_libraries() -> None:
-    """The environment that quiets third-party libraries, set before any of them is imported (Hugging Face
-    reads it once, at import) and inherited by the processes this one starts."""
+#: third-party loggers whose warnings a command at the default verbosity does not show
+QUIET_LOGGERS = ("transformers", "torch", "datasets", "huggingface_hub", "ray", "sentence_transformers")
+
+
+@contextlib.contextmanager
+def _quiet_libraries(quiet: bool):
+    """Third-party libraries quiet for the command: the environment set before any of them is imported (Hugging
+    Face reads it once, at import; the processes this one starts inherit it), their warnings ignored and their
+    loggers at ERROR. Put back afterwards, for a caller that runs ``main`` in its own process (tests)."""
     import warnings
 
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
-    warnings.simplefilter("ignore")  # library deprecation and config warnings; actlake reports by logging
+    if not quiet:
+        yield
+        return
+    added = {k: v for k, v in QUIET_ENV.items() if k not in os.environ}
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    os.environ.update(added)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # library deprecation and config warnings; actlake reports by logging
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for k in added:
+                os.environ.pop(k, None)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def _setup_logging(verbose: bool) -> None:
     """actlake's own INFO lines; third-party banners, warnings and progress bars only with ``-v``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        _quiet_libraries()
-        for lib in ("transformers", "torch", "datasets", "huggingface_hub", "ray", "sentence_transformers"):
-            logging.getLogger(lib).setLevel(logging.ERROR)
     # Only our loggers go to DEBUG: botocore's DEBUG output carries request signatures and tokens.
     logging.getLogger("actlake").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "httpx", "httpx2", "httpcore", "httpcore2",
@@ -226,9 +243,13 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # quiet before the command's modules import transformers or datasets
+    with _quiet_libraries(not {"-v", "--verbose"} & set(argv)):
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     name = command_of(argv) or "actlake"
-    if not {"-v", "--verbose"} & set(argv):
-        _quiet_libraries()  # before the command's modules import transformers or datasets
     try:
         args = build_parser(argv).parse_args(argv)  # configs check themselves while they are built
         _setup_logging(args.verbose)

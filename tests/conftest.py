@@ -38,6 +38,8 @@ SLOW_FILES = {
     "tests/unit/analysis/test_sae_dictionaries.py": 60,
     "tests/unit/analysis/test_round3_results.py": 50,
     "tests/unit/shards/test_format_v3.py": 50,
+    "tests/unit/interp/test_interp.py": 50,
+    "tests/integration/test_quiet_output.py": 50,
 }
 
 

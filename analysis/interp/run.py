@@ -301,16 +301,7 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
     """Every explanation scored by every scorer (and the baseline), each prompt asked once."""
     t0 = time.perf_counter()
     src = Storage(cfg.explanations, cfg.storage)
-    if not (src.exists(EXPLANATIONS) and src.exists(CONTEXTS)):
-        raise InterpConfigError(f"--explanations {src.display()} holds no {EXPLANATIONS} and {CONTEXTS}: give the "
-                                "--out of an `actlake sae explain` run")
-    expl = {int(r["latent"]): r for r in _read_jsonl(src, EXPLANATIONS)}
-    if not expl:
-        raise InterpConfigError(f"--explanations {src.display()}: no latent was explained")
-    first = next(iter(expl.values()))
-    kind, model = cfg.client or first["explainer"], cfg.model or first["model"]
-    ctxs = {c.latent: c for c in (LatentContexts.from_json(d) for d in _read_jsonl(src, CONTEXTS))
-            if c.latent in expl}
+    expl, ctxs, kind, model = _scoring_inputs(cfg, src)
     settings = {"scorers": cfg.scorers, "client": kind, "model": model, "per_prompt": cfg.per_prompt,
                 "log_prob": cfg.log_prob, "baseline": cfg.baseline, "seed": cfg.seed,
                 "explanations": explanations_digest([expl[k]["prompt_hash"] for k in sorted(expl)])}
@@ -318,19 +309,9 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
     refuse_dataset_place(out)
     writable(out)
     with output_lock(out, "score output"):
-        if out.exists("summary.json"):
-            try:
-                done = ScoreSummary.from_json(json.loads(out.get_bytes("summary.json")))
-            except (TypeError, KeyError, ValueError):
-                raise InterpConfigError(f"--out {out.display()} holds the output of another command; give "
-                                        "`sae score` a folder of its own (default: EXPLANATIONS/scores)") from None
-            if done.settings == settings:
-                log.info("%s holds these scores, finished: nothing asked", out.display())
-                return done
-            if not cfg.overwrite:
-                raise InterpConfigError(f"--out {out.display()} holds scores made with other settings; pass "
-                                        "--overwrite to replace them, or another --out")
-            out.delete("summary.json")
+        done = _finished_scores(cfg, out, settings)
+        if done is not None:
+            return done
         spec = cfg.spec(kind, model, "--model")
         client = make_client(spec)  # a missing key or a model that does not load fails now
         client.check()
@@ -367,6 +348,42 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
              ", ".join(f"{s} {_fmt(v.get('own'))} vs {_fmt(v.get('random'))}" for s, v in summary.scorers.items()),
              out.display("report.html"))
     return summary
+
+
+def _scoring_inputs(cfg: SaeScoreConfig, src: Storage) -> tuple[dict, dict, str, str]:
+    """(explanations by latent, their contexts, client kind, model) of the `sae explain` output ``src``."""
+    if not (src.exists(EXPLANATIONS) and src.exists(CONTEXTS)):
+        raise InterpConfigError(f"--explanations {src.display()} holds no {EXPLANATIONS} and {CONTEXTS}: give the "
+                                "--out of an `actlake sae explain` run")
+    expl = {int(r["latent"]): r for r in _read_jsonl(src, EXPLANATIONS)}
+    if not expl:
+        raise InterpConfigError(f"--explanations {src.display()}: no latent was explained")
+    first = next(iter(expl.values()))
+    ctxs = {c.latent: c for c in (LatentContexts.from_json(d) for d in _read_jsonl(src, CONTEXTS))
+            if c.latent in expl}
+    return expl, ctxs, cfg.client or first["explainer"], cfg.model or first["model"]
+
+
+def _finished_scores(cfg: SaeScoreConfig, out: Storage, settings: dict) -> ScoreSummary | None:
+    """The scores already at ``out`` when made with these settings; another scoring run's are refused, or with
+    --overwrite replaced (its answers stay: they are keyed by request)."""
+    if not out.exists("summary.json"):
+        return None
+    try:
+        done = ScoreSummary.from_json(json.loads(out.get_bytes("summary.json")))
+    except (TypeError, KeyError, ValueError):
+        raise InterpConfigError(f"--out {out.display()} holds the output of another command; give `sae score` a "
+                                "folder of its own (default: EXPLANATIONS/scores)") from None
+    if done.settings == settings:
+        log.info("%s holds these scores, finished: nothing asked", out.display())
+        return done
+    if not cfg.overwrite:
+        changed = sorted(k for k in settings if done.settings.get(k) != settings[k])
+        raise InterpConfigError(f"--out {out.display()} holds scores made with other settings ({', '.join(changed)})"
+                                "; pass --overwrite to replace them (answers already received are kept), or "
+                                "another --out")
+    out.delete("summary.json")
+    return None
 
 
 def _say_unreadable(cfg: SaeScoreConfig, plan, unreadable: int, scores, cache: AnswerCache) -> None:

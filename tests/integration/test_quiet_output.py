@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,13 @@ def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "TRANSFORMERS_VERBOSITY",
                                                             "HF_HUB_DISABLE_PROGRESS_BARS", "PYTHONWARNINGS")}
     env["HOME"] = str(tmp / "home")  # no Ray token yet: the first local Ray makes one and announces it
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    # Ray's own folder short (a Unix socket path is at most 107 bytes; pytest's temporary folders are long)
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rq-", dir="/tmp")
+    try:
+        return subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_extract_and_info_print_only_actlakes_lines(tmp_path):
