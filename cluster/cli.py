@@ -206,13 +206,21 @@ QUIET_LOGGERS = ("transformers", "torch", "datasets", "huggingface_hub", "ray", 
 
 
 @contextlib.contextmanager
-def _quiet_libraries(quiet: bool):
+def _quiet_libraries(quiet: bool, restore: bool):
     """Third-party libraries quiet for the command: the environment set before any of them is imported (Hugging
     Face reads it once, at import; the processes this one starts inherit it), their warnings ignored and their
-    loggers at ERROR. Put back afterwards, for a caller that runs ``main`` in its own process (tests)."""
+    loggers at ERROR. With ``restore``, put back afterwards, for a caller that runs ``main`` in its own process
+    (tests); the ``actlake`` executable keeps them to the end (torch logs its compile statistics at exit)."""
     import warnings
 
     if not quiet:
+        yield
+        return
+    if not restore:
+        os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
+        warnings.simplefilter("ignore")
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
         yield
         return
     added = {k: v for k, v in QUIET_ENV.items() if k not in os.environ}
@@ -241,10 +249,11 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, restore: bool = True) -> int:
+    """Run the command ``argv`` names; its exit code. ``restore``: put the quieted libraries back afterwards."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # quiet before the command's modules import transformers or datasets
-    with _quiet_libraries(not {"-v", "--verbose"} & set(argv)):
+    with _quiet_libraries(not {"-v", "--verbose"} & set(argv), restore):
         return _main(argv)
 
 
@@ -273,7 +282,7 @@ def cli() -> None:
     aborted the process ("terminate called without an active exception", exit 134) after the error was printed,
     in about 1 of 10 runs on these machines, so a script saw 134 instead of 2."""
     try:
-        code = main()
+        code = main(restore=False)
         sys.stdout.flush()  # a closed pipe shows here for output still buffered
     except BrokenPipeError:
         code = _reader_went_away()
