@@ -291,6 +291,7 @@ def cli() -> None:
               file=sys.stderr)
         code = INTERRUPTED_EXIT
         sys.stderr.flush()
+        _stop_local_ray()  # its agents would outlive a process that leaves without shutting it down
         os._exit(code)  # at once: threads still in a request (a model endpoint, a retry) are not waited for
     ray = sys.modules.get("ray")
     if code != 0 and not (ray is not None and ray.is_initialized()):
@@ -299,6 +300,19 @@ def cli() -> None:
         logging.shutdown()
         os._exit(code)
     sys.exit(code)
+
+
+def _stop_local_ray(wait: float = 15.0) -> None:
+    """``ray.shutdown()`` when this process started Ray, for at most ``wait`` seconds (a second Ctrl-C is no
+    longer needed to leave)."""
+    import threading
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    t = threading.Thread(target=ray.shutdown, daemon=True)
+    t.start()
+    t.join(wait)
 
 
 #: the exit code of a command stopped by Ctrl-C: 128 + SIGINT, what a shell reports

@@ -37,8 +37,13 @@ class AnswerCache:
         return {name.rsplit("/", 1)[-1].removesuffix(".json") for name in self.storage.list(ANSWERS)
                 if name.endswith(".json")}
 
-    def get(self, key: str) -> Answer:
-        return Answer.from_json(json.loads(self.storage.get_bytes(f"{ANSWERS}/{key}.json"))["answer"])
+    def get(self, key: str) -> Answer | None:
+        """The answer, or None when its file is damaged (not written by actlake: answers are written whole)."""
+        try:
+            return Answer.from_json(json.loads(self.storage.get_bytes(f"{ANSWERS}/{key}.json"))["answer"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("answers/%s.json is damaged: read as no answer (delete it to ask again)", key)
+            return None
 
     def put(self, req: Request, answer: Answer) -> bool:
         """Store the answer unless one is there already (two workers never both write one); True if stored."""
@@ -119,7 +124,8 @@ class _Askers:
     def run(self, reqs: list[Request], concurrency: int) -> Usage:
         for r in reqs:
             self.todo.put(r)
-        threads = [threading.Thread(target=self._loop, name=f"ask-{i}", daemon=True) for i in range(concurrency)]
+        threads = [threading.Thread(target=self._loop, name=f"ask-{i}", daemon=True)
+                   for i in range(min(concurrency, len(reqs)))]
         for t in threads:
             t.start()
         try:

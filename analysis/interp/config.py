@@ -60,7 +60,7 @@ def select_latents(spec: str, frequency: np.ndarray, seed: int) -> list[int]:
             ids = sorted(np.random.default_rng(seed).choice(live, min(int(m["n"]), len(live)), replace=False).tolist())
         else:
             a, b = int(m["a"] or 0), int(m["b"]) if m["b"] else d_sae
-            if b > d_sae:  # checked before the range is built: 0:300000000 is refused, not listed
+            if b > d_sae or a >= d_sae:  # checked before the range is built: 0:300000000 is refused, not listed
                 raise InterpConfigError(f"--latents {spec!r}: {term} reaches beyond the SAE's {d_sae} latents")
             ids = list(range(a, b))
         bad = [i for i in ids if i >= d_sae]
@@ -95,15 +95,16 @@ class ModelFlags:
 
     def _check_model_flags(self) -> None:
         check_positive(self, "concurrency", "workers")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise InterpConfigError(f"--timeout {self.timeout}: give a finite number of seconds above 0")
+        if not (math.isfinite(self.timeout) and 0 < self.timeout <= 86_400):
+            raise InterpConfigError(f"--timeout {self.timeout}: give the seconds to wait for one answer, above 0 "
+                                    "and at most a day (86400)")
         if self.max_retries < 0 or not all(math.isfinite(p) and p >= 0 for p in (self.price_in, self.price_out)):
             raise InterpConfigError("--max-retries, --price-in and --price-out must be finite and not negative")
         if self.base_url:
-            if not re.match(r"^https?://[^/\s]+", self.base_url):
+            if not re.match(r"^https?://[^/\s]+", self.base_url, re.IGNORECASE):
                 raise InterpConfigError(f"--base-url {self.base_url!r}: give an http(s):// URL of an "
                                         "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1)")
-            if "@" in self.base_url.split("//", 1)[-1].split("/", 1)[0] or "?" in self.base_url:
+            if "@" in self.base_url.split("//", 1)[-1].split("/", 1)[0] or "?" in self.base_url or "#" in self.base_url:
                 raise InterpConfigError("--base-url holds credentials or a query string; put the key in the "
                                         "variable --api-key-env names instead (a URL is recorded in run.json and "
                                         "logged)")

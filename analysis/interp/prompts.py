@@ -157,11 +157,17 @@ def parse_probabilities(logprobs: Sequence[dict] | None, n: int) -> list[float] 
     import math
 
     out = []
-    for tok in logprobs:
-        if "1" in tok["token"] or "0" in tok["token"]:
-            p0 = sum(math.exp(c["logprob"]) for c in tok["top"] if "0" in c["token"])
-            p1 = sum(math.exp(c["logprob"]) for c in tok["top"] if "0" not in c["token"] and "1" in c["token"])
-            out.append(p1 / (p0 + p1) if p0 + p1 > 0 else 0.0)
+    try:
+        for tok in logprobs:
+            if "1" in tok["token"] or "0" in tok["token"]:
+                lps = [(c["token"], float(c["logprob"])) for c in tok["top"]]
+                if any(not (math.isfinite(v) and v <= 0) for _, v in lps):  # not a log-probability
+                    return None
+                p0 = sum(math.exp(v) for t, v in lps if "0" in t)
+                p1 = sum(math.exp(v) for t, v in lps if "0" not in t and "1" in t)
+                out.append(p1 / (p0 + p1) if p0 + p1 > 0 else 0.0)
+    except (KeyError, TypeError, ValueError):
+        return None
     return out if len(out) == n else None
 
 

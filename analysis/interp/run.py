@@ -124,6 +124,8 @@ def _explain_checks(cfg: SaeExplainConfig, sae, record, checked: dict):
             raise InterpConfigError(f"{ds.storage.display()} holds no token rows (token_id is null: rows pooled "
                                     "per example, or imported features); extract with --pool none")
         select_latents(cfg.latents, np.ones(sae.d_sae), cfg.seed)  # ids beyond the SAE's width: refused now
+        if Storage(cfg.out, cfg.storage).exists("sae_weights.safetensors"):
+            raise InterpConfigError(f"--out {cfg.out} holds an SAE: give the explanations a folder of their own")
         refuse_dataset_place(Storage(cfg.out, cfg.storage))
         writable(Storage(cfg.out, cfg.storage))
 
@@ -244,11 +246,11 @@ def _explanations(cfg: SaeExplainConfig, requests: dict[int, Request], cache: An
     for lat, req in requests.items():
         if req.key() not in have:
             continue
-        text = cache.get(req.key()).text
+        ans = cache.get(req.key())
         try:
-            expl, marked = parse_explanation(text)
+            expl, marked = parse_explanation(ans.text if ans is not None else "")
         except MalformedAnswerError:
-            expl, marked = "", False
+            continue  # a damaged or empty cached answer: not an explanation (the latent counts as failed)
         unmarked += not marked
         rows.append({"latent": lat, "explanation": expl, "marked": marked, "prompt_hash": req.key(),
                      "explainer": cfg.explainer, "model": cfg.explainer_model,
@@ -342,7 +344,7 @@ def score_run(cfg: SaeScoreConfig) -> ScoreSummary:
         if plan and unreadable == len(plan):
             raise InterpError(f"none of the scorer's {unreadable} answers could be read as a list of 0s and 1s, one "
                               f"per example ({model} cannot do this task): score with a stronger model (--model, "
-                              f"--client); every answer is in {out.display('predictions.jsonl')}")
+                              f"--client); every answer is in {out.display('answers')}/")
         out.put_bytes("summary.json", json.dumps(summary.to_json(), indent=1).encode())
     log.info("scored %d latents (balanced accuracy, own explanation vs random): %s; %s", summary.latents,
              ", ".join(f"{s} {_fmt(v.get('own'))} vs {_fmt(v.get('random'))}" for s, v in summary.scorers.items()),
@@ -390,8 +392,8 @@ def _say_unreadable(cfg: SaeScoreConfig, plan, unreadable: int, scores, cache: A
     """Warn of answers that could not be read (with one of them), and of --log-prob without log-probabilities."""
     if unreadable:
         have = cache.keys()
-        example = next((cache.get(req.key()).text for _, _, _, req, batch in plan if req.key() in have
-                        and _unreadable(cache.get(req.key()).text, len(batch))), "")
+        texts = ((cache.get(req.key()), len(batch)) for _, _, _, req, batch in plan if req.key() in have)
+        example = next((a.text for a, n in texts if a is not None and _unreadable(a.text, n)), "")
         log.warning("%d of %d scorer answers could not be read as one 0/1 per example (e.g. %r): their samples are "
                     "left out of the scores", unreadable, len(plan), example[:80])
     if cfg.log_prob and unreadable < len(plan) and scores and all(s.auroc is None for s in scores):
@@ -440,8 +442,8 @@ def _read(cfg: SaeScoreConfig, plan, cache: AnswerCache) -> tuple[list[Score], l
     for lat, scorer, which, req, batch in plan:
         answered = req.key() in have
         p, probs = None, None
-        if answered:
-            ans = cache.get(req.key())
+        ans = cache.get(req.key()) if answered else None
+        if ans is not None:
             try:
                 p = parse_predictions(ans.text, len(batch))
                 probs = parse_probabilities(ans.logprobs, len(batch)) if cfg.log_prob else None

@@ -98,9 +98,12 @@ def _answer(reply, where: str) -> Answer:
             raise TypeError("no message content")
         lp = None
         if getattr(choice, "logprobs", None) is not None and choice.logprobs.content:
-            lp = [{"token": t.token, "logprob": float(t.logprob),
-                   "top": [{"token": c.token, "logprob": float(c.logprob)} for c in (t.top_logprobs or [])]}
-                  for t in choice.logprobs.content]
+            try:
+                lp = [{"token": t.token, "logprob": float(t.logprob),
+                       "top": [{"token": c.token, "logprob": float(c.logprob)} for c in (t.top_logprobs or [])]}
+                      for t in choice.logprobs.content]
+            except (TypeError, ValueError, AttributeError):  # log-probabilities the server got wrong: the text stays
+                lp = None
         usage = getattr(reply, "usage", None)
         return Answer(text, lp, max(0, int(getattr(usage, "prompt_tokens", 0) or 0)),
                       max(0, int(getattr(usage, "completion_tokens", 0) or 0)))

@@ -126,13 +126,16 @@ class LatentCollector:
 
 
 def sae_digest(sae) -> str:
-    """A digest of an SAE's encoder (what decides which rows each latent picks): a kept collection pass is reused
-    only by the same SAE."""
+    """A digest of an SAE: every parameter and buffer (the decoder bias the encoder subtracts, a JumpReLU
+    threshold) and its configuration (architecture, k): a kept collection pass or explanations are taken only for
+    the same SAE."""
     import hashlib
+    import json
 
-    h = hashlib.sha256()
-    for t in (sae.W_enc, sae.b_enc):
-        h.update(t.detach().float().contiguous().numpy().tobytes())
+    h = hashlib.sha256(json.dumps(sae.export_cfg(), sort_keys=True, default=str).encode())
+    for name, t in sorted(sae.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()[:24]
 
 

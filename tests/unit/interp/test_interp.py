@@ -44,6 +44,10 @@ def test_bad_options_are_refused_when_given():
             SaeExplainConfig(sae="s", explainer_model="m", **kw)
     with pytest.raises(InterpConfigError, match="beyond"):
         select_latents("0:300000000", np.ones(24), 0)  # refused before the range is built
+    with pytest.raises(InterpConfigError, match="beyond"):
+        select_latents("30:", np.ones(24), 0)
+    with pytest.raises(InterpConfigError, match="--timeout"):
+        SaeExplainConfig(sae="s", explainer_model="m", timeout=1e10)
     assert SaeScoreConfig(explanations="e", scorers=["fuzz,fuzz", "detection"]).scorers == ["fuzz", "detection"]
 
 
@@ -77,6 +81,8 @@ def test_parsing_of_answers():
     lp = [{"token": "[", "top": []}, {"token": "1", "top": [{"token": "1", "logprob": np.log(0.6)},
                                                              {"token": "0", "logprob": np.log(0.2)}]}]
     assert parse_probabilities(lp, 1) == [pytest.approx(0.75)]
+    for bad in (1000.0, float("nan"), None):  # not log-probabilities: no probability, no crash
+        assert parse_probabilities([{"token": "1", "top": [{"token": "1", "logprob": bad}]}], 1) is None
 
 
 def test_explain_then_score_one_token_latents(one_token, monkeypatch):
@@ -264,7 +270,7 @@ def test_dashboard_shows_explanations_and_scores(one_token, monkeypatch, caplog)
     from analysis.sae.io import load_sae, save_sae
     s2 = load_sae(other)
     with _t.no_grad():
-        s2.b_enc.add_(0.01)
+        s2.b_dec.add_(0.01)  # the decoder bias too: the encoder subtracts it
     save_sae(s2, other, {"hook": "resid.0", "dataset": str(root / "ds")})
     with pytest.raises(DashboardError, match="explains another SAE"):
         dashboard(SaeDashboardConfig(sae=other, out=str(root / "site-other"), explanations=str(root / "dash-ex"),
