@@ -403,8 +403,11 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
         size += len(data)
     scorers = scorers or []
     columns = ["latent", "frequency", "max", "mean", "l0_share", "explanation", *scorers, view.terms_label]
+    # a latent's share of the SAE's mean L0: its firing frequency over the sum of all frequencies (summed over
+    # latents, the frequencies are the mean number of active latents per row)
+    l0 = float(sum(p.frequency for p in pages)) or 1.0
     rows = [[p.latent, round(p.frequency, 6), round(p.max_act, 4), round(p.mean_act, 4),
-             round(p.frequency * p.mean_act, 6), p.explanation,
+             round(p.frequency / l0, 6), p.explanation,
              *[round(p.scores[s], 4) if s in p.scores else None for s in scorers], view.terms(p)] for p in pages]
     parts = [rows[i:i + PART] for i in range(0, len(rows), PART)] or [[]]
     for k, part in enumerate(parts):

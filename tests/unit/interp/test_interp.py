@@ -380,3 +380,19 @@ def test_ctrl_c_stops_at_once_with_one_line(one_token, tmp_path):
                               timeout=300)
         assert done.returncode == 0, done.stderr
         assert sum(server.answered.values()) == 12 and set(server.answered.values()) == {1}
+
+
+def test_dashboard_l0_share_is_a_share(one_token):
+    """The index's l0_share column: each latent's share of the mean L0 (its frequency over the sum), summing to 1
+    over the latents (it was frequency x mean activation, up to 5 on real SAEs)."""
+    from analysis.sae.dashboard.run import SaeDashboardConfig
+    from analysis.sae.dashboard.run import run as dashboard
+
+    root, sae, _ = one_token
+    dashboard(SaeDashboardConfig(sae=sae, out=str(root / "site-l0"), top=2, context=2, tokenizer=TOK))
+    part = (root / "site-l0" / "index" / "part-0.js").read_text()
+    cols, rows = json.loads("[" + part[2:part.rindex(")")] + "]")
+    share = [r[cols.index("l0_share")] for r in rows]
+    freq = np.array([r[cols.index("frequency")] for r in rows])
+    assert sum(share) == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(share, freq / freq.sum(), atol=1e-6)
