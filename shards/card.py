@@ -4,8 +4,8 @@ The layout is the one the Hugging Face Hub reads: YAML front matter (``license``
 ``size_categories`` and a ``configs`` entry whose ``data_files`` are the latest version's unit files, so the
 Hub's viewer and ``datasets.load_dataset(folder)`` read exactly the committed rows, not replaced files), then
 Markdown for people: what made the dataset, its hooks with shapes and statistics, and how to open it with actlake,
-pandas, DuckDB, polars, HF ``datasets`` and Ray Data. The card is derived data: no version names it, ``verify``
-ignores it, and ``actlake card URI`` writes it again.
+pandas, DuckDB, polars, HF ``datasets`` (with a transform that turns the stored bytes into arrays) and Ray Data.
+The card is derived data: no version names it, ``verify`` ignores it, and ``actlake card URI`` writes it again.
 
 A card replaces only a card: its front matter opens with ``MARKER`` (cards written before the marker are known by
 their ``actlake`` tag and first sentence), so a ``README.md`` of someone's own in the folder is left alone with a
@@ -144,10 +144,49 @@ def _usage(uri: str, m: Manifest) -> list[str]:
         "```sql", f"SELECT example_id, count(*) FROM read_parquet('{files or 'data/*.parquet'}') GROUP BY 1;", "```",
         "", "**polars**:", "", "```python", "import polars as pl",
         f'pl.read_parquet("{files or "data/*.parquet"}", columns=["example_id", "position"])', "```", "",
-        "**Hugging Face `datasets`** (this card's `configs` name the latest version's files):", "", "```python",
-        "import datasets", 'd = datasets.load_dataset("<this folder or Hub repo>", split="train")', "```", "",
+        *_hf_recipe(m),
         "**Ray Data**:", "", "```python", "import shards",
         f'ray_ds = shards.open_dataset("{uri}").to_ray(["{hook}"])', "```", "",
+    ]
+
+
+def _hf_recipe(m: Manifest) -> list[str]:
+    """The card's Hugging Face ``datasets`` recipe: ``load_dataset`` alone gives each ``binary`` hook as bytes
+    (``fixed_size_binary``, bytes again under ``with_format("torch")``), so a transform decodes them with the dtype
+    and shape of the hook table; run as written by tests/unit/shards/test_card_hf_recipe.py."""
+    first = next(iter(m.hooks), "HOOK")
+    lists = [h for h, s in m.hooks.items() if s.encoding == "list"]
+    binary = [s for s in m.hooks.values() if s.encoding != "list"]
+    hooks = [f"    {json.dumps(h)}: ({json.dumps(s.dtype)}, {list(s.shape)})," for h, s in m.hooks.items()]
+    loop = ["def decode(batch):",
+            '    """Each hook as a numpy array (rows, *shape) of its dtype; bfloat16 as exact float32."""',
+            "    for hook, (dtype, shape) in HOOKS.items():"]
+    if lists:  # stored as numbers already: only the dtype and the shape to restore
+        loop += [f"        if hook in batch and hook in {json.dumps(sorted(lists))}:  # fixed-size lists",
+                 '            batch[hook] = np.asarray(batch[hook], "float32" if dtype == "bfloat16" else dtype)'
+                 ".reshape(-1, *shape)"]
+    if binary:
+        loop += [f"        {'elif' if lists else 'if'} hook in batch:  # fixed-size binary: little-endian values",
+                 '            x = np.frombuffer(bytearray(b"".join(batch[hook])), '
+                 '"uint16" if dtype == "bfloat16" else dtype)']
+        if any(s.dtype == "bfloat16" for s in binary):
+            loop += ['            if dtype == "bfloat16":  # numpy has none: a bfloat16 is the high half of a float32',
+                     '                x = (x.astype("uint32") << 16).view("float32")']
+        loop += ["            batch[hook] = x.reshape(-1, *shape)"]
+    return [
+        "**Hugging Face `datasets`** (this card's `configs` name the latest version's files). `load_dataset` alone "
+        "gives tensors stored as fixed-size binary as bytes, even under `with_format(\"torch\")`; the transform "
+        "below makes them arrays of the dtype and shape in the table above (also in each Parquet field's metadata, "
+        "`actlake.dtype` and `actlake.shape`):", "", "```python",
+        "import datasets, numpy as np", 'd = datasets.load_dataset("<this folder or Hub repo>", split="train")',
+        "HOOKS = {  # hook: (dtype, shape of one row)", *hooks, "}", "", *loop, "    return batch", "",
+        f"d = d.with_transform(decode)  # decoded as rows are read: d[:8][{json.dumps(first)}] is an array of shape "
+        f"{(8, *(m.hooks[first].shape if m.hooks else ()))}", "# torch.utils.data.DataLoader(d, batch_size=...) stacks "
+        "the arrays into tensors",
+        "```", "",
+        "(`shards.open_dataset(URI).to_hf()` instead builds an in-memory `datasets.Dataset` with each hook as "
+        "fixed-length lists of numbers, one row flattened: `.with_format(\"numpy\")` gives arrays of shape "
+        "(rows, values per row).)", "",
     ]
 
 

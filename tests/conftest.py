@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -41,6 +42,44 @@ SLOW_FILES = {
     "tests/unit/interp/test_interp.py": 50,
     "tests/integration/test_quiet_output.py": 50,
 }
+
+
+#: what tests, and the commands they run, make directly in /tmp (``tempfile.mkdtemp`` names: a prefix and 8 random
+#: characters): the short RAY_TMPDIRs of tests/ray_tmp.py (and "rq-" of older tests), `cluster up`'s Ray folder,
+#: Ray Train's run folder of `sae train --workers N`, the SAELens export's cache; and the die-once marker file
+LEFT_BEHIND = re.compile(r"(?:rt|rq-|alc|actlake-raytrain-|actlake-saelens-)[a-z0-9_]{8}"
+                         r"|actlake-test-die-while-loading")
+_TMP_BEFORE = pytest.StashKey[set]()
+
+
+def _tmp_entries() -> set[str]:
+    """The entries of /tmp that LEFT_BEHIND names."""
+    try:
+        return {name for name in os.listdir("/tmp") if LEFT_BEHIND.fullmatch(name)}
+    except OSError:
+        return set()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_TMP_BEFORE] = _tmp_entries()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that leaves one of LEFT_BEHIND's folders in /tmp fails, naming it. Checked once, by the process that
+    started the run (under pytest-xdist the controller, once every worker is done), and only for folders that
+    appeared during the run and that no live process names: another run on the same machine may still use its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    from cluster.local import cluster_processes
+
+    before = session.config.stash.get(_TMP_BEFORE, set())
+    left = sorted(name for name in _tmp_entries() - before if not cluster_processes(f"/tmp/{name}"))
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"FAILED: the tests left these behind in /tmp: {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which appends the group to each test's id
@@ -108,6 +147,9 @@ def ray_local(tmp_path_factory, s3_endpoint):
              _temp_dir=str(tmp), log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+    from tests.ray_tmp import remove_ray_tmpdir
+
+    remove_ray_tmpdir(str(tmp))  # Ray's session folders (logs, sockets: tens of MB), once its processes are gone
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.common.plots import pyplot
+from analysis.common.plots import panel_grid, pyplot
 from analysis.common.results import Results, draws_run_pages, read_npy
 
 
@@ -44,8 +44,8 @@ def _heatmaps(plt, hooks: list[str], mats: dict[str, np.ndarray], brain: dict[st
     if len(shown) > 4:
         shown = [shown[0], shown[len(shown) // 3], shown[2 * len(shown) // 3], shown[-1]]
     panels = [(h, mats[h]) for h in shown] + [(f"{k} (mean)", v) for k, v in brain.items()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.2), squeeze=False)
-    for ax, (name, m) in zip(axes[0], panels, strict=True):
+    fig, axes = panel_grid(len(panels), 3.1, 3.2)  # wrapped: a strip of many RDMs is unreadable at page width
+    for ax, (name, m) in zip(axes, panels, strict=True):
         # rank-transformed for display: RDMs of different scales become comparable
         iu = np.triu_indices(len(m), 1)
         r = np.zeros_like(m, dtype=np.float64)

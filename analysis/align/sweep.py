@@ -23,6 +23,7 @@ from analysis.common.report_files import REPORT, write_report
 from analysis.common.results import Results, run_pages
 from shards.errors import ActlakeError
 from shards.layout import MANIFEST
+from shards.progress import Progress
 from shards.records import JsonRecord
 from shards.storage import Storage
 
@@ -78,12 +79,15 @@ def sweep_brain(cfg, run_one: Callable, command: str, group: tuple[str, ...]) ->
     found = matching_datasets(cfg.data, cfg.storage)
     out = Results(cfg.out, cfg.storage)
     parts = []
-    for name, uri in found.items():
-        log.info("%s sweep: %s (%d of %d)", command, uri, len(parts) + 1, len(found))
-        with run_pages(cfg.run_plots):
-            run_one(dataclasses.replace(cfg, data=uri, out=out.display(name)))
-        t = _rows(out, name)
-        parts.append(t.append_column("dataset", pa.array([name] * len(t))))
+    _announce(command, [f"{name} × {_hooks(cfg)}" for name in found])
+    with Progress(len(found), "run", f"{command} sweep", log) as progress:
+        for name, uri in found.items():
+            log.info("%s sweep: %s (%d of %d)", command, uri, len(parts) + 1, len(found))
+            with run_pages(cfg.run_plots):
+                run_one(dataclasses.replace(cfg, data=uri, out=out.display(name)))
+            t = _rows(out, name)
+            parts.append(t.append_column("dataset", pa.array([name] * len(t))))
+            progress.update()
     table = pa.concat_tables(parts, promote_options="permissive")
     out.table("sweep.parquet", table)
     best = _best(table, group)
@@ -149,15 +153,19 @@ def sweep_pairs(cfg, run_one: Callable, command: str) -> SweepSummary:
         raise SweepError(f"--data {cfg.data!r} matches one dataset; a model–model sweep needs two or more")
     out = Results(cfg.out, cfg.storage)
     parts, runs = [], []
-    for (a, ua), (b, ub) in itertools.combinations(found.items(), 2):
-        name = f"{a}__{b}"
-        with run_pages(cfg.run_plots):
-            run_one(dataclasses.replace(cfg, data=ua, data2=ub, hooks2=cfg.hooks2 or cfg.hooks,
-                                        out=out.display(name)))
-        t = pq.read_table(io.BytesIO(out.storage.get_bytes(f"{name}/results.parquet")))
-        t = t.append_column("dataset", pa.array([a] * len(t)))
-        parts.append(t.append_column("dataset2", pa.array([b] * len(t))))
-        runs.append(name)
+    pairs = list(itertools.combinations(found.items(), 2))
+    _announce(command, [f"{a} × {b} ({_hooks(cfg)} each)" for (a, _), (b, _) in pairs])
+    with Progress(len(pairs), "run", f"{command} sweep", log) as progress:
+        for (a, ua), (b, ub) in pairs:
+            name = f"{a}__{b}"
+            with run_pages(cfg.run_plots):
+                run_one(dataclasses.replace(cfg, data=ua, data2=ub, hooks2=cfg.hooks2 or cfg.hooks,
+                                            out=out.display(name)))
+            t = pq.read_table(io.BytesIO(out.storage.get_bytes(f"{name}/results.parquet")))
+            t = t.append_column("dataset", pa.array([a] * len(t)))
+            parts.append(t.append_column("dataset2", pa.array([b] * len(t))))
+            runs.append(name)
+            progress.update()
     table = pa.concat_tables(parts, promote_options="permissive")
     out.table("sweep.parquet", table)
     df = table.to_pandas()
@@ -170,6 +178,18 @@ def sweep_pairs(cfg, run_one: Callable, command: str) -> SweepSummary:
                            out=out.display())
     _page(out, summary)
     return summary
+
+
+def _hooks(cfg) -> str:
+    hooks = getattr(cfg, "hooks", None) or []
+    return f"hooks {','.join(hooks) if isinstance(hooks, list) else hooks}" if hooks else "every hook"
+
+
+def _announce(command: str, runs: list[str]) -> None:
+    """What the sweep will compute, before its first run: each run then estimates its own cost as it starts
+    (a run per hook-analysis logs ``will compute …; estimated …``) and the sweep's ETA follows the runs done."""
+    shown = "; ".join(runs[:6]) + (f"; … {len(runs) - 6} more" if len(runs) > 6 else "")
+    log.info("will compute %d runs of `%s`: %s", len(runs), command, shown)
 
 
 def _page(out: Results, summary: SweepSummary) -> None:

@@ -156,6 +156,8 @@ class RunSummary:
 
     dataset: DatasetRef
     inputs: dict[str, DatasetRef] = dataclasses.field(default_factory=dict)
+    #: a long command's estimate before it started beside its measured time (``CostEstimate.record``)
+    cost: dict = dataclasses.field(default_factory=dict, kw_only=True)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)

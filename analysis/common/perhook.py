@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
+from analysis.common.cost import CostEstimate
 from analysis.common.fanout import run_pending_hooks
 from analysis.common.finite import require_finite
 from analysis.common.results import Results
@@ -77,6 +78,9 @@ class HookAnalysis(Generic[C, P, O, S]):
     seeds: Callable[[C], dict[str, int]] = lambda cfg: {"seed": cfg.seed}
     describe: Callable[[C, P, Dataset, list[str]], str] | None = None  #: one log line once planned
     verb: str = "done"  #: "resuming: 3 of 7 hooks already <verb>"
+    #: one hook's work and its time from a short timed sample of it (run in the driver on the first hook to do,
+    #: before any hook starts): the run logs what it will compute and for how long, and records both in ``cost``
+    estimate: Callable[[HookTask[C, P], str], CostEstimate] | None = None
 
     @property
     def log(self) -> logging.Logger:
@@ -109,13 +113,29 @@ def _run(analysis: HookAnalysis, cfg, run: StartedRun):
     run.begin(cfg, analysis.seeds(cfg))
     hooks_out = run.out.child(HOOKS)
     task = HookTask(cfg, plan, run.ds, hooks_out)
-    run_pending_hooks(partial(_one_hook, analysis.hook, task), run.hooks,
-                      lambda h: hooks_out.storage.exists(f"{h}.json"), workers=cfg.workers, address=cfg.address,
-                      threads=cfg.threads, logger=log, verb=analysis.verb)
+    done = lambda h: hooks_out.storage.exists(f"{h}.json")  # noqa: E731
+    t0 = time.perf_counter()
+    cost = _estimate(analysis, task, [h for h in run.hooks if not done(h)], cfg.workers)
+    run_pending_hooks(partial(_one_hook, analysis.hook, task), run.hooks, done, workers=cfg.workers,
+                      address=cfg.address, threads=cfg.threads, logger=log, verb=analysis.verb)
     outcomes = {h: analysis.outcome.from_json(hooks_out.read_json(f"{h}.json")) for h in run.hooks}
     summary = analysis.assemble(Assembly(cfg, plan, run.ds, run.hooks, run.out, run.recorded()), outcomes)
+    if cost is not None:
+        seconds = time.perf_counter() - t0
+        log.info("took %.0f s (estimated %.0f s)", seconds, cost.seconds)
+        summary.cost = cost.record(seconds)
     run.rundir.finish(summary.to_json())
     return summary
+
+
+def _estimate(analysis: HookAnalysis, task: HookTask, todo: list[str], workers: int) -> CostEstimate | None:
+    """What the hooks left to do will cost, logged before they start (None: nothing to do, or no estimate)."""
+    if analysis.estimate is None or not todo:
+        return None
+    one = analysis.estimate(task, todo[0])
+    cost = one.times(len(todo), "hooks" if len(todo) > 1 else "hook", max(1, workers))
+    analysis.log.info("%s", cost.line())
+    return cost
 
 
 def run_hook_analysis(analysis: HookAnalysis[C, P, O, S], cfg: C) -> S:

@@ -3,6 +3,7 @@ fed to every family's accumulator, the seeded sample kept on the way; then each 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -115,3 +116,55 @@ def run_pass(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, hook: str, emit) ->
     for acc in accs:
         out.merge(acc.finish(sample))
     return out
+
+
+def _sample_batches(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, ctx: HookContext, accs: list, rows: int
+                    ) -> tuple[list[Batch], int, float]:
+    """The hook's first ``rows`` rows through every accumulator, as the pass feeds them: (the batches, rows
+    timed, their seconds). The first batch is not timed: opening the files and first calls are paid once per
+    pass, not per row."""
+    import time
+
+    classes = np.asarray(plan.classes, dtype=str)
+    it = ds.iter_batches([ctx.hook, *_extra_hooks(ctx)], batch_size=min(cfg.batch_size, max(rows // 8, 64)),
+                         shuffle=False, columns=_columns(cfg, plan, classes), dtype=None, reuse_buffers=False,
+                         prefetch=2)
+    seen, timed_rows, batches, t0 = 0, 0, [], None
+    for raw in it:
+        b = _batch(raw, ctx, seen, classes, plan.phase_column)
+        for acc in accs:
+            acc.update(b)
+        batches.append(b)
+        seen += len(b.x)
+        if t0 is None:
+            t0 = time.perf_counter()
+        else:
+            timed_rows += len(b.x)
+        if seen >= rows:
+            break
+    return batches, timed_rows, time.perf_counter() - t0 if t0 is not None else 0.0
+
+
+def estimate_hook(cfg: StatsConfig, plan: StatsPlan, ds: Dataset, hook: str):
+    """One hook's cost from a timed sample: its first rows (1/20 of them, 2,000 .. 20,000) through every
+    accumulator, scaled to all rows and passes, plus the sample-based statistics timed on as many sample rows as
+    were read, scaled linearly to the sample's size (measured on the concepts demo: TwoNN's neighbour search and
+    the cluster indices grew close to linearly from 2,000 to 10,000 rows; docs/benchmarks.md)."""
+    from analysis.common.cost import CostEstimate, scaled, timed
+
+    ctx = dataclasses.replace(_context(cfg, plan, ds, hook, lambda *a: None), lens=False)
+    accs = [a for a in (STATISTICS[f].make(ctx) for f in plan.families) if a is not None]
+    want = min(ds.num_rows, max(2000, min(20000, ds.num_rows // 20)))
+    batches, timed_rows, t_pass = _sample_batches(cfg, plan, ds, ctx, accs, want)
+    seen = sum(len(b.x) for b in batches)
+    passes = 2 if any(isinstance(a, TwoPass) for a in accs) else 1
+    s = min(len(plan.sample_rows), seen)
+    x = np.concatenate([b.x for b in batches])[:s]
+    label = np.concatenate([b.label for b in batches])[:s] if batches and batches[0].label is not None else None
+    sample = Sample(np.arange(s), x, label, None, np.concatenate([b.position for b in batches])[:s])
+    _, t_finish = timed(lambda: [acc.finish(sample) for acc in accs])
+    fixed = t_finish * len(plan.sample_rows) / max(s, 1)
+    seconds, basis = scaled(t_pass * passes, max(timed_rows, 1), ds.num_rows, "rows", fixed=fixed)
+    work = (f"{ds.num_rows:,} rows × {ctx.width} dims × {passes} pass{'es' if passes > 1 else ''} "
+            f"({', '.join(plan.families)}; sample {len(plan.sample_rows):,})")
+    return CostEstimate(work, seconds, basis)

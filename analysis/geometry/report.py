@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.common.plots import pyplot
+from analysis.common.plots import panel_grid, pyplot
 from shards.columns import POSITION, TOKEN_ID
 
 
@@ -105,11 +105,11 @@ def massive_figure(massive: dict[str, list[dict]]):
 
 
 def clusters_figure(rows: list[dict], label: str | None):
-    plt = pyplot()
     keys = [k for k in ("silhouette", "davies_bouldin", "calinski_harabasz", "dunn", "xie_beni", "aqi", "aqi_tsne")
             if _has(rows, k)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 3.4), squeeze=False)
-    for ax, k in zip(axes[0], keys, strict=True):
+    # wrapped rows of panels: seven in one row made a 21-inch strip, illegible at a page's width
+    fig, axes = panel_grid(len(keys), 3, 3.4)
+    for ax, k in zip(axes, keys, strict=True):
         ax.plot(np.arange(len(rows)), _series(rows, k), "o-")
         ax.set_title(k, fontsize=9)
         if k in ("calinski_harabasz", "xie_beni"):

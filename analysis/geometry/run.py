@@ -21,7 +21,7 @@ from analysis.common.inputs import RunSummary
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.common.results import Results, npy_bytes, read_npy
 from analysis.geometry.config import RUN_NEUTRAL, StatsConfig
-from analysis.geometry.passes import run_pass
+from analysis.geometry.passes import estimate_hook, run_pass
 from analysis.geometry.plan import StatsPlan, plan_stats
 from analysis.geometry.registry import Definition
 from analysis.geometry.report import write_plots
@@ -145,8 +145,13 @@ def _assemble(run: Assembly[StatsConfig, StatsPlan], outcomes: dict[str, HookOut
                         notes=plan.notes, out=out.display())
 
 
+def _estimate(task: HookTask[StatsConfig, StatsPlan], hook: str):
+    return estimate_hook(task.cfg, task.plan, task.ds, hook)
+
+
 STATS = HookAnalysis(name="stats", command="stats", neutral=RUN_NEUTRAL, plan=plan_stats, hook=stats_hook,
-                     outcome=HookOutcome, assemble=_assemble, summary=StatsSummary, describe=_describe)
+                     outcome=HookOutcome, assemble=_assemble, summary=StatsSummary, describe=_describe,
+                     estimate=_estimate)
 
 
 def run(cfg: StatsConfig) -> StatsSummary:

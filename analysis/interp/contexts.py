@@ -89,7 +89,9 @@ def collect(sae, ds, hook: str, latents: list[int], plan: ContextPlan, view, tab
     """The contexts of ``latents``. ``view``: the dashboard's ``TextView`` (token text and windows); ``table``:
     the collection pass's ``LatentTable`` with ``plan.n_top`` top rows per latent."""
     from analysis.sae.dashboard.run import _pair_values
+    from analysis.sae.dashboard.views import with_packing
 
+    view = with_packing(view, ds)  # a packed dataset's windows stop at its contexts' boundaries too
     n_rows = len(view.example_id)
     kept = None
     if min_position:

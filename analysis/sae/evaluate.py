@@ -18,9 +18,11 @@ import pyarrow as pa
 import torch
 from simple_parsing import field
 
+from analysis.common.cost import duration
 from analysis.common.inputs import DatasetInput, RunSummary, take_inputs
 from analysis.common.runstart import RunKind, StartedRun, run_start
 from analysis.sae.evals import registry
+from analysis.sae.evals.estimate import estimate_suite
 from analysis.sae.evals.registry import EvalInputError, EvalInputs, get_metric
 from analysis.sae.io import (
     OTHER,
@@ -276,11 +278,16 @@ def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) ->
     names, skipped = _suite(cfg, inputs)
     autointerp = _autointerp(cfg, sae) if cfg.explanations else None  # refused before the metrics run
     started.begin(cfg, {"seed": cfg.seed})
-    results = {}
-    for name in names:
+    cost = estimate_suite(names, inputs)
+    log.info("%s", cost.line())
+    t_suite, results = time.perf_counter(), {}
+    for i, name in enumerate(names):
+        if name in cost.parts:
+            log.info("%s (%d of %d): estimated %s", name, i + 1, len(names), duration(cost.parts[name]))
         t = time.perf_counter()
         outcome = registry.get_metric(name).fn(inputs)
         outcome.summary["seconds"] = round(time.perf_counter() - t, 2)
+        outcome.summary["estimated_seconds"] = round(cost.parts[name], 2) if name in cost.parts else None
         out.json(f"{name}.json", outcome.summary)
         for fname, table in outcome.tables.items():
             out.table(fname, pa.Table.from_pylist(table) if isinstance(table, list) else table)
@@ -293,7 +300,8 @@ def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) ->
         results["autointerp"] = autointerp
     summary = SaeEvaluateSummary(**started.recorded(), sae=cfg.sae, hook=hook, rows=f"{which} ({len(rows)})",
                                  metrics=results, skipped=skipped, seconds=round(time.perf_counter() - t0, 2),
-                                 out=out.display())
+                                 out=out.display(), cost=cost.record(time.perf_counter() - t_suite))
+    log.info("took %.0f s (estimated %.0f s)", summary.cost["seconds"], cost.seconds)
     started.rundir.finish(summary.to_json())
     return summary
 

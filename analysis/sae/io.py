@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,20 +26,52 @@ CFG = "cfg.json"
 OTHER = "other:"  #: a model-diffing crosscoder's hooks of its second dataset (``analysis.sae.paired.PREFIX``)
 
 
+#: our hook aliases (``ingest/hooks.py``) as TransformerLens names, the ``hook_name`` SAELens and Neuronpedia expect
+TL_HOOKS = {"resid": "blocks.{}.hook_resid_post", "attn": "blocks.{}.hook_attn_out", "mlp": "blocks.{}.hook_mlp_out",
+            "mlp_hidden": "blocks.{}.mlp.hook_post"}
+
+
+def saelens_hook_name(hook: str | None, module: str | None = None) -> str | None:
+    """SAELens' ``hook_name`` for our hook: its TransformerLens name where the alias maps to one (resid.N ->
+    blocks.N.hook_resid_post, embed -> hook_embed, ...), else the module path it reads (``module``; a hook given
+    as a module path is its own)."""
+    if hook == "embed":
+        return "hook_embed"
+    m = re.fullmatch(r"(resid|attn|mlp|mlp_hidden)\.(\d+)", hook or "")
+    return TL_HOOKS[m[1]].format(m[2]) if m else (module or hook)
+
+
+def _saelens_names(extra: dict) -> dict:
+    """cfg.json's ``model_name`` (the model the dataset was extracted from, as its manifest names it: a HF name,
+    path or package; None where unknown) and ``hook_name`` (``hook_name_out`` too for a transcoder of one
+    target hook), from what ``save_sae``'s caller records (``TrainedOn.to_cfg``)."""
+    model = extra.get("model")
+    names = {"model_name": model.get("name") if isinstance(model, dict) else None,
+             "hook_name": saelens_hook_name(extra.get("hook"), extra.get("hook_module"))}
+    out_hooks = extra.get("out_hooks") or []
+    if extra.get("kind") == "transcoder" and len(out_hooks) == 1:
+        names["hook_name_out"] = saelens_hook_name(out_hooks[0])
+    return names
+
+
 def save_sae(sae: SparseAutoencoder, uri: str, extra: dict | None = None,
              storage_options: StorageOptions | dict | None = None) -> None:
     """Write ``sae`` (float32) where SAELens' ``SAE.load_from_disk`` and ``load_sae`` read it.
 
-    ``cfg.json`` holds SAELens' fields (d_in, d_sae, architecture, k, ...) and actlake's
-    (``actlake``: arch, options, hook, dataset, training summary).
+    ``cfg.json`` holds SAELens' fields (d_in, d_sae, architecture, k, ``model_name`` and a TransformerLens-style
+    ``hook_name``, ...) and actlake's (``actlake``: arch, options, hook, dataset, training summary; our hook alias
+    also as ``metadata.actlake_hook``, what every actlake reader takes: ``TrainedOn.of``).
     """
     from safetensors.torch import save
 
     st = Storage(uri, storage_options)
     options = dataclasses.asdict(sae.options) if dataclasses.is_dataclass(sae.options) else {}
+    names = _saelens_names(extra or {})
+    # SAELens reads a cfg.json without sae_lens_version as its pre-6.0 layout: its metadata from the top-level
+    # fields (the nested section is dropped); a reader of the 6.x layout takes the nested one
     cfg = {"d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
-           "normalize_activations": "none", "reshape_activations": "none", **sae.export_cfg(),
-           "metadata": {"hook_name": (extra or {}).get("hook")},
+           "normalize_activations": "none", "reshape_activations": "none", **sae.export_cfg(), **names,
+           "metadata": {**names, "actlake_hook": (extra or {}).get("hook")},
            "actlake": {"arch": sae.arch, "k": sae.k, "options": options, **(extra or {})}}
     if sae.transcoder:
         cfg.update(sae.transcoder_cfg(cfg["architecture"]))
@@ -166,11 +199,13 @@ class TrainedOn:
     @classmethod
     def of(cls, cfg: dict) -> TrainedOn:
         """The record of a ``cfg.json``: actlake's section (this layout, or the flat one SAEs were saved with
-        before), else SAELens' ``metadata.hook_name`` (SAELens records no dataset)."""
+        before), else our alias kept in SAELens' metadata (``actlake_hook``), else SAELens' ``metadata.hook_name``
+        (what SAEs saved before held our alias in; SAELens records no dataset)."""
         ours = cfg.get("actlake") or {}
         data, dataset_id = _data_of(ours.get("dataset"), ours.get("dataset_id"), ours.get("dataset_version"))
         other, other_id = _data_of(ours.get("crosscoder_data"))
-        hook = ours.get("hook") or (cfg.get("metadata") or {}).get("hook_name")
+        meta = cfg.get("metadata") or {}
+        hook = ours.get("hook") or meta.get("actlake_hook") or meta.get("hook_name")
         return cls(data=data, dataset_id=dataset_id, hook=hook, in_hooks=tuple(ours.get("in_hooks") or ()),
                    out_hooks=tuple(ours.get("out_hooks") or ()), kind=ours.get("kind") or "sae", crosscoder=other,
                    crosscoder_id=other_id, min_position=int(ours.get("min_position") or 0),

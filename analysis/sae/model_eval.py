@@ -33,7 +33,8 @@ SUMMARY = "eval.json"
 
 @dataclass
 class SaeEvalConfig:
-    """Evaluate a trained SAE inside the model: CE loss recovered, KL, FVU, L0 on held-out contexts."""
+    """Evaluate a trained SAE inside the model: CE loss recovered, KL, FVU, L0 on held-out contexts (a model without
+    an LM head: the cosine of its final hidden states to the clean ones, recovered)."""
 
     sae: str
     """The SAE: one `actlake sae train` output directory (or a SAELens-layout directory)."""

@@ -5,7 +5,6 @@ Train worker, where every worker reads its own rank's share of the shuffled data
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -394,7 +393,8 @@ class SaeRun:
             dest = self.out.child("" if len(self.specs) == 1 else spec.name)
             record = _trained_on(self.started, spec, self.cfg, self.split)
             save_sae(folded, dest.storage.uri, {
-                **record.to_cfg(), "input_scale_folded": {h: scales[h] for h in spec.hooks},
+                **record.to_cfg(), "hook_module": _hook_module(self.ds, record.hook),
+                "input_scale_folded": {h: scales[h] for h in spec.hooks},
                 "tokens": st.tokens, "steps": st.step, "lr": spec.lr, "seed": self.cfg.seed, "eval": ev.to_json()},
                 self.cfg.storage)
             write_report(dest, spec.name, st.metrics, ev, freq)
@@ -405,7 +405,9 @@ class SaeRun:
                                seconds=round(seconds, 2), loop_seconds=round(loop, 2),
                                steps_per_s=round(ran / max(loop, 1e-9), 3), saes=results)
         self.rundir.finish(summary.to_json())
-        log.info("done: %s", json.dumps(summary.to_json()))
+        log.info("done in %.0f s: %s", seconds, "; ".join(
+            f"{k}: held-out FVU {v.get('fvu', float('nan')):.4f}, L0 {v.get('l0', float('nan')):.1f}"
+            for k, v in results.items()))
         return summary
 
 
@@ -423,6 +425,12 @@ def _trained_on(run: StartedRun, spec: SaeSpec, cfg: SaeTrainConfig, split: Eval
         crosscoder_id=other.dataset_id if other is not None else None, min_position=cfg.min_position,
         # the model whose activations it read: splicing it into another model is refused
         model=data.manifest.model, eval_split=split.to_json())
+
+
+def _hook_module(ds, hook: str | None) -> str | None:
+    """The model module the hook reads, as the dataset's schema records it (cfg.json's SAELens ``hook_name``
+    where the hook has no TransformerLens name); None for a crosscoder's label or a dataset that does not say."""
+    return ds.hook_spec(hook).module if hook in ds.hooks else None
 
 
 def _brief(row: dict) -> str:

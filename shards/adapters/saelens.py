@@ -3,14 +3,17 @@
 What SAELens' ``CacheActivationsRunner`` writes and ``ActivationsStore(cached_activations_path=...)`` reads
 (SAELens 6.x): a Hugging Face ``datasets`` folder (``save_to_disk``: ``data-XXXXX-of-YYYYY.arrow``,
 ``dataset_info.json``, ``state.json``) with one row per context window of ``context_size`` tokens, a column named
-after the hook holding ``Array2D((context_size, d_in), dtype)`` and ``token_ids`` holding
-``Sequence(int32, length=context_size)``. SAELens checks the column's shape against its config's
-``context_size`` and ``d_in`` and trains on every token of every row.
+by SAELens' ``hook_name`` holding ``Array2D((context_size, d_in), dtype)`` and ``token_ids`` holding
+``Sequence(int32, length=context_size)``. SAELens reads the column its config's ``hook_name`` names, checks its
+shape against ``context_size`` and ``d_in`` and trains on every token of every row; ``actlake export`` names it
+as an actlake SAE's cfg.json names the hook (``blocks.3.hook_resid_post`` for ``resid.3``), so the SAE's config
+and the export agree.
 
 Rows are taken in the dataset's row order and cut into windows of ``context_size`` tokens (a packed dataset's
 examples are exactly its windows; otherwise consecutive examples are concatenated, as SAELens packs text); the
 tokens after the last whole window are left out and counted. ``actlake_export.json`` beside the data records
-the source (dataset id, version, hook) and the counts.
+the source (dataset id, version, hook), the column and why it has that name (``column_note``, also the
+``description`` of ``dataset_info.json``) and the counts.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class SaeLensExport:
     out: str
     hook: str
     column: str  #: the column name (SAELens' ``hook_name``)
+    column_note: str  #: why the column has that name (which hook, which naming)
     context_size: int
     d_in: int
     sequences: int
@@ -76,14 +80,17 @@ def _windows(ds, hook: str, context: int, max_tokens: int | None, dtype: str) ->
 
 
 def export_saelens(ds, hook: str, out: str, *, context_size: int | None = None, column: str | None = None,
-                   dtype: str = "float32", max_tokens: int | None = None, shards_count: int | None = None
-                   ) -> SaeLensExport:
-    """Write ``hook`` of ``ds`` (a ``shards.Dataset``) to the local folder ``out`` in SAELens' layout."""
+                   column_note: str = "", dtype: str = "float32", max_tokens: int | None = None,
+                   shards_count: int | None = None) -> SaeLensExport:
+    """Write ``hook`` of ``ds`` (a ``shards.Dataset``) to the local folder ``out`` in SAELens' layout, its
+    activation column named ``column`` (default: the hook's name; ``actlake export`` passes SAELens'
+    ``hook_name``) and ``column_note`` saying why, recorded in the sidecar and ``dataset_info.json``."""
     from pathlib import Path
 
     import datasets
 
     context = int(context_size or default_context_size(ds))
+    column_note = column_note or ("the hook's name" if not column or column == hook else "given by the caller")
     column = column or hook
     d_in = int(np.prod(ds.schema.hooks[hook].shape))
     total = ds.num_rows if not max_tokens else min(max_tokens, ds.num_rows)
@@ -105,15 +112,17 @@ def export_saelens(ds, hook: str, out: str, *, context_size: int | None = None, 
     tmp = tempfile.mkdtemp(prefix="actlake-saelens-")
     try:
         hf = datasets.Dataset.from_generator(rows, features=features, cache_dir=tmp)
+        hf.info.description = (f"actlake export of hook {hook} of {ds.storage.display()} (dataset {ds.dataset_id}, "
+                               f"version {ds.version}); column {column}: {column_note}")
         hf.save_to_disk(str(out_path), num_shards=shards_count or max(1, min(64, sequences // 1024)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = SaeLensExport(
-        out=str(out_path), hook=hook, column=column, context_size=context, d_in=d_in, sequences=sequences,
-        tokens=sequences * context, dropped_tokens=total - sequences * context, dtype=dtype,
+        out=str(out_path), hook=hook, column=column, column_note=column_note, context_size=context, d_in=d_in,
+        sequences=sequences, tokens=sequences * context, dropped_tokens=total - sequences * context, dtype=dtype,
         source={"uri": ds.storage.display(), "dataset_id": ds.dataset_id, "version": ds.version,
                 "model": ds.manifest.provenance.model.name if ds.manifest.provenance.model else ""})
     (out_path / SIDECAR).write_text(json.dumps(summary.to_json(), indent=1))
-    log.info("exported %d windows of %d tokens of %s to %s (%d tokens left out)", sequences, context, hook, out,
-             summary.dropped_tokens)
+    log.info("exported %d windows of %d tokens of %s (column %s) to %s (%d tokens left out)", sequences, context,
+             hook, column, out, summary.dropped_tokens)
     return summary

@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -88,7 +90,8 @@ def bench_cka(n: int, d: int = 384) -> dict:
     from analysis.align.pairs_run import run
 
     rng = np.random.default_rng(2)
-    tmp = tempfile.mkdtemp()
+    tmp = tempfile.mkdtemp(prefix="bench-cka-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # n rows x 2 hooks: gone when the script ends
     spec = {"a": {"shape": [d], "dtype": "float16"}, "b": {"shape": [d], "dtype": "float16"}}
     w_mix = rng.normal(size=(d, d)) / np.sqrt(d)
     with shards.create_dataset(f"{tmp}/ds", spec) as w:

@@ -12,7 +12,9 @@ same padded batches with nothing hooked or stored. Tokens/s counts the real (unp
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -43,6 +45,7 @@ def main() -> None:
     from ingest.prefix import PrefixReuse
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sae-eval-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the SAE and the rows: gone when the script ends
     loaded = load_model(args.model, "float32", "cpu")
     d = loaded.model.config.hidden_size
     sae = create_sae("topk", d_in=d, d_sae=8 * d, k=32, seed=0)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from ingest.config import ExtractConfig
 from ingest.driver import run_extraction
 from shards.storage import StorageOptions
 from tests.integration.actor_kill import kill_an_actor_after
+from tests.ray_tmp import ray_tmpdir_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,11 +87,11 @@ def test_killed_actor_unit_is_retried_elsewhere(ray_local, tmp_path, caplog, whe
     assert_exactly_once(out, 400, cfg.storage)
 
 
-def test_killed_driver_resumes_on_rerun(tmp_path):
+def test_killed_driver_resumes_on_rerun(tmp_path, request):
     out = tmp_path / "acts"
     cmd = [sys.executable, "-m", "cluster.cli", "extract", "--data", "builtin:concepts?n=600", "--out", str(out),
            "--unit-size", "10", "--hooks", "resid.1", "--batch-size", "4", "--workers", "1"]
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    ray_tmp = ray_tmpdir_for(request)  # short (Ray's socket paths), removed after the test, pass or fail
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": ray_tmp}
     log_file = open(tmp_path / "driver.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log_file, stderr=log_file)
@@ -109,7 +108,6 @@ def test_killed_driver_resumes_on_rerun(tmp_path):
     committed_before = len(shards.open_dataset(str(out)).units) if (out / "manifest.json").exists() else 0
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
                            start_new_session=True)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     skipped = int(rerun.stderr.split(" already committed (skipped)")[0].rsplit(": ", 1)[1])
     assert skipped >= max(committed_before, 5)

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from ingest.corpus import builtin_concepts
 from shards.storage import Storage
 from tests.integration.actor_kill import kill_an_actor_after
 from tests.integration.test_extract_ray import assert_exactly_once
+from tests.ray_tmp import ray_tmpdir_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,12 +152,12 @@ def test_sae_eval_refuses_an_sae_of_another_width_before_any_work(trained, tmp_p
     assert not (tmp_path / "e" / "rows" / "manifest.json").exists()
 
 
-def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path):
+def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path, request):
     ref = sae_eval(SaeEvalConfig(sae=str(trained / "sae"), examples=96, out=str(tmp_path / "ref")))
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "cluster.cli", "sae", "eval", "--sae", str(trained / "sae"), "--examples", "96",
            "--out", str(out)]
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    ray_tmp = ray_tmpdir_for(request)  # short (Ray's socket paths), removed after the test, pass or fail
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     log = open(tmp_path / "driver.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
@@ -174,7 +174,6 @@ def test_sae_eval_killed_driver_resumes_with_the_same_numbers(trained, tmp_path)
     assert not (out / "eval.json").exists()
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
                            start_new_session=True)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert int(rerun.stderr.split(" already committed (skipped)")[0].rsplit(": ", 1)[1]) >= 2
     rows = shards.open_dataset(str(out / "rows"))

@@ -7,31 +7,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.ray_tmp import ray_tmpdir
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 #: what actlake itself prints on stderr: its log lines (and a continuation of a multi-line message)
-OURS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING|ERROR) actlake\.")
+OURS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING|ERROR) actlake\.|^actlake [a-z ]+: wrote ")
 
 
 def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "TRANSFORMERS_VERBOSITY",
                                                             "HF_HUB_DISABLE_PROGRESS_BARS", "PYTHONWARNINGS")}
     env["HOME"] = str(tmp / "home")  # no Ray token yet: the first local Ray makes one and announces it
-    # Ray's own folder short (a Unix socket path is at most 107 bytes; pytest's temporary folders are long)
-    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rq-", dir="/tmp")
-    try:
+    # Ray's own folder short (a Unix socket path is at most 107 bytes; pytest's temporary folders are long), removed
+    # once the command's Ray is gone
+    with ray_tmpdir() as ray_tmp:
+        env["RAY_TMPDIR"] = ray_tmp
         return subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=600)
-    finally:
-        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_extract_and_info_print_only_actlakes_lines(tmp_path):
@@ -45,6 +44,9 @@ def test_extract_and_info_print_only_actlakes_lines(tmp_path):
     foreign = [ln for ln in done.stderr.splitlines() if ln.strip() and not OURS.match(ln)]
     assert foreign == [], foreign
     json.loads(done.stdout.strip().splitlines()[-1])  # the result, as JSON
+    # the last line names the output and the next command
+    assert done.stderr.strip().splitlines()[-1] == (f"actlake extract: wrote {out}; next: actlake sae train --data "
+                                                    f"{out} --hook resid.1 --out {out}-sae")
     info = _run(["info", out], tmp_path)
     assert info.returncode == 0 and not [ln for ln in info.stderr.splitlines() if not OURS.match(ln)]
     loud = _run(["-v", "info", out], tmp_path)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ import shards
 from cluster.cli import main
 from cluster.schedules import Schedule, ScheduleStore, run_tick_now
 from tests.integration.actor_kill import kill_an_actor_after
+from tests.ray_tmp import ray_tmpdir_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +92,8 @@ def _t(s: str):
     return parse_time(s)
 
 
-def test_killed_tick_is_finished_by_the_next_and_a_concurrent_tick_stands_aside(ray_local, tmp_path, capsys):
+def test_killed_tick_is_finished_by_the_next_and_a_concurrent_tick_stands_aside(ray_local, tmp_path, capsys,
+                                                                                 request):
     corpus, out, state = tmp_path / "corpus", tmp_path / "acts", str(tmp_path / "state")
     corpus.mkdir()
     for i in (0, 1):
@@ -101,7 +101,7 @@ def test_killed_tick_is_finished_by_the_next_and_a_concurrent_tick_stands_aside(
     job = tmp_path / "job.yaml"
     job.write_text(JOB + f"data: {corpus}/*.jsonl\nout: {out}\nworkers: 1\nunit_size: 4\n")
     assert main(["schedule", "add", "grow", "--config", str(job), "--every", "1h", "--state", state]) == 0
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    ray_tmp = ray_tmpdir_for(request)  # short (Ray's socket paths), removed after the test, pass or fail
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": ray_tmp}
     log = open(tmp_path / "tick.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "schedule", "run", "grow", "--state", state],
@@ -119,7 +119,6 @@ def test_killed_tick_is_finished_by_the_next_and_a_concurrent_tick_stands_aside(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the tick's driver and the local Ray it started
         proc.wait()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     planned = shards.open_dataset(str(out)).manifest.ticks
     assert [(t.tick, t.status) for t in planned] == [("t000001", "planned")]
     _lines(open, str(corpus / "part-2.jsonl"), 2, 8)  # new while the killed tick was unfinished

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from cluster.zoo import load_zoo
 from ingest.config import ExtractConfig
 from shards.errors import ConfigError
 from tests.model_factories import save_tiny_convnext, save_tiny_vit
+from tests.ray_tmp import ray_tmpdir_for
 from tests.shared_data import DATA
 
 pytest.importorskip("efficientnet_lite_pytorch")
@@ -51,13 +50,13 @@ def _zoo_file(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> Path:
+def zoo(tmp_path_factory, request) -> Path:
     """The zoo extracted by a driver killed after its first model, then rerun to the end."""
     tmp = tmp_path_factory.mktemp("zoo")
     out = tmp / "zoo"
     cmd = [sys.executable, "-m", "cluster.cli", "extract", "--zoo", str(_zoo_file(tmp)), "--data", str(STIMULI),
            "--out", str(out), "--dtype", "float32", "--unit-size", "26", "--workers", "1", "--zoo-parallel", "2"]
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    ray_tmp = ray_tmpdir_for(request)  # short (Ray's socket paths), removed after the module, pass or fail
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": ray_tmp}
     with open(tmp / "driver.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
@@ -75,7 +74,6 @@ def zoo(tmp_path_factory) -> Path:
     (tmp / "first.json").write_text(json.dumps({"done": done, "version": first.version, "units": len(first.units)}))
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                            start_new_session=True)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     (tmp / "rerun.json").write_text(rerun.stdout.strip().splitlines()[-1])
     return out

@@ -1,5 +1,5 @@
 """Per-latent statistics over a stream of rows, in one pass and bounded memory: firing counts, activation sums
-and maxima, a log-spaced activation histogram, the top rows, and one row per histogram bin (the quantile
+and maxima, a log-spaced activation histogram, the top rows, and a few rows per histogram bin (the quantile
 samples are drawn from those). Receives encoded batches; does no I/O."""
 
 from __future__ import annotations
@@ -11,6 +11,22 @@ import torch
 
 #: activation histogram: log10 bins from 1e-4 to 1e4 (raw units), one more for anything above
 EDGES = np.logspace(-4, 4, 49)
+#: activation quantile bands a latent page shows, and rows sampled per (latent, bin): as many as bands, so that
+#: bands sharing one bin (a latent whose values span a few bins) each get a row of their own
+BANDS = 5
+
+
+def fitted_hist(hist: np.ndarray) -> tuple[list[int], tuple[str, str]]:
+    """A latent's activation histogram cut to the bins from its lowest to its highest filled one, with those
+    bins' outer edges as labels (raw units): the whole 1e-4..1e4 range left the data a sliver of the axis. Bin i
+    holds (EDGES[i-1], EDGES[i]]; the first starts at 0, the last (anything above 1e4) has no upper edge."""
+    filled = np.flatnonzero(hist)
+    if not len(filled):
+        return [], ("", "")
+    a, b = int(filled[0]), int(filled[-1])
+    lo = "0" if a == 0 else f"{EDGES[a - 1]:.3g}"
+    hi = f">{EDGES[-2]:.3g}" if b == len(EDGES) - 1 else f"{EDGES[b]:.3g}"
+    return [int(c) for c in hist[a:b + 1]], (lo, hi)
 
 
 @dataclass
@@ -23,8 +39,15 @@ class LatentTable:
     hist: np.ndarray  #: (d_sae, bins) counts of active values per log bin
     top_rows: np.ndarray  #: (d_sae, n_top) global row indices, -1 where fewer fired
     top_values: np.ndarray
-    bin_rows: np.ndarray  #: (d_sae, bins) a row drawn uniformly among those whose activation fell in that bin
+    #: (d_sae, bins, BANDS) rows drawn uniformly without replacement among those whose activation fell in that bin
+    #: (-1 past the bin's count)
+    bin_samples: np.ndarray
     rows: int
+
+    @property
+    def bin_rows(self) -> np.ndarray:
+        """(d_sae, bins) one row drawn uniformly per bin (-1 where none fell)."""
+        return self.bin_samples[..., 0]
 
     @property
     def frequency(self) -> np.ndarray:
@@ -50,20 +73,32 @@ class LatentTable:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return cls(**{f: z[f] for f in cls.__dataclass_fields__ if f != "rows"}, rows=int(z["rows"]))
 
-    def quantile_rows(self, latent: int, bands: int = 5) -> list[tuple[str, int]]:
-        """One sample row per activation band (quantiles of the latent's active values, from the histogram)."""
-        h = self.hist[latent]
-        total = h.sum()
-        if total == 0:
+    def quantile_rows(self, latent: int, bands: int = BANDS) -> list[tuple[str, int]]:
+        """A sample row per activation band, every band listed: band b holds the latent's active values of ranks
+        [ceil(b n / bands), ceil((b + 1) n / bands)) (n values in all); its row is drawn from the bin holding the
+        band's middle rank (the histogram is the resolution kept), -1 for a band holding no value (n < bands).
+        Bands sharing a bin get distinct rows of it, in no order of activation (``bands`` <= ``BANDS``)."""
+        h = self.hist[latent].astype(np.int64)
+        n = int(h.sum())
+        if n == 0:
             return []
-        cum = np.cumsum(h) / total
+        upto = np.cumsum(h)  # ranks [upto[i] - h[i], upto[i]) fell in bin i
+        taken = dict.fromkeys(range(len(h)), 0)  #: samples of each bin used by lower bands
         out = []
         for b in range(bands):
-            lo, hi = b / bands, (b + 1) / bands
-            bins = [i for i in range(len(h)) if h[i] and cum[i] > lo and (cum[i - 1] if i else 0.0) < hi]
-            row = next((int(self.bin_rows[latent, i]) for i in reversed(bins) if self.bin_rows[latent, i] >= 0), -1)
-            if row >= 0 and all(row != r for _, r in out):  # two bands within one bin: show the row once
-                out.append((f"{int(lo * 100)}-{int(hi * 100)} %", row))
+            first, stop = -(-b * n // bands), -(-(b + 1) * n // bands)
+            label, row = f"{100 * b // bands}-{100 * (b + 1) // bands} %", -1
+            if first < stop:
+                mid = int(np.searchsorted(upto, (first + stop - 1) // 2, side="right"))
+                # the middle rank's bin first, then the band's other bins (nearest first) should it run out
+                near = sorted((i for i in range(len(h)) if h[i] and upto[i] - h[i] < stop and upto[i] > first),
+                              key=lambda i: abs(i - mid))
+                for i in near:
+                    pick = self.bin_samples[latent, i, taken[i]] if taken[i] < self.bin_samples.shape[2] else -1
+                    if pick >= 0:
+                        row, taken[i] = int(pick), taken[i] + 1
+                        break
+            out.append((label, row))
         return out
 
 
@@ -77,7 +112,8 @@ class LatentCollector:
         self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
         self.max_act = torch.zeros(d_sae)
         self.hist = torch.zeros(d_sae, len(EDGES), dtype=torch.long)
-        self.bin_rows = torch.full((d_sae, len(EDGES)), -1, dtype=torch.long)
+        self.bin_samples = torch.full((d_sae, len(EDGES), BANDS), -1, dtype=torch.long)
+        self.bin_keys = torch.full((d_sae, len(EDGES), BANDS), torch.inf)  #: the samples' random keys
         self.top_values = torch.full((d_sae, n_top), -torch.inf)
         self.top_rows = torch.full((d_sae, n_top), -1, dtype=torch.long)
         self.edges = torch.as_tensor(EDGES, dtype=torch.float32)
@@ -105,24 +141,32 @@ class LatentCollector:
         self.rows += len(z) if keep is None else int(keep.sum())
 
     def _sample_bins(self, lat: torch.Tensor, bins: torch.Tensor, rows: torch.Tensor) -> None:
-        """Count the active values per (latent, bin) and keep one row per bin drawn uniformly from all rows seen
-        so far (reservoir sampling of size one: this batch's n rows of a bin replace the kept one with
-        probability n / total), so quantile samples spread over the dataset, not its last batch."""
+        """Count the active values per (latent, bin) and keep ``BANDS`` rows per bin drawn uniformly without
+        replacement from all rows seen so far (each value gets a random key; a bin keeps its lowest keys), so
+        quantile samples spread over the dataset, not its last batch, and slot 0 alone is a uniform draw."""
+        k = BANDS
         pair = lat * len(EDGES) + bins
-        uniq, inverse, n_new = torch.unique(pair, return_inverse=True, return_counts=True)
-        order = torch.randperm(len(pair), generator=self.gen)  # a random row of each pair in this batch
-        pick = torch.full((len(uniq),), len(pair), dtype=torch.long).scatter_reduce(0, inverse[order], order, "amin")
-        flat_hist = self.hist.view(-1)
-        flat_hist.index_add_(0, uniq, n_new)
-        replace = torch.rand(len(uniq), generator=self.gen) < n_new / flat_hist[uniq]
-        self.bin_rows.view(-1)[uniq[replace]] = rows[pick[replace]]
+        uniq, n_new = torch.unique(pair, return_counts=True)
+        self.hist.view(-1).index_add_(0, uniq, n_new)
+        keys, samples = self.bin_keys.view(-1, k), self.bin_samples.view(-1, k)
+        cand_pair = torch.cat([pair, uniq.repeat_interleave(k)])
+        cand_key = torch.cat([torch.rand(len(pair), generator=self.gen), keys[uniq].flatten()])
+        cand_row = torch.cat([rows, samples[uniq].flatten()])
+        order = torch.argsort(cand_key, stable=True)
+        order = order[torch.argsort(cand_pair[order], stable=True)]  # by pair, then key
+        sp = cand_pair[order]
+        rank = torch.arange(len(sp)) - torch.searchsorted(sp, sp)  # place within its pair
+        keep = rank < k  # every pair has at least k candidates (its k slots): each slot is written
+        slot = sp[keep] * k + rank[keep]
+        keys.view(-1)[slot] = cand_key[order][keep]
+        samples.view(-1)[slot] = cand_row[order][keep]
 
     def table(self) -> LatentTable:
         keep = torch.isfinite(self.top_values) & (self.top_values > 0)
         return LatentTable(fires=self.fires.numpy(), sum_act=self.sum_act.numpy(), max_act=self.max_act.numpy(),
                            hist=self.hist.numpy(), top_rows=torch.where(keep, self.top_rows, -1).numpy(),
                            top_values=torch.where(keep, self.top_values, 0.0).numpy(),
-                           bin_rows=self.bin_rows.numpy(), rows=self.rows)
+                           bin_samples=self.bin_samples.numpy(), rows=self.rows)
 
 
 def sae_digest(sae) -> str:

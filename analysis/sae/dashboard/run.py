@@ -3,6 +3,7 @@ activations of each example's context tokens, then the static site is written (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,11 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from analysis.common.cost import CostEstimate, scaled
 from analysis.common.inputs import DatasetInput, RunSummary, take_inputs
 from analysis.common.rundir import refuse_dataset_place
 from analysis.common.runstart import RunKind, run_start
 from analysis.common.stream import stream_rows
-from analysis.sae.dashboard.collect import EDGES, LatentCollector, LatentTable, logit_effects, nearest_latents
+from analysis.sae.dashboard.collect import (
+    LatentCollector,
+    LatentTable,
+    fitted_hist,
+    logit_effects,
+    nearest_latents,
+)
 from analysis.sae.dashboard.site import (
     LATENT_HTML,
     PART,
@@ -28,7 +36,7 @@ from analysis.sae.dashboard.site import (
     index_part,
     latent_data,
 )
-from analysis.sae.dashboard.views import ImageLookup, ImageView, TextView, pair_rows, picks_for
+from analysis.sae.dashboard.views import ImageLookup, ImageView, TextView, pair_rows, picks_for, with_packing
 from analysis.sae.io import kept_rows, rows_min_position
 from shards.columns import EXAMPLE_ID, PATCH_COL, PATCH_ROW, POSITION, STIMULUS_ID, TOKEN_ID
 from shards.config import check_positive, nested, take_credentials
@@ -121,11 +129,13 @@ def _kept_batches(ds, hook: str, batch_size: int, min_position: int):
 
 
 def _pair_values(sae, ds, hook: str, rows: np.ndarray, lats: np.ndarray, batch_size: int,
-                 min_position: int = 0) -> dict:
+                 min_position: int = 0, timed: Callable | None = None) -> dict:
     """{(row, latent): activation} for the pairs, from a second pass over the rows in order (0 at rows below
-    ``min_position``, which the SAE does not read: an attention sink shown in a context stays unlit)."""
+    ``min_position``, which the SAE does not read: an attention sink shown in a context stays unlit); ``timed``
+    wraps the batches where this pass is the one timed."""
     out, start, j = {}, 0, 0
-    for batch, keep in _kept_batches(ds, hook, batch_size, min_position):
+    batches = _kept_batches(ds, hook, batch_size, min_position)
+    for batch, keep in timed(batches) if timed is not None else batches:
         stop = start + len(batch["x"])
         k = np.searchsorted(rows, stop, side="left")
         if k > j:
@@ -274,8 +284,8 @@ def _text_view(cfg: SaeDashboardConfig, ds, open_images) -> TextView:
         raise DashboardError(f"{ds.storage.display()} holds no token rows (token_id is null: rows pooled per "
                              "example, or imported features); a dashboard of text shows tokens in context: extract "
                              "with --pool none")
-    return TextView(meta.column(EXAMPLE_ID).to_numpy(), meta.column(TOKEN_ID).to_numpy(),
-                    _Tokens(ds, cfg.tokenizer), cfg.context)
+    return with_packing(TextView(meta.column(EXAMPLE_ID).to_numpy(), meta.column(TOKEN_ID).to_numpy(),
+                                 _Tokens(ds, cfg.tokenizer), cfg.context), ds)
 
 
 def _image_view(cfg: SaeDashboardConfig, ds, open_images) -> ImageView:
@@ -341,17 +351,81 @@ def _build(cfg: SaeDashboardConfig, sae, hook: str, run, view, expl: Explained) 
     ds, out = run.ds, Storage(cfg.out, cfg.storage)
     min_position = rows_min_position(sae, cfg.min_position)  # the rows the SAE was trained on, unless overridden
     table = _kept_table(expl, sae, ds, hook, min_position, cfg.top * view.collect_factor)
+    clock = _PassClock(ds.num_rows, sae, reused=expl.folder.display() if table is not None else "")
     if table is None:
         collector = LatentCollector(sae.d_sae, cfg.top * view.collect_factor)
-        for batch, keep in _kept_batches(ds, hook, cfg.batch_size, min_position):
-            collector.add(_encode(sae, batch["x"]), keep)
+        for batch, keep in clock.timed(_kept_batches(ds, hook, cfg.batch_size, min_position)):
+            z = _encode(sae, batch["x"])
+            with clock.collecting():
+                collector.add(z, keep)
         table = collector.table()
     picks = {lat: picks_for(view, table, lat, cfg.top) for lat in range(sae.d_sae)}
-    values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size, min_position)
+    values = _pair_values(sae, ds, hook, *pair_rows(view, picks), cfg.batch_size, min_position,
+                          timed=clock.timed if clock.passes == 1 else None)
+    cost = clock.record()
     pages = _pages(cfg, sae, ds, table, picks, values, view, expl)
     size = _write(out, cfg, hook, ds, table, pages, view, min_position, expl.scorers)
     return DashboardSummary(**run.recorded(), out=out.display(), latents=sae.d_sae, rows=table.rows,
-                            dead=int((table.fires == 0).sum()), seconds=0.0, bytes=size)
+                            dead=int((table.fires == 0).sum()), seconds=0.0, bytes=size, cost=cost)
+
+
+class _PassClock:
+    """The passes' cost, from their own first rows as they stream (no separate sample: the rows timed are rows
+    the pass needs anyway): after one untimed warm-up batch (opening files, first calls), 1/20 of the rows (at
+    least 4,000, at most 50,000) are timed, the estimate scaled to every row and logged, and once the passes are
+    done ``record`` puts it beside their measured time. The second pass reads and encodes like the first but
+    collects nothing, so the time spent collecting is timed apart and left out of its share."""
+
+    def __init__(self, rows: int, sae, reused: str = "") -> None:
+        self.rows, self.passes = rows, 1 if reused else 2
+        self.want = min(rows, max(4000, min(50_000, rows // 20)))
+        self.work = (f"{rows:,} rows × {sae.d_in} → {sae.d_sae:,} latents, {self.passes} pass"
+                     + ("es" if self.passes == 2 else f" (the collection pass of {reused} reused)"))
+        self.spent_collecting, self.estimate, self.t0 = 0.0, None, time.perf_counter()
+
+    @contextlib.contextmanager
+    def collecting(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent_collecting += time.perf_counter() - t
+
+    def timed(self, batches):
+        """``batches`` (``(batch, keep)``) passed through, the first rows timed; the estimate is logged as soon as
+        the sample is done (at the end, for a dataset smaller than a sample)."""
+        n, t_start, c_start, warm = 0, time.perf_counter(), self.spent_collecting, None
+        for item in batches:
+            yield item
+            n += len(item[0]["x"])
+            if warm is None:  # the warm-up batch is done: the sample starts with the next read
+                warm = (n, time.perf_counter() - t_start, self.spent_collecting - c_start)
+                n, t_start, c_start = 0, time.perf_counter(), self.spent_collecting
+            elif self.estimate is None and n >= self.want:
+                self._estimate(n, time.perf_counter() - t_start, self.spent_collecting - c_start)
+        if self.estimate is None:  # fewer rows than a sample: what was read is the sample (one batch: untimed)
+            late = (n, time.perf_counter() - t_start, self.spent_collecting - c_start)
+            self._estimate(*(late if n or warm is None else warm))
+
+    def _estimate(self, n: int, seconds: float, collecting: float) -> None:
+        per_pass, basis = scaled(seconds, n, self.rows)
+        if self.passes == 2:
+            # the second pass reads and encodes as the first does, without collecting
+            parts = {"collect": per_pass, "contexts": max(seconds - collecting, 0.0) * self.rows / max(n, 1)}
+            basis += f"; {collecting:.1f} s of it collecting, which the second pass does not do"
+        else:
+            parts = {"contexts": per_pass}
+            basis = basis.replace("timed sample", "timed sample of that pass", 1)
+        self.estimate = CostEstimate(self.work, sum(parts.values()), basis, parts)
+        log.info("%s", self.estimate.line())
+
+    def record(self) -> dict:
+        """The estimate beside the passes' measured time (``summary.json``'s ``cost``)."""
+        seconds = time.perf_counter() - self.t0
+        if self.estimate is None:
+            return {}
+        log.info("the passes took %.0f s (estimated %.0f s)", seconds, self.estimate.seconds)
+        return self.estimate.record(seconds)
 
 
 def _kept_table(expl: Explained, sae, ds, hook: str, min_position: int, n_top: int) -> LatentTable | None:
@@ -378,8 +452,9 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: Explaine
     pages = []
     for lat in range(sae.d_sae):
         n_top = sum(1 for label, _ in picks[lat] if label.startswith("#"))
+        hist, edges = fitted_hist(table.hist[lat])
         page = LatentPage(latent=lat, frequency=float(table.frequency[lat]), max_act=float(table.max_act[lat]),
-                          mean_act=float(table.mean_act[lat]), hist=table.hist[lat].tolist(),
+                          mean_act=float(table.mean_act[lat]), hist=hist, edges=edges,
                           nearest=list(zip(near_ids[lat].tolist(), near_cos[lat].tolist(), strict=True)),
                           explanation=expl.get(lat, ""), scores=expl.scores.get(lat, {}))
         view.fill(page, picks[lat], values, n_top)
@@ -394,11 +469,10 @@ def _pages(cfg, sae, ds, table: LatentTable, picks, values, view, expl: Explaine
 def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[LatentPage], view,
            min_position: int = 0, scorers: list[str] | None = None) -> int:
     """Thumbnails, one data file per latent, the index in parts, the shared pages and assets; returns bytes."""
-    edges = (f"{EDGES[0]:.0e}", f"{EDGES[-1]:.0e}")
     files: dict[str, bytes] = {}
     size = view.write(out.put_bytes)
     for p in pages:
-        data = latent_data(p, edges).encode()
+        data = latent_data(p).encode()
         out.put_bytes(f"latents/{p.latent}.js", data)
         size += len(data)
     scorers = scorers or []
@@ -415,7 +489,8 @@ def _write(out: Storage, cfg, hook: str, ds, table: LatentTable, pages: list[Lat
     freq = table.frequency
     alive = np.log10(freq[freq > 0]) if (freq > 0).any() else np.zeros(0)
     counts, bins = np.histogram(alive, bins=40) if len(alive) else (np.zeros(1), np.array([0.0, 1.0]))
-    density = bars_svg(counts, (f"10^{bins[0]:.1f}", f"10^{bins[-1]:.1f}"))
+    density = bars_svg(counts, (f"{10 ** bins[0]:.2g}", f"{10 ** bins[-1]:.2g}"),
+                       ("firing frequency (fraction of rows, log scale)", "latents"))
     kept = f" at positions >= {min_position} (the rows the SAE reads)" if min_position else ""
     explained = sum(1 for p in pages if p.explanation)
     notes = (f"SAE {cfg.sae} on hook {hook} of {ds.storage.display()} (dataset {ds.dataset_id}, version "

@@ -59,7 +59,8 @@ class LatentPage:
     frequency: float
     max_act: float
     mean_act: float
-    hist: list[int]
+    hist: list[int]  #: active rows per activation bin, from the lowest filled bin to the highest
+    edges: tuple[str, str] = ("", "")  #: those bins' outer edges (raw units)
     top: list[Context] = field(default_factory=list)
     quantiles: list[Context] = field(default_factory=list)
     nearest: list[tuple[int, float]] = field(default_factory=list)
@@ -75,17 +76,24 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def bars_svg(values, labels: tuple[str, str], width: int = 420, height: int = 90) -> str:
-    """A bar chart as inline SVG (no library, no request)."""
+def bars_svg(values, labels: tuple[str, str], axes: tuple[str, str] = ("", ""), width: int = 420,
+             height: int = 90) -> str:
+    """A bar chart as inline SVG (no library, no request): ``labels`` at the x axis' ends, ``axes`` the names of
+    the x and y axes (with units)."""
     v = np.asarray(values, dtype=float)
     top = float(v.max()) if len(v) and v.max() > 0 else 1.0
     w = width / max(len(v), 1)
-    bars = "".join(f'<rect x="{i * w:.1f}" y="{height - h:.1f}" width="{max(w - 1, 1):.1f}" height="{h:.1f}" '
-                   f'fill="#4a7bd0"><title>{int(c)}</title></rect>'
+    left = 16  # room for the y axis' name, written upwards
+    bars = "".join(f'<rect x="{left + i * w:.1f}" y="{height - h:.1f}" width="{max(w - 1, 1):.1f}" '
+                   f'height="{h:.1f}" fill="#4a7bd0"><title>{int(c)}</title></rect>'
                    for i, c in enumerate(v) for h in [height * c / top])
-    return (f'<svg class="hist" width="{width}" height="{height + 16}" role="img">{bars}<text x="0" '
-            f'y="{height + 13}" font-size="11">{_e(labels[0])}</text><text x="{width}" y="{height + 13}" '
-            f'font-size="11" text-anchor="end">{_e(labels[1])}</text></svg>')
+    return (f'<svg class="hist" width="{width + left}" height="{height + 30}" role="img">{bars}'
+            f'<text x="12" y="{height / 2:.0f}" font-size="11" text-anchor="middle" '
+            f'transform="rotate(-90 12 {height / 2:.0f})">{_e(axes[1])}</text>'
+            f'<text x="{left}" y="{height + 13}" font-size="11">{_e(labels[0])}</text><text x="{left + width}" '
+            f'y="{height + 13}" font-size="11" text-anchor="end">{_e(labels[1])}</text>'
+            f'<text x="{left + width / 2:.0f}" y="{height + 27}" font-size="11" text-anchor="middle">'
+            f'{_e(axes[0])}</text></svg>')
 
 
 def _r(v: float) -> float:
@@ -93,11 +101,11 @@ def _r(v: float) -> float:
     return float(f"{v:.5g}")
 
 
-def latent_data(p: LatentPage, edges: tuple[str, str]) -> str:
+def latent_data(p: LatentPage) -> str:
     """``latents/N.js``: the latent's data as one call ``L({...})`` (JSON is valid JS; ASCII-only, so no line
     separator can end the statement)."""
     d = {"latent": p.latent, "frequency": _r(p.frequency), "max": _r(p.max_act), "mean": _r(p.mean_act),
-         "hist": p.hist, "edges": list(edges), "explanation": p.explanation,
+         "hist": p.hist, "edges": list(p.edges), "explanation": p.explanation,
          "scores": {k: round(v, 4) for k, v in p.scores.items()},
          "nearest": [[n, round(c, 4)] for n, c in p.nearest],
          "promoted": [[t, round(v, 4)] for t, v in p.promoted],

@@ -13,10 +13,13 @@ import numpy as np
 
 from analysis.sae.dashboard.collect import LatentTable
 from analysis.sae.dashboard.site import Context, LatentPage, Stimulus
+from shards.columns import CONTEXT_ID
 
 #: a stimulus id -> its image (PIL, RGB), from the image source the dataset was extracted from
 ImageLookup = Callable[[str], object]
 THUMB = 128  #: thumbnail side in pixels
+EMPTY = "(empty)"  #: what a quantile band holding no active value is labelled with
+NONE = "—"  #: the index' promoted tokens where the dataset stores no unembedding
 
 
 def thumbnail_jpeg(img, side: int = THUMB) -> bytes:
@@ -32,39 +35,67 @@ def thumbnail_jpeg(img, side: int = THUMB) -> bytes:
 
 @dataclass
 class TextView:
-    """A token row shown with ``context`` tokens on each side within its example."""
+    """A token row shown with up to ``context`` tokens on each side: the window stops where its example ends, and
+    for a packed dataset (``extract --pack``: ``context_id`` per row) where its packed context ends, so that it
+    shows only tokens of the row's own example that the model ran with it."""
 
     example_id: np.ndarray
     token_id: np.ndarray
     tokens: Callable[[int], str]
     context: int
+    context_id: np.ndarray | None = None  #: the packed context of each row (None: not packed)
 
     collect_factor = 1  #: top rows kept per latent, per example shown
     terms_label = "tokens (promoted | top)"
 
+    def _together(self, q: int, r: int) -> bool:
+        return bool(self.example_id[q] == self.example_id[r]
+                    and (self.context_id is None or self.context_id[q] == self.context_id[r]))
+
     def span(self, r: int) -> list[int]:
-        n = len(self.example_id)
-        return [q for q in range(max(r - self.context, 0), min(r + self.context, n - 1) + 1)
-                if self.example_id[q] == self.example_id[r]]
+        """The rows shown around row ``r``: a contiguous run (an example's rows elsewhere are never joined)."""
+        lo, hi = r, r
+        while lo > max(r - self.context, 0) and self._together(lo - 1, r):
+            lo -= 1
+        while hi < min(r + self.context, len(self.example_id) - 1) and self._together(hi + 1, r):
+            hi += 1
+        return list(range(lo, hi + 1))
 
     def pick_top(self, rows: np.ndarray, top: int) -> list[int]:
         return [int(r) for r in rows if r >= 0][:top]
 
     def fill(self, page: LatentPage, picks: list[tuple[str, int]], values: dict, n_top: int) -> None:
         ctxs = []
-        for label, r in picks:
+        for label, r in ordered_bands(picks, n_top, values, page.latent):
+            if r < 0:
+                ctxs.append(Context(f"{label} {EMPTY}", 0.0, [], [], -1))
+                continue
             span = self.span(r)
             ctxs.append(Context(label, values[(r, page.latent)], [self.tokens(int(self.token_id[q])) for q in span],
                                 [values[(q, page.latent)] for q in span], span.index(r)))
         page.top, page.quantiles = ctxs[:n_top], ctxs[n_top:]
 
     def terms(self, page: LatentPage) -> str:
-        """What the index's search matches besides the id: promoted tokens | top tokens."""
-        return " ".join(t for t, _ in page.promoted[:5]) + " | " + " ".join(
-            sorted({c.tokens[c.own] for c in page.top})[:8])
+        """What the index's search matches besides the id: promoted tokens | top tokens (a dash where the dataset
+        stores no unembedding to promote any)."""
+        promoted = " ".join(t for t, _ in page.promoted[:5]) or NONE
+        return promoted + " | " + " ".join(sorted({c.tokens[c.own] for c in page.top if c.tokens})[:8])
 
     def write(self, put: Callable[[str, bytes], None]) -> int:
         return 0
+
+
+def with_packing(view: TextView, ds) -> TextView:
+    """``view`` with the packed contexts of ``ds`` (rows of ``extract --pack`` carry ``context_id``), so that its
+    windows stop at their boundaries too; ``view`` itself when it has them or ``ds`` is not packed."""
+    import dataclasses
+
+    import pyarrow.compute as pc
+
+    if view.context_id is not None or CONTEXT_ID not in ds.columns:
+        return view
+    ctx = pc.fill_null(ds.metadata_table([CONTEXT_ID]).column(CONTEXT_ID), -1).to_numpy()
+    return dataclasses.replace(view, context_id=ctx)
 
 
 @dataclass
@@ -115,7 +146,10 @@ class ImageView:
 
     def fill(self, page: LatentPage, picks: list[tuple[str, int]], values: dict, n_top: int) -> None:
         out = []
-        for label, r in picks:
+        for label, r in ordered_bands(picks, n_top, values, page.latent):
+            if r < 0:
+                out.append(Stimulus(f"{label} {EMPTY}", 0.0, "", -1))
+                continue
             e = int(self.example_id[r])
             self.shown.add(e)
             out.append(Stimulus(label, values[(r, page.latent)], str(self.stimulus_id[r]), e,
@@ -136,9 +170,18 @@ class ImageView:
 
 
 def picks_for(view, table: LatentTable, latent: int, top: int) -> list[tuple[str, int]]:
-    """The rows a latent's page shows: its top rows ("#1"...), then one row per activation quantile band."""
+    """The rows a latent's page shows: its top rows ("#1"...), then one row per activation quantile band (-1 for
+    a band holding no value)."""
     return ([(f"#{i + 1}", r) for i, r in enumerate(view.pick_top(table.top_rows[latent], top))]
             + list(table.quantile_rows(latent)))
+
+
+def ordered_bands(picks: list[tuple[str, int]], n_top: int, values: dict, latent: int) -> list[tuple[str, int]]:
+    """``picks`` with the quantile bands' rows in rising activation: bands whose rows came from one histogram bin
+    (``LatentTable.quantile_rows``) got them in no order; rows of different bins are in order already."""
+    bands = picks[n_top:]
+    rows = iter(sorted((r for _, r in bands if r >= 0), key=lambda r: values[(r, latent)]))
+    return picks[:n_top] + [(label, r if r < 0 else next(rows)) for label, r in bands]
 
 
 def pair_rows(view, picks: dict[int, list[tuple[str, int]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +189,8 @@ def pair_rows(view, picks: dict[int, list[tuple[str, int]]]) -> tuple[np.ndarray
     rows, lats = [], []
     for lat, chosen in picks.items():
         for _label, r in chosen:
+            if r < 0:  # an empty band: nothing to read
+                continue
             span = [r, *view.span(r)]  # the row itself too: a CLS row is not in its image's patch grid
             rows += span
             lats += [lat] * len(span)

@@ -164,6 +164,13 @@ def _missing(inputs: EvalInputs) -> str | None:
     return None if has_tokens and inputs.token_text is not None else "no token ids with a tokenizer"
 
 
+def _size(inputs: EvalInputs) -> int:
+    """Its work: the word-token rows it reads (at most ``MAX_ROWS``) times the letters among them (a probe and a
+    search for main latents per letter: a small sample has fewer letters, not only fewer rows)."""
+    rows, _toks, letters = word_tokens(inputs.meta, inputs.token_text, inputs.seed, inputs.min_position)
+    return len(rows) * len(np.unique(letters))
+
+
 register(EvalMetric("absorption", run, "first-letter feature absorption (SAEBench): absorption fraction and full "
                                        "absorption per letter, main latents by feature splitting",
-                    order=30, missing=_missing))
+                    order=30, missing=_missing, size=_size))

@@ -57,6 +57,13 @@ class EvalMetric:
     help: str
     order: int = 100
     missing: Callable[[EvalInputs], str | None] | None = None
+    #: what its cost grows with, counted on these inputs (rows it reads; default: ``len(inputs.rows)``): the
+    #: estimate before a run times the metric on two small samples and fits a + b·size (``estimate.py``)
+    size: Callable[[EvalInputs], int] | None = None
+
+    def size_of(self, inputs: EvalInputs) -> int:
+        """How much work this metric has on ``inputs`` (``size``)."""
+        return self.size(inputs) if self.size is not None else len(inputs.rows)
 
 
 METRICS: Registry[EvalMetric] = Registry("evaluation", EvalInputError)

@@ -178,6 +178,12 @@ def _missing(inputs: EvalInputs) -> str | None:
     return None if inputs.labels or label_columns(inputs.meta, []) else "no label column"
 
 
+def _size(inputs: EvalInputs) -> int:
+    """The rows it pools: every row of at most ``MAX_EXAMPLES`` examples (their share of the rows)."""
+    n = len(np.unique(inputs.meta.column(EXAMPLE_ID).to_numpy()))
+    return int(len(inputs.meta) * min(1.0, MAX_EXAMPLES / max(n, 1)))
+
+
 register(EvalMetric("sparse_probing", run, "top-k latents (by mean difference) in a logistic probe per label class, "
                                            "k = 1..20, vs. the same probe on the raw activations",
-                    order=20, missing=_missing))
+                    order=20, missing=_missing, size=_size))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.sae.dashboard.collect import EDGES, LatentCollector, logit_effects, nearest_latents
+from analysis.sae.dashboard.collect import EDGES, LatentCollector, LatentTable, logit_effects, nearest_latents
 from shards.unembed import Unembed
 
 
@@ -23,10 +23,48 @@ def test_streamed_statistics_equal_the_whole_matrix():
     want = np.stack([np.histogram(z[:, j][z[:, j] > 0].numpy(), bins=np.r_[EDGES, np.inf])[0] for j in range(12)])
     np.testing.assert_array_equal(t.hist[:, 1:].sum(1), want.sum(1))  # every active value in one bin
     for lat in range(12):
-        picks = t.quantile_rows(lat)
-        assert len(picks) >= 3 and all(z[r, lat] > 0 for _, r in picks)
-        vals = [float(z[r, lat]) for _, r in picks]
-        assert vals == sorted(vals)  # higher bands, higher activations
+        _check_bands(t, z[:, lat].numpy(), lat)
+
+
+def _check_bands(t, values: np.ndarray, lat: int, bands: int = 5) -> None:
+    """Every band shown, against the latent's own active values sorted: band b holds the ranks
+    [ceil(b n / bands), ceil((b + 1) n / bands)); its row's value falls in a histogram bin holding some of those
+    ranks (one active value per row: the bins are the resolution the pass keeps), and rows are distinct."""
+    active = np.sort(values[values > 0])
+    n = len(active)
+    picks = t.quantile_rows(lat, bands)
+    assert [label for label, _ in picks] == [f"{100 * b // bands}-{100 * (b + 1) // bands} %" for b in range(bands)]
+    bins = np.clip(np.searchsorted(EDGES, active, side="left"), 0, len(EDGES) - 1)  # torch.bucketize's bins
+    rows = [r for _, r in picks if r >= 0]
+    assert len(set(rows)) == len(rows)
+    for b, (_, r) in enumerate(picks):
+        lo, hi = -(-b * n // bands), -(-(b + 1) * n // bands)
+        if lo == hi:
+            assert r == -1, (lat, b)  # an empty band says so
+            continue
+        assert r >= 0 and values[r] > 0, (lat, b)
+        own = min(int(np.searchsorted(EDGES, values[r], side="left")), len(EDGES) - 1)
+        assert own in set(bins[lo:hi].tolist()), (lat, b)
+
+
+def test_every_quantile_band_gets_a_row():
+    """Five bands of a latent whose values share one or two histogram bins: five distinct rows (before: one per
+    bin, the other bands' rows dropped as repeats); a latent active on 3 rows: bands 40-60 % and 80-100 % hold no
+    value and say so."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.zeros(3000, 3)
+    z[:, 0] = 1.0 + 0.2 * torch.rand(3000, generator=gen)  # every value in (1, 1.468]: one bin
+    z[::2, 1] = torch.rand(1500, generator=gen) * 1.5 + 0.5  # a few bins
+    z[[10, 500, 2900], 2] = torch.tensor([0.3, 2.0, 7.0])
+    c = LatentCollector(3, 2, seed=1)
+    for a in range(0, 3000, 700):
+        c.add(z[a:a + 700])
+    t = c.table()
+    for lat in range(3):
+        _check_bands(t, z[:, lat].numpy(), lat)
+    assert len({r for _, r in t.quantile_rows(0)}) == 5
+    assert [r for _, r in t.quantile_rows(2)] == [10, 500, -1, 2900, -1]
+    assert LatentTable.from_npz(t.to_npz()).quantile_rows(1) == t.quantile_rows(1)
 
 
 def test_nearest_latents_and_logit_effects():

@@ -15,23 +15,28 @@ function el(tag, attrs, ...kids) {
 
 function fmt(v) { return Number(v).toPrecision(4).replace(/\.?0+(e|$)/, "$1"); }
 
-function bars(values, labels) {
-  const w = 420, h = 90, top = Math.max(...values, 0) || 1, bw = w / Math.max(values.length, 1);
-  const svg = el("svg:svg", {class: "hist", width: w, height: h + 16, role: "img"});
+// A bar chart with its x axis' end labels and both axes named (units included), as site.py's bars_svg draws it.
+function bars(values, labels, axes) {
+  const w = 420, h = 90, left = 16, top = Math.max(...values, 0) || 1, bw = w / Math.max(values.length, 1);
+  const svg = el("svg:svg", {class: "hist", width: w + left, height: h + 30, role: "img"});
   values.forEach((c, i) => {
     const bh = h * c / top;
-    const r = el("svg:rect", {x: (i * bw).toFixed(1), y: (h - bh).toFixed(1), width: Math.max(bw - 1, 1).toFixed(1),
-                              height: bh.toFixed(1), fill: "#4a7bd0"});
+    const r = el("svg:rect", {x: (left + i * bw).toFixed(1), y: (h - bh).toFixed(1),
+                              width: Math.max(bw - 1, 1).toFixed(1), height: bh.toFixed(1), fill: "#4a7bd0"});
     r.append(el("svg:title", {}, String(c)));
     svg.append(r);
   });
-  svg.append(el("svg:text", {x: 0, y: h + 13, "font-size": 11}, labels[0]),
-             el("svg:text", {x: w, y: h + 13, "font-size": 11, "text-anchor": "end"}, labels[1]));
+  svg.append(el("svg:text", {x: 12, y: h / 2, "font-size": 11, "text-anchor": "middle",
+                             transform: `rotate(-90 12 ${h / 2})`}, axes[1]),
+             el("svg:text", {x: left, y: h + 13, "font-size": 11}, labels[0]),
+             el("svg:text", {x: left + w, y: h + 13, "font-size": 11, "text-anchor": "end"}, labels[1]),
+             el("svg:text", {x: left + w / 2, y: h + 27, "font-size": 11, "text-anchor": "middle"}, axes[0]));
   return svg;
 }
 
 function context([label, act, own, tokens, values], max) {
   const cell = el("td", {class: "l ctx"});
+  if (!tokens.length) cell.append(el("span", {class: "v"}, "no active value in this band"));
   tokens.forEach((t, i) => {
     const a = max > 0 ? Math.min(Math.max(values[i] / max, 0), 1) : 0;
     cell.append(el("span", {class: i === own ? "t own" : "t", style: `background:rgba(255,110,0,${a.toFixed(3)})`,
@@ -53,6 +58,8 @@ function heat(grid, max) {
 }
 
 function stimulus([label, act, sid, example, grid], max) {
+  if (example < 0) return el("figure", {class: "stim"}, el("figcaption", {}, el("span", {class: "v"},
+                                                                             `${label}: no active value in this band`)));
   const thumb = el("div", {class: "thumb"}, el("img", {src: `thumbs/${example}.jpg`, alt: sid, width: 128, height: 128}));
   if (grid) thumb.append(heat(grid, max));
   return el("figure", {class: "stim", "data-stimulus": sid, "data-act": String(act)}, thumb,
@@ -70,7 +77,7 @@ window.L = function (d) {
                                 sc.map(([k, v]) => `${k} ${fmt(v)}`).join(" · ")));
   main.append(el("p", {}, "firing frequency ", el("b", {}, fmt(d.frequency)), " · max activation ",
                  el("b", {}, fmt(d.max)), " · mean when active ", el("b", {}, fmt(d.mean))));
-  section("Activation histogram", bars(d.hist, d.edges));
+  section("Activation histogram", bars(d.hist, d.edges, ["activation (raw units, log scale)", "active rows"]));
   if (d.stimuli) {
     section("Top stimuli", el("div", {id: "top", class: "stims"}, ...d.stimuli.map(s => stimulus(s, d.max))));
     section("Samples by activation quantile",
