@@ -287,7 +287,9 @@ def _last_line(name: str, cfg, argv: list[str]) -> None:
     line = final_line(name, cfg)
     if line:
         sys.stdout.flush()
-        print(printable(redact_message(line, argv)), file=sys.stderr)  # URIs may carry what was typed
+        # an object-store URI may carry what was typed (credentials); a local path is shown as it is
+        remote = any("://" in word and not word.startswith("file://") for word in line.split())
+        print(printable(redact_message(line, argv) if remote else line), file=sys.stderr)
 
 
 def cli() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 
 #: the pages a command's output folder may hold, the one to open first
 PAGES = ("index.html", "report.html")
@@ -44,23 +45,31 @@ def outputs(out: str) -> str:
     """``out`` as a user opens it: the ``file://`` URL of its page when it has one, else the folder or URI."""
     if "://" in out and not out.startswith("file://"):
         return out
-    path = os.path.abspath(out.removeprefix("file://"))
+    path = Path(os.path.abspath(out.removeprefix("file://")))
     for page in PAGES:
-        if os.path.isfile(os.path.join(path, page)):
-            return f"file://{os.path.join(path, page)}"
-    return path
+        if (path / page).is_file():
+            return (path / page).as_uri()  # percent-encoded: a space, '#' or '%' in a folder name opens right
+    return str(path)
+
+
+def _storage_flags(cfg) -> str:
+    """The storage flags of ``cfg`` a pasted next command needs to reach the same store (never credentials)."""
+    st = getattr(cfg, "storage", None)
+    flags = [f"--{name.replace('_', '-')} {_q(getattr(st, name))}" for name in ("endpoint_url", "region", "profile")
+             if getattr(st, name, None)]
+    return (" " + " ".join(flags)) if flags else ""
 
 
 def final_line(command: str, cfg) -> str | None:
     """``actlake probe: wrote file:///…/report.html; next: actlake stats …`` (None: the command names no output)."""
-    out = getattr(cfg, "out", None)
+    out = getattr(cfg, "out", None) or getattr(cfg, "dst", None)  # `copy` writes to its DST
     if not out:
         return None
     line = f"actlake {command}: wrote {outputs(str(out))}"
     nxt = NEXT.get(command)
     if nxt is not None:
         try:
-            line += f"; next: {nxt(cfg)}"
+            line += f"; next: {nxt(cfg)}{_storage_flags(cfg)}"
         except AttributeError:  # a config without the field the suggestion names: the outputs alone
             pass
     return line

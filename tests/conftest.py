@@ -24,6 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 #: the other integration files, then the unit files, so that no long file is left for the end while the other
 #: worker has nothing to do. A file missing here only starts later; nothing else depends on this list.
 SLOW_FILES = {
+    "tests/integration/test_quickstart.py": 400,
+    "tests/integration/test_smollm2.py": 150,
     "tests/unit/analysis/test_sae_synthetic_bench.py": 246,
     "tests/integration/test_probe_ray.py": 144,
     "tests/integration/test_causal_probing.py": 130,

@@ -57,7 +57,7 @@ def matching_datasets(pattern: str, storage) -> dict[str, str]:
     found = {n: f"{parent}/{n}" if parent else n for n in names
              if fnmatch.fnmatchcase(n, leaf) and st.exists(f"{n}/{MANIFEST}")}
     if not found:
-        raise SweepError(f"--data {pattern!r} matches no dataset (no folder under {st.display()} named like "
+        raise SweepError(f"--data {str(pattern)!r} matches no dataset (no folder under {st.display()} named like "
                          f"{leaf!r} holds a {MANIFEST}); list them with `actlake ls {parent or '.'}`")
     return found
 
@@ -186,10 +186,10 @@ def _hooks(cfg) -> str:
 
 
 def _announce(command: str, runs: list[str]) -> None:
-    """What the sweep will compute, before its first run: each run then estimates its own cost as it starts
-    (a run per hook-analysis logs ``will compute …; estimated …``) and the sweep's ETA follows the runs done."""
+    """What the sweep will compute, before its first run; its progress (with an ETA) then follows the runs done.
+    The runs themselves do not time a sample first (RSA and CKA have no estimate of their own yet)."""
     shown = "; ".join(runs[:6]) + (f"; … {len(runs) - 6} more" if len(runs) > 6 else "")
-    log.info("will compute %d runs of `%s`: %s", len(runs), command, shown)
+    log.info("will compute %d run%s of `%s`: %s", len(runs), "" if len(runs) == 1 else "s", command, shown)
 
 
 def _page(out: Results, summary: SweepSummary) -> None:

@@ -33,6 +33,8 @@ class CostEstimate:
 
     def line(self) -> str:
         """``will compute …; estimated ~6 min (timed sample: …)``: logged before the work starts."""
+        if self.seconds <= 0:
+            return f"will compute {self.work}; not estimated ({self.basis})"
         return f"will compute {self.work}; estimated {duration(self.seconds)} ({self.basis})"
 
     def record(self, seconds: float) -> dict:

@@ -13,6 +13,7 @@ provider and callbacks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -114,26 +115,29 @@ def _run(analysis: HookAnalysis, cfg, run: StartedRun):
     hooks_out = run.out.child(HOOKS)
     task = HookTask(cfg, plan, run.ds, hooks_out)
     done = lambda h: hooks_out.storage.exists(f"{h}.json")  # noqa: E731
-    t0 = time.perf_counter()
-    cost = _estimate(analysis, task, [h for h in run.hooks if not done(h)], cfg.workers)
+    cost = _estimate(analysis, task, [h for h in run.hooks if not done(h)], cfg.workers, len(run.hooks))
+    t0 = time.perf_counter()  # what the estimate covers: the hooks left, not itself nor the assembly
     run_pending_hooks(partial(_one_hook, analysis.hook, task), run.hooks, done, workers=cfg.workers,
                       address=cfg.address, threads=cfg.threads, logger=log, verb=analysis.verb)
+    seconds = time.perf_counter() - t0
     outcomes = {h: analysis.outcome.from_json(hooks_out.read_json(f"{h}.json")) for h in run.hooks}
     summary = analysis.assemble(Assembly(cfg, plan, run.ds, run.hooks, run.out, run.recorded()), outcomes)
     if cost is not None:
-        seconds = time.perf_counter() - t0
-        log.info("took %.0f s (estimated %.0f s)", seconds, cost.seconds)
+        log.info("the hooks took %.0f s (estimated %.0f s)", seconds, cost.seconds)
         summary.cost = cost.record(seconds)
     run.rundir.finish(summary.to_json())
     return summary
 
 
-def _estimate(analysis: HookAnalysis, task: HookTask, todo: list[str], workers: int) -> CostEstimate | None:
+def _estimate(analysis: HookAnalysis, task: HookTask, todo: list[str], workers: int, total: int
+              ) -> CostEstimate | None:
     """What the hooks left to do will cost, logged before they start (None: nothing to do, or no estimate)."""
     if analysis.estimate is None or not todo:
         return None
     one = analysis.estimate(task, todo[0])
     cost = one.times(len(todo), "hooks" if len(todo) > 1 else "hook", max(1, workers))
+    if len(todo) < total:
+        cost = dataclasses.replace(cost, work=f"{cost.work} ({total - len(todo)} of {total} hooks done before)")
     analysis.log.info("%s", cost.line())
     return cost
 

@@ -179,9 +179,15 @@ def _missing(inputs: EvalInputs) -> str | None:
 
 
 def _size(inputs: EvalInputs) -> int:
-    """The rows it pools: every row of at most ``MAX_EXAMPLES`` examples (their share of the rows)."""
-    n = len(np.unique(inputs.meta.column(EXAMPLE_ID).to_numpy()))
-    return int(len(inputs.meta) * min(1.0, MAX_EXAMPLES / max(n, 1)))
+    """Its work: the items of every task (balanced examples of a class against the rest), each fitted at every k
+    in every fold — on a small sample fewer classes have enough examples, so this, not the rows, is what grows."""
+    meta = inputs.meta
+    columns = label_columns(meta, inputs.labels)
+    examples = np.unique(meta.column(EXAMPLE_ID).to_numpy())
+    if len(examples) > MAX_EXAMPLES:
+        examples = np.sort(np.random.default_rng(inputs.seed).choice(examples, MAX_EXAMPLES, replace=False))
+    sub = meta.filter(pa.array(np.isin(meta.column(EXAMPLE_ID).to_numpy(), examples)))
+    return sum(len(items) for _c, _k, items in tasks(sub, columns, examples, inputs.seed))
 
 
 register(EvalMetric("sparse_probing", run, "top-k latents (by mean difference) in a logistic probe per label class, "
