@@ -27,17 +27,31 @@ def _hook(cfg) -> str:
     return str(plain[0]) if plain else "HOOK"
 
 
+def _causal(cfg) -> str:
+    """`` --min-position 1`` for a causal LM's dataset (its first token is the attention sink, which an SAE should
+    not train on), from the architecture the dataset's manifest records."""
+    try:
+        from shards.reader import open_dataset
+
+        arch = str(open_dataset(str(cfg.out), cfg.storage).manifest.model.architecture or "")
+    except Exception:  # noqa: BLE001 - a suggestion, never a failure
+        return ""
+    return " --min-position 1" if arch.endswith(("ForCausalLM", "LMHeadModel")) else ""
+
+
 NEXT: dict[str, Callable[[object], str]] = {
-    "extract": lambda c: f"actlake sae train --data {_q(c.out)} --hook {_hook(c)} --out {_q(str(c.out) + '-sae')}",
+    "extract": lambda c: f"actlake sae train --data {_q(c.out)} --hook {_hook(c)}{_causal(c)} --out "
+                         f"{_q(str(c.out) + '-topk')}",
     "sae train": lambda c: f"actlake sae evaluate --sae {_q(c.out)} --out {_q(str(c.out) + '-eval')}",
     "sae evaluate": lambda c: f"actlake sae dashboard --sae {_q(c.sae)} --out {_q(str(c.sae) + '-site')}",
-    "sae dashboard": lambda c: f"actlake sae explain --sae {_q(c.sae)} --latents top:20 --out "
-                               f"{_q(str(c.sae) + '-explain')}",
+    "sae dashboard": lambda c: f"actlake sae eval --sae {_q(c.sae)} --examples 128 --out "
+                               f"{_q(str(c.sae) + '-in-model')}",
     "sae explain": lambda c: f"actlake sae score --explanations {_q(c.out)}",
     "sae score": lambda c: f"actlake sae dashboard --sae SAE --explanations {_q(c.explanations)} --out SITE",
     "sae eval": lambda c: f"actlake sae dashboard --sae {_q(c.sae)} --out {_q(str(c.sae) + '-site')}",
     "probe": lambda c: f"actlake stats --data {_q(c.data)} --label {_q(c.label)} --out {_q(str(c.out) + '-stats')}",
     "import": lambda c: f"actlake info {_q(c.out)}",
+    "stats": lambda c: f"actlake align cka --data {_q(c.data)} --out {_q(str(c.out) + '-cka')}",
 }
 
 

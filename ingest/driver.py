@@ -156,7 +156,8 @@ def run_extraction(cfg: ExtractConfig, resolver: Resolver | None = None,
                                 seconds=round(time.perf_counter() - t_start, 2), run_seconds=round(run_secs, 2),
                                 startup_seconds=round(startup, 2),
                                 skipped_inputs=[s.stimulus_id for s in ds.manifest.skipped_inputs()])
-    log.info("done: %s", summary.to_json())
+    log.info("done in %.0f s: %d units (%d run now), %s %s, %s rows, %.1f MiB", summary.seconds, summary.units,
+             summary.ran_units, f"{summary.count:,}", summary.counts, f"{summary.rows:,}", summary.bytes / 2**20)
     return summary
 
 

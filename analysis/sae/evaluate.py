@@ -294,7 +294,8 @@ def _run(cfg: SaeEvaluateConfig, sae, record: TrainedOn, started: StartedRun) ->
         for fname, fig in outcome.figures.items():
             out.figure(fname, fig)
         results[name] = outcome.summary
-        log.info("%s: %s", name, {k: v for k, v in outcome.summary.items() if not isinstance(v, (dict, list))})
+        log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in outcome.summary.items() if not isinstance(v, (dict, list))))
     if autointerp is not None:
         out.json("autointerp.json", autointerp)
         results["autointerp"] = autointerp

@@ -286,5 +286,5 @@ def summarise(cfg: SaeEvalConfig, sae, run: StartedRun, hook: str, got: Evaluate
         min_position=got.min_position, measure=measure, metrics={**metrics, **_flat(recon.to_json())},
         rows=rows.storage.display(), out=out.display())
     run.rundir.finish(summary.to_json())
-    log.info("sae eval %s: %s", hook, summary.metrics)
+    log.info("sae eval %s: %s, FVU %.4f, L0 %.1f", hook, headline, recon.fvu, recon.l0)
     return summary

@@ -46,7 +46,7 @@ def test_extract_and_info_print_only_actlakes_lines(tmp_path):
     json.loads(done.stdout.strip().splitlines()[-1])  # the result, as JSON
     # the last line names the output and the next command
     assert done.stderr.strip().splitlines()[-1] == (f"actlake extract: wrote {out}; next: actlake sae train --data "
-                                                    f"{out} --hook resid.1 --out {out}-sae")
+                                                    f"{out} --hook resid.1 --min-position 1 --out {out}-topk")
     info = _run(["info", out], tmp_path)
     assert info.returncode == 0 and not [ln for ln in info.stderr.splitlines() if not OURS.match(ln)]
     loud = _run(["-v", "info", out], tmp_path)

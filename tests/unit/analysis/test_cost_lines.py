@@ -49,7 +49,8 @@ def test_stats_says_its_cost_first_and_ends_with_its_outputs(tmp_path, capfd, ca
     assert summary["cost"]["estimated_seconds"] > 0 and summary["cost"]["seconds"] > 0
     got = capfd.readouterr()
     assert json.loads(got.out.strip().splitlines()[-1])["cost"] == summary["cost"]  # not a terminal: the JSON
-    assert got.err.strip().splitlines()[-1] == f"actlake stats: wrote file://{out / 'report.html'}"
+    assert got.err.strip().splitlines()[-1] == (f"actlake stats: wrote {(out / 'report.html').as_uri()}; next: "
+                                                f"actlake align cka --data {data} --out {out}-cka")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="actlake"):
         assert main(["stats", "--data", str(data), "--hooks", "resid.1,resid.2", "--label", "label",
@@ -64,7 +65,7 @@ def test_next_command_lines(tmp_path):
     assert outputs("s3://bucket/runs/x") == "s3://bucket/runs/x"
     cfg = SimpleNamespace(out="runs/acts", hooks=["embed", "resid.*"])
     assert final_line("extract", cfg).endswith(
-        "; next: actlake sae train --data runs/acts --hook embed --out runs/acts-sae")
+        "; next: actlake sae train --data runs/acts --hook embed --out runs/acts-topk")
     glob_only = SimpleNamespace(out="runs/acts", hooks=["resid.*"])
     assert "--hook HOOK " in final_line("extract", glob_only)
     spaced = SimpleNamespace(out="runs/my sae")
