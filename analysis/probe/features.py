@@ -34,6 +34,13 @@ def _selected_batches(ds: Dataset, hook: str, plan: ProbePlan, batch: int = 1638
                               f"was planned on {hi} or more. Plan and read one version (--data-version).")
 
 
+def streams(ds: Dataset, hook: str, plan: ProbePlan, memory_budget: int) -> bool:
+    """Whether ``load_features`` streams this hook's items (single rows over ``memory_budget`` bytes)."""
+    spec = ds.hook_spec(hook)
+    item_bytes = torch.empty((), dtype=_torch_dtype(spec.dtype)).element_size()
+    return plan.pool != "mean" and plan.n_items * spec.numel * item_bytes > memory_budget
+
+
 def load_features(ds: Dataset, hook: str, plan: ProbePlan, memory_budget: int) -> Features:
     """The items of ``plan`` for ``hook``: pooled means in float32, single rows in the stored dtype; streamed
     when they would take more than ``memory_budget`` bytes (not possible for mean pooling, which needs them all)."""
@@ -43,7 +50,6 @@ def load_features(ds: Dataset, hook: str, plan: ProbePlan, memory_budget: int) -
     std = torch.as_tensor(np.asarray(st.std, np.float64).reshape(-1))
     inv = torch.where(std > 1e-12, 1.0 / std.clamp_min(1e-12), torch.ones_like(std))
     d = spec.numel
-    item_bytes = 4 if plan.pool == "mean" else torch.empty((), dtype=_torch_dtype(spec.dtype)).element_size()
     if plan.pool == "mean":
         pooled = torch.zeros((plan.n_items, d), dtype=torch.float64)
         for pos, x in _selected_batches(ds, hook, plan):
@@ -53,7 +59,7 @@ def load_features(ds: Dataset, hook: str, plan: ProbePlan, memory_budget: int) -
             log.warning("%s: %d pooled examples x %d dims exceed --memory-budget; kept in memory anyway (mean "
                         "pooling needs every example's rows)", hook, plan.n_items, d)
         return Features(plan.n_items, d, mean, inv, x=(pooled / counts[:, None]).float())
-    if plan.n_items * d * item_bytes <= memory_budget:
+    if not streams(ds, hook, plan, memory_budget):
         x = torch.empty((plan.n_items, d), dtype=_torch_dtype(spec.dtype))
         for pos, rows in _selected_batches(ds, hook, plan):
             x[torch.from_numpy(plan.item_of_row[pos])] = rows

@@ -27,6 +27,21 @@ class FitFn(Protocol):
 
 
 @dataclass(frozen=True)
+class PassCost:
+    """One iterative solve of a batch of fits on some items, timed in parts: each objective pass takes
+    ``per_pass`` seconds, after a setup of ``setup`` seconds (both growing with the items) and ``fixed`` seconds
+    that do not (a d x d eigendecomposition)."""
+
+    per_pass: float
+    setup: float = 0.0
+    fixed: float = 0.0
+
+
+class PassCostFn(Protocol):
+    def __call__(self, feats: Features, data: ProbeData, fits: list[Fit]) -> PassCost: ...
+
+
+@dataclass(frozen=True)
 class ProbeKind:
     """A registered probe: its name, the tasks it solves, its ``--reg auto`` grid as penalties per training
     item (scaled to each fit's scikit-learn units by its training size), and its batched fit."""
@@ -38,6 +53,9 @@ class ProbeKind:
     per_item_grid: tuple[float, ...]
     fit: FitFn
     exact_search: bool = False  #: the penalty search is cheap and exact on all items (no subsample)
+    #: iterative kinds: times one objective pass of ``fits`` (the cost estimate multiplies it by the passes a
+    #: solve takes); None: one pass solves every fit, and the estimate times the fit itself
+    pass_cost: PassCostFn | None = None
 
 
 PROBES: Registry[ProbeKind] = Registry("probe")

@@ -14,18 +14,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from analysis.common.hooks import layer_index
 from analysis.common.inputs import RunSummary
 from analysis.common.perhook import HOOKS, Assembly, HookAnalysis, HookTask, run_hook_analysis
 from analysis.probe.config import RUN_NEUTRAL, ProbeConfig
+from analysis.probe.cost import estimate_hook
 from analysis.probe.directions import diff_in_means
 from analysis.probe.features import load_features
-from analysis.probe.problems import Fit, FitResult, ProbeData, outer_fits, pick_regs, search_fits
-from analysis.probe.registry import ProbeKind, SolverOptions, get_probe, probe_for_task
+from analysis.probe.hookfit import ProbeRun, fit_hook
+from analysis.probe.problems import Fit, FitResult
+from analysis.probe.registry import ProbeKind, get_probe, probe_for_task
 from analysis.probe.report import accuracy_figure
 from analysis.probe.summary import HookSummary, concept_depth
 from analysis.probe.targets import ProbeInputError, ProbePlan, plan_probe
+from analysis.probe.threads import hook_threads
 from shards.columns import EXAMPLE_ID
 from shards.reader import Dataset
 from shards.records import JsonRecord
@@ -71,30 +75,6 @@ class ProbeSummary(RunSummary, JsonRecord):
     out: str = ""
 
 
-@dataclass
-class ProbeRun:
-    """The plan of a probe run: items, folds and targets, and the probe kind that fits them."""
-
-    targets: ProbePlan
-    kind: str
-
-    @property
-    def notes(self) -> list[str]:
-        return self.targets.notes
-
-
-def _regs(cfg: ProbeConfig, plan: ProbePlan, kind: ProbeKind, feats, data: ProbeData, opts: SolverOptions
-          ) -> list[float]:
-    """Each outer fold's penalty: the one given, or the inner cross-validation's pick on its training folds."""
-    n_train = float(np.mean([(plan.fold != f).sum() for f in range(plan.folds)]))
-    grid = cfg.reg_values or [g * n_train for g in kind.per_item_grid]
-    if len(grid) == 1:
-        return grid * plan.folds
-    fits = search_fits(data, grid, plan.folds)
-    found = kind.fit(feats, data, fits, opts)
-    return pick_regs(fits, found.scores, plan.folds)
-
-
 def _rows(hook: str, plan: ProbePlan, metric: str, fits: list[Fit], res: FitResult) -> list[dict]:
     counts = np.bincount(plan.fold, minlength=plan.folds)
     control = {f.fold: float(s) for f, s in zip(fits, res.scores, strict=True) if f.role == "control"}
@@ -110,13 +90,12 @@ def probe_hook(task: HookTask[ProbeConfig, ProbeRun], hook: str) -> HookOutcome:
 
     cfg, plan = task.cfg, task.plan.targets
     kind = get_probe(task.plan.kind)
+    threads = hook_threads(cfg.threads, cfg.workers, cfg.address, plan.n_items * task.ds.hook_spec(hook).numel)
+    if threads:
+        torch.set_num_threads(threads)  # the runner puts its own count back after the hooks
     feats = load_features(task.ds, hook, plan, cfg.budget_bytes)
-    data = ProbeData(plan.fold, plan.targets(), plan.n_classes, None if kind.exact_search else plan.search)
-    opts = SolverOptions(cfg.max_iter, cfg.tol, cfg.epochs)
-    regs = _regs(cfg, plan, kind, feats, data, opts)
-    final_reg = sorted(regs)[len(regs) // 2]
-    fits = outer_fits(plan.folds, regs, plan.control is not None, final_reg)
-    res = kind.fit(feats, data, fits, opts)
+    done = fit_hook(cfg, plan, kind, feats)
+    fits, res, final_reg = done.fits, done.result, done.final_reg
     rows = _rows(hook, plan, kind.metric, fits, res)
     final = next(i for i, f in enumerate(fits) if f.role == "final")
     tensors = {f"{hook}/probe": res.weights[final].contiguous(), f"{hook}/probe_bias": res.bias[final].contiguous()}
@@ -125,7 +104,8 @@ def probe_hook(task: HookTask[ProbeConfig, ProbeRun], hook: str) -> HookOutcome:
             tensors[f"{hook}/diffmean/{c}"] = vec.contiguous()
     task.out.storage.put_bytes(f"{hook}.safetensors", save(tensors, metadata={"hook": hook}))
     log.info("%s: %s %.4f over %d folds", hook, kind.metric, np.mean([r["value"] for r in rows]), plan.folds)
-    return HookOutcome(hook=hook, layer_index=layer_index(hook), rows=rows, reg=float(final_reg), solver=res.notes)
+    solver = {**res.notes, "threads": torch.get_num_threads(), **({"search": done.search} if done.search else {})}
+    return HookOutcome(hook=hook, layer_index=layer_index(hook), rows=rows, reg=float(final_reg), solver=solver)
 
 
 def _kind(cfg: ProbeConfig, plan: ProbePlan) -> ProbeKind:
@@ -137,7 +117,7 @@ def _kind(cfg: ProbeConfig, plan: ProbePlan) -> ProbeKind:
 
 
 def _plan(cfg: ProbeConfig, ds: Dataset, hooks: list[str]) -> ProbeRun:
-    plan = plan_probe(cfg, ds)
+    plan = plan_probe(cfg, ds, min((ds.hook_spec(h).numel for h in hooks), default=None))
     return ProbeRun(plan, _kind(cfg, plan).name)
 
 
@@ -153,6 +133,21 @@ def _results_table(hooks: list[str], outcomes: dict[str, HookOutcome]) -> pa.Tab
         ("hook", pa.string()), ("layer_index", pa.int32()), ("fold", pa.int32()), ("n_train", pa.int64()),
         ("n_test", pa.int64()), ("metric", pa.string()), ("value", pa.float64()), ("control_value", pa.float64()),
         ("reg", pa.float64())]))
+
+
+def _control_notes(cfg: ProbeConfig, summaries: dict[str, HookSummary]) -> list[str]:
+    """A note where the control scored at least the label at every hook: selectivity then says the probe
+    memorises the control, not that no layer encodes the label."""
+    if cfg.control == "none" or not summaries or any(s.selectivity is None or s.selectivity > 0
+                                                     for s in summaries.values()):
+        return []
+    worst = min(s.control_mean for s in summaries.values())
+    why = ("it measures what the probe can memorise of token identity, not where the label is encoded"
+           if cfg.control == "type" else "no hook tells the label better than its control")
+    note = (f"--control {cfg.control} scored at least the label at every hook (control mean >= {worst:.3f}): "
+            f"selectivity <= 0 everywhere; {why}")
+    log.warning("%s", note)
+    return [note]
 
 
 def _assemble(run: Assembly[ProbeConfig, ProbeRun], outcomes: dict[str, HookOutcome]) -> ProbeSummary:
@@ -178,12 +173,13 @@ def _assemble(run: Assembly[ProbeConfig, ProbeRun], outcomes: dict[str, HookOutc
         label=plan.label, task=plan.task, classes=plan.classes, hooks={h: s.to_json() for h, s in summaries.items()},
         concept_depth=depth.to_json(), **run.recorded, rows_used=int(len(plan.rows)), seed=cfg.seed,
         metric=kind.metric, probe=kind.name, reg_units=kind.reg_name, items=plan.n_items, folds=plan.folds,
-        group_by=cfg.group_column(ds.columns), control=cfg.control, pool=plan.pool, notes=plan.notes,
-        out=out.display())
+        group_by=cfg.group_column(ds.columns), control=cfg.control, pool=plan.pool,
+        notes=plan.notes + _control_notes(cfg, summaries), out=out.display())
 
 
 PROBE = HookAnalysis(name="probe", command="probe", neutral=RUN_NEUTRAL, plan=_plan, hook=probe_hook,
-                     outcome=HookOutcome, assemble=_assemble, summary=ProbeSummary, describe=_describe, verb="probed")
+                     outcome=HookOutcome, assemble=_assemble, summary=ProbeSummary, describe=_describe, verb="probed",
+                     estimate=estimate_hook)
 
 
 def run(cfg: ProbeConfig) -> ProbeSummary:
@@ -191,7 +187,7 @@ def run(cfg: ProbeConfig) -> ProbeSummary:
 
     Example::
 
-        run(ProbeConfig(data="demo-data/minilm", hooks=["embed", "resid.*"], label="label", control="type",
+        run(ProbeConfig(data="demo-data/minilm", hooks=["embed", "resid.*"], label="label", control="shuffle",
                         out="runs/probe-concepts"))
     """
     return run_hook_analysis(PROBE, cfg)

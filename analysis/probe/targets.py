@@ -190,6 +190,29 @@ def _control(cfg: ProbeConfig, plan: ProbePlan, token_ids: np.ndarray | None) ->
     return y[rng.permutation(len(y))]
 
 
+def type_control_note(plan: ProbePlan, token_ids: np.ndarray, dims: int | None) -> str | None:
+    """Why ``--control type`` cannot be selective on these items, or None. With no more token types than the
+    hooks have dims, and the types of the test folds seen in training, a linear probe can give every type its own
+    label (one direction per type) at any layer that still tells its token, and every layer does: the control
+    scores ~1 and selectivity is below 0 everywhere, however the label is encoded. Hewitt & Liang's control
+    presumes a vocabulary far larger than a probe can memorise (tens of thousands of types)."""
+    if dims is None:
+        return None
+    types, type_of = np.unique(token_ids, return_inverse=True)
+    pairs = np.unique(np.stack([type_of, plan.fold]), axis=1)
+    seen = float((np.bincount(pairs[0], minlength=len(types)) >= 2)[type_of].mean())
+    if len(types) > dims or seen < 0.9:
+        return None
+    per_group = len(np.unique(np.stack([plan.groups, plan.y]), axis=1)[0]) == len(np.unique(plan.groups))
+    fix = ("the label is one per group, so use --control shuffle (each group gets another group's label: what a "
+           "probe scores with the label distribution alone)" if per_group else
+           "probe a corpus with many more token types than dims, or use --control shuffle")
+    return (f"--control type cannot be selective here: the {plan.n_items:,} items hold {len(types)} token types, "
+            f"no more than the hooks' {dims} dims, and {seen:.0%} of test items have a type seen in training, so "
+            "a linear probe gives each type its own label at every layer (control accuracy ~1, selectivity < 0 "
+            f"whatever the layers encode); {fix}")
+
+
 def _sample_groups(groups: np.ndarray, cap: int, seed: int) -> np.ndarray:
     """A bool mask of whole groups, taken in a seeded order while at most ``cap`` items are covered."""
     uniq, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
@@ -245,8 +268,9 @@ def _targets(cfg: ProbeConfig, task: str, item_labels: np.ndarray) -> tuple[list
     return [str(c) for c in classes], y.astype(np.int64)
 
 
-def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
-    """Read the labels (and ids) once, check them, and decide items, task, folds and controls."""
+def plan_probe(cfg: ProbeConfig, ds: Dataset, dims: int | None = None) -> ProbePlan:
+    """Read the labels (and ids) once, check them, and decide items, task, folds and controls (``dims``: the
+    fewest dims of the hooks to probe, which decides whether ``--control type`` can be memorised)."""
     group_col = cfg.group_column(ds.columns)
     meta = _read_meta(cfg, ds, group_col)
     values = _labels(cfg, ds, meta)
@@ -275,6 +299,9 @@ def plan_probe(cfg: ProbeConfig, ds: Dataset) -> ProbePlan:
     tokens = meta.column(TOKEN_ID).to_numpy(zero_copy_only=False)[rep] if plan.pool == "none" and token_rows \
         else None
     plan.control = _control(cfg, plan, tokens)
+    note = type_control_note(plan, tokens, dims) if cfg.control == "type" and plan.task == "classify" else None
+    if note:
+        notes.append(note)  # logged with the plan's other notes
     if cfg.reg_search_rows and plan.n_items > cfg.reg_search_rows:
         plan.search = _sample_groups(groups, cfg.reg_search_rows, cfg.seed + 1)
     return plan

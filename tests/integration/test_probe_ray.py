@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from analysis.probe.config import ProbeConfig
 from analysis.probe.run import run
+from analysis.probe.targets import plan_probe
 from shards.storage import Storage
 from tests.unit.analysis.probe_data import planted_probe_dataset
 
@@ -55,8 +57,29 @@ def test_probe_reads_and_writes_s3(ray_local, s3_bucket, s3_endpoint, tmp_path):
     assert joined.classes == ["0", "1"] and joined.hooks["resid.0"]["mean"] < 0.65  # noise hook: chance
 
 
+def _sklearn_control(data: str, hook: str, cfg: ProbeConfig) -> float:
+    """scikit-learn's mean control accuracy on the probe plan's own folds and control labels, C = 1 / reg."""
+    from sklearn.linear_model import LogisticRegression
+
+    import shards
+
+    ds = shards.open_dataset(data)
+    plan = plan_probe(cfg, ds, 384)
+    st = ds.stats(hook)
+    std = np.where(st.std > 1e-12, st.std, 1.0)  # a constant dim (one of resid.5's here) stays as the probe has it
+    x = (ds.to_numpy(hook).astype(np.float64)[plan.rows] - st.mean) / std
+    scores = []
+    for f in range(plan.folds):
+        tr, te = plan.fold != f, plan.fold == f
+        model = LogisticRegression(C=1 / float(cfg.reg[0]), max_iter=3000).fit(x[tr], plan.control[tr])
+        scores.append(model.score(x[te], plan.control[te]))
+    return float(np.mean(scores))
+
+
 def test_minilm_concepts_by_layer(ray_local, tmp_path):
-    """The concept label over MiniLM's embeddings and residual stream, dataset made by the real extraction."""
+    """The concept label over MiniLM's embeddings and residual stream, dataset made by the real extraction; the
+    type control memorised at every layer (and said so), the shuffle control at chance, both as scikit-learn
+    finds on the same folds and control labels."""
     from ingest.config import ExtractConfig
     from ingest.driver import run_extraction
 
@@ -66,14 +89,29 @@ def test_minilm_concepts_by_layer(ray_local, tmp_path):
     # one penalty, near the one the inner search picks here (0.34 for most hooks; the search is tested on planted
     # data in tests/unit/analysis/test_probe.py and above): the search took 5/6 of this test's time, and the
     # accuracies are the same to 0.01 (embed 0.31, resid.5 0.99 either way)
-    s = run(ProbeConfig(data=data, hooks=["embed", "resid.*"], label="label", control="type", reg=["1"],
-                        out=str(tmp_path / "p")))
+    typed = ProbeConfig(data=data, hooks=["embed", "resid.*"], label="label", control="type", reg=["1"],
+                        out=str(tmp_path / "p"))
+    s = run(typed)
     means = {h: v["mean"] for h, v in s.hooks.items()}
     assert list(means) == ["embed", *[f"resid.{i}" for i in range(6)]]
     # a token's concept needs context: the embeddings barely decode it, contextual layers do
     assert means["embed"] < 0.5 and max(means.values()) > 0.9
     assert s.concept_depth["layer_index"] >= 0
-    assert all(v["control_mean"] is not None for v in s.hooks.values())
+    # the corpus has fewer token types than MiniLM has dims: each type gets its own label at every layer
+    assert all(v["control_mean"] >= 0.99 and v["selectivity"] < 0.01 for v in s.hooks.values())
+    note = next(n for n in s.notes if n.startswith("--control type cannot be selective"))
+    assert "384 dims" in note and "--control shuffle" in note
+    assert any("scored at least the label at every hook" in n for n in s.notes)
+    assert _sklearn_control(data, "embed", typed) >= 0.99
+    shuffled = ProbeConfig(data=data, hooks=["embed", "resid.5"], label="label", control="shuffle", reg=["1"],
+                           out=str(tmp_path / "shuffle"))
+    sh = run(shuffled)
+    chance = 1 / len(sh.classes)
+    for h, v in sh.hooks.items():
+        assert abs(v["control_mean"] - chance) < 0.1  # another example's label: nothing to read, nothing to memorise
+        assert v["control_mean"] == pytest.approx(_sklearn_control(data, h, shuffled), abs=0.03)
+    assert sh.hooks["resid.5"]["selectivity"] > 0.6 and sh.hooks["embed"]["selectivity"] < 0.25
+    assert not any("control" in n for n in sh.notes)
 
 
 def test_killed_probe_resumes_without_redoing_finished_hooks(tmp_path):

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.common.cost import timed
 from analysis.probe.problems import Features, Fit, FitResult, ProbeData
-from analysis.probe.registry import ProbeKind, SolverOptions, register
+from analysis.probe.registry import PassCost, ProbeKind, SolverOptions, register
 
 
 class _Batched:
@@ -173,6 +174,18 @@ def _minibatch(prob: _Batched, opts: SolverOptions) -> FitResult:
     return prob.result(theta, step, {"solver": "minibatch-adam", "epochs": opts.epochs, "steps": step})
 
 
+def logistic_pass_cost(feats: Features, data: ProbeData, fits: list[Fit]) -> PassCost:
+    """The full-batch solver's parts, timed on ``feats``: the covariance pass, its eigendecomposition and one
+    objective pass for these fits (the median of three: on cores shared with other jobs the best of a few
+    passes was half of what a whole run's passes took)."""
+    prob = _Batched(feats, data, fits)
+    cov, setup = timed(lambda: _covariance(feats))
+    _, fixed = timed(lambda: torch.linalg.eigh(cov))
+    theta = torch.zeros((feats.d + 1, prob.P * prob.K), dtype=torch.float64)
+    per_pass = float(np.median([timed(lambda: prob.objective(theta))[1] for _ in range(3)]))
+    return PassCost(per_pass, setup, fixed)
+
+
 def fit_logistic(feats: Features, data: ProbeData, fits: list[Fit], opts: SolverOptions) -> FitResult:
     """Every fit of ``fits`` on ``feats``: full-batch L-BFGS in memory, minibatch Adam when streamed."""
     prob = _Batched(feats, data, fits)
@@ -180,4 +193,4 @@ def fit_logistic(feats: Features, data: ProbeData, fits: list[Fit], opts: Solver
 
 
 LOGISTIC = register(ProbeKind("logistic", ("classify",), "accuracy", "1/C", (1e-4, 1e-3, 1e-2, 1e-1),
-                              fit_logistic))
+                              fit_logistic, pass_cost=logistic_pass_cost))

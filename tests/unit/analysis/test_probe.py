@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from analysis.probe.config import ProbeConfig
+from analysis.probe.cost import sample_plan
 from analysis.probe.features import load_features
-from analysis.probe.problems import ProbeData, outer_fits
+from analysis.probe.hookfit import search_view
+from analysis.probe.problems import ProbeData, outer_fits, search_fits
 from analysis.probe.registry import SolverOptions, get_probe
 from analysis.probe.run import run
 from analysis.probe.targets import plan_probe
@@ -125,6 +127,62 @@ def test_type_control_labels_each_token_type_once(planted, tmp_path):
         assert len(np.unique(plan.control[tokens == t])) == 1
     freq = np.bincount(plan.control, minlength=3) / len(plan.control)
     assert freq.min() > 0.0 and set(np.unique(plan.control)) <= {0, 1, 2}
+
+
+def test_type_control_said_to_be_memorisable_when_types_fit_the_dims(planted, tmp_path):
+    """50 token types: a linear probe can give each its own label in 64 dims, not in 16 (planted's d)."""
+    cfg = _cfg(planted, tmp_path / "o", control="type")
+    assert not any("--control type" in n for n in plan_probe(cfg, planted, dims=16).notes)
+    note = next(n for n in plan_probe(cfg, planted, dims=64).notes if "--control type" in n)
+    assert "50 token types" in note and "64 dims" in note and "100% of test items" in note
+    assert "--control shuffle" in note and "one per group" in note  # planted's label is one per example
+
+
+def test_cost_is_estimated_logged_and_recorded(planted, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="actlake.probe"):
+        s = run(_cfg(planted, tmp_path / "o", hooks=["resid.1", "resid.2"], control="shuffle", reg_search_rows=600))
+    plan = plan_probe(_cfg(planted, tmp_path / "o", reg_search_rows=600), planted)
+    searched = int(plan.search.sum())
+    work = (f"2 hooks × 1,800 rows × 16 dims × 3 classes × (60 search fits on {searched:,} rows: 5 folds × 3 inner "
+            "× 4 penalties; 5 folds + 5 controls + 1 final)")
+    assert 0 < searched < 1800 and s.cost["work"] == work
+    assert s.cost["estimated_seconds"] > 0 and s.cost["seconds"] > 0
+    assert s.cost["basis"].startswith("timed sample: 1,800 of 1,800 items") and "passes" in s.cost["basis"]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("will compute")]
+    assert len(logged) == 1 and logged[0].startswith(f"will compute {work}; estimated ~")
+    on_disk = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert on_disk["cost"] == s.cost
+    fixed = run(_cfg(planted, tmp_path / "f", hooks=["resid.2"], reg=["1"]))
+    assert fixed.cost["work"] == "1 hook × 1,800 rows × 16 dims × 3 classes × (5 folds + 1 final)"
+
+
+def test_search_on_its_subsample_alone_equals_the_masked_search(planted, tmp_path):
+    """The penalty search passes over its subsample's items only: the same fits as over every item with the
+    others masked out (to the solver's float32 precision: neither reaches a gradient of 1e-8)."""
+    cfg = _cfg(planted, tmp_path / "o", reg_search_rows=700)
+    plan = plan_probe(cfg, planted)
+    feats = load_features(planted, "resid.2", plan, 1 << 30)
+    data = ProbeData(plan.fold, plan.targets(), plan.n_classes, plan.search)
+    fits = search_fits(data, [0.3, 3.0, 30.0, 300.0], plan.folds)
+    opts = SolverOptions(max_iter=1000, tol=1e-8)
+    kind = get_probe("logistic")
+    masked, alone = kind.fit(feats, data, fits, opts), kind.fit(*search_view(feats, data), fits, opts)
+    assert search_view(feats, data)[0].n == int(plan.search.sum()) < plan.n_items
+    np.testing.assert_allclose(alone.scores, masked.scores, atol=1e-9)
+    for a, b in zip(alone.weights, masked.weights, strict=True):
+        a, b = a.numpy().ravel(), b.numpy().ravel()
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.99999
+
+
+def test_cost_sample_is_whole_groups_with_the_plans_folds(planted, tmp_path):
+    plan = plan_probe(_cfg(planted, tmp_path / "o", control="type"), planted)
+    sub = sample_plan(plan, 500)
+    ex = planted.metadata_table(["example_id"]).column("example_id").to_numpy()
+    assert sub.n_items == 504 and set(ex[sub.rows]) == set(range(84))  # 84 whole examples of 6 tokens: a prefix
+    keep = np.isin(plan.groups, np.unique(sub.groups))
+    np.testing.assert_array_equal(sub.fold, plan.fold[keep])
+    np.testing.assert_array_equal(sub.control, plan.control[keep])
+    assert sample_plan(plan, 5000) is plan
 
 
 def test_token_labels_joined_from_a_table_and_pooled_probing(planted, tmp_path):
