@@ -122,16 +122,22 @@ def tasks(meta: pa.Table, columns: list[str], examples: np.ndarray, seed: int) -
     return out
 
 
+def chosen_examples(inputs: EvalInputs) -> tuple[np.ndarray, pa.Table]:
+    """The examples it probes (at most ``MAX_EXAMPLES``, a seeded sample) and their rows of the metadata."""
+    meta = inputs.meta
+    examples = np.unique(meta.column(EXAMPLE_ID).to_numpy())
+    if len(examples) > MAX_EXAMPLES:
+        examples = np.sort(np.random.default_rng(inputs.seed).choice(examples, MAX_EXAMPLES, replace=False))
+    return examples, meta.filter(pa.array(np.isin(meta.column(EXAMPLE_ID).to_numpy(), examples)))
+
+
 def run(inputs: EvalInputs) -> EvalOutcome:
     meta = inputs.meta
     columns = label_columns(meta, inputs.labels)
     if not columns:
         raise EvalInputError("sparse_probing needs a label: a metadata column constant within each example with 2 or "
                              "more classes (name it with --labels); this dataset has none")
-    examples = np.unique(meta.column(EXAMPLE_ID).to_numpy())
-    if len(examples) > MAX_EXAMPLES:
-        examples = np.sort(np.random.default_rng(inputs.seed).choice(examples, MAX_EXAMPLES, replace=False))
-    sub = meta.filter(pa.array(np.isin(meta.column(EXAMPLE_ID).to_numpy(), examples)))
+    examples, sub = chosen_examples(inputs)
     examples, texts = example_texts(sub)
     groups = np.unique([*texts], return_inverse=True)[1] if texts is not None else np.arange(len(examples))
     inputs.progress(f"sparse probing: pooling {len(examples)} examples")
@@ -183,10 +189,7 @@ def _size(inputs: EvalInputs) -> int:
     in every fold — on a small sample fewer classes have enough examples, so this, not the rows, is what grows."""
     meta = inputs.meta
     columns = label_columns(meta, inputs.labels)
-    examples = np.unique(meta.column(EXAMPLE_ID).to_numpy())
-    if len(examples) > MAX_EXAMPLES:
-        examples = np.sort(np.random.default_rng(inputs.seed).choice(examples, MAX_EXAMPLES, replace=False))
-    sub = meta.filter(pa.array(np.isin(meta.column(EXAMPLE_ID).to_numpy(), examples)))
+    examples, sub = chosen_examples(inputs)
     return sum(len(items) for _c, _k, items in tasks(sub, columns, examples, inputs.seed))
 
 

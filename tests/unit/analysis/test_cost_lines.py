@@ -63,6 +63,10 @@ def test_next_command_lines(tmp_path):
     (tmp_path / "site" / "index.html").write_text("x")
     assert outputs(str(tmp_path / "site")) == f"file://{tmp_path / 'site' / 'index.html'}"
     assert outputs("s3://bucket/runs/x") == "s3://bucket/runs/x"
+    odd = tmp_path / "a b#c%20d"
+    odd.mkdir()
+    (odd / "report.html").write_text("x")
+    assert outputs(str(odd)).endswith("/a%20b%23c%2520d/report.html")  # a browser opens this folder, not a fragment
     cfg = SimpleNamespace(out="runs/acts", hooks=["embed", "resid.*"])
     assert final_line("extract", cfg).endswith(
         "; next: actlake sae train --data runs/acts --hook embed --out runs/acts-topk")
